@@ -1,0 +1,1 @@
+//! bdev: placeholder until its issue lands.

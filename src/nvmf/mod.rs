@@ -1,0 +1,1 @@
+//! nvmf: placeholder until its issue lands.

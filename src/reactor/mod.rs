@@ -1,0 +1,945 @@
+//! Reactors: one event loop per core of the core mask, each on its own pinned thread. A
+//! reactor runs its pollers (active ones every loop, timed ones at their period), executes the
+//! closures other threads send it through a bounded lock-free queue, accounts busy and idle
+//! time, and — when every poller has been idle for the configured spin time — sleeps on an
+//! epoll set holding its doorbell eventfd plus every wake fd its pollers registered (sockets,
+//! io_uring rings, AIO eventfds), so new work wakes it within microseconds. The first core of
+//! the mask is the main reactor: control (RPC, registries) runs there and reaches the others
+//! only by messages. Everything per reactor is thread-local; only the message queues, the
+//! doorbells and the stop flag are shared.
+
+mod sys;
+
+pub use sys::{process_cpu_time, thread_cpu_time};
+
+use crossbeam::queue::ArrayQueue;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How many closures may wait in one reactor's queue before `send_to` pushes back.
+pub const MESSAGE_QUEUE_DEPTH: usize = 16 * 1024;
+/// Messages executed per loop iteration, so a flood cannot starve the pollers.
+const MESSAGES_PER_LOOP: usize = 256;
+
+/// What one call of a poller achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStatus {
+    /// It found work (bytes, completions, requests) and made progress.
+    Busy,
+    /// It found nothing to do.
+    Idle,
+}
+
+impl PollStatus {
+    pub fn from_work(count: usize) -> Self {
+        if count > 0 {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+}
+
+/// When a reactor with nothing to do may sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Never sleep: poll continuously (`--poll-only`).
+    PollOnly,
+    /// Spin for this long after the last busy poll, then sleep until woken.
+    SpinThenSleep(Duration),
+}
+
+impl Default for IdleStrategy {
+    fn default() -> Self {
+        IdleStrategy::SpinThenSleep(Duration::from_micros(200))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// CPU cores, one reactor each; the first one is the main reactor.
+    pub cores: Vec<u32>,
+    pub idle: IdleStrategy,
+    /// Pin each reactor thread to its core (tests sharing a small machine may turn it off).
+    pub pin: bool,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            cores: vec![0],
+            idle: IdleStrategy::default(),
+            pin: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    #[error("the core mask is empty")]
+    EmptyMask,
+    #[error("core {core} appears twice in the core mask")]
+    DuplicateCore { core: u32 },
+    #[error("core {core} is not available to this process (available cores: {available:?})")]
+    CoreUnavailable { core: u32, available: Vec<u32> },
+    #[error("could not pin reactor thread to core {core}")]
+    PinFailed { core: u32 },
+    #[error("reactor setup failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A message could not be queued; the closure is handed back.
+pub struct SendError {
+    pub reason: SendErrorKind,
+    pub msg: Message,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendErrorKind {
+    /// The target's queue is full: retry later (back-pressure).
+    Full,
+    /// No reactor runs on that core in this application.
+    NoSuchCore,
+    /// The application is stopping.
+    Stopped,
+}
+
+impl std::fmt::Debug for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SendError({:?})", self.reason)
+    }
+}
+
+pub type Message = Box<dyn FnOnce() + Send + 'static>;
+
+/// Parses an SPDK-style core mask: hex (`0x3`, `3`) or a list (`[0,1]`, `[0-3,6]`).
+pub fn parse_core_mask(mask: &str) -> Result<Vec<u32>, String> {
+    let mask = mask.trim();
+    let mut cores = Vec::new();
+    if let Some(list) = mask.strip_prefix('[') {
+        let list = list
+            .strip_suffix(']')
+            .ok_or_else(|| format!("core list {mask:?} lacks its closing ']'"))?;
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parse = |s: &str| {
+                s.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{s:?} in core list {mask:?} is not a core number"))
+            };
+            match part.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse(lo)?, parse(hi)?);
+                    if lo > hi || hi - lo > 1024 {
+                        return Err(format!("bad core range {part:?}"));
+                    }
+                    cores.extend(lo..=hi);
+                }
+                None => cores.push(parse(part)?),
+            }
+        }
+    } else {
+        let hex = mask
+            .strip_prefix("0x")
+            .or_else(|| mask.strip_prefix("0X"))
+            .unwrap_or(mask);
+        if hex.is_empty() || hex.len() > 32 {
+            return Err(format!("{mask:?} is not a hex core mask"));
+        }
+        let bits = u128::from_str_radix(hex, 16)
+            .map_err(|_| format!("{mask:?} is not a hex core mask"))?;
+        cores.extend((0..128).filter(|bit| bits & (1u128 << bit) != 0));
+    }
+    if cores.is_empty() {
+        return Err(format!("core mask {mask:?} selects no core"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for core in &cores {
+        if !seen.insert(*core) {
+            return Err(format!("core {core} appears twice in {mask:?}"));
+        }
+    }
+    Ok(cores)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state (the only part other threads touch)
+
+struct ReactorShared {
+    core: u32,
+    queue: ArrayQueue<Message>,
+    sleeping: AtomicBool,
+    doorbell: sys::EventFd,
+}
+
+impl ReactorShared {
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.doorbell.ring();
+        }
+    }
+}
+
+struct Shared {
+    reactors: Vec<ReactorShared>,
+    idle: IdleStrategy,
+    stopping: AtomicBool,
+    shutdown_requested: AtomicBool,
+    next_poller_id: AtomicU64,
+}
+
+impl Shared {
+    fn index_of(&self, core: u32) -> Option<usize> {
+        self.reactors.iter().position(|r| r.core == core)
+    }
+
+    fn send_to(&self, core: u32, msg: Message) -> Result<(), SendError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(SendError {
+                reason: SendErrorKind::Stopped,
+                msg,
+            });
+        }
+        let Some(idx) = self.index_of(core) else {
+            return Err(SendError {
+                reason: SendErrorKind::NoSuchCore,
+                msg,
+            });
+        };
+        let reactor = &self.reactors[idx];
+        match reactor.queue.push(msg) {
+            Ok(()) => {
+                reactor.wake();
+                Ok(())
+            }
+            Err(msg) => Err(SendError {
+                reason: SendErrorKind::Full,
+                msg,
+            }),
+        }
+    }
+
+    fn stop_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for r in &self.reactors {
+            r.doorbell.ring();
+        }
+    }
+}
+
+/// A handle on a running set of reactors, usable from any thread.
+#[derive(Clone)]
+pub struct AppHandle {
+    shared: Arc<Shared>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl AppHandle {
+    /// Queues `f` to run on the reactor of `core`. Never blocks: a full queue is an error.
+    pub fn send_to(&self, core: u32, f: impl FnOnce() + Send + 'static) -> Result<(), SendError> {
+        self.shared.send_to(core, Box::new(f))
+    }
+
+    pub fn cores(&self) -> Vec<u32> {
+        self.shared.reactors.iter().map(|r| r.core).collect()
+    }
+
+    pub fn main_core(&self) -> u32 {
+        self.shared.reactors[0].core
+    }
+
+    /// Starts an orderly shutdown: shutdown hooks run on the main reactor in reverse order
+    /// of registration, then every reactor stops.
+    pub fn shutdown(&self) {
+        request_shutdown_on(&self.shared);
+    }
+
+    /// True once every reactor has been told to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits for every reactor thread to finish.
+    pub fn wait(&self) {
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock().unwrap());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks SIGINT/SIGTERM in the calling thread and starts a small (non-reactor) thread
+    /// that turns the first of them into `shutdown()`. Call before `start` so the reactor
+    /// threads inherit the blocked mask.
+    pub fn shutdown_on_signals() -> impl FnOnce(&AppHandle) {
+        let wait = sys::block_shutdown_signals();
+        move |app: &AppHandle| {
+            let app = app.clone();
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    let sig = wait();
+                    tracing::info!(signal = sig, "shutdown signal received");
+                    app.shutdown();
+                })
+                .expect("spawn signal thread");
+        }
+    }
+}
+
+fn request_shutdown_on(shared: &Arc<Shared>) {
+    if shared.shutdown_requested.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let main = shared.reactors[0].core;
+    let sh = shared.clone();
+    let run = move || run_shutdown_hooks(sh);
+    if let Err(e) = shared.send_to(main, Box::new(run)) {
+        // Queue full or stopping: stop without hooks rather than hang.
+        tracing::warn!(reason = ?e.reason, "could not queue shutdown; stopping reactors now");
+        shared.stop_all();
+    }
+}
+
+fn run_shutdown_hooks(shared: Arc<Shared>) {
+    let next = with_local(|r| r.shutdown_hooks.borrow_mut().pop());
+    match next {
+        Some((name, hook)) => {
+            tracing::debug!(hook = %name, "running shutdown hook");
+            let sh = shared.clone();
+            hook(Box::new(move || {
+                // The hook may complete on any reactor; continue on the main one.
+                let main = sh.reactors[0].core;
+                let sh2 = sh.clone();
+                if sh
+                    .send_to(main, Box::new(move || run_shutdown_hooks(sh2)))
+                    .is_err()
+                {
+                    sh.stop_all();
+                }
+            }));
+        }
+        None => shared.stop_all(),
+    }
+}
+
+/// Starts one reactor per core of `config.cores` and runs `init` on the main reactor.
+pub fn start(
+    config: ReactorConfig,
+    init: impl FnOnce() + Send + 'static,
+) -> Result<AppHandle, ReactorError> {
+    if config.cores.is_empty() {
+        return Err(ReactorError::EmptyMask);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for &core in &config.cores {
+        if !seen.insert(core) {
+            return Err(ReactorError::DuplicateCore { core });
+        }
+    }
+    if config.pin {
+        let available: Vec<u32> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id as u32)
+            .collect();
+        for &core in &config.cores {
+            if !available.contains(&core) {
+                return Err(ReactorError::CoreUnavailable { core, available });
+            }
+        }
+    }
+    let mut reactors = Vec::with_capacity(config.cores.len());
+    for &core in &config.cores {
+        reactors.push(ReactorShared {
+            core,
+            queue: ArrayQueue::new(MESSAGE_QUEUE_DEPTH),
+            sleeping: AtomicBool::new(false),
+            doorbell: sys::EventFd::new()?,
+        });
+    }
+    let shared = Arc::new(Shared {
+        reactors,
+        idle: config.idle,
+        stopping: AtomicBool::new(false),
+        shutdown_requested: AtomicBool::new(false),
+        next_poller_id: AtomicU64::new(1),
+    });
+    let app = AppHandle {
+        shared: shared.clone(),
+        threads: Arc::new(Mutex::new(Vec::new())),
+    };
+    shared
+        .send_to(config.cores[0], Box::new(init))
+        .map_err(|_| std::io::Error::other("could not queue init"))?;
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ReactorError>>();
+    for idx in 0..config.cores.len() {
+        let sh = shared.clone();
+        let tx = ready_tx.clone();
+        let app2 = app.clone();
+        let pin = config.pin;
+        let core = config.cores[idx];
+        let handle = std::thread::Builder::new()
+            .name(format!("reactor_{core}"))
+            .spawn(move || {
+                if pin
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core as usize })
+                {
+                    let _ = tx.send(Err(ReactorError::PinFailed { core }));
+                    return;
+                }
+                let local = match LocalReactor::new(sh, idx, app2) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(()));
+                run_reactor(local);
+            })?;
+        app.threads.lock().unwrap().push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..config.cores.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.stop_all();
+                app.wait();
+                return Err(e);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(app)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-reactor (thread-local) state
+
+type Poll = Box<dyn FnMut() -> PollStatus>;
+type ShutdownHook = Box<dyn FnOnce(Box<dyn FnOnce() + Send>)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollerState {
+    Running,
+    Paused,
+    Unregistered,
+}
+
+struct PollerEntry {
+    id: u64,
+    name: String,
+    /// `None`: active poller, run every loop.
+    period: Option<Duration>,
+    next_run: Instant,
+    state: PollerState,
+    poll: Option<Poll>,
+    run_count: u64,
+    busy_count: u64,
+    busy_time: Duration,
+}
+
+/// Statistics of one poller, as `thread_get_pollers` reports them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PollerStats {
+    pub name: String,
+    pub id: u64,
+    pub state: &'static str,
+    pub run_count: u64,
+    pub busy_count: u64,
+    /// Nanoseconds spent inside this poller.
+    pub busy_ns: u64,
+    /// Period in microseconds; 0 for active pollers.
+    pub period_us: u64,
+}
+
+/// Statistics of one reactor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReactorStats {
+    pub core: u32,
+    pub is_main: bool,
+    /// Nanoseconds spent in loops where some poller or message did work.
+    pub busy_ns: u64,
+    /// Nanoseconds spent polling with nothing to do, or asleep.
+    pub idle_ns: u64,
+    /// Nanoseconds spent asleep in the idle strategy (a part of `idle_ns`).
+    pub sleep_ns: u64,
+    pub sleeps: u64,
+    pub wakeups: u64,
+    pub messages: u64,
+    pub pollers: Vec<PollerStats>,
+}
+
+struct LocalReactor {
+    shared: Arc<Shared>,
+    app: AppHandle,
+    idx: usize,
+    epoll: sys::Epoll,
+    pollers: RefCell<Vec<PollerEntry>>,
+    pollers_dirty: Cell<bool>,
+    /// Messages that found their target's queue full, retried every loop in order.
+    deferred: RefCell<std::collections::VecDeque<(u32, Message)>>,
+    shutdown_hooks: RefCell<Vec<(String, ShutdownHook)>>,
+    wake_fds: RefCell<Vec<RawFd>>,
+    busy_ns: Cell<u64>,
+    idle_ns: Cell<u64>,
+    sleep_ns: Cell<u64>,
+    sleeps: Cell<u64>,
+    messages: Cell<u64>,
+}
+
+const DOORBELL_TOKEN: u64 = u64::MAX;
+
+impl LocalReactor {
+    fn new(shared: Arc<Shared>, idx: usize, app: AppHandle) -> std::io::Result<Rc<Self>> {
+        let epoll = sys::Epoll::new()?;
+        epoll.add(shared.reactors[idx].doorbell.as_raw_fd(), DOORBELL_TOKEN)?;
+        Ok(Rc::new(Self {
+            shared,
+            app,
+            idx,
+            epoll,
+            pollers: RefCell::new(Vec::new()),
+            pollers_dirty: Cell::new(false),
+            deferred: RefCell::new(Default::default()),
+            shutdown_hooks: RefCell::new(Vec::new()),
+            wake_fds: RefCell::new(Vec::new()),
+            busy_ns: Cell::new(0),
+            idle_ns: Cell::new(0),
+            sleep_ns: Cell::new(0),
+            sleeps: Cell::new(0),
+            messages: Cell::new(0),
+        }))
+    }
+
+    fn me(&self) -> &ReactorShared {
+        &self.shared.reactors[self.idx]
+    }
+
+    /// Runs up to MESSAGES_PER_LOOP queued closures; returns how many ran.
+    fn run_messages(&self) -> usize {
+        let mut n = 0;
+        while n < MESSAGES_PER_LOOP {
+            let Some(msg) = self.me().queue.pop() else {
+                break;
+            };
+            msg();
+            n += 1;
+        }
+        self.messages.set(self.messages.get() + n as u64);
+        n
+    }
+
+    fn retry_deferred(&self) -> usize {
+        let mut n = 0;
+        loop {
+            let next = self.deferred.borrow_mut().pop_front();
+            let Some((core, msg)) = next else { break };
+            match self.shared.send_to(core, msg) {
+                Ok(()) => n += 1,
+                Err(SendError {
+                    reason: SendErrorKind::Full,
+                    msg,
+                }) => {
+                    self.deferred.borrow_mut().push_front((core, msg));
+                    break;
+                }
+                Err(e) => tracing::warn!(core, reason = ?e.reason, "dropping deferred message"),
+            }
+        }
+        n
+    }
+
+    /// Runs every due poller once. Returns (any busy, time now, earliest timed deadline).
+    fn run_pollers(&self, mut now: Instant) -> (bool, Instant, Option<Instant>) {
+        let mut busy = false;
+        let mut next_deadline: Option<Instant> = None;
+        let count = self.pollers.borrow().len();
+        for i in 0..count {
+            let (mut poll, period) = {
+                let mut pollers = self.pollers.borrow_mut();
+                let p = &mut pollers[i];
+                if p.state != PollerState::Running {
+                    continue;
+                }
+                if let Some(period) = p.period {
+                    if now < p.next_run {
+                        next_deadline =
+                            Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
+                        continue;
+                    }
+                    p.next_run = now + period;
+                }
+                match p.poll.take() {
+                    Some(poll) => (poll, p.period),
+                    None => continue,
+                }
+            };
+            let status = poll();
+            let after = Instant::now();
+            let mut pollers = self.pollers.borrow_mut();
+            let p = &mut pollers[i];
+            p.run_count += 1;
+            p.busy_time += after - now;
+            if status == PollStatus::Busy {
+                p.busy_count += 1;
+                busy = true;
+            }
+            if p.state != PollerState::Unregistered {
+                p.poll = Some(poll);
+            }
+            if period.is_some() && p.state == PollerState::Running {
+                next_deadline = Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
+            }
+            now = after;
+        }
+        if self.pollers_dirty.replace(false) {
+            self.pollers
+                .borrow_mut()
+                .retain(|p| p.state != PollerState::Unregistered);
+        }
+        (busy, now, next_deadline)
+    }
+
+    fn sleep(&self, deadline: Option<Instant>, now: Instant) {
+        let me = self.me();
+        me.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !me.queue.is_empty() || self.shared.stopping.load(Ordering::SeqCst) {
+            me.sleeping.store(false, Ordering::SeqCst);
+            return;
+        }
+        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        self.sleeps.set(self.sleeps.get() + 1);
+        self.epoll.wait(timeout);
+        me.sleeping.store(false, Ordering::SeqCst);
+        me.doorbell.drain();
+        let slept = now.elapsed().as_nanos() as u64;
+        self.sleep_ns.set(self.sleep_ns.get() + slept);
+        self.idle_ns.set(self.idle_ns.get() + slept);
+    }
+
+    fn stats(&self) -> ReactorStats {
+        let pollers = self
+            .pollers
+            .borrow()
+            .iter()
+            .filter(|p| p.state != PollerState::Unregistered)
+            .map(|p| PollerStats {
+                name: p.name.clone(),
+                id: p.id,
+                state: if p.state == PollerState::Paused {
+                    "paused"
+                } else {
+                    "running"
+                },
+                run_count: p.run_count,
+                busy_count: p.busy_count,
+                busy_ns: p.busy_time.as_nanos() as u64,
+                period_us: p.period.map_or(0, |d| d.as_micros() as u64),
+            })
+            .collect();
+        ReactorStats {
+            core: self.me().core,
+            is_main: self.idx == 0,
+            busy_ns: self.busy_ns.get(),
+            idle_ns: self.idle_ns.get(),
+            sleep_ns: self.sleep_ns.get(),
+            sleeps: self.sleeps.get(),
+            wakeups: self.sleeps.get(),
+            messages: self.messages.get(),
+            pollers,
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<LocalReactor>>> = const { RefCell::new(None) };
+}
+
+fn run_reactor(local: Rc<LocalReactor>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
+    let spin = match local.shared.idle {
+        IdleStrategy::PollOnly => None,
+        IdleStrategy::SpinThenSleep(d) => Some(d),
+    };
+    let mut last_busy = Instant::now();
+    while !local.shared.stopping.load(Ordering::Relaxed) {
+        let loop_start = Instant::now();
+        let work = local.run_messages() + local.retry_deferred();
+        let polls_start = if work > 0 { Instant::now() } else { loop_start };
+        let (pollers_busy, now, deadline) = local.run_pollers(polls_start);
+        let elapsed = now.saturating_duration_since(loop_start).as_nanos() as u64;
+        if work > 0 || pollers_busy {
+            local.busy_ns.set(local.busy_ns.get() + elapsed);
+            last_busy = now;
+        } else {
+            local.idle_ns.set(local.idle_ns.get() + elapsed);
+            if let Some(spin) = spin {
+                if now.saturating_duration_since(last_busy) >= spin
+                    && local.deferred.borrow().is_empty()
+                {
+                    local.sleep(deadline, now);
+                }
+            }
+        }
+    }
+    // Drop pollers (and whatever their closures own) on this thread, newest first.
+    let pollers: Vec<_> = std::mem::take(&mut *local.pollers.borrow_mut());
+    for p in pollers.into_iter().rev() {
+        drop(p);
+    }
+    while local.me().queue.pop().is_some() {}
+    for fd in local.wake_fds.borrow_mut().drain(..) {
+        local.epoll.remove(fd);
+    }
+    CURRENT.with(|c| *c.borrow_mut() = None);
+}
+
+fn with_local<R>(f: impl FnOnce(&Rc<LocalReactor>) -> R) -> R {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let local = c
+            .as_ref()
+            .expect("this function must be called on a reactor thread");
+        f(local)
+    })
+}
+
+fn try_local<R>(f: impl FnOnce(&Rc<LocalReactor>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API used on reactor threads
+
+/// A registered poller. Dropping the handle does not unregister it; call `unregister`.
+#[derive(Debug)]
+pub struct PollerHandle {
+    id: u64,
+    core: u32,
+}
+
+impl PollerHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn core(&self) -> u32 {
+        self.core
+    }
+
+    fn set_state(&self, state: PollerState) {
+        assert_eq!(
+            current_core(),
+            Some(self.core),
+            "a poller is controlled from its own reactor"
+        );
+        with_local(|r| {
+            if let Some(p) = r.pollers.borrow_mut().iter_mut().find(|p| p.id == self.id) {
+                if p.state == PollerState::Unregistered {
+                    return;
+                }
+                if state == PollerState::Unregistered {
+                    r.pollers_dirty.set(true);
+                    // Drop the closure now unless it is running (then the loop drops it).
+                    drop(p.poll.take());
+                }
+                p.state = state;
+            }
+        })
+    }
+
+    /// Stops running the poller until `resume`.
+    pub fn pause(&self) {
+        self.set_state(PollerState::Paused);
+    }
+
+    pub fn resume(&self) {
+        self.set_state(PollerState::Running);
+    }
+
+    /// Removes the poller; its closure is dropped. May be called from inside the poller.
+    pub fn unregister(self) {
+        self.set_state(PollerState::Unregistered);
+    }
+}
+
+/// Registers a poller on the current reactor. `period_us == 0` makes it an active poller
+/// (run every loop); otherwise it runs at most once per period.
+pub fn register_poller(
+    name: impl Into<String>,
+    period_us: u64,
+    poll: impl FnMut() -> PollStatus + 'static,
+) -> PollerHandle {
+    with_local(|r| {
+        let id = r.shared.next_poller_id.fetch_add(1, Ordering::Relaxed);
+        let period = (period_us > 0).then(|| Duration::from_micros(period_us));
+        r.pollers.borrow_mut().push(PollerEntry {
+            id,
+            name: name.into(),
+            period,
+            next_run: Instant::now() + period.unwrap_or_default(),
+            state: PollerState::Running,
+            poll: Some(Box::new(poll)),
+            run_count: 0,
+            busy_count: 0,
+            busy_time: Duration::ZERO,
+        });
+        PollerHandle {
+            id,
+            core: r.me().core,
+        }
+    })
+}
+
+/// A file descriptor whose read-readiness wakes the current reactor from its idle sleep.
+/// Removed from the wake set when dropped (on the same reactor).
+#[derive(Debug)]
+pub struct WakeSource {
+    fd: RawFd,
+}
+
+/// Adds `fd` (level-triggered, readable) to the current reactor's wake set. The caller keeps
+/// the fd open for as long as the returned guard lives.
+pub fn add_wake_fd(fd: RawFd) -> std::io::Result<WakeSource> {
+    with_local(|r| {
+        r.epoll.add(fd, fd as u64)?;
+        r.wake_fds.borrow_mut().push(fd);
+        Ok(WakeSource { fd })
+    })
+}
+
+impl Drop for WakeSource {
+    fn drop(&mut self) {
+        let _ = try_local(|r| {
+            r.epoll.remove(self.fd);
+            r.wake_fds.borrow_mut().retain(|&f| f != self.fd);
+        });
+    }
+}
+
+/// The core of the reactor running this thread, if it is one.
+pub fn current_core() -> Option<u32> {
+    try_local(|r| r.me().core)
+}
+
+/// True on the main reactor (the first core of the mask).
+pub fn is_main_reactor() -> bool {
+    try_local(|r| r.idx == 0).unwrap_or(false)
+}
+
+/// The handle of the application this reactor belongs to.
+pub fn app() -> AppHandle {
+    with_local(|r| r.app.clone())
+}
+
+/// The cores of this application, main first.
+pub fn cores() -> Vec<u32> {
+    with_local(|r| r.app.cores())
+}
+
+pub fn main_core() -> u32 {
+    with_local(|r| r.app.main_core())
+}
+
+/// Sends `f` to run on `core`'s reactor. From a reactor thread a full queue never fails:
+/// the message waits in this reactor's ordered deferral list and is retried every loop.
+/// Off a reactor thread use `AppHandle::send_to`, which reports back-pressure.
+pub fn send_to(core: u32, f: impl FnOnce() + Send + 'static) {
+    with_local(|r| {
+        let msg: Message = Box::new(f);
+        if !r.deferred.borrow().is_empty() {
+            r.deferred.borrow_mut().push_back((core, msg));
+            return;
+        }
+        match r.shared.send_to(core, msg) {
+            Ok(()) => {}
+            Err(SendError {
+                reason: SendErrorKind::Full,
+                msg,
+            }) => r.deferred.borrow_mut().push_back((core, msg)),
+            Err(e) => tracing::debug!(core, reason = ?e.reason, "message dropped"),
+        }
+    })
+}
+
+/// Runs `f` on the current reactor at its next loop (after the current poller returns).
+pub fn defer(f: impl FnOnce() + Send + 'static) {
+    let core = current_core().expect("defer must be called on a reactor thread");
+    send_to(core, f);
+}
+
+/// Runs `each` on every reactor in turn (main first), then `done` back on the calling
+/// reactor. This is the fan-out control operations use to push state to all reactors.
+pub fn for_each_reactor(
+    each: impl Fn() + Send + Sync + 'static,
+    done: impl FnOnce() + Send + 'static,
+) {
+    let origin = current_core().expect("for_each_reactor must be called on a reactor thread");
+    let cores = cores();
+    let each: Arc<dyn Fn() + Send + Sync> = Arc::new(each);
+    fan_out_step(cores, 0, each, origin, Box::new(done));
+}
+
+fn fan_out_step(
+    cores: Vec<u32>,
+    i: usize,
+    each: Arc<dyn Fn() + Send + Sync>,
+    origin: u32,
+    done: Message,
+) {
+    if i == cores.len() {
+        send_to(origin, done);
+        return;
+    }
+    let core = cores[i];
+    send_to(core, move || {
+        each();
+        fan_out_step(cores, i + 1, each, origin, done);
+    });
+}
+
+/// Registers a shutdown hook on the main reactor. Hooks run in reverse order of
+/// registration; each gets a `done` callback (callable from any reactor) that starts the next.
+pub fn register_shutdown_hook(
+    name: impl Into<String>,
+    hook: impl FnOnce(Box<dyn FnOnce() + Send>) + 'static,
+) {
+    with_local(|r| {
+        assert_eq!(r.idx, 0, "shutdown hooks live on the main reactor");
+        r.shutdown_hooks
+            .borrow_mut()
+            .push((name.into(), Box::new(hook)));
+    })
+}
+
+/// Starts an orderly shutdown of this reactor's application.
+pub fn request_shutdown() {
+    with_local(|r| request_shutdown_on(&r.shared));
+}
+
+/// True once shutdown has been requested (new work should be refused).
+pub fn shutdown_requested() -> bool {
+    with_local(|r| r.shared.shutdown_requested.load(Ordering::SeqCst))
+}
+
+/// Statistics of the current reactor.
+pub fn stats() -> ReactorStats {
+    with_local(|r| r.stats())
+}
+
+/// The idle strategy this application was started with.
+pub fn idle_strategy() -> IdleStrategy {
+    with_local(|r| r.shared.idle)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! sock: placeholder until its issue lands.
