@@ -3,8 +3,10 @@
 //! as pollers on them; a JSON-RPC Unix socket reconfigures everything live. See DESIGN.md
 //! (in the shared folder) for the data path and the rules of the house.
 
+pub mod app;
 pub mod bdev;
 pub mod buf;
+pub mod log;
 pub mod nvmf;
 pub mod reactor;
 pub mod rpc;

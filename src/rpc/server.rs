@@ -1,0 +1,775 @@
+//! The JSON-RPC 2.0 server: a Unix stream socket served by one active poller on the main
+//! reactor, never blocking. The listener, every client and a doorbell eventfd sit in the
+//! server's own epoll set, which is itself one wake fd of the reactor: an idle reactor sleeps
+//! until a client connects, writes, drains its answers, or an answer arrives from another
+//! thread, and each poll costs one `epoll_wait(0)`. Framing is what SPDK's rpc.py speaks: the
+//! input is a stream of JSON values with no delimiter (pretty-printed, back-to-back, split
+//! across writes, batch arrays); each answer is compact JSON followed by `\n`. Every client is
+//! bounded (request size, requests in flight, buffered answers); a client that stalls or
+//! vanishes only loses its own connection. Methods answer through a `Responder`, possibly
+//! later and from any thread: answers travel back through a lock-free queue that the poller
+//! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
+//! file left by a dead instance is replaced.
+
+use super::sys::{self, Epoll, EventFd, HANGUP, READABLE, WRITABLE};
+use super::{code, Responder, RpcError, RpcResult};
+use crate::reactor::{self, PollStatus, WakeSource};
+use crossbeam::queue::SegQueue;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+/// Largest request (one JSON value, batch included) a client may send.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Requests of one client being executed at once; parsing pauses beyond it.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Largest batch (it is admitted whole, so it is capped on its own).
+pub const MAX_BATCH: usize = 256;
+/// Answers buffered for a client that does not read; parsing pauses beyond it.
+pub const MAX_BUFFERED_ANSWERS_BYTES: usize = 1024 * 1024;
+/// Connected clients at once; further connections are accepted and closed at once.
+pub const MAX_CLIENTS: usize = 1024;
+/// Bytes read from one client per poll, so one chatty client cannot starve the others.
+const READ_CHUNK: usize = 64 * 1024;
+
+const LISTENER_TOKEN: u64 = 0;
+const DOORBELL_TOKEN: u64 = 1;
+const FIRST_CLIENT_TOKEN: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("RPC socket {path} is in use by another process (lock {lock} is held); choose another path with -r")]
+    InUse { path: String, lock: String },
+    #[error("RPC socket {path}: {what}: {err}")]
+    Io {
+        path: String,
+        what: &'static str,
+        err: io::Error,
+    },
+}
+
+/// One answer on its way back to the server: which client, which request slot, the result.
+struct Answer {
+    client: u64,
+    slot: u64,
+    result: RpcResult,
+}
+
+/// The queue answers travel through. Answers from the main reactor's thread are simply
+/// queued (the poller drains the queue every poll); others also ring the doorbell.
+struct AnswerQueue {
+    answers: SegQueue<Answer>,
+    doorbell: EventFd,
+    main_thread: ThreadId,
+}
+
+impl AnswerQueue {
+    fn deliver(&self, answer: Answer) {
+        self.answers.push(answer);
+        if std::thread::current().id() != self.main_thread {
+            self.doorbell.ring();
+        }
+    }
+}
+
+/// Where one parsed request's answer goes.
+enum Slot {
+    Single { id: Value, notification: bool },
+    InBatch { batch: u64, index: usize, id: Value, notification: bool },
+}
+
+struct Batch {
+    answers: Vec<Option<Value>>,
+    remaining: usize,
+}
+
+/// A request ready to run, collected while the server is borrowed and run after.
+struct Call {
+    client: u64,
+    slot: u64,
+    method: String,
+    params: Option<Value>,
+}
+
+struct Client {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    output_sent: usize,
+    slots: HashMap<u64, Slot>,
+    batches: HashMap<u64, Batch>,
+    next_slot: u64,
+    /// The peer shut its sending side (or sent garbage): read no more.
+    read_closed: bool,
+    /// Close once `output` is flushed (after a fatal error answer).
+    close_after_flush: bool,
+    /// The connection is dead (peer gone, socket error): drop it now.
+    dead: bool,
+    /// Parsing stopped on back-pressure with input left: parse again once it lifts.
+    stalled: bool,
+    interest: u32,
+}
+
+impl Client {
+    fn new(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            output_sent: 0,
+            slots: HashMap::new(),
+            batches: HashMap::new(),
+            next_slot: 0,
+            read_closed: false,
+            close_after_flush: false,
+            dead: false,
+            stalled: false,
+            interest: READABLE,
+        }
+    }
+
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.output_sent
+    }
+
+    /// True when no more requests should be parsed for now (back-pressure).
+    fn saturated(&self) -> bool {
+        self.slots.len() >= MAX_IN_FLIGHT || self.pending_output() >= MAX_BUFFERED_ANSWERS_BYTES
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.read_closed && !self.close_after_flush && !self.dead && !self.saturated()
+    }
+
+    fn finished(&self) -> bool {
+        if self.dead {
+            return true;
+        }
+        let flushed = self.pending_output() == 0;
+        (self.close_after_flush && flushed)
+            || (self.read_closed && !self.stalled && self.slots.is_empty() && flushed)
+    }
+
+    fn queue_response(&mut self, id: Value, result: RpcResult) {
+        let response = response_value(id, result);
+        self.queue_value(&response);
+    }
+
+    fn queue_value(&mut self, value: &Value) {
+        if self.output_sent > 0 && self.output_sent == self.output.len() {
+            self.output.clear();
+            self.output_sent = 0;
+        }
+        // Serializing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.output, value);
+        self.output.push(b'\n');
+    }
+
+    /// Writes buffered answers until done or the socket is full.
+    fn flush(&mut self) -> bool {
+        let mut wrote = false;
+        while self.pending_output() > 0 && !self.dead {
+            match sys::send_nosignal(self.stream.as_raw_fd(), &self.output[self.output_sent..]) {
+                Ok(0) => self.dead = true,
+                Ok(n) => {
+                    self.output_sent += n;
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "RPC client write failed; closing");
+                    self.dead = true;
+                }
+            }
+        }
+        if self.pending_output() == 0 {
+            self.output.clear();
+            self.output_sent = 0;
+        }
+        wrote
+    }
+}
+
+fn response_value(id: Value, result: RpcResult) -> Value {
+    match result {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(e) => json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": e.code, "message": e.message},
+        }),
+    }
+}
+
+/// A request object checked against JSON-RPC 2.0.
+struct Request {
+    method: String,
+    params: Option<Value>,
+    id: Value,
+    notification: bool,
+}
+
+fn invalid_request(message: &str) -> RpcError {
+    RpcError::new(code::INVALID_REQUEST, format!("Invalid request: {message}"))
+}
+
+/// Validates one request object; on failure returns the id to answer with and the error.
+fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
+    let Value::Object(mut obj) = value else {
+        return Err((Value::Null, invalid_request("a request must be a JSON object")));
+    };
+    let id = obj.remove("id");
+    let notification = id.is_none();
+    let id = id.unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
+        return Err((Value::Null, invalid_request("id must be a string, a number or null")));
+    }
+    match obj.remove("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => {}
+        _ => return Err((id, invalid_request("jsonrpc must be \"2.0\""))),
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => return Err((id, invalid_request("method must be a string"))),
+    };
+    let params = obj.remove("params");
+    if !matches!(params, None | Some(Value::Object(_)) | Some(Value::Array(_)) | Some(Value::Null)) {
+        return Err((id, invalid_request("params must be an object or an array")));
+    }
+    if let Some(extra) = obj.keys().next() {
+        return Err((id, invalid_request(&format!("unknown member {extra:?}"))));
+    }
+    Ok(Request {
+        method,
+        params,
+        id,
+        notification,
+    })
+}
+
+struct Server {
+    path: PathBuf,
+    lock_path: PathBuf,
+    listener: Option<UnixListener>,
+    _lock: File,
+    epoll: Epoll,
+    answers: Arc<AnswerQueue>,
+    _wake: Option<WakeSource>,
+    clients: HashMap<u64, Client>,
+    next_token: u64,
+    next_batch: u64,
+    /// Clients whose buffered input must be parsed again (back-pressure was lifted).
+    reparse: VecDeque<u64>,
+}
+
+impl Server {
+    fn accept_all(&mut self) -> usize {
+        let Some(listener) = &self.listener else {
+            return 0;
+        };
+        let mut accepted = 0;
+        for _ in 0..64 {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    accepted += 1;
+                    if self.clients.len() >= MAX_CLIENTS {
+                        tracing::warn!(max = MAX_CLIENTS, "too many RPC clients; closing a new one");
+                        continue;
+                    }
+                    if let Err(e) = stream.set_nonblocking(true) {
+                        tracing::warn!(error = %e, "RPC client setup failed");
+                        continue;
+                    }
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    if let Err(e) = self.epoll.add(stream.as_raw_fd(), token, READABLE) {
+                        tracing::warn!(error = %e, "RPC client setup failed");
+                        continue;
+                    }
+                    tracing::debug!(client = token, "RPC client connected");
+                    self.clients.insert(token, Client::new(stream));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "RPC accept failed");
+                    break;
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Reads one chunk a client sent and parses the complete requests in it. The epoll set
+    /// is level-triggered, so a client with more to say comes back at the next poll.
+    fn read_client(&mut self, token: u64, calls: &mut Vec<Call>) -> usize {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return 0;
+        };
+        if !client.wants_input() {
+            return 0;
+        }
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            match (&client.stream).read(&mut chunk) {
+                Ok(0) => {
+                    client.read_closed = true;
+                    return 0;
+                }
+                Ok(n) => {
+                    client.input.extend_from_slice(&chunk[..n]);
+                    self.parse_client(token, calls);
+                    return n;
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return 0,
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        tracing::debug!(client = token, error = %e, "RPC client read failed");
+                        client.dead = true;
+                        return 0;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Parses every complete JSON value at the head of a client's input (while it is not
+    /// saturated) into calls, answering framing and validation errors directly.
+    fn parse_client(&mut self, token: u64, calls: &mut Vec<Call>) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.close_after_flush || client.dead {
+            return;
+        }
+        let mut consumed = 0;
+        let mut values = Vec::new();
+        let mut fatal: Option<RpcError> = None;
+        let mut incomplete = false;
+        client.stalled = true;
+        {
+            let mut stream =
+                serde_json::Deserializer::from_slice(&client.input).into_iter::<Value>();
+            while client.slots.len() + values.len() < MAX_IN_FLIGHT
+                && client.pending_output() < MAX_BUFFERED_ANSWERS_BYTES
+            {
+                match stream.next() {
+                    None => {
+                        consumed = client.input.len();
+                        client.stalled = false;
+                        break;
+                    }
+                    Some(Ok(v)) => {
+                        consumed = stream.byte_offset();
+                        values.push(v);
+                    }
+                    Some(Err(e)) if e.is_eof() => {
+                        incomplete = true;
+                        client.stalled = false;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        client.stalled = false;
+                        fatal = Some(RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}")));
+                        break;
+                    }
+                }
+            }
+        }
+        client.input.drain(..consumed);
+        if fatal.is_none() && incomplete && client.input.len() > MAX_REQUEST_BYTES {
+            fatal = Some(RpcError::new(
+                code::INVALID_REQUEST,
+                format!("Invalid request: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
+            ));
+        }
+        for value in values {
+            self.admit(token, value, calls);
+        }
+        if let Some(error) = fatal {
+            if let Some(client) = self.clients.get_mut(&token) {
+                tracing::debug!(client = token, error = %error, "closing RPC client");
+                client.queue_response(Value::Null, Err(error));
+                client.input.clear();
+                client.close_after_flush = true;
+            }
+        }
+    }
+
+    /// Turns one top-level JSON value (request or batch) into calls.
+    fn admit(&mut self, token: u64, value: Value, calls: &mut Vec<Call>) {
+        let batch_id = self.next_batch;
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        match value {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return client.queue_response(Value::Null, Err(invalid_request("empty batch")));
+                }
+                if items.len() > MAX_BATCH {
+                    return client.queue_response(
+                        Value::Null,
+                        Err(invalid_request(&format!("a batch may hold at most {MAX_BATCH} requests"))),
+                    );
+                }
+                self.next_batch += 1;
+                let mut batch = Batch {
+                    answers: vec![None; items.len()],
+                    remaining: 0,
+                };
+                for (index, item) in items.into_iter().enumerate() {
+                    match validate(item) {
+                        Ok(req) => {
+                            let slot = client.next_slot;
+                            client.next_slot += 1;
+                            client.slots.insert(
+                                slot,
+                                Slot::InBatch {
+                                    batch: batch_id,
+                                    index,
+                                    id: req.id,
+                                    notification: req.notification,
+                                },
+                            );
+                            batch.remaining += 1;
+                            calls.push(Call {
+                                client: token,
+                                slot,
+                                method: req.method,
+                                params: req.params,
+                            });
+                        }
+                        Err((id, e)) => batch.answers[index] = Some(response_value(id, Err(e))),
+                    }
+                }
+                if batch.remaining == 0 {
+                    let answers: Vec<Value> = batch.answers.into_iter().flatten().collect();
+                    client.queue_value(&Value::Array(answers));
+                } else {
+                    client.batches.insert(batch_id, batch);
+                }
+            }
+            value => match validate(value) {
+                Ok(req) => {
+                    let slot = client.next_slot;
+                    client.next_slot += 1;
+                    client.slots.insert(
+                        slot,
+                        Slot::Single {
+                            id: req.id,
+                            notification: req.notification,
+                        },
+                    );
+                    calls.push(Call {
+                        client: token,
+                        slot,
+                        method: req.method,
+                        params: req.params,
+                    });
+                }
+                Err((id, e)) => client.queue_response(id, Err(e)),
+            },
+        }
+    }
+
+    /// Files one answer with its client; false if the client is gone.
+    fn file_answer(&mut self, answer: Answer) -> bool {
+        let Some(client) = self.clients.get_mut(&answer.client) else {
+            return false;
+        };
+        match client.slots.remove(&answer.slot) {
+            None => return false,
+            Some(Slot::Single { id, notification }) => {
+                if !notification || answer.result.is_err() {
+                    client.queue_response(id, answer.result);
+                }
+            }
+            Some(Slot::InBatch {
+                batch,
+                index,
+                id,
+                notification,
+            }) => {
+                let done = if let Some(b) = client.batches.get_mut(&batch) {
+                    if !notification || answer.result.is_err() {
+                        b.answers[index] = Some(response_value(id, answer.result));
+                    }
+                    b.remaining -= 1;
+                    b.remaining == 0
+                } else {
+                    false
+                };
+                if done {
+                    if let Some(b) = client.batches.remove(&batch) {
+                        let answers: Vec<Value> = b.answers.into_iter().flatten().collect();
+                        // A batch of notifications only gets no answer at all.
+                        if !answers.is_empty() {
+                            client.queue_value(&Value::Array(answers));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Flushes output, updates epoll interest, and drops finished clients.
+    fn settle_clients(&mut self) -> usize {
+        let mut progress = 0;
+        let mut finished = Vec::new();
+        for (&token, client) in self.clients.iter_mut() {
+            if client.flush() {
+                progress += 1;
+            }
+            if client.stalled && !client.saturated() && !client.dead && !self.reparse.contains(&token) {
+                self.reparse.push_back(token);
+            }
+            if client.finished() {
+                finished.push(token);
+                continue;
+            }
+            let mut interest = 0;
+            if client.wants_input() {
+                interest |= READABLE;
+            }
+            if client.pending_output() > 0 {
+                interest |= WRITABLE;
+            }
+            if interest != client.interest {
+                if let Err(e) = self.epoll.modify(client.stream.as_raw_fd(), token, interest) {
+                    tracing::debug!(client = token, error = %e, "RPC client epoll update failed");
+                    finished.push(token);
+                    continue;
+                }
+                client.interest = interest;
+            }
+        }
+        for token in finished {
+            if let Some(client) = self.clients.remove(&token) {
+                self.epoll.remove(client.stream.as_raw_fd());
+                tracing::debug!(client = token, "RPC client closed");
+            }
+        }
+        progress
+    }
+
+    /// Closes the listener and every client (after one last non-blocking flush), removes
+    /// the socket file and releases the lock.
+    fn close(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            self.epoll.remove(listener.as_raw_fd());
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.lock_path);
+            tracing::info!(path = %self.path.display(), "RPC server stopped");
+        }
+        for (_, mut client) in self.clients.drain() {
+            client.flush();
+            self.epoll.remove(client.stream.as_raw_fd());
+        }
+        self._wake = None;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One poll of the server: events, then requests, then answers and output.
+fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
+    let mut work = 0;
+    let mut calls = Vec::new();
+    {
+        let mut s = server.borrow_mut();
+        let mut events = [(0u64, 0u32); 64];
+        let n = s.epoll.poll_now(&mut events);
+        while let Some(token) = s.reparse.pop_front() {
+            s.parse_client(token, &mut calls);
+            work += 1;
+        }
+        for &(token, ev) in &events[..n] {
+            work += 1;
+            match token {
+                LISTENER_TOKEN => {
+                    s.accept_all();
+                }
+                DOORBELL_TOKEN => s.answers.doorbell.drain(),
+                token => {
+                    if ev & READABLE != 0 {
+                        s.read_client(token, &mut calls);
+                    }
+                    if ev & HANGUP != 0 {
+                        // Both directions are shut: the peer is gone, answers cannot reach it.
+                        if let Some(client) = s.clients.get_mut(&token) {
+                            client.dead = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Run the methods with the server unborrowed: a method may answer at once, and the
+    // answer only touches the answer queue.
+    let answers = server.borrow().answers.clone();
+    for call in calls {
+        work += 1;
+        let queue = answers.clone();
+        let (client, slot) = (call.client, call.slot);
+        let responder = Responder::new(move |result| {
+            queue.deliver(Answer {
+                client,
+                slot,
+                result,
+            })
+        });
+        super::call(&call.method, call.params, responder);
+    }
+    let mut s = server.borrow_mut();
+    while let Some(answer) = answers.answers.pop() {
+        work += 1;
+        s.file_answer(answer);
+    }
+    work += s.settle_clients();
+    if !s.reparse.is_empty() {
+        work += 1;
+    }
+    PollStatus::from_work(work)
+}
+
+/// A running RPC server; `stop` it (or let the reactor's shutdown do it).
+pub struct RpcServerHandle {
+    server: Rc<RefCell<Server>>,
+    poller: Option<reactor::PollerHandle>,
+}
+
+impl RpcServerHandle {
+    /// Stops serving: closes the socket and every client, removes the socket file.
+    pub fn stop(mut self) {
+        self.server.borrow_mut().close();
+        if let Some(p) = self.poller.take() {
+            p.unregister();
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.server.borrow().path.clone()
+    }
+}
+
+/// Starts the RPC server on `path`, on the current (main) reactor. It stops by itself when
+/// the application shuts down (a shutdown hook closes it).
+pub fn listen(path: &Path) -> Result<(), ServerError> {
+    let handle = start(path)?;
+    reactor::register_shutdown_hook("rpc_server", move |done| {
+        handle.stop();
+        done();
+    });
+    Ok(())
+}
+
+/// Like `listen` but returns the handle and registers no shutdown hook.
+pub fn start(path: &Path) -> Result<RpcServerHandle, ServerError> {
+    let io_err = |what: &'static str| {
+        let path = path.display().to_string();
+        move |err: io::Error| ServerError::Io { path, what, err }
+    };
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io_err("cannot open its lock file"))?;
+    if !sys::try_lock_exclusive(lock.as_raw_fd()).map_err(io_err("cannot lock its lock file"))? {
+        return Err(ServerError::InUse {
+            path: path.display().to_string(),
+            lock: lock_path.display().to_string(),
+        });
+    }
+    // We hold the lock: whatever socket file is there was left by a dead instance.
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "replaced a stale RPC socket file"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("cannot remove the stale socket file")(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io_err("cannot listen"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("cannot make the listener non-blocking"))?;
+    let epoll = Epoll::new().map_err(io_err("cannot create its epoll set"))?;
+    let doorbell = EventFd::new().map_err(io_err("cannot create its doorbell"))?;
+    epoll
+        .add(listener.as_raw_fd(), LISTENER_TOKEN, READABLE)
+        .map_err(io_err("cannot watch the listener"))?;
+    epoll
+        .add(doorbell.as_raw_fd(), DOORBELL_TOKEN, READABLE)
+        .map_err(io_err("cannot watch the doorbell"))?;
+    let wake = reactor::add_wake_fd(epoll.as_raw_fd()).map_err(io_err("cannot register a wake fd"))?;
+    let server = Rc::new(RefCell::new(Server {
+        path: path.to_path_buf(),
+        lock_path,
+        listener: Some(listener),
+        _lock: lock,
+        epoll,
+        answers: Arc::new(AnswerQueue {
+            answers: SegQueue::new(),
+            doorbell,
+            main_thread: std::thread::current().id(),
+        }),
+        _wake: Some(wake),
+        clients: HashMap::new(),
+        next_token: FIRST_CLIENT_TOKEN,
+        next_batch: 0,
+        reparse: VecDeque::new(),
+    }));
+    let polled = server.clone();
+    let poller = reactor::register_poller("rpc_server", 0, move || poll(&polled));
+    tracing::info!(path = %path.display(), "RPC server listening");
+    Ok(RpcServerHandle {
+        server,
+        poller: Some(poller),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let (_, e) = validate(json!([1])).err().unwrap();
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        let (id, e) = validate(json!({"jsonrpc": "1.0", "id": 3, "method": "x"})).err().unwrap();
+        assert_eq!((id, e.code), (json!(3), code::INVALID_REQUEST));
+        assert!(e.message.contains("jsonrpc"));
+        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": 1, "method": 5})).err().unwrap();
+        assert!(e.message.contains("method"));
+        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": 1, "method": "m", "params": 3}))
+            .err()
+            .unwrap();
+        assert!(e.message.contains("params"));
+        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": {}, "method": "m"})).err().unwrap();
+        assert!(e.message.contains("id"));
+        let r = validate(json!({"jsonrpc": "2.0", "method": "m"})).ok().unwrap();
+        assert!(r.notification && r.params.is_none());
+        let r = validate(json!({"jsonrpc": "2.0", "id": null, "method": "m", "params": {}}))
+            .ok()
+            .unwrap();
+        assert!(!r.notification);
+    }
+}
