@@ -173,7 +173,12 @@ pub fn init_stderr() {
     let (filter, handle) = reload::Layer::new(initial);
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr).with_target(true))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(true),
+        )
         .try_init();
     if installed.is_ok() {
         set_apply(move |directives| {

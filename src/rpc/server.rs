@@ -109,6 +109,8 @@ struct Client {
     next_slot: u64,
     /// The peer shut its sending side (or sent garbage): read no more.
     read_closed: bool,
+    /// A framing error to answer once the requests before it are answered, then close.
+    fatal_error: Option<RpcError>,
     /// Close once `output` is flushed (after a fatal error answer).
     close_after_flush: bool,
     /// The connection is dead (peer gone, socket error): drop it now.
@@ -129,6 +131,7 @@ impl Client {
             batches: HashMap::new(),
             next_slot: 0,
             read_closed: false,
+            fatal_error: None,
             close_after_flush: false,
             dead: false,
             stalled: false,
@@ -146,7 +149,11 @@ impl Client {
     }
 
     fn wants_input(&self) -> bool {
-        !self.read_closed && !self.close_after_flush && !self.dead && !self.saturated()
+        !self.read_closed
+            && self.fatal_error.is_none()
+            && !self.close_after_flush
+            && !self.dead
+            && !self.saturated()
     }
 
     fn finished(&self) -> bool {
@@ -349,7 +356,7 @@ impl Server {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        if client.close_after_flush || client.dead {
+        if client.fatal_error.is_some() || client.close_after_flush || client.dead {
             return;
         }
         let mut consumed = 0;
@@ -399,9 +406,8 @@ impl Server {
         if let Some(error) = fatal {
             if let Some(client) = self.clients.get_mut(&token) {
                 tracing::debug!(client = token, error = %error, "closing RPC client");
-                client.queue_response(Value::Null, Err(error));
                 client.input.clear();
-                client.close_after_flush = true;
+                client.fatal_error = Some(error);
             }
         }
     }
@@ -529,6 +535,12 @@ impl Server {
         let mut progress = 0;
         let mut finished = Vec::new();
         for (&token, client) in self.clients.iter_mut() {
+            if client.slots.is_empty() {
+                if let Some(error) = client.fatal_error.take() {
+                    client.queue_response(Value::Null, Err(error));
+                    client.close_after_flush = true;
+                }
+            }
             if client.flush() {
                 progress += 1;
             }

@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: unique socket paths, an in-process application
+//! on one unpinned, sleeping reactor, and a tiny JSON-RPC client that reads the server's
+//! newline-terminated answers with a timeout.
+
+#![allow(dead_code)]
+
+use pollux::app::{self, AppOptions, RunningApp};
+use pollux::reactor::IdleStrategy;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A socket path no other test (or test process) uses.
+pub fn sock_path(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("pollux-test-{}-{tag}-{n}.sock", std::process::id()))
+}
+
+/// Options for a small in-process app: core 0 unpinned, sleeping when idle, no default.
+pub fn test_options(tag: &str) -> AppOptions {
+    AppOptions {
+        cores: vec![0],
+        rpc_socket: sock_path(tag),
+        pin: false,
+        idle: IdleStrategy::SpinThenSleep(Duration::from_micros(100)),
+        no_default: true,
+        ..Default::default()
+    }
+}
+
+pub fn start(opts: AppOptions) -> RunningApp {
+    app::start(opts).expect("start the app")
+}
+
+pub struct Client {
+    pub stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect to the RPC socket");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the RPC socket");
+    }
+
+    /// Reads one answer (a line). Panics on timeout or EOF.
+    pub fn read(&mut self) -> Value {
+        self.try_read().expect("an answer, not end of stream")
+    }
+
+    /// Reads one answer; `None` at end of stream.
+    pub fn try_read(&mut self) -> Option<Value> {
+        loop {
+            if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                return Some(serde_json::from_slice(&line).expect("answers are JSON"));
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading an answer: {e}"),
+            }
+        }
+    }
+
+    /// Sends one request and returns its answer (the whole response object).
+    pub fn request(&mut self, id: u64, method: &str, params: Option<Value>) -> Value {
+        let mut req = json!({"jsonrpc": "2.0", "id": id, "method": method});
+        if let Some(p) = params {
+            req["params"] = p;
+        }
+        self.send(req.to_string().as_bytes());
+        let answer = self.read();
+        assert_eq!(answer["id"], json!(id), "answer to another request: {answer}");
+        answer
+    }
+
+    /// Calls a method that must succeed; returns its result.
+    pub fn call(&mut self, method: &str, params: Option<Value>) -> Value {
+        let answer = self.request(1, method, params);
+        assert!(answer.get("error").is_none(), "{method} failed: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Calls a method that must fail; returns (code, message).
+    pub fn call_err(&mut self, method: &str, params: Option<Value>) -> (i64, String) {
+        let answer = self.request(1, method, params);
+        let error = &answer["error"];
+        assert!(error.is_object(), "{method} should fail: {answer}");
+        (
+            error["code"].as_i64().unwrap(),
+            error["message"].as_str().unwrap().to_string(),
+        )
+    }
+}
