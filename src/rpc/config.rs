@@ -36,7 +36,12 @@ pub fn parse(text: &str) -> Result<Vec<ConfigEntry>, String> {
             Some(Value::Array(c)) => c,
             Some(_) => return Err(format!("subsystem {name}: \"config\" must be an array")),
         };
-        for (j, entry) in config.iter().enumerate() {
+        // SPDK writes a batch of calls as an array element; its calls run in order.
+        let flat = config.iter().enumerate().flat_map(|(j, e)| match e {
+            Value::Array(batch) => batch.iter().map(|e| (j, e)).collect::<Vec<_>>(),
+            e => vec![(j, e)],
+        });
+        for (j, entry) in flat {
             let method = entry
                 .get("method")
                 .and_then(Value::as_str)
@@ -196,11 +201,13 @@ mod tests {
             r#"{"subsystems": [
                 {"subsystem": "a", "config": [{"method": "m1", "params": {"x": 1}}, {"method": "m2"}]},
                 {"subsystem": "b", "config": null},
+                {"subsystem": "d", "config": [[{"method": "m3"}, {"method": "m4"}]]},
                 {"subsystem": "c"}
             ]}"#,
         )
         .unwrap();
-        assert_eq!(entries.len(), 2);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[3].method, "m4");
         assert_eq!(entries[0].method, "m1");
         assert_eq!(entries[0].params, Some(serde_json::json!({"x": 1})));
         assert_eq!(entries[1].params, None);

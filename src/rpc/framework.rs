@@ -94,6 +94,11 @@ fn rpc_get_methods(params: Option<Value>) -> RpcResult {
 #[serde(deny_unknown_fields)]
 struct GetConfigParams {
     name: String,
+    /// Sent by SPDK's rpc.py (keep SPDK's batch arrays in the dump); pollux's configs hold
+    /// no batches, so both values give the same, flat answer.
+    #[serde(default)]
+    #[allow(dead_code)]
+    with_batches: Option<bool>,
 }
 
 fn framework_get_config(params: Option<Value>) -> RpcResult {

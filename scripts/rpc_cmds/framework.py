@@ -1,0 +1,95 @@
+"""rpc.py commands for the framework: version, methods, init, subsystems and config,
+reactor/thread statistics, shutdown and logging (SPDK's names and arguments)."""
+
+import json
+
+
+def _none(args):
+    return None
+
+
+def _add(subparsers, name, help_text, build=_none, method=None, aliases=()):
+    p = subparsers.add_parser(name, help=help_text, aliases=list(aliases))
+    p.set_defaults(method=method or name, build_params=build)
+    return p
+
+
+def _save_config(client, args):
+    config = {"subsystems": []}
+    for sub in client.call("framework_get_subsystems"):
+        name = sub["subsystem"]
+        entries = client.call("framework_get_config", {"name": name})
+        config["subsystems"].append({"subsystem": name, "config": entries})
+    return config
+
+
+def _load_config(client, args):
+    """Applies a saved config the way pollux does at start-up: STARTUP methods, then
+    framework_start_init (if still in STARTUP), then the RUNTIME-only methods."""
+    with open(args.filename) if args.filename != "-" else __import__("sys").stdin as f:
+        config = json.load(f)
+    entries = []
+    for sub in config.get("subsystems", []):
+        for entry in sub.get("config") or []:
+            entries.append(entry)
+    startup = set(client.call("rpc_get_methods", {"current": True}))
+    initializing = "framework_start_init" in startup
+    done = set()
+    if initializing:
+        for i, entry in enumerate(entries):
+            if entry["method"] in startup:
+                client.call(entry["method"], entry.get("params"))
+                done.add(i)
+        client.call("framework_start_init")
+    for i, entry in enumerate(entries):
+        if i not in done:
+            client.call(entry["method"], entry.get("params"))
+    return None
+
+
+def add_commands(subparsers):
+    _add(subparsers, "spdk_get_version", "pollux's version in SPDK's shape")
+
+    p = _add(subparsers, "rpc_get_methods", "list the RPC methods",
+             build=lambda a: {"current": a.current, "include_aliases": a.include_aliases})
+    p.add_argument("--current", action="store_true",
+                   help="only the methods allowed in the current state")
+    p.add_argument("--include-aliases", action="store_true",
+                   help="include deprecated aliases")
+
+    _add(subparsers, "framework_start_init", "leave the STARTUP state (after --wait-for-rpc)")
+    _add(subparsers, "framework_wait_init", "wait until the framework is initialized")
+    _add(subparsers, "framework_get_subsystems", "list subsystems and their dependencies")
+
+    p = _add(subparsers, "framework_get_config", "print one subsystem's config",
+             build=lambda a: {"name": a.name})
+    p.add_argument("name", help="subsystem name")
+
+    _add(subparsers, "framework_get_reactors", "reactor statistics")
+    _add(subparsers, "thread_get_stats", "per-thread (reactor) statistics")
+    _add(subparsers, "thread_get_pollers", "every poller with its counters")
+
+    p = _add(subparsers, "spdk_kill_instance", "shut the application down",
+             build=lambda a: {"sig_name": a.sig_name})
+    p.add_argument("sig_name", help="SIGINT or SIGTERM")
+
+    for name, what in (("log_set_level", "the log level"),
+                       ("log_set_print_level", "the log print level")):
+        p = _add(subparsers, name, "set " + what, build=lambda a: {"level": a.level})
+        p.add_argument("level", help="ERROR, WARNING, NOTICE, INFO or DEBUG")
+    _add(subparsers, "log_get_level", "print the log level")
+    _add(subparsers, "log_get_print_level", "print the log print level")
+    p = _add(subparsers, "log_set_flag", "turn a module's debug log on",
+             build=lambda a: {"flag": a.flag})
+    p.add_argument("flag", help="module flag, or 'all'")
+    p = _add(subparsers, "log_clear_flag", "turn a module's debug log off",
+             build=lambda a: {"flag": a.flag})
+    p.add_argument("flag", help="module flag, or 'all'")
+    _add(subparsers, "log_get_flags", "print every log flag and its state")
+
+    p = _add(subparsers, "save_config", "print the whole config (framework_get_config of "
+             "every subsystem) in the --json file format")
+    p.set_defaults(run=_save_config)
+    p = _add(subparsers, "load_config", "apply a config file saved by save_config")
+    p.add_argument("filename", help="config file ('-' for stdin)")
+    p.set_defaults(run=_load_config)
