@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 fn pollux(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollux"));
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -65,7 +68,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn idle_pollux_sleeps_answers_at_once_and_exits_0_on_sigterm() {
     let path = sock_path("idle-bin");
-    let mut child = pollux(&["-m", "0x1", "-r", path.to_str().unwrap()]).spawn().unwrap();
+    let mut child = pollux(&["-m", "0x1", "-r", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     wait_for_socket(&mut child, &path);
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(300));
@@ -73,7 +78,11 @@ fn idle_pollux_sleeps_answers_at_once_and_exits_0_on_sigterm() {
     std::thread::sleep(Duration::from_secs(3));
     let share = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
     eprintln!("idle pollux used {:.2}% of a core", share * 100.0);
-    assert!(share < 0.05, "idle pollux used {:.1}% of a core", share * 100.0);
+    assert!(
+        share < 0.05,
+        "idle pollux used {:.1}% of a core",
+        share * 100.0
+    );
     // Asleep, it still answers at once.
     let mut c = Client::connect(&path);
     let t = Instant::now();
@@ -102,20 +111,31 @@ fn json_config_errors_and_the_socket_lock_with_the_binary() {
         .to_string(),
     )
     .unwrap();
-    let mut child = pollux(&["--no-pin", "-r", path.to_str().unwrap(), "--json", config.to_str().unwrap()])
-        .spawn()
-        .unwrap();
+    let mut child = pollux(&[
+        "--no-pin",
+        "-r",
+        path.to_str().unwrap(),
+        "--json",
+        config.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
     wait_for_socket(&mut child, &path);
     let mut c = Client::connect(&path);
     assert_eq!(c.call("log_get_flags", None)["app"], true);
     // A second instance on the same socket is refused with a clear message.
-    let second = pollux(&["--no-pin", "-r", path.to_str().unwrap()]).spawn().unwrap();
+    let second = pollux(&["--no-pin", "-r", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     let out = second.wait_with_output().unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{msg}");
     assert!(msg.contains("in use"), "{msg}");
     // The first one still serves, and stops by RPC with exit status 0.
-    assert_eq!(c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGINT"}))), true);
+    assert_eq!(
+        c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGINT"}))),
+        true
+    );
     assert_eq!(wait_exit(&mut child).code(), Some(0));
     // A config whose method fails aborts start-up, naming the method.
     std::fs::write(
@@ -126,12 +146,21 @@ fn json_config_errors_and_the_socket_lock_with_the_binary() {
         .to_string(),
     )
     .unwrap();
-    let out = pollux(&["--no-pin", "-r", path.to_str().unwrap(), "-c", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = pollux(&[
+        "--no-pin",
+        "-r",
+        path.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(msg.contains("log_set_level") && msg.contains("LOUD"), "{msg}");
+    assert!(
+        msg.contains("log_set_level") && msg.contains("LOUD"),
+        "{msg}"
+    );
     let out = pollux(&["-m", "zz"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpumask"));
@@ -205,7 +234,11 @@ fn scripts_rpc_py_drives_the_server() {
     let subs: Value =
         serde_json::from_str(&run_ok(&py, &sock, &["call", "framework_get_subsystems"])).unwrap();
     assert!(subs.is_array());
-    let (code, _, err) = run(&py, &sock, &["call", "framework_get_config", r#"{"nam": "x"}"#]);
+    let (code, _, err) = run(
+        &py,
+        &sock,
+        &["call", "framework_get_config", r#"{"nam": "x"}"#],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("nam"), "{err}");
     let (code, _, err) = run(&py, &sock, &["framework_get_config", "nothing"]);
@@ -234,9 +267,15 @@ fn spdk_rpc_py_drives_the_server() {
     assert!(methods.contains(&"framework_start_init".to_string()));
     run_ok(&spdk, &sock, &["framework_start_init"]);
     run_ok(&spdk, &sock, &["framework_wait_init"]);
-    let version: Value = serde_json::from_str(&run_ok(&spdk, &sock, &["spdk_get_version"])).unwrap();
+    let version: Value =
+        serde_json::from_str(&run_ok(&spdk, &sock, &["spdk_get_version"])).unwrap();
     assert!(version["fields"]["major"].is_u64());
-    for method in ["framework_get_reactors", "thread_get_stats", "thread_get_pollers", "log_get_flags"] {
+    for method in [
+        "framework_get_reactors",
+        "thread_get_stats",
+        "thread_get_pollers",
+        "log_get_flags",
+    ] {
         let v: Value = serde_json::from_str(&run_ok(&spdk, &sock, &[method])).unwrap();
         assert!(v.is_object(), "{method}: {v}");
     }
@@ -251,7 +290,10 @@ fn spdk_rpc_py_drives_the_server() {
     assert!(config["subsystems"].is_array());
     let (code, out, err) = run(&spdk, &sock, &["framework_get_config", "nothing"]);
     assert_ne!(code, 0);
-    assert!(out.contains("-32602") || err.contains("-32602"), "{out} {err}");
+    assert!(
+        out.contains("-32602") || err.contains("-32602"),
+        "{out} {err}"
+    );
     run_ok(&spdk, &sock, &["spdk_kill_instance", "SIGTERM"]);
     app.wait();
 }

@@ -20,7 +20,10 @@ fn pretty_printed_requests_back_to_back_in_one_write() {
     );
     let a = c.read();
     assert_eq!(a["id"], 1);
-    assert!(a["result"]["version"].as_str().unwrap().starts_with("pollux v"));
+    assert!(a["result"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("pollux v"));
     let b = c.read();
     assert_eq!(b["id"], 2);
     assert!(b["result"].is_string());
@@ -123,7 +126,10 @@ fn error_codes_and_messages() {
     // Invalid request objects keep their id when they have one.
     c.send(br#"{"id": 9, "method": "spdk_get_version"}"#);
     let a = c.read();
-    assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!(9), json!(-32600)));
+    assert_eq!(
+        (a["id"].clone(), a["error"]["code"].clone()),
+        (json!(9), json!(-32600))
+    );
     c.send(br#"{"jsonrpc":"2.0","id":10,"method":"spdk_get_version","params":"str"}"#);
     let a = c.read();
     assert_eq!(a["error"]["code"], -32600);
@@ -158,7 +164,10 @@ fn oversized_request_is_refused_and_closed() {
     let mut big = Client::connect(app.rpc_socket());
     // An unterminated string longer than the 1 MiB request limit.
     let mut payload = br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":""#.to_vec();
-    payload.resize(payload.len() + rpc::server::MAX_REQUEST_BYTES + 100_000, b'a');
+    payload.resize(
+        payload.len() + rpc::server::MAX_REQUEST_BYTES + 100_000,
+        b'a',
+    );
     // The server may close before we finish writing; that is the point.
     let _ = std::io::Write::write_all(&mut big.stream, &payload);
     let err = big.read();
@@ -262,7 +271,9 @@ fn answers_from_another_reactor_and_from_a_plain_thread() {
         rpc::register_async("test_never_answers", Allowed::Both, |_, responder| {
             drop(responder);
         });
-        rpc::register("test_fails", Allowed::Both, |_| Err(RpcError::failed("it failed")));
+        rpc::register("test_fails", Allowed::Both, |_| {
+            Err(RpcError::failed("it failed"))
+        });
     }));
     let app = start(opts);
     let mut c = Client::connect(app.rpc_socket());
@@ -308,7 +319,10 @@ fn log_methods_round_trip() {
     let app = start(test_options("log"));
     let mut c = Client::connect(app.rpc_socket());
     let before = c.call("log_get_level", None);
-    assert_eq!(c.call("log_set_level", Some(json!({"level": "DEBUG"}))), true);
+    assert_eq!(
+        c.call("log_set_level", Some(json!({"level": "DEBUG"}))),
+        true
+    );
     assert_eq!(c.call("log_get_level", None), "DEBUG");
     c.call("log_set_level", Some(json!({"level": before})));
     assert_eq!(c.call("log_set_flag", Some(json!({"flag": "bdev"}))), true);
@@ -332,7 +346,10 @@ fn spdk_kill_instance_stops_the_app() {
     let (code, msg) = c.call_err("spdk_kill_instance", Some(json!({"sig_name": "SIGKILL"})));
     assert_eq!(code, -32602);
     assert!(msg.contains("sig_name"));
-    assert_eq!(c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGTERM"}))), true);
+    assert_eq!(
+        c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGTERM"}))),
+        true
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = app.handle().clone();
     std::thread::spawn(move || {

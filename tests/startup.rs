@@ -13,11 +13,17 @@ use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+/// The test subsystem's state, on each app's main reactor.
+#[derive(Default)]
+struct KvState {
+    values: BTreeMap<String, String>,
+    /// The order in which its methods ran.
+    log: Vec<String>,
+    limit: Option<u32>,
+}
+
 thread_local! {
-    /// The test subsystem's state, on each app's main reactor: key -> value, plus the order
-    /// in which its methods ran.
-    static KV: RefCell<(BTreeMap<String, String>, Vec<String>, Option<u32>)> =
-        RefCell::new(Default::default());
+    static KV: RefCell<KvState> = RefCell::new(KvState::default());
 }
 
 #[derive(Deserialize)]
@@ -39,8 +45,8 @@ fn register_test_kv() {
         let p: P = rpc::parse_params(params)?;
         KV.with(|kv| {
             let mut kv = kv.borrow_mut();
-            kv.2 = Some(p.limit);
-            kv.1.push("test_kv_set_limit".into());
+            kv.limit = Some(p.limit);
+            kv.log.push("test_kv_set_limit".into());
         });
         Ok(json!(true))
     });
@@ -48,25 +54,31 @@ fn register_test_kv() {
         let p: SetParams = rpc::parse_params(params)?;
         KV.with(|kv| {
             let mut kv = kv.borrow_mut();
-            if kv.2.is_some_and(|limit| kv.0.len() as u32 >= limit) {
+            if kv
+                .limit
+                .is_some_and(|limit| kv.values.len() as u32 >= limit)
+            {
                 return Err(RpcError::failed("test_kv is full"));
             }
-            kv.1.push(format!("test_kv_set {}", p.key));
-            kv.0.insert(p.key, p.value);
+            kv.log.push(format!("test_kv_set {}", p.key));
+            kv.values.insert(p.key, p.value);
             Ok(json!(true))
         })
     });
     rpc::register("test_kv_log", Allowed::Both, |_| {
-        Ok(KV.with(|kv| json!(kv.borrow().1)))
+        Ok(KV.with(|kv| json!(kv.borrow().log)))
     });
     rpc::register_subsystem("test_kv", &[], || {
         KV.with(|kv| {
             let kv = kv.borrow();
             let mut entries = Vec::new();
-            if let Some(limit) = kv.2 {
-                entries.push(rpc::config_entry("test_kv_set_limit", json!({"limit": limit})));
+            if let Some(limit) = kv.limit {
+                entries.push(rpc::config_entry(
+                    "test_kv_set_limit",
+                    json!({"limit": limit}),
+                ));
             }
-            for (key, value) in &kv.0 {
+            for (key, value) in &kv.values {
                 entries.push(rpc::config_entry(
                     "test_kv_set",
                     json!({"key": key, "value": value}),
@@ -111,7 +123,10 @@ fn wait_for_rpc_state_rules() {
     waiter.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     assert_eq!(c.call("framework_start_init", None), true);
     let answer = waiter.read();
-    assert_eq!((answer["id"].clone(), answer["result"].clone()), (json!(77), json!(true)));
+    assert_eq!(
+        (answer["id"].clone(), answer["result"].clone()),
+        (json!(77), json!(true))
+    );
     // Now the state is RUNTIME: start_init is refused, runtime methods work.
     let (code, _) = c.call_err("framework_start_init", None);
     assert_eq!(code, -1);
@@ -142,7 +157,10 @@ fn json_config_loads_in_two_passes_and_round_trips() {
         json!(["test_kv_set_limit", "test_kv_set a", "test_kv_set b"])
     );
     let subsystems = c.call("framework_get_subsystems", None);
-    assert_eq!(subsystems, json!([{"subsystem": "test_kv", "depends_on": []}]));
+    assert_eq!(
+        subsystems,
+        json!([{"subsystem": "test_kv", "depends_on": []}])
+    );
     let dumped = c.call("framework_get_config", Some(json!({"name": "test_kv"})));
     assert_eq!(
         dumped,
@@ -186,7 +204,10 @@ fn start_err(config: Value, tag: &str) -> String {
         Err(e) => e,
     };
     assert!(matches!(err, AppError::Config(_)), "{err:?}");
-    assert!(!socket.exists(), "a failed start-up leaves no socket behind");
+    assert!(
+        !socket.exists(),
+        "a failed start-up leaves no socket behind"
+    );
     let _ = std::fs::remove_file(file);
     err.to_string()
 }
@@ -200,7 +221,10 @@ fn the_first_config_error_aborts_start_up_naming_the_method() {
         ]}]}),
         "cfg-unknown",
     );
-    assert!(msg.contains("no_such_method") && msg.contains("Method not found"), "{msg}");
+    assert!(
+        msg.contains("no_such_method") && msg.contains("Method not found"),
+        "{msg}"
+    );
     let msg = start_err(
         json!({"subsystems": [{"subsystem": "x", "config": [
             {"method": "test_kv_set", "params": {"key": "a", "valu": "1"}}

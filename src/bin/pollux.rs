@@ -21,7 +21,12 @@ struct Args {
     #[arg(short = 'r', long = "rpc-socket", default_value = app::DEFAULT_RPC_SOCKET)]
     rpc_socket: PathBuf,
     /// SPDK-format JSON config applied at start-up.
-    #[arg(short = 'c', long = "json", visible_alias = "config", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "json",
+        visible_alias = "config",
+        value_name = "FILE"
+    )]
     json: Option<PathBuf>,
     /// Wait in the STARTUP state for the framework_start_init RPC.
     #[arg(long)]

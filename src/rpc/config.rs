@@ -141,8 +141,9 @@ fn step(mut loader: Box<Loader>) {
             Pass::Startup | Pass::Runtime => {
                 let Some(i) = (loader.next..loader.entries.len()).find(|&i| {
                     // Unknown methods stop the load in the first pass.
-                    lookup(&loader.entries[i].method)
-                        .map_or(loader.pass == Pass::Startup, |m| belongs_to(loader.pass, m.allowed))
+                    lookup(&loader.entries[i].method).map_or(loader.pass == Pass::Startup, |m| {
+                        belongs_to(loader.pass, m.allowed)
+                    })
                 }) else {
                     loader.pass = match loader.pass {
                         Pass::Startup if loader.initialize => Pass::Init,
@@ -150,10 +151,16 @@ fn step(mut loader: Box<Loader>) {
                             let skipped = loader
                                 .entries
                                 .iter()
-                                .filter(|e| lookup(&e.method).is_some_and(|m| m.allowed == Allowed::RuntimeOnly))
+                                .filter(|e| {
+                                    lookup(&e.method)
+                                        .is_some_and(|m| m.allowed == Allowed::RuntimeOnly)
+                                })
                                 .count();
                             if skipped > 0 {
-                                tracing::warn!(skipped, "--wait-for-rpc: RUNTIME entries of the config are not applied");
+                                tracing::warn!(
+                                    skipped,
+                                    "--wait-for-rpc: RUNTIME entries of the config are not applied"
+                                );
                             }
                             Pass::Done
                         }

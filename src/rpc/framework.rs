@@ -6,8 +6,8 @@
 //! each reactor is one "thread" in SPDK's sense, named `reactor_<core>`.
 
 use super::{
-    no_params, parse_params, register_alias, register_async, Allowed, Responder,
-    RpcError, RpcResult, RpcState,
+    no_params, parse_params, register_alias, register_async, Allowed, Responder, RpcError,
+    RpcResult, RpcState,
 };
 use crate::reactor::{self, ReactorStats};
 use serde::Deserialize;
@@ -107,7 +107,10 @@ fn framework_get_config(params: Option<Value>) -> RpcResult {
         .into_iter()
         .find(|s| s.name == p.name)
         .ok_or_else(|| {
-            RpcError::invalid_params(format!("invalid params: name: subsystem {:?} not found", p.name))
+            RpcError::invalid_params(format!(
+                "invalid params: name: subsystem {:?} not found",
+                p.name
+            ))
         })?;
     Ok(Value::Array((subsystem.write_config)()))
 }
@@ -327,11 +330,31 @@ pub fn register() {
             INIT_WAITERS.with(|w| w.borrow_mut().push(responder));
         }
     });
-    super::register("framework_get_subsystems", Allowed::RuntimeOnly, framework_get_subsystems);
-    super::register("framework_get_config", Allowed::RuntimeOnly, framework_get_config);
-    register_async("framework_get_reactors", Allowed::RuntimeOnly, stats_method(reactors_result));
-    register_async("thread_get_stats", Allowed::RuntimeOnly, stats_method(thread_stats_result));
-    register_async("thread_get_pollers", Allowed::RuntimeOnly, stats_method(thread_pollers_result));
+    super::register(
+        "framework_get_subsystems",
+        Allowed::RuntimeOnly,
+        framework_get_subsystems,
+    );
+    super::register(
+        "framework_get_config",
+        Allowed::RuntimeOnly,
+        framework_get_config,
+    );
+    register_async(
+        "framework_get_reactors",
+        Allowed::RuntimeOnly,
+        stats_method(reactors_result),
+    );
+    register_async(
+        "thread_get_stats",
+        Allowed::RuntimeOnly,
+        stats_method(thread_stats_result),
+    );
+    register_async(
+        "thread_get_pollers",
+        Allowed::RuntimeOnly,
+        stats_method(thread_pollers_result),
+    );
     register_async("spdk_kill_instance", Allowed::Both, spdk_kill_instance);
     super::register("log_set_level", Allowed::Both, log_set_level);
     super::register("log_get_level", Allowed::Both, log_get_level);

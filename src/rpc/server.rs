@@ -82,8 +82,16 @@ impl AnswerQueue {
 
 /// Where one parsed request's answer goes.
 enum Slot {
-    Single { id: Value, notification: bool },
-    InBatch { batch: u64, index: usize, id: Value, notification: bool },
+    Single {
+        id: Value,
+        notification: bool,
+    },
+    InBatch {
+        batch: u64,
+        index: usize,
+        id: Value,
+        notification: bool,
+    },
 }
 
 struct Batch {
@@ -232,13 +240,19 @@ fn invalid_request(message: &str) -> RpcError {
 /// Validates one request object; on failure returns the id to answer with and the error.
 fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
     let Value::Object(mut obj) = value else {
-        return Err((Value::Null, invalid_request("a request must be a JSON object")));
+        return Err((
+            Value::Null,
+            invalid_request("a request must be a JSON object"),
+        ));
     };
     let id = obj.remove("id");
     let notification = id.is_none();
     let id = id.unwrap_or(Value::Null);
     if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
-        return Err((Value::Null, invalid_request("id must be a string, a number or null")));
+        return Err((
+            Value::Null,
+            invalid_request("id must be a string, a number or null"),
+        ));
     }
     match obj.remove("jsonrpc") {
         Some(Value::String(v)) if v == "2.0" => {}
@@ -249,7 +263,10 @@ fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
         _ => return Err((id, invalid_request("method must be a string"))),
     };
     let params = obj.remove("params");
-    if !matches!(params, None | Some(Value::Object(_)) | Some(Value::Array(_)) | Some(Value::Null)) {
+    if !matches!(
+        params,
+        None | Some(Value::Object(_)) | Some(Value::Array(_)) | Some(Value::Null)
+    ) {
         return Err((id, invalid_request("params must be an object or an array")));
     }
     if let Some(extra) = obj.keys().next() {
@@ -289,7 +306,10 @@ impl Server {
                 Ok((stream, _)) => {
                     accepted += 1;
                     if self.clients.len() >= MAX_CLIENTS {
-                        tracing::warn!(max = MAX_CLIENTS, "too many RPC clients; closing a new one");
+                        tracing::warn!(
+                            max = MAX_CLIENTS,
+                            "too many RPC clients; closing a new one"
+                        );
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
@@ -387,7 +407,10 @@ impl Server {
                     }
                     Some(Err(e)) => {
                         client.stalled = false;
-                        fatal = Some(RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}")));
+                        fatal = Some(RpcError::new(
+                            code::PARSE_ERROR,
+                            format!("Parse error: {e}"),
+                        ));
                         break;
                     }
                 }
@@ -426,7 +449,9 @@ impl Server {
                 if items.len() > MAX_BATCH {
                     return client.queue_response(
                         Value::Null,
-                        Err(invalid_request(&format!("a batch may hold at most {MAX_BATCH} requests"))),
+                        Err(invalid_request(&format!(
+                            "a batch may hold at most {MAX_BATCH} requests"
+                        ))),
                     );
                 }
                 self.next_batch += 1;
@@ -544,7 +569,11 @@ impl Server {
             if client.flush() {
                 progress += 1;
             }
-            if client.stalled && !client.saturated() && !client.dead && !self.reparse.contains(&token) {
+            if client.stalled
+                && !client.saturated()
+                && !client.dead
+                && !self.reparse.contains(&token)
+            {
                 self.reparse.push_back(token);
             }
             if client.finished() {
@@ -559,7 +588,10 @@ impl Server {
                 interest |= WRITABLE;
             }
             if interest != client.interest {
-                if let Err(e) = self.epoll.modify(client.stream.as_raw_fd(), token, interest) {
+                if let Err(e) = self
+                    .epoll
+                    .modify(client.stream.as_raw_fd(), token, interest)
+                {
                     tracing::debug!(client = token, error = %e, "RPC client epoll update failed");
                     finished.push(token);
                     continue;
@@ -731,7 +763,8 @@ pub fn start(path: &Path) -> Result<RpcServerHandle, ServerError> {
     epoll
         .add(doorbell.as_raw_fd(), DOORBELL_TOKEN, READABLE)
         .map_err(io_err("cannot watch the doorbell"))?;
-    let wake = reactor::add_wake_fd(epoll.as_raw_fd()).map_err(io_err("cannot register a wake fd"))?;
+    let wake =
+        reactor::add_wake_fd(epoll.as_raw_fd()).map_err(io_err("cannot register a wake fd"))?;
     let server = Rc::new(RefCell::new(Server {
         path: path.to_path_buf(),
         lock_path,
@@ -766,18 +799,26 @@ mod tests {
     fn validation_names_what_is_wrong() {
         let (_, e) = validate(json!([1])).err().unwrap();
         assert_eq!(e.code, code::INVALID_REQUEST);
-        let (id, e) = validate(json!({"jsonrpc": "1.0", "id": 3, "method": "x"})).err().unwrap();
+        let (id, e) = validate(json!({"jsonrpc": "1.0", "id": 3, "method": "x"}))
+            .err()
+            .unwrap();
         assert_eq!((id, e.code), (json!(3), code::INVALID_REQUEST));
         assert!(e.message.contains("jsonrpc"));
-        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": 1, "method": 5})).err().unwrap();
+        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": 1, "method": 5}))
+            .err()
+            .unwrap();
         assert!(e.message.contains("method"));
         let (_, e) = validate(json!({"jsonrpc": "2.0", "id": 1, "method": "m", "params": 3}))
             .err()
             .unwrap();
         assert!(e.message.contains("params"));
-        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": {}, "method": "m"})).err().unwrap();
+        let (_, e) = validate(json!({"jsonrpc": "2.0", "id": {}, "method": "m"}))
+            .err()
+            .unwrap();
         assert!(e.message.contains("id"));
-        let r = validate(json!({"jsonrpc": "2.0", "method": "m"})).ok().unwrap();
+        let r = validate(json!({"jsonrpc": "2.0", "method": "m"}))
+            .ok()
+            .unwrap();
         assert!(r.notification && r.params.is_none());
         let r = validate(json!({"jsonrpc": "2.0", "id": null, "method": "m", "params": {}}))
             .ok()

@@ -54,7 +54,9 @@ impl Client {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to the RPC socket");
+        self.stream
+            .write_all(bytes)
+            .expect("write to the RPC socket");
     }
 
     /// Reads one answer (a line). Panics on timeout or EOF.
@@ -86,7 +88,11 @@ impl Client {
         }
         self.send(req.to_string().as_bytes());
         let answer = self.read();
-        assert_eq!(answer["id"], json!(id), "answer to another request: {answer}");
+        assert_eq!(
+            answer["id"],
+            json!(id),
+            "answer to another request: {answer}"
+        );
         answer
     }
 
