@@ -195,6 +195,18 @@ pub enum SockEvent {
     WriteDone(SockKey, WriteRequest),
 }
 
+/// Counters of one socket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SockStats {
+    /// Zero-copy sends issued and completed by the kernel.
+    pub zerocopy_sent: u64,
+    pub zerocopy_completed: u64,
+    /// Completions where the kernel copied after all (always the case on loopback).
+    pub zerocopy_copied: u64,
+    /// Sends retried because the kernel ran out of zero-copy memory (ENOBUFS).
+    pub enobufs: u64,
+}
+
 /// Per-socket creation options (the impl-wide defaults come from [`ImplOptions`]).
 #[derive(Debug, Clone, Default)]
 pub struct SockOpts {
@@ -355,6 +367,8 @@ pub trait Sock: Send + 'static {
     /// NAPI id or incoming CPU, as `enable_placement_id` selects.
     fn placement_id(&self) -> Option<i32>;
     fn fd(&self) -> RawFd;
+    /// Counters of this socket (zero-copy completions and fallbacks).
+    fn stats(&self) -> SockStats;
     /// Closes the socket; every request not yet completed comes back in `out` with an error.
     fn close(&mut self, out: &mut Vec<WriteRequest>);
     #[doc(hidden)]
@@ -447,6 +461,7 @@ pub(crate) struct ZcTracker {
     /// Completions reported as copied (the kernel fell back to copying).
     pub copied: u64,
     pub completed: u64,
+    pub issued: u64,
 }
 
 impl ZcTracker {
@@ -461,6 +476,7 @@ impl ZcTracker {
     /// Records a new zero-copy send and returns its sequence number.
     pub fn issue(&mut self) -> u32 {
         let seq = self.next_seq;
+        self.issued += 1;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.outstanding.push_back((seq, false));
         seq
@@ -522,11 +538,6 @@ impl WriteQueue {
 
     pub fn has_unsent(&self) -> bool {
         !self.unsent.is_empty()
-    }
-
-    /// Requests not yet completed (unsent or awaiting zero-copy completion).
-    pub fn pending(&self) -> usize {
-        self.unsent.len() + self.sent.len()
     }
 
     /// Fills `iov` with the unsent bytes, returns (iovec count, bytes).
@@ -610,6 +621,15 @@ impl WriteQueue {
                 req.result = Some(Err(io::Error::from_raw_os_error(errno)));
             }
             self.done.push_back(req);
+        }
+    }
+
+    pub fn stats(&self, enobufs: u64) -> SockStats {
+        SockStats {
+            zerocopy_sent: self.zc.issued,
+            zerocopy_completed: self.zc.completed,
+            zerocopy_copied: self.zc.copied,
+            enobufs,
         }
     }
 

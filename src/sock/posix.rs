@@ -11,7 +11,7 @@
 
 use super::{
     is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent,
-    SockGroup, SockKey, SockOpts, WriteQueue, WriteRequest, MAX_IOVECS,
+    SockGroup, SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use std::any::Any;
 use std::collections::VecDeque;
@@ -145,7 +145,7 @@ impl Listener for PosixListener {
 
 /// A ring buffer of received bytes; resizing keeps the buffered bytes.
 #[derive(Debug)]
-pub(crate) struct RecvPipe {
+pub struct RecvPipe {
     buf: Vec<u8>,
     head: usize,
     len: usize,
@@ -643,6 +643,10 @@ impl Sock for PosixSock {
 
     fn fd(&self) -> RawFd {
         self.raw()
+    }
+
+    fn stats(&self) -> SockStats {
+        self.wq.stats(self.enobufs)
     }
 
     fn close(&mut self, out: &mut Vec<WriteRequest>) {

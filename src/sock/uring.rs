@@ -16,7 +16,7 @@
 
 use super::posix::{self, PosixListener, PosixSock};
 use super::{
-    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteQueue,
+    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats, WriteQueue,
     WriteRequest, MAX_IOVECS,
 };
 use crate::buf::IoBuf;
@@ -971,6 +971,10 @@ impl Sock for UringSock {
         self.raw()
     }
 
+    fn stats(&self) -> SockStats {
+        self.wq.stats(0)
+    }
+
     /// Grouped uring sockets are closed through `SockGroup::close` (the kernel may still
     /// hold their buffers); this only starts the close.
     fn close(&mut self, out: &mut Vec<WriteRequest>) {
@@ -1256,6 +1260,9 @@ impl Sock for ErrSock {
     }
     fn fd(&self) -> RawFd {
         -1
+    }
+    fn stats(&self) -> SockStats {
+        SockStats::default()
     }
     fn close(&mut self, _: &mut Vec<WriteRequest>) {}
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
