@@ -7,3 +7,5 @@ pub mod spec;
 pub(crate) mod wire;
 
 pub use wire::{ascii_field, field_str, nul_field, WireField};
+pub mod digest;
+pub mod pdu;
