@@ -1031,6 +1031,81 @@ impl PduDecoder {
 pub struct DataOverrun;
 
 // ---------------------------------------------------------------------------------------
+// Connection initialization
+// ---------------------------------------------------------------------------------------
+
+/// What a target offers in the IC exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetIcParams {
+    /// CPDA to announce (0-based dwords).
+    pub cpda: u8,
+    /// MAXH2CDATA to announce (>= 4096, dword multiple).
+    pub maxh2cdata: u32,
+    /// In-capsule data accepted on this queue.
+    pub max_in_capsule: u32,
+    /// Digests the target is willing to enable when the host asks.
+    pub allow_hdgst: bool,
+    pub allow_ddgst: bool,
+}
+
+/// Target side: the ICResp answering `req`, and the settings for sending (`TxConfig`, data
+/// aligned to the host's HPDA) and receiving (`RxConfig`, with our CPDA and limits) for the
+/// rest of the connection. Digests are enabled when the host asks and we allow them.
+pub fn target_negotiate(req: &IcReq, p: &TargetIcParams) -> (IcResp, TxConfig, RxConfig) {
+    let hdgst = req.hdgst && p.allow_hdgst;
+    let ddgst = req.ddgst && p.allow_ddgst;
+    let resp = IcResp {
+        pfv: PFV_1_0,
+        cpda: p.cpda.min(MAX_PDA),
+        hdgst,
+        ddgst,
+        maxh2cdata: p.maxh2cdata.max(MIN_MAXH2CDATA) & !3,
+    };
+    let txc = TxConfig {
+        hdgst,
+        ddgst,
+        pda: req.hpda.min(MAX_PDA),
+    };
+    let rxc = RxConfig {
+        hdgst,
+        ddgst,
+        pda: resp.cpda,
+        max_data_pdu: resp.maxh2cdata,
+        max_in_capsule: p.max_in_capsule,
+    };
+    (resp, txc, rxc)
+}
+
+/// Host side: the settings after receiving `resp` to our `req`. `max_transfer` bounds the
+/// data of one C2HData (the largest command we issue). A controller enabling a digest the
+/// host did not request is a protocol error (reported on the DGST field).
+pub fn host_negotiate(
+    req: &IcReq,
+    resp: &IcResp,
+    max_transfer: u32,
+) -> Result<(TxConfig, RxConfig), PduError> {
+    if (resp.hdgst && !req.hdgst) || (resp.ddgst && !req.ddgst) {
+        return Err(PduError::field(
+            field_off::DGST,
+            "controller enabled a digest not requested",
+        ));
+    }
+    let txc = TxConfig {
+        hdgst: resp.hdgst,
+        ddgst: resp.ddgst,
+        pda: resp.cpda,
+    };
+    let rxc = RxConfig {
+        hdgst: resp.hdgst,
+        ddgst: resp.ddgst,
+        pda: req.hpda,
+        max_data_pdu: max_transfer,
+        max_in_capsule: 0,
+    };
+    Ok((txc, rxc))
+}
+
+// ---------------------------------------------------------------------------------------
 // Checks that need command context (used by the target and host state machines)
 // ---------------------------------------------------------------------------------------
 

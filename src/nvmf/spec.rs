@@ -991,6 +991,205 @@ impl Csts {
 }
 
 // ---------------------------------------------------------------------------------------
+// Admin and I/O command fields
+// ---------------------------------------------------------------------------------------
+
+/// Identify command fields: CNS (CDW10 7:0), CNTID (CDW10 31:16), CSI (CDW11 31:24).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IdentifyCmd {
+    pub nsid: u32,
+    pub cns: u8,
+    pub cntid: u16,
+    pub csi: u8,
+}
+
+impl IdentifyCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            cns: sqe.cdw10 as u8,
+            cntid: (sqe.cdw10 >> 16) as u16,
+            csi: (sqe.cdw11 >> 24) as u8,
+        }
+    }
+    /// The SQE (data of 4096 bytes described by `sgl`).
+    pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
+        let mut s = Sqe::new(admin_opc::IDENTIFY, cid, self.nsid);
+        s.dptr = sgl;
+        s.cdw10 = self.cns as u32 | (self.cntid as u32) << 16;
+        s.cdw11 = (self.csi as u32) << 24;
+        s
+    }
+}
+
+/// Get Log Page command fields. The transfer length is `(numd + 1) * 4` bytes, NUMD being
+/// 0-based dwords split over CDW10 31:16 (NUMDL) and CDW11 15:0 (NUMDU); the byte offset is
+/// CDW13:CDW12 (must be dword aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GetLogPageCmd {
+    pub nsid: u32,
+    pub lid: u8,
+    /// Log specific field (CDW10 14:8).
+    pub lsp: u8,
+    /// Retain asynchronous event (CDW10 bit 15).
+    pub rae: bool,
+    /// Number of dwords, 0-based.
+    pub numd: u32,
+    pub offset: u64,
+    /// Log specific identifier (CDW11 31:16).
+    pub lsi: u16,
+}
+
+impl GetLogPageCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            lid: sqe.cdw10 as u8,
+            lsp: ((sqe.cdw10 >> 8) & 0x7f) as u8,
+            rae: sqe.cdw10 & (1 << 15) != 0,
+            numd: (sqe.cdw10 >> 16) | (sqe.cdw11 & 0xffff) << 16,
+            offset: (sqe.cdw13 as u64) << 32 | sqe.cdw12 as u64,
+            lsi: (sqe.cdw11 >> 16) as u16,
+        }
+    }
+    /// Transfer length in bytes (up to 16 GiB, hence u64).
+    pub fn length(&self) -> u64 {
+        (self.numd as u64 + 1) * 4
+    }
+    /// A request for `len` bytes (a multiple of 4, at least 4) at byte `offset`.
+    pub fn new(nsid: u32, lid: u8, offset: u64, len: u32) -> Self {
+        Self {
+            nsid,
+            lid,
+            numd: (len / 4).saturating_sub(1),
+            offset,
+            ..Default::default()
+        }
+    }
+    pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
+        let mut s = Sqe::new(admin_opc::GET_LOG_PAGE, cid, self.nsid);
+        s.dptr = sgl;
+        s.cdw10 = self.lid as u32
+            | ((self.lsp & 0x7f) as u32) << 8
+            | (self.rae as u32) << 15
+            | (self.numd & 0xffff) << 16;
+        s.cdw11 = self.numd >> 16 | (self.lsi as u32) << 16;
+        s.cdw12 = self.offset as u32;
+        s.cdw13 = (self.offset >> 32) as u32;
+        s
+    }
+}
+
+/// Get / Set Features fields: FID (CDW10 7:0), SEL for Get (CDW10 10:8), SV for Set (CDW10
+/// bit 31), and the feature value in CDW11.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FeaturesCmd {
+    pub nsid: u32,
+    pub fid: u8,
+    /// Get Features select: 0 current, 1 default, 2 saved, 3 supported capabilities.
+    pub sel: u8,
+    /// Set Features save.
+    pub save: bool,
+    pub cdw11: u32,
+}
+
+impl FeaturesCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            fid: sqe.cdw10 as u8,
+            sel: ((sqe.cdw10 >> 8) & 0x7) as u8,
+            save: sqe.cdw10 & (1 << 31) != 0,
+            cdw11: sqe.cdw11,
+        }
+    }
+    pub fn to_sqe(&self, opcode: u8, cid: u16) -> Sqe {
+        let mut s = Sqe::new(opcode, cid, self.nsid);
+        s.cdw10 = self.fid as u32 | ((self.sel & 0x7) as u32) << 8 | (self.save as u32) << 31;
+        s.cdw11 = self.cdw11;
+        s
+    }
+}
+
+/// Number of Queues feature value (CDW11 of Set, DW0 of the completion): 0-based counts of
+/// I/O submission queues (bits 15:0) and completion queues (31:16).
+pub const fn num_queues_value(nsqr_0based: u16, ncqr_0based: u16) -> u32 {
+    nsqr_0based as u32 | (ncqr_0based as u32) << 16
+}
+
+/// Splits a Number of Queues value into (NSQR, NCQR), both 0-based.
+pub const fn num_queues_from_value(v: u32) -> (u16, u16) {
+    (v as u16, (v >> 16) as u16)
+}
+
+/// Dataset Management attributes (CDW11).
+pub mod dsm {
+    pub const INTEGRAL_READ: u32 = 1 << 0;
+    pub const INTEGRAL_WRITE: u32 = 1 << 1;
+    pub const DEALLOCATE: u32 = 1 << 2;
+    /// Most ranges in one command (NR in CDW10 7:0 is 0-based).
+    pub const MAX_RANGES: usize = 256;
+}
+
+wire_struct! {
+    /// A Dataset Management range (16 bytes); the command's data is NR + 1 of these.
+    #[derive(Copy)]
+    pub struct DsmRange [16] {
+        0 => context_attributes: u32,
+        4 => nlb: u32,
+        8 => slba: u64,
+    }
+}
+
+/// Decodes DSM ranges from a command's data (`nr_0based` from CDW10 7:0); `None` if the data
+/// is shorter than the ranges it must hold.
+pub fn decode_dsm_ranges(data: &[u8], nr_0based: u8) -> Option<Vec<DsmRange>> {
+    let n = nr_0based as usize + 1;
+    let bytes = data.get(..n * DsmRange::SIZE)?;
+    Some(
+        bytes
+            .chunks_exact(DsmRange::SIZE)
+            .filter_map(DsmRange::decode_slice)
+            .collect(),
+    )
+}
+
+impl Sqe {
+    /// Read or Write of `blocks` logical blocks at `slba` with the data described by `sgl`.
+    pub fn rw(opcode: u8, cid: u16, nsid: u32, slba: u64, blocks: u32, sgl: SglDescriptor) -> Self {
+        let mut s = Sqe::new(opcode, cid, nsid);
+        s.set_lba_range(slba, blocks);
+        s.dptr = sgl;
+        s
+    }
+    /// Write Zeroes of `blocks` at `slba` (no data); `deallocate` sets DEAC (CDW12 bit 25).
+    pub fn write_zeroes(cid: u16, nsid: u32, slba: u64, blocks: u32, deallocate: bool) -> Self {
+        let mut s = Sqe::new(io_opc::WRITE_ZEROES, cid, nsid);
+        s.set_lba_range(slba, blocks);
+        s.cdw12 |= (deallocate as u32) << 25;
+        s
+    }
+    /// Dataset Management with `nr` ranges (1..=256) in the data, `attributes` from [`dsm`].
+    pub fn dataset_management(
+        cid: u16,
+        nsid: u32,
+        nr: u16,
+        attributes: u32,
+        sgl: SglDescriptor,
+    ) -> Self {
+        let mut s = Sqe::new(io_opc::DATASET_MANAGEMENT, cid, nsid);
+        s.cdw10 = nr.saturating_sub(1) as u32 & 0xff;
+        s.cdw11 = attributes;
+        s.dptr = sgl;
+        s
+    }
+    /// Force Unit Access (CDW12 bit 30) of a read/write.
+    pub fn fua(&self) -> bool {
+        self.cdw12 & (1 << 30) != 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Identify
 // ---------------------------------------------------------------------------------------
 
@@ -1516,6 +1715,7 @@ const _: () = {
     assert!(FirmwareSlotLog::SIZE == 512);
     assert!(DiscoveryLogHeader::SIZE == 1024);
     assert!(DiscoveryLogEntry::SIZE == 1024);
+    assert!(DsmRange::SIZE == 16);
 };
 
 #[cfg(test)]
@@ -1928,5 +2128,82 @@ mod tests {
         stable!(DiscoveryLogEntry, 1024);
         stable!(PowerStateDescriptor, 32);
         stable!(LbaFormat, 4);
+    }
+
+    #[test]
+    fn admin_and_io_command_fields() {
+        let id = IdentifyCmd {
+            nsid: 0,
+            cns: cns::CONTROLLER,
+            cntid: 0x1234,
+            csi: 0,
+        };
+        let sqe = Sqe::decode(
+            &id.to_sqe(1, SglDescriptor::transport_data_block(4096))
+                .to_bytes(),
+        );
+        assert_eq!(sqe.opcode, admin_opc::IDENTIFY);
+        assert_eq!(sqe.cdw10, 0x1234_0001);
+        assert_eq!(IdentifyCmd::parse(&sqe), id);
+
+        let glp = GetLogPageCmd {
+            rae: true,
+            lsp: 1,
+            lsi: 7,
+            ..GetLogPageCmd::new(0xffff_ffff, log_id::DISCOVERY, 1 << 33, 0x40_0000)
+        };
+        assert_eq!(glp.numd, 0xf_ffff);
+        let sqe = glp.to_sqe(2, SglDescriptor::transport_data_block(0x40_0000));
+        assert_eq!(sqe.cdw10 & 0xff, 0x70);
+        assert_eq!(sqe.cdw10 >> 16, 0xffff, "NUMDL");
+        assert_eq!(sqe.cdw11 & 0xffff, 0xf, "NUMDU");
+        assert_eq!((sqe.cdw12, sqe.cdw13), (0, 2));
+        let back = GetLogPageCmd::parse(&sqe);
+        assert_eq!(back, glp);
+        assert_eq!(back.length(), 0x40_0000);
+
+        let f = FeaturesCmd {
+            nsid: 0,
+            fid: feat::NUMBER_OF_QUEUES,
+            sel: 0,
+            save: false,
+            cdw11: num_queues_value(3, 3),
+        };
+        let sqe = f.to_sqe(admin_opc::SET_FEATURES, 3);
+        assert_eq!(FeaturesCmd::parse(&sqe), f);
+        assert_eq!(num_queues_from_value(sqe.cdw11), (3, 3));
+
+        let w = Sqe::rw(
+            io_opc::READ,
+            4,
+            1,
+            100,
+            8,
+            SglDescriptor::transport_data_block(4096),
+        );
+        assert_eq!((w.slba(), w.nlb(), w.fua()), (100, 8, false));
+        let z = Sqe::write_zeroes(5, 1, 7, 65536, true);
+        assert_eq!((z.slba(), z.nlb(), z.cdw12 >> 25 & 1), (7, 65536, 1));
+        let d = Sqe::dataset_management(6, 1, 2, dsm::DEALLOCATE, SglDescriptor::in_capsule(0, 32));
+        assert_eq!((d.cdw10, d.cdw11), (1, 4));
+        let ranges = [
+            DsmRange {
+                context_attributes: 0,
+                nlb: 8,
+                slba: 0,
+            },
+            DsmRange {
+                context_attributes: 0,
+                nlb: 16,
+                slba: 1 << 40,
+            },
+        ];
+        let mut data = Vec::new();
+        for r in &ranges {
+            data.extend_from_slice(&r.to_bytes());
+        }
+        assert_eq!(&data[20..24], &16u32.to_le_bytes());
+        assert_eq!(decode_dsm_ranges(&data, 1).unwrap(), ranges);
+        assert!(decode_dsm_ranges(&data[..31], 1).is_none());
     }
 }

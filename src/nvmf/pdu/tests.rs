@@ -796,3 +796,90 @@ fn fuzz_entry_never_panics_on_random_or_mutated_input() {
     );
     assert_eq!(fuzz_decode(&[]), 0);
 }
+
+#[test]
+fn ic_negotiation_both_sides() {
+    let req = IcReq {
+        pfv: 0,
+        hpda: 3,
+        hdgst: true,
+        ddgst: true,
+        maxr2t: 0,
+    };
+    let params = TargetIcParams {
+        cpda: 1,
+        maxh2cdata: 131_073,
+        max_in_capsule: 4096,
+        allow_hdgst: true,
+        allow_ddgst: false,
+    };
+    let (resp, ttx, trx) = target_negotiate(&req, &params);
+    assert_eq!(
+        (resp.hdgst, resp.ddgst, resp.cpda, resp.maxh2cdata),
+        (true, false, 1, 131_072)
+    );
+    assert_eq!(ttx, tx(true, false, 3));
+    assert_eq!(
+        (trx.pda, trx.max_data_pdu, trx.max_in_capsule),
+        (1, 131_072, 4096)
+    );
+    let (htx, hrx) = host_negotiate(&req, &resp, 1 << 20).unwrap();
+    assert_eq!(htx, tx(true, false, 1));
+    assert_eq!(
+        (hrx.hdgst, hrx.ddgst, hrx.pda, hrx.max_data_pdu),
+        (true, false, 3, 1 << 20)
+    );
+    // Each side's sender and the other side's receiver agree: a C2HData made with the
+    // target's TxConfig decodes with the host's RxConfig, and vice versa.
+    let d = C2HData {
+        cccid: 1,
+        datao: 0,
+        datal: 100,
+        last: true,
+        success: true,
+    };
+    let mut s = encode_pdu(&PduHeader::IcResp(resp), &[], &TxConfig::default()).unwrap();
+    s.extend_from_slice(&encode_pdu(&PduHeader::C2HData(d), &[&[1; 100]], &ttx).unwrap());
+    let mut dec = PduDecoder::new(Role::Host);
+    let (n, ev) = dec.feed(&s).unwrap();
+    assert!(matches!(
+        ev,
+        Some(RxEvent::Header {
+            header: PduHeader::IcResp(_),
+            ..
+        })
+    ));
+    dec.configure(hrx);
+    let mut rest = &s[n..];
+    let mut data = Vec::new();
+    let mut ended = false;
+    while let (used, Some(ev)) = dec.feed(rest).unwrap() {
+        rest = &rest[used..];
+        match ev {
+            RxEvent::Header { header, data_len } => {
+                assert_eq!((header, data_len), (PduHeader::C2HData(d), 100))
+            }
+            RxEvent::Data { bytes, .. } => data.extend_from_slice(bytes),
+            RxEvent::DataEnd { digest_ok } => ended = digest_ok,
+        }
+    }
+    assert!(ended && data == [1; 100]);
+    let h = encode_pdu(&write_cmd(1, 64, true), &[&[0; 64]], &htx).unwrap();
+    let mut tdec = PduDecoder::with_config(Role::Target, trx);
+    tdec.ic_done = true;
+    let (_, ev) = tdec.feed(&h).unwrap();
+    assert!(matches!(ev, Some(RxEvent::Header { data_len: 64, .. })));
+    // A controller enabling an unrequested digest is refused by the host.
+    let bad = IcResp {
+        ddgst: true,
+        ..resp
+    };
+    let plain = IcReq {
+        ddgst: false,
+        ..req
+    };
+    assert_eq!(
+        fes_fei(&host_negotiate(&plain, &bad, 4096).unwrap_err()),
+        (Fes::INVALID_HEADER_FIELD, 11)
+    );
+}
