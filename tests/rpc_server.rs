@@ -171,8 +171,9 @@ fn oversized_request_is_refused_and_closed() {
     // The server may close before we finish writing; that is the point.
     let _ = std::io::Write::write_all(&mut big.stream, &payload);
     let err = big.read();
-    assert_eq!(err["error"]["code"], -32600, "{err}");
+    assert_eq!(err["error"]["code"], -32700, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("exceed"));
+    assert!(big.try_read().is_none(), "the connection must be closed");
     let mut good = Client::connect(app.rpc_socket());
     assert!(good.call("spdk_get_version", None).is_object());
     app.shutdown_and_wait();

@@ -423,9 +423,10 @@ impl Server {
         }
         client.input.drain(..consumed);
         if fatal.is_none() && incomplete && client.input.len() > MAX_REQUEST_BYTES {
+            // SPDK reports a request that is too long as a parse error.
             fatal = Some(RpcError::new(
-                code::INVALID_REQUEST,
-                format!("Invalid request: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
+                code::PARSE_ERROR,
+                format!("Parse error: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
             ));
         }
         for value in values {
