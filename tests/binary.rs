@@ -131,12 +131,20 @@ fn json_config_errors_and_the_socket_lock_with_the_binary() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{msg}");
     assert!(msg.contains("in use"), "{msg}");
+    // log_set_flag changes the running filter: the RPC server's debug lines appear.
+    assert_eq!(c.call("log_set_flag", Some(json!({"flag": "rpc"}))), true);
+    let mut other = Client::connect(&path);
+    assert!(other.call("spdk_get_version", None).is_object());
+    drop(other);
     // The first one still serves, and stops by RPC with exit status 0.
     assert_eq!(
         c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGINT"}))),
         true
     );
     assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let log = stderr_of(child);
+    assert!(log.contains("RPC client connected"), "{log}");
+    assert!(log.contains("JSON config applied"), "{log}");
     // A config whose method fails aborts start-up, naming the method.
     std::fs::write(
         &config,

@@ -171,8 +171,9 @@ fn oversized_request_is_refused_and_closed() {
     // The server may close before we finish writing; that is the point.
     let _ = std::io::Write::write_all(&mut big.stream, &payload);
     let err = big.read();
-    assert_eq!(err["error"]["code"], -32600, "{err}");
+    assert_eq!(err["error"]["code"], -32700, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("exceed"));
+    assert!(big.try_read().is_none(), "the connection must be closed");
     let mut good = Client::connect(app.rpc_socket());
     assert!(good.call("spdk_get_version", None).is_object());
     app.shutdown_and_wait();
@@ -229,14 +230,30 @@ fn vanishing_and_stalled_clients_do_not_affect_others() {
     flooder.stream.set_nonblocking(true).unwrap();
     let request = br#"{"jsonrpc":"2.0","id":1,"method":"rpc_get_methods"}"#;
     let mut flooded = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && flooded < 20_000 {
-        match std::io::Write::write(&mut flooder.stream, request) {
-            Ok(n) if n == request.len() => flooded += 1,
-            // The server stopped reading it (back-pressure): exactly what we want.
-            _ => break,
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last_progress = Instant::now();
+    let mut pushed_back = false;
+    let mut offset = 0;
+    while Instant::now() < deadline {
+        match std::io::Write::write(&mut flooder.stream, &request[offset..]) {
+            Ok(n) => {
+                offset += n;
+                if offset == request.len() {
+                    offset = 0;
+                    flooded += 1;
+                }
+                last_progress = Instant::now();
+            }
+            Err(_) if last_progress.elapsed() > Duration::from_millis(300) => {
+                // The server stopped reading it (back-pressure): exactly what we want.
+                pushed_back = true;
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
         }
     }
+    eprintln!("the flooder wrote {flooded} requests before the server stopped reading");
+    assert!(pushed_back, "the server never pushed back");
     let mut good = Client::connect(app.rpc_socket());
     let start = Instant::now();
     for _ in 0..20 {
@@ -359,4 +376,51 @@ fn spdk_kill_instance_stops_the_app() {
     rx.recv_timeout(TIMEOUT).expect("the app stops");
     assert!(c.try_read().is_none(), "the server closed the connection");
     assert!(!app.rpc_socket().exists(), "the socket file is removed");
+}
+
+#[test]
+fn random_bytes_never_hurt_the_server() {
+    let app = start(test_options("garbage"));
+    // Deterministic xorshift noise mixed with JSON fragments, split at random points.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let fragments: [&[u8]; 10] = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b"\\u12",
+        b"\"jsonrpc\":\"2.0\",",
+        b"\"method\":",
+        b"\"id\":",
+        b"1e99999",
+    ];
+    for _ in 0..40 {
+        let mut c = Client::connect(app.rpc_socket());
+        let mut bytes = Vec::new();
+        for _ in 0..(next() % 64) {
+            if next() % 2 == 0 {
+                bytes.extend_from_slice(fragments[(next() % 10) as usize]);
+            } else {
+                bytes.push((next() % 256) as u8);
+            }
+        }
+        let split = if bytes.is_empty() {
+            0
+        } else {
+            (next() as usize) % bytes.len()
+        };
+        let _ = std::io::Write::write_all(&mut c.stream, &bytes[..split]);
+        let _ = std::io::Write::write_all(&mut c.stream, &bytes[split..]);
+        drop(c);
+    }
+    let mut good = Client::connect(app.rpc_socket());
+    assert!(good.call("spdk_get_version", None).is_object());
+    app.shutdown_and_wait();
 }

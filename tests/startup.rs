@@ -311,3 +311,21 @@ fn bad_options_fail_clearly() {
     let err = app::start(opts).err().expect("bad socket path");
     assert!(err.to_string().contains("/nonexistent-dir/x.sock"), "{err}");
 }
+
+#[test]
+fn poll_only_and_two_reactors_serve_and_stop() {
+    let mut opts = test_options("pollonly");
+    opts.idle = pollux::reactor::IdleStrategy::PollOnly;
+    opts.cores = vec![0, 1];
+    let app = start(opts);
+    let mut c = Client::connect(app.rpc_socket());
+    let reactors = c.call("framework_get_reactors", None);
+    let cores: Vec<u64> = reactors["reactors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lcore"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cores, vec![0, 1]);
+    app.shutdown_and_wait();
+}

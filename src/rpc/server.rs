@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 /// Largest request (one JSON value, batch included) a client may send.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -37,6 +38,9 @@ pub const MAX_BATCH: usize = 256;
 pub const MAX_BUFFERED_ANSWERS_BYTES: usize = 1024 * 1024;
 /// Connected clients at once; further connections are accepted and closed at once.
 pub const MAX_CLIENTS: usize = 1024;
+/// While the reactor is busy with other pollers, the server looks at its sockets at most
+/// this often (an idle reactor that wakes for a client is served at once).
+const POLL_INTERVAL: Duration = Duration::from_micros(50);
 /// Bytes read from one client per poll, so one chatty client cannot starve the others.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -293,6 +297,7 @@ struct Server {
     next_batch: u64,
     /// Clients whose buffered input must be parsed again (back-pressure was lifted).
     reparse: VecDeque<u64>,
+    last_poll: Instant,
 }
 
 impl Server {
@@ -418,9 +423,10 @@ impl Server {
         }
         client.input.drain(..consumed);
         if fatal.is_none() && incomplete && client.input.len() > MAX_REQUEST_BYTES {
+            // SPDK reports a request that is too long as a parse error.
             fatal = Some(RpcError::new(
-                code::INVALID_REQUEST,
-                format!("Invalid request: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
+                code::PARSE_ERROR,
+                format!("Parse error: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
             ));
         }
         for value in values {
@@ -637,6 +643,16 @@ fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
     let mut calls = Vec::new();
     {
         let mut s = server.borrow_mut();
+        // One epoll_wait per POLL_INTERVAL at most, unless answers or parsing are pending:
+        // the main reactor's data path does not pay a syscall per loop for the control plane.
+        let now = Instant::now();
+        if now.duration_since(s.last_poll) < POLL_INTERVAL
+            && s.answers.answers.is_empty()
+            && s.reparse.is_empty()
+        {
+            return PollStatus::Idle;
+        }
+        s.last_poll = now;
         let mut events = [(0u64, 0u32); 64];
         let n = s.epoll.poll_now(&mut events);
         while let Some(token) = s.reparse.pop_front() {
@@ -781,6 +797,7 @@ pub fn start(path: &Path) -> Result<RpcServerHandle, ServerError> {
         next_token: FIRST_CLIENT_TOKEN,
         next_batch: 0,
         reparse: VecDeque::new(),
+        last_poll: Instant::now(),
     }));
     let polled = server.clone();
     let poller = reactor::register_poller("rpc_server", 0, move || poll(&polled));

@@ -74,6 +74,8 @@ impl Client {
             let mut buf = [0u8; 65536];
             match self.stream.read(&mut buf) {
                 Ok(0) => return None,
+                // Closed by the server while our unread request bytes were still queued.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
                 Err(e) => panic!("reading an answer: {e}"),
             }
