@@ -860,3 +860,79 @@ fn ic_negotiation_both_sides() {
         (Fes::INVALID_HEADER_FIELD, 11)
     );
 }
+
+/// Throughput of the decoder, for the report (run with `--ignored --nocapture`, in release).
+/// It checks the decoded counts; the printed rates are informational, never asserted.
+#[test]
+#[ignore]
+fn measure_decoder_throughput() {
+    use std::time::Instant;
+    // The first pass warms caches and the allocator; it is measured but not meaningful.
+    for hdgst in [false, true, false, true] {
+        let mut stream = encode_pdu(&icreq(hdgst, false), &[], &TxConfig::default()).unwrap();
+        let n = 100_000;
+        for i in 0..n {
+            let h = write_cmd(i as u16, 4096, false);
+            stream.extend_from_slice(&encode_pdu(&h, &[], &tx(hdgst, false, 0)).unwrap());
+        }
+        let t = Instant::now();
+        let mut dec = PduDecoder::new(Role::Target);
+        let mut input = &stream[..];
+        let mut headers = 0;
+        while let (used, Some(ev)) = dec.feed(input).unwrap() {
+            input = &input[used..];
+            if let RxEvent::Header { .. } = ev {
+                headers += 1;
+                if headers == 1 {
+                    dec.configure(target_cfg(hdgst, false));
+                }
+            }
+        }
+        let dt = t.elapsed();
+        assert_eq!(headers, n + 1);
+        println!(
+            "capsule command headers, hdgst {hdgst}: {:.0} ns/PDU",
+            dt.as_nanos() as f64 / n as f64
+        );
+    }
+    for ddgst in [false, true] {
+        let data = vec![0x5au8; 131_072];
+        let h = H2CData {
+            cccid: 1,
+            ttag: 1,
+            datao: 0,
+            datal: data.len() as u32,
+            last: true,
+        };
+        let mut hbuf = [0u8; MAX_HEADER_LEN];
+        let enc = encode_header(
+            &PduHeader::H2CData(h),
+            h.datal,
+            &tx(false, ddgst, 0),
+            &mut hbuf,
+        )
+        .unwrap();
+        let dg = digest_of(&[&data]);
+        let mut dec = PduDecoder::with_config(Role::Target, target_cfg(false, ddgst));
+        dec.ic_done = true;
+        let rounds = 4000;
+        let t = Instant::now();
+        let mut ok = 0;
+        for _ in 0..rounds {
+            dec.feed(&hbuf[..enc.len]).unwrap();
+            dec.data_received(&data).unwrap();
+            let tail: &[u8] = if ddgst { &dg } else { &[] };
+            if let (_, Some(RxEvent::DataEnd { digest_ok: true })) = dec.feed(tail).unwrap() {
+                ok += 1;
+            }
+        }
+        let dt = t.elapsed();
+        assert_eq!(ok, rounds);
+        // Without a digest the decoder touches no data byte, so only the per-PDU cost shows.
+        println!(
+            "128 KiB H2CData via data_received, ddgst {ddgst}: {:.0} ns/PDU, {:.2} GB/s",
+            dt.as_nanos() as f64 / rounds as f64,
+            (rounds * data.len()) as f64 / dt.as_secs_f64() / 1e9
+        );
+    }
+}
