@@ -885,6 +885,17 @@ impl PduDecoder {
         Ok(())
     }
 
+    /// DATAL of a data PDU must be the (non-zero) data length that PLEN and PDO leave.
+    fn check_datal(&self, datal: u32) -> Result<(), PduError> {
+        if datal != self.data_len || datal == 0 {
+            return Err(PduError::field(
+                field_off::DATAL,
+                "DATAL does not match the PDU length",
+            ));
+        }
+        Ok(())
+    }
+
     /// The whole header (and padding) is in: checks the header digest, decodes the typed
     /// header and its field rules, and moves to the data (if any).
     fn finish_header(&mut self) -> Result<RxEvent<'static>, PduError> {
@@ -971,12 +982,7 @@ impl PduDecoder {
                     datal: le32(h, 16),
                     last: flags & pdu_flags::LAST_PDU != 0,
                 };
-                if d.datal != self.data_len || d.datal == 0 {
-                    return Err(PduError::field(
-                        field_off::DATAL,
-                        "DATAL does not match the PDU length",
-                    ));
-                }
+                self.check_datal(d.datal)?;
                 PduHeader::H2CData(d)
             }
             pdu_type::C2H_DATA => {
@@ -987,12 +993,7 @@ impl PduDecoder {
                     last: flags & pdu_flags::LAST_PDU != 0,
                     success: flags & pdu_flags::SUCCESS != 0,
                 };
-                if d.datal != self.data_len || d.datal == 0 {
-                    return Err(PduError::field(
-                        field_off::DATAL,
-                        "DATAL does not match the PDU length",
-                    ));
-                }
+                self.check_datal(d.datal)?;
                 if d.success && !d.last {
                     return Err(PduError::field(
                         field_off::FLAGS,
@@ -1185,27 +1186,22 @@ pub struct DecodedPdu {
     pub data_digest_ok: bool,
 }
 
-/// Decodes every complete PDU of a contiguous stream. After an ICReq (or ICResp) the
-/// digests it asks for are applied, as the connection would. Returns the PDUs decoded and
-/// the first error, if any; a trailing partial PDU is neither.
-pub fn decode_all(
-    role: Role,
-    cfg: RxConfig,
-    bytes: &[u8],
-) -> (Vec<DecodedPdu>, Result<(), PduError>) {
-    let mut dec = PduDecoder::with_config(role, cfg);
-    let mut out = Vec::new();
-    let mut current: Option<DecodedPdu> = None;
-    let mut input = bytes;
-    loop {
-        let (used, ev) = match dec.feed(input) {
-            Ok(r) => r,
-            Err(e) => return (out, Err(e)),
-        };
-        input = &input[used..];
+/// Assembles decoder events into whole `DecodedPdu`s (header plus data in a vector). For
+/// tests, fuzzing and control paths; the data path consumes events directly. When it sees
+/// an ICReq / ICResp it applies the digests that PDU carries to the decoder, as both peers
+/// of a connection that accepts them would.
+#[derive(Default)]
+pub struct PduAssembler {
+    current: Option<DecodedPdu>,
+    /// Completed PDUs, in order.
+    pub pdus: Vec<DecodedPdu>,
+}
+
+impl PduAssembler {
+    /// Takes one event from `dec`.
+    pub fn on_event(&mut self, dec: &mut PduDecoder, ev: RxEvent<'_>) {
         match ev {
-            None => return (out, Ok(())),
-            Some(RxEvent::Header { header, data_len }) => {
+            RxEvent::Header { header, data_len } => {
                 if let PduHeader::IcReq(IcReq { hdgst, ddgst, .. })
                 | PduHeader::IcResp(IcResp { hdgst, ddgst, .. }) = header
                 {
@@ -1221,29 +1217,62 @@ pub fn decode_all(
                     data_digest_ok: true,
                 };
                 if data_len == 0 {
-                    out.push(pdu);
+                    self.pdus.push(pdu);
                 } else {
-                    current = Some(pdu);
+                    self.current = Some(pdu);
                 }
             }
-            Some(RxEvent::Data { bytes, .. }) => {
-                if let Some(p) = current.as_mut() {
-                    p.data.extend_from_slice(bytes);
-                }
-            }
-            Some(RxEvent::DataEnd { digest_ok }) => {
-                if let Some(mut p) = current.take() {
+            RxEvent::Data { bytes, .. } => self.extend_data(bytes),
+            RxEvent::DataEnd { digest_ok } => {
+                if let Some(mut p) = self.current.take() {
                     p.data_digest_ok = digest_ok;
-                    out.push(p);
+                    self.pdus.push(p);
                 }
+            }
+        }
+    }
+
+    /// Appends data of the current PDU that the caller received directly.
+    pub fn extend_data(&mut self, bytes: &[u8]) {
+        if let Some(p) = self.current.as_mut() {
+            p.data.extend_from_slice(bytes);
+        }
+    }
+
+    /// Data bytes of the current PDU collected so far.
+    pub fn current_data_len(&self) -> Option<usize> {
+        self.current.as_ref().map(|p| p.data.len())
+    }
+}
+
+/// Decodes every complete PDU of a contiguous stream (see `PduAssembler` for the IC
+/// handling). Returns the PDUs decoded and the first error, if any; a trailing partial PDU
+/// is neither.
+pub fn decode_all(
+    role: Role,
+    cfg: RxConfig,
+    bytes: &[u8],
+) -> (Vec<DecodedPdu>, Result<(), PduError>) {
+    let mut dec = PduDecoder::with_config(role, cfg);
+    let mut asm = PduAssembler::default();
+    let mut input = bytes;
+    loop {
+        match dec.feed(input) {
+            Err(e) => return (asm.pdus, Err(e)),
+            Ok((_, None)) => return (asm.pdus, Ok(())),
+            Ok((used, Some(ev))) => {
+                input = &input[used..];
+                asm.on_event(&mut dec, ev);
             }
         }
     }
 }
 
-/// Fuzzing entry point: interprets the first byte as the decoder setup (role, digests,
-/// chunk size) and decodes the rest, fed in chunks. It must never panic on any input;
-/// returns the number of events produced (for tests that want a sanity signal).
+/// Fuzzing entry point (for cargo-fuzz or a test over random bytes). The first byte sets
+/// up the decoder: bit 0 the role (0 target, 1 host), bits 1 and 2 header / data digests,
+/// bits 3..=6 the chunk size the rest is fed in, bit 7 "IC exchange already done". Digests
+/// requested by a decoded ICReq / ICResp are then applied. Must never panic on any input;
+/// returns the number of complete PDUs decoded.
 pub fn fuzz_decode(bytes: &[u8]) -> usize {
     let Some((&setup, rest)) = bytes.split_first() else {
         return 0;
@@ -1256,33 +1285,26 @@ pub fn fuzz_decode(bytes: &[u8]) -> usize {
     let cfg = RxConfig {
         hdgst: setup & 2 != 0,
         ddgst: setup & 4 != 0,
-        pda: 0,
-        max_data_pdu: 64 * 1024,
-        max_in_capsule: 4096,
+        ..RxConfig::default()
     };
-    let chunk = 1 + (setup >> 3) as usize * 7;
+    let chunk = 1 + ((setup >> 3) & 0xf) as usize * 13;
     let mut dec = PduDecoder::with_config(role, cfg);
-    // Pretend the IC exchange happened for half the setups, so later PDU types are reached.
-    if setup & 0x80 != 0 {
-        dec.ic_done = true;
-    }
-    let mut events = 0;
+    dec.ic_done = setup & 0x80 != 0;
+    let mut asm = PduAssembler::default();
     for piece in rest.chunks(chunk) {
         let mut input = piece;
         loop {
             match dec.feed(input) {
-                Err(_) => return events,
-                Ok((used, ev)) => {
+                Err(_) => return asm.pdus.len(),
+                Ok((_, None)) => break,
+                Ok((used, Some(ev))) => {
                     input = &input[used..];
-                    match ev {
-                        None => break,
-                        Some(_) => events += 1,
-                    }
+                    asm.on_event(&mut dec, ev);
                 }
             }
         }
     }
-    events
+    asm.pdus.len()
 }
 
 #[cfg(test)]

@@ -1111,6 +1111,17 @@ impl FeaturesCmd {
     }
 }
 
+/// Data transfer direction of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirection {
+    None,
+    /// Write-like: the target fetches data (in-capsule or R2T/H2CData).
+    HostToController,
+    /// Read-like: the target sends C2HData.
+    ControllerToHost,
+    Bidirectional,
+}
+
 /// Number of Queues feature value (CDW11 of Set, DW0 of the completion): 0-based counts of
 /// I/O submission queues (bits 15:0) and completion queues (31:16).
 pub const fn num_queues_value(nsqr_0based: u16, ncqr_0based: u16) -> u32 {
@@ -1182,6 +1193,21 @@ impl Sqe {
         s.cdw11 = attributes;
         s.dptr = sgl;
         s
+    }
+    /// Direction of the command's data transfer, from opcode bits 1:0 (for fabrics
+    /// commands, from the fctype bits 1:0).
+    pub fn data_direction(&self) -> DataDirection {
+        let bits = if self.is_fabrics() {
+            self.fctype()
+        } else {
+            self.opcode
+        };
+        match bits & 0x3 {
+            0 => DataDirection::None,
+            1 => DataDirection::HostToController,
+            2 => DataDirection::ControllerToHost,
+            _ => DataDirection::Bidirectional,
+        }
     }
     /// Force Unit Access (CDW12 bit 30) of a read/write.
     pub fn fua(&self) -> bool {
@@ -2182,6 +2208,21 @@ mod tests {
             SglDescriptor::transport_data_block(4096),
         );
         assert_eq!((w.slba(), w.nlb(), w.fua()), (100, 8, false));
+        assert_eq!(w.data_direction(), DataDirection::ControllerToHost);
+        assert_eq!(
+            Sqe::new(io_opc::WRITE, 1, 1).data_direction(),
+            DataDirection::HostToController
+        );
+        assert_eq!(
+            Sqe::new(io_opc::FLUSH, 1, 1).data_direction(),
+            DataDirection::None
+        );
+        let connect = FabricsCommand::Connect(ConnectCmd::default()).to_sqe();
+        assert_eq!(connect.data_direction(), DataDirection::HostToController);
+        let pget = FabricsCommand::PropertyGet(PropertyGetCmd::default()).to_sqe();
+        assert_eq!(pget.data_direction(), DataDirection::None);
+        let id = IdentifyCmd::default().to_sqe(1, SglDescriptor::default());
+        assert_eq!(id.data_direction(), DataDirection::ControllerToHost);
         let z = Sqe::write_zeroes(5, 1, 7, 65536, true);
         assert_eq!((z.slba(), z.nlb(), z.cdw12 >> 25 & 1), (7, 65536, 1));
         let d = Sqe::dataset_management(6, 1, 2, dsm::DEALLOCATE, SglDescriptor::in_capsule(0, 32));
