@@ -343,18 +343,30 @@ fn peer_reset_mid_write(name: &str) {
     g.poll(64, &mut ev);
     sink.absorb(&mut *g, &mut ev);
     g.close(server); // RST: linger 0 with unread data
-    drive(&mut *g, "writes to end", |g, ev| {
+    let mut queued = n_req;
+    drive(&mut *g, "writes to fail", |g, ev| {
         sink.absorb(g, ev);
-        if let Some(s) = g.sock(client) {
-            // Keep writing after the reset: later requests must fail, not raise SIGPIPE.
+        let failed = sink.completed.iter().any(|c| c.0 == client && c.2.is_err());
+        if !failed && queued < 4096 {
+            // Keep writing after the reset: requests must fail, not raise SIGPIPE.
+            let s = g.sock(client).unwrap();
             let _ = s.writev(&[io::IoSlice::new(b"late")]);
+            let mut req = WriteRequest::new(queued);
+            req.chunks.push(Chunk::buf(IoBuf::zeroed(64 * 1024)));
+            s.writev_async(req);
+            let _ = s.flush();
+            queued += 1;
         }
-        sink.completed.iter().filter(|c| c.0 == client).count() == n_req as usize
+        failed && sink.completed.iter().filter(|c| c.0 == client).count() == queued as usize
     });
-    assert!(
-        sink.completed.iter().any(|c| c.0 == client && c.2.is_err()),
-        "{name}: writes after a reset fail"
-    );
+    let mut tokens: Vec<u64> = sink
+        .completed
+        .iter()
+        .filter(|c| c.0 == client)
+        .map(|c| c.1)
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, (0..queued).collect::<Vec<_>>(), "each exactly once");
     let s = g.sock(client).unwrap();
     let mut buf = [0u8; 16];
     let r = s.recv(&mut buf);

@@ -473,6 +473,9 @@ impl Listener for UringListener {
 
 impl Drop for UringListener {
     fn drop(&mut self) {
+        // Stop listening now: an in-flight accept keeps the socket open until it is cancelled.
+        // SAFETY: plain syscall on our listening fd.
+        unsafe { libc::shutdown(self.inner.raw_fd(), libc::SHUT_RDWR) };
         let (Some(owner), accept_op) = (self.owner, self.accept_op) else {
             return;
         };
