@@ -77,7 +77,10 @@ fn run(name: &str, size: usize, qd: usize, secs: f64) -> io::Result<Cell> {
         for ev in events.drain(..) {
             match ev {
                 SockEvent::WriteDone(_, req) => {
-                    req.result().unwrap().as_ref().map_err(|e| io::Error::other(e.to_string()))?;
+                    req.result()
+                        .unwrap()
+                        .as_ref()
+                        .map_err(|e| io::Error::other(e.to_string()))?;
                     pool.push(req);
                 }
                 SockEvent::Readable(k) if k == server => loop {
@@ -146,10 +149,21 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0.5);
-    println!("sock loopback echo, one connection, both ends polled by one thread, {secs} s per cell");
+    println!(
+        "sock loopback echo, one connection, both ends polled by one thread, {secs} s per cell"
+    );
     println!(
         "{:>8} {:>4} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>9} {:>9}",
-        "size", "qd", "posix msg/s", "MB/s", "rtt us", "uring msg/s", "MB/s", "rtt us", "thr x", "rtt x"
+        "size",
+        "qd",
+        "posix msg/s",
+        "MB/s",
+        "rtt us",
+        "uring msg/s",
+        "MB/s",
+        "rtt us",
+        "thr x",
+        "rtt x"
     );
     for size in [72usize, 4096, 128 * 1024] {
         for qd in [1usize, 32] {

@@ -22,9 +22,9 @@
 
 pub mod posix;
 pub mod rpc;
-pub mod uring;
 #[cfg(test)]
 mod tests;
+pub mod uring;
 
 use crate::buf::IoBuf;
 use std::any::Any;
@@ -692,7 +692,10 @@ mod unit_tests {
         assert_eq!(first, b"orld");
         let seq = q.zc.issue();
         q.advance(5, Some(seq));
-        assert!(q.done.is_empty(), "zero-copy carried bytes: wait for completion");
+        assert!(
+            q.done.is_empty(),
+            "zero-copy carried bytes: wait for completion"
+        );
         q.zc.complete_range(seq, seq);
         q.release();
         let mut out = Vec::new();
@@ -710,7 +713,10 @@ mod unit_tests {
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
         u.enable_recv_pipe = true;
-        assert!(u.validate("uring").unwrap_err().starts_with("enable_recv_pipe"));
+        assert!(u
+            .validate("uring")
+            .unwrap_err()
+            .starts_with("enable_recv_pipe"));
     }
 
     #[test]

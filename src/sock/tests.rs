@@ -152,7 +152,13 @@ fn send(g: &mut dyn SockGroup, key: SockKey, token: u64, data: &[u8]) {
 
 fn echo(name: &str, addr: &str) {
     let mut g = group_of(name);
-    let (server, client) = pair_in(&mut *g, name, addr, &SockOpts::default(), &SockOpts::default());
+    let (server, client) = pair_in(
+        &mut *g,
+        name,
+        addr,
+        &SockOpts::default(),
+        &SockOpts::default(),
+    );
     let local = g.sock(client).unwrap().local_addr().unwrap();
     assert_eq!(local.is_ipv6(), addr.contains(':'));
     assert_eq!(g.sock(client).unwrap().is_ipv6(), addr.contains(':'));
@@ -252,7 +258,11 @@ fn ordering_and_partial_writes(name: &str) {
     });
     assert!(sink.received[&server] == expect, "{name}: stream differs");
     let tokens: Vec<u64> = sink.completed.iter().map(|c| c.1).collect();
-    assert_eq!(tokens, (0..n_req).collect::<Vec<_>>(), "in order, once each");
+    assert_eq!(
+        tokens,
+        (0..n_req).collect::<Vec<_>>(),
+        "in order, once each"
+    );
     assert!(sink.completed.iter().all(|c| c.2.is_ok()));
     // Let stray completions (there must be none) show up.
     for _ in 0..20 {
@@ -260,7 +270,11 @@ fn ordering_and_partial_writes(name: &str) {
         g.poll(64, &mut ev);
         sink.absorb(&mut *g, &mut ev);
     }
-    assert_eq!(sink.completed.len(), n_req as usize, "no duplicate completion");
+    assert_eq!(
+        sink.completed.len(),
+        n_req as usize,
+        "no duplicate completion"
+    );
     assert_eq!(
         Arc::strong_count(&shared),
         1,
@@ -545,7 +559,10 @@ fn zerocopy_releases_buffers_once(name: &str) {
     assert!(sink.received[&server] == expect);
     assert_eq!(Arc::strong_count(&mem), 1, "every buffer released once");
     let stats = g.sock(client).unwrap().stats();
-    assert!(stats.zerocopy_sent > 0, "{name}: zero-copy was used: {stats:?}");
+    assert!(
+        stats.zerocopy_sent > 0,
+        "{name}: zero-copy was used: {stats:?}"
+    );
     assert_eq!(stats.zerocopy_completed, stats.zerocopy_sent, "{stats:?}");
     if name == "posix" {
         // Loopback cannot transmit from user pages: the kernel reports copies.
@@ -649,7 +666,10 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
     };
     let ring_readable = readable(ring.as_raw_fd());
     let eventfd_readable = readable(efd);
-    assert!(eventfd_readable, "the registered eventfd signals pending work");
+    assert!(
+        eventfd_readable,
+        "the registered eventfd signals pending work"
+    );
     ring.submitter().submit_and_wait(1).unwrap();
     // SAFETY: the completion queue is only used from this thread.
     assert_eq!(unsafe { ring.completion_shared() }.count(), 1);

@@ -16,8 +16,8 @@
 
 use super::posix::{self, PosixListener, PosixSock};
 use super::{
-    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats, WriteQueue,
-    WriteRequest, MAX_IOVECS,
+    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats,
+    WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use crate::buf::IoBuf;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -180,7 +180,8 @@ impl Ctx {
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(|e| format!("io_uring register_eventfd: {e}"))?;
-        let entries = IoBuf::zeroed(BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>());
+        let entries =
+            IoBuf::zeroed(BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>());
         let mem = IoBuf::zeroed(BUF_COUNT as usize * BUF_SIZE);
         let mut bufs = BufRing {
             entries,
