@@ -143,8 +143,8 @@ impl Listener for PosixListener {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         local_addr(self.fd.as_raw_fd())
     }
-    fn wake_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
     }
 }
 
