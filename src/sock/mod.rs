@@ -22,9 +22,9 @@
 
 pub mod posix;
 pub mod rpc;
-pub mod uring;
 #[cfg(test)]
 mod tests;
+pub mod uring;
 
 use crate::buf::IoBuf;
 use std::any::Any;
@@ -332,8 +332,10 @@ pub trait Listener {
     /// The next accepted connection, `Ok(None)` when none is waiting.
     fn accept(&mut self) -> io::Result<Option<Box<dyn Sock>>>;
     fn local_addr(&self) -> io::Result<SocketAddr>;
-    /// The fd whose readability means "accept may succeed" (register it as a wake fd).
-    fn wake_fd(&self) -> RawFd;
+    /// The fd whose readability means "accept may succeed": register it with
+    /// `reactor::add_wake_fd`. `None` when the impl already wakes this reactor itself (uring:
+    /// its ring's eventfd is registered when the ring is created on a reactor thread).
+    fn wake_fd(&self) -> Option<RawFd>;
 }
 
 /// A connected (or connecting) stream socket.
@@ -378,7 +380,8 @@ pub trait Sock: Send + 'static {
 /// A reactor's set of sockets of one impl, polled together.
 pub trait SockGroup {
     fn impl_name(&self) -> &'static str;
-    /// Takes ownership of `sock`; it must come from this group's impl (or `posix` for `uring`).
+    /// Takes ownership of `sock`, which must come from this group's impl (a failed add hands
+    /// it back with the reason).
     fn add(&mut self, sock: Box<dyn Sock>) -> Result<SockKey, (io::Error, Box<dyn Sock>)>;
     fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock>;
     /// Closes a grouped socket: its pending requests come back as `WriteDone` events with an
@@ -692,7 +695,10 @@ mod unit_tests {
         assert_eq!(first, b"orld");
         let seq = q.zc.issue();
         q.advance(5, Some(seq));
-        assert!(q.done.is_empty(), "zero-copy carried bytes: wait for completion");
+        assert!(
+            q.done.is_empty(),
+            "zero-copy carried bytes: wait for completion"
+        );
         q.zc.complete_range(seq, seq);
         q.release();
         let mut out = Vec::new();
@@ -710,7 +716,10 @@ mod unit_tests {
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
         u.enable_recv_pipe = true;
-        assert!(u.validate("uring").unwrap_err().starts_with("enable_recv_pipe"));
+        assert!(u
+            .validate("uring")
+            .unwrap_err()
+            .starts_with("enable_recv_pipe"));
     }
 
     #[test]

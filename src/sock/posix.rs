@@ -10,8 +10,8 @@
 //! retried on the next poll. The thin syscall wrappers at the bottom are shared with `uring`.
 
 use super::{
-    is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent,
-    SockGroup, SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
+    is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent, SockGroup,
+    SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use std::any::Any;
 use std::collections::VecDeque;
@@ -81,7 +81,12 @@ impl PosixListener {
         let rcv = opts.recv_buf_size.unwrap_or(o.recv_buf_size);
         if rcv > 0 {
             // Inherited by accepted sockets; best effort (the kernel caps it).
-            let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, rcv as i32);
+            let _ = setsockopt_int(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                rcv as i32,
+            );
         }
         let (storage, len) = to_sockaddr(&sa);
         // SAFETY: storage is a valid sockaddr of length len.
@@ -138,8 +143,8 @@ impl Listener for PosixListener {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         local_addr(self.fd.as_raw_fd())
     }
-    fn wake_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
     }
 }
 
@@ -166,6 +171,10 @@ impl RecvPipe {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Resizes to `size` (at least what is buffered now), keeping the buffered bytes in order.
@@ -451,7 +460,7 @@ impl PosixSock {
         let Some(pipe) = self.pipe.as_mut() else {
             return sys_recv(fd, buf);
         };
-        if pipe.len() == 0 {
+        if pipe.is_empty() {
             if buf.len() >= pipe.capacity() {
                 return sys_recv(fd, buf);
             }
@@ -494,7 +503,7 @@ impl Sock for PosixSock {
         let bypass = self
             .pipe
             .as_ref()
-            .is_none_or(|p| p.len() == 0 && total >= p.capacity());
+            .is_none_or(|p| p.is_empty() && total >= p.capacity());
         if bypass && !self.connecting {
             // SAFETY: IoSliceMut is ABI-compatible with iovec on unix.
             let iovs = unsafe {
@@ -787,7 +796,9 @@ impl SockGroup for PosixGroup {
     }
 
     fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock> {
-        self.members.get_mut(key).map(|m| &mut m.sock as &mut dyn Sock)
+        self.members
+            .get_mut(key)
+            .map(|m| &mut m.sock as &mut dyn Sock)
     }
 
     fn close(&mut self, key: SockKey) {
@@ -855,8 +866,7 @@ impl SockGroup for PosixGroup {
             if zc_err {
                 m.sock.reap_errqueue();
             }
-            if flags & libc::EPOLLOUT != 0 && (m.sock.wq.has_unsent() || m.sock.is_connecting())
-            {
+            if flags & libc::EPOLLOUT != 0 && (m.sock.wq.has_unsent() || m.sock.is_connecting()) {
                 let _ = m.sock.do_flush();
             }
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLRDHUP) != 0

@@ -34,7 +34,10 @@ struct SetOptions {
 }
 
 fn no_such_impl(name: &str) -> RpcError {
-    RpcError::errno(libc::EINVAL, format!("impl_name: unknown sock impl '{name}'"))
+    RpcError::errno(
+        libc::EINVAL,
+        format!("impl_name: unknown sock impl '{name}'"),
+    )
 }
 
 fn options_of(s: &SockSettings, name: &str) -> Option<ImplOptions> {
@@ -149,7 +152,11 @@ mod tests {
 
     fn call(method: &str, params: Value) -> rpc::RpcResult {
         let (tx, rx) = mpsc::channel();
-        rpc::call(method, Some(params), Responder::new(move |r| tx.send(r).unwrap()));
+        rpc::call(
+            method,
+            Some(params),
+            Responder::new(move |r| tx.send(r).unwrap()),
+        );
         rx.recv().unwrap()
     }
 

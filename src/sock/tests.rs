@@ -152,7 +152,13 @@ fn send(g: &mut dyn SockGroup, key: SockKey, token: u64, data: &[u8]) {
 
 fn echo(name: &str, addr: &str) {
     let mut g = group_of(name);
-    let (server, client) = pair_in(&mut *g, name, addr, &SockOpts::default(), &SockOpts::default());
+    let (server, client) = pair_in(
+        &mut *g,
+        name,
+        addr,
+        &SockOpts::default(),
+        &SockOpts::default(),
+    );
     let local = g.sock(client).unwrap().local_addr().unwrap();
     assert_eq!(local.is_ipv6(), addr.contains(':'));
     assert_eq!(g.sock(client).unwrap().is_ipv6(), addr.contains(':'));
@@ -252,7 +258,11 @@ fn ordering_and_partial_writes(name: &str) {
     });
     assert!(sink.received[&server] == expect, "{name}: stream differs");
     let tokens: Vec<u64> = sink.completed.iter().map(|c| c.1).collect();
-    assert_eq!(tokens, (0..n_req).collect::<Vec<_>>(), "in order, once each");
+    assert_eq!(
+        tokens,
+        (0..n_req).collect::<Vec<_>>(),
+        "in order, once each"
+    );
     assert!(sink.completed.iter().all(|c| c.2.is_ok()));
     // Let stray completions (there must be none) show up.
     for _ in 0..20 {
@@ -260,7 +270,11 @@ fn ordering_and_partial_writes(name: &str) {
         g.poll(64, &mut ev);
         sink.absorb(&mut *g, &mut ev);
     }
-    assert_eq!(sink.completed.len(), n_req as usize, "no duplicate completion");
+    assert_eq!(
+        sink.completed.len(),
+        n_req as usize,
+        "no duplicate completion"
+    );
     assert_eq!(
         Arc::strong_count(&shared),
         1,
@@ -343,18 +357,30 @@ fn peer_reset_mid_write(name: &str) {
     g.poll(64, &mut ev);
     sink.absorb(&mut *g, &mut ev);
     g.close(server); // RST: linger 0 with unread data
-    drive(&mut *g, "writes to end", |g, ev| {
+    let mut queued = n_req;
+    drive(&mut *g, "writes to fail", |g, ev| {
         sink.absorb(g, ev);
-        if let Some(s) = g.sock(client) {
-            // Keep writing after the reset: later requests must fail, not raise SIGPIPE.
+        let failed = sink.completed.iter().any(|c| c.0 == client && c.2.is_err());
+        if !failed && queued < 4096 {
+            // Keep writing after the reset: requests must fail, not raise SIGPIPE.
+            let s = g.sock(client).unwrap();
             let _ = s.writev(&[io::IoSlice::new(b"late")]);
+            let mut req = WriteRequest::new(queued);
+            req.chunks.push(Chunk::buf(IoBuf::zeroed(64 * 1024)));
+            s.writev_async(req);
+            let _ = s.flush();
+            queued += 1;
         }
-        sink.completed.iter().filter(|c| c.0 == client).count() == n_req as usize
+        failed && sink.completed.iter().filter(|c| c.0 == client).count() == queued as usize
     });
-    assert!(
-        sink.completed.iter().any(|c| c.0 == client && c.2.is_err()),
-        "{name}: writes after a reset fail"
-    );
+    let mut tokens: Vec<u64> = sink
+        .completed
+        .iter()
+        .filter(|c| c.0 == client)
+        .map(|c| c.1)
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, (0..queued).collect::<Vec<_>>(), "each exactly once");
     let s = g.sock(client).unwrap();
     let mut buf = [0u8; 16];
     let r = s.recv(&mut buf);
@@ -533,7 +559,10 @@ fn zerocopy_releases_buffers_once(name: &str) {
     assert!(sink.received[&server] == expect);
     assert_eq!(Arc::strong_count(&mem), 1, "every buffer released once");
     let stats = g.sock(client).unwrap().stats();
-    assert!(stats.zerocopy_sent > 0, "{name}: zero-copy was used: {stats:?}");
+    assert!(
+        stats.zerocopy_sent > 0,
+        "{name}: zero-copy was used: {stats:?}"
+    );
     assert_eq!(stats.zerocopy_completed, stats.zerocopy_sent, "{stats:?}");
     if name == "posix" {
         // Loopback cannot transmit from user pages: the kernel reports copies.
@@ -637,7 +666,10 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
     };
     let ring_readable = readable(ring.as_raw_fd());
     let eventfd_readable = readable(efd);
-    assert!(eventfd_readable, "the registered eventfd signals pending work");
+    assert!(
+        eventfd_readable,
+        "the registered eventfd signals pending work"
+    );
     ring.submitter().submit_and_wait(1).unwrap();
     // SAFETY: the completion queue is only used from this thread.
     assert_eq!(unsafe { ring.completion_shared() }.count(), 1);

@@ -5,7 +5,7 @@
 //! socket, partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a
 //! zero-copy send's requests are released only after both its result CQE and its notification
 //! CQE. The ring is entered only when there is something to submit or the kernel flags pending
-//! task work. Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake` test) the
+//! task work. Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake_but_eventfd_does` test) the
 //! ring fd does NOT become readable for DEFER_TASKRUN completions, so an eventfd registered with
 //! the ring (the kernel signals it when it queues task work or posts CQEs) is the reactor's wake
 //! source; it is drained only after an enter or when the kernel flags task work, so an idle
@@ -16,8 +16,8 @@
 
 use super::posix::{self, PosixListener, PosixSock};
 use super::{
-    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats, WriteQueue,
-    WriteRequest, MAX_IOVECS,
+    settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats,
+    WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use crate::buf::IoBuf;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -125,7 +125,7 @@ impl BufRing {
 struct Ctx {
     ring: IoUring,
     eventfd: OwnedFd,
-    _wake: Option<crate::reactor::WakeSource>,
+    wake: Option<crate::reactor::WakeSource>,
     bufs: BufRing,
     ops: slab::Slab<Op>,
     /// Completions waiting for their owner (group or listener) to poll.
@@ -180,7 +180,8 @@ impl Ctx {
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(|e| format!("io_uring register_eventfd: {e}"))?;
-        let entries = IoBuf::zeroed(BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>());
+        let entries =
+            IoBuf::zeroed(BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>());
         let mem = IoBuf::zeroed(BUF_COUNT as usize * BUF_SIZE);
         let mut bufs = BufRing {
             entries,
@@ -208,7 +209,7 @@ impl Ctx {
         Ok(Ctx {
             ring,
             eventfd,
-            _wake: wake,
+            wake,
             bufs,
             ops: slab::Slab::with_capacity(256),
             stash: HashMap::new(),
@@ -462,17 +463,24 @@ impl Listener for UringListener {
         self.inner.local_addr()
     }
 
-    fn wake_fd(&self) -> RawFd {
-        if self.owner.is_some() {
-            ctx_wake_fd()
+    fn wake_fd(&self) -> Option<RawFd> {
+        if self.owner.is_none() {
+            return self.inner.wake_fd();
+        }
+        let registered = with_ctx(|c| c.wake.is_some()).unwrap_or(false);
+        if registered {
+            None
         } else {
-            self.inner.wake_fd()
+            Some(ctx_wake_fd())
         }
     }
 }
 
 impl Drop for UringListener {
     fn drop(&mut self) {
+        // Stop listening now: an in-flight accept keeps the socket open until it is cancelled.
+        // SAFETY: plain syscall on our listening fd.
+        unsafe { libc::shutdown(self.inner.raw_fd(), libc::SHUT_RDWR) };
         let (Some(owner), accept_op) = (self.owner, self.accept_op) else {
             return;
         };
@@ -1063,7 +1071,7 @@ impl SockGroup for UringGroup {
     }
 
     fn add(&mut self, sock: Box<dyn Sock>) -> Result<SockKey, (io::Error, Box<dyn Sock>)> {
-        if sock.impl_name() != "uring" && sock.impl_name() != "posix" {
+        if sock.impl_name() != "uring" {
             let e = io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a {} socket cannot join a uring group", sock.impl_name()),
