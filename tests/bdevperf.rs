@@ -6,7 +6,8 @@
 use std::process::Command;
 
 fn run(tag: &str, config: &str, args: &[&str]) -> (i32, String) {
-    let path = std::env::temp_dir().join(format!("pollux-bdevperf-{tag}-{}.json", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("pollux-bdevperf-{tag}-{}.json", std::process::id()));
     std::fs::write(&path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pollux-bdevperf"))
         .arg("--json")
@@ -46,8 +47,14 @@ fn verify_catches_corrupt_data_from_error_bdev() {
     );
     let (code, out) = run("corrupt", &cfg, &["-q", "4", "-o", "4096", "-w", "verify"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("EE_Malloc0"), "runs on the unclaimed error bdev: {out}");
-    assert!(out.contains("verify mismatch on EE_Malloc0 at offset_blocks"), "{out}");
+    assert!(
+        out.contains("EE_Malloc0"),
+        "runs on the unclaimed error bdev: {out}"
+    );
+    assert!(
+        out.contains("verify mismatch on EE_Malloc0 at offset_blocks"),
+        "{out}"
+    );
     assert!(out.contains("byte offset"), "{out}");
 }
 
@@ -57,7 +64,11 @@ fn bad_config_fails_cleanly() {
     let (code, out) = run("bad", cfg, &["-w", "randread"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("bdev_malloc_create"), "{out}");
-    let (code, out) = run("badw", &cfg.replace("\"num_blocks\":0", "\"num_blocks\":64"), &["-w", "sideways"]);
+    let (code, out) = run(
+        "badw",
+        &cfg.replace("\"num_blocks\":0", "\"num_blocks\":64"),
+        &["-w", "sideways"],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unknown workload"), "{out}");
 }

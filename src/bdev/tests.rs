@@ -55,7 +55,11 @@ impl TestApp {
     }
 
     /// Runs `f` on `core`; it answers through the sender.
-    fn on<R: Send + 'static>(&self, core: u32, f: impl FnOnce(mpsc::Sender<R>) + Send + 'static) -> R {
+    fn on<R: Send + 'static>(
+        &self,
+        core: u32,
+        f: impl FnOnce(mpsc::Sender<R>) + Send + 'static,
+    ) -> R {
         let (tx, rx) = mpsc::channel();
         self.app
             .send_to(core, move || f(tx))
@@ -189,7 +193,10 @@ fn client_submit(bdev: &str, ios: Vec<BdevIo>, tx: mpsc::Sender<Vec<BdevIo>>) {
             cl.channel.submit(io);
         }
         // Nothing may have completed inside submit.
-        assert!(cl.sink.batches.borrow().contains_key(&id), "completed inside submit");
+        assert!(
+            cl.sink.batches.borrow().contains_key(&id),
+            "completed inside submit"
+        );
     });
 }
 
@@ -238,33 +245,59 @@ fn module_suite(t: &TestApp, name: &str) {
     assert_eq!(w.status(), IoStatus::Success, "{name}: write");
     let r = t.io(t.main, name, read_io(10, 8, bs));
     assert_eq!(r.status(), IoStatus::Success, "{name}: read");
-    assert_eq!(flat(&r), &pattern(1, 8 * bs)[..], "{name}: read back what was written");
+    assert_eq!(
+        flat(&r),
+        &pattern(1, 8 * bs)[..],
+        "{name}: read back what was written"
+    );
 
     // write_zeroes and unmap read back zeroes
     for (t_, off) in [(IoType::WriteZeroes, 10u64), (IoType::Unmap, 14)] {
-        assert_eq!(t.io(t.main, name, write_io(off, 4, bs, 9)).status(), IoStatus::Success);
+        assert_eq!(
+            t.io(t.main, name, write_io(off, 4, bs, 9)).status(),
+            IoStatus::Success
+        );
         let z = t.io(t.main, name, BdevIo::new(t_, off, 4));
         assert_eq!(z.status(), IoStatus::Success, "{name}: {t_:?}");
         let r = t.io(t.main, name, read_io(off, 4, bs));
-        assert!(flat(&r).iter().all(|&b| b == 0), "{name}: {t_:?} reads back zeroes");
+        assert!(
+            flat(&r).iter().all(|&b| b == 0),
+            "{name}: {t_:?} reads back zeroes"
+        );
     }
 
     // flush
-    assert_eq!(t.io(t.main, name, BdevIo::new(IoType::Flush, 0, 0)).status(), IoStatus::Success);
+    assert_eq!(
+        t.io(t.main, name, BdevIo::new(IoType::Flush, 0, 0))
+            .status(),
+        IoStatus::Success
+    );
 
     // rejected before the module
     let past = t.io(t.main, name, read_io(nb, 1, bs));
-    assert_eq!(past.status(), IoStatus::InvalidLbaRange, "{name}: past the end");
+    assert_eq!(
+        past.status(),
+        IoStatus::InvalidLbaRange,
+        "{name}: past the end"
+    );
     let straddle = t.io(t.main, name, read_io(nb - 1, 2, bs));
     assert_eq!(straddle.status(), IoStatus::InvalidLbaRange);
     let overflow = t.io(t.main, name, BdevIo::new(IoType::Unmap, u64::MAX - 1, 4));
-    assert_eq!(overflow.status(), IoStatus::InvalidLbaRange, "{name}: LBA + count overflow");
+    assert_eq!(
+        overflow.status(),
+        IoStatus::InvalidLbaRange,
+        "{name}: LBA + count overflow"
+    );
     let short = t.io(
         t.main,
         name,
         BdevIo::new(IoType::Write, 0, 2).with_bufs(vec![IoBuf::zeroed(bs)]),
     );
-    assert_eq!(short.status(), IoStatus::InvalidRequest, "{name}: buffer shorter than length");
+    assert_eq!(
+        short.status(),
+        IoStatus::InvalidRequest,
+        "{name}: buffer shorter than length"
+    );
     let empty = t.io(t.main, name, read_io(0, 0, bs));
     assert_eq!(empty.status(), IoStatus::InvalidRequest);
 
@@ -289,14 +322,23 @@ fn module_suite(t: &TestApp, name: &str) {
     for _ in 0..2 {
         let done = rx.recv_timeout(WAIT).expect("concurrent batch");
         assert_eq!(done.len(), 32);
-        assert!(done.iter().all(|io| io.status() == IoStatus::Success), "{name}");
+        assert!(
+            done.iter().all(|io| io.status() == IoStatus::Success),
+            "{name}"
+        );
     }
     for (k, core) in [(0u64, t.other), (1, t.main)] {
-        let ios: Vec<BdevIo> = (0..32).map(|i| read_io(64 + k * 64 + i * 2, 2, bs)).collect();
+        let ios: Vec<BdevIo> = (0..32)
+            .map(|i| read_io(64 + k * 64 + i * 2, 2, bs))
+            .collect();
         for io in t.io_batch(core, name, ios) {
             assert_eq!(io.status(), IoStatus::Success);
             let seed = 100 + k * 64 + (io.offset_blocks - 64 - k * 64) / 2;
-            assert_eq!(flat(&io), &pattern(seed, 2 * bs)[..], "{name}: cross-reactor read");
+            assert_eq!(
+                flat(&io),
+                &pattern(seed, 2 * bs)[..],
+                "{name}: cross-reactor read"
+            );
         }
     }
 }
@@ -335,8 +377,14 @@ fn delete_in_flight(t: &TestApp, name: &str, delete_method: &'static str) {
     let removed = t.on(t.main, |tx| {
         let _ = tx.send(REMOVED.with(|r| r.borrow().clone()));
     });
-    assert!(removed.contains(&name.to_string()), "{name}: user told of the removal");
-    assert!(t.rpc("bdev_get_bdevs", json!({ "name": name })).is_err(), "{name} gone");
+    assert!(
+        removed.contains(&name.to_string()),
+        "{name}: user told of the removal"
+    );
+    assert!(
+        t.rpc("bdev_get_bdevs", json!({ "name": name })).is_err(),
+        "{name} gone"
+    );
 }
 
 struct TempFile(std::path::PathBuf);
@@ -385,7 +433,10 @@ fn malloc_suite() {
 fn uring_suite() {
     let t = TestApp::start();
     let f = TempFile::new("uring", 4 << 20);
-    let r = t.rpc("bdev_uring_create", json!({"name": "u0", "filename": f.path()}));
+    let r = t.rpc(
+        "bdev_uring_create",
+        json!({"name": "u0", "filename": f.path()}),
+    );
     match r {
         Ok(v) => assert_eq!(v, json!("u0")),
         Err(e) if e.message.contains("io_uring is not available") => {
@@ -418,12 +469,19 @@ fn aio_suite() {
 fn passthru_suite() {
     let t = TestApp::start();
     malloc(&t, "m1");
-    let r = t.rpc("bdev_passthru_create", json!({"name": "pt0", "base_bdev_name": "m1"}));
+    let r = t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "pt0", "base_bdev_name": "m1"}),
+    );
     assert_eq!(r.unwrap(), json!("pt0"));
     assert_eq!(t.bdev_info("m1")["claimed"], true);
     module_suite(&t, "pt0");
     delete_in_flight(&t, "pt0", "bdev_passthru_delete");
-    assert_eq!(t.bdev_info("m1")["claimed"], false, "the claim goes with the passthru");
+    assert_eq!(
+        t.bdev_info("m1")["claimed"],
+        false,
+        "the claim goes with the passthru"
+    );
     t.stop();
 }
 
@@ -439,8 +497,13 @@ fn delay_suite_and_hot_remove_of_base() {
     assert_eq!(r.unwrap(), json!("d0"));
     module_suite(&t, "d0");
     let stats = t.rpc("bdev_get_iostat", json!({"name": "d0"})).unwrap();
-    let min_read = stats["bdevs"][0]["min_read_latency_ticks"].as_u64().unwrap();
-    assert!(min_read >= 100_000, "reads were delayed at least 100us: {min_read}");
+    let min_read = stats["bdevs"][0]["min_read_latency_ticks"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        min_read >= 100_000,
+        "reads were delayed at least 100us: {min_read}"
+    );
     assert_eq!(
         t.rpc(
             "bdev_delay_update_latency",
@@ -460,8 +523,14 @@ fn delay_suite_and_hot_remove_of_base() {
         )
         .is_err());
     // Deleting the base while a user has the delay bdev open removes both.
-    assert_eq!(t.rpc("bdev_malloc_delete", json!({"name": "m2"})).unwrap(), json!(true));
-    assert!(t.rpc("bdev_get_bdevs", json!({"name": "d0"})).is_err(), "delay bdev went with its base");
+    assert_eq!(
+        t.rpc("bdev_malloc_delete", json!({"name": "m2"})).unwrap(),
+        json!(true)
+    );
+    assert!(
+        t.rpc("bdev_get_bdevs", json!({"name": "d0"})).is_err(),
+        "delay bdev went with its base"
+    );
     let removed = t.on(t.main, |tx| {
         let _ = tx.send(REMOVED.with(|r| r.borrow().clone()));
     });
@@ -482,7 +551,11 @@ fn delay_suite_and_hot_remove_of_base() {
 fn error_bdev_failure_and_nomem() {
     let t = TestApp::start();
     malloc(&t, "m4");
-    assert_eq!(t.rpc("bdev_error_create", json!({"base_name": "m4"})).unwrap(), json!(true));
+    assert_eq!(
+        t.rpc("bdev_error_create", json!({"base_name": "m4"}))
+            .unwrap(),
+        json!(true)
+    );
     let bs = 512;
     let inject = |io_type: &str, error_type: &str, num: u64| {
         t.rpc(
@@ -495,9 +568,19 @@ fn error_bdev_failure_and_nomem() {
     for _ in 0..2 {
         let w = t.io(t.main, "EE_m4", write_io(0, 1, bs, 3));
         assert_eq!(w.status(), IoStatus::Failed);
-        assert_eq!(w.status().nvme(), NvmeStatus { sct: 0, sc: 6, dnr: false });
+        assert_eq!(
+            w.status().nvme(),
+            NvmeStatus {
+                sct: 0,
+                sc: 6,
+                dnr: false
+            }
+        );
     }
-    assert_eq!(t.io(t.main, "EE_m4", write_io(0, 1, bs, 3)).status(), IoStatus::Success);
+    assert_eq!(
+        t.io(t.main, "EE_m4", write_io(0, 1, bs, 3)).status(),
+        IoStatus::Success
+    );
     // nomem is retried by the channel until the injections are spent: the user sees success.
     inject("read", "nomem", 5);
     let r = t.io(t.main, "EE_m4", read_io(0, 1, bs));
@@ -505,7 +588,12 @@ fn error_bdev_failure_and_nomem() {
     assert_eq!(flat(&r), &pattern(3, bs)[..]);
     let e = t.on(t.main, |tx| {
         let h = lookup("EE_m4").unwrap();
-        let _ = tx.send(h.module_as::<error::ErrorBdev>().unwrap().injections().remaining(IoType::Read));
+        let _ = tx.send(
+            h.module_as::<error::ErrorBdev>()
+                .unwrap()
+                .injections()
+                .remaining(IoType::Read),
+        );
     });
     assert_eq!(e, 0, "all nomem injections were consumed by retries");
     // corrupt_data on reads flips a byte of the returned data
@@ -525,29 +613,54 @@ fn error_bdev_failure_and_nomem() {
     );
     assert!(bad.unwrap_err().message.contains("error_type"));
     // the error bdev holds the claim: a second stacked bdev is refused
-    let second = t.rpc("bdev_passthru_create", json!({"name": "p9", "base_bdev_name": "m4"}));
+    let second = t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "p9", "base_bdev_name": "m4"}),
+    );
     let err = second.unwrap_err();
     assert!(err.message.contains("already claimed"), "{}", err.message);
-    assert_eq!(t.rpc("bdev_error_delete", json!({"name": "EE_m4"})).unwrap(), json!(true));
+    assert_eq!(
+        t.rpc("bdev_error_delete", json!({"name": "EE_m4"}))
+            .unwrap(),
+        json!(true)
+    );
     t.stop();
 }
 
 #[test]
 fn null_resize_claims_names_and_config() {
     let t = TestApp::start();
-    let r = t.rpc("bdev_null_create", json!({"name": "n0", "num_blocks": 256, "block_size": 4096}));
+    let r = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n0", "num_blocks": 256, "block_size": 4096}),
+    );
     assert_eq!(r.unwrap(), json!("n0"));
-    let dup = t.rpc("bdev_null_create", json!({"name": "n0", "num_blocks": 1, "block_size": 512}));
+    let dup = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n0", "num_blocks": 1, "block_size": 512}),
+    );
     assert_eq!(dup.unwrap_err().code, -libc::EEXIST);
-    let unknown = t.rpc("bdev_null_create", json!({"name": "n1", "num_blocks": 1, "block_size": 512, "x": 1}));
+    let unknown = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n1", "num_blocks": 1, "block_size": 512, "x": 1}),
+    );
     assert!(unknown.unwrap_err().message.contains("`x`"));
     let r = t.io(t.other, "n0", read_io(3, 2, 4096));
     assert_eq!(r.status(), IoStatus::Success);
     assert!(flat(&r).iter().all(|&b| b == 0));
-    assert_eq!(t.rpc("bdev_null_resize", json!({"name": "n0", "new_size": 2})).unwrap(), json!(true));
+    assert_eq!(
+        t.rpc("bdev_null_resize", json!({"name": "n0", "new_size": 2}))
+            .unwrap(),
+        json!(true)
+    );
     assert_eq!(t.bdev_info("n0")["num_blocks"], 512);
-    assert_eq!(t.io(t.other, "n0", read_io(400, 1, 4096)).status(), IoStatus::Success);
-    assert!(t.rpc("bdev_null_resize", json!({"name": "n0", "new_size": 1})).is_err());
+    assert_eq!(
+        t.io(t.other, "n0", read_io(400, 1, 4096)).status(),
+        IoStatus::Success
+    );
+    assert!(t
+        .rpc("bdev_null_resize", json!({"name": "n0", "new_size": 1}))
+        .is_err());
     // claims: first wins, second refused with a clear error
     let msgs = t.on(t.other, |tx| {
         let a = open("n0", |_| {}).unwrap();
@@ -561,7 +674,11 @@ fn null_resize_claims_names_and_config() {
     assert_eq!(msgs.0, "bdev n0 already claimed by module nvmf");
     assert!(msgs.1, "the claim is released with its descriptor");
     malloc(&t, "m5");
-    t.rpc("bdev_passthru_create", json!({"name": "p5", "base_bdev_name": "m5"})).unwrap();
+    t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "p5", "base_bdev_name": "m5"}),
+    )
+    .unwrap();
     let cfg = t.on(t.main, |tx| {
         let _ = tx.send(rpc::write_config());
     });
@@ -584,19 +701,39 @@ fn null_resize_claims_names_and_config() {
     assert_eq!(s["bdevs"][0]["bytes_read"], 3 * 4096);
     assert_eq!(s["tick_rate"], 1_000_000_000u64);
     assert!(t.rpc("bdev_get_iostat", json!({"name": "nope"})).is_err());
-    assert_eq!(t.rpc("bdev_wait_for_examine", json!({})).unwrap(), json!(true));
-    assert_eq!(t.rpc("bdev_set_options", json!({"bdev_io_pool_size": 1024})).unwrap(), json!(true));
+    assert_eq!(
+        t.rpc("bdev_wait_for_examine", json!({})).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        t.rpc("bdev_set_options", json!({"bdev_io_pool_size": 1024}))
+            .unwrap(),
+        json!(true)
+    );
     let all = t.rpc("bdev_get_bdevs", json!({})).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 3);
     assert_eq!(all[0]["supported_io_types"]["unmap"], true);
-    assert_eq!(t.rpc("bdev_null_delete", json!({"name": "n0"})).unwrap(), json!(true));
-    assert!(t.rpc("bdev_malloc_delete", json!({"name": "p5"})).is_err(), "wrong module");
+    assert_eq!(
+        t.rpc("bdev_null_delete", json!({"name": "n0"})).unwrap(),
+        json!(true)
+    );
+    assert!(
+        t.rpc("bdev_malloc_delete", json!({"name": "p5"})).is_err(),
+        "wrong module"
+    );
     t.stop();
 }
 
 #[test]
 fn status_maps_to_nvme() {
-    assert_eq!(IoStatus::InvalidLbaRange.nvme(), NvmeStatus { sct: 0, sc: 0x80, dnr: true });
+    assert_eq!(
+        IoStatus::InvalidLbaRange.nvme(),
+        NvmeStatus {
+            sct: 0,
+            sc: 0x80,
+            dnr: true
+        }
+    );
     assert_eq!(IoStatus::MediaError.nvme().sct, 2);
     assert_eq!(IoStatus::Success.nvme().sc, 0);
     assert_eq!(IoStatus::Aborted.nvme().sc, 7);

@@ -21,7 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "pollux-bdevperf", about = "Local I/O load generator for pollux bdevs")]
+#[command(
+    name = "pollux-bdevperf",
+    about = "Local I/O load generator for pollux bdevs"
+)]
 struct Args {
     /// JSON config creating the bdevs (same format as pollux --json).
     #[arg(short = 'c', long = "json")]
@@ -78,7 +81,10 @@ impl Pattern {
         })
     }
     fn random(self) -> bool {
-        matches!(self, Pattern::RandRead | Pattern::RandWrite | Pattern::RandRw)
+        matches!(
+            self,
+            Pattern::RandRead | Pattern::RandWrite | Pattern::RandRw
+        )
     }
 }
 
@@ -195,7 +201,11 @@ impl Job {
                 let c = &self.slot_cursor[slot];
                 let idx = c.get();
                 let stride = self.slot_cursor.len() as u64;
-                let next = if idx + stride >= span { slot as u64 } else { idx + stride };
+                let next = if idx + stride >= span {
+                    slot as u64
+                } else {
+                    idx + stride
+                };
                 c.set(next);
                 let seed = self.seed.get() + 1;
                 self.seed.set(seed);
@@ -248,7 +258,8 @@ impl Job {
         if io.status() == IoStatus::Success {
             self.ops.set(self.ops.get() + 1);
             if io.io_type.carries_data() || io.io_type == IoType::Unmap {
-                self.bytes.set(self.bytes.get() + io.num_blocks * self.block_size);
+                self.bytes
+                    .set(self.bytes.get() + io.num_blocks * self.block_size);
             }
             if let Some(t) = io.submitted_at() {
                 let ns = t.elapsed().as_nanos() as u64;
@@ -335,7 +346,7 @@ fn start_job(
     let desc = bdev::open(bdev_name, |_| {}).map_err(|e| e.to_string())?;
     let h = desc.bdev().clone();
     let bs = h.block_size() as u64;
-    if wl.io_size == 0 || wl.io_size % bs != 0 {
+    if wl.io_size == 0 || !wl.io_size.is_multiple_of(bs) {
         return Err(format!(
             "I/O size {} is not a multiple of {}'s block size {bs}",
             wl.io_size, bdev_name
@@ -344,7 +355,10 @@ fn start_job(
     let io_blocks = wl.io_size / bs;
     let per = h.num_blocks() / slices;
     if per < io_blocks {
-        return Err(format!("{bdev_name} is too small for {slices} jobs of {} bytes", wl.io_size));
+        return Err(format!(
+            "{bdev_name} is too small for {slices} jobs of {} bytes",
+            wl.io_size
+        ));
     }
     let needed_type = match wl.pattern {
         Pattern::Unmap => Some(IoType::Unmap),
@@ -393,7 +407,8 @@ fn start_job(
     *sink.0.borrow_mut() = Rc::downgrade(&job);
     JOBS.with(|j| j.borrow_mut().push(job.clone()));
     for slot in 0..qd {
-        let mut io = BdevIo::new(IoType::Read, 0, 0).with_bufs(vec![IoBuf::zeroed(wl.io_size as usize)]);
+        let mut io =
+            BdevIo::new(IoType::Read, 0, 0).with_bufs(vec![IoBuf::zeroed(wl.io_size as usize)]);
         io.token = slot as u64;
         job.next(&mut io, slot);
         job.submit(io);
@@ -413,7 +428,12 @@ fn load_config(path: &str) -> Result<Vec<(String, Value)>, String> {
         if s.get("subsystem").and_then(Value::as_str) != Some("bdev") {
             continue;
         }
-        for c in s.get("config").and_then(Value::as_array).into_iter().flatten() {
+        for c in s
+            .get("config")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let method = c
                 .get("method")
                 .and_then(Value::as_str)
@@ -425,7 +445,10 @@ fn load_config(path: &str) -> Result<Vec<(String, Value)>, String> {
     Ok(calls)
 }
 
-fn run_calls(mut calls: std::vec::IntoIter<(String, Value)>, done: Box<dyn FnOnce(Result<(), String>) + Send>) {
+fn run_calls(
+    mut calls: std::vec::IntoIter<(String, Value)>,
+    done: Box<dyn FnOnce(Result<(), String>) + Send>,
+) {
     let Some((method, params)) = calls.next() else {
         return done(Ok(()));
     };
@@ -449,7 +472,16 @@ fn print_results(results: &[JobResult], wl: &Workload) -> bool {
     println!();
     println!(
         "{:<16} {:>4} {:>12} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "Device", "Core", "IOPS", "MiB/s", "Fail/s", "Avg(us)", "p50(us)", "p99(us)", "p99.9(us)", "Max(us)"
+        "Device",
+        "Core",
+        "IOPS",
+        "MiB/s",
+        "Fail/s",
+        "Avg(us)",
+        "p50(us)",
+        "p99(us)",
+        "p99.9(us)",
+        "Max(us)"
     );
     let mut total_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let (mut tiops, mut tmib, mut tfail) = (0.0, 0.0, 0.0);
@@ -590,17 +622,20 @@ fn start_all(wl: Arc<Workload>, seconds: u64, exit: Arc<AtomicI32>) {
                     eprintln!("pollux-bdevperf: job on {t} (core {core}): {e}");
                     exit.store(1, Ordering::SeqCst);
                     reactor::send_to(main, move || {
-                        RESULTS.with(|r| r.borrow_mut().push(JobResult {
-                            bdev: t,
-                            core,
-                            ops: 0,
-                            bytes: 0,
-                            failed: 0,
-                            mismatches: 0,
-                            first_mismatch: None,
-                            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds"),
-                            elapsed: Duration::from_secs(1),
-                        }))
+                        RESULTS.with(|r| {
+                            r.borrow_mut().push(JobResult {
+                                bdev: t,
+                                core,
+                                ops: 0,
+                                bytes: 0,
+                                failed: 0,
+                                mismatches: 0,
+                                first_mismatch: None,
+                                hist: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                                    .expect("bounds"),
+                                elapsed: Duration::from_secs(1),
+                            })
+                        })
                     });
                 }
             });
