@@ -77,7 +77,14 @@ impl AioContext {
         let mut ptrs = [iocb as *const Iocb];
         // SAFETY: one valid iocb pointer; the kernel copies the iocb (and imports the iovec
         // array) during the call; buffers stay valid until the event is reaped.
-        let r = unsafe { libc::syscall(libc::SYS_io_submit, self.0, 1 as libc::c_long, ptrs.as_mut_ptr()) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                self.0,
+                1 as libc::c_long,
+                ptrs.as_mut_ptr(),
+            )
+        };
         match r {
             1 => Ok(()),
             r if r < 0 => Err(std::io::Error::last_os_error()),
@@ -212,9 +219,10 @@ impl AioChannel {
     /// Submits the slot's iocb; on failure completes the I/O with the mapped status.
     fn start(&mut self, idx: u32, iocb: Option<Iocb>, done: &Completer) {
         let result = match iocb {
-            Some(iocb) => self.ctx.submit(&iocb).map_err(|e| {
-                status_of_errno(e.raw_os_error().unwrap_or(libc::EIO))
-            }),
+            Some(iocb) => self
+                .ctx
+                .submit(&iocb)
+                .map_err(|e| status_of_errno(e.raw_os_error().unwrap_or(libc::EIO))),
             None => Err(IoStatus::Failed),
         };
         if let Err(status) = result {
@@ -374,7 +382,13 @@ pub fn create(opts: AioOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
         } else {
             IoTypes::of(&IoType::ALL)
         };
-        let mut info = BdevInfo::new(opts.name.clone(), PRODUCT_NAME, block_size, num_blocks, types);
+        let mut info = BdevInfo::new(
+            opts.name.clone(),
+            PRODUCT_NAME,
+            block_size,
+            num_blocks,
+            types,
+        );
         if let Some(u) = &opts.uuid {
             info.uuid = super::parse_uuid(u).map_err(BdevError::Invalid)?;
         }

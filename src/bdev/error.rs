@@ -64,7 +64,14 @@ pub struct Injections {
 
 impl Injections {
     /// Arms `num` injections of `kind` for `types` (an empty kind count clears them).
-    pub fn arm(&self, types: &[IoType], kind: ErrorKind, num: u64, corrupt_offset: u64, corrupt_value: u8) {
+    pub fn arm(
+        &self,
+        types: &[IoType],
+        kind: ErrorKind,
+        num: u64,
+        corrupt_offset: u64,
+        corrupt_value: u8,
+    ) {
         for t in types {
             let r = &self.rules[t.index()];
             r.kind.store(ErrorKind::None as u8, Ordering::Release);

@@ -65,7 +65,11 @@ impl MallocRegion {
         }
         // SAFETY: bounds checked above; dst is a distinct, exclusively borrowed buffer.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
         };
         true
     }
@@ -101,7 +105,11 @@ impl Drop for MallocRegion {
 }
 
 /// Executes `io` against a flat byte region; the shared engine of malloc.
-pub(crate) fn execute_on_region(region: &MallocRegion, block_size: u64, io: &mut BdevIo) -> IoStatus {
+pub(crate) fn execute_on_region(
+    region: &MallocRegion,
+    block_size: u64,
+    io: &mut BdevIo,
+) -> IoStatus {
     let Some(start) = io.offset_blocks.checked_mul(block_size) else {
         return IoStatus::InvalidLbaRange;
     };
@@ -203,10 +211,7 @@ pub struct MallocOpts {
 }
 
 /// Creates and registers a malloc bdev (main reactor).
-pub fn create(
-    opts: MallocOpts,
-    done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static,
-) {
+pub fn create(opts: MallocOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let result = (|| {
         if opts.block_size < 512 || !opts.block_size.is_power_of_two() {
             return Err(BdevError::Invalid(format!(
@@ -215,7 +220,9 @@ pub fn create(
             )));
         }
         if opts.num_blocks == 0 {
-            return Err(BdevError::Invalid("num_blocks must be greater than 0".into()));
+            return Err(BdevError::Invalid(
+                "num_blocks must be greater than 0".into(),
+            ));
         }
         let len = opts
             .num_blocks

@@ -387,12 +387,15 @@ struct Opener {
     on_event: Option<Box<dyn FnMut(BdevEvent) + Send>>,
 }
 
+/// Called when an unregistration finished.
+type UnregisterDone = Box<dyn FnOnce(Result<(), BdevError>) + Send>;
+
 #[derive(Default)]
 struct Control {
     descs: Vec<Opener>,
     claim: Option<(u64, String)>,
     next_desc: u64,
-    waiters: Vec<Box<dyn FnOnce(Result<(), BdevError>) + Send>>,
+    waiters: Vec<UnregisterDone>,
     finished: bool,
 }
 
@@ -569,12 +572,8 @@ pub fn unregister(name: &str, done: impl FnOnce(Result<(), BdevError>) + Send + 
             })
         },
         move || {
-            let targets: Vec<(u64, u32)> = handle
-                .lock()
-                .descs
-                .iter()
-                .map(|d| (d.id, d.core))
-                .collect();
+            let targets: Vec<(u64, u32)> =
+                handle.lock().descs.iter().map(|d| (d.id, d.core)).collect();
             if targets.is_empty() {
                 finish_unregister(&handle);
             }
@@ -790,11 +789,10 @@ impl IoChannel {
         });
         // The poller owns the channel: it outlives the handle until in-flight I/O is done.
         let polled = shared.clone();
-        let poller = reactor::register_poller(
-            format!("bdev_channel_{}", bdev.info.name),
-            0,
-            move || polled.poll(),
-        );
+        let poller =
+            reactor::register_poller(format!("bdev_channel_{}", bdev.info.name), 0, move || {
+                polled.poll()
+            });
         *shared.poller.borrow_mut() = Some(poller);
         CHANNELS.with(|c| {
             let mut c = c.borrow_mut();

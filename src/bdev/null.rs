@@ -64,7 +64,7 @@ pub struct NullOpts {
 }
 
 pub fn create(opts: NullOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
-    if opts.block_size < 512 || opts.block_size % 512 != 0 {
+    if opts.block_size < 512 || !opts.block_size.is_multiple_of(512) {
         return done(Err(BdevError::Invalid(format!(
             "block_size {} must be a multiple of 512",
             opts.block_size

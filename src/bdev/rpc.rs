@@ -240,12 +240,14 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_malloc_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_malloc_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(malloc::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register_async("bdev_null_create", Allowed::RuntimeOnly, |p, r| {
         let p: NullCreate = match parse_params(p) {
             Ok(p) => p,
@@ -265,16 +267,18 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_null_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_null_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(null::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register("bdev_null_resize", Allowed::RuntimeOnly, |p| {
         let p: NullResize = parse_params(p)?;
-        let h = super::lookup(&p.name)
-            .ok_or_else(|| to_rpc(BdevError::NotFound(p.name.clone())))?;
+        let h =
+            super::lookup(&p.name).ok_or_else(|| to_rpc(BdevError::NotFound(p.name.clone())))?;
         null::resize(&h, p.new_size).map_err(to_rpc)?;
         Ok(json!(true))
     });
@@ -293,12 +297,14 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_uring_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_uring_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(uring::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register_async("bdev_aio_create", Allowed::RuntimeOnly, |p, r| {
         let p: AioCreate = match parse_params(p) {
             Ok(p) => p,
@@ -316,12 +322,14 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_aio_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_aio_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(aio::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register_async("bdev_delay_create", Allowed::RuntimeOnly, |p, r| {
         let p: DelayCreate = match parse_params(p) {
             Ok(p) => p,
@@ -340,12 +348,14 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_delay_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_delay_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(delay::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register("bdev_delay_update_latency", Allowed::RuntimeOnly, |p| {
         let p: DelayUpdate = parse_params(p)?;
         let kind = delay::LatencyKind::parse(&p.latency_type).ok_or_else(|| {
@@ -378,12 +388,14 @@ pub fn register() {
             },
         )
     });
-    rpc::register_async("bdev_error_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_error_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(error::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
         let p: ErrorInject = parse_params(p)?;
         let _ = p.queue_depth;
@@ -431,12 +443,14 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async("bdev_passthru_delete", Allowed::RuntimeOnly, |p, r| {
-        match parse_params::<NameParam>(p) {
+    rpc::register_async(
+        "bdev_passthru_delete",
+        Allowed::RuntimeOnly,
+        |p, r| match parse_params::<NameParam>(p) {
             Ok(p) => delete_of(passthru::PRODUCT_NAME, &p.name, r),
             Err(e) => r.err(e),
-        }
-    });
+        },
+    );
     rpc::register("bdev_get_bdevs", Allowed::RuntimeOnly, |p| {
         let p: GetBdevs = parse_params(p)?;
         let _ = p.timeout;
@@ -528,7 +542,10 @@ pub fn bdev_json(h: &BdevHandle) -> Value {
 
 fn ticks_now() -> u64 {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 fn get_iostat(params: Option<Value>, responder: Responder) {

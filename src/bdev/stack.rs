@@ -4,8 +4,7 @@
 //! each reactor, and a sink that forwards base completions up to the stacked channel.
 
 use super::{
-    open, unregister, BdevError, BdevEvent, BdevHandle, BdevIo, Completer, Desc, IoChannel,
-    IoSink,
+    open, unregister, BdevError, BdevEvent, BdevHandle, BdevIo, Completer, Desc, IoChannel, IoSink,
 };
 use crate::reactor;
 use std::rc::Rc;

@@ -50,16 +50,12 @@ impl UringChannel {
         let off = io.offset_blocks * bs;
         let len = io.num_blocks * bs;
         let entry = match io.io_type {
-            IoType::Read => {
-                opcode::Readv::new(fd, slot.iov.as_ptr(), slot.iov.len() as u32)
-                    .offset(off)
-                    .build()
-            }
-            IoType::Write => {
-                opcode::Writev::new(fd, slot.iov.as_ptr(), slot.iov.len() as u32)
-                    .offset(off)
-                    .build()
-            }
+            IoType::Read => opcode::Readv::new(fd, slot.iov.as_ptr(), slot.iov.len() as u32)
+                .offset(off)
+                .build(),
+            IoType::Write => opcode::Writev::new(fd, slot.iov.as_ptr(), slot.iov.len() as u32)
+                .offset(off)
+                .build(),
             IoType::Flush => opcode::Fsync::new(fd).build(),
             IoType::Unmap => opcode::Fallocate::new(fd, len)
                 .offset(off)
@@ -135,7 +131,9 @@ impl ModuleChannel for UringChannel {
                     work += self.unsubmitted;
                     self.unsubmitted = 0;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EAGAIN)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => tracing::warn!(error = %e, "io_uring submit failed"),
             }
         }

@@ -52,7 +52,9 @@ pub fn parse_uuid(s: &str) -> Result<String, String> {
     if ok {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(format!("{s:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"))
+        Err(format!(
+            "{s:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        ))
     }
 }
 
