@@ -90,9 +90,10 @@ run_vm() { # name guest-script [extra env...]
 	fi
 }
 
-run_vm tour "$hdir/examples/nvme-cli-tour.sh"
-run_vm fio-verify "$hdir/examples/fio-verify.sh"
-run_vm digests-queues-ns "$root/scripts/e2e/guest-digests-queues-ns.sh" CONNECT_OPTS="-g -G -i 2"
+[ "${ONLY:-}" = ns ] || run_vm tour "$hdir/examples/nvme-cli-tour.sh"
+[ "${ONLY:-}" = ns ] || run_vm fio-verify "$hdir/examples/fio-verify.sh"
+# The kernel creates at most one I/O queue per guest CPU: 2 vCPUs for -i 2.
+run_vm digests-queues-ns "$root/scripts/e2e/guest-digests-queues-ns.sh" CONNECT_OPTS="-g -G -i 2" SMP=2
 
 echo "== target side"
 rpc nvmf_get_stats | python3 -c 'import json,sys; d=json.load(sys.stdin); print("poll groups:", [(g["name"], g["admin_qpairs"], g["io_qpairs"]) for g in d["poll_groups"]])'
