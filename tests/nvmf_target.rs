@@ -61,7 +61,7 @@ fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
 }
 
 /// Identify, features, every I/O command, SMART counters.
-fn exercise(port: u16, digests: bool) {
+fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let mut admin = Host::admin_connect(port, NQN, digests, 0);
     let cap = Cap::from_u64(admin.prop_get(prop::CAP, true).cqe.result64());
     assert_eq!(cap.mqes, 127);
@@ -106,6 +106,7 @@ fn exercise(port: u16, digests: bool) {
     assert!(d.ok());
 
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, digests);
+    assert_eq!(io.maxh2cdata, maxh2cdata);
     // In-capsule 4 KiB write, read back.
     let a = pattern(4096, 1);
     assert!(io.run(rw(io_opc::WRITE, 10, 1), Some(&a), 0).ok());
@@ -167,16 +168,16 @@ fn exercise(port: u16, digests: bool) {
 fn connect_identify_and_every_io_command() {
     let app = start(vec![0], "nvmf-basic");
     let port = setup(&app, json!({}));
-    exercise(port, false);
+    exercise(port, false, 131072);
     app.shutdown_and_wait();
 }
 
 #[test]
 fn header_and_data_digests() {
     let app = start(vec![0], "nvmf-digest");
-    // Small MAXH2CDATA forces several H2CData PDUs per R2T.
-    let port = setup(&app, json!({"max_io_size": 131072}));
-    exercise(port, true);
+    // An 8 KiB I/O unit (MAXH2CDATA) makes a 128 KiB write take 16 R2T / H2CData rounds.
+    let port = setup(&app, json!({"io_unit_size": 8192}));
+    exercise(port, true, 8192);
     app.shutdown_and_wait();
 }
 

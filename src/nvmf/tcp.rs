@@ -833,7 +833,8 @@ impl PollGroup {
         let opts = view.transport.clone().unwrap_or_default();
         let params = TargetIcParams {
             cpda: 0,
-            maxh2cdata: opts.max_io_size.min(128 * 1024),
+            // One H2CData PDU carries at most an I/O unit (and at most 128 KiB).
+            maxh2cdata: opts.io_unit_size.clamp(4096, opts.max_io_size.min(128 * 1024)) & !3,
             max_in_capsule: opts.in_capsule_data_size.max(ADMIN_IN_CAPSULE),
             allow_hdgst: true,
             allow_ddgst: true,
