@@ -43,7 +43,8 @@ fn call(app: &RunningApp, method: &str, params: Value) -> Result<Value, Value> {
             )
         })
         .expect("send to the main reactor");
-    rx.recv_timeout(Duration::from_secs(10)).expect("an RPC answer")
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("an RPC answer")
 }
 
 fn setup(app: &RunningApp, extra: Value) -> u16 {
@@ -57,7 +58,14 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
-    Sqe::rw(op, 0, 1, slba, blocks, SglDescriptor::transport_data_block(0))
+    Sqe::rw(
+        op,
+        0,
+        1,
+        slba,
+        blocks,
+        SglDescriptor::transport_data_block(0),
+    )
 }
 
 /// Identify, features, every I/O command, SMART counters.
@@ -84,14 +92,19 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert_eq!(id.msdbd, 1);
 
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
-    assert_eq!(spec::decode_ns_list(d.data.as_slice().try_into().unwrap()), vec![1]);
+    assert_eq!(
+        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        vec![1]
+    );
     let d = admin.identify(cns::NAMESPACE, 1);
     let ns = IdentifyNamespace::decode_slice(&d.data).unwrap();
     assert_eq!(ns.nsze, 64 * 256);
     assert_eq!(ns.block_size(), Some(4096));
     let d = admin.identify(cns::NS_ID_DESCRIPTOR_LIST, 1);
     let descs = spec::decode_ns_id_descriptors(&d.data).unwrap();
-    assert!(descs.iter().any(|d| matches!(d, spec::NsIdDescriptor::Uuid(_))));
+    assert!(descs
+        .iter()
+        .any(|d| matches!(d, spec::NsIdDescriptor::Uuid(_))));
     let d = admin.identify(cns::NAMESPACE, 0);
     assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
 
@@ -137,7 +150,11 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert!(io.run(dsm, Some(&ranges), 0).ok());
     // Errors: LBA out of range, invalid namespace, invalid opcode.
     let d = io.run(rw(io_opc::READ, 64 * 256 - 1, 2), None, 8192);
-    assert!(d.cqe.status.same_code(Status::LBA_OUT_OF_RANGE), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::LBA_OUT_OF_RANGE),
+        "{:?}",
+        d.cqe.status
+    );
     assert!(d.cqe.status.dnr());
     let mut bad_ns = rw(io_opc::READ, 0, 1);
     bad_ns.nsid = 9;
@@ -153,7 +170,11 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let d = admin.get_log(log_id::SMART_HEALTH, u32::MAX, 0, 512);
     assert!(d.ok());
     let smart = SmartLog::decode_slice(&d.data).unwrap();
-    assert!(smart.host_read_commands >= 5, "{}", smart.host_read_commands);
+    assert!(
+        smart.host_read_commands >= 5,
+        "{}",
+        smart.host_read_commands
+    );
     assert!(smart.host_write_commands >= 4);
     assert!(smart.data_units_written >= 1);
     let d = admin.get_log(log_id::FIRMWARE_SLOT, 0, 0, 512);
@@ -215,16 +236,24 @@ fn io_queues_on_two_reactors() {
     let mut q2 = Host::io_connect(port, NQN, admin.cntlid, 2, false);
     for (i, q) in [&mut q1, &mut q2].into_iter().enumerate() {
         let a = pattern(16384, i as u8);
-        assert!(q.run(rw(io_opc::WRITE, 1000 * i as u64, 4), Some(&a), 0).ok());
-        assert_eq!(q.run(rw(io_opc::READ, 1000 * i as u64, 4), None, 16384).data, a);
+        assert!(q
+            .run(rw(io_opc::WRITE, 1000 * i as u64, 4), Some(&a), 0)
+            .ok());
+        assert_eq!(
+            q.run(rw(io_opc::READ, 1000 * i as u64, 4), None, 16384)
+                .data,
+            a
+        );
     }
     // Both reactors host queues (connections are spread round-robin).
     let stats = call(&app, "nvmf_get_stats", json!({})).unwrap();
     let groups = stats["poll_groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
-    assert!(groups.iter().all(|g| g["current_admin_qpairs"].as_u64().unwrap()
-        + g["current_io_qpairs"].as_u64().unwrap()
-        > 0));
+    assert!(groups
+        .iter()
+        .all(|g| g["current_admin_qpairs"].as_u64().unwrap()
+            + g["current_io_qpairs"].as_u64().unwrap()
+            > 0));
     let qps = call(&app, "nvmf_subsystem_get_qpairs", json!({"nqn": NQN})).unwrap();
     assert_eq!(qps.as_array().unwrap().len(), 3);
     // Closing the admin queue tears down the I/O queues on the other reactor too.
@@ -271,8 +300,17 @@ fn connect_rejections() {
     // Host not allowed.
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(d.cqe.status.same_code(Status::CONNECT_INVALID_HOST), "{:?}", d.cqe.status);
-    call(&app, "nvmf_subsystem_add_host", json!({"nqn": NQN, "host": HOSTNQN})).unwrap();
+    assert!(
+        d.cqe.status.same_code(Status::CONNECT_INVALID_HOST),
+        "{:?}",
+        d.cqe.status
+    );
+    call(
+        &app,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    )
+    .unwrap();
     // Admin connect with a static cntlid: IPO=16 in the data.
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 5, 31, 0);
@@ -291,7 +329,11 @@ fn connect_rejections() {
     let cntlid = admin.cntlid;
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(1, NQN, HOSTNQN, cntlid, 31, 0);
-    assert!(d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
     assert!(admin.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20).ok());
     assert!(admin
         .set_feature(feat::NUMBER_OF_QUEUES, spec::num_queues_value(0, 0))
@@ -331,7 +373,9 @@ fn keep_alive_timeout_destroys_the_controller() {
     // Keep-alives keep it alive for a while...
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(100));
-        assert!(admin.run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0).ok());
+        assert!(admin
+            .run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0)
+            .ok());
     }
     // ...then silence: the target closes both queues.
     let t0 = Instant::now();
@@ -369,12 +413,22 @@ fn live_namespace_add_and_remove_raise_aens() {
     assert!(c.ok());
     assert_eq!(
         c.cqe.dw0,
-        aen::dw0(aen::TYPE_NOTICE, aen::NOTICE_NS_ATTRIBUTE_CHANGED, log_id::CHANGED_NS_LIST)
+        aen::dw0(
+            aen::TYPE_NOTICE,
+            aen::NOTICE_NS_ATTRIBUTE_CHANGED,
+            log_id::CHANGED_NS_LIST
+        )
     );
     let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(spec::decode_ns_list(d.data.as_slice().try_into().unwrap()), vec![2]);
+    assert_eq!(
+        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        vec![2]
+    );
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
-    assert_eq!(spec::decode_ns_list(d.data.as_slice().try_into().unwrap()), vec![1, 2]);
+    assert_eq!(
+        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        vec![1, 2]
+    );
     // The new namespace serves I/O.
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut r = rw(io_opc::READ, 0, 8);
@@ -382,10 +436,18 @@ fn live_namespace_add_and_remove_raise_aens() {
     assert!(io.run(r, None, 4096).ok());
     // Removal: another AER, another notice; the namespace is gone for I/O.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
-    call(&app, "nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 2})).unwrap();
+    call(
+        &app,
+        "nvmf_subsystem_remove_ns",
+        json!({"nqn": NQN, "nsid": 2}),
+    )
+    .unwrap();
     assert!(admin.wait_completion(aer).ok());
     let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(spec::decode_ns_list(d.data.as_slice().try_into().unwrap()), vec![2]);
+    assert_eq!(
+        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        vec![2]
+    );
     let d = io.run(r, None, 4096);
     assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     app.shutdown_and_wait();
@@ -420,8 +482,12 @@ fn malformed_pdus_get_a_term_req_while_others_keep_working() {
     expect_term_req(&mut bad, Fes::PDU_SEQUENCE_ERROR);
     // A second ICReq.
     let mut bad = Host::connect(port, false, false);
-    let ic = pdu::encode_pdu(&PduHeader::IcReq(pdu::IcReq::default()), &[], &Default::default())
-        .unwrap();
+    let ic = pdu::encode_pdu(
+        &PduHeader::IcReq(pdu::IcReq::default()),
+        &[],
+        &Default::default(),
+    )
+    .unwrap();
     bad.send_raw(&ic).unwrap();
     let pdus = bad.drain_until_closed();
     assert!(pdus
@@ -462,7 +528,12 @@ fn malformed_pdus_get_a_term_req_while_others_keep_working() {
     assert_eq!(io.run(rw(io_opc::READ, 5, 1), None, 4096).data, a);
     assert!(admin.identify(cns::CONTROLLER, 0).ok());
     let stats = call(&app, "nvmf_get_stats", json!({})).unwrap();
-    assert!(stats["poll_groups"][0]["transports"][0]["term_reqs_sent"].as_u64().unwrap() >= 5);
+    assert!(
+        stats["poll_groups"][0]["transports"][0]["term_reqs_sent"]
+            .as_u64()
+            .unwrap()
+            >= 5
+    );
     app.shutdown_and_wait();
 }
 
@@ -483,7 +554,10 @@ fn discovery_log_lists_the_subsystem_listeners() {
     assert_eq!(hdr.numrec, 1);
     let e = spec::DiscoveryLogEntry::decode_slice(&d.data[1024..]).unwrap();
     assert_eq!(pollux::nvmf::field_str(&e.subnqn), Some(NQN));
-    assert_eq!(pollux::nvmf::field_str(&e.trsvcid), Some(port.to_string().as_str()));
+    assert_eq!(
+        pollux::nvmf::field_str(&e.trsvcid),
+        Some(port.to_string().as_str())
+    );
     assert_eq!(e.trtype, spec::trtype::TCP);
     // RPC view: discovery first, SPDK's shape.
     let subs = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
@@ -509,7 +583,11 @@ fn discovery_log_lists_the_subsystem_listeners() {
         .collect();
     assert_eq!(
         methods,
-        ["nvmf_create_transport", "nvmf_create_subsystem", "nvmf_subsystem_add_ns"]
+        [
+            "nvmf_create_transport",
+            "nvmf_create_subsystem",
+            "nvmf_subsystem_add_ns"
+        ]
     );
     app.shutdown_and_wait();
 }

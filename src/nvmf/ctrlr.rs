@@ -12,8 +12,8 @@
 
 use super::spec::{
     self, admin_opc, aen, cns, feat, log_id, prop, Cap, Cc, Csts, FeaturesCmd, GetLogPageCmd,
-    IdentifyCmd, IdentifyController, IdentifyNamespace, LbaFormat, NsIdDescriptor,
-    PropertyGetCmd, PropertySetCmd, SmartLog, Sqe, Status, Version,
+    IdentifyCmd, IdentifyController, IdentifyNamespace, LbaFormat, NsIdDescriptor, PropertyGetCmd,
+    PropertySetCmd, SmartLog, Sqe, Status, Version,
 };
 use super::subsystem::Subsystem;
 use super::target::{TargetView, TransportOpts};
@@ -241,8 +241,7 @@ impl Ctrlr {
                 self.changed_ns.push(*n);
             }
         }
-        if self.async_event_config & aen::CONFIG_NS_ATTRIBUTE == 0 || self.ns_notice_outstanding
-        {
+        if self.async_event_config & aen::CONFIG_NS_ATTRIBUTE == 0 || self.ns_notice_outstanding {
             return None;
         }
         self.ns_notice_outstanding = true;
@@ -464,9 +463,7 @@ impl Ctrlr {
                 }
                 self.temperature_threshold = v & 0xffff;
             }
-            feat::VOLATILE_WRITE_CACHE if !self.discovery => {
-                self.volatile_write_cache = v & 1 != 0
-            }
+            feat::VOLATILE_WRITE_CACHE if !self.discovery => self.volatile_write_cache = v & 1 != 0,
             feat::NUMBER_OF_QUEUES if !self.discovery => {
                 if self.num_queues_set {
                     return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
@@ -497,7 +494,7 @@ impl Ctrlr {
     fn get_log_page(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         let cmd = GetLogPageCmd::parse(sqe);
         let len = cmd.length();
-        if cmd.offset % 4 != 0 || len > out.len() as u64 {
+        if !cmd.offset.is_multiple_of(4) || len > out.len() as u64 {
             return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
         }
         let len = len as usize;
@@ -549,10 +546,8 @@ impl Ctrlr {
                 p.to_vec()
             }
             log_id::DISCOVERY if self.discovery => {
-                let entries = super::subsystem::discovery_entries(
-                    &env.view.subsystems,
-                    &self.hostnqn,
-                );
+                let entries =
+                    super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
                 spec::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
@@ -726,13 +721,19 @@ mod tests {
         // Unaligned offset, too long, unknown page.
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 2, 4)
             .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
-        assert!(matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success()));
+        assert!(
+            matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
+        );
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 0, 1024)
             .to_sqe(1, spec::SglDescriptor::transport_data_block(1024));
-        assert!(matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success()));
+        assert!(
+            matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
+        );
         let sqe = GetLogPageCmd::new(0, 0x42, 0, 4)
             .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
-        assert!(matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success()));
+        assert!(
+            matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
+        );
     }
 
     #[test]
@@ -745,7 +746,11 @@ mod tests {
         let dw0 = c.take_event().expect("queued notice");
         assert_eq!(dw0 & 0x7, aen::TYPE_NOTICE as u32);
         assert_eq!(dw0 >> 16 & 0xff, log_id::CHANGED_NS_LIST as u32);
-        assert_eq!(c.namespaces_changed(&[3]), None, "masked until the log is read");
+        assert_eq!(
+            c.namespaces_changed(&[3]),
+            None,
+            "masked until the log is read"
+        );
         assert_eq!(c.changed_ns, vec![2, 3]);
     }
 

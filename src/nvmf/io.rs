@@ -65,7 +65,10 @@ pub fn plan(
     let range = || -> Result<(u64, u64, usize), Status> {
         let blocks = sqe.nlb() as u64;
         let slba = sqe.slba();
-        if slba.checked_add(blocks).is_none_or(|end| end > ns.num_blocks) {
+        if slba
+            .checked_add(blocks)
+            .is_none_or(|end| end > ns.num_blocks)
+        {
             return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
         }
         let len = blocks * ns.block_size as u64;
@@ -102,7 +105,10 @@ pub fn plan(
         io_opc::WRITE_ZEROES => {
             let blocks = sqe.nlb() as u64;
             let slba = sqe.slba();
-            if slba.checked_add(blocks).is_none_or(|end| end > ns.num_blocks) {
+            if slba
+                .checked_add(blocks)
+                .is_none_or(|end| end > ns.num_blocks)
+            {
                 return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
             }
             if !ns.supports_write_zeroes {
@@ -123,7 +129,10 @@ pub fn plan(
             }
             let mut out = Vec::with_capacity(ranges.len());
             for r in ranges.iter().filter(|r| r.nlb > 0) {
-                if r.slba.checked_add(r.nlb as u64).is_none_or(|e| e > ns.num_blocks) {
+                if r.slba
+                    .checked_add(r.nlb as u64)
+                    .is_none_or(|e| e > ns.num_blocks)
+                {
                     return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
                 }
                 out.push((r.slba, r.nlb as u64));
@@ -229,7 +238,10 @@ mod tests {
         let e = plan(&sqe, Some(&NS), 32, 131072, &data).unwrap_err();
         assert!(e.same_code(Status::LBA_OUT_OF_RANGE));
         sqe.cdw11 = 0;
-        assert_eq!(plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(), IoPlan::Nothing);
+        assert_eq!(
+            plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
+            IoPlan::Nothing
+        );
     }
 
     #[test]

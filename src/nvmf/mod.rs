@@ -12,10 +12,10 @@ pub mod spec;
 pub(crate) mod wire;
 
 pub use wire::{ascii_field, field_str, nul_field, WireField};
-pub mod digest;
-pub mod pdu;
 pub mod ctrlr;
+pub mod digest;
 pub mod io;
+pub mod pdu;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;

@@ -285,7 +285,11 @@ pub fn register() {
             }
         }
         Ok(with_target(|t| {
-            json!(t.transport().map(transport_json).into_iter().collect::<Vec<_>>())
+            json!(t
+                .transport()
+                .map(transport_json)
+                .into_iter()
+                .collect::<Vec<_>>())
         }))
     });
 
@@ -301,13 +305,17 @@ pub fn register() {
         let mut s = Subsystem::new(0, &p.nqn, SubType::Nvme);
         if let Some(sn) = p.serial_number {
             if sn.len() > 20 || !sn.is_ascii() {
-                return r.err(failed(format!("serial_number: {sn} is not at most 20 ASCII characters")));
+                return r.err(failed(format!(
+                    "serial_number: {sn} is not at most 20 ASCII characters"
+                )));
             }
             s.serial_number = sn;
         }
         if let Some(mn) = p.model_number {
             if mn.len() > 40 || !mn.is_ascii() {
-                return r.err(failed(format!("model_number: {mn} is not at most 40 ASCII characters")));
+                return r.err(failed(format!(
+                    "model_number: {mn} is not at most 40 ASCII characters"
+                )));
             }
             s.model_number = mn;
         }
@@ -330,24 +338,32 @@ pub fn register() {
         }
     });
 
-    rpc::register_async("nvmf_subsystem_add_listener", Allowed::RuntimeOnly, |p, r| {
-        let p: ListenerParams = params!(p, r);
-        let _ = (p.tgt_name, p.secure_channel, p.ana_state);
-        let addr = p.listen_address.into_addr();
-        match with_target(|t| t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())) {
-            Ok(_) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
-    });
+    rpc::register_async(
+        "nvmf_subsystem_add_listener",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ListenerParams = params!(p, r);
+            let _ = (p.tgt_name, p.secure_channel, p.ana_state);
+            let addr = p.listen_address.into_addr();
+            match with_target(|t| t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())) {
+                Ok(_) => publish_then(r, json!(true)),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
 
-    rpc::register_async("nvmf_subsystem_remove_listener", Allowed::RuntimeOnly, |p, r| {
-        let p: ListenerParams = params!(p, r);
-        let addr = p.listen_address.into_addr();
-        match with_target(|t| t.remove_listener(&p.nqn, &addr)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
-    });
+    rpc::register_async(
+        "nvmf_subsystem_remove_listener",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ListenerParams = params!(p, r);
+            let addr = p.listen_address.into_addr();
+            match with_target(|t| t.remove_listener(&p.nqn, &addr)) {
+                Ok(()) => publish_then(r, json!(true)),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
 
     rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
         let p: AddNs = params!(p, r);
@@ -395,23 +411,31 @@ pub fn register() {
         }
     });
 
-    rpc::register_async("nvmf_subsystem_remove_host", Allowed::RuntimeOnly, |p, r| {
-        let p: HostParams = params!(p, r);
-        let _ = (p.tgt_name, p.psk);
-        match with_target(|t| t.remove_host(&p.nqn, &p.host)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
-    });
+    rpc::register_async(
+        "nvmf_subsystem_remove_host",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: HostParams = params!(p, r);
+            let _ = (p.tgt_name, p.psk);
+            match with_target(|t| t.remove_host(&p.nqn, &p.host)) {
+                Ok(()) => publish_then(r, json!(true)),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
 
-    rpc::register_async("nvmf_subsystem_allow_any_host", Allowed::RuntimeOnly, |p, r| {
-        let p: AllowAnyHost = params!(p, r);
-        let _ = p.tgt_name;
-        match with_target(|t| t.allow_any_host(&p.nqn, p.allow_any_host)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
-    });
+    rpc::register_async(
+        "nvmf_subsystem_allow_any_host",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: AllowAnyHost = params!(p, r);
+            let _ = p.tgt_name;
+            match with_target(|t| t.allow_any_host(&p.nqn, p.allow_any_host)) {
+                Ok(()) => publish_then(r, json!(true)),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
 
     rpc::register("nvmf_get_subsystems", Allowed::RuntimeOnly, |p| {
         let p: GetSubsystems = parse_or_empty(p)?;
@@ -444,25 +468,29 @@ pub fn register() {
         })
     });
 
-    rpc::register("nvmf_subsystem_get_controllers", Allowed::RuntimeOnly, |p| {
-        let p: NqnOnly = parse_params(p)?;
-        with_target(|t| {
-            let s = t
-                .subsystem(&p.nqn)
-                .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))?;
-            let d = s.directory.lock();
-            Ok(json!(d
-                .iter()
-                .map(|(id, e)| json!({
-                    "cntlid": id,
-                    "hostnqn": e.hostnqn,
-                    "hostid": subsystem::format_uuid(&e.hostid),
-                    "num_io_qpairs": e.io_qpairs.len(),
-                    "peer_address": e.peer,
-                }))
-                .collect::<Vec<_>>()))
-        })
-    });
+    rpc::register(
+        "nvmf_subsystem_get_controllers",
+        Allowed::RuntimeOnly,
+        |p| {
+            let p: NqnOnly = parse_params(p)?;
+            with_target(|t| {
+                let s = t
+                    .subsystem(&p.nqn)
+                    .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))?;
+                let d = s.directory.lock();
+                Ok(json!(d
+                    .iter()
+                    .map(|(id, e)| json!({
+                        "cntlid": id,
+                        "hostnqn": e.hostnqn,
+                        "hostid": subsystem::format_uuid(&e.hostid),
+                        "num_io_qpairs": e.io_qpairs.len(),
+                        "peer_address": e.peer,
+                    }))
+                    .collect::<Vec<_>>()))
+            })
+        },
+    );
 
     rpc::register("nvmf_subsystem_get_qpairs", Allowed::RuntimeOnly, |p| {
         let p: NqnOnly = parse_params(p)?;

@@ -86,24 +86,23 @@ impl TransportOpts {
         if self.max_io_qpairs_per_ctrlr == 0 {
             return Err("max_io_qpairs_per_ctrlr: must be at least 1".into());
         }
-        if self.max_io_size < 4096 || self.max_io_size > 1 << 20 || self.max_io_size % 4096 != 0
+        if self.max_io_size < 4096
+            || self.max_io_size > 1 << 20
+            || !self.max_io_size.is_multiple_of(4096)
         {
             return Err(format!(
                 "max_io_size: {} must be a multiple of 4096 in 4096..=1048576",
                 self.max_io_size
             ));
         }
-        if self.in_capsule_data_size > 128 * 1024 || self.in_capsule_data_size % 16 != 0 {
+        if self.in_capsule_data_size > 128 * 1024 || !self.in_capsule_data_size.is_multiple_of(16) {
             return Err(format!(
                 "in_capsule_data_size: {} must be a multiple of 16 up to 131072",
                 self.in_capsule_data_size
             ));
         }
         if self.io_unit_size < 512 {
-            return Err(format!(
-                "io_unit_size: {} is below 512",
-                self.io_unit_size
-            ));
+            return Err(format!("io_unit_size: {} is below 512", self.io_unit_size));
         }
         Ok(())
     }
@@ -280,7 +279,9 @@ impl Target {
         sock_impl: Option<&str>,
     ) -> Result<ListenAddr, String> {
         if self.transport.is_none() {
-            return Err("Unable to find TCP transport: create it with nvmf_create_transport first".into());
+            return Err(
+                "Unable to find TCP transport: create it with nvmf_create_transport first".into(),
+            );
         }
         if !addr.trtype.eq_ignore_ascii_case("tcp") {
             return Err(format!(
@@ -548,6 +549,6 @@ fn accept_some(
 pub fn register_shutdown() {
     reactor::register_shutdown_hook("nvmf", |done| {
         with_target(|t| t.shutdown());
-        reactor::for_each_reactor(tcp::shutdown_group, move || done());
+        reactor::for_each_reactor(tcp::shutdown_group, done);
     });
 }

@@ -22,9 +22,9 @@ use super::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr};
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
 use super::pdu::{
-    self, encode_header, encode_term_req, field_off, C2HData, EncodedHeader,
-    IcReq, PduDecoder, PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, R2T,
-    MAX_HEADER_LEN, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
+    self, encode_header, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
+    PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, MAX_HEADER_LEN, R2T, TERM_REQ_HLEN,
+    TERM_REQ_MAX_PLEN,
 };
 use super::spec::{
     self, admin_opc, connect_off, feat, ConnectData, Cqe, DataDirection, FabricsCommand, Sqe,
@@ -123,7 +123,9 @@ enum QpState {
     AwaitIcReq,
     Ready,
     /// A Term Req was sent (or the queue is being torn down): no more input is processed.
-    Closing { deadline: Instant },
+    Closing {
+        deadline: Instant,
+    },
 }
 
 /// Where the data of the PDU being received goes.
@@ -133,7 +135,11 @@ enum DataDest {
     /// In-capsule data of this slot.
     Capsule(u16),
     /// H2CData for this slot, at `base` within the command's data.
-    H2C { slot: u16, base: u32, len: u32 },
+    H2C {
+        slot: u16,
+        base: u32,
+        len: u32,
+    },
 }
 
 struct Qpair {
@@ -355,11 +361,10 @@ impl PollGroup {
         let poller = reactor::register_poller(format!("nvmf_tcp_poll_group_{core}"), 0, || {
             try_group(|g| g.poll()).unwrap_or(PollStatus::Idle)
         });
-        let timer = reactor::register_poller(
-            format!("nvmf_tcp_timer_{core}"),
-            TIMER_PERIOD_US,
-            || try_group(|g| g.on_timer()).unwrap_or(PollStatus::Idle),
-        );
+        let timer =
+            reactor::register_poller(format!("nvmf_tcp_timer_{core}"), TIMER_PERIOD_US, || {
+                try_group(|g| g.on_timer()).unwrap_or(PollStatus::Idle)
+            });
         Self {
             core,
             view: Arc::new(TargetView::empty()),
@@ -401,10 +406,7 @@ impl PollGroup {
                 }
             }
         };
-        let peer = sock
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let key = match self.nets[net].group.add(sock) {
             Ok(k) => k,
             Err((e, mut s)) => {
@@ -763,7 +765,7 @@ impl PollGroup {
                     }
                     DataDirection::ControllerToHost => {
                         // Admin data is built in this buffer; reads allocate at submit.
-                        if !qp.qid.is_some_and(|q| q > 0) {
+                        if qp.qid.is_none_or(|q| q == 0) {
                             req.buf = Some(IoBuf::zeroed(req.xfer as usize));
                         }
                         self.execute(idx, slot)
@@ -834,7 +836,10 @@ impl PollGroup {
         let params = TargetIcParams {
             cpda: 0,
             // One H2CData PDU carries at most an I/O unit (and at most 128 KiB).
-            maxh2cdata: opts.io_unit_size.clamp(4096, opts.max_io_size.min(128 * 1024)) & !3,
+            maxh2cdata: opts
+                .io_unit_size
+                .clamp(4096, opts.max_io_size.min(128 * 1024))
+                & !3,
             max_in_capsule: opts.in_capsule_data_size.max(ADMIN_IN_CAPSULE),
             allow_hdgst: true,
             allow_ddgst: true,
@@ -849,7 +854,12 @@ impl PollGroup {
         qp.opts = opts;
         qp.state = QpState::Ready;
         let mut w = qp.write_request(TOKEN_PLAIN);
-        push_header(&mut w.chunks, &PduHeader::IcResp(resp), 0, &TxConfig::default());
+        push_header(
+            &mut w.chunks,
+            &PduHeader::IcResp(resp),
+            0,
+            &TxConfig::default(),
+        );
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
         }
@@ -973,10 +983,9 @@ impl PollGroup {
         let req = &mut qp.reqs[slot as usize];
         req.status = status;
         req.dw0 = value as u32;
+        req.c2h_len = 0;
         if let Some(c) = qp.ctrlr.as_mut() {
             c.last_keep_alive = Instant::now();
-            req.c2h_len = 0;
-            let _ = c;
         }
         // Property Get of 8 bytes returns DW1 too.
         if let FabricsCommand::PropertyGet(p) = cmd {
@@ -1018,7 +1027,9 @@ impl PollGroup {
         if !data.hostnqn.contains(&0) {
             return Err(invalid(true, connect_off::HOSTNQN));
         }
-        let subnqn = data.subnqn_str().ok_or(invalid(true, connect_off::SUBNQN))?;
+        let subnqn = data
+            .subnqn_str()
+            .ok_or(invalid(true, connect_off::SUBNQN))?;
         let hostnqn = data
             .hostnqn_str()
             .ok_or(invalid(true, connect_off::HOSTNQN))?
@@ -1217,7 +1228,9 @@ impl PollGroup {
                 reactor::send_to(reactor::main_core(), move || {
                     gather_iostat(bdevs, move |stats| {
                         reactor::send_to(core, move || {
-                            let _ = try_group(|g| g.complete_smart(idx, gen, slot, &stats, offset, len));
+                            let _ = try_group(|g| {
+                                g.complete_smart(idx, gen, slot, &stats, offset, len)
+                            });
                         })
                     })
                 });
@@ -1350,7 +1363,11 @@ impl PollGroup {
     fn io_done(&mut self, mut bio: BdevIo) {
         self.stats.pending_bdev_io = self.stats.pending_bdev_io.saturating_sub(1);
         let (idx, gen, slot) = split_token(bio.token);
-        let Some(qp) = self.qpairs.get_mut(idx).filter(|q| q.gen & 0xfff_ffff == gen) else {
+        let Some(qp) = self
+            .qpairs
+            .get_mut(idx)
+            .filter(|q| q.gen & 0xfff_ffff == gen)
+        else {
             return;
         };
         let Some(req) = qp.reqs.get_mut(slot as usize) else {
@@ -1465,7 +1482,8 @@ impl PollGroup {
                 wanted.insert((s.id, ns.nsid), &ns.bdev);
             }
         }
-        self.ns.retain(|k, c| wanted.get(k).is_some_and(|b| Arc::ptr_eq(b, &c.bdev)));
+        self.ns
+            .retain(|k, c| wanted.get(k).is_some_and(|b| Arc::ptr_eq(b, &c.bdev)));
         for (k, b) in wanted {
             if self.ns.contains_key(&k) {
                 continue;
@@ -1490,7 +1508,9 @@ impl PollGroup {
                         },
                     );
                 }
-                Err(e) => tracing::warn!(error = %e, bdev = b.name(), "cannot open a namespace's bdev"),
+                Err(e) => {
+                    tracing::warn!(error = %e, bdev = b.name(), "cannot open a namespace's bdev")
+                }
             }
         }
         // Queues whose subsystem or listener went away are closed; controllers hear of
@@ -1533,7 +1553,10 @@ impl PollGroup {
             self.flush(idx);
         }
         for idx in close {
-            tracing::info!(idx, "closing a queue pair: its subsystem or listener was removed");
+            tracing::info!(
+                idx,
+                "closing a queue pair: its subsystem or listener was removed"
+            );
             self.close_qpair(idx);
         }
         self.process_closes();

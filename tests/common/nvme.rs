@@ -21,7 +21,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
-pub const HOSTID: [u8; 16] = [0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 0x44, 0x44, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55];
+pub const HOSTID: [u8; 16] = [
+    0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 0x44, 0x44, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55,
+];
 
 /// What a command returned: its completion and the data it read.
 #[derive(Debug)]
@@ -131,7 +133,10 @@ impl Host {
             let mut buf = [0u8; 65536];
             let n = self.stream.read(&mut buf)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "target closed"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "target closed",
+                ));
             }
             let mut input = &buf[..n];
             loop {
@@ -169,7 +174,9 @@ impl Host {
         let cid = self.cid();
         sqe.cid = cid;
         match write {
-            Some(d) if (d.len() as u32) <= self.in_capsule || (self.qid == 0 && d.len() <= 8192) => {
+            Some(d)
+                if (d.len() as u32) <= self.in_capsule || (self.qid == 0 && d.len() <= 8192) =>
+            {
                 sqe.dptr = SglDescriptor::in_capsule(0, d.len() as u32);
                 self.send_pdu(&PduHeader::CapsuleCmd(sqe), d);
             }
@@ -229,7 +236,10 @@ impl Host {
     pub fn wait_completion(&mut self, cid: u16) -> Done {
         if let Some(i) = self.stash.iter().position(|c| c.cid == cid) {
             let cqe = self.stash.remove(i).unwrap();
-            return Done { cqe, data: Vec::new() };
+            return Done {
+                cqe,
+                data: Vec::new(),
+            };
         }
         let mut data = Vec::new();
         loop {
