@@ -591,3 +591,120 @@ fn discovery_log_lists_the_subsystem_listeners() {
     );
     app.shutdown_and_wait();
 }
+
+#[test]
+fn deleting_the_bdev_or_the_subsystem_under_a_host() {
+    let app = start(vec![0], "nvmf-delete");
+    let port = setup(&app, json!({}));
+    call(
+        &app,
+        "bdev_malloc_create",
+        json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512}),
+    )
+    .unwrap();
+    call(
+        &app,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc1"}}),
+    )
+    .unwrap();
+    let mut admin = Host::admin_connect(port, NQN, false, 0);
+    assert!(admin
+        .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
+        .ok());
+    let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
+    let mut r = rw(io_opc::READ, 0, 1);
+    r.nsid = 2;
+    assert!(io.run(r, None, 4096).ok());
+    // Hot remove: the namespace leaves the subsystem, hosts get a notice, the delete
+    // completes once the target closed its channels.
+    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    call(&app, "bdev_malloc_delete", json!({"name": "Malloc1"})).unwrap();
+    assert!(admin.wait_completion(aer).ok());
+    let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
+    assert_eq!(
+        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        vec![1]
+    );
+    assert!(io
+        .run(r, None, 4096)
+        .cqe
+        .status
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    // Deleting the subsystem disconnects its hosts.
+    call(&app, "nvmf_delete_subsystem", json!({"nqn": NQN})).unwrap();
+    admin.drain_until_closed();
+    io.drain_until_closed();
+    let subs = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
+    assert_eq!(subs.as_array().unwrap().len(), 1);
+    app.shutdown_and_wait();
+}
+
+#[test]
+fn rpc_errors_name_the_field_and_other_transport_keys_are_ignored() {
+    let app = start(vec![0], "nvmf-rpc");
+    // rpc.py always sends these for TCP too.
+    call(
+        &app,
+        "nvmf_create_transport",
+        json!({"trtype": "TCP", "no_srq": false, "c2h_success": true, "num_cqe": 0,
+               "max_srq_depth": 0, "no_wr_batching": false, "acceptor_backlog": 100,
+               "disable_mappable_bar0": false, "disable_adaptive_irq": false,
+               "disable_shadow_doorbells": false, "dif_insert_or_strip": false,
+               "disable_command_passthru": false}),
+    )
+    .unwrap();
+    let t = call(&app, "nvmf_get_transports", json!({})).unwrap();
+    assert_eq!(t[0]["trtype"], json!("TCP"));
+    assert_eq!(t[0]["max_queue_depth"], json!(128));
+    let e = call(
+        &app,
+        "nvmf_create_transport",
+        json!({"trtype": "TCP", "bogus": 1}),
+    )
+    .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("bogus"), "{e}");
+    let e = call(&app, "nvmf_create_subsystem", json!({"nqn": "not-an-nqn"})).unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("nqn"), "{e}");
+    let e = call(
+        &app,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": "nqn.2016-06.io.pollux:x", "namespace": {"bdev_name": "nope"}}),
+    )
+    .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("nqn"), "{e}");
+    app.shutdown_and_wait();
+}
+
+#[test]
+fn embedded_default_exports_cnode1_on_4420() {
+    if std::net::TcpListener::bind(("127.0.0.1", 4420)).is_err() {
+        eprintln!("port 4420 is busy: skipping the embedded default test");
+        return;
+    }
+    let mut o = common::test_options("nvmf-default");
+    o.no_default = false;
+    let app = common::start(o);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let subs = loop {
+        let s = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
+        if s.as_array().unwrap().len() == 2
+            && !s[1]["listen_addresses"].as_array().unwrap().is_empty()
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "default config not applied: {s}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(subs[1]["nqn"], json!("nqn.2016-06.io.pollux:cnode1"));
+    assert_eq!(subs[1]["allow_any_host"], json!(true));
+    assert_eq!(subs[1]["listen_addresses"][0]["trsvcid"], json!("4420"));
+    let b = call(&app, "bdev_get_bdevs", json!({"name": "Malloc0"})).unwrap();
+    assert_eq!(
+        b[0]["num_blocks"].as_u64().unwrap() * b[0]["block_size"].as_u64().unwrap(),
+        256 << 20
+    );
+    let mut admin = Host::admin_connect(4420, "nqn.2016-06.io.pollux:cnode1", false, 0);
+    assert!(admin.identify(cns::NAMESPACE, 1).ok());
+    app.shutdown_and_wait();
+}
