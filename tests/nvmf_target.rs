@@ -708,3 +708,75 @@ fn embedded_default_exports_cnode1_on_4420() {
     assert!(admin.identify(cns::NAMESPACE, 1).ok());
     app.shutdown_and_wait();
 }
+
+#[test]
+fn uring_sockets_serve_the_same_protocol() {
+    let app = start(vec![0], "nvmf-uring");
+    let _ = setup(&app, json!({}));
+    let r = call(
+        &app,
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    );
+    if let Err(e) = r {
+        eprintln!("uring unavailable here, skipping: {e}");
+        return;
+    }
+    let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
+    let port: u16 = l[1]["address"]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    exercise(port, true, 131072);
+    app.shutdown_and_wait();
+}
+
+#[test]
+fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
+    let app = start(vec![0], "nvmf-ddgst");
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        json!({}),
+        false,
+    );
+    call(
+        &app,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    )
+    .unwrap();
+    let admin = Host::admin_connect(port, NQN, true, 0);
+    let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, true);
+    // A 4 KiB in-capsule write whose data digest is wrong.
+    let data = pattern(4096, 3);
+    let mut w = rw(io_opc::WRITE, 0, 1);
+    w.cid = 77;
+    w.dptr = SglDescriptor::in_capsule(0, 4096);
+    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x5a;
+    io.send_raw(&bytes).unwrap();
+    let d = io.wait_completion(77);
+    assert!(
+        d.cqe.status.same_code(Status::TRANSIENT_TRANSPORT_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
+    // The queue still works.
+    assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());
+    // Removing the host from the allowed list disconnects its controller.
+    let mut admin = admin;
+    call(
+        &app,
+        "nvmf_subsystem_remove_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    )
+    .unwrap();
+    admin.drain_until_closed();
+    io.drain_until_closed();
+    app.shutdown_and_wait();
+}

@@ -59,6 +59,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Period of the timer poller (keep-alive, lingering closes).
 const TIMER_PERIOD_US: u64 = 50_000;
+/// Queued write requests per request slot before a host that does not read is dropped.
+const MAX_WRITES_PER_SLOT: usize = 4;
 /// Write-request tokens.
 const TOKEN_PLAIN: u64 = 0;
 const TOKEN_TERM: u64 = 1;
@@ -169,6 +171,8 @@ struct Qpair {
     directory: Option<Arc<Directory>>,
     ctrlr: Option<Box<Ctrlr>>,
     opts: TransportOpts,
+    /// Write requests queued on the socket and not completed yet.
+    writes_in_flight: usize,
 }
 
 impl Qpair {
@@ -200,6 +204,7 @@ impl Qpair {
             directory: None,
             ctrlr: None,
             opts: TransportOpts::default(),
+            writes_in_flight: 0,
         }
     }
 
@@ -537,6 +542,7 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx) else {
             return;
         };
+        qp.writes_in_flight = qp.writes_in_flight.saturating_sub(1);
         req.clear(TOKEN_PLAIN);
         if qp.wr_pool.len() < 256 {
             qp.wr_pool.push(req);
@@ -659,6 +665,7 @@ impl PollGroup {
         self.stats.term_reqs_sent += 1;
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
+            qp.writes_in_flight += 1;
             let _ = sock.flush();
         }
     }
@@ -862,6 +869,7 @@ impl PollGroup {
         );
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
+            qp.writes_in_flight += 1;
         }
         Ok(())
     }
@@ -881,6 +889,7 @@ impl PollGroup {
         push_header(&mut w.chunks, &PduHeader::R2T(r2t), 0, &tx);
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
+            qp.writes_in_flight += 1;
         }
     }
 
@@ -1126,6 +1135,8 @@ impl PollGroup {
         };
         qp.qid = Some(c.qid);
         qp.qsize = c.sqsize + 1;
+        // The Connect itself was the first entry of the queue.
+        qp.sqhd = 1 % qp.qsize;
         qp.sq_flow_disabled = c.cattr & 0x4 != 0;
         qp.subsys_id = s.id;
         qp.cntlid = cntlid;
@@ -1451,12 +1462,18 @@ impl PollGroup {
             push_header(&mut w.chunks, &PduHeader::CapsuleResp(cqe), 0, &tx);
         }
         qp.free_slot(slot);
+        if qp.writes_in_flight > MAX_WRITES_PER_SLOT * qp.reqs.len() + 16 {
+            // The host keeps sending commands but does not read the answers.
+            tracing::warn!(peer = %qp.peer, "host does not read its completions: closing");
+            self.to_close.push((idx, qp.gen));
+        }
         if closing && cqe.status.is_success() {
             // Disconnect: answer, then close once it left.
             w.token = TOKEN_TERM;
         }
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
+            qp.writes_in_flight += 1;
         }
     }
 
@@ -1533,6 +1550,10 @@ impl PollGroup {
                 continue;
             }
             let Some(c) = qp.ctrlr.as_mut() else { continue };
+            if !s.host_allowed(&c.hostnqn) {
+                close.push(idx);
+                continue;
+            }
             if c.discovery {
                 if view.genctr != old.genctr {
                     if let Some(dw0) = c.discovery_changed() {
