@@ -1002,6 +1002,8 @@ pub struct UringGroup {
     ready: VecDeque<SockKey>,
     reported: Vec<SockKey>,
     completions: Vec<Completion>,
+    /// Scratch list of the completed operations' kinds (kept to avoid an allocation per poll).
+    kinds: Vec<(SockKey, OpKind)>,
 }
 
 impl UringGroup {
@@ -1013,6 +1015,7 @@ impl UringGroup {
             ready: VecDeque::new(),
             reported: Vec::new(),
             completions: Vec::with_capacity(256),
+            kinds: Vec::with_capacity(256),
         })
     }
 
@@ -1029,7 +1032,8 @@ impl UringGroup {
     fn process_completions(&mut self) {
         let mut done = std::mem::take(&mut self.completions);
         let owner = self.owner;
-        let mut kinds: Vec<(SockKey, OpKind)> = Vec::new();
+        let mut kinds = std::mem::take(&mut self.kinds);
+        kinds.clear();
         let _ = with_ctx(|c| {
             c.reap();
             if let Some(s) = c.stash.get_mut(&owner) {
@@ -1053,7 +1057,7 @@ impl UringGroup {
                 }
             }
         });
-        for (comp, (key, kind)) in done.drain(..).zip(kinds) {
+        for (comp, (key, kind)) in done.drain(..).zip(kinds.drain(..)) {
             let Some(s) = self.socks.get_mut(key) else {
                 continue;
             };
@@ -1062,6 +1066,7 @@ impl UringGroup {
             }
         }
         self.completions = done;
+        self.kinds = kinds;
     }
 }
 
@@ -1124,11 +1129,15 @@ impl SockGroup for UringGroup {
 
     fn poll(&mut self, max: usize, events: &mut Vec<SockEvent>) -> usize {
         let before = events.len();
-        for key in std::mem::take(&mut self.reported) {
+        // (The list is put back cleared, keeping its capacity: no allocation per poll.)
+        let mut last = std::mem::take(&mut self.reported);
+        for &key in &last {
             if self.socks.get(key).is_some_and(|s| !s.segments.is_empty()) {
                 self.mark_ready(key);
             }
         }
+        last.clear();
+        self.reported = last;
         self.process_completions();
         let mut finished = Vec::new();
         for (key, s) in self.socks.iter_mut() {
