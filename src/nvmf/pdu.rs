@@ -1,0 +1,1311 @@
+//! NVMe/TCP PDUs: typed headers for every PDU (ICReq, ICResp, H2C/C2H TermReq, CapsuleCmd,
+//! CapsuleResp, H2CData, C2HData, R2T), an encoder that writes a PDU's header (common header,
+//! PDU specific header, header digest and padding up to PDO) into a caller buffer so the
+//! data can be sent from its own buffer, and `PduDecoder`, an incremental decoder that takes
+//! bytes in any split and yields headers, data pieces and data-digest verdicts. The decoder
+//! is direction-aware (a target accepts host-to-controller PDUs, a host the reverse) and
+//! checks every length from the wire (HLEN per type, PDO against HLEN and alignment, PLEN
+//! against HLEN + PDO, data against MAXH2CDATA / in-capsule / data PDU limits) before using
+//! it. Data can be consumed either as slices of the fed input or received by the caller
+//! straight into its own buffer (`data_pending` / `data_received`), which is how a target
+//! lands a 128 KiB H2CData in the I/O buffer without an intermediate copy. A violation is a
+//! `PduError` carrying the FES and FEI that the Term Req must report.
+
+use super::digest::{header_digest, DataDigest, DIGEST_LEN};
+use super::spec::{Cqe, Sqe};
+use super::wire::{le16, le32, put16, put32};
+
+/// PDU types (common header byte 0).
+pub mod pdu_type {
+    pub const IC_REQ: u8 = 0x00;
+    pub const IC_RESP: u8 = 0x01;
+    pub const H2C_TERM_REQ: u8 = 0x02;
+    pub const C2H_TERM_REQ: u8 = 0x03;
+    pub const CAPSULE_CMD: u8 = 0x04;
+    pub const CAPSULE_RESP: u8 = 0x05;
+    pub const H2C_DATA: u8 = 0x06;
+    pub const C2H_DATA: u8 = 0x07;
+    pub const R2T: u8 = 0x09;
+}
+
+/// Common header flags (byte 1).
+pub mod pdu_flags {
+    /// Header digest present.
+    pub const HDGSTF: u8 = 0x01;
+    /// Data digest present.
+    pub const DDGSTF: u8 = 0x02;
+    /// H2CData / C2HData: last data PDU of the transfer.
+    pub const LAST_PDU: u8 = 0x04;
+    /// C2HData: the command completed successfully, no CapsuleResp follows.
+    pub const SUCCESS: u8 = 0x08;
+}
+
+/// Common header length.
+pub const CH_LEN: usize = 8;
+/// HLEN of ICReq / ICResp (they are exactly this long: PLEN = HLEN).
+pub const IC_HLEN: usize = 128;
+/// HLEN of H2CTermReq / C2HTermReq.
+pub const TERM_REQ_HLEN: usize = 24;
+/// Maximum PLEN of a Term Req (header + up to 128 bytes of the PDU header in error).
+pub const TERM_REQ_MAX_PLEN: usize = 152;
+/// Maximum bytes of the offending PDU header carried in a Term Req.
+pub const TERM_REQ_MAX_DATA: usize = TERM_REQ_MAX_PLEN - TERM_REQ_HLEN;
+/// HLEN of CapsuleCmd (common header + 64-byte SQE; no in-capsule data offset).
+pub const CAPSULE_CMD_HLEN: usize = CH_LEN + 64;
+/// HLEN of CapsuleResp, H2CData, C2HData and R2T.
+pub const SHORT_HLEN: usize = 24;
+/// Largest PDU header with digest and padding: PDO is one byte, so at most 255 bytes.
+pub const MAX_HEADER_LEN: usize = 256;
+/// The only PDU format version (PFV) defined.
+pub const PFV_1_0: u16 = 0;
+/// Largest HPDA / CPDA value (alignment (PDA + 1) * 4 bytes = 128).
+pub const MAX_PDA: u8 = 31;
+/// Smallest MAXH2CDATA a controller may announce.
+pub const MIN_MAXH2CDATA: u32 = 4096;
+
+/// Fatal error status of a Term Req. Value 05h is named by who sends it: a controller
+/// reports "Data Transfer Limit Exceeded", a host "R2T Limit Exceeded".
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fes(pub u16);
+
+impl Fes {
+    pub const INVALID_HEADER_FIELD: Fes = Fes(0x01);
+    pub const PDU_SEQUENCE_ERROR: Fes = Fes(0x02);
+    pub const HEADER_DIGEST_ERROR: Fes = Fes(0x03);
+    pub const DATA_TRANSFER_OUT_OF_RANGE: Fes = Fes(0x04);
+    pub const DATA_TRANSFER_LIMIT_EXCEEDED: Fes = Fes(0x05);
+    pub const R2T_LIMIT_EXCEEDED: Fes = Fes(0x05);
+    pub const UNSUPPORTED_PARAMETER: Fes = Fes(0x06);
+
+    fn name(self) -> &'static str {
+        match self.0 {
+            1 => "invalid PDU header field",
+            2 => "PDU sequence error",
+            3 => "header digest error",
+            4 => "data transfer out of range",
+            5 => "data transfer / R2T limit exceeded",
+            6 => "unsupported parameter",
+            _ => "unknown fatal error status",
+        }
+    }
+}
+
+impl std::fmt::Debug for Fes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fes({:#x} {})", self.0, self.name())
+    }
+}
+
+/// A protocol violation found in received PDUs: the FES and FEI to report in the Term Req
+/// (FEI is the byte offset of the bad field for header-field and parameter errors, else 0)
+/// and a short description for logs. After an error the connection must be terminated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PduError {
+    pub fes: Fes,
+    pub fei: u32,
+    pub what: &'static str,
+}
+
+impl PduError {
+    pub const fn new(fes: Fes, fei: u32, what: &'static str) -> Self {
+        Self { fes, fei, what }
+    }
+    /// An invalid header field at byte offset `off` of the PDU.
+    pub const fn field(off: u32, what: &'static str) -> Self {
+        Self::new(Fes::INVALID_HEADER_FIELD, off, what)
+    }
+    const fn sequence(what: &'static str) -> Self {
+        Self::new(Fes::PDU_SEQUENCE_ERROR, 0, what)
+    }
+}
+
+impl std::fmt::Display for PduError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (fes {:#x}, fei {}): {}",
+            self.fes.name(),
+            self.fes.0,
+            self.fei,
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for PduError {}
+
+/// Byte offsets of header fields, used as FEI.
+pub mod field_off {
+    pub const PDU_TYPE: u32 = 0;
+    pub const FLAGS: u32 = 1;
+    pub const HLEN: u32 = 2;
+    pub const PDO: u32 = 3;
+    pub const PLEN: u32 = 4;
+    pub const PFV: u32 = 8;
+    /// HPDA (ICReq) / CPDA (ICResp).
+    pub const PDA: u32 = 10;
+    pub const DGST: u32 = 11;
+    /// MAXR2T (ICReq) / MAXH2CDATA (ICResp).
+    pub const IC_LIMIT: u32 = 12;
+    pub const CCCID: u32 = 8;
+    pub const TTAG: u32 = 10;
+    /// DATAO (H2CData, C2HData) / R2TO (R2T).
+    pub const DATAO: u32 = 12;
+    /// DATAL (H2CData, C2HData) / R2TL (R2T).
+    pub const DATAL: u32 = 16;
+}
+
+/// Initialize Connection Request (host to controller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IcReq {
+    pub pfv: u16,
+    /// Host PDU data alignment, 0-based dwords: the alignment of data in C2H PDUs.
+    pub hpda: u8,
+    pub hdgst: bool,
+    pub ddgst: bool,
+    /// Maximum outstanding R2Ts per command, 0-based.
+    pub maxr2t: u32,
+}
+
+/// Initialize Connection Response (controller to host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IcResp {
+    pub pfv: u16,
+    /// Controller PDU data alignment, 0-based dwords: the alignment of data in H2C PDUs.
+    pub cpda: u8,
+    pub hdgst: bool,
+    pub ddgst: bool,
+    /// Maximum data bytes in one H2CData PDU.
+    pub maxh2cdata: u32,
+}
+
+/// Terminate Connection Request (either direction); its data is the PDU header in error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TermReq {
+    pub fes: Fes,
+    pub fei: u32,
+}
+
+/// Host to controller data, answering an R2T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct H2CData {
+    pub cccid: u16,
+    pub ttag: u16,
+    pub datao: u32,
+    pub datal: u32,
+    pub last: bool,
+}
+
+/// Controller to host data of a read-type command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct C2HData {
+    pub cccid: u16,
+    pub datao: u32,
+    pub datal: u32,
+    pub last: bool,
+    /// Command completed successfully; no CapsuleResp follows (requires `last`).
+    pub success: bool,
+}
+
+/// Ready to Transfer: the controller asks for `r2tl` bytes at offset `r2to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct R2T {
+    pub cccid: u16,
+    pub ttag: u16,
+    pub r2to: u32,
+    pub r2tl: u32,
+}
+
+/// A typed PDU header (everything but the data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PduHeader {
+    IcReq(IcReq),
+    IcResp(IcResp),
+    H2CTermReq(TermReq),
+    C2HTermReq(TermReq),
+    /// A command capsule; in-capsule data, if any, is the PDU data.
+    CapsuleCmd(Sqe),
+    CapsuleResp(Cqe),
+    H2CData(H2CData),
+    C2HData(C2HData),
+    R2T(R2T),
+}
+
+impl PduHeader {
+    pub fn pdu_type(&self) -> u8 {
+        match self {
+            Self::IcReq(_) => pdu_type::IC_REQ,
+            Self::IcResp(_) => pdu_type::IC_RESP,
+            Self::H2CTermReq(_) => pdu_type::H2C_TERM_REQ,
+            Self::C2HTermReq(_) => pdu_type::C2H_TERM_REQ,
+            Self::CapsuleCmd(_) => pdu_type::CAPSULE_CMD,
+            Self::CapsuleResp(_) => pdu_type::CAPSULE_RESP,
+            Self::H2CData(_) => pdu_type::H2C_DATA,
+            Self::C2HData(_) => pdu_type::C2H_DATA,
+            Self::R2T(_) => pdu_type::R2T,
+        }
+    }
+}
+
+/// Which side of the connection a decoder or encoder serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The controller: receives ICReq, CapsuleCmd, H2CData, H2CTermReq.
+    Target,
+    /// The host: receives ICResp, CapsuleResp, C2HData, R2T, C2HTermReq.
+    Host,
+}
+
+/// Static facts about each PDU type: the HLEN it must have, whether it may carry data,
+/// and whether digests apply to it.
+struct TypeInfo {
+    hlen: usize,
+    carries_data: bool,
+    digests: bool,
+    /// Sent by the host (decoded by a target).
+    from_host: bool,
+}
+
+fn type_info(t: u8) -> Option<TypeInfo> {
+    let (hlen, carries_data, digests, from_host) = match t {
+        pdu_type::IC_REQ => (IC_HLEN, false, false, true),
+        pdu_type::IC_RESP => (IC_HLEN, false, false, false),
+        pdu_type::H2C_TERM_REQ => (TERM_REQ_HLEN, true, false, true),
+        pdu_type::C2H_TERM_REQ => (TERM_REQ_HLEN, true, false, false),
+        pdu_type::CAPSULE_CMD => (CAPSULE_CMD_HLEN, true, true, true),
+        pdu_type::CAPSULE_RESP => (SHORT_HLEN, false, true, false),
+        pdu_type::H2C_DATA => (SHORT_HLEN, true, true, true),
+        pdu_type::C2H_DATA => (SHORT_HLEN, true, true, false),
+        pdu_type::R2T => (SHORT_HLEN, false, true, false),
+        _ => return None,
+    };
+    Some(TypeInfo {
+        hlen,
+        carries_data,
+        digests,
+        from_host,
+    })
+}
+
+/// Alignment in bytes for a 0-based dword PDA value.
+pub const fn pda_bytes(pda: u8) -> usize {
+    (pda as usize + 1) * 4
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------
+
+/// How this side sends PDUs: digests as negotiated, and the data alignment the peer asked
+/// for (a target uses the HPDA of the ICReq, a host the CPDA of the ICResp).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxConfig {
+    pub hdgst: bool,
+    pub ddgst: bool,
+    pub pda: u8,
+}
+
+/// Why a header could not be encoded (a bug in the caller, reported rather than panicking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// This PDU type carries no data.
+    DataNotAllowed,
+    /// A Term Req carries at most 128 bytes; a PDU at most `u32::MAX` bytes.
+    DataTooLong,
+    /// H2CData / C2HData `datal` differs from the data length given.
+    LengthMismatch,
+    /// A PDA above 31.
+    BadAlignment,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Layout of an encoded PDU: header bytes to send first (CH, PSH, header digest, padding),
+/// then `data_len` bytes of data, then a data digest if `data_digest` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodedHeader {
+    /// Bytes of the header buffer to send (= PDO when the PDU has data).
+    pub len: usize,
+    pub data_len: u32,
+    /// A 4-byte data digest over the data must follow the data.
+    pub data_digest: bool,
+    /// Total PDU length (PLEN).
+    pub plen: u32,
+}
+
+/// Writes the header of a PDU that carries `data_len` bytes of data into `out`: common
+/// header, PDU specific header, header digest (when enabled and the type uses digests) and
+/// zero padding up to the PDO that `cfg.pda` requires. No allocation; the caller sends
+/// `out[..len]`, then the data from wherever it lives, then `digest_of(data)` if
+/// `data_digest`.
+pub fn encode_header(
+    hdr: &PduHeader,
+    data_len: u32,
+    cfg: &TxConfig,
+    out: &mut [u8; MAX_HEADER_LEN],
+) -> Result<EncodedHeader, EncodeError> {
+    let t = hdr.pdu_type();
+    let info = type_info(t).ok_or(EncodeError::DataNotAllowed)?;
+    if cfg.pda > MAX_PDA {
+        return Err(EncodeError::BadAlignment);
+    }
+    if data_len > 0 && !info.carries_data {
+        return Err(EncodeError::DataNotAllowed);
+    }
+    let is_term = matches!(hdr, PduHeader::H2CTermReq(_) | PduHeader::C2HTermReq(_));
+    if is_term && data_len as usize > TERM_REQ_MAX_DATA {
+        return Err(EncodeError::DataTooLong);
+    }
+    let hlen = info.hlen;
+    let hd = info.digests && cfg.hdgst;
+    let dd = info.digests && cfg.ddgst && data_len > 0;
+    let header_end = hlen + if hd { DIGEST_LEN } else { 0 };
+    let pdo = if data_len == 0 || is_term {
+        header_end
+    } else {
+        header_end.next_multiple_of(pda_bytes(cfg.pda))
+    };
+    let plen = (pdo as u64) + data_len as u64 + if dd { DIGEST_LEN as u64 } else { 0 };
+    let plen = u32::try_from(plen).map_err(|_| EncodeError::DataTooLong)?;
+
+    out[..pdo].fill(0);
+    let mut flags = 0u8;
+    if hd {
+        flags |= pdu_flags::HDGSTF;
+    }
+    if dd {
+        flags |= pdu_flags::DDGSTF;
+    }
+    match hdr {
+        PduHeader::IcReq(r) => {
+            put16(out, 8, r.pfv);
+            out[10] = r.hpda;
+            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
+            put32(out, 12, r.maxr2t);
+        }
+        PduHeader::IcResp(r) => {
+            put16(out, 8, r.pfv);
+            out[10] = r.cpda;
+            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
+            put32(out, 12, r.maxh2cdata);
+        }
+        PduHeader::H2CTermReq(r) | PduHeader::C2HTermReq(r) => {
+            put16(out, 8, r.fes.0);
+            put32(out, 10, r.fei);
+        }
+        PduHeader::CapsuleCmd(sqe) => {
+            let mut b = [0u8; 64];
+            sqe.encode(&mut b);
+            out[8..72].copy_from_slice(&b);
+        }
+        PduHeader::CapsuleResp(cqe) => out[8..24].copy_from_slice(&cqe.to_bytes()),
+        PduHeader::H2CData(d) => {
+            if d.datal != data_len {
+                return Err(EncodeError::LengthMismatch);
+            }
+            if d.last {
+                flags |= pdu_flags::LAST_PDU;
+            }
+            put16(out, 8, d.cccid);
+            put16(out, 10, d.ttag);
+            put32(out, 12, d.datao);
+            put32(out, 16, d.datal);
+        }
+        PduHeader::C2HData(d) => {
+            if d.datal != data_len {
+                return Err(EncodeError::LengthMismatch);
+            }
+            if d.last {
+                flags |= pdu_flags::LAST_PDU;
+            }
+            if d.success {
+                flags |= pdu_flags::SUCCESS;
+            }
+            put16(out, 8, d.cccid);
+            put32(out, 12, d.datao);
+            put32(out, 16, d.datal);
+        }
+        PduHeader::R2T(r) => {
+            put16(out, 8, r.cccid);
+            put16(out, 10, r.ttag);
+            put32(out, 12, r.r2to);
+            put32(out, 16, r.r2tl);
+        }
+    }
+    out[0] = t;
+    out[1] = flags;
+    out[2] = hlen as u8;
+    out[3] = if data_len > 0 && !is_term {
+        pdo as u8
+    } else {
+        0
+    };
+    put32(out, 4, plen);
+    if hd {
+        let d = header_digest(&out[..hlen]);
+        out[hlen..hlen + DIGEST_LEN].copy_from_slice(&d);
+    }
+    Ok(EncodedHeader {
+        len: pdo,
+        data_len,
+        data_digest: dd,
+        plen,
+    })
+}
+
+/// Encodes a whole PDU into a new vector: header, the data given as several slices, and the
+/// data digest. Convenient for control paths and tests; the data path uses `encode_header`.
+pub fn encode_pdu(hdr: &PduHeader, data: &[&[u8]], cfg: &TxConfig) -> Result<Vec<u8>, EncodeError> {
+    let total: usize = data.iter().map(|d| d.len()).sum();
+    let data_len = u32::try_from(total).map_err(|_| EncodeError::DataTooLong)?;
+    let mut hbuf = [0u8; MAX_HEADER_LEN];
+    let enc = encode_header(hdr, data_len, cfg, &mut hbuf)?;
+    let mut out = Vec::with_capacity(enc.plen as usize);
+    out.extend_from_slice(&hbuf[..enc.len]);
+    let mut digest = DataDigest::new();
+    for d in data {
+        out.extend_from_slice(d);
+        digest.update(d);
+    }
+    if enc.data_digest {
+        out.extend_from_slice(&digest.to_wire());
+    }
+    Ok(out)
+}
+
+/// Writes a complete Term Req for `err` into `out`: an H2CTermReq when this side is the
+/// host, a C2HTermReq when it is the target, carrying up to 128 bytes of the offending PDU
+/// header (`PduDecoder::error_header`). Returns the PDU length.
+pub fn encode_term_req(
+    sender: Role,
+    err: &PduError,
+    offending_header: &[u8],
+    out: &mut [u8; TERM_REQ_MAX_PLEN],
+) -> usize {
+    let term = TermReq {
+        fes: err.fes,
+        fei: err.fei,
+    };
+    let hdr = match sender {
+        Role::Host => PduHeader::H2CTermReq(term),
+        Role::Target => PduHeader::C2HTermReq(term),
+    };
+    let n = offending_header.len().min(TERM_REQ_MAX_DATA);
+    let mut hbuf = [0u8; MAX_HEADER_LEN];
+    // A Term Req never uses digests or padding, and n <= 128, so this cannot fail.
+    let Ok(enc) = encode_header(&hdr, n as u32, &TxConfig::default(), &mut hbuf) else {
+        return 0;
+    };
+    out[..enc.len].copy_from_slice(&hbuf[..enc.len]);
+    out[enc.len..enc.len + n].copy_from_slice(&offending_header[..n]);
+    enc.len + n
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------
+
+/// What the decoder accepts: digests as negotiated, the alignment it asked the peer for,
+/// and the data limits of this queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxConfig {
+    pub hdgst: bool,
+    pub ddgst: bool,
+    /// The PDA this side announced (target: CPDA; host: HPDA); received PDO must be a
+    /// multiple of `(pda + 1) * 4`.
+    pub pda: u8,
+    /// Most data bytes in one H2CData (target: its MAXH2CDATA) or C2HData (host: its
+    /// largest transfer).
+    pub max_data_pdu: u32,
+    /// Most in-capsule data bytes in a CapsuleCmd (target only).
+    pub max_in_capsule: u32,
+}
+
+impl Default for RxConfig {
+    /// Before the IC exchange: no digests, dword alignment, 128 KiB data PDUs, 8 KiB
+    /// in-capsule data (what an admin queue accepts).
+    fn default() -> Self {
+        Self {
+            hdgst: false,
+            ddgst: false,
+            pda: 0,
+            max_data_pdu: 128 * 1024,
+            max_in_capsule: 8192,
+        }
+    }
+}
+
+/// One step of decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RxEvent<'a> {
+    /// A complete, validated PDU header (digest checked, padding consumed). `data_len`
+    /// bytes of data follow as `Data` events (or via `data_received`), then `DataEnd`;
+    /// with `data_len == 0` the PDU is complete.
+    Header { header: PduHeader, data_len: u32 },
+    /// A piece of the current PDU's data, at `offset` from the start of that data.
+    Data { offset: u32, bytes: &'a [u8] },
+    /// All data of the current PDU arrived. `digest_ok` is false only when a data digest
+    /// was present and did not match (the stream stays in sync; the command fails with a
+    /// transport error or the connection is dropped, as the caller's policy says).
+    DataEnd { digest_ok: bool },
+}
+
+/// Data still expected for the current PDU: `len` bytes starting at `offset` within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataPending {
+    pub offset: u32,
+    pub len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RxState {
+    /// Collecting the common header (`need == CH_LEN`) or the rest of the header up to
+    /// PDO / end of header digest.
+    Header,
+    Data,
+    DataDigest,
+    /// Data complete without digest: `DataEnd` is due.
+    EndPending,
+    Failed(PduError),
+}
+
+/// Incremental NVMe/TCP PDU decoder for one connection.
+pub struct PduDecoder {
+    role: Role,
+    cfg: RxConfig,
+    state: RxState,
+    ic_done: bool,
+    hdr: [u8; MAX_HEADER_LEN],
+    have: usize,
+    need: usize,
+    /// Current PDU: HLEN, whether a header/data digest is present, its data length and the
+    /// data bytes received so far.
+    hlen: usize,
+    has_hdgst: bool,
+    has_ddgst: bool,
+    data_len: u32,
+    data_done: u32,
+    digest: DataDigest,
+    ddgst_buf: [u8; DIGEST_LEN],
+    ddgst_have: usize,
+}
+
+impl PduDecoder {
+    pub fn new(role: Role) -> Self {
+        Self::with_config(role, RxConfig::default())
+    }
+
+    pub fn with_config(role: Role, cfg: RxConfig) -> Self {
+        Self {
+            role,
+            cfg,
+            state: RxState::Header,
+            ic_done: false,
+            hdr: [0; MAX_HEADER_LEN],
+            have: 0,
+            need: CH_LEN,
+            hlen: 0,
+            has_hdgst: false,
+            has_ddgst: false,
+            data_len: 0,
+            data_done: 0,
+            digest: DataDigest::new(),
+            ddgst_buf: [0; DIGEST_LEN],
+            ddgst_have: 0,
+        }
+    }
+
+    /// Applies the negotiated settings (after the IC exchange). Takes effect from the next
+    /// PDU header; call it between PDUs.
+    pub fn configure(&mut self, cfg: RxConfig) {
+        self.cfg = cfg;
+    }
+
+    pub fn config(&self) -> &RxConfig {
+        &self.cfg
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether the decoder is between PDUs (no partial PDU buffered).
+    pub fn at_pdu_boundary(&self) -> bool {
+        self.state == RxState::Header && self.have == 0
+    }
+
+    /// The bytes of the PDU header received so far (up to 128): the data of the Term Req
+    /// that reports an error in it.
+    pub fn error_header(&self) -> &[u8] {
+        &self.hdr[..self.have.min(TERM_REQ_MAX_DATA)]
+    }
+
+    /// Consumes bytes from `input` and returns how many it used and at most one event.
+    /// It returns no event only once all of `input` is consumed, so call it in a loop with
+    /// the remaining input until it yields `None`. Errors are sticky: the connection must
+    /// send a Term Req (see `encode_term_req`) and close.
+    pub fn feed<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<RxEvent<'a>>), PduError> {
+        let mut used = 0;
+        loop {
+            match self.state {
+                RxState::Failed(ref e) => return Err(e.clone()),
+                RxState::EndPending => {
+                    self.reset_for_next_pdu();
+                    return Ok((used, Some(RxEvent::DataEnd { digest_ok: true })));
+                }
+                RxState::Header => {
+                    let take = (self.need - self.have).min(input.len() - used);
+                    self.hdr[self.have..self.have + take]
+                        .copy_from_slice(&input[used..used + take]);
+                    self.have += take;
+                    used += take;
+                    if self.have < self.need {
+                        return Ok((used, None));
+                    }
+                    if self.have == CH_LEN && self.hlen == 0 {
+                        if let Err(e) = self.check_common_header() {
+                            return Err(self.fail(e));
+                        }
+                        continue;
+                    }
+                    return match self.finish_header() {
+                        Ok(ev) => Ok((used, Some(ev))),
+                        Err(e) => Err(self.fail(e)),
+                    };
+                }
+                RxState::Data => {
+                    if used == input.len() {
+                        return Ok((used, None));
+                    }
+                    let take = ((self.data_len - self.data_done) as usize).min(input.len() - used);
+                    let bytes = &input[used..used + take];
+                    let offset = self.data_done;
+                    self.account_data(bytes);
+                    return Ok((used + take, Some(RxEvent::Data { offset, bytes })));
+                }
+                RxState::DataDigest => {
+                    let take = (DIGEST_LEN - self.ddgst_have).min(input.len() - used);
+                    self.ddgst_buf[self.ddgst_have..self.ddgst_have + take]
+                        .copy_from_slice(&input[used..used + take]);
+                    self.ddgst_have += take;
+                    used += take;
+                    if self.ddgst_have < DIGEST_LEN {
+                        return Ok((used, None));
+                    }
+                    let digest_ok = self.digest.matches(&self.ddgst_buf);
+                    self.reset_for_next_pdu();
+                    return Ok((used, Some(RxEvent::DataEnd { digest_ok })));
+                }
+            }
+        }
+    }
+
+    /// When the decoder is inside a PDU's data: where the rest of it goes. The caller may
+    /// receive up to `len` bytes from the socket straight into its own buffer and report
+    /// them with `data_received`, instead of feeding them.
+    pub fn data_pending(&self) -> Option<DataPending> {
+        (self.state == RxState::Data).then(|| DataPending {
+            offset: self.data_done,
+            len: self.data_len - self.data_done,
+        })
+    }
+
+    /// Reports data bytes the caller received directly (see `data_pending`); they are
+    /// added to the data digest. Afterwards call `feed` (possibly with empty input) to get
+    /// `DataEnd`. More bytes than pending is a caller error and leaves the decoder unchanged.
+    pub fn data_received(&mut self, bytes: &[u8]) -> Result<(), DataOverrun> {
+        match self.data_pending() {
+            Some(p) if bytes.len() <= p.len as usize => {
+                self.account_data(bytes);
+                Ok(())
+            }
+            _ => Err(DataOverrun),
+        }
+    }
+
+    fn account_data(&mut self, bytes: &[u8]) {
+        if self.has_ddgst {
+            self.digest.update(bytes);
+        }
+        self.data_done += bytes.len() as u32;
+        if self.data_done == self.data_len {
+            self.state = if self.has_ddgst {
+                RxState::DataDigest
+            } else {
+                RxState::EndPending
+            };
+        }
+    }
+
+    fn reset_for_next_pdu(&mut self) {
+        self.state = RxState::Header;
+        self.have = 0;
+        self.need = CH_LEN;
+        self.hlen = 0;
+        self.has_hdgst = false;
+        self.has_ddgst = false;
+        self.data_len = 0;
+        self.data_done = 0;
+        self.digest = DataDigest::new();
+        self.ddgst_have = 0;
+    }
+
+    fn fail(&mut self, e: PduError) -> PduError {
+        self.state = RxState::Failed(e.clone());
+        e
+    }
+
+    /// Validates the 8-byte common header against the PDU type, direction, sequence and
+    /// negotiated limits, and sets how many header bytes (through PDO) to collect.
+    fn check_common_header(&mut self) -> Result<(), PduError> {
+        let t = self.hdr[0];
+        let flags = self.hdr[1];
+        let hlen = self.hdr[2] as usize;
+        let pdo = self.hdr[3] as usize;
+        let plen = le32(&self.hdr, 4) as usize;
+
+        let info = match type_info(t) {
+            Some(i) if i.from_host == (self.role == Role::Target) => i,
+            _ => return Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
+        };
+        let is_ic = t == pdu_type::IC_REQ || t == pdu_type::IC_RESP;
+        let is_term = t == pdu_type::H2C_TERM_REQ || t == pdu_type::C2H_TERM_REQ;
+        if is_ic && self.ic_done {
+            return Err(PduError::sequence("second connection initialization PDU"));
+        }
+        if !is_ic && !is_term && !self.ic_done {
+            return Err(PduError::sequence("PDU before connection initialization"));
+        }
+        if hlen != info.hlen {
+            return Err(PduError::field(
+                field_off::HLEN,
+                "HLEN does not match the PDU type",
+            ));
+        }
+        if is_ic {
+            if plen != IC_HLEN {
+                return Err(PduError::field(field_off::PLEN, "IC PDU length is not 128"));
+            }
+            self.hlen = hlen;
+            self.need = IC_HLEN;
+            return Ok(());
+        }
+        if is_term {
+            if !(TERM_REQ_HLEN..=TERM_REQ_MAX_PLEN).contains(&plen) {
+                return Err(PduError::field(
+                    field_off::PLEN,
+                    "Term Req length out of range",
+                ));
+            }
+            self.hlen = hlen;
+            self.need = hlen;
+            self.data_len = (plen - hlen) as u32;
+            return Ok(());
+        }
+
+        // Digests are all-or-nothing per connection: the flag must match the negotiation.
+        let hd = flags & pdu_flags::HDGSTF != 0;
+        if info.digests && hd != self.cfg.hdgst {
+            return Err(PduError::field(
+                field_off::FLAGS,
+                "HDGSTF does not match negotiation",
+            ));
+        }
+        let header_end = hlen + if hd { DIGEST_LEN } else { 0 };
+        if plen < header_end {
+            return Err(PduError::field(
+                field_off::PLEN,
+                "PLEN shorter than the header",
+            ));
+        }
+        let mut collect = header_end;
+        let mut data_len = 0usize;
+        if plen > header_end {
+            if !info.carries_data {
+                return Err(PduError::field(
+                    field_off::PLEN,
+                    "PLEN leaves data on a PDU without data",
+                ));
+            }
+            if pdo < header_end || pdo >= plen {
+                return Err(PduError::field(field_off::PDO, "PDO outside the PDU"));
+            }
+            if !pdo.is_multiple_of(pda_bytes(self.cfg.pda)) {
+                return Err(PduError::field(
+                    field_off::PDO,
+                    "PDO violates the data alignment",
+                ));
+            }
+            let dd = flags & pdu_flags::DDGSTF != 0;
+            if dd != self.cfg.ddgst {
+                return Err(PduError::field(
+                    field_off::FLAGS,
+                    "DDGSTF does not match negotiation",
+                ));
+            }
+            let dd_len = if dd { DIGEST_LEN } else { 0 };
+            if plen < pdo + dd_len + 1 {
+                return Err(PduError::field(
+                    field_off::PLEN,
+                    "PLEN leaves no room for data",
+                ));
+            }
+            data_len = plen - pdo - dd_len;
+            collect = pdo;
+            let limit = match t {
+                pdu_type::CAPSULE_CMD => self.cfg.max_in_capsule,
+                _ => self.cfg.max_data_pdu,
+            };
+            if data_len > limit as usize {
+                return Err(match self.role {
+                    Role::Target => PduError::new(
+                        Fes::DATA_TRANSFER_LIMIT_EXCEEDED,
+                        0,
+                        "PDU data exceeds the negotiated limit",
+                    ),
+                    Role::Host => PduError::new(
+                        Fes::DATA_TRANSFER_OUT_OF_RANGE,
+                        0,
+                        "PDU data exceeds the largest transfer",
+                    ),
+                });
+            }
+            self.has_ddgst = dd;
+        }
+        self.hlen = hlen;
+        self.has_hdgst = hd;
+        self.need = collect;
+        self.data_len = data_len as u32;
+        Ok(())
+    }
+
+    /// DATAL of a data PDU must be the (non-zero) data length that PLEN and PDO leave.
+    fn check_datal(&self, datal: u32) -> Result<(), PduError> {
+        if datal != self.data_len || datal == 0 {
+            return Err(PduError::field(
+                field_off::DATAL,
+                "DATAL does not match the PDU length",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The whole header (and padding) is in: checks the header digest, decodes the typed
+    /// header and its field rules, and moves to the data (if any).
+    fn finish_header(&mut self) -> Result<RxEvent<'static>, PduError> {
+        let hlen = self.hlen;
+        if self.has_hdgst {
+            let want = header_digest(&self.hdr[..hlen]);
+            if self.hdr[hlen..hlen + DIGEST_LEN] != want {
+                return Err(PduError::new(
+                    Fes::HEADER_DIGEST_ERROR,
+                    0,
+                    "header digest mismatch",
+                ));
+            }
+        }
+        let h = &self.hdr;
+        let flags = h[1];
+        let header = match h[0] {
+            pdu_type::IC_REQ | pdu_type::IC_RESP => {
+                let pfv = le16(h, 8);
+                if pfv != PFV_1_0 {
+                    return Err(PduError::new(
+                        Fes::UNSUPPORTED_PARAMETER,
+                        field_off::PFV,
+                        "unsupported PDU format version",
+                    ));
+                }
+                let pda = h[10];
+                if pda > MAX_PDA {
+                    return Err(PduError::field(
+                        field_off::PDA,
+                        "PDU data alignment above 31",
+                    ));
+                }
+                let (hdgst, ddgst) = (h[11] & 1 != 0, h[11] & 2 != 0);
+                let limit = le32(h, 12);
+                self.ic_done = true;
+                if h[0] == pdu_type::IC_REQ {
+                    PduHeader::IcReq(IcReq {
+                        pfv,
+                        hpda: pda,
+                        hdgst,
+                        ddgst,
+                        maxr2t: limit,
+                    })
+                } else {
+                    if limit < MIN_MAXH2CDATA || !limit.is_multiple_of(4) {
+                        return Err(PduError::field(field_off::IC_LIMIT, "invalid MAXH2CDATA"));
+                    }
+                    PduHeader::IcResp(IcResp {
+                        pfv,
+                        cpda: pda,
+                        hdgst,
+                        ddgst,
+                        maxh2cdata: limit,
+                    })
+                }
+            }
+            pdu_type::H2C_TERM_REQ | pdu_type::C2H_TERM_REQ => {
+                let term = TermReq {
+                    fes: Fes(le16(h, 8)),
+                    fei: le32(h, 10),
+                };
+                if h[0] == pdu_type::H2C_TERM_REQ {
+                    PduHeader::H2CTermReq(term)
+                } else {
+                    PduHeader::C2HTermReq(term)
+                }
+            }
+            pdu_type::CAPSULE_CMD => {
+                let mut b = [0u8; 64];
+                b.copy_from_slice(&h[8..72]);
+                PduHeader::CapsuleCmd(Sqe::decode(&b))
+            }
+            pdu_type::CAPSULE_RESP => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&h[8..24]);
+                PduHeader::CapsuleResp(Cqe::decode(&b))
+            }
+            pdu_type::H2C_DATA => {
+                let d = H2CData {
+                    cccid: le16(h, 8),
+                    ttag: le16(h, 10),
+                    datao: le32(h, 12),
+                    datal: le32(h, 16),
+                    last: flags & pdu_flags::LAST_PDU != 0,
+                };
+                self.check_datal(d.datal)?;
+                PduHeader::H2CData(d)
+            }
+            pdu_type::C2H_DATA => {
+                let d = C2HData {
+                    cccid: le16(h, 8),
+                    datao: le32(h, 12),
+                    datal: le32(h, 16),
+                    last: flags & pdu_flags::LAST_PDU != 0,
+                    success: flags & pdu_flags::SUCCESS != 0,
+                };
+                self.check_datal(d.datal)?;
+                if d.success && !d.last {
+                    return Err(PduError::field(
+                        field_off::FLAGS,
+                        "SUCCESS without LAST_PDU",
+                    ));
+                }
+                PduHeader::C2HData(d)
+            }
+            pdu_type::R2T => {
+                let r = R2T {
+                    cccid: le16(h, 8),
+                    ttag: le16(h, 10),
+                    r2to: le32(h, 12),
+                    r2tl: le32(h, 16),
+                };
+                if r.r2tl == 0 {
+                    return Err(PduError::field(field_off::DATAL, "R2T of zero length"));
+                }
+                PduHeader::R2T(r)
+            }
+            // check_common_header admitted only the types above.
+            _ => return Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
+        };
+        let data_len = self.data_len;
+        if data_len == 0 {
+            self.reset_for_next_pdu();
+        } else {
+            self.state = RxState::Data;
+        }
+        Ok(RxEvent::Header { header, data_len })
+    }
+}
+
+/// `data_received` was given more bytes than the current PDU still expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataOverrun;
+
+// ---------------------------------------------------------------------------------------
+// Connection initialization
+// ---------------------------------------------------------------------------------------
+
+/// What a target offers in the IC exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetIcParams {
+    /// CPDA to announce (0-based dwords).
+    pub cpda: u8,
+    /// MAXH2CDATA to announce (>= 4096, dword multiple).
+    pub maxh2cdata: u32,
+    /// In-capsule data accepted on this queue.
+    pub max_in_capsule: u32,
+    /// Digests the target is willing to enable when the host asks.
+    pub allow_hdgst: bool,
+    pub allow_ddgst: bool,
+}
+
+/// Target side: the ICResp answering `req`, and the settings for sending (`TxConfig`, data
+/// aligned to the host's HPDA) and receiving (`RxConfig`, with our CPDA and limits) for the
+/// rest of the connection. Digests are enabled when the host asks and we allow them.
+pub fn target_negotiate(req: &IcReq, p: &TargetIcParams) -> (IcResp, TxConfig, RxConfig) {
+    let hdgst = req.hdgst && p.allow_hdgst;
+    let ddgst = req.ddgst && p.allow_ddgst;
+    let resp = IcResp {
+        pfv: PFV_1_0,
+        cpda: p.cpda.min(MAX_PDA),
+        hdgst,
+        ddgst,
+        maxh2cdata: p.maxh2cdata.max(MIN_MAXH2CDATA) & !3,
+    };
+    let txc = TxConfig {
+        hdgst,
+        ddgst,
+        pda: req.hpda.min(MAX_PDA),
+    };
+    let rxc = RxConfig {
+        hdgst,
+        ddgst,
+        pda: resp.cpda,
+        max_data_pdu: resp.maxh2cdata,
+        max_in_capsule: p.max_in_capsule,
+    };
+    (resp, txc, rxc)
+}
+
+/// Host side: the settings after receiving `resp` to our `req`. `max_transfer` bounds the
+/// data of one C2HData (the largest command we issue). A controller enabling a digest the
+/// host did not request is a protocol error (reported on the DGST field).
+pub fn host_negotiate(
+    req: &IcReq,
+    resp: &IcResp,
+    max_transfer: u32,
+) -> Result<(TxConfig, RxConfig), PduError> {
+    if (resp.hdgst && !req.hdgst) || (resp.ddgst && !req.ddgst) {
+        return Err(PduError::field(
+            field_off::DGST,
+            "controller enabled a digest not requested",
+        ));
+    }
+    let txc = TxConfig {
+        hdgst: resp.hdgst,
+        ddgst: resp.ddgst,
+        pda: resp.cpda,
+    };
+    let rxc = RxConfig {
+        hdgst: resp.hdgst,
+        ddgst: resp.ddgst,
+        pda: req.hpda,
+        max_data_pdu: max_transfer,
+        max_in_capsule: 0,
+    };
+    Ok((txc, rxc))
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks that need command context (used by the target and host state machines)
+// ---------------------------------------------------------------------------------------
+
+/// Target side: validates an H2CData against the R2T it answers. `expected_offset` is where
+/// the next data of that R2T must start (R2TO plus what has already arrived).
+pub fn check_h2c_data(d: &H2CData, r2t: &R2T, expected_offset: u32) -> Result<(), PduError> {
+    if d.cccid != r2t.cccid {
+        return Err(PduError::field(
+            field_off::CCCID,
+            "H2CData for another command",
+        ));
+    }
+    if d.ttag != r2t.ttag {
+        return Err(PduError::field(
+            field_off::TTAG,
+            "H2CData with an unknown transfer tag",
+        ));
+    }
+    let end = d.datao as u64 + d.datal as u64;
+    if d.datao != expected_offset || end > r2t.r2to as u64 + r2t.r2tl as u64 {
+        return Err(PduError::new(
+            Fes::DATA_TRANSFER_OUT_OF_RANGE,
+            0,
+            "H2CData outside the requested range",
+        ));
+    }
+    Ok(())
+}
+
+/// Host side: validates a C2HData against its command's transfer length and the data
+/// received so far (data arrives in order).
+pub fn check_c2h_data(d: &C2HData, transfer_len: u32, received: u32) -> Result<(), PduError> {
+    if d.datao != received || d.datao as u64 + d.datal as u64 > transfer_len as u64 {
+        return Err(PduError::new(
+            Fes::DATA_TRANSFER_OUT_OF_RANGE,
+            0,
+            "C2HData outside the command's data",
+        ));
+    }
+    Ok(())
+}
+
+/// Host side: validates an R2T against its command's transfer length and the number of
+/// R2Ts already outstanding for it (`maxr2t` is the 0-based MAXR2T of the ICReq).
+pub fn check_r2t(
+    r: &R2T,
+    transfer_len: u32,
+    outstanding: u32,
+    maxr2t: u32,
+) -> Result<(), PduError> {
+    if r.r2to as u64 + r.r2tl as u64 > transfer_len as u64 {
+        return Err(PduError::new(
+            Fes::DATA_TRANSFER_OUT_OF_RANGE,
+            0,
+            "R2T outside the command's data",
+        ));
+    }
+    if outstanding as u64 > maxr2t as u64 {
+        return Err(PduError::new(
+            Fes::R2T_LIMIT_EXCEEDED,
+            0,
+            "too many outstanding R2Ts",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole-buffer decoding (tests, fuzzing, control paths)
+// ---------------------------------------------------------------------------------------
+
+/// A complete PDU with its data collected into a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedPdu {
+    pub header: PduHeader,
+    pub data: Vec<u8>,
+    pub data_digest_ok: bool,
+}
+
+/// Assembles decoder events into whole `DecodedPdu`s (header plus data in a vector). For
+/// tests, fuzzing and control paths; the data path consumes events directly. When it sees
+/// an ICReq / ICResp it applies the digests that PDU carries to the decoder, as both peers
+/// of a connection that accepts them would.
+#[derive(Default)]
+pub struct PduAssembler {
+    current: Option<DecodedPdu>,
+    /// Completed PDUs, in order.
+    pub pdus: Vec<DecodedPdu>,
+}
+
+impl PduAssembler {
+    /// Takes one event from `dec`.
+    pub fn on_event(&mut self, dec: &mut PduDecoder, ev: RxEvent<'_>) {
+        match ev {
+            RxEvent::Header { header, data_len } => {
+                if let PduHeader::IcReq(IcReq { hdgst, ddgst, .. })
+                | PduHeader::IcResp(IcResp { hdgst, ddgst, .. }) = header
+                {
+                    dec.configure(RxConfig {
+                        hdgst,
+                        ddgst,
+                        ..*dec.config()
+                    });
+                }
+                let pdu = DecodedPdu {
+                    header,
+                    data: Vec::with_capacity(data_len as usize),
+                    data_digest_ok: true,
+                };
+                if data_len == 0 {
+                    self.pdus.push(pdu);
+                } else {
+                    self.current = Some(pdu);
+                }
+            }
+            RxEvent::Data { bytes, .. } => self.extend_data(bytes),
+            RxEvent::DataEnd { digest_ok } => {
+                if let Some(mut p) = self.current.take() {
+                    p.data_digest_ok = digest_ok;
+                    self.pdus.push(p);
+                }
+            }
+        }
+    }
+
+    /// Appends data of the current PDU that the caller received directly.
+    pub fn extend_data(&mut self, bytes: &[u8]) {
+        if let Some(p) = self.current.as_mut() {
+            p.data.extend_from_slice(bytes);
+        }
+    }
+
+    /// Data bytes of the current PDU collected so far.
+    pub fn current_data_len(&self) -> Option<usize> {
+        self.current.as_ref().map(|p| p.data.len())
+    }
+}
+
+/// Decodes every complete PDU of a contiguous stream (see `PduAssembler` for the IC
+/// handling). Returns the PDUs decoded and the first error, if any; a trailing partial PDU
+/// is neither.
+pub fn decode_all(
+    role: Role,
+    cfg: RxConfig,
+    bytes: &[u8],
+) -> (Vec<DecodedPdu>, Result<(), PduError>) {
+    let mut dec = PduDecoder::with_config(role, cfg);
+    let mut asm = PduAssembler::default();
+    let mut input = bytes;
+    loop {
+        match dec.feed(input) {
+            Err(e) => return (asm.pdus, Err(e)),
+            Ok((_, None)) => return (asm.pdus, Ok(())),
+            Ok((used, Some(ev))) => {
+                input = &input[used..];
+                asm.on_event(&mut dec, ev);
+            }
+        }
+    }
+}
+
+/// Fuzzing entry point (for cargo-fuzz or a test over random bytes). The first byte sets
+/// up the decoder: bit 0 the role (0 target, 1 host), bits 1 and 2 header / data digests,
+/// bits 3..=6 the chunk size the rest is fed in, bit 7 "IC exchange already done". Digests
+/// requested by a decoded ICReq / ICResp are then applied. Must never panic on any input;
+/// returns the number of complete PDUs decoded.
+pub fn fuzz_decode(bytes: &[u8]) -> usize {
+    let Some((&setup, rest)) = bytes.split_first() else {
+        return 0;
+    };
+    let role = if setup & 1 == 0 {
+        Role::Target
+    } else {
+        Role::Host
+    };
+    let cfg = RxConfig {
+        hdgst: setup & 2 != 0,
+        ddgst: setup & 4 != 0,
+        ..RxConfig::default()
+    };
+    let chunk = 1 + ((setup >> 3) & 0xf) as usize * 13;
+    let mut dec = PduDecoder::with_config(role, cfg);
+    dec.ic_done = setup & 0x80 != 0;
+    let mut asm = PduAssembler::default();
+    for piece in rest.chunks(chunk) {
+        let mut input = piece;
+        loop {
+            match dec.feed(input) {
+                Err(_) => return asm.pdus.len(),
+                Ok((_, None)) => break,
+                Ok((used, Some(ev))) => {
+                    input = &input[used..];
+                    asm.on_event(&mut dec, ev);
+                }
+            }
+        }
+    }
+    asm.pdus.len()
+}
+
+#[cfg(test)]
+mod tests;
