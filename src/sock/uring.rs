@@ -92,6 +92,8 @@ struct BufRing {
     entries: IoBuf,
     mem: IoBuf,
     tail: u16,
+    /// Buffers the kernel may still fill (a multishot recv is only re-armed when some are).
+    free: u32,
 }
 
 impl BufRing {
@@ -110,6 +112,7 @@ impl BufRing {
         entry.set_len(BUF_SIZE as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
+        self.free += 1;
         // SAFETY: the tail field lives in entry 0; the kernel reads it with acquire semantics.
         let tail = unsafe { &*(types::BufRingEntry::tail(base) as *const AtomicU16) };
         tail.store(self.tail, Ordering::Release);
@@ -187,6 +190,7 @@ impl Ctx {
             entries,
             mem,
             tail: 0,
+            free: 0,
         };
         // SAFETY: the entries memory is page-aligned, holds BUF_COUNT entries and lives in the
         // thread-local context as long as the ring (the ring field drops first).
@@ -298,6 +302,9 @@ impl Ctx {
                 res: cqe.result(),
                 flags: cqe.flags(),
             };
+            if cqueue::buffer_select(c.flags).is_some() {
+                bufs.free = bufs.free.saturating_sub(1);
+            }
             if let Some(stash) = stash.get_mut(&op.owner) {
                 stash.push(c);
                 continue;
@@ -319,7 +326,8 @@ impl Ctx {
 
 /// Runs `f` on this thread's ring, creating it on first use.
 fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> io::Result<R> {
-    CTX.with(|c| {
+    let gone = || io::Error::other("io_uring context already destroyed (thread exiting)");
+    CTX.try_with(|c| {
         let mut slot = c.borrow_mut();
         if slot.is_none() {
             let created = Ctx::create();
@@ -333,6 +341,7 @@ fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> io::Result<R> {
             Err(e) => Err(io::Error::other(format!("io_uring unavailable: {e}"))),
         }
     })
+    .unwrap_or_else(|_| Err(gone()))
 }
 
 /// Whether io_uring works on this thread (creating the ring if needed).
@@ -646,13 +655,18 @@ impl UringSock {
             kind: OpKind::Recv,
         };
         self.recv_op = with_ctx(|c| {
-            c.push(op, |ud| {
+            if c.bufs.free == 0 {
+                // Every buffer holds unread data: re-arm once readers give some back.
+                return None;
+            }
+            Some(c.push(op, |ud| {
                 opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
                     .build()
                     .user_data(ud)
-            })
+            }))
         })
-        .ok();
+        .ok()
+        .flatten();
     }
 
     /// Starts a send of the queued bytes if none is in flight.
