@@ -407,6 +407,10 @@ pub trait NetImpl: Sync + 'static {
     fn connect(&self, addr: &str, port: u16, opts: &SockOpts) -> io::Result<Box<dyn Sock>>;
     /// Creates a group on the current thread (a reactor: it registers its wake fd there).
     fn create_group(&self) -> io::Result<Box<dyn SockGroup>>;
+    /// Whether the impl works here (uring: the kernel supports what it needs).
+    fn available(&self) -> bool {
+        true
+    }
     fn get_options(&self) -> ImplOptions {
         let s = settings();
         if self.name() == "uring" {
@@ -431,11 +435,23 @@ pub fn get_impl(name: &str) -> Option<&'static dyn NetImpl> {
     IMPLS.iter().copied().find(|i| i.name() == name)
 }
 
-/// The impl named by `name`, or this application's default impl.
+/// The impl named by `name`, or this application's default impl. A default that is not
+/// available on this kernel falls back (with a log line) to the best available impl.
 pub fn impl_or_default(name: Option<&str>) -> Option<&'static dyn NetImpl> {
-    match name {
-        Some(n) => get_impl(n),
-        None => get_impl(&settings().default_impl).or_else(|| impls().first().copied()),
+    if let Some(n) = name {
+        return get_impl(n);
+    }
+    let default = settings().default_impl;
+    match get_impl(&default) {
+        Some(i) if i.available() => Some(i),
+        _ => {
+            let fallback = impls().into_iter().find(|i| i.available());
+            tracing::warn!(
+                "sock: default impl '{default}' is not available; using {:?}",
+                fallback.map(|i| i.name())
+            );
+            fallback
+        }
     }
 }
 
@@ -720,6 +736,16 @@ mod unit_tests {
             .validate("uring")
             .unwrap_err()
             .starts_with("enable_recv_pipe"));
+    }
+
+    #[test]
+    fn registry_orders_by_priority_and_finds_the_default() {
+        let names: Vec<&str> = impls().iter().map(|i| i.name()).collect();
+        assert_eq!(names, vec!["posix", "uring"]);
+        assert_eq!(impl_or_default(None).unwrap().name(), "posix");
+        assert_eq!(impl_or_default(Some("uring")).unwrap().name(), "uring");
+        assert!(impl_or_default(Some("nope")).is_none());
+        assert!(get_impl("uring").unwrap().available());
     }
 
     #[test]

@@ -58,6 +58,9 @@ impl NetImpl for UringImpl {
     fn create_group(&self) -> io::Result<Box<dyn SockGroup>> {
         Ok(Box::new(UringGroup::new()?))
     }
+    fn available(&self) -> bool {
+        available()
+    }
 }
 
 /// A CQE as copied out of the ring.
@@ -671,14 +674,17 @@ impl UringSock {
 
     /// Starts a send of the queued bytes if none is in flight.
     fn start_send(&mut self) -> io::Result<()> {
-        if self.fd.is_none() {
+        if self.send_op.is_some() {
+            return Ok(()); // the next send starts when this one completes
+        }
+        if self.fd.is_none() || self.closing.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         if let Some(errno) = self.failed {
             self.wq.fail_unsent(errno);
             return Err(io::Error::from_raw_os_error(errno));
         }
-        if self.send_op.is_some() || !self.wq.has_unsent() || self.connecting {
+        if !self.wq.has_unsent() || self.connecting {
             return Ok(());
         }
         let (cnt, bytes) = self.wq.fill_iovecs(&mut self.msg.iov);
@@ -911,6 +917,11 @@ impl Sock for UringSock {
 
     fn writev_async(&mut self, req: WriteRequest) {
         self.wq.push(req);
+        // While a send is in flight the kernel reads the queue's front: failing requests
+        // then waits for its completion (the next poll, or the close).
+        if self.send_op.is_some() {
+            return;
+        }
         if self.fd.is_none() || self.closing.is_some() {
             self.wq.fail_unsent(libc::EBADF);
         } else if let Some(errno) = self.failed {
@@ -1015,7 +1026,9 @@ pub struct UringGroup {
     socks: slab::Slab<UringSock>,
     ready: VecDeque<SockKey>,
     reported: Vec<SockKey>,
+    /// Reused buffers of `process_completions` (no allocation per poll).
     completions: Vec<Completion>,
+    kinds: Vec<(SockKey, OpKind)>,
 }
 
 impl UringGroup {
@@ -1027,6 +1040,7 @@ impl UringGroup {
             ready: VecDeque::new(),
             reported: Vec::new(),
             completions: Vec::with_capacity(256),
+            kinds: Vec::with_capacity(256),
         })
     }
 
@@ -1043,7 +1057,8 @@ impl UringGroup {
     fn process_completions(&mut self) {
         let mut done = std::mem::take(&mut self.completions);
         let owner = self.owner;
-        let mut kinds: Vec<(SockKey, OpKind)> = Vec::new();
+        let mut kinds = std::mem::take(&mut self.kinds);
+        kinds.clear();
         let _ = with_ctx(|c| {
             c.reap();
             if let Some(s) = c.stash.get_mut(&owner) {
@@ -1067,7 +1082,7 @@ impl UringGroup {
                 }
             }
         });
-        for (comp, (key, kind)) in done.drain(..).zip(kinds) {
+        for (comp, &(key, kind)) in done.drain(..).zip(kinds.iter()) {
             let Some(s) = self.socks.get_mut(key) else {
                 continue;
             };
@@ -1076,6 +1091,7 @@ impl UringGroup {
             }
         }
         self.completions = done;
+        self.kinds = kinds;
     }
 }
 
