@@ -1,24 +1,35 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
-//! A [`NetImpl`] (chosen by name at run time from a small registry: `posix`, `uring`) listens,
-//! connects without blocking and creates per-reactor [`SockGroup`]s. A [`Sock`] is `Send`
-//! until it joins a group: an acceptor poller on one reactor accepts it and moves it by
-//! message to the poll group of another reactor, which then owns it (the caller keeps the
-//! [`SockKey`] the group returned and reaches the socket with [`SockGroup::sock`]).
-//! `SockGroup::poll(max, events)` flushes queued writes and reports [`SockEvent`]s: a socket
-//! became readable (drain it with `recv`/`readv` until `WouldBlock`), or a write request
-//! completed. Writes are queued with [`Sock::writev_async`] as a [`WriteRequest`] holding OWNED
-//! chunks ([`Chunk`]: an `IoBuf` slice, a small inline header, or a shared-memory range) plus
-//! a caller token; each request comes back exactly once, in submission order, with its result
-//! and its chunks, so the caller can clear and reuse it (no allocation per request once warm).
-//! Closing a socket completes every pending request with an error. Zero-copy sends
-//! (MSG_ZEROCOPY for posix, SEND_ZC for uring) keep their buffers until the kernel says it is
-//! done with them. Groups register their wake fds with the reactor themselves (epoll fd for
-//! posix, an eventfd registered with the ring for uring: on this kernel the ring fd itself does
-//! not become readable for DEFER_TASKRUN completions, see `uring.rs`). An ungrouped socket
-//! (e.g. a client's) is driven by `flush`/`take_completions`/`recv`; its owner registers
-//! [`Sock::fd`] with `reactor::add_wake_fd` if it needs to be woken. Options are per
-//! application: kept in a thread-local copy on every reactor, changed by RPC on the main
-//! reactor and pushed to the others (see `rpc.rs`).
+//! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
+//! per-application default: `posix`, `uring`) listens, connects without blocking and creates
+//! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
+//! like this: an acceptor poller polls a [`Listener`] (registering [`Listener::wake_fd`] with
+//! `reactor::add_wake_fd` when it is `Some`); an accepted [`Sock`] is `Send`, so it is moved by
+//! message to the reactor of its poll group, whose `add` takes ownership and returns a
+//! [`SockKey`] (a slab index, reused only after the socket is fully closed); from then on the
+//! caller reaches it with [`SockGroup::sock`]. `SockGroup::poll(max, events)` (never blocks)
+//! flushes queued writes and reports [`SockEvent`]s: `Readable(key)` (drain with `recv`/`readv`
+//! until `WouldBlock`; at most `max` per poll, leftovers first next time, sockets still holding
+//! buffered bytes re-reported) and `WriteDone(key, request)`. Writes are queued with
+//! [`Sock::writev_async`] as a [`WriteRequest`] of OWNED [`Chunk`]s (an `IoBuf` slice, an
+//! inline header of up to 128 bytes, or an `Arc<dyn SharedBytes>` range for zero-copy sends
+//! from shared memory) plus a caller token. Each request comes back exactly once, in
+//! submission order, with its result and its chunks, so the caller can `clear` and reuse it:
+//! nothing is allocated per request in steady state. `flush` pushes queued requests now (one
+//! sendmsg carries up to 64 iovecs; partial writes resume at the right byte); there are no
+//! completion callbacks, so nothing flushes from inside one. [`SockGroup::close`] completes
+//! every pending request with an error (`ECANCELED`) through the next polls. Zero-copy sends
+//! (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their buffers until the kernel is done
+//! with them; a closing posix socket with zero-copy sends outstanding is aborted (RST) so the
+//! kernel lets go at once, a closing uring socket waits for its completions (aborting after
+//! 2 s). Groups register their own wake fds with the reactor they are created on (posix: the
+//! epoll fd; uring: an eventfd registered with the ring, because on this kernel the ring fd
+//! does not become readable for DEFER_TASKRUN work, see `uring.rs`). An ungrouped socket (a
+//! client's, say) is driven by `flush`/`take_completions`/`recv`, and its owner registers
+//! [`Sock::fd`] as a wake fd if it sleeps. `connect` returns at once (poll `connect_status`;
+//! writes may be queued meanwhile); IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses
+//! MSG_NOSIGNAL and every fd is owned (closed exactly once). Options are per application: each
+//! reactor keeps a thread-local copy, changed by RPC on the main reactor and pushed to the
+//! others (see `rpc.rs`); options are read when a socket is created.
 
 pub mod posix;
 pub mod rpc;
