@@ -209,4 +209,37 @@ mod tests {
             call(entry["method"].as_str().unwrap(), entry["params"].clone()).unwrap();
         }
     }
+
+    /// On a running app the settings reach every reactor before the method answers.
+    #[test]
+    fn set_options_reaches_every_reactor() {
+        use crate::reactor::{self, IdleStrategy, ReactorConfig};
+        let (tx, rx) = mpsc::channel();
+        let app = reactor::start(
+            ReactorConfig {
+                cores: vec![0, 1],
+                idle: IdleStrategy::SpinThenSleep(std::time::Duration::from_micros(50)),
+                pin: false,
+            },
+            move || {
+                register();
+                rpc::call(
+                    "sock_impl_set_options",
+                    Some(json!({"impl_name": "posix", "zerocopy_threshold": 12345})),
+                    Responder::new(move |r| {
+                        r.unwrap();
+                        // Answered on the main reactor: the other one already has it.
+                        reactor::send_to(1, move || {
+                            tx.send(settings().posix.zerocopy_threshold).unwrap()
+                        });
+                    }),
+                );
+            },
+        )
+        .unwrap();
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        app.shutdown();
+        app.wait();
+        assert_eq!(got.unwrap(), 12345);
+    }
 }

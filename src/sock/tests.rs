@@ -560,7 +560,7 @@ conformance!(posix => "posix", uring => "uring");
 
 /// Zero-copy forced on loopback: every request completes once, in order, only after the
 /// kernel's zero-copy completion, and its buffers are released exactly once.
-fn zerocopy_releases_buffers_once(name: &str) {
+fn zerocopy_releases_buffers_once(name: &str, addr: &str) {
     let mut g = group_of(name);
     let zc = SockOpts {
         zerocopy: Some(true),
@@ -568,7 +568,7 @@ fn zerocopy_releases_buffers_once(name: &str) {
         zerocopy_threshold: Some(0),
         ..Default::default()
     };
-    let (server, client) = pair_in(&mut *g, name, "127.0.0.1", &zc, &SockOpts::default());
+    let (server, client) = pair_in(&mut *g, name, addr, &zc, &SockOpts::default());
     let mem: Arc<dyn SharedBytes> = Arc::new(pattern(5, 1 << 20));
     let n_req = 64u64;
     let mut expect = Vec::new();
@@ -621,12 +621,23 @@ fn zerocopy_releases_buffers_once(name: &str) {
 
 #[test]
 fn posix_msg_zerocopy_on_loopback() {
-    zerocopy_releases_buffers_once("posix");
+    zerocopy_releases_buffers_once("posix", "127.0.0.1");
+}
+
+#[test]
+fn posix_msg_zerocopy_on_ipv6_loopback() {
+    // IPv6 sockets report completions with the IPv6 error-queue origin.
+    zerocopy_releases_buffers_once("posix", "::1");
 }
 
 #[test]
 fn uring_send_zc_on_loopback() {
-    zerocopy_releases_buffers_once("uring");
+    zerocopy_releases_buffers_once("uring", "127.0.0.1");
+}
+
+#[test]
+fn uring_send_zc_on_ipv6_loopback() {
+    zerocopy_releases_buffers_once("uring", "[::1]");
 }
 
 #[test]

@@ -327,6 +327,17 @@ impl Ctx {
     }
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if !self.ops.is_empty() {
+            // Operations still in flight may write into the receive buffers while the kernel
+            // tears the ring down (after this, when the ring field drops): leave that memory
+            // to the process rather than free it under the kernel.
+            std::mem::forget(std::mem::replace(&mut self.bufs.mem, IoBuf::zeroed(0)));
+        }
+    }
+}
+
 /// Runs `f` on this thread's ring, creating it on first use.
 fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> io::Result<R> {
     let gone = || io::Error::other("io_uring context already destroyed (thread exiting)");
