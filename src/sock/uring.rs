@@ -93,7 +93,8 @@ struct Op {
 struct BufRing {
     /// Ring entries (page-aligned as the kernel requires).
     entries: IoBuf,
-    mem: IoBuf,
+    /// The buffers (taken, and leaked, only when the ring is torn down with ops in flight).
+    mem: Option<IoBuf>,
     tail: u16,
     /// Buffers the kernel may still fill (a multishot recv is only re-armed when some are).
     free: u32,
@@ -108,7 +109,8 @@ impl BufRing {
     fn provide(&mut self, bid: u16) {
         let mask = BUF_COUNT - 1;
         let base = self.entry_ptr();
-        let addr = self.mem.as_ptr() as u64 + bid as u64 * BUF_SIZE as u64;
+        let Some(mem) = self.mem.as_ref() else { return };
+        let addr = mem.as_ptr() as u64 + bid as u64 * BUF_SIZE as u64;
         // SAFETY: the index is masked to the ring size; entries holds BUF_COUNT entries.
         let entry = unsafe { &mut *base.add((self.tail & mask) as usize) };
         entry.set_addr(addr);
@@ -123,7 +125,10 @@ impl BufRing {
 
     fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         let start = bid as usize * BUF_SIZE;
-        &self.mem[start..start + len.min(BUF_SIZE)]
+        self.mem
+            .as_deref()
+            .and_then(|m| m.get(start..start + len.min(BUF_SIZE)))
+            .unwrap_or(&[])
     }
 }
 
@@ -191,7 +196,7 @@ impl Ctx {
         let mem = IoBuf::zeroed(BUF_COUNT as usize * BUF_SIZE);
         let mut bufs = BufRing {
             entries,
-            mem,
+            mem: Some(mem),
             tail: 0,
             free: 0,
         };
@@ -333,7 +338,7 @@ impl Drop for Ctx {
             // Operations still in flight may write into the receive buffers while the kernel
             // tears the ring down (after this, when the ring field drops): leave that memory
             // to the process rather than free it under the kernel.
-            std::mem::forget(std::mem::replace(&mut self.bufs.mem, IoBuf::zeroed(0)));
+            std::mem::forget(self.bufs.mem.take());
         }
     }
 }
@@ -866,12 +871,17 @@ impl Sock for UringSock {
                     break;
                 };
                 let data = c.bufs.bytes(seg.bid, (seg.off + seg.len) as usize);
-                let src = &data[seg.off as usize..];
+                let src = data.get(seg.off as usize..).unwrap_or(&[]);
                 let n = src.len().min(buf.len() - copied);
                 buf[copied..copied + n].copy_from_slice(&src[..n]);
                 copied += n;
                 seg.off += n as u32;
-                seg.len -= n as u32;
+                // A segment the buffer memory cannot back (only after teardown) is dropped.
+                seg.len = if src.is_empty() {
+                    0
+                } else {
+                    seg.len - n as u32
+                };
                 if seg.len == 0 {
                     let bid = seg.bid;
                     self.segments.pop_front();
