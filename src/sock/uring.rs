@@ -267,7 +267,9 @@ impl Ctx {
             sq.sync();
             (!sq.is_empty(), sq.taskrun())
         };
-        if taskrun || self.entered_since_drain {
+        // The eventfd only matters when it is a reactor wake source; drain it so a sleeping
+        // reactor is woken by new work only.
+        if self.wake.is_some() && (taskrun || self.entered_since_drain) {
             let mut v = 0u64;
             // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
             unsafe {
