@@ -254,7 +254,8 @@ impl ImplOptions {
         Self {
             recv_buf_size: 2 * 1024 * 1024,
             send_buf_size: 2 * 1024 * 1024,
-            enable_recv_pipe: !uring,
+            // uring always buffers received bytes (in its provided buffer ring).
+            enable_recv_pipe: true,
             enable_quickack: false,
             enable_placement_id: 0,
             enable_zerocopy_send_server: !uring,
@@ -282,10 +283,10 @@ impl ImplOptions {
         if self.enable_ktls {
             return Err("enable_ktls: true is not supported (kTLS is not implemented)".into());
         }
-        if impl_name == "uring" && self.enable_recv_pipe {
+        if impl_name == "uring" && !self.enable_recv_pipe {
             return Err(
-                "enable_recv_pipe: true is not supported by uring (it receives into a provided \
-                 buffer ring)"
+                "enable_recv_pipe: false is not supported by uring (it always receives into a \
+                 provided buffer ring)"
                     .into(),
             );
         }
@@ -742,7 +743,7 @@ mod unit_tests {
         assert!(o.validate("posix").unwrap_err().starts_with("tls_version"));
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
-        u.enable_recv_pipe = true;
+        u.enable_recv_pipe = false;
         assert!(u
             .validate("uring")
             .unwrap_err()

@@ -4,7 +4,8 @@
 //! Settings are per application: they change on the main reactor and are pushed to every
 //! reactor's thread-local copy before the method answers, so sockets created anywhere after
 //! the answer see them. Values an impl cannot honour are rejected with an error naming the
-//! field (`tls_version`, `enable_ktls`, `enable_recv_pipe` for uring, ...).
+//! field (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for
+//! uring, ...).
 
 use super::{get_impl, set_settings, settings, ImplOptions, SockSettings};
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError};
@@ -181,7 +182,7 @@ mod tests {
         assert!(e.message.contains("tls_version"), "{}", e.message);
         let e = call(
             "sock_impl_set_options",
-            json!({"impl_name": "uring", "enable_recv_pipe": true}),
+            json!({"impl_name": "uring", "enable_recv_pipe": false}),
         )
         .unwrap_err();
         assert!(e.message.contains("enable_recv_pipe"), "{}", e.message);
