@@ -1,0 +1,1128 @@
+//! The posix socket impl: non-blocking TCP sockets driven by plain syscalls. A group is an
+//! epoll set polled with a zero timeout; each socket may have a receive pipe (a resizable ring
+//! buffer filled by one large readv, so many small reads cost one syscall; reads at least as
+//! large as the pipe bypass it). Readable sockets are reported in FIFO order with a per-poll
+//! limit, and sockets still holding buffered bytes go to the back of the line (fair rotation).
+//! Writes are queued and flushed with sendmsg (up to 64 iovecs, MSG_NOSIGNAL, resuming partial
+//! writes). With SO_ZEROCOPY (non-loopback sockets, or forced) sends at or above the threshold
+//! use MSG_ZEROCOPY; their buffers are held until the error-queue completion for their sendmsg
+//! index arrives (IPv4 and IPv6 origins, 32-bit wrap, ZEROCOPY_COPIED counted). ENOBUFS is
+//! retried on the next poll. The thin syscall wrappers at the bottom are shared with `uring`.
+
+use super::{
+    is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent, SockGroup,
+    SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
+};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const SO_ZEROCOPY: libc::c_int = 60;
+const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+const SO_INCOMING_CPU: libc::c_int = 49;
+/// Default receive pipe size when the recv buffer option does not say otherwise.
+const MIN_PIPE: usize = 1024;
+const DEFAULT_PIPE: usize = 64 * 1024;
+
+pub struct PosixImpl;
+
+impl NetImpl for PosixImpl {
+    fn name(&self) -> &'static str {
+        "posix"
+    }
+    fn priority(&self) -> i32 {
+        0
+    }
+    fn listen(&self, addr: &str, port: u16, opts: &SockOpts) -> io::Result<Box<dyn Listener>> {
+        Ok(Box::new(PosixListener::bind(addr, port, opts, "posix")?))
+    }
+    fn connect(&self, addr: &str, port: u16, opts: &SockOpts) -> io::Result<Box<dyn Sock>> {
+        Ok(Box::new(PosixSock::connect(addr, port, opts, "posix")?))
+    }
+    fn create_group(&self) -> io::Result<Box<dyn SockGroup>> {
+        Ok(Box::new(PosixGroup::new()?))
+    }
+}
+
+fn impl_options(impl_name: &str) -> ImplOptions {
+    let s = settings();
+    if impl_name == "uring" {
+        s.uring
+    } else {
+        s.posix
+    }
+}
+
+/// A listening socket (used by both impls; `uring` layers multishot accept on top).
+pub struct PosixListener {
+    fd: OwnedFd,
+    opts: SockOpts,
+    impl_name: &'static str,
+}
+
+impl PosixListener {
+    pub(crate) fn bind(
+        addr: &str,
+        port: u16,
+        opts: &SockOpts,
+        impl_name: &'static str,
+    ) -> io::Result<Self> {
+        let sa = parse_addr(addr, port)?;
+        let fd = new_socket(&sa)?;
+        setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if sa.is_ipv6() {
+            setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        }
+        let o = impl_options(impl_name);
+        let rcv = opts.recv_buf_size.unwrap_or(o.recv_buf_size);
+        if rcv > 0 {
+            // Inherited by accepted sockets; best effort (the kernel caps it).
+            let _ = setsockopt_int(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                rcv as i32,
+            );
+        }
+        let (storage, len) = to_sockaddr(&sa);
+        // SAFETY: storage is a valid sockaddr of length len.
+        cvt(unsafe { libc::bind(fd.as_raw_fd(), &storage as *const _ as *const _, len) })?;
+        // SAFETY: plain syscall on an owned fd.
+        cvt(unsafe { libc::listen(fd.as_raw_fd(), 512) })?;
+        Ok(Self {
+            fd,
+            opts: opts.clone(),
+            impl_name,
+        })
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn opts(&self) -> &SockOpts {
+        &self.opts
+    }
+}
+
+impl Listener for PosixListener {
+    fn impl_name(&self) -> &'static str {
+        self.impl_name
+    }
+    fn accept(&mut self) -> io::Result<Option<Box<dyn Sock>>> {
+        loop {
+            // SAFETY: accept4 with null address pointers is valid.
+            let rc = unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if rc >= 0 {
+                // SAFETY: accept4 returned a new fd that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(rc) };
+                match PosixSock::from_accepted(fd, &self.opts, self.impl_name) {
+                    Ok(sock) => return Ok(Some(Box::new(sock))),
+                    // The peer went away between accept and setup: try the next one.
+                    Err(e) => {
+                        tracing::debug!("sock: dropping an accepted connection: {e}");
+                        continue;
+                    }
+                }
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                // The peer gave up before we accepted: try the next one.
+                Some(libc::ECONNABORTED) | Some(libc::EPROTO) => continue,
+                _ => return Err(e),
+            }
+        }
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        local_addr(self.fd.as_raw_fd())
+    }
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+}
+
+/// A ring buffer of received bytes; resizing keeps the buffered bytes.
+#[derive(Debug)]
+pub struct RecvPipe {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl RecvPipe {
+    pub fn new(size: usize) -> Self {
+        Self {
+            buf: vec![0; size.max(MIN_PIPE)],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Resizes to `size` (at least what is buffered now), keeping the buffered bytes in order.
+    pub fn resize(&mut self, size: usize) {
+        let size = size.max(MIN_PIPE).max(self.len);
+        let mut new = vec![0; size];
+        let n = self.copy_out(&mut new[..self.len]);
+        debug_assert_eq!(n, self.len);
+        self.buf = new;
+        self.head = 0;
+        self.len = n;
+    }
+
+    /// Copies (without consuming) up to `out.len()` buffered bytes.
+    fn copy_out(&self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.len);
+        let cap = self.buf.len();
+        let first = n.min(cap - self.head);
+        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+        out[first..n].copy_from_slice(&self.buf[..n - first]);
+        n
+    }
+
+    /// Moves up to `out.len()` bytes out.
+    pub fn read(&mut self, out: &mut [u8]) -> usize {
+        let n = self.copy_out(out);
+        self.consume(n);
+        n
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.len -= n;
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + n) % self.buf.len()
+        };
+    }
+
+    /// Fills the free space with one readv. `Ok(0)` is end of stream.
+    pub fn fill(&mut self, fd: RawFd) -> io::Result<usize> {
+        let cap = self.buf.len();
+        let free = cap - self.len;
+        if free == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let tail = (self.head + self.len) % cap;
+        let first = free.min(cap - tail);
+        let base = self.buf.as_mut_ptr();
+        let iov = [
+            libc::iovec {
+                // SAFETY: tail < cap, so the pointer stays inside buf.
+                iov_base: unsafe { base.add(tail) } as *mut libc::c_void,
+                iov_len: first,
+            },
+            libc::iovec {
+                iov_base: base as *mut libc::c_void,
+                iov_len: free - first,
+            },
+        ];
+        let cnt = if free > first { 2 } else { 1 };
+        let n = sys_readv(fd, &iov[..cnt])?;
+        self.len += n;
+        Ok(n)
+    }
+}
+
+/// A TCP socket of the posix impl (also the ungrouped form of a `uring` socket).
+pub struct PosixSock {
+    pub(crate) impl_name: &'static str,
+    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) ipv6: bool,
+    connecting: bool,
+    /// The error that ended the connection for writing.
+    pub(crate) failed: Option<i32>,
+    pub(crate) pipe: Option<RecvPipe>,
+    pub(crate) wq: WriteQueue,
+    pub(crate) zerocopy: bool,
+    pub(crate) zc_threshold: usize,
+    pub(crate) opts: SockOpts,
+    placement_mode: u32,
+    /// The last flush left bytes unsent because the socket buffer was full.
+    blocked: bool,
+    pub(crate) enobufs: u64,
+}
+
+impl PosixSock {
+    pub(crate) fn connect(
+        addr: &str,
+        port: u16,
+        opts: &SockOpts,
+        impl_name: &'static str,
+    ) -> io::Result<Self> {
+        let sa = parse_addr(addr, port)?;
+        let fd = new_socket(&sa)?;
+        let mut sock = Self::setup(fd, opts, impl_name, false, sa.is_ipv6())?;
+        let (storage, len) = to_sockaddr(&sa);
+        // SAFETY: storage is a valid sockaddr of length len; the socket is non-blocking.
+        let rc = unsafe {
+            libc::connect(
+                sock.raw(),
+                &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+                len,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+            sock.connecting = true;
+        }
+        sock.configure_zerocopy(&sa, false);
+        Ok(sock)
+    }
+
+    pub(crate) fn from_accepted(
+        fd: OwnedFd,
+        opts: &SockOpts,
+        impl_name: &'static str,
+    ) -> io::Result<Self> {
+        let peer = peer_addr(fd.as_raw_fd())?;
+        let mut sock = Self::setup(fd, opts, impl_name, true, peer.is_ipv6())?;
+        sock.configure_zerocopy(&peer, true);
+        Ok(sock)
+    }
+
+    fn setup(
+        fd: OwnedFd,
+        opts: &SockOpts,
+        impl_name: &'static str,
+        _server: bool,
+        ipv6: bool,
+    ) -> io::Result<Self> {
+        let o = impl_options(impl_name);
+        let raw = fd.as_raw_fd();
+        setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        let snd = opts.send_buf_size.unwrap_or(o.send_buf_size);
+        if snd > 0 {
+            setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, snd as i32)?;
+        }
+        let rcv = opts.recv_buf_size.unwrap_or(o.recv_buf_size);
+        if rcv > 0 {
+            setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, rcv as i32)?;
+        }
+        if o.enable_quickack {
+            setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1)?;
+        }
+        let pipe = (o.enable_recv_pipe && impl_name == "posix")
+            .then(|| RecvPipe::new(DEFAULT_PIPE.min(rcv.max(MIN_PIPE as u32) as usize)));
+        Ok(Self {
+            impl_name,
+            fd: Some(fd),
+            ipv6,
+            connecting: false,
+            failed: None,
+            pipe,
+            wq: WriteQueue::default(),
+            zerocopy: false,
+            zc_threshold: opts.zerocopy_threshold.unwrap_or(o.zerocopy_threshold) as usize,
+            opts: opts.clone(),
+            placement_mode: o.enable_placement_id,
+            blocked: false,
+            enobufs: 0,
+        })
+    }
+
+    /// Turns SO_ZEROCOPY on when the options ask for it (posix only: uring uses SEND_ZC).
+    fn configure_zerocopy(&mut self, peer: &SocketAddr, server: bool) {
+        let o = impl_options(self.impl_name);
+        let wanted = self.opts.zerocopy.unwrap_or(if server {
+            o.enable_zerocopy_send_server
+        } else {
+            o.enable_zerocopy_send_client
+        });
+        if !wanted || (is_loopback(peer) && !self.opts.zerocopy_on_loopback) {
+            return;
+        }
+        if self.impl_name == "posix" {
+            self.zerocopy = setsockopt_int(self.raw(), libc::SOL_SOCKET, SO_ZEROCOPY, 1).is_ok();
+        } else {
+            self.zerocopy = true;
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// True while the last flush found the socket buffer full (wait for EPOLLOUT).
+    pub(crate) fn wants_pollout(&self) -> bool {
+        self.connecting || (self.blocked && self.wq.has_unsent())
+    }
+
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.connecting
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.pipe.as_ref().map_or(0, RecvPipe::len)
+    }
+
+    fn closed_err() -> io::Error {
+        io::Error::from_raw_os_error(libc::EBADF)
+    }
+
+    fn do_flush(&mut self) -> io::Result<()> {
+        if self.fd.is_none() {
+            return Err(Self::closed_err());
+        }
+        if let Some(errno) = self.failed {
+            self.wq.fail_unsent(errno);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if self.connecting && !self.connect_status()? {
+            return Ok(());
+        }
+        self.blocked = false;
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOVECS];
+        while self.wq.has_unsent() {
+            let (cnt, bytes) = self.wq.fill_iovecs(&mut iov);
+            let zc = self.zerocopy && self.impl_name == "posix" && bytes >= self.zc_threshold;
+            let flags = libc::MSG_NOSIGNAL | if zc { libc::MSG_ZEROCOPY } else { 0 };
+            match sys_sendmsg(self.raw(), &iov[..cnt], flags) {
+                Ok(n) => {
+                    let seq = (zc && n > 0).then(|| self.wq.zc.issue());
+                    self.wq.advance(n, seq);
+                    if n < bytes {
+                        self.blocked = true;
+                        break;
+                    }
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => {
+                        self.blocked = true;
+                        break;
+                    }
+                    Some(libc::EINTR) => continue,
+                    // Out of option memory for zero-copy state: retry on the next poll.
+                    Some(libc::ENOBUFS) => {
+                        self.enobufs += 1;
+                        break;
+                    }
+                    errno => {
+                        let errno = errno.unwrap_or(libc::EIO);
+                        self.failed = Some(errno);
+                        self.wq.fail_unsent(errno);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads zero-copy completions from the error queue; returns how many were handled.
+    pub(crate) fn reap_errqueue(&mut self) -> usize {
+        let mut handled = 0;
+        while self.wq.zc.pending() > 0 {
+            match recv_zc_completion(self.raw()) {
+                Ok(Some((lo, hi, copied))) => {
+                    self.wq.zc.complete_range(lo, hi);
+                    if copied {
+                        self.wq.zc.copied += 1;
+                    }
+                    handled += 1;
+                }
+                Ok(None) => continue,
+                Err(_) => break,
+            }
+        }
+        if handled > 0 {
+            self.wq.release();
+        }
+        handled
+    }
+
+    fn pipe_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.raw();
+        let Some(pipe) = self.pipe.as_mut() else {
+            return sys_recv(fd, buf);
+        };
+        if pipe.is_empty() {
+            if buf.len() >= pipe.capacity() {
+                return sys_recv(fd, buf);
+            }
+            if pipe.fill(fd)? == 0 {
+                return Ok(0);
+            }
+        }
+        Ok(pipe.read(buf))
+    }
+}
+
+impl Sock for PosixSock {
+    fn impl_name(&self) -> &'static str {
+        self.impl_name
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.fd.is_none() {
+            return Err(Self::closed_err());
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.connecting && !self.connect_status()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        loop {
+            match self.pipe_recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn readv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        if self.fd.is_none() {
+            return Err(Self::closed_err());
+        }
+        let total: usize = iov.iter().map(|b| b.len()).sum();
+        let bypass = self
+            .pipe
+            .as_ref()
+            .is_none_or(|p| p.is_empty() && total >= p.capacity());
+        if bypass && !self.connecting {
+            // SAFETY: IoSliceMut is ABI-compatible with iovec on unix.
+            let iovs = unsafe {
+                std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, iov.len())
+            };
+            return sys_readv(self.raw(), iovs);
+        }
+        let mut done = 0;
+        for b in iov.iter_mut() {
+            if b.is_empty() {
+                continue;
+            }
+            match self.recv(b) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    fn writev(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.fd.is_none() {
+            return Err(Self::closed_err());
+        }
+        if self.wq.has_unsent() || self.connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = iov.len().min(MAX_IOVECS);
+        // SAFETY: IoSlice is ABI-compatible with iovec on unix.
+        let iovs = unsafe { std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, n) };
+        sys_sendmsg(self.raw(), iovs, libc::MSG_NOSIGNAL)
+    }
+
+    fn writev_async(&mut self, req: WriteRequest) {
+        self.wq.push(req);
+        if self.fd.is_none() {
+            self.wq.fail_unsent(libc::EBADF);
+        } else if let Some(errno) = self.failed {
+            self.wq.fail_unsent(errno);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.do_flush()
+    }
+
+    fn take_completions(&mut self, out: &mut Vec<WriteRequest>) -> usize {
+        let _ = self.do_flush();
+        self.reap_errqueue();
+        self.wq.take_done(out)
+    }
+
+    fn set_recvlowat(&mut self, bytes: usize) -> io::Result<()> {
+        setsockopt_int(
+            self.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            bytes.min(i32::MAX as usize) as i32,
+        )
+    }
+
+    fn set_recvbuf(&mut self, bytes: usize) -> io::Result<()> {
+        if let Some(pipe) = self.pipe.as_mut() {
+            pipe.resize(bytes.min(16 << 20));
+        }
+        setsockopt_int(
+            self.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            bytes.min(i32::MAX as usize) as i32,
+        )
+    }
+
+    fn set_sendbuf(&mut self, bytes: usize) -> io::Result<()> {
+        setsockopt_int(
+            self.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            bytes.min(i32::MAX as usize) as i32,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        local_addr(self.raw())
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        peer_addr(self.raw())
+    }
+
+    fn is_ipv4(&self) -> bool {
+        !self.ipv6
+    }
+
+    fn is_ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    fn connect_status(&mut self) -> io::Result<bool> {
+        if self.fd.is_none() {
+            return Err(Self::closed_err());
+        }
+        if !self.connecting {
+            return match self.failed {
+                Some(e) => Err(io::Error::from_raw_os_error(e)),
+                None => Ok(true),
+            };
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.raw(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout (never blocks).
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if rc <= 0 {
+            return Ok(false);
+        }
+        let err = getsockopt_int(self.raw(), libc::SOL_SOCKET, libc::SO_ERROR)?;
+        self.connecting = false;
+        if err != 0 {
+            self.failed = Some(err);
+            self.wq.fail_unsent(err);
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        Ok(true)
+    }
+
+    fn placement_id(&self) -> Option<i32> {
+        let opt = match self.placement_mode {
+            1 => SO_INCOMING_NAPI_ID,
+            2 => SO_INCOMING_CPU,
+            _ => return None,
+        };
+        getsockopt_int(self.raw(), libc::SOL_SOCKET, opt)
+            .ok()
+            .filter(|&v| v > 0)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.raw()
+    }
+
+    fn stats(&self) -> SockStats {
+        self.wq.stats(self.enobufs)
+    }
+
+    fn close(&mut self, out: &mut Vec<WriteRequest>) {
+        if self.fd.is_none() {
+            self.wq.take_done(out);
+            return;
+        }
+        self.reap_errqueue();
+        if self.wq.zc.pending() > 0 {
+            // The kernel still references zero-copy buffers: abort the connection so its
+            // send queue (and every reference) is dropped when the fd closes below.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: valid option pointer and length for SO_LINGER.
+            unsafe {
+                libc::setsockopt(
+                    self.raw(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        }
+        self.fd = None; // closes the fd, exactly once
+        self.wq.fail_all(libc::ECANCELED);
+        self.wq.take_done(out);
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+impl Drop for PosixSock {
+    fn drop(&mut self) {
+        let mut sink = Vec::new();
+        self.close(&mut sink);
+    }
+}
+
+/// One socket in a posix group.
+struct Member {
+    sock: PosixSock,
+    in_ready: bool,
+    epoll_out: bool,
+}
+
+/// An epoll-driven group of posix sockets.
+pub struct PosixGroup {
+    epoll: OwnedFd,
+    members: slab::Slab<Member>,
+    /// Sockets to report readable, oldest first.
+    ready: VecDeque<SockKey>,
+    /// Sockets reported by the last poll (re-queued if they still hold buffered bytes).
+    reported: Vec<SockKey>,
+    /// Completions of closed sockets, reported by the next poll.
+    orphaned: Vec<(SockKey, WriteRequest)>,
+    _wake: Option<crate::reactor::WakeSource>,
+    events: Vec<libc::epoll_event>,
+}
+
+impl PosixGroup {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: fresh fd owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = crate::reactor::current_core()
+            .and_then(|_| crate::reactor::add_wake_fd(epoll.as_raw_fd()).ok());
+        Ok(Self {
+            epoll,
+            members: slab::Slab::new(),
+            ready: VecDeque::new(),
+            reported: Vec::new(),
+            orphaned: Vec::new(),
+            _wake: wake,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 128],
+        })
+    }
+
+    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, key: SockKey, out: bool) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | if out { libc::EPOLLOUT } else { 0 }) as u32,
+            u64: key as u64,
+        };
+        // SAFETY: valid epoll fd and event pointer.
+        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    fn mark_ready(&mut self, key: SockKey) {
+        if let Some(m) = self.members.get_mut(key) {
+            if !m.in_ready {
+                m.in_ready = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+}
+
+impl SockGroup for PosixGroup {
+    fn impl_name(&self) -> &'static str {
+        "posix"
+    }
+
+    fn add(&mut self, sock: Box<dyn Sock>) -> Result<SockKey, (io::Error, Box<dyn Sock>)> {
+        if sock.impl_name() != "posix" {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a {} socket cannot join a posix group", sock.impl_name()),
+            );
+            return Err((e, sock));
+        }
+        let sock: Box<PosixSock> = match sock.into_any().downcast::<PosixSock>() {
+            Ok(s) => s,
+            Err(_) => unreachable!("posix impl name implies PosixSock"),
+        };
+        let entry = self.members.vacant_entry();
+        let key = entry.key();
+        let out = sock.wants_pollout();
+        let fd = sock.raw();
+        entry.insert(Member {
+            sock: *sock,
+            in_ready: false,
+            epoll_out: out,
+        });
+        if let Err(e) = self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, key, out) {
+            let m = self.members.remove(key);
+            return Err((e, Box::new(m.sock)));
+        }
+        // Bytes may already sit in its pipe: report them.
+        if self.members[key].sock.buffered() > 0 {
+            self.mark_ready(key);
+        }
+        Ok(key)
+    }
+
+    fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock> {
+        self.members
+            .get_mut(key)
+            .map(|m| &mut m.sock as &mut dyn Sock)
+    }
+
+    fn close(&mut self, key: SockKey) {
+        if !self.members.contains(key) {
+            return;
+        }
+        let mut m = self.members.remove(key);
+        let fd = m.sock.raw();
+        if fd >= 0 {
+            let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, key, false);
+        }
+        let mut done = Vec::new();
+        m.sock.close(&mut done);
+        self.orphaned.extend(done.into_iter().map(|r| (key, r)));
+        self.ready.retain(|&k| k != key);
+        self.reported.retain(|&k| k != key);
+    }
+
+    fn poll(&mut self, max: usize, events: &mut Vec<SockEvent>) -> usize {
+        let before = events.len();
+        events.extend(
+            self.orphaned
+                .drain(..)
+                .map(|(k, r)| SockEvent::WriteDone(k, r)),
+        );
+        // Sockets reported last time that still hold buffered bytes go to the back.
+        for key in std::mem::take(&mut self.reported) {
+            if self.members.get(key).is_some_and(|m| m.sock.buffered() > 0) {
+                self.mark_ready(key);
+            }
+        }
+        // Flush queued writes.
+        let mut changes = Vec::new();
+        for (key, m) in self.members.iter_mut() {
+            if m.sock.wq.has_unsent() || m.sock.is_connecting() {
+                let _ = m.sock.do_flush();
+            }
+            let want_out = m.sock.wants_pollout();
+            if want_out != m.epoll_out {
+                m.epoll_out = want_out;
+                changes.push((key, m.sock.raw(), want_out));
+            }
+        }
+        for (key, fd, out) in changes {
+            let _ = self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, key, out);
+        }
+        // SAFETY: the events buffer outlives the call; zero timeout never blocks.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                0,
+            )
+        };
+        for i in 0..n.max(0) as usize {
+            let ev = self.events[i];
+            let key = ev.u64 as SockKey;
+            let flags = ev.events as i32;
+            let Some(m) = self.members.get_mut(key) else {
+                continue;
+            };
+            // EPOLLERR while zero-copy sends are outstanding is the error queue talking.
+            let zc_err = flags & libc::EPOLLERR != 0 && m.sock.wq.zc.pending() > 0;
+            if zc_err {
+                m.sock.reap_errqueue();
+            }
+            if flags & libc::EPOLLOUT != 0 && (m.sock.wq.has_unsent() || m.sock.is_connecting()) {
+                let _ = m.sock.do_flush();
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLRDHUP) != 0
+                || (flags & libc::EPOLLERR != 0 && !zc_err)
+            {
+                self.mark_ready(key);
+            }
+        }
+        // Completions.
+        for (key, m) in self.members.iter_mut() {
+            while let Some(req) = m.sock.wq.done.pop_front() {
+                events.push(SockEvent::WriteDone(key, req));
+            }
+        }
+        // Readable sockets, at most `max`, oldest first.
+        let mut reported = 0;
+        while reported < max {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.members.get_mut(key) {
+                m.in_ready = false;
+                events.push(SockEvent::Readable(key));
+                self.reported.push(key);
+                reported += 1;
+            }
+        }
+        events.len() - before
+    }
+
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+}
+
+// ---- thin syscall wrappers (shared with uring) ----
+
+pub(crate) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn cvt_size(rc: isize) -> io::Result<usize> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+pub(crate) fn new_socket(sa: &SocketAddr) -> io::Result<OwnedFd> {
+    let domain = if sa.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: plain syscall.
+    let fd = cvt(unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: i32,
+) -> io::Result<()> {
+    // SAFETY: valid pointer to an int and its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &val as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<i32> {
+    let mut val: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: valid pointers to an int and its length.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            &mut val as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(val)
+}
+
+pub(crate) fn sys_sendmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: the iovecs point to memory the caller keeps alive for the call.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, flags) })
+}
+
+pub(crate) fn sys_readv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: the iovecs describe writable memory the caller owns.
+    cvt_size(unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) })
+}
+
+pub(crate) fn sys_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length.
+    cvt_size(unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+/// Reads one error-queue message: `Some((lo, hi, copied))` for a zero-copy completion,
+/// `None` for another kind of message, `WouldBlock` when the queue is empty.
+fn recv_zc_completion(fd: RawFd) -> io::Result<Option<(u32, u32, bool)>> {
+    let mut control = [0u64; 16];
+    // SAFETY: zeroed msghdr is valid; we only set the control buffer.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points to a control buffer we own.
+    let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: walking the control messages the kernel wrote into our buffer.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: cmsg is a valid header inside the control buffer.
+        let hdr = unsafe { &*cmsg };
+        let is_recverr = (hdr.cmsg_level == libc::SOL_IP && hdr.cmsg_type == libc::IP_RECVERR)
+            || (hdr.cmsg_level == libc::SOL_IPV6 && hdr.cmsg_type == libc::IPV6_RECVERR);
+        let data_len = hdr.cmsg_len as usize;
+        if is_recverr
+            && data_len
+                >= unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32) }
+                    as usize
+        {
+            // SAFETY: the length check above guarantees a whole sock_extended_err; read
+            // unaligned because the control buffer only guarantees cmsg alignment.
+            let ee: libc::sock_extended_err = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err)
+            };
+            if ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY && ee.ee_errno == 0 {
+                let copied = ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0;
+                return Ok(Some((ee.ee_info, ee.ee_data, copied)));
+            }
+        }
+        // SAFETY: advancing within the control buffer the kernel filled.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(None)
+}
+
+pub(crate) fn to_sockaddr(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zeroed is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match sa {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn from_sockaddr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unsupported address family",
+        )),
+    }
+}
+
+fn name_of(fd: RawFd, peer: bool) -> io::Result<SocketAddr> {
+    // SAFETY: zeroed storage is valid; the kernel fills at most len bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = &mut storage as *mut _ as *mut libc::sockaddr;
+    // SAFETY: p and len describe our storage.
+    cvt(unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    })?;
+    from_sockaddr(&storage)
+}
+
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, false)
+}
+
+pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    name_of(fd, true)
+}
