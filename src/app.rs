@@ -110,7 +110,7 @@ impl Drop for RunningApp {
 /// `crate::sock::rpc::register();`.
 pub fn register_modules() {
     // ---- module registrations: one line per module, dependencies first ----
-    // crate::sock::rpc::register();
+    crate::sock::rpc::register();
     // crate::bdev::rpc::register();
     // crate::nvmf::rpc::register();
     // ---- end of module registrations ----
