@@ -533,6 +533,20 @@ pub fn register(
     );
 }
 
+/// Drops this application's registry on every reactor (a shutdown hook, registered by
+/// `rpc::register`), so no bdev outlives its reactors in thread-local teardown.
+pub(crate) fn clear_registry(done: Box<dyn FnOnce() + Send>) {
+    reactor::for_each_reactor(
+        || {
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            let order = ORDER.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            drop(order);
+            drop(local);
+        },
+        done,
+    );
+}
+
 /// Finds a bdev by name or alias on the current reactor.
 pub fn lookup(name: &str) -> Option<BdevHandle> {
     LOCAL.with(|l| l.borrow().get(name).cloned())

@@ -473,6 +473,7 @@ pub fn register() {
         Ok(json!(true))
     });
     rpc::register_subsystem("bdev", &[], write_config);
+    reactor::register_shutdown_hook("bdev", super::clear_registry);
 }
 
 fn next_malloc_name() -> String {
