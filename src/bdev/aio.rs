@@ -374,7 +374,7 @@ pub struct AioOpts {
 /// Creates and registers an aio bdev (main reactor).
 pub fn create(opts: AioOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
-        let file = BackingFile::open(&opts.filename, opts.readonly)?;
+        let mut file = BackingFile::open(&opts.filename, opts.readonly)?;
         let block_size = file.choose_block_size(opts.block_size)?;
         let num_blocks = file.size / block_size as u64;
         let types = if opts.readonly {

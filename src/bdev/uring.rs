@@ -212,7 +212,7 @@ pub fn create(opts: UringOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) 
     let made = (|| {
         // Probe io_uring here so an unusable kernel fails the create, not the first channel.
         IoUring::new(2).map_err(|e| BdevError::io("io_uring is not available", e))?;
-        let file = BackingFile::open(&opts.filename, false)?;
+        let mut file = BackingFile::open(&opts.filename, false)?;
         let block_size = file.choose_block_size(opts.block_size)?;
         let num_blocks = file.size / block_size as u64;
         let mut info = BdevInfo::new(
