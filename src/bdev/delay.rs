@@ -147,7 +147,10 @@ impl ModuleChannel for DelayChannel {
 impl Drop for DelayChannel {
     fn drop(&mut self) {
         if let Some(t) = self.held.borrow_mut().timer.take() {
-            t.unregister();
+            // Off its reactor (thread teardown) the poller goes with the reactor anyway.
+            if reactor::current_core() == Some(t.core()) {
+                t.unregister();
+            }
         }
     }
 }
