@@ -248,12 +248,6 @@ pub struct DelayOpts {
 
 pub fn create(opts: DelayOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
-        let uuid = opts
-            .uuid
-            .as_deref()
-            .map(super::parse_uuid)
-            .transpose()
-            .map_err(BdevError::Invalid)?;
         if opts.p99_read_latency < opts.avg_read_latency
             || opts.p99_write_latency < opts.avg_write_latency
         {
@@ -261,22 +255,13 @@ pub fn create(opts: DelayOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) 
                 "p99 latency must not be lower than the average latency".into(),
             ));
         }
-        if super::lookup(&opts.name).is_some() {
-            return Err(BdevError::Exists(opts.name.clone()));
-        }
-        let base = Base::open(&opts.base_bdev_name, "bdev_delay", &opts.name)?;
-        let b = &base.handle;
-        let mut info = BdevInfo::new(
-            opts.name.clone(),
+        let (info, base) = super::stack::open_stacked(
+            &opts.name,
+            &opts.base_bdev_name,
+            "bdev_delay",
             PRODUCT_NAME,
-            b.block_size(),
-            b.num_blocks(),
-            b.info.io_types,
-        );
-        info.optimal_io_boundary = b.info.optimal_io_boundary;
-        if let Some(u) = uuid {
-            info.uuid = u;
-        }
+            opts.uuid.as_deref(),
+        )?;
         let latencies = Arc::new(Latencies::default());
         latencies.set(LatencyKind::AvgRead, opts.avg_read_latency);
         latencies.set(LatencyKind::P99Read, opts.p99_read_latency);

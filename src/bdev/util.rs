@@ -267,6 +267,26 @@ impl BackingFile {
     }
 }
 
+/// Opens the backing file of a new file bdev and builds its properties: block size as
+/// requested or detected, block count from the size, the given or a new UUID.
+pub fn open_file_bdev(
+    name: &str,
+    product_name: &'static str,
+    filename: &str,
+    readonly: bool,
+    block_size: Option<u32>,
+    uuid: Option<&str>,
+    io_types: super::IoTypes,
+) -> Result<(super::BdevInfo, BackingFile), BdevError> {
+    let mut file = BackingFile::open(filename, readonly)?;
+    let bs = file.choose_block_size(block_size)?;
+    let mut info = super::BdevInfo::new(name, product_name, bs, file.size / bs as u64, io_types);
+    if let Some(u) = uuid {
+        info.uuid = parse_uuid(u).map_err(BdevError::Invalid)?;
+    }
+    Ok((info, file))
+}
+
 /// Maps a failed syscall's errno to an I/O status.
 pub fn status_of_errno(errno: i32) -> super::IoStatus {
     use super::IoStatus;
