@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const PRODUCT_NAME: &str = "delay";
+/// Longest latency applied (longer settings are clamped): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Period of the timed poller releasing completions.
 const TIMER_PERIOD_US: u64 = 10;
 
@@ -92,7 +94,8 @@ impl Held {
             (IoType::Write, true) => LatencyKind::P99Write,
             _ => unreachable!("only reads and writes are held"),
         };
-        let due = Instant::now() + Duration::from_micros(self.latencies.get(kind));
+        let due =
+            Instant::now() + Duration::from_micros(self.latencies.get(kind).min(MAX_LATENCY_US));
         self.queues[kind as usize].push_back((due, io));
         if !self.timer_running {
             if let Some(t) = &self.timer {
