@@ -896,3 +896,84 @@ fn reset_unsupported_types_and_resize_events() {
     });
     t.stop();
 }
+
+#[test]
+fn rpc_errors_are_answers() {
+    let t = TestApp::start();
+    let missing = t.rpc(
+        "bdev_uring_create",
+        json!({"name": "u9", "filename": "/nonexistent/pollux-bdev"}),
+    );
+    let e = missing.unwrap_err();
+    assert!(
+        e.code == -libc::ENOENT || e.message.contains("io_uring"),
+        "{e}"
+    );
+    let e = t
+        .rpc(
+            "bdev_aio_create",
+            json!({"name": "a9", "filename": "/dev/null"}),
+        )
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("neither a regular file nor a block device"),
+        "{e}"
+    );
+    let e = t
+        .rpc(
+            "bdev_delay_create",
+            json!({"name": "d9", "base_bdev_name": "nope", "avg_read_latency": 1,
+                   "p99_read_latency": 1, "avg_write_latency": 1, "p99_write_latency": 1}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV, "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": 8, "block_size": 1000}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, crate::rpc::code::INVALID_PARAMS);
+    assert!(e.message.contains("block_size"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": 8, "block_size": 512, "md_size": 8}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("md_size"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": u64::MAX, "block_size": 4096}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("overflows"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"num_blocks": "8", "block_size": 512}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("num_blocks"), "{e}");
+    // the auto-named malloc and a delay update on a bdev of another module
+    assert_eq!(
+        t.rpc(
+            "bdev_malloc_create",
+            json!({"num_blocks": 8, "block_size": 512})
+        )
+        .unwrap(),
+        json!("Malloc0")
+    );
+    let e = t
+        .rpc(
+            "bdev_delay_update_latency",
+            json!({"delay_bdev_name": "Malloc0", "latency_type": "avg_read", "latency_us": 1}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV, "{e}");
+    let e = t.rpc("bdev_wait_for_examine", json!({"x": 1})).unwrap_err();
+    assert_eq!(e.code, crate::rpc::code::INVALID_PARAMS);
+    t.stop();
+}
