@@ -1,1 +1,971 @@
-//! bdev: placeholder until its issue lands.
+//! The block device layer. A module (malloc, null, uring, aio, delay, error, passthru)
+//! implements [`Bdev`]; [`register`] publishes it under a unique name (and aliases) in a
+//! registry that lives on the main reactor and is pushed to every other reactor by message,
+//! so [`lookup`] and [`open`] work on any reactor without locks on the data path. A user opens
+//! a [`Desc`] (with an event callback for hot remove and resize), may [`Desc::claim`] it
+//! exclusively, and opens an [`IoChannel`] per reactor: I/O is submitted and completed on that
+//! reactor only. A [`BdevIo`] carries offset/length in blocks, a scatter list of owned
+//! [`IoBuf`]s and a caller token; it is moved in on submit and handed back whole on
+//! completion to the [`IoSink`] registered once at channel open, so steady-state I/O allocates
+//! nothing. **Completion rule:** a completion is never delivered inside `IoChannel::submit`
+//! (a module completing synchronously, or a rejected I/O, is queued and delivered from the
+//! channel's poller on the same reactor); every I/O is delivered exactly once, also after the
+//! channel was closed. Out-of-range I/O (LBA + count overflow included), unsupported types
+//! and scatter lists whose size does not match the length are rejected before reaching a
+//! module. `NoMem` from a module is never shown to the user: the channel retries it when
+//! another I/O completes or on its next poll. [`IoStatus::nvme`] maps statuses to NVMe SCT/SC
+//! for the NVMe-oF target. Deleting a bdev with users is allowed ([`unregister`]): it
+//! disappears from lookups, every descriptor gets [`BdevEvent::Remove`] on its reactor,
+//! in-flight I/O completes normally, new I/O fails with `Aborted`, and once the last
+//! descriptor closes the module's `destruct` runs and the deletion completes.
+//!
+//! For a frontend such as the NVMe-oF target: on the main reactor, `open(name, on_event)`
+//! and `claim("nvmf")` when a namespace is added (`on_event(Remove)` → remove the
+//! namespace, drop its channels, then the `Desc`); on each poll-group reactor, open one
+//! `IoChannel` per namespace with a sink (`Rc<dyn IoSink>`) shared by that reactor's qpairs,
+//! keep a pool of `BdevIo`s whose `token` names the request (qpair slot, command id), move a
+//! `BdevIo` into `submit` with `IoBuf`s for the data, and in `io_done` map `io.status().nvme()`
+//! into the CQE and recycle the `BdevIo` and its buffers. A sink may submit again from
+//! `io_done`. Latency in iostat is timed per layer (stacked bdevs: each layer from its own
+//! submit). Read data of a malloc bdev can later be sent without a copy through
+//! `handle.module_as::<malloc::MallocBdev>()` and its `Arc`'d `MallocRegion`.
+
+pub mod aio;
+pub mod delay;
+pub mod error;
+pub mod iostat;
+pub mod malloc;
+pub mod null;
+pub mod passthru;
+pub mod rpc;
+pub mod stack;
+pub mod uring;
+pub mod util;
+
+#[cfg(test)]
+mod tests;
+
+use crate::buf::IoBuf;
+use crate::reactor::{self, PollStatus, PollerHandle};
+use iostat::IoStats;
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use util::{parse_uuid, random_uuid};
+
+/// The kinds of I/O a bdev may support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoType {
+    Read,
+    Write,
+    Flush,
+    Unmap,
+    WriteZeroes,
+    Reset,
+}
+
+impl IoType {
+    pub const ALL: [IoType; 6] = [
+        IoType::Read,
+        IoType::Write,
+        IoType::Flush,
+        IoType::Unmap,
+        IoType::WriteZeroes,
+        IoType::Reset,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// SPDK's name (as in `supported_io_types` and `bdev_error_inject_error`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IoType::Read => "read",
+            IoType::Write => "write",
+            IoType::Flush => "flush",
+            IoType::Unmap => "unmap",
+            IoType::WriteZeroes => "write_zeroes",
+            IoType::Reset => "reset",
+        }
+    }
+
+    /// Read and write move data through the scatter list; the others carry none.
+    pub fn carries_data(self) -> bool {
+        matches!(self, IoType::Read | IoType::Write)
+    }
+
+    /// Whether the I/O addresses a block range that must lie inside the bdev.
+    pub fn has_range(self) -> bool {
+        matches!(
+            self,
+            IoType::Read | IoType::Write | IoType::Unmap | IoType::WriteZeroes
+        )
+    }
+}
+
+/// A set of supported I/O types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoTypes(u8);
+
+impl IoTypes {
+    pub fn of(types: &[IoType]) -> Self {
+        Self(types.iter().fold(0, |m, t| m | 1 << t.index()))
+    }
+    pub fn contains(self, t: IoType) -> bool {
+        self.0 & (1 << t.index()) != 0
+    }
+}
+
+/// How an I/O ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoStatus {
+    /// Not completed yet (the state of an I/O inside the layer).
+    Pending,
+    Success,
+    /// Generic failure of the device.
+    Failed,
+    /// The medium could not deliver or store the data.
+    MediaError,
+    /// The block range lies (partly) outside the bdev, or offset + length overflows.
+    InvalidLbaRange,
+    /// The request is malformed (scatter list size differs from the length, zero length).
+    InvalidRequest,
+    /// The bdev does not support this I/O type.
+    Unsupported,
+    /// The I/O was aborted (reset, or the bdev was removed before it was submitted).
+    Aborted,
+    /// Out of resources: retry later. The channel retries it; users never see it.
+    NoMem,
+}
+
+/// An NVMe status: status code type, status code, and whether the host should not retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvmeStatus {
+    pub sct: u8,
+    pub sc: u8,
+    pub dnr: bool,
+}
+
+impl IoStatus {
+    pub fn is_success(self) -> bool {
+        self == IoStatus::Success
+    }
+
+    /// The NVMe status a target answers for this completion (NVMe base spec, Generic and
+    /// Media and Data Integrity status codes).
+    pub fn nvme(self) -> NvmeStatus {
+        let (sct, sc, dnr) = match self {
+            IoStatus::Success => (0, 0x00, false),
+            IoStatus::Unsupported => (0, 0x01, true), // Invalid Command Opcode
+            IoStatus::InvalidRequest => (0, 0x02, true), // Invalid Field in Command
+            IoStatus::Failed | IoStatus::Pending => (0, 0x06, false), // Internal Error
+            IoStatus::Aborted => (0, 0x07, false),    // Command Abort Requested
+            IoStatus::InvalidLbaRange => (0, 0x80, true), // LBA Out of Range
+            IoStatus::NoMem => (0, 0x82, false),      // Namespace Not Ready (retry)
+            IoStatus::MediaError => (2, 0x81, false), // Unrecovered Read Error
+        };
+        NvmeStatus { sct, sc, dnr }
+    }
+}
+
+/// One I/O request. The caller owns it (and its buffers) between I/Os and reuses it; the
+/// layer takes it by value on submit and gives it back on completion.
+#[derive(Debug)]
+pub struct BdevIo {
+    pub io_type: IoType,
+    pub offset_blocks: u64,
+    pub num_blocks: u64,
+    /// Scatter list. For read and write the lengths must add up to exactly
+    /// `num_blocks * block_size`; other types ignore it (it travels back unchanged).
+    pub bufs: Vec<IoBuf>,
+    /// The caller's tag, returned untouched.
+    pub token: u64,
+    status: IoStatus,
+    /// Submission times, one per bdev layer the I/O passed (stacked bdevs).
+    stamps: [Option<Instant>; MAX_STACK],
+    depth: u8,
+}
+
+/// Stacked bdev layers whose latency is timed separately.
+const MAX_STACK: usize = 4;
+
+impl BdevIo {
+    pub fn new(io_type: IoType, offset_blocks: u64, num_blocks: u64) -> Self {
+        Self {
+            io_type,
+            offset_blocks,
+            num_blocks,
+            bufs: Vec::new(),
+            token: 0,
+            status: IoStatus::Pending,
+            stamps: [None; MAX_STACK],
+            depth: 0,
+        }
+    }
+
+    pub fn with_bufs(mut self, bufs: Vec<IoBuf>) -> Self {
+        self.bufs = bufs;
+        self
+    }
+
+    pub fn with_token(mut self, token: u64) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Re-targets a reused request.
+    pub fn reset_to(&mut self, io_type: IoType, offset_blocks: u64, num_blocks: u64) {
+        self.io_type = io_type;
+        self.offset_blocks = offset_blocks;
+        self.num_blocks = num_blocks;
+        self.status = IoStatus::Pending;
+    }
+
+    /// The completion status (`Pending` until completed).
+    pub fn status(&self) -> IoStatus {
+        self.status
+    }
+
+    /// Total bytes of the scatter list.
+    pub fn buf_len(&self) -> usize {
+        self.bufs.iter().map(|b| b.len()).sum()
+    }
+
+    /// When the outermost bdev accepted it (latency accounting).
+    pub fn submitted_at(&self) -> Option<Instant> {
+        self.stamps[0]
+    }
+
+    fn enter_layer(&mut self) {
+        let d = self.depth as usize;
+        if d < MAX_STACK {
+            self.stamps[d] = Some(Instant::now());
+        }
+        self.depth = self.depth.saturating_add(1);
+    }
+
+    /// Leaves the innermost layer, returning its latency in ns.
+    fn leave_layer(&mut self) -> u64 {
+        self.depth = self.depth.saturating_sub(1);
+        let d = (self.depth as usize).min(MAX_STACK - 1);
+        self.stamps[d].map_or(0, |t| t.elapsed().as_nanos() as u64)
+    }
+}
+
+/// Where a channel's completions go: registered once per channel, shared by `Rc`.
+pub trait IoSink {
+    /// Called on the channel's reactor, exactly once per submitted I/O, never from inside
+    /// `IoChannel::submit`. The sink may submit new I/O from here.
+    fn io_done(&self, io: BdevIo);
+}
+
+/// Events a descriptor's owner is told about, on the reactor it opened the descriptor on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BdevEvent {
+    /// The bdev is being deleted: close channels and the descriptor.
+    Remove,
+    /// The block count changed.
+    Resize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BdevError {
+    #[error("bdev {0} not found")]
+    NotFound(String),
+    #[error("bdev name {0} already exists")]
+    Exists(String),
+    #[error("bdev {name} already claimed by module {module}")]
+    Claimed { name: String, module: String },
+    #[error("bdev {0} is being removed")]
+    Removing(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl BdevError {
+    /// The errno SPDK answers for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            BdevError::NotFound(_) => libc::ENODEV,
+            BdevError::Exists(_) => libc::EEXIST,
+            BdevError::Claimed { .. } => libc::EPERM,
+            BdevError::Removing(_) => libc::EBUSY,
+            BdevError::Invalid(_) => libc::EINVAL,
+            BdevError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        BdevError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The properties of a bdev, fixed at registration (except the block count, which a
+/// resize changes).
+#[derive(Debug)]
+pub struct BdevInfo {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub uuid: String,
+    pub block_size: u32,
+    num_blocks: AtomicU64,
+    pub io_types: IoTypes,
+    /// Blocks; 0 = no boundary.
+    pub optimal_io_boundary: u32,
+    pub product_name: &'static str,
+}
+
+impl BdevInfo {
+    pub fn new(
+        name: impl Into<String>,
+        product_name: &'static str,
+        block_size: u32,
+        num_blocks: u64,
+        io_types: IoTypes,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            aliases: Vec::new(),
+            uuid: random_uuid(),
+            block_size,
+            num_blocks: AtomicU64::new(num_blocks),
+            io_types,
+            optimal_io_boundary: 0,
+            product_name,
+        }
+    }
+
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(Ordering::Relaxed)
+    }
+}
+
+/// A module's implementation of one bdev. Shared by all reactors (`Send + Sync`); its
+/// per-reactor state lives in the [`ModuleChannel`]s it opens.
+pub trait Bdev: Send + Sync + 'static {
+    /// Opens this reactor's channel (called on the reactor that will use it).
+    /// `done` completes this channel's I/O (modules stacked on a base keep it for the
+    /// base's completions).
+    fn open_channel(
+        &self,
+        bdev: &BdevHandle,
+        done: &Completer,
+    ) -> Result<Box<dyn ModuleChannel>, BdevError>;
+    /// Module-specific fields of `bdev_get_bdevs`.
+    fn driver_specific(&self) -> Value {
+        Value::Object(Default::default())
+    }
+    /// The `{"method","params"}` call that recreates this bdev, if it has one.
+    fn config(&self, info: &BdevInfo) -> Option<Value>;
+    /// Runs on the main reactor once the bdev is unregistered and its last descriptor is
+    /// closed (release base descriptors, module bookkeeping).
+    fn destruct(&self) {}
+    /// For module-specific RPCs (`bdev_null_resize`, `bdev_error_inject_error`, deletes).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A module's per-reactor I/O path.
+pub trait ModuleChannel {
+    /// Starts `io` (already validated). Complete it through `done`, now or later; a
+    /// completion made during `submit` or `poll` is queued and delivered after it returns.
+    fn submit(&mut self, io: BdevIo, done: &Completer);
+    /// Reaps completions (rings, timers). Called every loop by the channel's poller.
+    fn poll(&mut self, _done: &Completer) -> usize {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registered bdevs and the registry
+
+struct Opener {
+    id: u64,
+    core: u32,
+    on_event: Option<Box<dyn FnMut(BdevEvent) + Send>>,
+}
+
+/// Called when an unregistration finished.
+type UnregisterDone = Box<dyn FnOnce(Result<(), BdevError>) + Send>;
+
+#[derive(Default)]
+struct Control {
+    descs: Vec<Opener>,
+    claim: Option<(u64, String)>,
+    next_desc: u64,
+    waiters: Vec<UnregisterDone>,
+    finished: bool,
+}
+
+/// A registered bdev: its properties, its module implementation, its descriptors.
+pub struct BdevHandleInner {
+    pub info: BdevInfo,
+    pub module: Box<dyn Bdev>,
+    removed: AtomicBool,
+    control: Mutex<Control>,
+    closed_stats: Mutex<IoStats>,
+    main_core: u32,
+}
+
+/// A reference to a registered bdev (cheap to clone, usable on any reactor).
+pub type BdevHandle = Arc<BdevHandleInner>;
+
+impl BdevHandleInner {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+    pub fn block_size(&self) -> u32 {
+        self.info.block_size
+    }
+    pub fn num_blocks(&self) -> u64 {
+        self.info.num_blocks()
+    }
+    pub fn supports(&self, t: IoType) -> bool {
+        self.info.io_types.contains(t)
+    }
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+    /// The module implementation as its concrete type, if it is a `T`.
+    pub fn module_as<T: 'static>(&self) -> Option<&T> {
+        self.module.as_any().downcast_ref::<T>()
+    }
+    /// The module holding the exclusive claim, if any.
+    pub fn claimed_by(&self) -> Option<String> {
+        self.lock().claim.as_ref().map(|(_, m)| m.clone())
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the block count and tells every descriptor (`BdevEvent::Resize`).
+    pub fn resize(self: &Arc<Self>, num_blocks: u64) {
+        self.info.num_blocks.store(num_blocks, Ordering::Relaxed);
+        let targets: Vec<(u64, u32)> = self.lock().descs.iter().map(|d| (d.id, d.core)).collect();
+        for (id, core) in targets {
+            let me = self.clone();
+            reactor::send_to(core, move || me.deliver_event(id, BdevEvent::Resize));
+        }
+    }
+
+    fn deliver_event(&self, id: u64, event: BdevEvent) {
+        let cb = {
+            let mut c = self.lock();
+            c.descs
+                .iter_mut()
+                .find(|d| d.id == id)
+                .and_then(|d| d.on_event.take())
+        };
+        let Some(mut cb) = cb else { return };
+        cb(event);
+        if event != BdevEvent::Remove {
+            if let Some(d) = self.lock().descs.iter_mut().find(|d| d.id == id) {
+                d.on_event = Some(cb);
+            }
+        }
+    }
+
+    /// Statistics of channels already closed.
+    fn closed_stats(&self) -> std::sync::MutexGuard<'_, IoStats> {
+        self.closed_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+thread_local! {
+    /// Name and alias → bdev, on every reactor.
+    static LOCAL: RefCell<HashMap<String, BdevHandle>> = RefCell::new(HashMap::new());
+    /// Registration order (main reactor only): listing and config.
+    static ORDER: RefCell<Vec<BdevHandle>> = const { RefCell::new(Vec::new()) };
+    /// This reactor's open channels, for iostat.
+    static CHANNELS: RefCell<Vec<Weak<ChannelShared>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Registers a bdev (main reactor only). `done` runs on the main reactor once every reactor
+/// can look it up.
+pub fn register(
+    info: BdevInfo,
+    module: Box<dyn Bdev>,
+    done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static,
+) {
+    if !reactor::is_main_reactor() {
+        return done(Err(BdevError::Invalid(
+            "bdevs are registered on the main reactor".into(),
+        )));
+    }
+    if info.name.is_empty() {
+        return done(Err(BdevError::Invalid("bdev name is empty".into())));
+    }
+    if info.block_size == 0 {
+        return done(Err(BdevError::Invalid("block size is 0".into())));
+    }
+    let names: Vec<String> = std::iter::once(info.name.clone())
+        .chain(info.aliases.iter().cloned())
+        .collect();
+    let taken = LOCAL.with(|l| {
+        let l = l.borrow();
+        names.iter().find(|n| l.contains_key(*n)).cloned()
+    });
+    if let Some(n) = taken {
+        return done(Err(BdevError::Exists(n)));
+    }
+    let handle: BdevHandle = Arc::new(BdevHandleInner {
+        info,
+        module,
+        removed: AtomicBool::new(false),
+        control: Mutex::new(Control::default()),
+        closed_stats: Mutex::new(IoStats::new()),
+        main_core: reactor::current_core().unwrap_or(0),
+    });
+    ORDER.with(|o| o.borrow_mut().push(handle.clone()));
+    let h = handle.clone();
+    reactor::for_each_reactor(
+        move || {
+            LOCAL.with(|l| {
+                let mut l = l.borrow_mut();
+                for n in &names {
+                    l.insert(n.clone(), h.clone());
+                }
+            })
+        },
+        move || done(Ok(handle)),
+    );
+}
+
+/// Drops this application's registry on every reactor (a shutdown hook, registered by
+/// `rpc::register`), so no bdev outlives its reactors in thread-local teardown.
+pub(crate) fn clear_registry(done: Box<dyn FnOnce() + Send>) {
+    reactor::for_each_reactor(
+        || {
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            let order = ORDER.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            drop(order);
+            drop(local);
+        },
+        done,
+    );
+}
+
+/// Finds a bdev by name or alias on the current reactor.
+pub fn lookup(name: &str) -> Option<BdevHandle> {
+    LOCAL.with(|l| l.borrow().get(name).cloned())
+}
+
+/// Every registered bdev in registration order (main reactor).
+pub fn list() -> Vec<BdevHandle> {
+    ORDER.with(|o| o.borrow().clone())
+}
+
+/// Deletes a bdev (main reactor), SPDK-style hot remove: it leaves the registry now, every
+/// descriptor is told `BdevEvent::Remove`, and `done` runs (on the main reactor) once the
+/// last descriptor closed and the module's `destruct` ran.
+pub fn unregister(name: &str, done: impl FnOnce(Result<(), BdevError>) + Send + 'static) {
+    let Some(handle) = lookup(name) else {
+        return done(Err(BdevError::NotFound(name.to_string())));
+    };
+    if handle.removed.swap(true, Ordering::AcqRel) {
+        handle.lock().waiters.push(Box::new(done));
+        return;
+    }
+    ORDER.with(|o| o.borrow_mut().retain(|b| !Arc::ptr_eq(b, &handle)));
+    let names: Vec<String> = std::iter::once(handle.info.name.clone())
+        .chain(handle.info.aliases.iter().cloned())
+        .collect();
+    handle.lock().waiters.push(Box::new(done));
+    let h = handle.clone();
+    reactor::for_each_reactor(
+        move || {
+            LOCAL.with(|l| {
+                let mut l = l.borrow_mut();
+                for n in &names {
+                    if l.get(n).is_some_and(|b| Arc::ptr_eq(b, &h)) {
+                        l.remove(n);
+                    }
+                }
+            })
+        },
+        move || {
+            let targets: Vec<(u64, u32)> =
+                handle.lock().descs.iter().map(|d| (d.id, d.core)).collect();
+            if targets.is_empty() {
+                finish_unregister(&handle);
+            }
+            for (id, core) in targets {
+                let me = handle.clone();
+                reactor::send_to(core, move || me.deliver_event(id, BdevEvent::Remove));
+            }
+        },
+    );
+}
+
+fn finish_unregister(handle: &BdevHandle) {
+    let waiters = {
+        let mut c = handle.lock();
+        if c.finished || !c.descs.is_empty() {
+            return;
+        }
+        c.finished = true;
+        std::mem::take(&mut c.waiters)
+    };
+    handle.module.destruct();
+    tracing::debug!(bdev = %handle.info.name, "bdev unregistered");
+    for w in waiters {
+        w(Ok(()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors
+
+/// An open bdev. Dropping it closes it (on any reactor).
+pub struct Desc {
+    handle: BdevHandle,
+    id: u64,
+}
+
+/// Opens a bdev by name or alias on the current reactor. `on_event` runs on this reactor
+/// for hot remove and resize.
+pub fn open(
+    name: &str,
+    on_event: impl FnMut(BdevEvent) + Send + 'static,
+) -> Result<Desc, BdevError> {
+    let handle = lookup(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    open_handle(&handle, on_event)
+}
+
+/// Opens an already looked-up bdev.
+pub fn open_handle(
+    handle: &BdevHandle,
+    on_event: impl FnMut(BdevEvent) + Send + 'static,
+) -> Result<Desc, BdevError> {
+    let core = reactor::current_core()
+        .ok_or_else(|| BdevError::Invalid("bdevs are opened on a reactor".into()))?;
+    let mut c = handle.lock();
+    if handle.is_removed() {
+        return Err(BdevError::Removing(handle.info.name.clone()));
+    }
+    c.next_desc += 1;
+    let id = c.next_desc;
+    c.descs.push(Opener {
+        id,
+        core,
+        on_event: Some(Box::new(on_event)),
+    });
+    Ok(Desc {
+        handle: handle.clone(),
+        id,
+    })
+}
+
+impl Desc {
+    pub fn bdev(&self) -> &BdevHandle {
+        &self.handle
+    }
+
+    /// Claims the bdev exclusively for `module`; a second claim is refused.
+    pub fn claim(&self, module: &str) -> Result<(), BdevError> {
+        let mut c = self.handle.lock();
+        match &c.claim {
+            Some((id, _)) if *id == self.id => Ok(()),
+            Some((_, by)) => Err(BdevError::Claimed {
+                name: self.handle.info.name.clone(),
+                module: by.clone(),
+            }),
+            None => {
+                c.claim = Some((self.id, module.to_string()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens this reactor's I/O channel; completions go to `sink`.
+    pub fn open_channel(&self, sink: Rc<dyn IoSink>) -> Result<IoChannel, BdevError> {
+        IoChannel::open(&self.handle, sink)
+    }
+}
+
+impl Drop for Desc {
+    fn drop(&mut self) {
+        let finish = {
+            let mut c = self.handle.lock();
+            c.descs.retain(|d| d.id != self.id);
+            if c.claim.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                c.claim = None;
+            }
+            self.handle.is_removed() && c.descs.is_empty() && !c.finished
+        };
+        if finish {
+            let h = self.handle.clone();
+            if reactor::current_core().is_some() {
+                reactor::send_to(self.handle.main_core, move || finish_unregister(&h));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels
+
+struct ChannelCore {
+    sink: Rc<dyn IoSink>,
+    block_size: u64,
+    /// Completions waiting for delivery outside submit/poll.
+    ready: RefCell<VecDeque<BdevIo>>,
+    /// I/O a module answered NoMem, to resubmit.
+    nomem: RefCell<VecDeque<BdevIo>>,
+    /// >0 while the module is executing (submit or poll): completions are queued.
+    in_module: Cell<u32>,
+    /// Submitted and not yet delivered.
+    outstanding: Cell<usize>,
+    stats: RefCell<IoStats>,
+}
+
+/// A module's handle for completing I/O of one channel.
+#[derive(Clone)]
+pub struct Completer(Rc<ChannelCore>);
+
+impl Completer {
+    /// Completes `io` with `status`. `NoMem` queues it for a retry instead.
+    pub fn complete(&self, mut io: BdevIo, status: IoStatus) {
+        let core = &self.0;
+        if status == IoStatus::NoMem {
+            core.nomem.borrow_mut().push_back(io);
+            return;
+        }
+        io.status = status;
+        if core.in_module.get() > 0 {
+            core.ready.borrow_mut().push_back(io);
+        } else {
+            core.deliver(io);
+        }
+    }
+}
+
+impl ChannelCore {
+    fn deliver(&self, mut io: BdevIo) {
+        self.outstanding.set(self.outstanding.get() - 1);
+        let lat = io.leave_layer();
+        if io.status == IoStatus::Success {
+            let bytes = match io.io_type {
+                IoType::Read | IoType::Write | IoType::Unmap | IoType::WriteZeroes => {
+                    io.num_blocks.saturating_mul(self.block_size)
+                }
+                _ => 0,
+            };
+            self.stats.borrow_mut().record(io.io_type, bytes, lat);
+        } else {
+            self.stats.borrow_mut().record_error(io.io_type);
+        }
+        self.sink.io_done(io);
+    }
+}
+
+struct ChannelShared {
+    core: Rc<ChannelCore>,
+    module: RefCell<Option<Box<dyn ModuleChannel>>>,
+    bdev: BdevHandle,
+    reactor_core: u32,
+    poller: RefCell<Option<PollerHandle>>,
+    closing: Cell<bool>,
+}
+
+/// A bdev's I/O channel on one reactor. Dropping it closes it: I/O still in flight
+/// completes to the sink, then the module channel is released.
+pub struct IoChannel {
+    shared: Rc<ChannelShared>,
+}
+
+impl IoChannel {
+    pub(crate) fn open(bdev: &BdevHandle, sink: Rc<dyn IoSink>) -> Result<IoChannel, BdevError> {
+        let reactor_core = reactor::current_core()
+            .ok_or_else(|| BdevError::Invalid("channels are opened on a reactor".into()))?;
+        if bdev.is_removed() {
+            return Err(BdevError::Removing(bdev.info.name.clone()));
+        }
+        let core = Rc::new(ChannelCore {
+            sink,
+            block_size: bdev.info.block_size as u64,
+            ready: RefCell::new(VecDeque::with_capacity(256)),
+            nomem: RefCell::new(VecDeque::with_capacity(64)),
+            in_module: Cell::new(0),
+            outstanding: Cell::new(0),
+            stats: RefCell::new(IoStats::new()),
+        });
+        let module = bdev.module.open_channel(bdev, &Completer(core.clone()))?;
+        let shared = Rc::new(ChannelShared {
+            core,
+            module: RefCell::new(Some(module)),
+            bdev: bdev.clone(),
+            reactor_core,
+            poller: RefCell::new(None),
+            closing: Cell::new(false),
+        });
+        // The poller owns the channel: it outlives the handle until in-flight I/O is done.
+        let polled = shared.clone();
+        let poller =
+            reactor::register_poller(format!("bdev_channel_{}", bdev.info.name), 0, move || {
+                polled.poll()
+            });
+        *shared.poller.borrow_mut() = Some(poller);
+        CHANNELS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|w| w.strong_count() > 0);
+            c.push(Rc::downgrade(&shared));
+        });
+        Ok(IoChannel { shared })
+    }
+
+    pub fn bdev(&self) -> &BdevHandle {
+        &self.shared.bdev
+    }
+
+    /// I/O submitted and not yet delivered.
+    pub fn outstanding(&self) -> usize {
+        self.shared.core.outstanding.get()
+    }
+
+    /// Submits `io`. Its completion arrives later at the sink (never inside this call).
+    pub fn submit(&self, mut io: BdevIo) {
+        let s = &self.shared;
+        assert_eq!(
+            reactor::current_core(),
+            Some(s.reactor_core),
+            "I/O is submitted on the channel's own reactor"
+        );
+        let core = &s.core;
+        core.outstanding.set(core.outstanding.get() + 1);
+        io.enter_layer();
+        io.status = IoStatus::Pending;
+        let verdict = validate(&s.bdev, &io);
+        if verdict != IoStatus::Pending || s.closing.get() {
+            io.status = if verdict == IoStatus::Pending {
+                IoStatus::Aborted
+            } else {
+                verdict
+            };
+            core.ready.borrow_mut().push_back(io);
+            return;
+        }
+        s.submit_to_module(io);
+    }
+}
+
+/// The checks every I/O passes before a module sees it: `Pending` means accepted.
+fn validate(bdev: &BdevHandle, io: &BdevIo) -> IoStatus {
+    if bdev.is_removed() {
+        return IoStatus::Aborted;
+    }
+    if !bdev.supports(io.io_type) {
+        return IoStatus::Unsupported;
+    }
+    if io.io_type.has_range() {
+        if io.num_blocks == 0 {
+            return IoStatus::InvalidRequest;
+        }
+        match io.offset_blocks.checked_add(io.num_blocks) {
+            Some(end) if end <= bdev.num_blocks() => {}
+            _ => return IoStatus::InvalidLbaRange,
+        }
+    }
+    if io.io_type.carries_data() {
+        let want = io.num_blocks.checked_mul(bdev.info.block_size as u64);
+        if want != Some(io.buf_len() as u64) {
+            return IoStatus::InvalidRequest;
+        }
+    }
+    IoStatus::Pending
+}
+
+impl ChannelShared {
+    fn submit_to_module(&self, io: BdevIo) {
+        let core = &self.core;
+        let completer = Completer(core.clone());
+        core.in_module.set(core.in_module.get() + 1);
+        match self.module.borrow_mut().as_mut() {
+            Some(m) => m.submit(io, &completer),
+            None => completer.complete(io, IoStatus::Aborted),
+        }
+        core.in_module.set(core.in_module.get() - 1);
+    }
+
+    fn poll(&self) -> PollStatus {
+        let core = &self.core;
+        let mut work = 0;
+        {
+            let completer = Completer(core.clone());
+            core.in_module.set(core.in_module.get() + 1);
+            if let Some(m) = self.module.borrow_mut().as_mut() {
+                work += m.poll(&completer);
+            }
+            core.in_module.set(core.in_module.get() - 1);
+        }
+        // Deliver what is ready now; completions these deliveries cause wait for the next
+        // poll, so a sink resubmitting at once cannot loop here forever.
+        let ready = core.ready.borrow().len();
+        for _ in 0..ready {
+            let Some(io) = core.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            core.deliver(io);
+            work += 1;
+        }
+        let retries = core.nomem.borrow().len();
+        for _ in 0..retries {
+            let Some(io) = core.nomem.borrow_mut().pop_front() else {
+                break;
+            };
+            self.submit_to_module(io);
+            work += 1;
+        }
+        if self.closing.get() && core.outstanding.get() == 0 {
+            self.finish_close();
+        }
+        PollStatus::from_work(work)
+    }
+
+    fn finish_close(&self) {
+        if let Some(p) = self.poller.borrow_mut().take() {
+            p.unregister();
+        }
+        drop(self.module.borrow_mut().take());
+        self.bdev.closed_stats().merge(&self.core.stats.borrow());
+        self.core.stats.borrow_mut().clear();
+    }
+}
+
+impl Drop for IoChannel {
+    fn drop(&mut self) {
+        self.shared.closing.set(true);
+        if self.shared.core.outstanding.get() == 0 && reactor::current_core().is_some() {
+            self.shared.finish_close();
+        }
+    }
+}
+
+/// Adds the statistics of `bdev`'s open channels on this reactor into `into`.
+pub(crate) fn collect_local_stats(bdev: &BdevHandle, into: &mut IoStats) {
+    CHANNELS.with(|c| {
+        for ch in c.borrow().iter().filter_map(Weak::upgrade) {
+            if Arc::ptr_eq(&ch.bdev, bdev) && ch.module.borrow().is_some() {
+                into.merge(&ch.core.stats.borrow());
+            }
+        }
+    })
+}
+
+/// Statistics of channels already closed.
+pub(crate) fn collect_closed_stats(bdev: &BdevHandle, into: &mut IoStats) {
+    into.merge(&bdev.closed_stats());
+}

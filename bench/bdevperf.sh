@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# pollux-bdevperf on malloc and on uring (a temp file), 4 KiB random reads at QD1 and QD32,
+# one core. Prints each run's result table; no thresholds — numbers to compare, not to gate.
+# Usage: bench/bdevperf.sh [seconds per run, default 3] [core mask, default 0x1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-3}"
+MASK="${2:-0x1}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cargo build --release --quiet --bin pollux-bdevperf
+BIN="$CARGO_TARGET_DIR/release/pollux-bdevperf"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+FILE="$WORK/uring.img"
+truncate -s 1G "$FILE"
+# Fill the file so reads hit allocated blocks rather than holes.
+dd if=/dev/zero of="$FILE" bs=1M count=1024 conv=notrunc status=none
+
+cat >"$WORK/malloc.json" <<JSON
+{"subsystems":[{"subsystem":"bdev","config":[
+  {"method":"bdev_malloc_create","params":{"name":"Malloc0","num_blocks":262144,"block_size":4096}}]}]}
+JSON
+cat >"$WORK/uring.json" <<JSON
+{"subsystems":[{"subsystem":"bdev","config":[
+  {"method":"bdev_uring_create","params":{"name":"Uring0","filename":"$FILE","block_size":4096}}]}]}
+JSON
+
+for target in malloc uring; do
+  for qd in 1 32; do
+    for w in randread randwrite; do
+      echo "=== $target  -w $w  -q $qd  -o 4096  -t $SECS  -m $MASK"
+      "$BIN" --json "$WORK/$target.json" -q "$qd" -o 4096 -w "$w" -t "$SECS" -m "$MASK" | sed -n '/^Device/,$p'
+    done
+  done
+done

@@ -1,0 +1,579 @@
+//! JSON-RPC methods of the bdev layer, with SPDK's names, parameters and result shapes:
+//! the create/delete calls of every module, `bdev_null_resize`, `bdev_delay_update_latency`,
+//! `bdev_error_inject_error`, `bdev_get_bdevs`, `bdev_get_iostat`, `bdev_wait_for_examine`
+//! and `bdev_set_options`, plus the `bdev` framework subsystem whose config writer replays
+//! the options and every bdev in creation order (bases before the bdevs stacked on them).
+//! Deletes answer once the hot remove finished (every user closed the bdev).
+
+use super::{
+    aio, delay, error, iostat, malloc, null, passthru, uring, BdevError, BdevHandle, IoType,
+};
+use crate::reactor;
+use crate::rpc::{self, parse_params, Allowed, Responder, RpcError, RpcResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
+
+fn to_rpc(e: BdevError) -> RpcError {
+    match e {
+        BdevError::Invalid(m) => RpcError::invalid_params(m),
+        e => RpcError::errno(e.errno(), e.to_string()),
+    }
+}
+
+fn answer_name(responder: Responder) -> impl FnOnce(Result<BdevHandle, BdevError>) + Send {
+    move |r| match r {
+        Ok(h) => responder.ok(json!(h.name())),
+        Err(e) => responder.err(to_rpc(e)),
+    }
+}
+
+fn answer_true(responder: Responder) -> impl FnOnce(Result<(), BdevError>) + Send {
+    move |r| match r {
+        Ok(()) => responder.ok(json!(true)),
+        Err(e) => responder.err(to_rpc(e)),
+    }
+}
+
+/// Unregisters `name` if it belongs to the module with `product_name`.
+fn delete_of(product_name: &'static str, name: &str, responder: Responder) {
+    match super::lookup(name) {
+        Some(h) if h.info.product_name == product_name => {
+            super::unregister(name, answer_true(responder))
+        }
+        _ => responder.err(RpcError::errno(
+            libc::ENODEV,
+            format!("No such device: {product_name} bdev {name} not found"),
+        )),
+    }
+}
+
+/// Registers `<module>_delete`: `{"name"}` of a bdev of that module; answers `true` once
+/// the bdev is gone.
+fn register_delete(method: &str, product_name: &'static str) {
+    rpc::register_async(
+        method,
+        Allowed::RuntimeOnly,
+        move |p, r| match parse_params::<NameParam>(p) {
+            Ok(p) => delete_of(product_name, &p.name, r),
+            Err(e) => r.err(e),
+        },
+    );
+}
+
+/// Refuses metadata/DIF parameters we do not implement unless they hold their defaults.
+fn no_metadata(md_size: Option<u32>, dif_type: Option<u32>) -> Result<(), RpcError> {
+    if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 {
+        return Err(RpcError::invalid_params(
+            "metadata (md_size, dif_type) is not supported",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParam {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MallocCreate {
+    name: Option<String>,
+    num_blocks: u64,
+    block_size: u32,
+    uuid: Option<String>,
+    #[serde(default)]
+    optimal_io_boundary: u32,
+    md_size: Option<u32>,
+    md_interleave: Option<bool>,
+    dif_type: Option<u32>,
+    dif_is_head_of_md: Option<bool>,
+    physical_block_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NullCreate {
+    name: String,
+    num_blocks: u64,
+    block_size: u32,
+    uuid: Option<String>,
+    md_size: Option<u32>,
+    dif_type: Option<u32>,
+    dif_is_head_of_md: Option<bool>,
+    physical_block_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NullResize {
+    name: String,
+    new_size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UringCreate {
+    name: String,
+    filename: String,
+    block_size: Option<u32>,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AioCreate {
+    name: String,
+    filename: String,
+    block_size: Option<u32>,
+    #[serde(default)]
+    readonly: bool,
+    #[serde(default)]
+    fallocate: bool,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayCreate {
+    name: String,
+    base_bdev_name: String,
+    avg_read_latency: u64,
+    p99_read_latency: u64,
+    avg_write_latency: u64,
+    p99_write_latency: u64,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayUpdate {
+    delay_bdev_name: String,
+    latency_type: String,
+    latency_us: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorCreate {
+    base_name: String,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorInject {
+    name: String,
+    io_type: String,
+    error_type: String,
+    #[serde(default = "one")]
+    num: u64,
+    queue_depth: Option<u64>,
+    #[serde(default)]
+    corrupt_offset: u64,
+    #[serde(default)]
+    corrupt_value: u8,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PassthruCreate {
+    name: String,
+    base_bdev_name: String,
+    uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBdevs {
+    name: Option<String>,
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetIostat {
+    name: Option<String>,
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    per_channel: bool,
+}
+
+/// `bdev_set_options`: accepted and kept for the config (the layer has no fixed pools).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BdevOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bdev_io_pool_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bdev_io_cache_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bdev_auto_examine: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iobuf_small_cache_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iobuf_large_cache_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    small_buf_pool_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    large_buf_pool_size: Option<u64>,
+}
+
+thread_local! {
+    static OPTIONS: RefCell<BdevOptions> = RefCell::new(BdevOptions::default());
+}
+
+/// Registers the bdev methods and the `bdev` subsystem (main reactor, at start-up).
+pub fn register() {
+    rpc::register_async("bdev_malloc_create", Allowed::RuntimeOnly, |p, r| {
+        let p: MallocCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+            return r.err(e);
+        }
+        let _ = (p.md_interleave, p.dif_is_head_of_md, p.physical_block_size);
+        let name = p.name.unwrap_or_else(next_malloc_name);
+        malloc::create(
+            malloc::MallocOpts {
+                name,
+                num_blocks: p.num_blocks,
+                block_size: p.block_size,
+                uuid: p.uuid,
+                optimal_io_boundary: p.optimal_io_boundary,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_malloc_delete", malloc::PRODUCT_NAME);
+    rpc::register_async("bdev_null_create", Allowed::RuntimeOnly, |p, r| {
+        let p: NullCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+            return r.err(e);
+        }
+        let _ = (p.dif_is_head_of_md, p.physical_block_size);
+        null::create(
+            null::NullOpts {
+                name: p.name,
+                num_blocks: p.num_blocks,
+                block_size: p.block_size,
+                uuid: p.uuid,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_null_delete", null::PRODUCT_NAME);
+    rpc::register("bdev_null_resize", Allowed::RuntimeOnly, |p| {
+        let p: NullResize = parse_params(p)?;
+        let h =
+            super::lookup(&p.name).ok_or_else(|| to_rpc(BdevError::NotFound(p.name.clone())))?;
+        null::resize(&h, p.new_size).map_err(to_rpc)?;
+        Ok(json!(true))
+    });
+    rpc::register_async("bdev_uring_create", Allowed::RuntimeOnly, |p, r| {
+        let p: UringCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        uring::create(
+            uring::UringOpts {
+                name: p.name,
+                filename: p.filename,
+                block_size: p.block_size,
+                uuid: p.uuid,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_uring_delete", uring::PRODUCT_NAME);
+    rpc::register_async("bdev_aio_create", Allowed::RuntimeOnly, |p, r| {
+        let p: AioCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        let _ = p.fallocate;
+        aio::create(
+            aio::AioOpts {
+                name: p.name,
+                filename: p.filename,
+                block_size: p.block_size,
+                readonly: p.readonly,
+                uuid: p.uuid,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_aio_delete", aio::PRODUCT_NAME);
+    rpc::register_async("bdev_delay_create", Allowed::RuntimeOnly, |p, r| {
+        let p: DelayCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        delay::create(
+            delay::DelayOpts {
+                name: p.name,
+                base_bdev_name: p.base_bdev_name,
+                avg_read_latency: p.avg_read_latency,
+                p99_read_latency: p.p99_read_latency,
+                avg_write_latency: p.avg_write_latency,
+                p99_write_latency: p.p99_write_latency,
+                uuid: p.uuid,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_delay_delete", delay::PRODUCT_NAME);
+    rpc::register("bdev_delay_update_latency", Allowed::RuntimeOnly, |p| {
+        let p: DelayUpdate = parse_params(p)?;
+        let kind = delay::LatencyKind::parse(&p.latency_type).ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "invalid params: latency_type: {:?} is not avg_read, p99_read, avg_write or p99_write",
+                p.latency_type
+            ))
+        })?;
+        let h = super::lookup(&p.delay_bdev_name);
+        let d = h
+            .as_ref()
+            .and_then(|h| h.module_as::<delay::DelayBdev>())
+            .ok_or_else(|| to_rpc(BdevError::NotFound(p.delay_bdev_name.clone())))?;
+        d.latencies().set(kind, p.latency_us);
+        Ok(json!(true))
+    });
+    rpc::register_async("bdev_error_create", Allowed::RuntimeOnly, |p, r| {
+        let p: ErrorCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        error::create(
+            error::ErrorOpts {
+                base_name: p.base_name,
+                uuid: p.uuid,
+            },
+            move |res| match res {
+                Ok(_) => r.ok(json!(true)),
+                Err(e) => r.err(to_rpc(e)),
+            },
+        )
+    });
+    register_delete("bdev_error_delete", error::PRODUCT_NAME);
+    rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
+        let p: ErrorInject = parse_params(p)?;
+        let _ = p.queue_depth;
+        let types: Vec<IoType> = match p.io_type.as_str() {
+            "all" | "clear" => IoType::ALL.to_vec(),
+            other => match IoType::ALL.iter().find(|t| t.name() == other) {
+                Some(t) => vec![*t],
+                None => {
+                    return Err(RpcError::invalid_params(format!(
+                        "invalid params: io_type: unknown I/O type {other:?}"
+                    )))
+                }
+            },
+        };
+        let kind = if p.io_type == "clear" {
+            error::ErrorKind::None
+        } else {
+            error::ErrorKind::parse(&p.error_type).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "invalid params: error_type: {:?} is not failure, nomem or corrupt_data",
+                    p.error_type
+                ))
+            })?
+        };
+        let h = super::lookup(&p.name);
+        let e = h
+            .as_ref()
+            .and_then(|h| h.module_as::<error::ErrorBdev>())
+            .ok_or_else(|| to_rpc(BdevError::NotFound(p.name.clone())))?;
+        e.injections()
+            .arm(&types, kind, p.num, p.corrupt_offset, p.corrupt_value);
+        Ok(json!(true))
+    });
+    rpc::register_async("bdev_passthru_create", Allowed::RuntimeOnly, |p, r| {
+        let p: PassthruCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        passthru::create(
+            passthru::PassthruOpts {
+                name: p.name,
+                base_bdev_name: p.base_bdev_name,
+                uuid: p.uuid,
+            },
+            answer_name(r),
+        )
+    });
+    register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
+    rpc::register("bdev_get_bdevs", Allowed::RuntimeOnly, |p| {
+        let p: GetBdevs = parse_params(p)?;
+        let _ = p.timeout;
+        let list = match &p.name {
+            Some(n) => vec![super::lookup(n).ok_or_else(|| {
+                RpcError::errno(libc::ENODEV, format!("No such device: bdev {n} not found"))
+            })?],
+            None => super::list(),
+        };
+        Ok(Value::Array(list.iter().map(bdev_json).collect()))
+    });
+    rpc::register_async("bdev_get_iostat", Allowed::RuntimeOnly, get_iostat);
+    rpc::register("bdev_wait_for_examine", Allowed::Both, |p| {
+        rpc::no_params(&p)?;
+        Ok(json!(true))
+    });
+    rpc::register("bdev_set_options", Allowed::Both, |p| {
+        let o: BdevOptions = parse_params(p)?;
+        OPTIONS.with(|cur| *cur.borrow_mut() = o);
+        Ok(json!(true))
+    });
+    rpc::register_subsystem("bdev", &[], write_config);
+    reactor::register_shutdown_hook("bdev", super::clear_registry);
+}
+
+fn next_malloc_name() -> String {
+    (0..)
+        .map(|i| format!("Malloc{i}"))
+        .find(|n| super::lookup(n).is_none())
+        .unwrap_or_else(|| "Malloc".into())
+}
+
+/// The `bdev` subsystem's config: options, every bdev in creation order, then the
+/// examine barrier (as SPDK writes it).
+pub fn write_config() -> Vec<Value> {
+    let mut out = Vec::new();
+    let opts = OPTIONS.with(|o| o.borrow().clone());
+    out.push(rpc::config_entry(
+        "bdev_set_options",
+        serde_json::to_value(opts).unwrap_or_else(|_| json!({})),
+    ));
+    for h in super::list() {
+        if let Some(c) = h.module.config(&h.info) {
+            out.push(c);
+        }
+    }
+    out.push(rpc::config_entry("bdev_wait_for_examine", Value::Null));
+    out
+}
+
+/// One element of `bdev_get_bdevs`.
+pub fn bdev_json(h: &BdevHandle) -> Value {
+    let types: serde_json::Map<String, Value> = [
+        ("read", Some(IoType::Read)),
+        ("write", Some(IoType::Write)),
+        ("unmap", Some(IoType::Unmap)),
+        ("write_zeroes", Some(IoType::WriteZeroes)),
+        ("flush", Some(IoType::Flush)),
+        ("reset", Some(IoType::Reset)),
+        ("compare", None),
+        ("compare_and_write", None),
+        ("abort", None),
+        ("nvme_admin", None),
+        ("nvme_io", None),
+    ]
+    .into_iter()
+    .map(|(k, t)| (k.to_string(), json!(t.is_some_and(|t| h.supports(t)))))
+    .collect();
+    json!({
+        "name": h.name(),
+        "aliases": h.info.aliases,
+        "product_name": h.info.product_name,
+        "block_size": h.block_size(),
+        "num_blocks": h.num_blocks(),
+        "uuid": h.info.uuid,
+        "assigned_rate_limits": {
+            "rw_ios_per_sec": 0,
+            "rw_mbytes_per_sec": 0,
+            "r_mbytes_per_sec": 0,
+            "w_mbytes_per_sec": 0
+        },
+        "claimed": h.claimed_by().is_some(),
+        "zoned": false,
+        "optimal_io_boundary": h.info.optimal_io_boundary,
+        "md_size": 0,
+        "supported_io_types": Value::Object(types),
+        "driver_specific": h.module.driver_specific(),
+    })
+}
+
+fn ticks_now() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
+fn get_iostat(params: Option<Value>, responder: Responder) {
+    let p: GetIostat = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let _ = p.per_channel;
+    let mut wanted: Vec<String> = p.names.unwrap_or_default();
+    wanted.extend(p.name);
+    let bdevs: Vec<BdevHandle> = if wanted.is_empty() {
+        super::list()
+    } else {
+        let mut v = Vec::new();
+        for n in &wanted {
+            match super::lookup(n) {
+                Some(h) => v.push(h),
+                None => {
+                    return responder.err(RpcError::errno(
+                        libc::ENODEV,
+                        format!("No such device: bdev {n} not found"),
+                    ))
+                }
+            }
+        }
+        v
+    };
+    let totals: Arc<Mutex<Vec<iostat::IoStats>>> = Arc::new(Mutex::new(
+        bdevs
+            .iter()
+            .map(|b| {
+                let mut s = iostat::IoStats::new();
+                super::collect_closed_stats(b, &mut s);
+                s
+            })
+            .collect(),
+    ));
+    let each_bdevs = bdevs.clone();
+    let each_totals = totals.clone();
+    reactor::for_each_reactor(
+        move || {
+            let mut t = each_totals.lock().unwrap_or_else(|e| e.into_inner());
+            for (b, s) in each_bdevs.iter().zip(t.iter_mut()) {
+                super::collect_local_stats(b, s);
+            }
+        },
+        move || {
+            let t = totals.lock().unwrap_or_else(|e| e.into_inner());
+            let list: Vec<Value> = bdevs
+                .iter()
+                .zip(t.iter())
+                .map(|(b, s)| s.to_json(b.name()))
+                .collect();
+            responder.ok(json!({
+                "tick_rate": iostat::TICK_RATE,
+                "ticks": ticks_now(),
+                "bdevs": list,
+            }))
+        },
+    );
+}
+
+/// Runs an RPC in-process and hands its result to `done` (main reactor).
+pub fn call(method: &str, params: Value, done: impl FnOnce(RpcResult) + Send + 'static) {
+    rpc::call(method, Some(params), Responder::new(done));
+}

@@ -1,0 +1,979 @@
+//! The bdev module suite: the same checks (write/read-back verify over a scatter list,
+//! write_zeroes and unmap read back zeroes, flush, out-of-range and malformed I/O rejected,
+//! concurrent I/O from two reactors, delete while I/O is in flight, exactly-once delivery)
+//! run against every data-storing module: malloc, uring and aio on temp files, passthru and
+//! delay over malloc. Plus the error bdev, claims, hot remove of stacked bdevs, null
+//! resize, iostat and the config writer. Each test starts its own small app (two reactors
+//! when the machine has two cores, sleeping idle strategy) and shuts it down.
+
+use super::*;
+use crate::reactor::{AppHandle, IdleStrategy, ReactorConfig};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct TestApp {
+    app: AppHandle,
+    main: u32,
+    other: u32,
+}
+
+impl TestApp {
+    fn start() -> Self {
+        let avail: Vec<u32> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id as u32)
+            .collect();
+        let cores: Vec<u32> = if avail.len() >= 2 {
+            avail[..2].to_vec()
+        } else {
+            vec![0]
+        };
+        let (tx, rx) = mpsc::channel();
+        let app = reactor::start(
+            ReactorConfig {
+                cores: cores.clone(),
+                idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+                pin: false,
+            },
+            move || {
+                rpc::register();
+                tx.send(()).unwrap();
+            },
+        )
+        .expect("start reactors");
+        rx.recv_timeout(WAIT).expect("init ran");
+        TestApp {
+            app,
+            main: cores[0],
+            other: *cores.last().unwrap(),
+        }
+    }
+
+    /// Runs `f` on `core`; it answers through the sender.
+    fn on<R: Send + 'static>(
+        &self,
+        core: u32,
+        f: impl FnOnce(mpsc::Sender<R>) + Send + 'static,
+    ) -> R {
+        let (tx, rx) = mpsc::channel();
+        self.app
+            .send_to(core, move || f(tx))
+            .expect("queue a message");
+        rx.recv_timeout(WAIT).expect("reactor answered in time")
+    }
+
+    fn rpc(&self, method: &'static str, params: Value) -> crate::rpc::RpcResult {
+        self.on(self.main, move |tx| {
+            rpc::call(method, params, move |r| {
+                let _ = tx.send(r);
+            })
+        })
+    }
+
+    fn bdev_info(&self, name: &str) -> Value {
+        self.rpc("bdev_get_bdevs", json!({ "name": name }))
+            .expect("bdev exists")[0]
+            .clone()
+    }
+
+    /// Submits `ios` together on `core` through that reactor's test client and waits for
+    /// all of them; returns them in completion order.
+    fn io_batch(&self, core: u32, bdev: &str, ios: Vec<BdevIo>) -> Vec<BdevIo> {
+        let bdev = bdev.to_string();
+        self.on(core, move |tx| client_submit(&bdev, ios, tx))
+    }
+
+    fn io(&self, core: u32, bdev: &str, io: BdevIo) -> BdevIo {
+        self.io_batch(core, bdev, vec![io]).pop().unwrap()
+    }
+
+    fn stop(self) {
+        self.app.shutdown();
+        self.app.wait();
+    }
+}
+
+// A per-reactor test client: one descriptor and channel per bdev, dropped on hot remove.
+
+struct Batch {
+    left: usize,
+    done: Vec<BdevIo>,
+    tx: mpsc::Sender<Vec<BdevIo>>,
+}
+
+#[derive(Default)]
+struct TestSink {
+    batches: RefCell<HashMap<u64, Batch>>,
+    seen: RefCell<HashSet<u64>>,
+}
+
+impl IoSink for TestSink {
+    fn io_done(&self, io: BdevIo) {
+        assert!(
+            self.seen.borrow_mut().insert(io.token),
+            "I/O {} completed twice",
+            io.token
+        );
+        assert_ne!(io.status(), IoStatus::Pending);
+        let batch_id = io.token >> 32;
+        let mut batches = self.batches.borrow_mut();
+        let b = batches.get_mut(&batch_id).expect("known batch");
+        b.done.push(io);
+        b.left -= 1;
+        if b.left == 0 {
+            let b = batches.remove(&batch_id).unwrap();
+            let _ = b.tx.send(b.done);
+        }
+    }
+}
+
+struct Client {
+    sink: Rc<TestSink>,
+    channel: IoChannel,
+    _desc: Desc,
+    next_batch: u64,
+}
+
+thread_local! {
+    static CLIENTS: RefCell<HashMap<String, Client>> = RefCell::new(HashMap::new());
+    static REMOVED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn ensure_client(bdev: &str) -> Result<(), BdevError> {
+    if CLIENTS.with(|c| c.borrow().contains_key(bdev)) {
+        return Ok(());
+    }
+    let name = bdev.to_string();
+    let desc = open(bdev, move |ev| {
+        if ev == BdevEvent::Remove {
+            // A user goes when its bdev goes: drop channel and descriptor.
+            let gone = CLIENTS.with(|c| c.borrow_mut().remove(&name));
+            drop(gone);
+            REMOVED.with(|r| r.borrow_mut().push(name.clone()));
+        }
+    })?;
+    let sink = Rc::new(TestSink::default());
+    let channel = desc.open_channel(sink.clone())?;
+    CLIENTS.with(|c| {
+        c.borrow_mut().insert(
+            bdev.to_string(),
+            Client {
+                sink,
+                channel,
+                _desc: desc,
+                next_batch: 1,
+            },
+        )
+    });
+    Ok(())
+}
+
+fn client_submit(bdev: &str, ios: Vec<BdevIo>, tx: mpsc::Sender<Vec<BdevIo>>) {
+    ensure_client(bdev).expect("open the bdev");
+    CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        let cl = c.get_mut(bdev).unwrap();
+        let id = cl.next_batch;
+        cl.next_batch += 1;
+        cl.sink.batches.borrow_mut().insert(
+            id,
+            Batch {
+                left: ios.len(),
+                done: Vec::new(),
+                tx,
+            },
+        );
+        for (i, mut io) in ios.into_iter().enumerate() {
+            io.token = id << 32 | i as u64;
+            cl.channel.submit(io);
+        }
+        // Nothing may have completed inside submit.
+        assert!(
+            cl.sink.batches.borrow().contains_key(&id),
+            "completed inside submit"
+        );
+    });
+}
+
+fn pattern(seed: u64, len: usize) -> IoBuf {
+    let mut b = IoBuf::with_len(len);
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8;
+    }
+    b
+}
+
+fn write_io(off: u64, blocks: u64, bs: usize, seed: u64) -> BdevIo {
+    // Two segments when possible, to exercise scatter lists.
+    let len = blocks as usize * bs;
+    let bufs = if blocks >= 2 {
+        let first = bs;
+        let all = pattern(seed, len);
+        let mut a = IoBuf::with_len(first);
+        a.copy_from_slice(&all[..first]);
+        let mut b = IoBuf::with_len(len - first);
+        b.copy_from_slice(&all[first..]);
+        vec![a, b]
+    } else {
+        vec![pattern(seed, len)]
+    };
+    BdevIo::new(IoType::Write, off, blocks).with_bufs(bufs)
+}
+
+fn read_io(off: u64, blocks: u64, bs: usize) -> BdevIo {
+    BdevIo::new(IoType::Read, off, blocks).with_bufs(vec![IoBuf::with_len(blocks as usize * bs)])
+}
+
+fn flat(io: &BdevIo) -> Vec<u8> {
+    io.bufs.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+/// The suite every data-storing module passes. `name` must hold at least 256 blocks.
+fn module_suite(t: &TestApp, name: &str) {
+    let info = t.bdev_info(name);
+    let bs = info["block_size"].as_u64().unwrap() as usize;
+    let nb = info["num_blocks"].as_u64().unwrap();
+    assert!(nb >= 256, "{name}: {nb} blocks");
+
+    // write, then read back
+    let w = t.io(t.main, name, write_io(10, 8, bs, 1));
+    assert_eq!(w.status(), IoStatus::Success, "{name}: write");
+    let r = t.io(t.main, name, read_io(10, 8, bs));
+    assert_eq!(r.status(), IoStatus::Success, "{name}: read");
+    assert_eq!(
+        flat(&r),
+        &pattern(1, 8 * bs)[..],
+        "{name}: read back what was written"
+    );
+
+    // write_zeroes and unmap read back zeroes
+    for (t_, off) in [(IoType::WriteZeroes, 10u64), (IoType::Unmap, 14)] {
+        assert_eq!(
+            t.io(t.main, name, write_io(off, 4, bs, 9)).status(),
+            IoStatus::Success
+        );
+        let z = t.io(t.main, name, BdevIo::new(t_, off, 4));
+        assert_eq!(z.status(), IoStatus::Success, "{name}: {t_:?}");
+        let r = t.io(t.main, name, read_io(off, 4, bs));
+        assert!(
+            flat(&r).iter().all(|&b| b == 0),
+            "{name}: {t_:?} reads back zeroes"
+        );
+    }
+
+    // flush
+    assert_eq!(
+        t.io(t.main, name, BdevIo::new(IoType::Flush, 0, 0))
+            .status(),
+        IoStatus::Success
+    );
+
+    // rejected before the module
+    let past = t.io(t.main, name, read_io(nb, 1, bs));
+    assert_eq!(
+        past.status(),
+        IoStatus::InvalidLbaRange,
+        "{name}: past the end"
+    );
+    let straddle = t.io(t.main, name, read_io(nb - 1, 2, bs));
+    assert_eq!(straddle.status(), IoStatus::InvalidLbaRange);
+    let overflow = t.io(t.main, name, BdevIo::new(IoType::Unmap, u64::MAX - 1, 4));
+    assert_eq!(
+        overflow.status(),
+        IoStatus::InvalidLbaRange,
+        "{name}: LBA + count overflow"
+    );
+    let short = t.io(
+        t.main,
+        name,
+        BdevIo::new(IoType::Write, 0, 2).with_bufs(vec![IoBuf::zeroed(bs)]),
+    );
+    assert_eq!(
+        short.status(),
+        IoStatus::InvalidRequest,
+        "{name}: buffer shorter than length"
+    );
+    let empty = t.io(t.main, name, read_io(0, 0, bs));
+    assert_eq!(empty.status(), IoStatus::InvalidRequest);
+
+    // concurrent I/O from two reactors on disjoint ranges, then cross-checked
+    let (tx, rx) = mpsc::channel();
+    for (k, core) in [(0u64, t.main), (1, t.other)] {
+        let ios: Vec<BdevIo> = (0..32)
+            .map(|i| write_io(64 + k * 64 + i * 2, 2, bs, 100 + k * 64 + i))
+            .collect();
+        let tx = tx.clone();
+        let n = name.to_string();
+        t.app
+            .send_to(core, move || {
+                let (itx, irx) = mpsc::channel();
+                client_submit(&n, ios, itx);
+                std::thread::spawn(move || {
+                    let _ = tx.send(irx.recv_timeout(WAIT).expect("batch done"));
+                });
+            })
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let done = rx.recv_timeout(WAIT).expect("concurrent batch");
+        assert_eq!(done.len(), 32);
+        assert!(
+            done.iter().all(|io| io.status() == IoStatus::Success),
+            "{name}"
+        );
+    }
+    for (k, core) in [(0u64, t.other), (1, t.main)] {
+        let ios: Vec<BdevIo> = (0..32)
+            .map(|i| read_io(64 + k * 64 + i * 2, 2, bs))
+            .collect();
+        for io in t.io_batch(core, name, ios) {
+            assert_eq!(io.status(), IoStatus::Success);
+            let seed = 100 + k * 64 + (io.offset_blocks - 64 - k * 64) / 2;
+            assert_eq!(
+                flat(&io),
+                &pattern(seed, 2 * bs)[..],
+                "{name}: cross-reactor read"
+            );
+        }
+    }
+}
+
+/// Deletes `name` (through `delete_method`) while 64 I/Os are in flight on it: every I/O
+/// completes exactly once (success, or aborted), the user is told and goes, the bdev is gone.
+fn delete_in_flight(t: &TestApp, name: &str, delete_method: &'static str) {
+    let info = t.bdev_info(name);
+    let bs = info["block_size"].as_u64().unwrap() as usize;
+    // Open the client first so the delete finds a user.
+    let _ = t.io(t.main, name, read_io(0, 1, bs));
+    let n = name.to_string();
+    let (ios_done, delete_result) = t.on(t.main, move |tx| {
+        let ios: Vec<BdevIo> = (0..64).map(|i| write_io(i * 2, 2, bs, i)).collect();
+        let (itx, irx) = mpsc::channel();
+        client_submit(&n, ios, itx);
+        let (dtx, drx) = mpsc::channel();
+        rpc::call(delete_method, json!({ "name": n }), move |r| {
+            let _ = dtx.send(r);
+        });
+        std::thread::spawn(move || {
+            let ios = irx.recv_timeout(WAIT).expect("in-flight I/O completed");
+            let del = drx.recv_timeout(WAIT).expect("delete answered");
+            let _ = tx.send((ios, del));
+        });
+    });
+    assert_eq!(delete_result.unwrap(), json!(true));
+    assert_eq!(ios_done.len(), 64);
+    for io in &ios_done {
+        assert!(
+            matches!(io.status(), IoStatus::Success | IoStatus::Aborted),
+            "{name}: {:?}",
+            io.status()
+        );
+    }
+    let removed = t.on(t.main, |tx| {
+        let _ = tx.send(REMOVED.with(|r| r.borrow().clone()));
+    });
+    assert!(
+        removed.contains(&name.to_string()),
+        "{name}: user told of the removal"
+    );
+    assert!(
+        t.rpc("bdev_get_bdevs", json!({ "name": name })).is_err(),
+        "{name} gone"
+    );
+}
+
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(tag: &str, len: u64) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "pollux-bdev-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(len).unwrap();
+        TempFile(p)
+    }
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn malloc(t: &TestApp, name: &str) {
+    let r = t.rpc(
+        "bdev_malloc_create",
+        json!({"name": name, "num_blocks": 1024, "block_size": 512}),
+    );
+    assert_eq!(r.unwrap(), json!(name));
+}
+
+#[test]
+fn malloc_suite() {
+    let t = TestApp::start();
+    malloc(&t, "m0");
+    module_suite(&t, "m0");
+    delete_in_flight(&t, "m0", "bdev_malloc_delete");
+    t.stop();
+}
+
+#[test]
+fn uring_suite() {
+    let t = TestApp::start();
+    let f = TempFile::new("uring", 4 << 20);
+    let r = t.rpc(
+        "bdev_uring_create",
+        json!({"name": "u0", "filename": f.path()}),
+    );
+    match r {
+        Ok(v) => assert_eq!(v, json!("u0")),
+        Err(e) if e.message.contains("io_uring is not available") => {
+            eprintln!("skipping uring suite: {e}");
+            return t.stop();
+        }
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(t.bdev_info("u0")["block_size"], 4096);
+    module_suite(&t, "u0");
+    delete_in_flight(&t, "u0", "bdev_uring_delete");
+    t.stop();
+}
+
+#[test]
+fn aio_suite() {
+    let t = TestApp::start();
+    let f = TempFile::new("aio", 4 << 20);
+    let r = t.rpc(
+        "bdev_aio_create",
+        json!({"name": "a0", "filename": f.path(), "block_size": 512}),
+    );
+    assert_eq!(r.unwrap(), json!("a0"));
+    module_suite(&t, "a0");
+    delete_in_flight(&t, "a0", "bdev_aio_delete");
+    t.stop();
+}
+
+#[test]
+fn passthru_suite() {
+    let t = TestApp::start();
+    malloc(&t, "m1");
+    let r = t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "pt0", "base_bdev_name": "m1"}),
+    );
+    assert_eq!(r.unwrap(), json!("pt0"));
+    assert_eq!(t.bdev_info("m1")["claimed"], true);
+    module_suite(&t, "pt0");
+    delete_in_flight(&t, "pt0", "bdev_passthru_delete");
+    assert_eq!(
+        t.bdev_info("m1")["claimed"],
+        false,
+        "the claim goes with the passthru"
+    );
+    t.stop();
+}
+
+#[test]
+fn delay_suite_and_hot_remove_of_base() {
+    let t = TestApp::start();
+    malloc(&t, "m2");
+    let r = t.rpc(
+        "bdev_delay_create",
+        json!({"name": "d0", "base_bdev_name": "m2", "avg_read_latency": 100,
+               "p99_read_latency": 200, "avg_write_latency": 100, "p99_write_latency": 300}),
+    );
+    assert_eq!(r.unwrap(), json!("d0"));
+    module_suite(&t, "d0");
+    let stats = t.rpc("bdev_get_iostat", json!({"name": "d0"})).unwrap();
+    let min_read = stats["bdevs"][0]["min_read_latency_ticks"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        min_read >= 100_000,
+        "reads were delayed at least 100us: {min_read}"
+    );
+    assert_eq!(
+        t.rpc(
+            "bdev_delay_update_latency",
+            json!({"delay_bdev_name": "d0", "latency_type": "avg_read", "latency_us": 5})
+        )
+        .unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        t.bdev_info("d0")["driver_specific"]["delay"]["avg_read_latency"],
+        5
+    );
+    assert!(t
+        .rpc(
+            "bdev_delay_update_latency",
+            json!({"delay_bdev_name": "d0", "latency_type": "bogus", "latency_us": 5})
+        )
+        .is_err());
+    // Deleting the base while a user has the delay bdev open removes both.
+    assert_eq!(
+        t.rpc("bdev_malloc_delete", json!({"name": "m2"})).unwrap(),
+        json!(true)
+    );
+    assert!(
+        t.rpc("bdev_get_bdevs", json!({"name": "d0"})).is_err(),
+        "delay bdev went with its base"
+    );
+    let removed = t.on(t.main, |tx| {
+        let _ = tx.send(REMOVED.with(|r| r.borrow().clone()));
+    });
+    assert!(removed.contains(&"d0".to_string()));
+    // And the delete-in-flight check on a fresh delay bdev.
+    malloc(&t, "m3");
+    t.rpc(
+        "bdev_delay_create",
+        json!({"name": "d1", "base_bdev_name": "m3", "avg_read_latency": 50,
+               "p99_read_latency": 50, "avg_write_latency": 50, "p99_write_latency": 50}),
+    )
+    .unwrap();
+    delete_in_flight(&t, "d1", "bdev_delay_delete");
+    t.stop();
+}
+
+#[test]
+fn error_bdev_failure_and_nomem() {
+    let t = TestApp::start();
+    malloc(&t, "m4");
+    assert_eq!(
+        t.rpc("bdev_error_create", json!({"base_name": "m4"}))
+            .unwrap(),
+        json!(true)
+    );
+    let bs = 512;
+    let inject = |io_type: &str, error_type: &str, num: u64| {
+        t.rpc(
+            "bdev_error_inject_error",
+            json!({"name": "EE_m4", "io_type": io_type, "error_type": error_type, "num": num}),
+        )
+        .unwrap()
+    };
+    inject("write", "failure", 2);
+    for _ in 0..2 {
+        let w = t.io(t.main, "EE_m4", write_io(0, 1, bs, 3));
+        assert_eq!(w.status(), IoStatus::Failed);
+        assert_eq!(
+            w.status().nvme(),
+            NvmeStatus {
+                sct: 0,
+                sc: 6,
+                dnr: false
+            }
+        );
+    }
+    assert_eq!(
+        t.io(t.main, "EE_m4", write_io(0, 1, bs, 3)).status(),
+        IoStatus::Success
+    );
+    // nomem is retried by the channel until the injections are spent: the user sees success.
+    inject("read", "nomem", 5);
+    let r = t.io(t.main, "EE_m4", read_io(0, 1, bs));
+    assert_eq!(r.status(), IoStatus::Success);
+    assert_eq!(flat(&r), &pattern(3, bs)[..]);
+    let e = t.on(t.main, |tx| {
+        let h = lookup("EE_m4").unwrap();
+        let _ = tx.send(
+            h.module_as::<error::ErrorBdev>()
+                .unwrap()
+                .injections()
+                .remaining(IoType::Read),
+        );
+    });
+    assert_eq!(e, 0, "all nomem injections were consumed by retries");
+    // corrupt_data on reads flips a byte of the returned data
+    t.rpc(
+        "bdev_error_inject_error",
+        json!({"name": "EE_m4", "io_type": "read", "error_type": "corrupt_data", "num": 1,
+               "corrupt_offset": 5, "corrupt_value": 1}),
+    )
+    .unwrap();
+    let r = t.io(t.main, "EE_m4", read_io(0, 1, bs));
+    let mut want = pattern(3, bs).to_vec();
+    want[5] ^= 1;
+    assert_eq!(flat(&r), want);
+    let bad = t.rpc(
+        "bdev_error_inject_error",
+        json!({"name": "EE_m4", "io_type": "read", "error_type": "explode"}),
+    );
+    assert!(bad.unwrap_err().message.contains("error_type"));
+    // the error bdev holds the claim: a second stacked bdev is refused
+    let second = t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "p9", "base_bdev_name": "m4"}),
+    );
+    let err = second.unwrap_err();
+    assert!(err.message.contains("already claimed"), "{}", err.message);
+    assert_eq!(
+        t.rpc("bdev_error_delete", json!({"name": "EE_m4"}))
+            .unwrap(),
+        json!(true)
+    );
+    t.stop();
+}
+
+#[test]
+fn null_resize_claims_names_and_config() {
+    let t = TestApp::start();
+    let r = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n0", "num_blocks": 256, "block_size": 4096}),
+    );
+    assert_eq!(r.unwrap(), json!("n0"));
+    let dup = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n0", "num_blocks": 1, "block_size": 512}),
+    );
+    assert_eq!(dup.unwrap_err().code, -libc::EEXIST);
+    let unknown = t.rpc(
+        "bdev_null_create",
+        json!({"name": "n1", "num_blocks": 1, "block_size": 512, "x": 1}),
+    );
+    assert!(unknown.unwrap_err().message.contains("`x`"));
+    let r = t.io(t.other, "n0", read_io(3, 2, 4096));
+    assert_eq!(r.status(), IoStatus::Success);
+    assert!(flat(&r).iter().all(|&b| b == 0));
+    assert_eq!(
+        t.rpc("bdev_null_resize", json!({"name": "n0", "new_size": 2}))
+            .unwrap(),
+        json!(true)
+    );
+    assert_eq!(t.bdev_info("n0")["num_blocks"], 512);
+    assert_eq!(
+        t.io(t.other, "n0", read_io(400, 1, 4096)).status(),
+        IoStatus::Success
+    );
+    assert!(t
+        .rpc("bdev_null_resize", json!({"name": "n0", "new_size": 1}))
+        .is_err());
+    // claims: first wins, second refused with a clear error
+    let msgs = t.on(t.other, |tx| {
+        let a = open("n0", |_| {}).unwrap();
+        let b = open("n0", |_| {}).unwrap();
+        a.claim("nvmf").unwrap();
+        let e = b.claim("other").unwrap_err().to_string();
+        drop(a);
+        let after = b.claim("other").is_ok();
+        let _ = tx.send((e, after));
+    });
+    assert_eq!(msgs.0, "bdev n0 already claimed by module nvmf");
+    assert!(msgs.1, "the claim is released with its descriptor");
+    malloc(&t, "m5");
+    t.rpc(
+        "bdev_passthru_create",
+        json!({"name": "p5", "base_bdev_name": "m5"}),
+    )
+    .unwrap();
+    let cfg = t.on(t.main, |tx| {
+        let _ = tx.send(rpc::write_config());
+    });
+    let methods: Vec<&str> = cfg.iter().map(|c| c["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        methods,
+        [
+            "bdev_set_options",
+            "bdev_null_create",
+            "bdev_malloc_create",
+            "bdev_passthru_create",
+            "bdev_wait_for_examine"
+        ]
+    );
+    assert_eq!(cfg[1]["params"]["num_blocks"], 512);
+    assert_eq!(cfg[3]["params"]["base_bdev_name"], "m5");
+    // iostat by name and names
+    let s = t.rpc("bdev_get_iostat", json!({"names": ["n0"]})).unwrap();
+    assert_eq!(s["bdevs"][0]["num_read_ops"], 2);
+    assert_eq!(s["bdevs"][0]["bytes_read"], 3 * 4096);
+    assert_eq!(s["tick_rate"], 1_000_000_000u64);
+    assert!(t.rpc("bdev_get_iostat", json!({"name": "nope"})).is_err());
+    assert_eq!(
+        t.rpc("bdev_wait_for_examine", json!({})).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        t.rpc("bdev_set_options", json!({"bdev_io_pool_size": 1024}))
+            .unwrap(),
+        json!(true)
+    );
+    let all = t.rpc("bdev_get_bdevs", json!({})).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert_eq!(all[0]["supported_io_types"]["unmap"], true);
+    assert_eq!(
+        t.rpc("bdev_null_delete", json!({"name": "n0"})).unwrap(),
+        json!(true)
+    );
+    assert!(
+        t.rpc("bdev_malloc_delete", json!({"name": "p5"})).is_err(),
+        "wrong module"
+    );
+    t.stop();
+}
+
+#[test]
+fn status_maps_to_nvme() {
+    assert_eq!(
+        IoStatus::InvalidLbaRange.nvme(),
+        NvmeStatus {
+            sct: 0,
+            sc: 0x80,
+            dnr: true
+        }
+    );
+    assert_eq!(IoStatus::MediaError.nvme().sct, 2);
+    assert_eq!(IoStatus::Success.nvme().sc, 0);
+    assert_eq!(IoStatus::Aborted.nvme().sc, 7);
+}
+
+/// A sink that forwards every completion to a channel (tests only).
+struct SendSink(mpsc::Sender<BdevIo>);
+
+impl IoSink for SendSink {
+    fn io_done(&self, io: BdevIo) {
+        let _ = self.0.send(io);
+    }
+}
+
+thread_local! {
+    static HELD: RefCell<Vec<Box<dyn std::any::Any>>> = RefCell::new(Vec::new());
+}
+
+#[test]
+fn removal_aborts_new_io_and_waits_for_the_last_close() {
+    let t = TestApp::start();
+    malloc(&t, "m6");
+    // A user that keeps its descriptor open after the remove event.
+    let (events_tx, events_rx) = mpsc::channel();
+    let (io_tx, io_rx) = mpsc::channel();
+    t.on(t.other, move |tx: mpsc::Sender<()>| {
+        let desc = open("m6", move |ev| {
+            let _ = events_tx.send(ev);
+        })
+        .unwrap();
+        let ch = desc.open_channel(Rc::new(SendSink(io_tx))).unwrap();
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            h.push(Box::new(ch));
+            h.push(Box::new(desc));
+        });
+        tx.send(()).unwrap();
+    });
+    let (del_tx, del_rx) = mpsc::channel();
+    t.app
+        .send_to(t.main, move || {
+            rpc::call("bdev_malloc_delete", json!({"name": "m6"}), move |r| {
+                let _ = del_tx.send(r);
+            })
+        })
+        .unwrap();
+    assert_eq!(events_rx.recv_timeout(WAIT).unwrap(), BdevEvent::Remove);
+    assert!(
+        del_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the delete waits for the user to close"
+    );
+    // New I/O on the still-open channel fails cleanly.
+    t.on(t.other, |tx: mpsc::Sender<()>| {
+        HELD.with(|h| {
+            let h = h.borrow();
+            let ch = h[0].downcast_ref::<IoChannel>().unwrap();
+            ch.submit(read_io(0, 1, 512));
+        });
+        tx.send(()).unwrap();
+    });
+    assert_eq!(
+        io_rx.recv_timeout(WAIT).unwrap().status(),
+        IoStatus::Aborted
+    );
+    t.on(t.other, |tx: mpsc::Sender<()>| {
+        HELD.with(|h| h.borrow_mut().clear());
+        tx.send(()).unwrap();
+    });
+    assert_eq!(del_rx.recv_timeout(WAIT).unwrap().unwrap(), json!(true));
+    t.stop();
+}
+
+#[test]
+fn closing_a_channel_still_delivers_in_flight_io() {
+    let t = TestApp::start();
+    malloc(&t, "m7");
+    t.rpc(
+        "bdev_delay_create",
+        json!({"name": "d7", "base_bdev_name": "m7", "avg_read_latency": 2000,
+               "p99_read_latency": 2000, "avg_write_latency": 2000, "p99_write_latency": 2000}),
+    )
+    .unwrap();
+    let (io_tx, io_rx) = mpsc::channel();
+    t.on(t.main, move |tx: mpsc::Sender<()>| {
+        let desc = open("d7", |_| {}).unwrap();
+        let ch = desc.open_channel(Rc::new(SendSink(io_tx))).unwrap();
+        for i in 0..8 {
+            ch.submit(write_io(i, 1, 512, i).with_token(i));
+        }
+        drop(ch);
+        drop(desc);
+        tx.send(()).unwrap();
+    });
+    let mut tokens: Vec<u64> = (0..8)
+        .map(|_| {
+            let io = io_rx.recv_timeout(WAIT).expect("delivered after close");
+            assert_eq!(io.status(), IoStatus::Success);
+            io.token
+        })
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        t.rpc("bdev_delay_delete", json!({"name": "d7"})).unwrap(),
+        json!(true)
+    );
+    t.stop();
+}
+
+#[test]
+fn reset_unsupported_types_and_resize_events() {
+    let t = TestApp::start();
+    let f = TempFile::new("ro", 1 << 20);
+    t.rpc(
+        "bdev_aio_create",
+        json!({"name": "ro0", "filename": f.path(), "readonly": true}),
+    )
+    .unwrap();
+    let info = t.bdev_info("ro0");
+    assert_eq!(info["supported_io_types"]["write"], false);
+    let w = t.io(t.main, "ro0", write_io(0, 1, 4096, 1));
+    assert_eq!(w.status(), IoStatus::Unsupported);
+    assert_eq!(
+        w.status().nvme(),
+        NvmeStatus {
+            sct: 0,
+            sc: 1,
+            dnr: true
+        }
+    );
+    assert_eq!(
+        t.io(t.main, "ro0", BdevIo::new(IoType::Reset, 0, 0))
+            .status(),
+        IoStatus::Success
+    );
+    assert_eq!(
+        t.io(t.main, "ro0", read_io(1, 1, 4096)).status(),
+        IoStatus::Success
+    );
+    t.rpc(
+        "bdev_null_create",
+        json!({"name": "n8", "num_blocks": 256, "block_size": 4096}),
+    )
+    .unwrap();
+    let (ev_tx, ev_rx) = mpsc::channel();
+    t.on(t.other, move |tx: mpsc::Sender<()>| {
+        let desc = open("n8", move |ev| {
+            let _ = ev_tx.send(ev);
+        })
+        .unwrap();
+        HELD.with(|h| h.borrow_mut().push(Box::new(desc)));
+        tx.send(()).unwrap();
+    });
+    t.rpc("bdev_null_resize", json!({"name": "n8", "new_size": 4}))
+        .unwrap();
+    assert_eq!(ev_rx.recv_timeout(WAIT).unwrap(), BdevEvent::Resize);
+    t.on(t.other, |tx: mpsc::Sender<()>| {
+        HELD.with(|h| h.borrow_mut().clear());
+        tx.send(()).unwrap();
+    });
+    t.stop();
+}
+
+#[test]
+fn rpc_errors_are_answers() {
+    let t = TestApp::start();
+    let missing = t.rpc(
+        "bdev_uring_create",
+        json!({"name": "u9", "filename": "/nonexistent/pollux-bdev"}),
+    );
+    let e = missing.unwrap_err();
+    assert!(
+        e.code == -libc::ENOENT || e.message.contains("io_uring"),
+        "{e}"
+    );
+    let e = t
+        .rpc(
+            "bdev_aio_create",
+            json!({"name": "a9", "filename": "/dev/null"}),
+        )
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("neither a regular file nor a block device"),
+        "{e}"
+    );
+    let e = t
+        .rpc(
+            "bdev_delay_create",
+            json!({"name": "d9", "base_bdev_name": "nope", "avg_read_latency": 1,
+                   "p99_read_latency": 1, "avg_write_latency": 1, "p99_write_latency": 1}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV, "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": 8, "block_size": 1000}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, crate::rpc::code::INVALID_PARAMS);
+    assert!(e.message.contains("block_size"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": 8, "block_size": 512, "md_size": 8}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("md_size"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"name": "m9", "num_blocks": u64::MAX, "block_size": 4096}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("overflows"), "{e}");
+    let e = t
+        .rpc(
+            "bdev_malloc_create",
+            json!({"num_blocks": "8", "block_size": 512}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("num_blocks"), "{e}");
+    // the auto-named malloc and a delay update on a bdev of another module
+    assert_eq!(
+        t.rpc(
+            "bdev_malloc_create",
+            json!({"num_blocks": 8, "block_size": 512})
+        )
+        .unwrap(),
+        json!("Malloc0")
+    );
+    let e = t
+        .rpc(
+            "bdev_delay_update_latency",
+            json!({"delay_bdev_name": "Malloc0", "latency_type": "avg_read", "latency_us": 1}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV, "{e}");
+    let e = t.rpc("bdev_wait_for_examine", json!({"x": 1})).unwrap_err();
+    assert_eq!(e.code, crate::rpc::code::INVALID_PARAMS);
+    t.stop();
+}
