@@ -111,7 +111,7 @@ impl Drop for RunningApp {
 pub fn register_modules() {
     // ---- module registrations: one line per module, dependencies first ----
     crate::sock::rpc::register();
-    // crate::bdev::rpc::register();
+    crate::bdev::rpc::register();
     // crate::nvmf::rpc::register();
     // ---- end of module registrations ----
 }
