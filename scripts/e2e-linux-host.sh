@@ -11,7 +11,9 @@
 #                                  live namespace add (this script adds it via rpc.py while
 #                                  the guest polls list-ns), dmesg check
 # and fails if any guest step fails or the guest dmesg shows nvme errors. Skips (exit 0)
-# when the harness is absent. Env: PROFILE=release|dev (default dev), KEEP=1 keeps logs.
+# when the harness is absent. Env: PROFILE=release|dev (default dev), KEEP=1 keeps logs,
+# CPUMASK (default 0x3: two reactors, so a controller's queues sit on both), SOCK_IMPL
+# (posix or uring), ONLY=ns (only the third run).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -41,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting pollux on 127.0.0.1:$port"
-"$bin" -m 0x1 -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
+"$bin" -m "${CPUMASK:-0x3}" -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; exit 1; }
@@ -51,7 +53,7 @@ rpc bdev_malloc_create -b Malloc1 32 512 >/dev/null
 rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
 rpc nvmf_create_subsystem "$nqn" -a -s POLLUXE2E0001 -d "pollux e2e"
 rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
+rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4 --sock-impl "${SOCK_IMPL:-posix}"
 set +e
 
 fails=0
