@@ -450,6 +450,18 @@ fn live_namespace_add_and_remove_raise_aens() {
     );
     let d = io.run(r, None, 4096);
     assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    // Abort (best effort): a pending AER can be aborted, an unknown command cannot.
+    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let mut abort = Sqe::new(admin_opc::ABORT, 0, 0);
+    abort.cdw10 = (aer as u32) << 16;
+    let d = admin.run(abort, None, 0);
+    assert!(d.ok());
+    assert_eq!(d.cqe.dw0 & 1, 0, "aborted");
+    let a = admin.wait_completion(aer);
+    assert!(a.cqe.status.same_code(Status::ABORTED_BY_REQUEST));
+    abort.cdw10 = 999 << 16;
+    let d = admin.run(abort, None, 0);
+    assert_eq!(d.cqe.dw0 & 1, 1, "not aborted");
     app.shutdown_and_wait();
 }
 
@@ -778,5 +790,139 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     .unwrap();
     admin.drain_until_closed();
     io.drain_until_closed();
+    app.shutdown_and_wait();
+}
+
+/// Runs `scripts/rpc.py -s SOCK args...`; returns (success, stdout, stderr).
+fn rpc_py(app: &RunningApp, args: &[&str]) -> (bool, String, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("-s")
+        .arg(app.rpc_socket())
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rpc_py_nvmf_commands() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("python3 missing: skipping");
+        return;
+    }
+    let app = start(vec![0], "nvmf-rpcpy");
+    let ok = |args: &[&str]| {
+        let (ok, out, err) = rpc_py(&app, args);
+        assert!(ok, "rpc.py {args:?}: {err}");
+        out
+    };
+    ok(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
+    ok(&[
+        "nvmf_create_transport",
+        "-t",
+        "TCP",
+        "-u",
+        "16384",
+        "-c",
+        "8192",
+        "--min-kato",
+        "500",
+    ]);
+    ok(&[
+        "nvmf_create_subsystem",
+        NQN,
+        "-s",
+        "SN42",
+        "-d",
+        "model 42",
+        "-m",
+        "8",
+    ]);
+    let nsid = ok(&[
+        "nvmf_subsystem_add_ns",
+        NQN,
+        "Malloc0",
+        "-n",
+        "3",
+        "-g",
+        "00112233445566778899aabbccddeeff",
+    ]);
+    assert_eq!(nsid.trim(), "3");
+    ok(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
+    ok(&["nvmf_subsystem_allow_any_host", NQN, "--enable"]);
+    ok(&[
+        "nvmf_subsystem_add_listener",
+        NQN,
+        "-t",
+        "tcp",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        "0",
+        "-f",
+        "ipv4",
+    ]);
+    let t: Value = serde_json::from_str(&ok(&["nvmf_get_transports"])).unwrap();
+    assert_eq!(t[0]["in_capsule_data_size"], json!(8192));
+    assert_eq!(t[0]["min_kato"], json!(500));
+    let s: Value = serde_json::from_str(&ok(&["nvmf_get_subsystems", NQN])).unwrap();
+    assert_eq!(s[0]["serial_number"], json!("SN42"));
+    assert_eq!(s[0]["max_namespaces"], json!(8));
+    assert_eq!(s[0]["allow_any_host"], json!(true));
+    assert_eq!(
+        s[0]["namespaces"][0]["nguid"],
+        json!("00112233445566778899aabbccddeeff")
+    );
+    let l: Value = serde_json::from_str(&ok(&["nvmf_subsystem_get_listeners", NQN])).unwrap();
+    let port: u16 = l[0]["address"]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut admin = Host::admin_connect(port, NQN, false, 0);
+    let d = admin.identify(cns::NS_ID_DESCRIPTOR_LIST, 3);
+    let descs = spec::decode_ns_id_descriptors(&d.data).unwrap();
+    assert!(descs.contains(&spec::NsIdDescriptor::Nguid([
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+        0xff
+    ])));
+    let c: Value = serde_json::from_str(&ok(&["nvmf_subsystem_get_controllers", NQN])).unwrap();
+    assert_eq!(c[0]["hostnqn"], json!(HOSTNQN));
+    assert_eq!(
+        c[0]["hostid"],
+        json!("11111111-2222-3333-4444-555555555555")
+    );
+    let q: Value = serde_json::from_str(&ok(&["nvmf_subsystem_get_qpairs", NQN])).unwrap();
+    assert_eq!(q[0]["qid"], json!(0));
+    let st: Value = serde_json::from_str(&ok(&["nvmf_get_stats"])).unwrap();
+    assert_eq!(st["poll_groups"][0]["current_admin_qpairs"], json!(1));
+    ok(&["nvmf_subsystem_remove_ns", NQN, "3"]);
+    ok(&["nvmf_subsystem_remove_host", NQN, HOSTNQN]);
+    ok(&[
+        "nvmf_subsystem_remove_listener",
+        NQN,
+        "-t",
+        "tcp",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port.to_string(),
+        "-f",
+        "ipv4",
+    ]);
+    admin.drain_until_closed();
+    ok(&["nvmf_delete_subsystem", NQN]);
+    let (fine, _, err) = rpc_py(&app, &["nvmf_delete_subsystem", NQN]);
+    assert!(!fine && err.contains("Unable to find subsystem"), "{err}");
     app.shutdown_and_wait();
 }
