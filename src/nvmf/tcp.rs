@@ -173,6 +173,8 @@ struct Qpair {
     opts: TransportOpts,
     /// Write requests queued on the socket and not completed yet.
     writes_in_flight: usize,
+    /// A Term Req went out: nothing else may follow it.
+    term_sent: bool,
 }
 
 impl Qpair {
@@ -205,6 +207,7 @@ impl Qpair {
             ctrlr: None,
             opts: TransportOpts::default(),
             writes_in_flight: 0,
+            term_sent: false,
         }
     }
 
@@ -662,6 +665,7 @@ impl PollGroup {
         qp.state = QpState::Closing {
             deadline: Instant::now() + CLOSE_LINGER,
         };
+        qp.term_sent = true;
         self.stats.term_reqs_sent += 1;
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
@@ -1420,6 +1424,11 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx) else {
             return;
         };
+        if qp.term_sent {
+            // Commands completing after a Term Req are dropped with the connection.
+            qp.free_slot(slot);
+            return;
+        }
         let closing = qp.closing();
         let tx = qp.tx;
         let qid = qp.qid.unwrap_or(0);
