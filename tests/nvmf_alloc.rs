@@ -145,3 +145,39 @@ fn steady_state_io_allocates_nothing_on_the_reactor() {
     }
     app.shutdown_and_wait();
 }
+
+/// A rough QD1 figure with the blocking test host (not a benchmark of record: the host is
+/// a simple blocking client). Run with `cargo test --release --test nvmf_alloc -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn qd1_4k_read_rough_rate() {
+    let mut o = common::test_options("nvmf-qd1");
+    o.idle = pollux::reactor::IdleStrategy::PollOnly;
+    let app = common::start(o);
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        json!({}),
+        true,
+    );
+    for digests in [false, true] {
+        let admin = Host::admin_connect(port, NQN, digests, 0);
+        let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, digests);
+        let t0 = std::time::Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs(2) {
+            assert!(io.run(rw(io_opc::READ, n % 4096, 1), None, 4096).ok());
+            n += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "QD1 4 KiB reads, digests {digests}: {:.0} IOPS, {:.1} us average",
+            n as f64 / secs,
+            secs * 1e6 / n as f64
+        );
+    }
+    app.shutdown_and_wait();
+}
