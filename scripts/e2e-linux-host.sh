@@ -78,6 +78,11 @@ run_vm() { # name guest-script [extra env...]
 	fi
 	wait $vm
 	local rc=$?
+	if [ $rc -eq 0 ] && [ "$name" = digests-queues-ns ] &&
+		! grep -q "controller created.*hdgst=true ddgst=true" "$work/pollux.log"; then
+		echo "   the host did not negotiate header and data digests"
+		rc=99
+	fi
 	local dmesg_bad=
 	if [ -f "$work/$name/dmesg.txt" ]; then
 		dmesg_bad=$(grep -iE "nvme.*(error|timeout|reset|failed|digest)" "$work/$name/dmesg.txt" | grep -v "Invalid SGL" || true)

@@ -955,7 +955,8 @@ impl PollGroup {
     fn fabrics(&mut self, idx: usize, slot: u16, sqe: &Sqe) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
         let Some(cmd) = FabricsCommand::parse(sqe) else {
-            return Ok(());
+            qp.reqs[slot as usize].status = Status::INVALID_OPCODE.with_dnr();
+            return self.respond(idx, slot);
         };
         let (status, value) = match cmd {
             FabricsCommand::Connect(_) if qp.qid.is_some() => {
@@ -1110,7 +1111,7 @@ impl PollGroup {
             )));
             self.stats.admin_qpairs += 1;
             self.stats.current_admin_qpairs += 1;
-            tracing::info!(cntlid, subnqn, hostnqn, peer = %qp.peer, "controller created");
+            tracing::info!(cntlid, subnqn, hostnqn, peer = %qp.peer, hdgst = qp.tx.hdgst, ddgst = qp.tx.ddgst, "controller created");
             cntlid
         } else {
             if s.is_discovery() {
