@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::nvme::{export, Host};
-use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
-use pollux::rpc::{self, Responder};
-use serde_json::{json, Value};
+use common::nvme::{call, export, rw, Host};
+use pollux::nvmf::spec::io_opc;
+use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,34 +47,6 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const NQN: &str = "nqn.2016-06.io.pollux:alloc";
-
-fn call(app: &pollux::app::RunningApp, method: &str, params: Value) -> Result<Value, Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let m = method.to_string();
-    app.handle()
-        .send_to(app.handle().main_core(), move || {
-            rpc::call(
-                &m,
-                Some(params),
-                Responder::new(move |r| {
-                    let _ = tx.send(r.map_err(|e| json!(e.message)));
-                }),
-            )
-        })
-        .unwrap();
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
-}
-
-fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
-    Sqe::rw(
-        op,
-        0,
-        1,
-        slba,
-        blocks,
-        SglDescriptor::transport_data_block(0),
-    )
-}
 
 fn run_ios(io: &mut Host, n: u64) {
     let a = vec![0x5au8; 4096];

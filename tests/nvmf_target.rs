@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::nvme::{export, Host, HOSTID, HOSTNQN};
+use common::nvme::{call, export, rw, Host, HOSTID, HOSTNQN};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, PduHeader};
 use pollux::nvmf::spec::{
@@ -14,7 +14,6 @@ use pollux::nvmf::spec::{
     IdentifyNamespace, SglDescriptor, SmartLog, Sqe, Status,
 };
 use pollux::reactor::IdleStrategy;
-use pollux::rpc::{self, Responder};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -27,45 +26,26 @@ fn start(cores: Vec<u32>, tag: &str) -> RunningApp {
     common::start(o)
 }
 
-/// Calls a method in-process on the main reactor.
-fn call(app: &RunningApp, method: &str, params: Value) -> Result<Value, Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let m = method.to_string();
-    let main = app.handle().main_core();
-    app.handle()
-        .send_to(main, move || {
-            rpc::call(
-                &m,
-                Some(params),
-                Responder::new(move |r| {
-                    let _ = tx.send(r.map_err(|e| json!({"code": e.code, "message": e.message})));
-                }),
-            )
-        })
-        .expect("send to the main reactor");
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("an RPC answer")
-}
-
 fn setup(app: &RunningApp, extra: Value) -> u16 {
     export(&mut |m, p| call(app, m, p), NQN, "Malloc0", 64, extra, true)
+}
+
+/// Like `setup` with a 16 MiB namespace and only listed hosts allowed (none yet).
+fn setup_restricted(app: &RunningApp) -> u16 {
+    export(
+        &mut |m, p| call(app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        json!({}),
+        false,
+    )
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
-    Sqe::rw(
-        op,
-        0,
-        1,
-        slba,
-        blocks,
-        SglDescriptor::transport_data_block(0),
-    )
 }
 
 /// Identify, features, every I/O command, SMART counters.
@@ -285,14 +265,7 @@ fn invalid_param(d: &common::nvme::Done) -> (bool, u16) {
 #[test]
 fn connect_rejections() {
     let app = start(vec![0], "nvmf-reject");
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        false,
-    );
+    let port = setup_restricted(&app);
     // Unknown subsystem: IATTR=1, IPO=256.
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, "nqn.2016-06.io.pollux:nope", HOSTNQN, 0xffff, 31, 0);
@@ -747,14 +720,7 @@ fn uring_sockets_serve_the_same_protocol() {
 #[test]
 fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     let app = start(vec![0], "nvmf-ddgst");
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        false,
-    );
+    let port = setup_restricted(&app);
     call(
         &app,
         "nvmf_subsystem_add_host",

@@ -63,14 +63,7 @@ pub fn plan(
         return Err(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
     };
     let range = || -> Result<(u64, u64, usize), Status> {
-        let blocks = sqe.nlb() as u64;
-        let slba = sqe.slba();
-        if slba
-            .checked_add(blocks)
-            .is_none_or(|end| end > ns.num_blocks)
-        {
-            return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
-        }
+        let (slba, blocks) = lba_range(sqe, ns)?;
         let len = blocks * ns.block_size as u64;
         if len > max_io_size as u64 {
             return Err(Status::INVALID_FIELD.with_dnr());
@@ -103,14 +96,7 @@ pub fn plan(
             IoPlan::Nothing
         }),
         io_opc::WRITE_ZEROES => {
-            let blocks = sqe.nlb() as u64;
-            let slba = sqe.slba();
-            if slba
-                .checked_add(blocks)
-                .is_none_or(|end| end > ns.num_blocks)
-            {
-                return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
-            }
+            let (slba, blocks) = lba_range(sqe, ns)?;
             if !ns.supports_write_zeroes {
                 return Err(Status::INVALID_OPCODE.with_dnr());
             }
@@ -145,6 +131,20 @@ pub fn plan(
         }
         _ => Err(Status::INVALID_OPCODE.with_dnr()),
     }
+}
+
+/// The (SLBA, block count) of a read/write-like command, checked against the namespace
+/// (overflow included).
+fn lba_range(sqe: &Sqe, ns: &NsGeometry) -> Result<(u64, u64), Status> {
+    let blocks = sqe.nlb() as u64;
+    let slba = sqe.slba();
+    if slba
+        .checked_add(blocks)
+        .is_none_or(|end| end > ns.num_blocks)
+    {
+        return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
+    }
+    Ok((slba, blocks))
 }
 
 /// The NVMe status of a bdev completion.

@@ -27,6 +27,25 @@ fn publish_then(responder: Responder, value: Value) {
     publish(move || responder.ok(value));
 }
 
+/// Applies a registry change; on success publishes it and answers `true`.
+fn mutate(responder: Responder, change: impl FnOnce(&mut target::Target) -> Result<(), String>) {
+    match with_target(change) {
+        Ok(()) => publish_then(responder, json!(true)),
+        Err(e) => responder.err(failed(e)),
+    }
+}
+
+/// Runs `f` on the subsystem named by the params' `nqn` (inspection methods).
+fn inspect(p: Option<Value>, f: impl FnOnce(&Subsystem) -> Value) -> Result<Value, RpcError> {
+    let p: NqnOnly = parse_params(p)?;
+    let _ = p.tgt_name;
+    with_target(|t| {
+        t.subsystem(&p.nqn)
+            .map(f)
+            .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateTransport {
@@ -270,10 +289,7 @@ pub fn register() {
             Ok(o) => o,
             Err(e) => return r.err(failed(e)),
         };
-        match with_target(|t| t.create_transport(opts)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
+        mutate(r, |t| t.create_transport(opts))
     });
 
     rpc::register("nvmf_get_transports", Allowed::RuntimeOnly, |p| {
@@ -323,19 +339,13 @@ pub fn register() {
         s.max_namespaces = p.max_namespaces;
         s.min_cntlid = p.min_cntlid.unwrap_or(1);
         s.max_cntlid = p.max_cntlid.unwrap_or(0xffef);
-        match with_target(|t| t.create_subsystem(s)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
+        mutate(r, |t| t.create_subsystem(s))
     });
 
     rpc::register_async("nvmf_delete_subsystem", Allowed::RuntimeOnly, |p, r| {
         let p: NqnOnly = params!(p, r);
         let _ = p.tgt_name;
-        match with_target(|t| t.delete_subsystem(&p.nqn)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
+        mutate(r, |t| t.delete_subsystem(&p.nqn))
     });
 
     rpc::register_async(
@@ -345,10 +355,10 @@ pub fn register() {
             let p: ListenerParams = params!(p, r);
             let _ = (p.tgt_name, p.secure_channel, p.ana_state);
             let addr = p.listen_address.into_addr();
-            match with_target(|t| t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())) {
-                Ok(_) => publish_then(r, json!(true)),
-                Err(e) => r.err(failed(e)),
-            }
+            mutate(r, |t| {
+                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())
+                    .map(drop)
+            })
         },
     );
 
@@ -358,10 +368,7 @@ pub fn register() {
         |p, r| {
             let p: ListenerParams = params!(p, r);
             let addr = p.listen_address.into_addr();
-            match with_target(|t| t.remove_listener(&p.nqn, &addr)) {
-                Ok(()) => publish_then(r, json!(true)),
-                Err(e) => r.err(failed(e)),
-            }
+            mutate(r, |t| t.remove_listener(&p.nqn, &addr))
         },
     );
 
@@ -393,10 +400,7 @@ pub fn register() {
     rpc::register_async("nvmf_subsystem_remove_ns", Allowed::RuntimeOnly, |p, r| {
         let p: RemoveNs = params!(p, r);
         let _ = p.tgt_name;
-        match with_target(|t| t.remove_ns(&p.nqn, p.nsid)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
+        mutate(r, |t| t.remove_ns(&p.nqn, p.nsid))
     });
 
     rpc::register_async("nvmf_subsystem_add_host", Allowed::RuntimeOnly, |p, r| {
@@ -405,10 +409,7 @@ pub fn register() {
             return r.err(failed("psk: TLS is not supported".into()));
         }
         let _ = p.tgt_name;
-        match with_target(|t| t.add_host(&p.nqn, &p.host)) {
-            Ok(()) => publish_then(r, json!(true)),
-            Err(e) => r.err(failed(e)),
-        }
+        mutate(r, |t| t.add_host(&p.nqn, &p.host))
     });
 
     rpc::register_async(
@@ -417,10 +418,7 @@ pub fn register() {
         |p, r| {
             let p: HostParams = params!(p, r);
             let _ = (p.tgt_name, p.psk);
-            match with_target(|t| t.remove_host(&p.nqn, &p.host)) {
-                Ok(()) => publish_then(r, json!(true)),
-                Err(e) => r.err(failed(e)),
-            }
+            mutate(r, |t| t.remove_host(&p.nqn, &p.host))
         },
     );
 
@@ -430,10 +428,7 @@ pub fn register() {
         |p, r| {
             let p: AllowAnyHost = params!(p, r);
             let _ = p.tgt_name;
-            match with_target(|t| t.allow_any_host(&p.nqn, p.allow_any_host)) {
-                Ok(()) => publish_then(r, json!(true)),
-                Err(e) => r.err(failed(e)),
-            }
+            mutate(r, |t| t.allow_any_host(&p.nqn, p.allow_any_host))
         },
     );
 
@@ -455,16 +450,12 @@ pub fn register() {
     });
 
     rpc::register("nvmf_subsystem_get_listeners", Allowed::RuntimeOnly, |p| {
-        let p: NqnOnly = parse_params(p)?;
-        with_target(|t| {
-            let s = t
-                .subsystem(&p.nqn)
-                .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))?;
-            Ok(json!(s
+        inspect(p, |s| {
+            json!(s
                 .listeners
                 .iter()
                 .map(|l| json!({"address": l.to_json(), "ana_state": "optimized"}))
-                .collect::<Vec<_>>()))
+                .collect::<Vec<_>>())
         })
     });
 
@@ -472,13 +463,9 @@ pub fn register() {
         "nvmf_subsystem_get_controllers",
         Allowed::RuntimeOnly,
         |p| {
-            let p: NqnOnly = parse_params(p)?;
-            with_target(|t| {
-                let s = t
-                    .subsystem(&p.nqn)
-                    .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))?;
+            inspect(p, |s| {
                 let d = s.directory.lock();
-                Ok(json!(d
+                json!(d
                     .iter()
                     .map(|(id, e)| json!({
                         "cntlid": id,
@@ -487,17 +474,13 @@ pub fn register() {
                         "num_io_qpairs": e.io_qpairs.len(),
                         "peer_address": e.peer,
                     }))
-                    .collect::<Vec<_>>()))
+                    .collect::<Vec<_>>())
             })
         },
     );
 
     rpc::register("nvmf_subsystem_get_qpairs", Allowed::RuntimeOnly, |p| {
-        let p: NqnOnly = parse_params(p)?;
-        with_target(|t| {
-            let s = t
-                .subsystem(&p.nqn)
-                .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))?;
+        inspect(p, |s| {
             let d = s.directory.lock();
             let mut out = Vec::new();
             for (id, e) in d.iter() {
@@ -516,7 +499,7 @@ pub fn register() {
                     out.push(one(*qid, r.core));
                 }
             }
-            Ok(json!(out))
+            json!(out)
         })
     });
 

@@ -300,18 +300,7 @@ pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// 8-4-4-4-12 text of 16 bytes.
-pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+pub use crate::bdev::util::format_uuid;
 
 /// Validates an NQN as SPDK does: 11..=223 bytes, `nqn.` prefix (or the UUID form).
 pub fn valid_nqn(nqn: &str) -> Result<(), String> {

@@ -407,6 +407,39 @@ impl Host {
     }
 }
 
+/// A Read or Write of `blocks` at `slba` of namespace 1 (the host fills in cid and SGL).
+pub fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
+    Sqe::rw(
+        op,
+        0,
+        1,
+        slba,
+        blocks,
+        SglDescriptor::transport_data_block(0),
+    )
+}
+
+/// Calls a method in-process on the main reactor of `app`; errors come back as
+/// `{"code", "message"}`.
+pub fn call(app: &pollux::app::RunningApp, method: &str, params: Value) -> Result<Value, Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = method.to_string();
+    let main = app.handle().main_core();
+    app.handle()
+        .send_to(main, move || {
+            pollux::rpc::call(
+                &m,
+                Some(params),
+                pollux::rpc::Responder::new(move |r| {
+                    let _ = tx.send(r.map_err(|e| json!({"code": e.code, "message": e.message})));
+                }),
+            )
+        })
+        .expect("send to the main reactor");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("an RPC answer")
+}
+
 /// Standard setup RPCs: transport, subsystem (any host unless `hosts`), a namespace on a
 /// new malloc bdev, a listener on an ephemeral port. Returns the port.
 pub fn export(
