@@ -892,3 +892,43 @@ fn rpc_py_nvmf_commands() {
     assert!(!fine && err.contains("Unable to find subsystem"), "{err}");
     app.shutdown_and_wait();
 }
+
+#[test]
+fn saved_config_recreates_the_target() {
+    let app = start(vec![0], "nvmf-save");
+    let port = setup(&app, json!({"in_capsule_data_size": 8192}));
+    call(
+        &app,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    )
+    .unwrap();
+    // Save as rpc.py save_config does: every framework subsystem's config.
+    let names = call(&app, "framework_get_subsystems", json!(null)).unwrap();
+    let subsystems: Vec<Value> = names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["subsystem"].as_str().unwrap();
+            json!({"subsystem": name,
+                   "config": call(&app, "framework_get_config", json!({"name": name})).unwrap()})
+        })
+        .collect();
+    let before = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
+    app.shutdown_and_wait();
+    let file = common::sock_path("nvmf-save").with_extension("json");
+    std::fs::write(&file, json!({"subsystems": subsystems}).to_string()).unwrap();
+    let mut o = common::test_options("nvmf-load");
+    o.json_config = Some(file.clone());
+    let app = common::start(o);
+    let after = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
+    assert_eq!(before, after);
+    let t = call(&app, "nvmf_get_transports", json!({})).unwrap();
+    assert_eq!(t[0]["in_capsule_data_size"], json!(8192));
+    // And it serves on the same port.
+    let mut admin = Host::admin_connect(port, NQN, false, 0);
+    assert!(admin.identify(cns::NAMESPACE, 1).ok());
+    app.shutdown_and_wait();
+    let _ = std::fs::remove_file(file);
+}
