@@ -768,8 +768,15 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
 /// Runs `scripts/rpc.py -s SOCK args...`; returns (success, stdout, stderr).
 fn rpc_py(app: &RunningApp, args: &[&str]) -> (bool, String, String) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
+    run_client(std::process::Command::new("python3").arg(script), app, args)
+}
+
+fn run_client(
+    cmd: &mut std::process::Command,
+    app: &RunningApp,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = cmd
         .arg("-s")
         .arg(app.rpc_socket())
         .args(args)
@@ -937,4 +944,74 @@ fn saved_config_recreates_the_target() {
     assert!(admin.identify(cns::NAMESPACE, 1).ok());
     app.shutdown_and_wait();
     let _ = std::fs::remove_file(file);
+}
+
+/// SPDK's own rpc.py (POLLUX_SPDK_RPC names its `spdk-rpc`; .ci/run installs it) drives
+/// the nvmf methods unchanged.
+#[test]
+fn spdk_rpc_py_nvmf_commands() {
+    let Some(spdk) = std::env::var_os("POLLUX_SPDK_RPC") else {
+        eprintln!("POLLUX_SPDK_RPC is not set: SPDK's rpc.py nvmf compatibility not checked");
+        return;
+    };
+    let app = start(vec![0], "nvmf-spdkrpc");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = run_client(&mut std::process::Command::new(&spdk), &app, args);
+        assert!(ok, "spdk rpc.py {args:?}: {err}");
+        out
+    };
+    run(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
+    run(&[
+        "nvmf_create_transport",
+        "-t",
+        "TCP",
+        "-m",
+        "8",
+        "-c",
+        "8192",
+        "--min-kato",
+        "1000",
+    ]);
+    run(&[
+        "nvmf_create_subsystem",
+        NQN,
+        "-a",
+        "-s",
+        "SPDK0001",
+        "-d",
+        "SPDK_Controller1",
+    ]);
+    run(&["nvmf_subsystem_add_ns", NQN, "Malloc0"]);
+    run(&[
+        "nvmf_subsystem_add_listener",
+        NQN,
+        "-t",
+        "tcp",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        "0",
+        "-f",
+        "ipv4",
+    ]);
+    run(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
+    run(&["nvmf_subsystem_allow_any_host", "--no-allow-any-host", NQN]);
+    let s: Value = serde_json::from_str(&run(&["nvmf_get_subsystems", NQN])).unwrap();
+    assert_eq!(s[0]["allow_any_host"], json!(false));
+    assert_eq!(s[0]["listen_addresses"][0]["adrfam"], json!("IPv4"));
+    let port: u16 = s[0]["listen_addresses"][0]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut admin = Host::admin_connect(port, NQN, false, 0);
+    assert!(admin.identify(cns::NAMESPACE, 1).ok());
+    let c: Value = serde_json::from_str(&run(&["nvmf_subsystem_get_controllers", NQN])).unwrap();
+    assert_eq!(c[0]["hostnqn"], json!(HOSTNQN));
+    run(&["nvmf_get_stats"]);
+    run(&["nvmf_get_transports"]);
+    run(&["nvmf_subsystem_remove_ns", NQN, "1"]);
+    run(&["nvmf_delete_subsystem", NQN]);
+    admin.drain_until_closed();
+    app.shutdown_and_wait();
 }

@@ -65,7 +65,8 @@ def _listen_args(p, with_impl):
     p.add_argument("-f", "--adrfam", help="address family: IPv4 or IPv6")
     p.add_argument("-s", "--trsvcid", help="transport service id (port)")
     if with_impl:
-        p.add_argument("--sock-impl", dest="sock_impl", help="socket implementation: posix or uring")
+        p.add_argument("-S", "--sock-impl", dest="sock_impl",
+                       help="socket implementation: posix or uring")
 
 
 def _ns_params(args):
@@ -87,7 +88,8 @@ def add_commands(subparsers):
     p.add_argument("-m", "--max-io-qpairs-per-ctrlr", dest="max_io_qpairs_per_ctrlr", type=int)
     p.add_argument("-c", "--in-capsule-data-size", dest="in_capsule_data_size", type=int)
     p.add_argument("-i", "--max-io-size", dest="max_io_size", type=int)
-    p.add_argument("-u", "--io-unit-size", dest="io_unit_size", type=int)
+    p.add_argument("-u", "--io-unit-size", dest="io_unit_size", type=int,
+                   help="largest H2CData PDU (MAXH2CDATA) and buffer unit")
     p.add_argument("-a", "--max-aq-depth", dest="max_aq_depth", type=int)
     p.add_argument("-n", "--num-shared-buffers", dest="num_shared_buffers", type=int)
     p.add_argument("-b", "--buf-cache-size", dest="buf_cache_size", type=int)
@@ -174,8 +176,10 @@ def add_commands(subparsers):
              lambda a: {"nqn": a.nqn, "allow_any_host": a.allow})
     p.add_argument("nqn", help="subsystem NQN")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("-e", "--enable", dest="allow", action="store_true")
-    g.add_argument("-d", "--disable", dest="allow", action="store_false")
+    # Older SPDK spelled it -e/-d, newer --allow-any-host/--no-allow-any-host.
+    g.add_argument("-e", "--enable", "--allow-any-host", dest="allow", action="store_true")
+    g.add_argument("-d", "--disable", "--no-allow-any-host", dest="allow",
+                   action="store_false")
 
     for name, what in (("nvmf_subsystem_get_listeners", "listeners"),
                        ("nvmf_subsystem_get_controllers", "controllers"),

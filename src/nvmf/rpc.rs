@@ -82,6 +82,11 @@ struct CreateTransport {
     disable_shadow_doorbells: Option<bool>,
     disable_command_passthru: Option<bool>,
     data_wr_pool_size: Option<i64>,
+    // Newer SPDK names of the per-poll-group buffer cache (pollux caches per reactor).
+    iobuf_small_cache_size: Option<u32>,
+    iobuf_large_cache_size: Option<u32>,
+    masked_oncs: Option<Vec<String>>,
+    masked_fuses: Option<Vec<String>>,
 }
 
 impl CreateTransport {
@@ -92,7 +97,15 @@ impl CreateTransport {
                 self.trtype
             ));
         }
+        if self.masked_oncs.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err("masked_oncs: masking ONCS features is not supported".into());
+        }
+        if self.masked_fuses.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err("masked_fuses: fused commands are not supported (nothing to mask)".into());
+        }
         let _ignored = (
+            self.iobuf_small_cache_size,
+            self.iobuf_large_cache_size,
             self.tgt_name,
             self.no_srq,
             self.num_cqe,
@@ -155,6 +168,12 @@ struct CreateSubsystem {
     ana_reporting: bool,
     min_cntlid: Option<u16>,
     max_cntlid: Option<u16>,
+    // Sent by SPDK's rpc.py (false by default); the features are not implemented.
+    passthrough: Option<bool>,
+    enable_nssr: Option<bool>,
+    dmrsl: Option<u32>,
+    wzsl: Option<u32>,
+    admin_label: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,13 +194,14 @@ struct ListenAddress {
 
 impl ListenAddress {
     fn into_addr(self) -> ListenAddr {
-        let adrfam = self.adrfam.unwrap_or_else(|| {
-            if self.traddr.contains(':') {
-                "IPv6".into()
-            } else {
-                "IPv4".into()
-            }
-        });
+        // SPDK spells the families IPv4 / IPv6 whatever the caller wrote.
+        let adrfam = match self.adrfam {
+            Some(f) if f.eq_ignore_ascii_case("ipv4") => "IPv4".into(),
+            Some(f) if f.eq_ignore_ascii_case("ipv6") => "IPv6".into(),
+            Some(f) => f,
+            None if self.traddr.contains(':') => "IPv6".into(),
+            None => "IPv4".into(),
+        };
         ListenAddr {
             trtype: self.trtype,
             adrfam,
@@ -200,6 +220,7 @@ struct ListenerParams {
     secure_channel: Option<bool>,
     sock_impl: Option<String>,
     ana_state: Option<String>,
+    numa_id: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +233,7 @@ struct NsParams {
     uuid: Option<String>,
     ptpl_file: Option<String>,
     anagrpid: Option<u32>,
+    no_auto_visible: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -311,7 +333,17 @@ pub fn register() {
 
     rpc::register_async("nvmf_create_subsystem", Allowed::RuntimeOnly, |p, r| {
         let p: CreateSubsystem = params!(p, r);
-        let _ = (p.tgt_name, p.ana_reporting);
+        let _ = (p.tgt_name, p.ana_reporting, p.dmrsl, p.wzsl, p.admin_label);
+        if p.passthrough == Some(true) {
+            return r.err(failed(
+                "passthrough: NVMe passthrough is not supported".into(),
+            ));
+        }
+        if p.enable_nssr == Some(true) {
+            return r.err(failed(
+                "enable_nssr: NVM subsystem reset is not supported".into(),
+            ));
+        }
         if let Err(e) = subsystem::valid_nqn(&p.nqn) {
             return r.err(failed(e));
         }
@@ -353,7 +385,10 @@ pub fn register() {
         Allowed::RuntimeOnly,
         |p, r| {
             let p: ListenerParams = params!(p, r);
-            let _ = (p.tgt_name, p.secure_channel, p.ana_state);
+            let _ = (p.tgt_name, p.ana_state, p.numa_id);
+            if p.secure_channel == Some(true) {
+                return r.err(failed("secure_channel: TLS is not supported".into()));
+            }
             let addr = p.listen_address.into_addr();
             mutate(r, |t| {
                 t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())
@@ -375,7 +410,17 @@ pub fn register() {
     rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
         let p: AddNs = params!(p, r);
         let ns = p.namespace;
-        let _ = (p.tgt_name, ns.ptpl_file, ns.anagrpid);
+        let _ = (p.tgt_name, ns.anagrpid);
+        if ns.ptpl_file.is_some() {
+            return r.err(failed(
+                "namespace.ptpl_file: reservations are not supported".into(),
+            ));
+        }
+        if ns.no_auto_visible == Some(true) {
+            return r.err(failed(
+                "namespace.no_auto_visible: per-host namespace visibility is not supported".into(),
+            ));
+        }
         let nguid = match ns.nguid.as_deref().map(subsystem::parse_hex::<16>) {
             Some(None) => return r.err(failed("namespace.nguid: not 16 bytes of hex".into())),
             Some(v) => v,
