@@ -8,4 +8,5 @@ pub(crate) mod wire;
 
 pub use wire::{ascii_field, field_str, nul_field, WireField};
 pub mod digest;
+pub mod host;
 pub mod pdu;
