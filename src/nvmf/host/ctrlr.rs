@@ -84,6 +84,11 @@ pub struct ControllerInfo {
     pub hostnqn: String,
     pub hostid: [u8; 16],
     pub is_discovery: bool,
+    /// Header and data digests as negotiated on the admin queue.
+    pub hdgst: bool,
+    pub ddgst: bool,
+    /// The controller's MAXH2CDATA.
+    pub maxh2cdata: u32,
 }
 
 type Callback = Box<dyn FnOnce(Completion)>;
@@ -717,7 +722,7 @@ fn after_identify(
     id: IdentifyController,
     done: Done<Rc<Controller>>,
 ) {
-    let (opts, subnqn, cntlid, hostnqn, hostid) = {
+    let (opts, subnqn, cntlid, hostnqn, hostid, (hdgst, ddgst, maxh2cdata)) = {
         let inner = c.inner.borrow();
         (
             inner.opts.clone(),
@@ -725,6 +730,7 @@ fn after_identify(
             inner.admin.cntlid(),
             inner.hostnqn.clone(),
             inner.hostid,
+            inner.admin.negotiated(),
         )
     };
     let is_discovery = subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::spec::cntrltype::DISCOVERY;
@@ -746,6 +752,9 @@ fn after_identify(
         hostnqn,
         hostid,
         is_discovery,
+        hdgst,
+        ddgst,
+        maxh2cdata,
     };
     c.inner.borrow_mut().info = Some(info);
     let wanted = opts.request_io_queues.max(opts.io_queues);
