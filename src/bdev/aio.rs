@@ -6,7 +6,7 @@
 //! preadv/pwritev, flush is an AIO fsync; AIO has no fallocate, so unmap and write_zeroes
 //! write zeroes from a shared zero buffer in chunks (both then read back zeroes).
 
-use super::util::{status_of_errno, BackingFile, SlotTable};
+use super::util::{open_file_bdev, status_of_errno, BackingFile, SlotTable};
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
 };
@@ -374,24 +374,21 @@ pub struct AioOpts {
 /// Creates and registers an aio bdev (main reactor).
 pub fn create(opts: AioOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
-        let file = BackingFile::open(&opts.filename, opts.readonly)?;
-        let block_size = file.choose_block_size(opts.block_size)?;
-        let num_blocks = file.size / block_size as u64;
         let types = if opts.readonly {
             IoTypes::of(&[IoType::Read, IoType::Flush, IoType::Reset])
         } else {
             IoTypes::of(&IoType::ALL)
         };
-        let mut info = BdevInfo::new(
-            opts.name.clone(),
+        let (info, file) = open_file_bdev(
+            &opts.name,
             PRODUCT_NAME,
-            block_size,
-            num_blocks,
+            &opts.filename,
+            opts.readonly,
+            opts.block_size,
+            opts.uuid.as_deref(),
             types,
-        );
-        if let Some(u) = &opts.uuid {
-            info.uuid = super::parse_uuid(u).map_err(BdevError::Invalid)?;
-        }
+        )?;
+        let block_size = info.block_size;
         Ok((
             info,
             AioBdev {

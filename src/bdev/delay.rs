@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const PRODUCT_NAME: &str = "delay";
+/// Longest latency applied (longer settings are clamped): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Period of the timed poller releasing completions.
 const TIMER_PERIOD_US: u64 = 10;
 
@@ -92,7 +94,8 @@ impl Held {
             (IoType::Write, true) => LatencyKind::P99Write,
             _ => unreachable!("only reads and writes are held"),
         };
-        let due = Instant::now() + Duration::from_micros(self.latencies.get(kind));
+        let due =
+            Instant::now() + Duration::from_micros(self.latencies.get(kind).min(MAX_LATENCY_US));
         self.queues[kind as usize].push_back((due, io));
         if !self.timer_running {
             if let Some(t) = &self.timer {
@@ -147,7 +150,10 @@ impl ModuleChannel for DelayChannel {
 impl Drop for DelayChannel {
     fn drop(&mut self) {
         if let Some(t) = self.held.borrow_mut().timer.take() {
-            t.unregister();
+            // Off its reactor (thread teardown) the poller goes with the reactor anyway.
+            if reactor::current_core() == Some(t.core()) {
+                t.unregister();
+            }
         }
     }
 }
@@ -245,12 +251,6 @@ pub struct DelayOpts {
 
 pub fn create(opts: DelayOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
-        let uuid = opts
-            .uuid
-            .as_deref()
-            .map(super::parse_uuid)
-            .transpose()
-            .map_err(BdevError::Invalid)?;
         if opts.p99_read_latency < opts.avg_read_latency
             || opts.p99_write_latency < opts.avg_write_latency
         {
@@ -258,22 +258,13 @@ pub fn create(opts: DelayOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) 
                 "p99 latency must not be lower than the average latency".into(),
             ));
         }
-        if super::lookup(&opts.name).is_some() {
-            return Err(BdevError::Exists(opts.name.clone()));
-        }
-        let base = Base::open(&opts.base_bdev_name, "bdev_delay", &opts.name)?;
-        let b = &base.handle;
-        let mut info = BdevInfo::new(
-            opts.name.clone(),
+        let (info, base) = super::stack::open_stacked(
+            &opts.name,
+            &opts.base_bdev_name,
+            "bdev_delay",
             PRODUCT_NAME,
-            b.block_size(),
-            b.num_blocks(),
-            b.info.io_types,
-        );
-        info.optimal_io_boundary = b.info.optimal_io_boundary;
-        if let Some(u) = uuid {
-            info.uuid = u;
-        }
+            opts.uuid.as_deref(),
+        )?;
         let latencies = Arc::new(Latencies::default());
         latencies.set(LatencyKind::AvgRead, opts.avg_read_latency);
         latencies.set(LatencyKind::P99Read, opts.p99_read_latency);

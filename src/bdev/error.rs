@@ -246,29 +246,14 @@ pub struct ErrorOpts {
 /// Creates `EE_<base_name>` over `base_name` (main reactor).
 pub fn create(opts: ErrorOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
-        let uuid = opts
-            .uuid
-            .as_deref()
-            .map(super::parse_uuid)
-            .transpose()
-            .map_err(BdevError::Invalid)?;
         let name = format!("{NAME_PREFIX}{}", opts.base_name);
-        if super::lookup(&name).is_some() {
-            return Err(BdevError::Exists(name));
-        }
-        let base = Base::open(&opts.base_name, "bdev_error", &name)?;
-        let b = &base.handle;
-        let mut info = BdevInfo::new(
-            name,
+        let (info, base) = super::stack::open_stacked(
+            &name,
+            &opts.base_name,
+            "bdev_error",
             PRODUCT_NAME,
-            b.block_size(),
-            b.num_blocks(),
-            b.info.io_types,
-        );
-        info.optimal_io_boundary = b.info.optimal_io_boundary;
-        if let Some(u) = uuid {
-            info.uuid = u;
-        }
+            opts.uuid.as_deref(),
+        )?;
         Ok((
             info,
             ErrorBdev {

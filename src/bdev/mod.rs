@@ -18,6 +18,17 @@
 //! disappears from lookups, every descriptor gets [`BdevEvent::Remove`] on its reactor,
 //! in-flight I/O completes normally, new I/O fails with `Aborted`, and once the last
 //! descriptor closes the module's `destruct` runs and the deletion completes.
+//!
+//! For a frontend such as the NVMe-oF target: on the main reactor, `open(name, on_event)`
+//! and `claim("nvmf")` when a namespace is added (`on_event(Remove)` → remove the
+//! namespace, drop its channels, then the `Desc`); on each poll-group reactor, open one
+//! `IoChannel` per namespace with a sink (`Rc<dyn IoSink>`) shared by that reactor's qpairs,
+//! keep a pool of `BdevIo`s whose `token` names the request (qpair slot, command id), move a
+//! `BdevIo` into `submit` with `IoBuf`s for the data, and in `io_done` map `io.status().nvme()`
+//! into the CQE and recycle the `BdevIo` and its buffers. A sink may submit again from
+//! `io_done`. Latency in iostat is timed per layer (stacked bdevs: each layer from its own
+//! submit). Read data of a malloc bdev can later be sent without a copy through
+//! `handle.module_as::<malloc::MallocBdev>()` and its `Arc`'d `MallocRegion`.
 
 pub mod aio;
 pub mod delay;
@@ -530,6 +541,20 @@ pub fn register(
             })
         },
         move || done(Ok(handle)),
+    );
+}
+
+/// Drops this application's registry on every reactor (a shutdown hook, registered by
+/// `rpc::register`), so no bdev outlives its reactors in thread-local teardown.
+pub(crate) fn clear_registry(done: Box<dyn FnOnce() + Send>) {
+    reactor::for_each_reactor(
+        || {
+            let local = LOCAL.with(|l| std::mem::take(&mut *l.borrow_mut()));
+            let order = ORDER.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            drop(order);
+            drop(local);
+        },
+        done,
     );
 }
 

@@ -70,28 +70,13 @@ pub fn create(
     done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static,
 ) {
     let made = (|| {
-        let uuid = opts
-            .uuid
-            .as_deref()
-            .map(super::parse_uuid)
-            .transpose()
-            .map_err(BdevError::Invalid)?;
-        if super::lookup(&opts.name).is_some() {
-            return Err(BdevError::Exists(opts.name.clone()));
-        }
-        let base = Base::open(&opts.base_bdev_name, "bdev_passthru", &opts.name)?;
-        let b = &base.handle;
-        let mut info = BdevInfo::new(
-            opts.name.clone(),
+        let (info, base) = super::stack::open_stacked(
+            &opts.name,
+            &opts.base_bdev_name,
+            "bdev_passthru",
             PRODUCT_NAME,
-            b.block_size(),
-            b.num_blocks(),
-            b.info.io_types,
-        );
-        info.optimal_io_boundary = b.info.optimal_io_boundary;
-        if let Some(u) = uuid {
-            info.uuid = u;
-        }
+            opts.uuid.as_deref(),
+        )?;
         Ok((info, PassthruBdev { base }))
     })();
     match made {

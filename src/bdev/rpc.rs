@@ -49,6 +49,19 @@ fn delete_of(product_name: &'static str, name: &str, responder: Responder) {
     }
 }
 
+/// Registers `<module>_delete`: `{"name"}` of a bdev of that module; answers `true` once
+/// the bdev is gone.
+fn register_delete(method: &str, product_name: &'static str) {
+    rpc::register_async(
+        method,
+        Allowed::RuntimeOnly,
+        move |p, r| match parse_params::<NameParam>(p) {
+            Ok(p) => delete_of(product_name, &p.name, r),
+            Err(e) => r.err(e),
+        },
+    );
+}
+
 /// Refuses metadata/DIF parameters we do not implement unless they hold their defaults.
 fn no_metadata(md_size: Option<u32>, dif_type: Option<u32>) -> Result<(), RpcError> {
     if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 {
@@ -240,14 +253,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_malloc_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(malloc::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_malloc_delete", malloc::PRODUCT_NAME);
     rpc::register_async("bdev_null_create", Allowed::RuntimeOnly, |p, r| {
         let p: NullCreate = match parse_params(p) {
             Ok(p) => p,
@@ -267,14 +273,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_null_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(null::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_null_delete", null::PRODUCT_NAME);
     rpc::register("bdev_null_resize", Allowed::RuntimeOnly, |p| {
         let p: NullResize = parse_params(p)?;
         let h =
@@ -297,14 +296,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_uring_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(uring::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_uring_delete", uring::PRODUCT_NAME);
     rpc::register_async("bdev_aio_create", Allowed::RuntimeOnly, |p, r| {
         let p: AioCreate = match parse_params(p) {
             Ok(p) => p,
@@ -322,14 +314,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_aio_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(aio::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_aio_delete", aio::PRODUCT_NAME);
     rpc::register_async("bdev_delay_create", Allowed::RuntimeOnly, |p, r| {
         let p: DelayCreate = match parse_params(p) {
             Ok(p) => p,
@@ -348,14 +333,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_delay_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(delay::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_delay_delete", delay::PRODUCT_NAME);
     rpc::register("bdev_delay_update_latency", Allowed::RuntimeOnly, |p| {
         let p: DelayUpdate = parse_params(p)?;
         let kind = delay::LatencyKind::parse(&p.latency_type).ok_or_else(|| {
@@ -388,14 +366,7 @@ pub fn register() {
             },
         )
     });
-    rpc::register_async(
-        "bdev_error_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(error::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_error_delete", error::PRODUCT_NAME);
     rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
         let p: ErrorInject = parse_params(p)?;
         let _ = p.queue_depth;
@@ -443,14 +414,7 @@ pub fn register() {
             answer_name(r),
         )
     });
-    rpc::register_async(
-        "bdev_passthru_delete",
-        Allowed::RuntimeOnly,
-        |p, r| match parse_params::<NameParam>(p) {
-            Ok(p) => delete_of(passthru::PRODUCT_NAME, &p.name, r),
-            Err(e) => r.err(e),
-        },
-    );
+    register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
     rpc::register("bdev_get_bdevs", Allowed::RuntimeOnly, |p| {
         let p: GetBdevs = parse_params(p)?;
         let _ = p.timeout;
@@ -473,6 +437,7 @@ pub fn register() {
         Ok(json!(true))
     });
     rpc::register_subsystem("bdev", &[], write_config);
+    reactor::register_shutdown_hook("bdev", super::clear_registry);
 }
 
 fn next_malloc_name() -> String {

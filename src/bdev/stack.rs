@@ -4,7 +4,8 @@
 //! each reactor, and a sink that forwards base completions up to the stacked channel.
 
 use super::{
-    open, unregister, BdevError, BdevEvent, BdevHandle, BdevIo, Completer, Desc, IoChannel, IoSink,
+    open, unregister, BdevError, BdevEvent, BdevHandle, BdevInfo, BdevIo, Completer, Desc,
+    IoChannel, IoSink,
 };
 use crate::reactor;
 use std::rc::Rc;
@@ -58,6 +59,38 @@ impl Base {
     pub fn name(&self) -> &str {
         self.handle.name()
     }
+}
+
+/// Opens and claims the base of a new stacked bdev `name` and builds its properties from
+/// the base's (block size and count, I/O types, boundary) with the given or a new UUID.
+pub fn open_stacked(
+    name: &str,
+    base_name: &str,
+    module: &str,
+    product_name: &'static str,
+    uuid: Option<&str>,
+) -> Result<(BdevInfo, Base), BdevError> {
+    let uuid = uuid
+        .map(super::parse_uuid)
+        .transpose()
+        .map_err(BdevError::Invalid)?;
+    if super::lookup(name).is_some() {
+        return Err(BdevError::Exists(name.to_string()));
+    }
+    let base = Base::open(base_name, module, name)?;
+    let b = &base.handle;
+    let mut info = BdevInfo::new(
+        name,
+        product_name,
+        b.block_size(),
+        b.num_blocks(),
+        b.info.io_types,
+    );
+    info.optimal_io_boundary = b.info.optimal_io_boundary;
+    if let Some(u) = uuid {
+        info.uuid = u;
+    }
+    Ok((info, base))
 }
 
 /// Completes the stacked I/O with the base's status.

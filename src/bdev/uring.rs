@@ -6,7 +6,7 @@
 //! write are readv/writev of the scatter list, flush is fsync, unmap punches a hole and
 //! write_zeroes zeroes the range (fallocate), all asynchronous.
 
-use super::util::{status_of_errno, BackingFile, SlotTable};
+use super::util::{open_file_bdev, status_of_errno, BackingFile, SlotTable};
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
 };
@@ -212,19 +212,16 @@ pub fn create(opts: UringOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) 
     let made = (|| {
         // Probe io_uring here so an unusable kernel fails the create, not the first channel.
         IoUring::new(2).map_err(|e| BdevError::io("io_uring is not available", e))?;
-        let file = BackingFile::open(&opts.filename, false)?;
-        let block_size = file.choose_block_size(opts.block_size)?;
-        let num_blocks = file.size / block_size as u64;
-        let mut info = BdevInfo::new(
-            opts.name.clone(),
+        let (info, file) = open_file_bdev(
+            &opts.name,
             PRODUCT_NAME,
-            block_size,
-            num_blocks,
+            &opts.filename,
+            false,
+            opts.block_size,
+            opts.uuid.as_deref(),
             IoTypes::of(&IoType::ALL),
-        );
-        if let Some(u) = &opts.uuid {
-            info.uuid = super::parse_uuid(u).map_err(BdevError::Invalid)?;
-        }
+        )?;
+        let block_size = info.block_size;
         Ok((
             info,
             UringBdev {

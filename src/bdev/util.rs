@@ -188,7 +188,10 @@ impl BackingFile {
 
     /// The block size to use: the requested one (checked against the device) or the
     /// device's logical block size (4096 for regular files).
-    pub fn choose_block_size(&self, requested: Option<u32>) -> Result<u32, BdevError> {
+    /// When O_DIRECT is on and the file's direct-I/O offset alignment (statx DIOALIGN) is
+    /// coarser than the chosen block size, the file is reopened buffered instead, so
+    /// block-aligned I/O never fails with EINVAL.
+    pub fn choose_block_size(&mut self, requested: Option<u32>) -> Result<u32, BdevError> {
         let bs = match requested {
             Some(0) | None => {
                 if self.logical_block_size > 0 {
@@ -210,6 +213,14 @@ impl BackingFile {
                 self.logical_block_size
             )));
         }
+        if self.direct && !self.is_block_device {
+            if let Some(align) = self.dio_offset_align() {
+                if align > bs {
+                    tracing::info!(path = %self.path, align, bs, "O_DIRECT alignment exceeds the block size; using buffered I/O");
+                    self.reopen_buffered()?;
+                }
+            }
+        }
         if self.size / bs as u64 == 0 {
             return Err(BdevError::Invalid(format!(
                 "{} is smaller than one block ({bs} bytes)",
@@ -218,6 +229,62 @@ impl BackingFile {
         }
         Ok(bs)
     }
+}
+
+impl BackingFile {
+    /// The direct-I/O file offset alignment the kernel reports, if it reports one.
+    fn dio_offset_align(&self) -> Option<u32> {
+        const STATX_DIOALIGN: u32 = 0x2000;
+        // SAFETY: statx is plain old data; all-zero is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: empty path with AT_EMPTY_PATH queries the open fd; stx is valid for writes.
+        let r = unsafe {
+            libc::statx(
+                self.file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                STATX_DIOALIGN,
+                &mut stx,
+            )
+        };
+        (r == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && stx.stx_dio_offset_align > 0)
+            .then_some(stx.stx_dio_offset_align)
+    }
+
+    fn reopen_buffered(&mut self) -> Result<(), BdevError> {
+        let writable = {
+            // SAFETY: F_GETFL on our open fd has no memory effects.
+            let fl = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETFL) };
+            fl >= 0 && fl & libc::O_ACCMODE != libc::O_RDONLY
+        };
+        self.file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&self.path)
+            .map_err(|e| BdevError::io(format!("reopening {}", self.path), e))?;
+        self.direct = false;
+        Ok(())
+    }
+}
+
+/// Opens the backing file of a new file bdev and builds its properties: block size as
+/// requested or detected, block count from the size, the given or a new UUID.
+pub fn open_file_bdev(
+    name: &str,
+    product_name: &'static str,
+    filename: &str,
+    readonly: bool,
+    block_size: Option<u32>,
+    uuid: Option<&str>,
+    io_types: super::IoTypes,
+) -> Result<(super::BdevInfo, BackingFile), BdevError> {
+    let mut file = BackingFile::open(filename, readonly)?;
+    let bs = file.choose_block_size(block_size)?;
+    let mut info = super::BdevInfo::new(name, product_name, bs, file.size / bs as u64, io_types);
+    if let Some(u) = uuid {
+        info.uuid = parse_uuid(u).map_err(BdevError::Invalid)?;
+    }
+    Ok((info, file))
 }
 
 /// Maps a failed syscall's errno to an I/O status.

@@ -176,6 +176,8 @@ fn check_pattern(io: &BdevIo, seed: u64) -> Option<(u64, u64, u64)> {
 }
 
 const SLOT_BITS: u32 = 16;
+/// Largest I/O size accepted by -o.
+const MAX_IO_SIZE: u64 = 128 << 20;
 
 impl Job {
     fn slot_of(io: &BdevIo) -> usize {
@@ -553,6 +555,12 @@ fn run(args: Args, exit: Arc<AtomicI32>) -> Result<(), String> {
         .ok_or_else(|| format!("unknown workload {:?}", args.workload))?;
     if args.queue_depth == 0 || args.queue_depth >= 1 << SLOT_BITS {
         return Err(format!("queue depth {} out of range", args.queue_depth));
+    }
+    if args.io_size == 0 || args.io_size > MAX_IO_SIZE {
+        return Err(format!(
+            "-o {} must be 1..={MAX_IO_SIZE} bytes",
+            args.io_size
+        ));
     }
     if args.rw_mix_read > 100 {
         return Err("-M must be 0..=100".into());

@@ -713,8 +713,13 @@ fn with_local<R>(f: impl FnOnce(&Rc<LocalReactor>) -> R) -> R {
     })
 }
 
+/// `None` off a reactor, and also during thread-local teardown (so `Drop` impls of values
+/// kept in other thread-locals may ask `current_core()` safely).
 fn try_local<R>(f: impl FnOnce(&Rc<LocalReactor>) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_ref().map(f))
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().map(f))
+        .ok()
+        .flatten()
 }
 
 // ---------------------------------------------------------------------------------------------

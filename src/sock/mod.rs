@@ -1,24 +1,35 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
-//! A [`NetImpl`] (chosen by name at run time from a small registry: `posix`, `uring`) listens,
-//! connects without blocking and creates per-reactor [`SockGroup`]s. A [`Sock`] is `Send`
-//! until it joins a group: an acceptor poller on one reactor accepts it and moves it by
-//! message to the poll group of another reactor, which then owns it (the caller keeps the
-//! [`SockKey`] the group returned and reaches the socket with [`SockGroup::sock`]).
-//! `SockGroup::poll(max, events)` flushes queued writes and reports [`SockEvent`]s: a socket
-//! became readable (drain it with `recv`/`readv` until `WouldBlock`), or a write request
-//! completed. Writes are queued with [`Sock::writev_async`] as a [`WriteRequest`] holding OWNED
-//! chunks ([`Chunk`]: an `IoBuf` slice, a small inline header, or a shared-memory range) plus
-//! a caller token; each request comes back exactly once, in submission order, with its result
-//! and its chunks, so the caller can clear and reuse it (no allocation per request once warm).
-//! Closing a socket completes every pending request with an error. Zero-copy sends
-//! (MSG_ZEROCOPY for posix, SEND_ZC for uring) keep their buffers until the kernel says it is
-//! done with them. Groups register their wake fds with the reactor themselves (epoll fd for
-//! posix, an eventfd registered with the ring for uring: on this kernel the ring fd itself does
-//! not become readable for DEFER_TASKRUN completions, see `uring.rs`). An ungrouped socket
-//! (e.g. a client's) is driven by `flush`/`take_completions`/`recv`; its owner registers
-//! [`Sock::fd`] with `reactor::add_wake_fd` if it needs to be woken. Options are per
-//! application: kept in a thread-local copy on every reactor, changed by RPC on the main
-//! reactor and pushed to the others (see `rpc.rs`).
+//! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
+//! per-application default: `posix`, `uring`) listens, connects without blocking and creates
+//! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
+//! like this: an acceptor poller polls a [`Listener`] (registering [`Listener::wake_fd`] with
+//! `reactor::add_wake_fd` when it is `Some`); an accepted [`Sock`] is `Send`, so it is moved by
+//! message to the reactor of its poll group, whose `add` takes ownership and returns a
+//! [`SockKey`] (a slab index, reused only after the socket is fully closed); from then on the
+//! caller reaches it with [`SockGroup::sock`]. `SockGroup::poll(max, events)` (never blocks)
+//! flushes queued writes and reports [`SockEvent`]s: `Readable(key)` (drain with `recv`/`readv`
+//! until `WouldBlock`; at most `max` per poll, leftovers first next time, sockets still holding
+//! buffered bytes re-reported) and `WriteDone(key, request)`. Writes are queued with
+//! [`Sock::writev_async`] as a [`WriteRequest`] of OWNED [`Chunk`]s (an `IoBuf` slice, an
+//! inline header of up to 128 bytes, or an `Arc<dyn SharedBytes>` range for zero-copy sends
+//! from shared memory) plus a caller token. Each request comes back exactly once, in
+//! submission order, with its result and its chunks, so the caller can `clear` and reuse it:
+//! nothing is allocated per request in steady state. `flush` pushes queued requests now (one
+//! sendmsg carries up to 64 iovecs; partial writes resume at the right byte); there are no
+//! completion callbacks, so nothing flushes from inside one. [`SockGroup::close`] completes
+//! every pending request with an error (`ECANCELED`) through the next polls. Zero-copy sends
+//! (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their buffers until the kernel is done
+//! with them; a closing posix socket with zero-copy sends outstanding is aborted (RST) so the
+//! kernel lets go at once, a closing uring socket waits for its completions (aborting after
+//! 2 s). Groups register their own wake fds with the reactor they are created on (posix: the
+//! epoll fd; uring: an eventfd registered with the ring, because on this kernel the ring fd
+//! does not become readable for DEFER_TASKRUN work, see `uring.rs`). An ungrouped socket (a
+//! client's, say) is driven by `flush`/`take_completions`/`recv`, and its owner registers
+//! [`Sock::fd`] as a wake fd if it sleeps. `connect` returns at once (poll `connect_status`;
+//! writes may be queued meanwhile); IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses
+//! MSG_NOSIGNAL and every fd is owned (closed exactly once). Options are per application: each
+//! reactor keeps a thread-local copy, changed by RPC on the main reactor and pushed to the
+//! others (see `rpc.rs`); options are read when a socket is created.
 
 pub mod posix;
 pub mod rpc;
@@ -243,7 +254,8 @@ impl ImplOptions {
         Self {
             recv_buf_size: 2 * 1024 * 1024,
             send_buf_size: 2 * 1024 * 1024,
-            enable_recv_pipe: !uring,
+            // uring always buffers received bytes (in its provided buffer ring).
+            enable_recv_pipe: true,
             enable_quickack: false,
             enable_placement_id: 0,
             enable_zerocopy_send_server: !uring,
@@ -271,10 +283,10 @@ impl ImplOptions {
         if self.enable_ktls {
             return Err("enable_ktls: true is not supported (kTLS is not implemented)".into());
         }
-        if impl_name == "uring" && self.enable_recv_pipe {
+        if impl_name == "uring" && !self.enable_recv_pipe {
             return Err(
-                "enable_recv_pipe: true is not supported by uring (it receives into a provided \
-                 buffer ring)"
+                "enable_recv_pipe: false is not supported by uring (it always receives into a \
+                 provided buffer ring)"
                     .into(),
             );
         }
@@ -407,6 +419,10 @@ pub trait NetImpl: Sync + 'static {
     fn connect(&self, addr: &str, port: u16, opts: &SockOpts) -> io::Result<Box<dyn Sock>>;
     /// Creates a group on the current thread (a reactor: it registers its wake fd there).
     fn create_group(&self) -> io::Result<Box<dyn SockGroup>>;
+    /// Whether the impl works here (uring: the kernel supports what it needs).
+    fn available(&self) -> bool {
+        true
+    }
     fn get_options(&self) -> ImplOptions {
         let s = settings();
         if self.name() == "uring" {
@@ -431,11 +447,23 @@ pub fn get_impl(name: &str) -> Option<&'static dyn NetImpl> {
     IMPLS.iter().copied().find(|i| i.name() == name)
 }
 
-/// The impl named by `name`, or this application's default impl.
+/// The impl named by `name`, or this application's default impl. A default that is not
+/// available on this kernel falls back (with a log line) to the best available impl.
 pub fn impl_or_default(name: Option<&str>) -> Option<&'static dyn NetImpl> {
-    match name {
-        Some(n) => get_impl(n),
-        None => get_impl(&settings().default_impl).or_else(|| impls().first().copied()),
+    if let Some(n) = name {
+        return get_impl(n);
+    }
+    let default = settings().default_impl;
+    match get_impl(&default) {
+        Some(i) if i.available() => Some(i),
+        _ => {
+            let fallback = impls().into_iter().find(|i| i.available());
+            tracing::warn!(
+                "sock: default impl '{default}' is not available; using {:?}",
+                fallback.map(|i| i.name())
+            );
+            fallback
+        }
     }
 }
 
@@ -715,11 +743,21 @@ mod unit_tests {
         assert!(o.validate("posix").unwrap_err().starts_with("tls_version"));
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
-        u.enable_recv_pipe = true;
+        u.enable_recv_pipe = false;
         assert!(u
             .validate("uring")
             .unwrap_err()
             .starts_with("enable_recv_pipe"));
+    }
+
+    #[test]
+    fn registry_orders_by_priority_and_finds_the_default() {
+        let names: Vec<&str> = impls().iter().map(|i| i.name()).collect();
+        assert_eq!(names, vec!["posix", "uring"]);
+        assert_eq!(impl_or_default(None).unwrap().name(), "posix");
+        assert_eq!(impl_or_default(Some("uring")).unwrap().name(), "uring");
+        assert!(impl_or_default(Some("nope")).is_none());
+        assert!(get_impl("uring").unwrap().available());
     }
 
     #[test]

@@ -127,8 +127,14 @@ impl Listener for PosixListener {
             if rc >= 0 {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(rc) };
-                let sock = PosixSock::from_accepted(fd, &self.opts, self.impl_name)?;
-                return Ok(Some(Box::new(sock)));
+                match PosixSock::from_accepted(fd, &self.opts, self.impl_name) {
+                    Ok(sock) => return Ok(Some(Box::new(sock))),
+                    // The peer went away between accept and setup: try the next one.
+                    Err(e) => {
+                        tracing::debug!("sock: dropping an accepted connection: {e}");
+                        continue;
+                    }
+                }
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {

@@ -4,7 +4,8 @@
 //! Settings are per application: they change on the main reactor and are pushed to every
 //! reactor's thread-local copy before the method answers, so sockets created anywhere after
 //! the answer see them. Values an impl cannot honour are rejected with an error naming the
-//! field (`tls_version`, `enable_ktls`, `enable_recv_pipe` for uring, ...).
+//! field (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for
+//! uring, ...).
 
 use super::{get_impl, set_settings, settings, ImplOptions, SockSettings};
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError};
@@ -181,7 +182,7 @@ mod tests {
         assert!(e.message.contains("tls_version"), "{}", e.message);
         let e = call(
             "sock_impl_set_options",
-            json!({"impl_name": "uring", "enable_recv_pipe": true}),
+            json!({"impl_name": "uring", "enable_recv_pipe": false}),
         )
         .unwrap_err();
         assert!(e.message.contains("enable_recv_pipe"), "{}", e.message);
@@ -208,5 +209,38 @@ mod tests {
         for entry in cfg {
             call(entry["method"].as_str().unwrap(), entry["params"].clone()).unwrap();
         }
+    }
+
+    /// On a running app the settings reach every reactor before the method answers.
+    #[test]
+    fn set_options_reaches_every_reactor() {
+        use crate::reactor::{self, IdleStrategy, ReactorConfig};
+        let (tx, rx) = mpsc::channel();
+        let app = reactor::start(
+            ReactorConfig {
+                cores: vec![0, 1],
+                idle: IdleStrategy::SpinThenSleep(std::time::Duration::from_micros(50)),
+                pin: false,
+            },
+            move || {
+                register();
+                rpc::call(
+                    "sock_impl_set_options",
+                    Some(json!({"impl_name": "posix", "zerocopy_threshold": 12345})),
+                    Responder::new(move |r| {
+                        r.unwrap();
+                        // Answered on the main reactor: the other one already has it.
+                        reactor::send_to(1, move || {
+                            tx.send(settings().posix.zerocopy_threshold).unwrap()
+                        });
+                    }),
+                );
+            },
+        )
+        .unwrap();
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        app.shutdown();
+        app.wait();
+        assert_eq!(got.unwrap(), 12345);
     }
 }

@@ -468,6 +468,51 @@ fn connecting_socket_in_group(name: &str) {
     assert_eq!(sink.completed, vec![(client, 1, Ok(5))]);
 }
 
+/// A reader that stops reading while 8 MiB arrive (more than uring's buffer ring holds)
+/// still gets every byte, in order, once it resumes.
+fn stalled_reader_gets_everything(name: &str) {
+    let mut g = group_of(name);
+    let (server, client) = pair_in(
+        &mut *g,
+        name,
+        "127.0.0.1",
+        &SockOpts::default(),
+        &SockOpts::default(),
+    );
+    let data = pattern(11, 8 << 20);
+    send(&mut *g, client, 1, &data);
+    let mut sink = Sink::default();
+    for _ in 0..200 {
+        let mut ev = Vec::new();
+        g.poll(64, &mut ev);
+        // Drop readiness on the floor: nobody reads yet.
+        ev.retain(|e| matches!(e, SockEvent::WriteDone(..)));
+        sink.absorb(&mut *g, &mut ev);
+    }
+    // Readiness was reported while we ignored it; read it all now.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    drive(&mut *g, "all bytes after the stall", |g, ev| {
+        ev.retain(|e| matches!(e, SockEvent::WriteDone(..)));
+        sink.absorb(g, ev);
+        let s = g.sock(server).unwrap();
+        loop {
+            match s.recv(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        got.len() == data.len()
+    });
+    assert!(got == data, "{name}: bytes intact after the stall");
+    drive(&mut *g, "completion", |g, ev| {
+        sink.absorb(g, ev);
+        !sink.completed.is_empty()
+    });
+    assert_eq!(sink.completed, vec![(client, 1, Ok(data.len()))]);
+}
+
 macro_rules! conformance {
     ($($impl_mod:ident => $name:literal),*) => {$(
         mod $impl_mod {
@@ -500,6 +545,10 @@ macro_rules! conformance {
                 super::nonblocking_connect($name);
             }
             #[test]
+            fn stalled_reader_gets_everything() {
+                super::stalled_reader_gets_everything($name);
+            }
+            #[test]
             fn connecting_socket_joins_a_group() {
                 super::connecting_socket_in_group($name);
             }
@@ -511,7 +560,7 @@ conformance!(posix => "posix", uring => "uring");
 
 /// Zero-copy forced on loopback: every request completes once, in order, only after the
 /// kernel's zero-copy completion, and its buffers are released exactly once.
-fn zerocopy_releases_buffers_once(name: &str) {
+fn zerocopy_releases_buffers_once(name: &str, addr: &str) {
     let mut g = group_of(name);
     let zc = SockOpts {
         zerocopy: Some(true),
@@ -519,7 +568,7 @@ fn zerocopy_releases_buffers_once(name: &str) {
         zerocopy_threshold: Some(0),
         ..Default::default()
     };
-    let (server, client) = pair_in(&mut *g, name, "127.0.0.1", &zc, &SockOpts::default());
+    let (server, client) = pair_in(&mut *g, name, addr, &zc, &SockOpts::default());
     let mem: Arc<dyn SharedBytes> = Arc::new(pattern(5, 1 << 20));
     let n_req = 64u64;
     let mut expect = Vec::new();
@@ -572,12 +621,23 @@ fn zerocopy_releases_buffers_once(name: &str) {
 
 #[test]
 fn posix_msg_zerocopy_on_loopback() {
-    zerocopy_releases_buffers_once("posix");
+    zerocopy_releases_buffers_once("posix", "127.0.0.1");
+}
+
+#[test]
+fn posix_msg_zerocopy_on_ipv6_loopback() {
+    // IPv6 sockets report completions with the IPv6 error-queue origin.
+    zerocopy_releases_buffers_once("posix", "::1");
 }
 
 #[test]
 fn uring_send_zc_on_loopback() {
-    zerocopy_releases_buffers_once("uring");
+    zerocopy_releases_buffers_once("uring", "127.0.0.1");
+}
+
+#[test]
+fn uring_send_zc_on_ipv6_loopback() {
+    zerocopy_releases_buffers_once("uring", "[::1]");
 }
 
 #[test]
@@ -741,4 +801,119 @@ fn sleeping_reactor_wakes_on_uring_completion() {
     app.wait();
     assert_eq!(got.expect("the reactor woke and read").as_slice(), b"wake!");
     assert!(waited < Duration::from_secs(5));
+}
+
+thread_local! {
+    static ECHO_GROUP: std::cell::RefCell<Option<Box<dyn SockGroup>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The consumers' shape: an acceptor poller on the main reactor accepts, moves each socket
+/// by message to the other reactor, whose poll group echoes. Both reactors sleep when idle,
+/// so this also checks that listeners and groups wake their reactors.
+fn accept_on_one_reactor_echo_on_another(name: &'static str) {
+    use crate::reactor::{self, IdleStrategy, PollStatus, ReactorConfig};
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    let (port_tx, port_rx) = mpsc::channel::<u16>();
+    let app = reactor::start(
+        ReactorConfig {
+            cores: vec![0, 1],
+            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+            pin: false,
+        },
+        move || {
+            reactor::send_to(1, move || {
+                let group = imp(name).create_group().expect("group on reactor 1");
+                ECHO_GROUP.with(|g| *g.borrow_mut() = Some(group));
+                let mut events = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                reactor::register_poller("echo-group", 0, move || {
+                    ECHO_GROUP.with(|g| {
+                        let mut g = g.borrow_mut();
+                        let g = g.as_mut().expect("group");
+                        events.clear();
+                        g.poll(32, &mut events);
+                        let mut work = events.len();
+                        let mut closed = Vec::new();
+                        for ev in events.drain(..) {
+                            let SockEvent::Readable(k) = ev else { continue };
+                            let s = g.sock(k).expect("grouped");
+                            loop {
+                                match s.recv(&mut buf) {
+                                    Ok(0) => {
+                                        closed.push(k);
+                                        break;
+                                    }
+                                    Ok(n) => {
+                                        work += 1;
+                                        let mut req = WriteRequest::new(0);
+                                        req.chunks.push(Chunk::buf(iobuf_of(&buf[..n])));
+                                        s.writev_async(req);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            let _ = s.flush();
+                        }
+                        for k in closed {
+                            g.close(k);
+                        }
+                        PollStatus::from_work(work)
+                    })
+                });
+            });
+            let mut listener = imp(name)
+                .listen("127.0.0.1", 0, &SockOpts::default())
+                .expect("listen");
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let wake = listener
+                .wake_fd()
+                .map(|fd| reactor::add_wake_fd(fd).expect("wake fd"));
+            reactor::register_poller("acceptor", 0, move || {
+                let _keep = &wake;
+                let mut n = 0;
+                while let Ok(Some(sock)) = listener.accept() {
+                    n += 1;
+                    // A not-yet-grouped socket is Send: hand it to reactor 1.
+                    reactor::send_to(1, move || {
+                        ECHO_GROUP.with(|g| {
+                            let mut g = g.borrow_mut();
+                            g.as_mut().unwrap().add(sock).map_err(|e| e.0).unwrap();
+                        })
+                    });
+                }
+                PollStatus::from_work(n)
+            });
+        },
+    )
+    .expect("start reactors");
+    let port = port_rx.recv_timeout(DEADLINE).expect("listening");
+    let mut clients: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        // Let the reactors fall asleep between rounds.
+        std::thread::sleep(Duration::from_millis(30));
+        let msg = pattern(i as u64, 100_000);
+        c.write_all(&msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).unwrap();
+        assert!(back == msg, "{name}: echo through reactor 1");
+    }
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(50));
+    app.shutdown();
+    app.wait();
+}
+
+#[test]
+fn posix_accept_and_group_on_different_reactors() {
+    accept_on_one_reactor_echo_on_another("posix");
+}
+
+#[test]
+fn uring_accept_and_group_on_different_reactors() {
+    accept_on_one_reactor_echo_on_another("uring");
 }

@@ -58,6 +58,9 @@ impl NetImpl for UringImpl {
     fn create_group(&self) -> io::Result<Box<dyn SockGroup>> {
         Ok(Box::new(UringGroup::new()?))
     }
+    fn available(&self) -> bool {
+        available()
+    }
 }
 
 /// A CQE as copied out of the ring.
@@ -90,8 +93,11 @@ struct Op {
 struct BufRing {
     /// Ring entries (page-aligned as the kernel requires).
     entries: IoBuf,
-    mem: IoBuf,
+    /// The buffers (taken, and leaked, only when the ring is torn down with ops in flight).
+    mem: Option<IoBuf>,
     tail: u16,
+    /// Buffers the kernel may still fill (a multishot recv is only re-armed when some are).
+    free: u32,
 }
 
 impl BufRing {
@@ -103,13 +109,15 @@ impl BufRing {
     fn provide(&mut self, bid: u16) {
         let mask = BUF_COUNT - 1;
         let base = self.entry_ptr();
-        let addr = self.mem.as_ptr() as u64 + bid as u64 * BUF_SIZE as u64;
+        let Some(mem) = self.mem.as_ref() else { return };
+        let addr = mem.as_ptr() as u64 + bid as u64 * BUF_SIZE as u64;
         // SAFETY: the index is masked to the ring size; entries holds BUF_COUNT entries.
         let entry = unsafe { &mut *base.add((self.tail & mask) as usize) };
         entry.set_addr(addr);
         entry.set_len(BUF_SIZE as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
+        self.free += 1;
         // SAFETY: the tail field lives in entry 0; the kernel reads it with acquire semantics.
         let tail = unsafe { &*(types::BufRingEntry::tail(base) as *const AtomicU16) };
         tail.store(self.tail, Ordering::Release);
@@ -117,7 +125,10 @@ impl BufRing {
 
     fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         let start = bid as usize * BUF_SIZE;
-        &self.mem[start..start + len.min(BUF_SIZE)]
+        self.mem
+            .as_deref()
+            .and_then(|m| m.get(start..start + len.min(BUF_SIZE)))
+            .unwrap_or(&[])
     }
 }
 
@@ -185,8 +196,9 @@ impl Ctx {
         let mem = IoBuf::zeroed(BUF_COUNT as usize * BUF_SIZE);
         let mut bufs = BufRing {
             entries,
-            mem,
+            mem: Some(mem),
             tail: 0,
+            free: 0,
         };
         // SAFETY: the entries memory is page-aligned, holds BUF_COUNT entries and lives in the
         // thread-local context as long as the ring (the ring field drops first).
@@ -255,7 +267,9 @@ impl Ctx {
             sq.sync();
             (!sq.is_empty(), sq.taskrun())
         };
-        if taskrun || self.entered_since_drain {
+        // The eventfd only matters when it is a reactor wake source; drain it so a sleeping
+        // reactor is woken by new work only.
+        if self.wake.is_some() && (taskrun || self.entered_since_drain) {
             let mut v = 0u64;
             // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
             unsafe {
@@ -298,6 +312,9 @@ impl Ctx {
                 res: cqe.result(),
                 flags: cqe.flags(),
             };
+            if cqueue::buffer_select(c.flags).is_some() {
+                bufs.free = bufs.free.saturating_sub(1);
+            }
             if let Some(stash) = stash.get_mut(&op.owner) {
                 stash.push(c);
                 continue;
@@ -317,9 +334,21 @@ impl Ctx {
     }
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if !self.ops.is_empty() {
+            // Operations still in flight may write into the receive buffers while the kernel
+            // tears the ring down (after this, when the ring field drops): leave that memory
+            // to the process rather than free it under the kernel.
+            std::mem::forget(self.bufs.mem.take());
+        }
+    }
+}
+
 /// Runs `f` on this thread's ring, creating it on first use.
 fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> io::Result<R> {
-    CTX.with(|c| {
+    let gone = || io::Error::other("io_uring context already destroyed (thread exiting)");
+    CTX.try_with(|c| {
         let mut slot = c.borrow_mut();
         if slot.is_none() {
             let created = Ctx::create();
@@ -333,6 +362,7 @@ fn with_ctx<R>(f: impl FnOnce(&mut Ctx) -> R) -> io::Result<R> {
             Err(e) => Err(io::Error::other(format!("io_uring unavailable: {e}"))),
         }
     })
+    .unwrap_or_else(|_| Err(gone()))
 }
 
 /// Whether io_uring works on this thread (creating the ring if needed).
@@ -646,25 +676,33 @@ impl UringSock {
             kind: OpKind::Recv,
         };
         self.recv_op = with_ctx(|c| {
-            c.push(op, |ud| {
+            if c.bufs.free == 0 {
+                // Every buffer holds unread data: re-arm once readers give some back.
+                return None;
+            }
+            Some(c.push(op, |ud| {
                 opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
                     .build()
                     .user_data(ud)
-            })
+            }))
         })
-        .ok();
+        .ok()
+        .flatten();
     }
 
     /// Starts a send of the queued bytes if none is in flight.
     fn start_send(&mut self) -> io::Result<()> {
-        if self.fd.is_none() {
+        if self.send_op.is_some() {
+            return Ok(()); // the next send starts when this one completes
+        }
+        if self.fd.is_none() || self.closing.is_some() {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         if let Some(errno) = self.failed {
             self.wq.fail_unsent(errno);
             return Err(io::Error::from_raw_os_error(errno));
         }
-        if self.send_op.is_some() || !self.wq.has_unsent() || self.connecting {
+        if !self.wq.has_unsent() || self.connecting {
             return Ok(());
         }
         let (cnt, bytes) = self.wq.fill_iovecs(&mut self.msg.iov);
@@ -835,12 +873,17 @@ impl Sock for UringSock {
                     break;
                 };
                 let data = c.bufs.bytes(seg.bid, (seg.off + seg.len) as usize);
-                let src = &data[seg.off as usize..];
+                let src = data.get(seg.off as usize..).unwrap_or(&[]);
                 let n = src.len().min(buf.len() - copied);
                 buf[copied..copied + n].copy_from_slice(&src[..n]);
                 copied += n;
                 seg.off += n as u32;
-                seg.len -= n as u32;
+                // A segment the buffer memory cannot back (only after teardown) is dropped.
+                seg.len = if src.is_empty() {
+                    0
+                } else {
+                    seg.len - n as u32
+                };
                 if seg.len == 0 {
                     let bid = seg.bid;
                     self.segments.pop_front();
@@ -897,6 +940,11 @@ impl Sock for UringSock {
 
     fn writev_async(&mut self, req: WriteRequest) {
         self.wq.push(req);
+        // While a send is in flight the kernel reads the queue's front: failing requests
+        // then waits for its completion (the next poll, or the close).
+        if self.send_op.is_some() {
+            return;
+        }
         if self.fd.is_none() || self.closing.is_some() {
             self.wq.fail_unsent(libc::EBADF);
         } else if let Some(errno) = self.failed {
@@ -1001,7 +1049,9 @@ pub struct UringGroup {
     socks: slab::Slab<UringSock>,
     ready: VecDeque<SockKey>,
     reported: Vec<SockKey>,
+    /// Reused buffers of `process_completions` (no allocation per poll).
     completions: Vec<Completion>,
+    kinds: Vec<(SockKey, OpKind)>,
 }
 
 impl UringGroup {
@@ -1013,6 +1063,7 @@ impl UringGroup {
             ready: VecDeque::new(),
             reported: Vec::new(),
             completions: Vec::with_capacity(256),
+            kinds: Vec::with_capacity(256),
         })
     }
 
@@ -1029,7 +1080,8 @@ impl UringGroup {
     fn process_completions(&mut self) {
         let mut done = std::mem::take(&mut self.completions);
         let owner = self.owner;
-        let mut kinds: Vec<(SockKey, OpKind)> = Vec::new();
+        let mut kinds = std::mem::take(&mut self.kinds);
+        kinds.clear();
         let _ = with_ctx(|c| {
             c.reap();
             if let Some(s) = c.stash.get_mut(&owner) {
@@ -1053,7 +1105,7 @@ impl UringGroup {
                 }
             }
         });
-        for (comp, (key, kind)) in done.drain(..).zip(kinds) {
+        for (comp, &(key, kind)) in done.drain(..).zip(kinds.iter()) {
             let Some(s) = self.socks.get_mut(key) else {
                 continue;
             };
@@ -1062,6 +1114,7 @@ impl UringGroup {
             }
         }
         self.completions = done;
+        self.kinds = kinds;
     }
 }
 

@@ -1,0 +1,210 @@
+//! Steady-state I/O allocates nothing: a counting global allocator (per thread) measures
+//! the reactor thread while a closed loop of I/Os (the sink resubmits each completion) runs
+//! against malloc, passthru and error over malloc, delay (zero latency), uring and aio on
+//! temp files. After a warm-up (queues, caches, histograms sized), 2000 further completions
+//! must cost zero allocations on the reactor.
+
+use pollux::bdev::{self, BdevIo, IoSink, IoStatus, IoType};
+use pollux::buf::IoBuf;
+use pollux::reactor::{self, IdleStrategy, ReactorConfig};
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARMUP: u64 = 3000;
+const MEASURED: u64 = 2000;
+const QD: u64 = 8;
+
+struct Loop {
+    channel: RefCell<Option<bdev::IoChannel>>,
+    done: Cell<u64>,
+    mark: Cell<u64>,
+    blocks: u64,
+    tx: RefCell<Option<mpsc::Sender<Result<u64, String>>>>,
+}
+
+struct LoopSink(RefCell<std::rc::Weak<Loop>>);
+
+impl IoSink for LoopSink {
+    fn io_done(&self, mut io: BdevIo) {
+        let Some(l) = self.0.borrow().upgrade() else {
+            return;
+        };
+        if io.status() != IoStatus::Success {
+            if let Some(tx) = l.tx.borrow_mut().take() {
+                let _ = tx.send(Err(format!("I/O failed: {:?}", io.status())));
+            }
+            return;
+        }
+        let n = l.done.get() + 1;
+        l.done.set(n);
+        if n == WARMUP {
+            l.mark.set(ALLOCS.with(Cell::get));
+        }
+        if n == WARMUP + MEASURED {
+            let allocs = ALLOCS.with(Cell::get) - l.mark.get();
+            if let Some(tx) = l.tx.borrow_mut().take() {
+                let _ = tx.send(Ok(allocs));
+            }
+        }
+        if n >= WARMUP + MEASURED {
+            return;
+        }
+        let t = if n % 2 == 0 {
+            IoType::Read
+        } else {
+            IoType::Write
+        };
+        let off = (n * 7) % (l.blocks - 1);
+        io.reset_to(t, off, 1);
+        let channel = l.channel.borrow();
+        if let Some(ch) = channel.as_ref() {
+            ch.submit(io);
+        }
+    }
+}
+
+thread_local! {
+    static KEEP: RefCell<Vec<Rc<dyn std::any::Any>>> = RefCell::new(Vec::new());
+    static DESCS: RefCell<Vec<bdev::Desc>> = const { RefCell::new(Vec::new()) };
+}
+
+fn measure(configs: Vec<(&'static str, serde_json::Value)>, target: &'static str) -> u64 {
+    let (tx, rx) = mpsc::channel();
+    let app = reactor::start(
+        ReactorConfig {
+            cores: vec![core_affinity::get_core_ids().unwrap()[0].id as u32],
+            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+            pin: false,
+        },
+        move || {
+            bdev::rpc::register();
+            create_all(configs.into_iter(), target, tx);
+        },
+    )
+    .unwrap();
+    let r = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("loop finished");
+    app.shutdown();
+    app.wait();
+    r.unwrap_or_else(|e| panic!("{target}: {e}"))
+}
+
+fn create_all(
+    mut configs: std::vec::IntoIter<(&'static str, serde_json::Value)>,
+    target: &'static str,
+    tx: mpsc::Sender<Result<u64, String>>,
+) {
+    let Some((method, params)) = configs.next() else {
+        return start_loop(target, tx);
+    };
+    let core = reactor::current_core().unwrap();
+    bdev::rpc::call(method, params, move |r| {
+        if let Err(e) = r {
+            let _ = tx.send(Err(format!("{method}: {}", e.message)));
+            return;
+        }
+        reactor::send_to(core, move || create_all(configs, target, tx));
+    });
+}
+
+fn start_loop(target: &str, tx: mpsc::Sender<Result<u64, String>>) {
+    let desc = bdev::open(target, |_| {}).unwrap();
+    let bs = desc.bdev().block_size() as usize;
+    let blocks = desc.bdev().num_blocks();
+    let sink = Rc::new(LoopSink(RefCell::new(std::rc::Weak::new())));
+    let channel = desc.open_channel(sink.clone()).unwrap();
+    let l = Rc::new(Loop {
+        channel: RefCell::new(Some(channel)),
+        done: Cell::new(0),
+        mark: Cell::new(0),
+        blocks,
+        tx: RefCell::new(Some(tx)),
+    });
+    *sink.0.borrow_mut() = Rc::downgrade(&l);
+    for i in 0..QD {
+        let io = BdevIo::new(IoType::Write, i, 1).with_bufs(vec![IoBuf::zeroed(bs)]);
+        l.channel.borrow().as_ref().unwrap().submit(io);
+    }
+    KEEP.with(|k| k.borrow_mut().push(l));
+    DESCS.with(|d| d.borrow_mut().push(desc));
+}
+
+fn malloc() -> (&'static str, serde_json::Value) {
+    (
+        "bdev_malloc_create",
+        json!({"name": "M0", "num_blocks": 2048, "block_size": 512}),
+    )
+}
+
+fn temp_file(tag: &str) -> String {
+    let p = std::env::temp_dir().join(format!("pollux-noalloc-{tag}-{}", std::process::id()));
+    std::fs::File::create(&p).unwrap().set_len(4 << 20).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn malloc_and_stacked_bdevs_do_not_allocate_per_io() {
+    assert_eq!(measure(vec![malloc()], "M0"), 0, "malloc");
+    let pt = (
+        "bdev_passthru_create",
+        json!({"name": "P0", "base_bdev_name": "M0"}),
+    );
+    assert_eq!(measure(vec![malloc(), pt], "P0"), 0, "passthru");
+    let ee = ("bdev_error_create", json!({"base_name": "M0"}));
+    assert_eq!(measure(vec![malloc(), ee], "EE_M0"), 0, "error");
+    let d = (
+        "bdev_delay_create",
+        json!({"name": "D0", "base_bdev_name": "M0", "avg_read_latency": 0, "p99_read_latency": 0,
+               "avg_write_latency": 0, "p99_write_latency": 0}),
+    );
+    assert_eq!(measure(vec![malloc(), d], "D0"), 0, "delay");
+}
+
+#[test]
+fn file_bdevs_do_not_allocate_per_io() {
+    let f = temp_file("aio");
+    let aio = (
+        "bdev_aio_create",
+        json!({"name": "A0", "filename": f, "block_size": 4096}),
+    );
+    let allocs = measure(vec![aio], "A0");
+    let _ = std::fs::remove_file(&f);
+    assert_eq!(allocs, 0, "aio");
+    let f = temp_file("uring");
+    let ur = ("bdev_uring_create", json!({"name": "U0", "filename": f}));
+    let allocs = measure(vec![ur], "U0");
+    let _ = std::fs::remove_file(&f);
+    assert_eq!(allocs, 0, "uring");
+}
