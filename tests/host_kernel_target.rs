@@ -136,12 +136,15 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 fn opts(digests: bool) -> ConnectOpts {
     ConnectOpts {
         // Both sock impls: posix without digests, io_uring with them.
-        sock_impl: Some(if digests { "uring" } else { "posix" }.into()),
+        sock_impl: Some(
+            std::env::var("HOSTTEST_IMPL")
+                .unwrap_or_else(|_| if digests { "uring" } else { "posix" }.into()),
+        ),
         hdgst: digests,
         ddgst: digests,
         io_queues: 2,
         queue_depth: 64,
-        timeout: Duration::from_secs(30),
+        timeout: Duration::from_secs(std::env::var("HOSTTEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(30)),
         ..Default::default()
     }
 }
