@@ -29,7 +29,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
     /// The controller completed the command with an error status.
-    #[error("NVMe error {status} (dw0 {dw0:#x})")]
+    #[error("{status} (dw0 {dw0:#x}){}", connect_hint(*status, *dw0))]
     Nvme { status: Status, dw0: u32 },
     /// The TCP connection could not be established or broke.
     #[error("connection error: {0}")]
@@ -62,6 +62,26 @@ impl HostError {
             _ => None,
         }
     }
+}
+
+/// For a rejected fabrics Connect: which field the controller refused (IATTR/IPO in DW0).
+fn connect_hint(status: Status, dw0: u32) -> String {
+    if !status.same_code(Status::CONNECT_INVALID_PARAMETERS) || status.sct() != 1 {
+        return String::new();
+    }
+    let (in_data, off) = super::spec::connect_invalid_param_from_dw0(dw0);
+    use super::spec::connect_off as o;
+    let field = match (in_data, off) {
+        (true, o::SUBNQN) => "subnqn (unknown subsystem or host not allowed)",
+        (true, o::HOSTNQN) => "hostnqn",
+        (true, o::CNTLID) => "cntlid",
+        (true, o::HOSTID) => "hostid",
+        (false, o::QID) => "qid",
+        (false, o::SQSIZE) => "sqsize",
+        (false, o::KATO) => "kato",
+        _ => "a field",
+    };
+    format!(": Connect refused {field}")
 }
 
 impl From<PduError> for HostError {

@@ -865,25 +865,13 @@ impl Qpair {
                 self.cntlid = cqe.dw0 as u16;
                 self.state = QpairState::Ready;
             }
-            Ok(cqe) => {
-                let (in_data, off) = crate::nvmf::spec::connect_invalid_param_from_dw0(cqe.dw0);
-                let detail = if cqe.status.same_code(Status::CONNECT_INVALID_PARAMETERS) {
-                    format!(
-                        " (invalid {} at byte {off})",
-                        if in_data { "Connect data" } else { "SQE field" }
-                    )
-                } else {
-                    String::new()
-                };
-                tracing::debug!(status = %cqe.status, detail, "fabrics Connect rejected");
-                self.fail(
-                    HostError::Nvme {
-                        status: cqe.status,
-                        dw0: cqe.dw0,
-                    },
-                    &mut Vec::new(),
-                );
-            }
+            Ok(cqe) => self.fail(
+                HostError::Nvme {
+                    status: cqe.status,
+                    dw0: cqe.dw0,
+                },
+                &mut Vec::new(),
+            ),
             Err(e) => self.fail(e, &mut Vec::new()),
         }
     }
