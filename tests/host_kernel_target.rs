@@ -88,7 +88,14 @@ fn start_vm() -> Option<Vm> {
     let port = free_port();
     let outdir = std::env::temp_dir().join(format!("pollux-host-vm-{}", std::process::id()));
     let mut child = Command::new(script)
-        .args(["--serve", "-s", &port.to_string(), "-t", &VM_SECONDS.to_string(), "-o"])
+        .args([
+            "--serve",
+            "-s",
+            &port.to_string(),
+            "-t",
+            &VM_SECONDS.to_string(),
+            "-o",
+        ])
         .arg(&outdir)
         .env("SELFTEST_BACKEND", "ram")
         .stdout(Stdio::piped())
@@ -102,7 +109,10 @@ fn start_vm() -> Option<Vm> {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             println!("[vm] {line}");
             if let Some(i) = line.find("kernel target ready on host") {
-                if let Some(n) = line[i..].split_whitespace().find_map(|w| w.strip_prefix("nqn=")) {
+                if let Some(n) = line[i..]
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("nqn="))
+                {
                     let _ = tx.send(n.to_string());
                 }
             }
@@ -144,7 +154,12 @@ fn opts(digests: bool) -> ConnectOpts {
         ddgst: digests,
         io_queues: 2,
         queue_depth: 64,
-        timeout: Duration::from_secs(std::env::var("HOSTTEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(30)),
+        timeout: Duration::from_secs(
+            std::env::var("HOSTTEST_TIMEOUT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30),
+        ),
         ..Default::default()
     }
 }
@@ -165,7 +180,11 @@ fn exercise(c: &SyncController, base_lba: u64, tag: u64) {
         info.io_queues_granted
     );
     assert_eq!(info.identify.cntrltype, cntrltype::IO);
-    assert_eq!((info.hdgst, info.ddgst), (tag == 2, tag == 2), "digests as asked");
+    assert_eq!(
+        (info.hdgst, info.ddgst),
+        (tag == 2, tag == 2),
+        "digests as asked"
+    );
     let nsids = c.active_namespaces().unwrap();
     assert!(!nsids.is_empty(), "the kernel target exposes a namespace");
     let nsid = nsids[0];
@@ -176,7 +195,10 @@ fn exercise(c: &SyncController, base_lba: u64, tag: u64) {
     // In-capsule write (when the controller accepts that much) and R2T writes.
     let small = bs as usize;
     let large = (128 * 1024).min(info.max_transfer as usize) / small * small;
-    for (i, (len, qid)) in [(small, 1u16), (large, 2u16), (small * 3, 1)].into_iter().enumerate() {
+    for (i, (len, qid)) in [(small, 1u16), (large, 2u16), (small * 3, 1)]
+        .into_iter()
+        .enumerate()
+    {
         let lba = base_lba + i as u64 * 256;
         let blocks = (len / small) as u32;
         let data = pattern(tag * 100 + i as u64, len);
@@ -190,8 +212,15 @@ fn exercise(c: &SyncController, base_lba: u64, tag: u64) {
     let zlba = base_lba + 2048;
     c.write(1, nsid, zlba, 8, &pattern(tag, 8 * small)).unwrap();
     c.write_zeroes(1, nsid, zlba, 8).unwrap();
-    assert!(c.read(1, nsid, zlba, 8, bs).unwrap().iter().all(|&b| b == 0), "zeroes read back");
-    c.deallocate(2, nsid, &[(zlba, 8), (base_lba + 4096, 16)]).unwrap();
+    assert!(
+        c.read(1, nsid, zlba, 8, bs)
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "zeroes read back"
+    );
+    c.deallocate(2, nsid, &[(zlba, 8), (base_lba + 4096, 16)])
+        .unwrap();
 
     // Many commands in flight on one queue, through the callback API.
     let many = c
@@ -222,14 +251,22 @@ fn exercise(c: &SyncController, base_lba: u64, tag: u64) {
     assert_eq!(many, 48);
     for i in [0u64, 17, 47] {
         let back = c.read(2, nsid, base_lba + 8192 + i, 1, bs).unwrap();
-        assert!(back[..] == pattern(tag * 1000 + i, small)[..], "concurrent write {i}");
+        assert!(
+            back[..] == pattern(tag * 1000 + i, small)[..],
+            "concurrent write {i}"
+        );
     }
 
     // Admin: log page, features, keep alive.
-    let smart = c.get_log_page(log_id::SMART_HEALTH, 0xffff_ffff, 0, 512).unwrap();
+    let smart = c
+        .get_log_page(log_id::SMART_HEALTH, 0xffff_ffff, 0, 512)
+        .unwrap();
     assert_eq!(smart.len(), 512);
     let nq = c.get_features(feat::NUMBER_OF_QUEUES, 0).unwrap();
-    assert!((nq & 0xffff) + 1 >= 2, "at least the two I/O queues we use: {nq:#x}");
+    assert!(
+        (nq & 0xffff) + 1 >= 2,
+        "at least the two I/O queues we use: {nq:#x}"
+    );
     c.keep_alive().unwrap();
 
     // NVMe errors are typed.
@@ -266,8 +303,14 @@ fn host_against_linux_kernel_target() {
     digests.disconnect().unwrap();
 
     // A wrong subsystem NQN is refused with an NVMe status, not a hang.
-    let bad = TransportId::tcp("127.0.0.1", vm.port, "nqn.2014-08.org.example:no-such-subsystem");
-    let err = SyncController::connect(&bad, opts(false)).err().expect("bad NQN refused");
+    let bad = TransportId::tcp(
+        "127.0.0.1",
+        vm.port,
+        "nqn.2014-08.org.example:no-such-subsystem",
+    );
+    let err = SyncController::connect(&bad, opts(false))
+        .err()
+        .expect("bad NQN refused");
     assert!(matches!(err, HostError::Nvme { .. }), "{err}");
     drop(vm);
 }

@@ -28,7 +28,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "pollux-perf", about = "NVMe/TCP load generator (like spdk_nvme_perf)")]
+#[command(
+    name = "pollux-perf",
+    about = "NVMe/TCP load generator (like spdk_nvme_perf)"
+)]
 struct Args {
     /// Transport id: 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:NQN'.
     #[arg(short = 'r', long = "transport-id")]
@@ -450,7 +453,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
                     let _ = ev.send(Event::Fatal(format!("namespace {nsid}: bad LBA format")));
                     return;
                 };
-                if args.io_size % bs != 0 || args.io_size > info.max_transfer {
+                if !args.io_size.is_multiple_of(bs) || args.io_size > info.max_transfer {
                     let _ = ev.send(Event::Fatal(format!(
                         "-o {} must be a multiple of the block size {bs} and at most {} bytes",
                         args.io_size, info.max_transfer
@@ -642,7 +645,9 @@ fn run(args: Args) -> Result<bool, String> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
-        if !progress.stop.load(Ordering::Relaxed) && now.duration_since(last.1) >= Duration::from_secs(1) {
+        if !progress.stop.load(Ordering::Relaxed)
+            && now.duration_since(last.1) >= Duration::from_secs(1)
+        {
             let ios = progress.ios.load(Ordering::Relaxed);
             let iops = (ios - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
             tick += 1;
@@ -695,11 +700,20 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
     let iops = ios as f64 / secs;
-    let quantiles = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)];
+    let quantiles = [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p99.9", 0.999),
+        ("p99.99", 0.9999),
+    ];
     if args.json {
         let mut pct = serde_json::Map::new();
         for (name, q) in quantiles {
-            pct.insert(format!("{name}_us"), us(total.value_at_quantile(q) as f64).into());
+            pct.insert(
+                format!("{name}_us"),
+                us(total.value_at_quantile(q) as f64).into(),
+            );
         }
         let v = serde_json::json!({
             "transport_id": args.trid,
@@ -757,7 +771,10 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
         println!();
         println!("Latency percentiles (us):");
         for (name, q) in quantiles {
-            println!("  {name:>7}: {:>12.2}", us(total.value_at_quantile(q) as f64));
+            println!(
+                "  {name:>7}: {:>12.2}",
+                us(total.value_at_quantile(q) as f64)
+            );
         }
     }
     if let Some(e) = first_error {

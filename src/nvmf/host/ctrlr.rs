@@ -14,9 +14,9 @@ use super::{HostError, TransportId};
 use crate::buf::IoBuf;
 use crate::nvmf::spec::{
     admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
-    Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand,
-    FeaturesCmd, GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace,
-    PropertyGetCmd, PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
+    Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
+    GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
+    PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
 };
 use crate::nvmf::wire::WireField;
 use crate::reactor::{self, PollStatus, PollerHandle};
@@ -126,8 +126,16 @@ fn default_host_identity() -> (String, [u8; 16]) {
         b[8] = (b[8] & 0x3f) | 0x80;
         b
     });
-    let h = |r: std::ops::Range<usize>| id[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let uuid = format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16));
+    let h =
+        |r: std::ops::Range<usize>| id[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    );
     (format!("nqn.2014-08.org.nvmexpress:uuid:{uuid}"), id)
 }
 
@@ -269,7 +277,8 @@ impl Controller {
                 Some(q) => q.submit(req, tag as u64).map(|()| q.flush()),
                 None => Err((HostError::Invalid(format!("no I/O queue {qid}")), req)),
             };
-            res.err().map(|(e, req)| (inner.callbacks.remove(tag), tag, e, req))
+            res.err()
+                .map(|(e, req)| (inner.callbacks.remove(tag), tag, e, req))
         };
         if let Some((cb, tag, e, req)) = failed {
             cb(Completion {
@@ -316,10 +325,10 @@ impl Controller {
             hostid: inner.hostid,
             qid,
             cntlid: info.map_or(0, |i| i.cntlid),
-            depth: inner
-                .opts
-                .queue_depth
-                .clamp(2, info.map_or(u16::MAX, |i| i.cap.mqes.saturating_add(1).max(2))),
+            depth: inner.opts.queue_depth.clamp(
+                2,
+                info.map_or(u16::MAX, |i| i.cap.mqes.saturating_add(1).max(2)),
+            ),
             kato_ms: 0,
             hdgst: inner.opts.hdgst,
             ddgst: inner.opts.ddgst,
@@ -342,7 +351,12 @@ impl Controller {
         });
     }
 
-    pub fn property_set(&self, offset: u32, value: u64, cb: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn property_set(
+        &self,
+        offset: u32,
+        value: u64,
+        cb: impl FnOnce(Result<(), HostError>) + 'static,
+    ) {
         let sqe = FabricsCommand::PropertySet(PropertySetCmd {
             cid: 0,
             size8: prop::is_8_bytes(offset),
@@ -350,11 +364,18 @@ impl Controller {
             value,
         })
         .to_sqe();
-        self.command(0, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|_| ())));
+        self.command(0, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|_| ()))
+        });
     }
 
     /// Identify with `cns` for `nsid`: the 4096-byte data.
-    pub fn identify(&self, cns: u8, nsid: u32, cb: impl FnOnce(Result<IoBuf, HostError>) + 'static) {
+    pub fn identify(
+        &self,
+        cns: u8,
+        nsid: u32,
+        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+    ) {
         let sqe = IdentifyCmd {
             nsid,
             cns,
@@ -368,7 +389,10 @@ impl Controller {
         });
     }
 
-    pub fn identify_controller(&self, cb: impl FnOnce(Result<IdentifyController, HostError>) + 'static) {
+    pub fn identify_controller(
+        &self,
+        cb: impl FnOnce(Result<IdentifyController, HostError>) + 'static,
+    ) {
         self.identify(cns::CONTROLLER, 0, move |r| {
             cb(r.map(|b| IdentifyController::get(&b[..IdentifyController::SIZE])))
         });
@@ -405,7 +429,7 @@ impl Controller {
         len: u32,
         cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
     ) {
-        if len == 0 || len % 4 != 0 {
+        if len == 0 || !len.is_multiple_of(4) {
             return cb(Err(HostError::Invalid(format!(
                 "log page length {len} is not a non-zero multiple of 4"
             ))));
@@ -417,7 +441,12 @@ impl Controller {
     }
 
     /// Get Features `fid` (current value): DW0.
-    pub fn get_features(&self, fid: u8, cdw11: u32, cb: impl FnOnce(Result<u32, HostError>) + 'static) {
+    pub fn get_features(
+        &self,
+        fid: u8,
+        cdw11: u32,
+        cb: impl FnOnce(Result<u32, HostError>) + 'static,
+    ) {
         let sqe = FeaturesCmd {
             nsid: 0,
             fid,
@@ -426,11 +455,18 @@ impl Controller {
             cdw11,
         }
         .to_sqe(admin_opc::GET_FEATURES, 0);
-        self.command(0, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|(dw0, _)| dw0)));
+        self.command(0, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|(dw0, _)| dw0))
+        });
     }
 
     /// Set Features `fid` to `cdw11`: DW0 of the completion.
-    pub fn set_features(&self, fid: u8, cdw11: u32, cb: impl FnOnce(Result<u32, HostError>) + 'static) {
+    pub fn set_features(
+        &self,
+        fid: u8,
+        cdw11: u32,
+        cb: impl FnOnce(Result<u32, HostError>) + 'static,
+    ) {
         let sqe = FeaturesCmd {
             nsid: 0,
             fid,
@@ -439,12 +475,16 @@ impl Controller {
             cdw11,
         }
         .to_sqe(admin_opc::SET_FEATURES, 0);
-        self.command(0, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|(dw0, _)| dw0)));
+        self.command(0, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|(dw0, _)| dw0))
+        });
     }
 
     pub fn keep_alive(&self, cb: impl FnOnce(Result<(), HostError>) + 'static) {
         let sqe = Sqe::new(admin_opc::KEEP_ALIVE, 0, 0);
-        self.command(0, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|_| ())));
+        self.command(0, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|_| ()))
+        });
     }
 
     /// The discovery log (header and entries), read whole and re-read if its generation
@@ -454,7 +494,12 @@ impl Controller {
         cb: impl FnOnce(Result<(DiscoveryLogHeader, Vec<DiscoveryLogEntry>), HostError>) + 'static,
     ) {
         let c = self.rc();
-        let max = self.inner.borrow().info.as_ref().map_or(128 * 1024, |i| i.max_transfer);
+        let max = self
+            .inner
+            .borrow()
+            .info
+            .as_ref()
+            .map_or(128 * 1024, |i| i.max_transfer);
         self.get_log_page(log_id::DISCOVERY, 0, 0, 4096, move |r| {
             let first = match r {
                 Ok(b) => DiscoveryLogHeader::get(&b[..DiscoveryLogHeader::SIZE]),
@@ -490,7 +535,14 @@ impl Controller {
         buf: IoBuf,
         cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
     ) {
-        let sqe = Sqe::rw(io_opc::READ, 0, nsid, slba, blocks, SglDescriptor::default());
+        let sqe = Sqe::rw(
+            io_opc::READ,
+            0,
+            nsid,
+            slba,
+            blocks,
+            SglDescriptor::default(),
+        );
         self.command(qid, Request::new(sqe, DataBuf::Read(buf)), move |r| {
             cb(r.and_then(|(_, b)| b.ok_or_else(|| HostError::Protocol("no data".into()))))
         });
@@ -505,7 +557,14 @@ impl Controller {
         buf: IoBuf,
         cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
     ) {
-        let sqe = Sqe::rw(io_opc::WRITE, 0, nsid, slba, blocks, SglDescriptor::default());
+        let sqe = Sqe::rw(
+            io_opc::WRITE,
+            0,
+            nsid,
+            slba,
+            blocks,
+            SglDescriptor::default(),
+        );
         self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| {
             cb(r.and_then(|(_, b)| b.ok_or_else(|| HostError::Protocol("no data".into()))))
         });
@@ -513,7 +572,9 @@ impl Controller {
 
     pub fn flush(&self, qid: u16, nsid: u32, cb: impl FnOnce(Result<(), HostError>) + 'static) {
         let sqe = Sqe::new(io_opc::FLUSH, 0, nsid);
-        self.command(qid, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|_| ())));
+        self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|_| ()))
+        });
     }
 
     pub fn write_zeroes(
@@ -525,7 +586,9 @@ impl Controller {
         cb: impl FnOnce(Result<(), HostError>) + 'static,
     ) {
         let sqe = Sqe::write_zeroes(0, nsid, slba, blocks, false);
-        self.command(qid, Request::new(sqe, DataBuf::None), move |r| cb(r.map(|_| ())));
+        self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
+            cb(r.map(|_| ()))
+        });
     }
 
     /// Dataset Management with the deallocate attribute over `(slba, blocks)` ranges.
@@ -558,7 +621,9 @@ impl Controller {
             crate::nvmf::spec::dsm::DEALLOCATE,
             SglDescriptor::default(),
         );
-        self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| cb(r.map(|_| ())));
+        self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| {
+            cb(r.map(|_| ()))
+        });
     }
 
     /// Normal shutdown: CC.SHN, wait (bounded) for CSTS.SHST complete, then close.
@@ -644,7 +709,9 @@ fn poll_csts(c: Rc<Controller>, deadline: Instant, cond: fn(&Csts) -> bool, done
         Ok(v) => {
             let csts = Csts::from_u32(v as u32);
             if csts.cfs {
-                done(Err(HostError::Protocol("controller fatal status (CSTS.CFS)".into())))
+                done(Err(HostError::Protocol(
+                    "controller fatal status (CSTS.CFS)".into(),
+                )))
             } else if cond(&csts) {
                 done(Ok(()))
             } else if Instant::now() >= deadline {
@@ -733,14 +800,19 @@ fn after_identify(
             inner.admin.negotiated(),
         )
     };
-    let is_discovery = subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::spec::cntrltype::DISCOVERY;
+    let is_discovery =
+        subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::spec::cntrltype::DISCOVERY;
     // MDTS is a power of two in units of the minimum page size (4 KiB << MPSMIN).
     let mdts = if id.mdts == 0 || id.mdts > 20 {
         u32::MAX
     } else {
-        (4096u64 << cap.mpsmin).saturating_mul(1u64 << id.mdts).min(u32::MAX as u64) as u32
+        (4096u64 << cap.mpsmin)
+            .saturating_mul(1u64 << id.mdts)
+            .min(u32::MAX as u64) as u32
     };
-    let io_in_capsule = (id.ioccsz as u64 * 16).saturating_sub(64).min(u32::MAX as u64) as u32;
+    let io_in_capsule = (id.ioccsz as u64 * 16)
+        .saturating_sub(64)
+        .min(u32::MAX as u64) as u32;
     let info = ControllerInfo {
         cntlid,
         cap,

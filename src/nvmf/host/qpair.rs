@@ -22,7 +22,9 @@ use crate::nvmf::pdu::{
 };
 use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::nvmf::wire::{nul_field, WireField};
-use crate::sock::{self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
+use crate::sock::{
+    self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
+};
 use slab::Slab;
 use std::io::{self, IoSlice};
 
@@ -306,6 +308,9 @@ impl Qpair {
 
     /// Submits a command; the request comes back with the error when it cannot be queued.
     /// The PDU is sent at the next `poll` (or `flush`), so many submissions share one send.
+    // The request (with its buffer) comes back by value: boxing it would allocate on the
+    // queue-full path, which a load generator may hit on purpose.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&mut self, req: Request, tag: u64) -> Result<(), (HostError, Request)> {
         if tag == CONNECT_TAG {
             return Err((HostError::Invalid("tag u64::MAX is reserved".into()), req));
@@ -320,6 +325,7 @@ impl Qpair {
         self.submit_inner(req, tag)
     }
 
+    #[allow(clippy::result_large_err)]
     fn submit_inner(&mut self, req: Request, tag: u64) -> Result<(), (HostError, Request)> {
         if self.cmds.len() >= self.cfg.depth as usize {
             return Err((HostError::QueueFull, req));
@@ -433,7 +439,16 @@ impl Qpair {
     pub fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
         match self.state {
             QpairState::Connecting => return self.poll_connect(),
-            QpairState::Failed(_) | QpairState::Closed => return 0,
+            QpairState::Failed(_) | QpairState::Closed => {
+                // Let the group finish closing the socket (its last requests come back).
+                if !self.group.is_empty() {
+                    let mut events = std::mem::take(&mut self.events);
+                    self.group.poll(EVENTS_PER_POLL, &mut events);
+                    events.clear();
+                    self.events = events;
+                }
+                return 0;
+            }
             _ => {}
         }
         let mut events = std::mem::take(&mut self.events);
@@ -470,12 +485,17 @@ impl Qpair {
                             self.queue(req);
                             self.state = QpairState::Initializing;
                         }
-                        Err(e) => self.fail(HostError::Invalid(format!("ICReq: {e}")), &mut Vec::new()),
+                        Err(e) => {
+                            self.fail(HostError::Invalid(format!("ICReq: {e}")), &mut Vec::new())
+                        }
                     }
                     1
                 }
                 Err((e, _)) => {
-                    self.fail(HostError::Connection(format!("joining the sock group: {e}")), &mut Vec::new());
+                    self.fail(
+                        HostError::Connection(format!("joining the sock group: {e}")),
+                        &mut Vec::new(),
+                    );
                     1
                 }
             },
@@ -502,7 +522,10 @@ impl Qpair {
             let Some(sock) = self.sock() else { break };
             match sock.recv(&mut staging) {
                 Ok(0) => {
-                    self.fail(HostError::Connection("connection closed by the controller".into()), out);
+                    self.fail(
+                        HostError::Connection("connection closed by the controller".into()),
+                        out,
+                    );
                     break;
                 }
                 Ok(n) => self.consume(&staging[..n], out),
@@ -539,7 +562,10 @@ impl Qpair {
         };
         match sock.recv(dest) {
             Ok(0) => {
-                self.fail(HostError::Connection("connection closed by the controller".into()), out);
+                self.fail(
+                    HostError::Connection("connection closed by the controller".into()),
+                    out,
+                );
                 false
             }
             Ok(n) => {
@@ -614,7 +640,10 @@ impl Qpair {
                     return Err(PduError::field(8, "unsupported PDU format version"));
                 }
                 if resp.maxh2cdata < MIN_MAXH2CDATA || resp.maxh2cdata % 4 != 0 {
-                    return Err(PduError::field(12, "MAXH2CDATA below 4096 or not dword aligned"));
+                    return Err(PduError::field(
+                        12,
+                        "MAXH2CDATA below 4096 or not dword aligned",
+                    ));
                 }
                 let (tx, rx) = host_negotiate(&self.icreq, &resp, self.cfg.max_transfer)?;
                 self.tx = tx;
@@ -627,7 +656,10 @@ impl Qpair {
             PduHeader::CapsuleResp(cqe) => {
                 let cid = cqe.cid;
                 if !self.cmds.contains(cid as usize) {
-                    return Err(PduError::field(8 + 12, "response for a command not in flight"));
+                    return Err(PduError::field(
+                        8 + 12,
+                        "response for a command not in flight",
+                    ));
                 }
                 let cmd = &mut self.cmds[cid as usize];
                 if cmd.resp.is_some() {
@@ -642,7 +674,10 @@ impl Qpair {
                     return Err(PduError::field(8, "C2HData for a command not in flight"));
                 };
                 if cmd.dir != Dir::Read || cmd.buf.is_none() || cmd.resp.is_some() {
-                    return Err(PduError::field(8, "C2HData for a command without read data"));
+                    return Err(PduError::field(
+                        8,
+                        "C2HData for a command without read data",
+                    ));
                 }
                 if d.success && !d.last {
                     return Err(PduError::field(1, "SUCCESS without LAST_PDU"));
@@ -693,7 +728,11 @@ impl Qpair {
 
     fn on_data(&mut self, offset: u32, bytes: &[u8]) {
         let Some(rx) = self.rx else { return };
-        if let Some(buf) = self.cmds.get_mut(rx.cid as usize).and_then(|c| c.buf.as_mut()) {
+        if let Some(buf) = self
+            .cmds
+            .get_mut(rx.cid as usize)
+            .and_then(|c| c.buf.as_mut())
+        {
             let start = rx.datao as usize + offset as usize;
             if let Some(dest) = buf.get_mut(start..start + bytes.len()) {
                 dest.copy_from_slice(bytes);
@@ -850,7 +889,11 @@ impl Qpair {
             qid: self.cfg.qid,
             sqsize: self.cfg.depth - 1,
             cattr: 0,
-            kato: if self.cfg.qid == 0 { self.cfg.kato_ms } else { 0 },
+            kato: if self.cfg.qid == 0 {
+                self.cfg.kato_ms
+            } else {
+                0
+            },
         })
         .to_sqe();
         if let Err((e, _)) = self.submit_inner(Request::new(sqe, DataBuf::Write(buf)), CONNECT_TAG)

@@ -146,7 +146,13 @@ impl SyncController {
         self.call(move |c, done| c.property_get(offset, done))
     }
 
-    pub fn get_log_page(&self, lid: u8, nsid: u32, offset: u64, len: u32) -> Result<IoBuf, HostError> {
+    pub fn get_log_page(
+        &self,
+        lid: u8,
+        nsid: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<IoBuf, HostError> {
         self.call(move |c, done| c.get_log_page(lid, nsid, offset, len, done))
     }
 
@@ -167,23 +173,45 @@ impl SyncController {
     }
 
     /// Reads `blocks` blocks of `block_size` bytes at `slba` on I/O queue `qid`.
-    pub fn read(&self, qid: u16, nsid: u32, slba: u64, blocks: u32, block_size: u32) -> Result<IoBuf, HostError> {
+    pub fn read(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        block_size: u32,
+    ) -> Result<IoBuf, HostError> {
         let buf = IoBuf::zeroed(blocks as usize * block_size as usize);
         self.call(move |c, done| c.read(qid, nsid, slba, blocks, buf, done))
     }
 
     /// Writes `data` (a whole number of blocks) at `slba` on I/O queue `qid`.
-    pub fn write(&self, qid: u16, nsid: u32, slba: u64, blocks: u32, data: &[u8]) -> Result<(), HostError> {
+    pub fn write(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        data: &[u8],
+    ) -> Result<(), HostError> {
         let mut buf = IoBuf::with_len(data.len());
         buf.copy_from_slice(data);
-        self.call(move |c, done| c.write(qid, nsid, slba, blocks, buf, move |r| done(r.map(|_| ()))))
+        self.call(move |c, done| {
+            c.write(qid, nsid, slba, blocks, buf, move |r| done(r.map(|_| ())))
+        })
     }
 
     pub fn flush(&self, qid: u16, nsid: u32) -> Result<(), HostError> {
         self.call(move |c, done| c.flush(qid, nsid, done))
     }
 
-    pub fn write_zeroes(&self, qid: u16, nsid: u32, slba: u64, blocks: u32) -> Result<(), HostError> {
+    pub fn write_zeroes(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+    ) -> Result<(), HostError> {
         self.call(move |c, done| c.write_zeroes(qid, nsid, slba, blocks, done))
     }
 
@@ -231,7 +259,10 @@ impl Drop for SyncController {
 
 /// Connects to the discovery controller at `trid` (its subnqn is ignored), returns the
 /// discovery log entries and disconnects.
-pub fn discover(trid: &TransportId, opts: ConnectOpts) -> Result<Vec<DiscoveryLogEntry>, HostError> {
+pub fn discover(
+    trid: &TransportId,
+    opts: ConnectOpts,
+) -> Result<Vec<DiscoveryLogEntry>, HostError> {
     let mut t = trid.clone();
     t.subnqn = DISCOVERY_NQN.to_string();
     let opts = ConnectOpts {

@@ -11,11 +11,26 @@ fn transport_id_parses_spdk_syntax() {
     assert_eq!(t, TransportId::tcp("127.0.0.1", 4420, "nqn.x:y"));
     let d: TransportId = "trtype:tcp traddr:::1 trsvcid:1".parse().unwrap();
     assert_eq!(d.subnqn, crate::nvmf::spec::DISCOVERY_NQN);
-    assert!("trtype:RDMA traddr:127.0.0.1".parse::<TransportId>().unwrap_err().contains("TCP"));
-    assert!("traddr:127.0.0.1 trsvcid:x".parse::<TransportId>().unwrap_err().contains("trsvcid"));
-    assert!("adrfam:IPv6 traddr:127.0.0.1".parse::<TransportId>().unwrap_err().contains("IPv6"));
-    assert!("trsvcid:1".parse::<TransportId>().unwrap_err().contains("traddr"));
-    assert!("bogus:1 traddr:127.0.0.1".parse::<TransportId>().unwrap_err().contains("bogus"));
+    assert!("trtype:RDMA traddr:127.0.0.1"
+        .parse::<TransportId>()
+        .unwrap_err()
+        .contains("TCP"));
+    assert!("traddr:127.0.0.1 trsvcid:x"
+        .parse::<TransportId>()
+        .unwrap_err()
+        .contains("trsvcid"));
+    assert!("adrfam:IPv6 traddr:127.0.0.1"
+        .parse::<TransportId>()
+        .unwrap_err()
+        .contains("IPv6"));
+    assert!("trsvcid:1"
+        .parse::<TransportId>()
+        .unwrap_err()
+        .contains("traddr"));
+    assert!("bogus:1 traddr:127.0.0.1"
+        .parse::<TransportId>()
+        .unwrap_err()
+        .contains("bogus"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -49,6 +64,7 @@ struct FakeState {
     evil: AtomicBool,
     saw_term_req: AtomicBool,
     max_h2c_pdus_per_write: Mutex<usize>,
+    keep_alives: std::sync::atomic::AtomicUsize,
 }
 
 struct FakeConn {
@@ -159,6 +175,10 @@ impl FakeConn {
                     self.respond(cid, Status::SUCCESS, 0);
                 }
                 admin_opc::SET_FEATURES => self.respond(cid, Status::SUCCESS, sqe.cdw11),
+                admin_opc::KEEP_ALIVE => {
+                    st.keep_alives.fetch_add(1, Ordering::SeqCst);
+                    self.respond(cid, Status::SUCCESS, 0)
+                }
                 _ => self.respond(cid, Status::SUCCESS, 0),
             }
             return;
@@ -208,7 +228,11 @@ impl FakeConn {
         let Some((cid, slba, len, got, pdus)) = self.pending else {
             return;
         };
-        assert_eq!((d.cccid, d.ttag, d.datao), (cid, 0x55, got), "H2CData in order");
+        assert_eq!(
+            (d.cccid, d.ttag, d.datao),
+            (cid, 0x55, got),
+            "H2CData in order"
+        );
         let start = slba as usize * 512 + d.datao as usize;
         st.disk.lock().unwrap()[start..start + data.len()].copy_from_slice(data);
         let got = got + d.datal;
@@ -314,16 +338,27 @@ fn fake_opts(impl_name: &str, digests: bool) -> ConnectOpts {
 }
 
 fn bytes(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
 }
 
 fn fake_round_trip(impl_name: &str, digests: bool) {
     let (port, st) = fake_target();
-    let c = SyncController::connect(&TransportId::tcp("127.0.0.1", port, FAKE_NQN), fake_opts(impl_name, digests))
-        .unwrap();
+    let c = SyncController::connect(
+        &TransportId::tcp("127.0.0.1", port, FAKE_NQN),
+        fake_opts(impl_name, digests),
+    )
+    .unwrap();
     let info = c.info();
-    assert_eq!((info.cntlid, info.io_in_capsule, info.max_transfer), (7, 4096, 128 * 1024));
-    assert_eq!((info.hdgst, info.ddgst, info.maxh2cdata), (digests, digests, 4096));
+    assert_eq!(
+        (info.cntlid, info.io_in_capsule, info.max_transfer),
+        (7, 4096, 128 * 1024)
+    );
+    assert_eq!(
+        (info.hdgst, info.ddgst, info.maxh2cdata),
+        (digests, digests, 4096)
+    );
     assert_eq!(c.active_namespaces().unwrap(), vec![1]);
     assert_eq!(c.identify_namespace(1).unwrap().block_size(), Some(512));
     // In-capsule (4 KiB) and R2T (64 KiB = 16 H2CData PDUs) writes; reads arrive as 8 KiB
@@ -340,9 +375,16 @@ fn fake_round_trip(impl_name: &str, digests: bool) {
     c.deallocate(1, 1, &[(0, 8)]).unwrap();
     c.flush(2, 1).unwrap();
     let err = c.read(1, 1, FAKE_BLOCKS, 1, 512).unwrap_err();
-    assert_eq!(err.nvme_status().map(|s| s.same_code(Status::LBA_OUT_OF_RANGE)), Some(true));
+    assert_eq!(
+        err.nvme_status()
+            .map(|s| s.same_code(Status::LBA_OUT_OF_RANGE)),
+        Some(true)
+    );
     // Over the transfer limit: refused locally, the queue stays usable.
-    assert!(matches!(c.read(1, 1, 0, 512, 512), Err(HostError::Invalid(_))));
+    assert!(matches!(
+        c.read(1, 1, 0, 512, 512),
+        Err(HostError::Invalid(_))
+    ));
     c.flush(1, 1).unwrap();
     c.disconnect().unwrap();
 }
@@ -360,17 +402,26 @@ fn fake_target_round_trip_uring_with_digests() {
 #[test]
 fn protocol_violation_fails_the_queue_with_a_term_req() {
     let (port, st) = fake_target();
-    let c = SyncController::connect(&TransportId::tcp("127.0.0.1", port, FAKE_NQN), fake_opts("posix", false))
-        .unwrap();
+    let c = SyncController::connect(
+        &TransportId::tcp("127.0.0.1", port, FAKE_NQN),
+        fake_opts("posix", false),
+    )
+    .unwrap();
     st.evil.store(true, Ordering::SeqCst);
     let err = c.read(1, 1, 0, 8, 512).unwrap_err();
     assert!(matches!(err, HostError::Protocol(_)), "{err}");
-    assert!(matches!(c.read(1, 1, 0, 8, 512), Err(HostError::NotReady(_))));
+    assert!(matches!(
+        c.read(1, 1, 0, 8, 512),
+        Err(HostError::NotReady(_))
+    ));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !st.saw_term_req.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(st.saw_term_req.load(Ordering::SeqCst), "host sent an H2CTermReq");
+    assert!(
+        st.saw_term_req.load(Ordering::SeqCst),
+        "host sent an H2CTermReq"
+    );
     // The admin queue is unaffected.
     c.keep_alive().unwrap();
 }
@@ -381,8 +432,34 @@ fn connection_refused_is_a_clear_error() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = SyncController::connect(&TransportId::tcp("127.0.0.1", port, FAKE_NQN), fake_opts("posix", false))
-        .err()
-        .unwrap();
-    assert!(matches!(&err, HostError::Connection(m) if m.contains("refused")), "{err}");
+    let err = SyncController::connect(
+        &TransportId::tcp("127.0.0.1", port, FAKE_NQN),
+        fake_opts("posix", false),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, HostError::Connection(m) if m.contains("refused")),
+        "{err}"
+    );
+}
+
+#[test]
+fn keep_alive_is_sent_every_half_kato() {
+    let (port, st) = fake_target();
+    let opts = ConnectOpts {
+        kato_ms: 200,
+        io_queues: 0,
+        ..fake_opts("posix", false)
+    };
+    let c = SyncController::connect(&TransportId::tcp("127.0.0.1", port, FAKE_NQN), opts).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while st.keep_alives.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        st.keep_alives.load(Ordering::SeqCst) >= 3,
+        "keep alives on the 100 ms timer"
+    );
+    c.disconnect().unwrap();
 }
