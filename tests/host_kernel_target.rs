@@ -99,35 +99,53 @@ fn start_vm() -> Option<Vm> {
         .arg(&outdir)
         .env("SELFTEST_BACKEND", "ram")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .expect("start the VM harness");
-    let stdout = child.stdout.take().unwrap();
+    // The harness logs on both streams; the ready line names the NQN.
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("[vm] {line}");
-            if let Some(i) = line.find("kernel target ready on host") {
-                if let Some(n) = line[i..]
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("nqn="))
-                {
-                    let _ = tx.send(n.to_string());
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    for stream in [stdout, stderr].into_iter().flatten() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                println!("[vm] {line}");
+                if let Some(i) = line.find("kernel target ready on host") {
+                    let words = line[i..].split_whitespace();
+                    if let Some(n) = words.into_iter().find_map(|w| w.strip_prefix("nqn=")) {
+                        let _ = tx.send(n.to_string());
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     let mut vm = Vm {
         child: Some(child),
         port,
         nqn: String::new(),
         _lock: Some(lock),
     };
-    match rx.recv_timeout(Duration::from_secs(240)) {
-        Ok(nqn) if outdir.join("ready").exists() => vm.nqn = nqn,
-        _ => panic!("the VM harness did not report a ready kernel target"),
+    let nqn = rx
+        .recv_timeout(Duration::from_secs(240))
+        .expect("the VM harness did not report a ready kernel target");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !outdir.join("ready").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {}/ready file",
+            outdir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+    vm.nqn = nqn;
     Some(vm)
 }
 
