@@ -14,6 +14,7 @@ pub(crate) mod wire;
 pub use wire::{ascii_field, field_str, nul_field, WireField};
 pub mod ctrlr;
 pub mod digest;
+pub mod host;
 pub mod io;
 pub mod pdu;
 pub mod rpc;

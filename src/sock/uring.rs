@@ -1250,11 +1250,18 @@ impl Drop for UringGroup {
         }
         // Give the kernel a moment to finish with our buffers.
         let deadline = Instant::now() + Duration::from_millis(500);
-        while self.socks.iter().any(|(_, s)| s.busy()) && Instant::now() < deadline {
-            let _ = with_ctx(|c| {
-                let _ = c.ring.submit_and_wait(1);
-            });
+        // Completions of this group may already sit in the stash (reaped by another group
+        // of this thread), so look there first, and never wait without a bound.
+        loop {
             self.process_completions();
+            if !self.socks.iter().any(|(_, s)| s.busy()) || Instant::now() >= deadline {
+                break;
+            }
+            let ts = types::Timespec::new().nsec(10_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = with_ctx(|c| {
+                let _ = c.ring.submitter().submit_with_args(1, &args);
+            });
         }
         for (_, mut s) in std::mem::take(&mut self.socks) {
             if s.busy() {

@@ -1,0 +1,785 @@
+//! pollux-perf: NVMe/TCP load generator in the style of spdk_nvme_perf, built on the
+//! `nvmf::host` library. The main reactor connects the admin queue (bring-up, Identify,
+//! Number of Queues for every I/O queue wanted) and identifies the first active namespace;
+//! then every reactor of the core mask (`-c`) connects its own `-P` I/O queues and keeps
+//! `-q` commands of `-o` bytes in flight on each, with the `-w` pattern (`-M` read percentage
+//! for rw/randrw), for `-t` seconds. The data path allocates nothing per I/O: buffers and
+//! slots are preallocated, commands carry the slot index as their tag, and completions come
+//! back by polling the queues from one poller per reactor. A progress line is printed each
+//! second; at the end the IOPS, MiB/s, average/min/max latency per core and in total, and a
+//! percentile table from an HDR histogram (or one JSON object with `--json`). Any error
+//! (connect refused, unknown NQN, failed I/O) is one line on stderr and a non-zero exit.
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use pollux::bdev::util::FastRng;
+use pollux::buf::IoBuf;
+use pollux::nvmf::host::{
+    Completion, ConnectOpts, Controller, DataBuf, HostError, Qpair, QpairConfig, Request,
+    TransportId,
+};
+use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
+use pollux::reactor::{self, IdleStrategy, PollStatus, PollerHandle, ReactorConfig};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "pollux-perf",
+    about = "NVMe/TCP load generator (like spdk_nvme_perf)"
+)]
+struct Args {
+    /// Transport id: 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:NQN'.
+    #[arg(short = 'r', long = "transport-id")]
+    trid: String,
+    /// Commands in flight per queue pair.
+    #[arg(short = 'q', default_value_t = 32)]
+    queue_depth: u16,
+    /// I/O size in bytes (a multiple of the namespace block size).
+    #[arg(short = 'o', default_value_t = 4096)]
+    io_size: u32,
+    /// Workload: read, write, randread, randwrite, rw, randrw.
+    #[arg(short = 'w', default_value = "randread")]
+    workload: String,
+    /// Read percentage of rw/randrw.
+    #[arg(short = 'M', default_value_t = 50)]
+    read_pct: u32,
+    /// Run time in seconds.
+    #[arg(short = 't', default_value_t = 5)]
+    time: u64,
+    /// Core mask (hex or list); one worker per core, the first core also runs the admin queue.
+    #[arg(short = 'c', default_value = "0x1")]
+    core_mask: String,
+    /// I/O queue pairs per core.
+    #[arg(short = 'P', default_value_t = 1)]
+    qpairs: u16,
+    /// Enable the header digest.
+    #[arg(short = 'H')]
+    hdgst: bool,
+    /// Enable the data digest.
+    #[arg(short = 'I')]
+    ddgst: bool,
+    /// Sock impl: posix or uring.
+    #[arg(short = 'S', default_value = "posix")]
+    sock_impl: String,
+    /// Namespace id (default: the first active namespace).
+    #[arg(short = 'n')]
+    nsid: Option<u32>,
+    /// Machine-readable output: one JSON object on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Do not pin reactor threads to their cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Never sleep when idle (like SPDK's reactors).
+    #[arg(long)]
+    poll_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    Read,
+    Write,
+    RandRead,
+    RandWrite,
+    Rw,
+    RandRw,
+}
+
+impl Pattern {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "read" => Self::Read,
+            "write" => Self::Write,
+            "randread" => Self::RandRead,
+            "randwrite" => Self::RandWrite,
+            "rw" => Self::Rw,
+            "randrw" => Self::RandRw,
+            _ => return None,
+        })
+    }
+    fn random(self) -> bool {
+        matches!(self, Self::RandRead | Self::RandWrite | Self::RandRw)
+    }
+    fn read_pct(self, mix: u32) -> u32 {
+        match self {
+            Self::Read | Self::RandRead => 100,
+            Self::Write | Self::RandWrite => 0,
+            Self::Rw | Self::RandRw => mix,
+        }
+    }
+}
+
+/// What every worker needs to know (shared read-only).
+#[derive(Debug)]
+struct Workload {
+    pattern: Pattern,
+    read_pct: u32,
+    io_size: u32,
+    queue_depth: u16,
+    nsid: u32,
+    /// Blocks per I/O and the number of I/O-sized slots in the namespace.
+    blocks: u32,
+    slots: u64,
+}
+
+/// Shared counters for the progress line and the stop signal.
+struct Progress {
+    ios: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// One worker's result, sent to the main thread.
+struct WorkerResult {
+    core: u32,
+    ios: u64,
+    errors: u64,
+    first_error: Option<String>,
+    hist: Histogram<u64>,
+    elapsed: Duration,
+}
+
+enum Event {
+    Connected(String),
+    Worker(WorkerResult),
+    Fatal(String),
+    Disconnected,
+}
+
+/// An I/O slot: its buffer (while not in flight), the queue it runs on, when it started.
+struct Slot {
+    buf: Option<IoBuf>,
+    qpair: usize,
+    submitted: Instant,
+}
+
+struct Worker {
+    wl: Arc<Workload>,
+    qpairs: Vec<Qpair>,
+    slots: Vec<Slot>,
+    completions: Vec<Completion>,
+    rng: FastRng,
+    next_seq: u64,
+    hist: Histogram<u64>,
+    ios: u64,
+    errors: u64,
+    first_error: Option<String>,
+    in_flight: usize,
+    started: Option<Instant>,
+    connect_deadline: Instant,
+    progress: Arc<Progress>,
+    core: u32,
+    poller: Option<PollerHandle>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Worker {
+    fn poll(&mut self) -> PollStatus {
+        if self.started.is_none() {
+            return self.poll_connecting();
+        }
+        let mut work = 0;
+        for i in 0..self.qpairs.len() {
+            work += self.qpairs[i].poll(&mut self.completions);
+            let mut done = std::mem::take(&mut self.completions);
+            for c in done.drain(..) {
+                self.complete(c);
+            }
+            self.completions = done;
+        }
+        if self.progress.stop.load(Ordering::Relaxed) && self.in_flight == 0 {
+            self.finish();
+        }
+        PollStatus::from_work(work)
+    }
+
+    fn poll_connecting(&mut self) -> PollStatus {
+        let mut sink = Vec::new();
+        for q in self.qpairs.iter_mut() {
+            q.poll(&mut sink);
+            if let Some(e) = q.error() {
+                let msg = format!("core {}: connecting I/O queue {}: {e}", self.core, q.qid());
+                let _ = self.events.send(Event::Fatal(msg));
+                return self.stop_poller();
+            }
+        }
+        if self.qpairs.iter().all(|q| q.is_ready()) {
+            self.started = Some(Instant::now());
+            for slot in 0..self.slots.len() {
+                self.submit(slot);
+            }
+        } else if Instant::now() > self.connect_deadline {
+            let msg = format!("core {}: I/O queues did not connect within 10 s", self.core);
+            let _ = self.events.send(Event::Fatal(msg));
+            return self.stop_poller();
+        }
+        PollStatus::Busy
+    }
+
+    fn stop_poller(&mut self) -> PollStatus {
+        if let Some(p) = self.poller.take() {
+            p.unregister();
+        }
+        PollStatus::Busy
+    }
+
+    fn submit(&mut self, slot: usize) {
+        let wl = &self.wl;
+        let Some(buf) = self.slots[slot].buf.take() else {
+            return;
+        };
+        let index = if wl.pattern.random() {
+            self.rng.below(wl.slots)
+        } else {
+            let i = self.next_seq % wl.slots;
+            self.next_seq += 1;
+            i
+        };
+        let is_read = match wl.read_pct {
+            100 => true,
+            0 => false,
+            p => self.rng.below(100) < p as u64,
+        };
+        let slba = index * wl.blocks as u64;
+        let (opc, data) = if is_read {
+            (io_opc::READ, DataBuf::Read(buf))
+        } else {
+            (io_opc::WRITE, DataBuf::Write(buf))
+        };
+        let sqe = Sqe::rw(opc, 0, wl.nsid, slba, wl.blocks, SglDescriptor::default());
+        let q = self.slots[slot].qpair;
+        self.slots[slot].submitted = Instant::now();
+        match self.qpairs[q].submit(Request::new(sqe, data), slot as u64) {
+            Ok(()) => self.in_flight += 1,
+            Err((e, req)) => {
+                self.slots[slot].buf = req.into_buf();
+                self.record_error(&e);
+                // The queue is dead or full: stop this worker's load.
+                self.progress.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        let slot = c.tag as usize;
+        if slot >= self.slots.len() {
+            return;
+        }
+        self.in_flight -= 1;
+        let lat = self.slots[slot].submitted.elapsed().as_nanos() as u64;
+        match c.status() {
+            Ok(_) => {
+                self.ios += 1;
+                self.progress.ios.fetch_add(1, Ordering::Relaxed);
+                self.hist.saturating_record(lat.max(1));
+            }
+            Err(e) => {
+                self.record_error(&e);
+                self.progress.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        self.slots[slot].buf = c.buf;
+        if self.slots[slot].buf.is_none() {
+            // The buffer was lost with a failed queue; this slot stops.
+            return;
+        }
+        if !self.progress.stop.load(Ordering::Relaxed) {
+            self.submit(slot);
+        }
+    }
+
+    fn record_error(&mut self, e: &HostError) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stop_poller();
+        let mut out = Vec::new();
+        for q in self.qpairs.iter_mut() {
+            q.close(&mut out);
+        }
+        let elapsed = self.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let hist = std::mem::replace(&mut self.hist, new_hist());
+        let _ = self.events.send(Event::Worker(WorkerResult {
+            core: self.core,
+            ios: self.ios,
+            errors: self.errors,
+            first_error: self.first_error.take(),
+            hist,
+            elapsed,
+        }));
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+thread_local! {
+    static WORKERS: RefCell<Vec<Rc<RefCell<Worker>>>> = const { RefCell::new(Vec::new()) };
+    static CONTROLLER: RefCell<Option<Rc<Controller>>> = const { RefCell::new(None) };
+}
+
+/// Runs on each worker core: connects its queues and registers the I/O poller.
+fn start_worker(
+    wl: Arc<Workload>,
+    configs: Vec<QpairConfig>,
+    progress: Arc<Progress>,
+    events: mpsc::Sender<Event>,
+) {
+    let core = reactor::current_core().unwrap_or(0);
+    let mut qpairs = Vec::new();
+    for cfg in configs {
+        match Qpair::connect(cfg) {
+            Ok(q) => qpairs.push(q),
+            Err(e) => {
+                let _ = events.send(Event::Fatal(format!("core {core}: {e}")));
+                return;
+            }
+        }
+    }
+    let per_qpair = wl.queue_depth as usize;
+    let mut slots = Vec::with_capacity(per_qpair * qpairs.len());
+    let mut rng = FastRng::new();
+    for q in 0..qpairs.len() {
+        for _ in 0..per_qpair {
+            let mut buf = IoBuf::with_len(wl.io_size as usize);
+            for chunk in buf.chunks_exact_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            slots.push(Slot {
+                buf: Some(buf),
+                qpair: q,
+                submitted: Instant::now(),
+            });
+        }
+    }
+    let worker = Rc::new(RefCell::new(Worker {
+        wl,
+        qpairs,
+        completions: Vec::with_capacity(slots.len()),
+        slots,
+        rng,
+        next_seq: core as u64 * 7919,
+        hist: new_hist(),
+        ios: 0,
+        errors: 0,
+        first_error: None,
+        in_flight: 0,
+        started: None,
+        connect_deadline: Instant::now() + Duration::from_secs(10),
+        progress,
+        core,
+        poller: None,
+        events,
+    }));
+    let w = worker.clone();
+    let poller = reactor::register_poller("perf_worker", 0, move || w.borrow_mut().poll());
+    worker.borrow_mut().poller = Some(poller);
+    WORKERS.with(|ws| ws.borrow_mut().push(worker));
+}
+
+/// Main reactor: connect, identify, then fan out the workers.
+fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mpsc::Sender<Event>) {
+    let cores = reactor::cores();
+    let queues = cores.len() as u16 * args.qpairs;
+    let opts = ConnectOpts {
+        hdgst: args.hdgst,
+        ddgst: args.ddgst,
+        sock_impl: Some(args.sock_impl.clone()),
+        io_queues: 0,
+        request_io_queues: queues,
+        queue_depth: args.queue_depth.saturating_add(1),
+        ..Default::default()
+    };
+    let ev = events.clone();
+    let target = trid.clone();
+    Controller::connect(&target, opts, move |r| {
+        let ctrl = match r {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ev.send(Event::Fatal(format!(
+                    "connecting to {} at {}:{}: {e}",
+                    trid.subnqn, trid.traddr, trid.trsvcid
+                )));
+                return;
+            }
+        };
+        CONTROLLER.with(|c| *c.borrow_mut() = Some(ctrl.clone()));
+        let info = ctrl.info().expect("connected controller has info");
+        if info.io_queues_granted < queues {
+            let _ = ev.send(Event::Fatal(format!(
+                "the controller granted {} I/O queues, {queues} needed",
+                info.io_queues_granted
+            )));
+            return;
+        }
+        let c2 = ctrl.clone();
+        let pick = args.nsid;
+        ctrl.active_namespaces(move |r| {
+            let nsid = match (r, pick) {
+                (_, Some(n)) => n,
+                (Ok(list), None) if !list.is_empty() => list[0],
+                (Ok(_), None) => {
+                    let _ = ev.send(Event::Fatal("the subsystem has no active namespace".into()));
+                    return;
+                }
+                (Err(e), None) => {
+                    let _ = ev.send(Event::Fatal(format!("listing namespaces: {e}")));
+                    return;
+                }
+            };
+            let c3 = c2.clone();
+            c2.identify_namespace(nsid, move |r| {
+                let ns = match r {
+                    Ok(ns) if ns.nsze > 0 => ns,
+                    Ok(_) => {
+                        let _ = ev.send(Event::Fatal(format!("namespace {nsid} is not active")));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = ev.send(Event::Fatal(format!("identify namespace {nsid}: {e}")));
+                        return;
+                    }
+                };
+                let Some(bs) = ns.block_size() else {
+                    let _ = ev.send(Event::Fatal(format!("namespace {nsid}: bad LBA format")));
+                    return;
+                };
+                if !args.io_size.is_multiple_of(bs) || args.io_size > info.max_transfer {
+                    let _ = ev.send(Event::Fatal(format!(
+                        "-o {} must be a multiple of the block size {bs} and at most {} bytes",
+                        args.io_size, info.max_transfer
+                    )));
+                    return;
+                }
+                let blocks = args.io_size / bs;
+                let slots = ns.nsze / blocks as u64;
+                if slots == 0 {
+                    let _ = ev.send(Event::Fatal("namespace smaller than one I/O".into()));
+                    return;
+                }
+                let pattern = Pattern::parse(&args.workload).expect("validated");
+                let wl = Arc::new(Workload {
+                    pattern,
+                    read_pct: pattern.read_pct(args.read_pct),
+                    io_size: args.io_size,
+                    queue_depth: args.queue_depth,
+                    nsid,
+                    blocks,
+                    slots,
+                });
+                let _ = ev.send(Event::Connected(format!(
+                    "Connected to {} at {}:{} (cntlid {}, model {:?}), namespace {nsid}: {} blocks of {bs} B; \
+                     {} core(s) x {} queue(s), QD {}, {} B {}{}, digests {}/{}, sock {}",
+                    trid.subnqn,
+                    trid.traddr,
+                    trid.trsvcid,
+                    info.cntlid,
+                    pollux::nvmf::field_str(&info.identify.mn).unwrap_or("?"),
+                    ns.nsze,
+                    cores.len(),
+                    args.qpairs,
+                    wl.queue_depth,
+                    wl.io_size,
+                    args.workload,
+                    if matches!(pattern, Pattern::Rw | Pattern::RandRw) {
+                        format!(" ({}% reads)", wl.read_pct)
+                    } else {
+                        String::new()
+                    },
+                    if info.hdgst { "on" } else { "off" },
+                    if info.ddgst { "on" } else { "off" },
+                    args.sock_impl,
+                )));
+                for (i, &core) in cores.iter().enumerate() {
+                    let configs: Vec<QpairConfig> = (0..args.qpairs)
+                        .map(|p| {
+                            let mut cfg = c3.io_qpair_config(1 + i as u16 * args.qpairs + p);
+                            // One extra entry so the controller never sees a full queue.
+                            cfg.depth = args.queue_depth.saturating_add(1).max(2);
+                            cfg
+                        })
+                        .collect();
+                    let (wl, progress, ev) = (wl.clone(), progress.clone(), ev.clone());
+                    reactor::send_to(core, move || start_worker(wl, configs, progress, ev));
+                }
+            });
+        });
+    });
+}
+
+fn us(ns: f64) -> f64 {
+    ns / 1000.0
+}
+
+fn main() {
+    let args = Args::parse();
+    match run(args) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("pollux-perf: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Returns Ok(false) when the run completed with I/O errors.
+fn run(args: Args) -> Result<bool, String> {
+    let trid: TransportId = args.trid.parse()?;
+    if Pattern::parse(&args.workload).is_none() {
+        return Err(format!(
+            "-w {:?}: expected read, write, randread, randwrite, rw or randrw",
+            args.workload
+        ));
+    }
+    if args.queue_depth == 0 || args.queue_depth > 4096 {
+        return Err(format!("-q {} must be 1..=4096", args.queue_depth));
+    }
+    if args.io_size == 0 {
+        return Err("-o must be positive".into());
+    }
+    if args.read_pct > 100 {
+        return Err(format!("-M {} must be 0..=100", args.read_pct));
+    }
+    if args.qpairs == 0 || args.qpairs > 64 {
+        return Err(format!("-P {} must be 1..=64", args.qpairs));
+    }
+    if !["posix", "uring"].contains(&args.sock_impl.as_str()) {
+        return Err(format!("-S {:?}: expected posix or uring", args.sock_impl));
+    }
+    if args.time == 0 {
+        return Err("-t must be at least 1 second".into());
+    }
+    let cores = reactor::parse_core_mask(&args.core_mask)?;
+    let progress = Arc::new(Progress {
+        ios: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let (tx, rx) = mpsc::channel();
+    let (a2, p2, tx2) = (args.clone(), progress.clone(), tx.clone());
+    let app = reactor::start(
+        ReactorConfig {
+            cores: cores.clone(),
+            idle: if args.poll_only {
+                IdleStrategy::PollOnly
+            } else {
+                IdleStrategy::default()
+            },
+            pin: !args.no_pin,
+        },
+        move || start_main(a2, trid, p2, tx2),
+    )
+    .map_err(|e| e.to_string())?;
+    let stop_app = |app: &reactor::AppHandle| {
+        let main = app.main_core();
+        let tx = tx.clone();
+        let _ = app.send_to(main, move || {
+            let ctrl = CONTROLLER.with(|c| c.borrow_mut().take());
+            match ctrl {
+                Some(c) => c.shutdown(move |_| {
+                    let _ = tx.send(Event::Disconnected);
+                    reactor::request_shutdown();
+                }),
+                None => {
+                    let _ = tx.send(Event::Disconnected);
+                    reactor::request_shutdown();
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Disconnected) => break,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        app.shutdown();
+        app.wait();
+    };
+    let progress_line = |s: String| {
+        if args.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+
+    // Connect (bounded), then the run with a progress line per second.
+    match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(Event::Connected(msg)) => progress_line(msg),
+        Ok(Event::Fatal(e)) => {
+            stop_app(&app);
+            return Err(e);
+        }
+        _ => {
+            stop_app(&app);
+            return Err("no answer from the controller within 15 s".into());
+        }
+    }
+    let workers = cores.len();
+    let mut results: Vec<WorkerResult> = Vec::new();
+    let start = Instant::now();
+    let mut last = (0u64, start);
+    let mut tick = 0u64;
+    let io_mib = args.io_size as f64 / (1024.0 * 1024.0);
+    let hard_deadline = start + Duration::from_secs(args.time + 30);
+    while results.len() < workers {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Event::Worker(r)) => results.push(r),
+            Ok(Event::Fatal(e)) => {
+                progress.stop.store(true, Ordering::SeqCst);
+                stop_app(&app);
+                return Err(e);
+            }
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if !progress.stop.load(Ordering::Relaxed)
+            && now.duration_since(last.1) >= Duration::from_secs(1)
+        {
+            let ios = progress.ios.load(Ordering::Relaxed);
+            let iops = (ios - last.0) as f64 / now.duration_since(last.1).as_secs_f64();
+            tick += 1;
+            progress_line(format!(
+                "[{tick:>4} s] {iops:>12.0} IOPS {:>10.2} MiB/s",
+                iops * io_mib
+            ));
+            last = (ios, now);
+            if tick >= args.time {
+                progress.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        if now > hard_deadline {
+            progress.stop.store(true, Ordering::SeqCst);
+            stop_app(&app);
+            return Err("workers did not finish in time".into());
+        }
+    }
+    stop_app(&app);
+    results.sort_by_key(|r| r.core);
+    report(&args, &results)
+}
+
+fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
+    let mut total = new_hist();
+    let mut rows = Vec::new();
+    let (mut ios, mut errors) = (0u64, 0u64);
+    let mut first_error = None;
+    let mut elapsed = Duration::ZERO;
+    let io_mib = args.io_size as f64 / (1024.0 * 1024.0);
+    for r in results {
+        let _ = total.add(&r.hist);
+        ios += r.ios;
+        errors += r.errors;
+        elapsed = elapsed.max(r.elapsed);
+        if first_error.is_none() {
+            first_error = r.first_error.clone();
+        }
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        rows.push(serde_json::json!({
+            "core": r.core,
+            "ios": r.ios,
+            "errors": r.errors,
+            "iops": r.ios as f64 / secs,
+            "mib_s": r.ios as f64 / secs * io_mib,
+            "avg_us": us(r.hist.mean()),
+            "min_us": us(r.hist.min() as f64),
+            "max_us": us(r.hist.max() as f64),
+        }));
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let iops = ios as f64 / secs;
+    let quantiles = [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p99.9", 0.999),
+        ("p99.99", 0.9999),
+    ];
+    if args.json {
+        let mut pct = serde_json::Map::new();
+        for (name, q) in quantiles {
+            pct.insert(
+                format!("{name}_us"),
+                us(total.value_at_quantile(q) as f64).into(),
+            );
+        }
+        let v = serde_json::json!({
+            "transport_id": args.trid,
+            "workload": args.workload,
+            "read_pct": args.read_pct,
+            "queue_depth": args.queue_depth,
+            "io_size": args.io_size,
+            "qpairs_per_core": args.qpairs,
+            "sock_impl": args.sock_impl,
+            "hdgst": args.hdgst,
+            "ddgst": args.ddgst,
+            "seconds": secs,
+            "cores": rows,
+            "total": {
+                "ios": ios,
+                "errors": errors,
+                "iops": iops,
+                "mib_s": iops * io_mib,
+                "avg_us": us(total.mean()),
+                "min_us": us(total.min() as f64),
+                "max_us": us(total.max() as f64),
+                "percentiles": pct,
+            },
+            "first_error": first_error,
+        });
+        println!("{v}");
+    } else {
+        println!("{:=<86}", "");
+        println!(
+            "{:<12} {:>12} {:>10} {:>12} {:>12} {:>12} {:>8}",
+            "", "IOPS", "MiB/s", "avg (us)", "min (us)", "max (us)", "errors"
+        );
+        for (r, row) in results.iter().zip(&rows) {
+            println!(
+                "{:<12} {:>12.0} {:>10.2} {:>12.2} {:>12.2} {:>12.2} {:>8}",
+                format!("core {}", r.core),
+                row["iops"].as_f64().unwrap_or(0.0),
+                row["mib_s"].as_f64().unwrap_or(0.0),
+                us(r.hist.mean()),
+                us(r.hist.min() as f64),
+                us(r.hist.max() as f64),
+                r.errors
+            );
+        }
+        println!(
+            "{:<12} {:>12.0} {:>10.2} {:>12.2} {:>12.2} {:>12.2} {:>8}",
+            "Total",
+            iops,
+            iops * io_mib,
+            us(total.mean()),
+            us(total.min() as f64),
+            us(total.max() as f64),
+            errors
+        );
+        println!();
+        println!("Latency percentiles (us):");
+        for (name, q) in quantiles {
+            println!(
+                "  {name:>7}: {:>12.2}",
+                us(total.value_at_quantile(q) as f64)
+            );
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("pollux-perf: error: {errors} I/O(s) failed; first: {e}");
+        return Ok(false);
+    }
+    Ok(true)
+}

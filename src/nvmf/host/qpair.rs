@@ -1,0 +1,975 @@
+//! One NVMe/TCP queue pair of the host: a small state machine (Connecting -> Initializing
+//! (ICReq sent) -> FabricsConnect (Connect capsule sent) -> Ready, or Failed) over a socket of
+//! any sock impl, in a sock group of its own created on the current reactor. The owner calls
+//! [`Qpair::poll`] from a poller; it flushes queued PDUs, receives and decodes what arrived
+//! (C2HData lands in the command's own buffer, straight from the socket when the decoder is
+//! inside a data PDU), answers R2Ts with H2CData PDUs cut to MAXH2CDATA, and appends finished
+//! commands to the caller's vector as [`Completion`]s carrying the caller's tag and buffer.
+//! Commands get their cid from a slab sized by the queue depth; write requests and their
+//! vectors are recycled, so the steady state allocates nothing. A command completes only
+//! once its response arrived AND its data buffer came back from the socket, so a buffer is
+//! never handed back while the kernel may still read it. Any protocol violation by the peer
+//! fails the queue (an H2CTermReq is sent when the decoder found it) and every outstanding
+//! command completes with the error.
+
+use super::HostError;
+use crate::buf::IoBuf;
+use crate::nvmf::digest::digest_of;
+use crate::nvmf::pdu::{
+    check_c2h_data, check_r2t, encode_header, encode_term_req, host_negotiate, H2CData, IcReq,
+    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MAX_HEADER_LEN, MIN_MAXH2CDATA,
+    TERM_REQ_MAX_PLEN,
+};
+use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
+use crate::nvmf::wire::{nul_field, WireField};
+use crate::sock::{
+    self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
+};
+use slab::Slab;
+use std::io::{self, IoSlice};
+
+/// Size of the receive staging buffer.
+const STAGING_LEN: usize = 64 * 1024;
+/// Tag of the queue's own fabrics Connect command.
+const CONNECT_TAG: u64 = u64::MAX;
+/// Token bit of a write request that carries the command's data buffer.
+const TOKEN_HAS_BUF: u64 = 1 << 16;
+/// Readable events handled per poll.
+const EVENTS_PER_POLL: usize = 64;
+
+/// How to reach the controller and what to ask for on this queue.
+#[derive(Debug, Clone)]
+pub struct QpairConfig {
+    /// Sock impl by name (`posix`, `uring`); `None` is the application's default.
+    pub sock_impl: Option<String>,
+    pub traddr: String,
+    pub trsvcid: u16,
+    pub subnqn: String,
+    pub hostnqn: String,
+    pub hostid: [u8; 16],
+    /// 0 for the admin queue.
+    pub qid: u16,
+    /// 0xffff (dynamic) for the admin queue; the admin queue's controller id for I/O queues.
+    pub cntlid: u16,
+    /// Commands in flight at most (the Connect SQSIZE is this minus one).
+    pub depth: u16,
+    /// Keep Alive timeout announced in the admin Connect (ms, 0 = none).
+    pub kato_ms: u32,
+    pub hdgst: bool,
+    pub ddgst: bool,
+    /// Largest write sent as in-capsule data; larger writes wait for R2T.
+    pub max_in_capsule: u32,
+    /// Largest data transfer of one command (bounds C2HData PDUs).
+    pub max_transfer: u32,
+}
+
+impl QpairConfig {
+    /// An admin queue configuration with common defaults.
+    pub fn admin(traddr: &str, trsvcid: u16, subnqn: &str, hostnqn: &str) -> Self {
+        Self {
+            sock_impl: None,
+            traddr: traddr.into(),
+            trsvcid,
+            subnqn: subnqn.into(),
+            hostnqn: hostnqn.into(),
+            hostid: [0; 16],
+            qid: 0,
+            cntlid: crate::nvmf::spec::CNTLID_DYNAMIC,
+            depth: 32,
+            kato_ms: 0,
+            hdgst: false,
+            ddgst: false,
+            max_in_capsule: 4096,
+            max_transfer: 128 * 1024,
+        }
+    }
+}
+
+/// Where a queue is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QpairState {
+    /// TCP connect in progress.
+    Connecting,
+    /// ICReq sent, waiting for ICResp.
+    Initializing,
+    /// Fabrics Connect sent.
+    FabricsConnect,
+    Ready,
+    Failed(HostError),
+    Closed,
+}
+
+/// The data of a command: none, data to write, or a buffer to read into. The transfer
+/// length is the buffer's length.
+#[derive(Debug)]
+pub enum DataBuf {
+    None,
+    Write(IoBuf),
+    Read(IoBuf),
+}
+
+/// A command to submit: its SQE (cid and data pointer are filled in by the queue) and data.
+#[derive(Debug)]
+pub struct Request {
+    pub sqe: Sqe,
+    pub data: DataBuf,
+}
+
+impl Request {
+    pub fn new(sqe: Sqe, data: DataBuf) -> Self {
+        Self { sqe, data }
+    }
+    /// Takes the buffer back out of a request that could not be submitted.
+    pub fn into_buf(self) -> Option<IoBuf> {
+        match self.data {
+            DataBuf::None => None,
+            DataBuf::Write(b) | DataBuf::Read(b) => Some(b),
+        }
+    }
+}
+
+/// A finished command: the submitter's tag, the completion entry (whose status may be an
+/// NVMe error) or the transport error that ended it, and its data buffer.
+#[derive(Debug)]
+pub struct Completion {
+    pub tag: u64,
+    pub result: Result<Cqe, HostError>,
+    pub buf: Option<IoBuf>,
+}
+
+impl Completion {
+    /// DW0 on success; a non-success status becomes [`HostError::Nvme`].
+    pub fn status(&self) -> Result<u32, HostError> {
+        match &self.result {
+            Ok(cqe) if cqe.status.is_success() => Ok(cqe.dw0),
+            Ok(cqe) => Err(HostError::Nvme {
+                status: cqe.status,
+                dw0: cqe.dw0,
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    None,
+    Write,
+    Read,
+}
+
+/// An R2T being answered: H2CData from `next` up to `end`, `inflight` bytes on the way.
+#[derive(Debug, Clone, Copy)]
+struct R2tState {
+    ttag: u16,
+    next: u32,
+    end: u32,
+    inflight: u32,
+}
+
+#[derive(Debug)]
+struct Cmd {
+    tag: u64,
+    dir: Dir,
+    len: u32,
+    /// The data buffer while the queue holds it (None while a write request carries it).
+    buf: Option<IoBuf>,
+    sending: bool,
+    received: u32,
+    r2t: Option<R2tState>,
+    resp: Option<Cqe>,
+    error: Option<HostError>,
+}
+
+/// The C2HData being received.
+#[derive(Debug, Clone, Copy)]
+struct RxData {
+    cid: u16,
+    datao: u32,
+    datal: u32,
+    success: bool,
+}
+
+/// One NVMe/TCP connection. Create it on a reactor thread; poll it from that thread.
+pub struct Qpair {
+    cfg: QpairConfig,
+    group: Box<dyn SockGroup>,
+    connecting: Option<Box<dyn Sock>>,
+    key: Option<SockKey>,
+    state: QpairState,
+    dec: PduDecoder,
+    icreq: IcReq,
+    tx: TxConfig,
+    maxh2cdata: u32,
+    cntlid: u16,
+    cmds: Slab<Cmd>,
+    free_reqs: Vec<WriteRequest>,
+    events: Vec<SockEvent>,
+    staging: Vec<u8>,
+    rx: Option<RxData>,
+}
+
+impl Qpair {
+    /// Starts connecting (non-blocking). Must run on a reactor thread (the sock group
+    /// registers its wake fd there).
+    pub fn connect(cfg: QpairConfig) -> Result<Self, HostError> {
+        let net: &'static dyn NetImpl = sock::impl_or_default(cfg.sock_impl.as_deref())
+            .ok_or_else(|| {
+                HostError::Invalid(format!(
+                    "unknown sock impl {:?}",
+                    cfg.sock_impl.as_deref().unwrap_or("")
+                ))
+            })?;
+        if cfg.depth < 2 {
+            return Err(HostError::Invalid("queue depth must be at least 2".into()));
+        }
+        let group = net
+            .create_group()
+            .map_err(|e| HostError::Connection(format!("creating a sock group: {e}")))?;
+        let sock = net
+            .connect(&cfg.traddr, cfg.trsvcid, &SockOpts::default())
+            .map_err(|e| {
+                HostError::Connection(format!("connect to {}:{}: {e}", cfg.traddr, cfg.trsvcid))
+            })?;
+        let icreq = IcReq {
+            pfv: 0,
+            hpda: 0,
+            hdgst: cfg.hdgst,
+            ddgst: cfg.ddgst,
+            maxr2t: 0,
+        };
+        let depth = cfg.depth as usize;
+        Ok(Self {
+            cfg,
+            group,
+            connecting: Some(sock),
+            key: None,
+            state: QpairState::Connecting,
+            dec: PduDecoder::new(Role::Host),
+            icreq,
+            tx: TxConfig::default(),
+            maxh2cdata: MIN_MAXH2CDATA,
+            cntlid: 0,
+            cmds: Slab::with_capacity(depth),
+            free_reqs: (0..depth * 2).map(|_| WriteRequest::new(0)).collect(),
+            events: Vec::with_capacity(EVENTS_PER_POLL + depth * 2),
+            staging: vec![0u8; STAGING_LEN],
+            rx: None,
+        })
+    }
+
+    pub fn state(&self) -> &QpairState {
+        &self.state
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state == QpairState::Ready
+    }
+
+    /// The error that ended the queue, if it failed.
+    pub fn error(&self) -> Option<&HostError> {
+        match &self.state {
+            QpairState::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn qid(&self) -> u16 {
+        self.cfg.qid
+    }
+
+    pub fn config(&self) -> &QpairConfig {
+        &self.cfg
+    }
+
+    /// The controller id the Connect response assigned (valid once Ready).
+    pub fn cntlid(&self) -> u16 {
+        self.cntlid
+    }
+
+    /// Negotiated digests and MAXH2CDATA (valid once past Initializing).
+    pub fn negotiated(&self) -> (bool, bool, u32) {
+        (self.tx.hdgst, self.tx.ddgst, self.maxh2cdata)
+    }
+
+    /// Commands in flight.
+    pub fn outstanding(&self) -> usize {
+        self.cmds.len()
+    }
+
+    pub fn depth(&self) -> usize {
+        self.cfg.depth as usize
+    }
+
+    /// Sets the in-capsule write limit (from the controller's IOCCSZ).
+    pub fn set_max_in_capsule(&mut self, bytes: u32) {
+        self.cfg.max_in_capsule = bytes;
+    }
+
+    /// Submits a command; the request comes back with the error when it cannot be queued.
+    /// The PDU is sent at the next `poll` (or `flush`), so many submissions share one send.
+    // The request (with its buffer) comes back by value: boxing it would allocate on the
+    // queue-full path, which a load generator may hit on purpose.
+    #[allow(clippy::result_large_err)]
+    pub fn submit(&mut self, req: Request, tag: u64) -> Result<(), (HostError, Request)> {
+        if tag == CONNECT_TAG {
+            return Err((HostError::Invalid("tag u64::MAX is reserved".into()), req));
+        }
+        if self.state != QpairState::Ready {
+            let why = match &self.state {
+                QpairState::Failed(e) => e.to_string(),
+                s => format!("{s:?}"),
+            };
+            return Err((HostError::NotReady(why), req));
+        }
+        self.submit_inner(req, tag)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn submit_inner(&mut self, req: Request, tag: u64) -> Result<(), (HostError, Request)> {
+        if self.cmds.len() >= self.cfg.depth as usize {
+            return Err((HostError::QueueFull, req));
+        }
+        let Request { mut sqe, data } = req;
+        let (dir, buf) = match data {
+            DataBuf::None => (Dir::None, None),
+            DataBuf::Write(b) => (Dir::Write, Some(b)),
+            DataBuf::Read(b) => (Dir::Read, Some(b)),
+        };
+        let len = buf.as_ref().map_or(0, |b| b.len());
+        if len > self.cfg.max_transfer as usize || (dir != Dir::None && len == 0) {
+            let data = match (dir, buf) {
+                (Dir::Write, Some(b)) => DataBuf::Write(b),
+                (Dir::Read, Some(b)) => DataBuf::Read(b),
+                _ => DataBuf::None,
+            };
+            return Err((
+                HostError::Invalid(format!(
+                    "transfer of {len} bytes (allowed 1..={})",
+                    self.cfg.max_transfer
+                )),
+                Request { sqe, data },
+            ));
+        }
+        let len = len as u32;
+        let entry = self.cmds.vacant_entry();
+        let cid = entry.key() as u16;
+        sqe.cid = cid;
+        let in_capsule = dir == Dir::Write && len <= self.cfg.max_in_capsule;
+        sqe.dptr = if in_capsule {
+            SglDescriptor::in_capsule(0, len)
+        } else {
+            SglDescriptor::transport_data_block(len)
+        };
+        let (keep, send) = if in_capsule { (None, buf) } else { (buf, None) };
+        entry.insert(Cmd {
+            tag,
+            dir,
+            len,
+            buf: keep,
+            sending: send.is_some(),
+            received: 0,
+            r2t: None,
+            resp: None,
+            error: None,
+        });
+        if let Err(e) = self.send_capsule(cid, &sqe, send) {
+            // Encoding failed (a bug, not the peer): give the command back untouched.
+            let cmd = self.cmds.remove(cid as usize);
+            let data = match (dir, cmd.buf) {
+                (Dir::Write, Some(b)) => DataBuf::Write(b),
+                (Dir::Read, Some(b)) => DataBuf::Read(b),
+                _ => DataBuf::None,
+            };
+            return Err((e, Request { sqe, data }));
+        }
+        Ok(())
+    }
+
+    fn take_req(&mut self, token: u64) -> WriteRequest {
+        let mut req = self.free_reqs.pop().unwrap_or_else(|| WriteRequest::new(0));
+        req.clear(token);
+        req
+    }
+
+    fn sock(&mut self) -> Option<&mut dyn Sock> {
+        let key = self.key?;
+        self.group.sock(key)
+    }
+
+    /// Queues a CapsuleCmd with optional in-capsule data (the buffer travels in the request).
+    fn send_capsule(&mut self, cid: u16, sqe: &Sqe, data: Option<IoBuf>) -> Result<(), HostError> {
+        let data_len = data.as_ref().map_or(0, |b| b.len()) as u32;
+        let mut hbuf = [0u8; MAX_HEADER_LEN];
+        let enc = encode_header(&PduHeader::CapsuleCmd(*sqe), data_len, &self.tx, &mut hbuf)
+            .map_err(|e| HostError::Invalid(format!("encoding a capsule: {e}")))?;
+        let header = Chunk::inline(&hbuf[..enc.len])
+            .ok_or_else(|| HostError::Invalid("capsule header longer than 128 bytes".into()))?;
+        let has_buf = data.is_some();
+        let token = cid as u64 | if has_buf { TOKEN_HAS_BUF } else { 0 };
+        let mut req = self.take_req(token);
+        req.chunks.push(header);
+        if let Some(buf) = data {
+            let digest = enc.data_digest.then(|| digest_of(&[&buf[..]]));
+            req.chunks.push(Chunk::buf(buf));
+            if let Some(d) = digest {
+                req.chunks.extend(Chunk::inline(&d));
+            }
+        }
+        self.queue(req);
+        Ok(())
+    }
+
+    fn queue(&mut self, req: WriteRequest) {
+        match self.sock() {
+            Some(s) => s.writev_async(req),
+            None => self.free_reqs.push(req),
+        }
+    }
+
+    /// Pushes queued PDUs to the kernel now (normally `poll` does it).
+    pub fn flush(&mut self) {
+        if let Some(s) = self.sock() {
+            let _ = s.flush();
+        }
+    }
+
+    /// Drives the queue: connect progress, sends, receives, R2T answers. Finished commands
+    /// are appended to `out`. Returns a work count (0 = nothing happened).
+    pub fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
+        match self.state {
+            QpairState::Connecting => return self.poll_connect(),
+            QpairState::Failed(_) | QpairState::Closed => {
+                // Let the group finish closing the socket (its last requests come back).
+                if !self.group.is_empty() {
+                    let mut events = std::mem::take(&mut self.events);
+                    self.group.poll(EVENTS_PER_POLL, &mut events);
+                    events.clear();
+                    self.events = events;
+                }
+                return 0;
+            }
+            _ => {}
+        }
+        let mut events = std::mem::take(&mut self.events);
+        self.group.poll(EVENTS_PER_POLL, &mut events);
+        let work = events.len();
+        for ev in events.drain(..) {
+            match ev {
+                SockEvent::Readable(_) => self.on_readable(out),
+                SockEvent::WriteDone(_, req) => self.on_write_done(req, out),
+            }
+        }
+        self.events = events;
+        work
+    }
+
+    fn poll_connect(&mut self) -> usize {
+        let Some(mut sock) = self.connecting.take() else {
+            return 0;
+        };
+        match sock.connect_status() {
+            Ok(false) => {
+                self.connecting = Some(sock);
+                1
+            }
+            Ok(true) => match self.group.add(sock) {
+                Ok(key) => {
+                    self.key = Some(key);
+                    let mut hbuf = [0u8; MAX_HEADER_LEN];
+                    let icreq = PduHeader::IcReq(self.icreq);
+                    match encode_header(&icreq, 0, &TxConfig::default(), &mut hbuf) {
+                        Ok(enc) => {
+                            let mut req = self.take_req(0);
+                            req.chunks.extend(Chunk::inline(&hbuf[..enc.len]));
+                            self.queue(req);
+                            self.state = QpairState::Initializing;
+                        }
+                        Err(e) => {
+                            self.fail(HostError::Invalid(format!("ICReq: {e}")), &mut Vec::new())
+                        }
+                    }
+                    1
+                }
+                Err((e, _)) => {
+                    self.fail(
+                        HostError::Connection(format!("joining the sock group: {e}")),
+                        &mut Vec::new(),
+                    );
+                    1
+                }
+            },
+            Err(e) => {
+                let err = HostError::Connection(format!(
+                    "connect to {}:{}: {e}",
+                    self.cfg.traddr, self.cfg.trsvcid
+                ));
+                self.fail(err, &mut Vec::new());
+                1
+            }
+        }
+    }
+
+    fn on_readable(&mut self, out: &mut Vec<Completion>) {
+        let mut staging = std::mem::take(&mut self.staging);
+        while matches!(
+            self.state,
+            QpairState::Initializing | QpairState::FabricsConnect | QpairState::Ready
+        ) {
+            if self.recv_direct(out) {
+                continue;
+            }
+            let Some(sock) = self.sock() else { break };
+            match sock.recv(&mut staging) {
+                Ok(0) => {
+                    self.fail(
+                        HostError::Connection("connection closed by the controller".into()),
+                        out,
+                    );
+                    break;
+                }
+                Ok(n) => self.consume(&staging[..n], out),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(HostError::Connection(format!("receive: {e}")), out);
+                    break;
+                }
+            }
+        }
+        self.staging = staging;
+    }
+
+    /// Receives the rest of the current C2HData straight into its command's buffer. Returns
+    /// true when bytes arrived (the caller loops), false when there is nothing to do that way.
+    fn recv_direct(&mut self, out: &mut Vec<Completion>) -> bool {
+        let (Some(p), Some(rx)) = (self.dec.data_pending(), self.rx) else {
+            return false;
+        };
+        let Some(key) = self.key else { return false };
+        let Some(cmd) = self.cmds.get_mut(rx.cid as usize) else {
+            return false;
+        };
+        let Some(buf) = cmd.buf.as_mut() else {
+            return false;
+        };
+        let start = rx.datao as usize + p.offset as usize;
+        let Some(dest) = buf.get_mut(start..start + p.len as usize) else {
+            return false;
+        };
+        let Some(sock) = self.group.sock(key) else {
+            return false;
+        };
+        match sock.recv(dest) {
+            Ok(0) => {
+                self.fail(
+                    HostError::Connection("connection closed by the controller".into()),
+                    out,
+                );
+                false
+            }
+            Ok(n) => {
+                if self.dec.data_received(&dest[..n]).is_err() {
+                    self.fail(HostError::Protocol("host receive accounting".into()), out);
+                    return false;
+                }
+                // Collect DataEnd (and nothing else: the input is empty).
+                self.consume(&[], out);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                self.fail(HostError::Connection(format!("receive: {e}")), out);
+                false
+            }
+        }
+    }
+
+    /// Feeds received bytes through the decoder and acts on every event.
+    fn consume(&mut self, mut input: &[u8], out: &mut Vec<Completion>) {
+        loop {
+            if matches!(self.state, QpairState::Failed(_) | QpairState::Closed) {
+                return;
+            }
+            let (used, ev) = match self.dec.feed(input) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.send_term_req(&e);
+                    self.fail(e.into(), out);
+                    return;
+                }
+            };
+            input = &input[used..];
+            let Some(ev) = ev else { return };
+            let res = match ev {
+                RxEvent::Header { header, data_len } => self.on_header(header, data_len, out),
+                RxEvent::Data { offset, bytes } => {
+                    self.on_data(offset, bytes);
+                    Ok(())
+                }
+                RxEvent::DataEnd { digest_ok } => {
+                    self.on_data_end(digest_ok, out);
+                    Ok(())
+                }
+            };
+            if let Err(e) = res {
+                self.send_term_req(&e);
+                self.fail(e.into(), out);
+                return;
+            }
+        }
+    }
+
+    fn on_header(
+        &mut self,
+        header: PduHeader,
+        data_len: u32,
+        out: &mut Vec<Completion>,
+    ) -> Result<(), PduError> {
+        match header {
+            PduHeader::IcResp(resp) => {
+                if self.state != QpairState::Initializing {
+                    return Err(PduError::new(
+                        crate::nvmf::pdu::Fes::PDU_SEQUENCE_ERROR,
+                        0,
+                        "unexpected ICResp",
+                    ));
+                }
+                if resp.pfv != 0 {
+                    return Err(PduError::field(8, "unsupported PDU format version"));
+                }
+                if resp.maxh2cdata < MIN_MAXH2CDATA || resp.maxh2cdata % 4 != 0 {
+                    return Err(PduError::field(
+                        12,
+                        "MAXH2CDATA below 4096 or not dword aligned",
+                    ));
+                }
+                let (tx, rx) = host_negotiate(&self.icreq, &resp, self.cfg.max_transfer)?;
+                self.tx = tx;
+                self.maxh2cdata = resp.maxh2cdata;
+                self.dec.configure(rx);
+                self.state = QpairState::FabricsConnect;
+                self.send_connect(out);
+                Ok(())
+            }
+            PduHeader::CapsuleResp(cqe) => {
+                let cid = cqe.cid;
+                if !self.cmds.contains(cid as usize) {
+                    return Err(PduError::field(
+                        8 + 12,
+                        "response for a command not in flight",
+                    ));
+                }
+                let cmd = &mut self.cmds[cid as usize];
+                if cmd.resp.is_some() {
+                    return Err(PduError::field(8 + 12, "second response for a command"));
+                }
+                cmd.resp = Some(cqe);
+                self.try_complete(cid, out);
+                Ok(())
+            }
+            PduHeader::C2HData(d) => {
+                let Some(cmd) = self.cmds.get(d.cccid as usize) else {
+                    return Err(PduError::field(8, "C2HData for a command not in flight"));
+                };
+                if cmd.dir != Dir::Read || cmd.buf.is_none() || cmd.resp.is_some() {
+                    return Err(PduError::field(
+                        8,
+                        "C2HData for a command without read data",
+                    ));
+                }
+                if d.success && !d.last {
+                    return Err(PduError::field(1, "SUCCESS without LAST_PDU"));
+                }
+                check_c2h_data(&d, cmd.len, cmd.received)?;
+                self.rx = Some(RxData {
+                    cid: d.cccid,
+                    datao: d.datao,
+                    datal: data_len,
+                    success: d.success,
+                });
+                Ok(())
+            }
+            PduHeader::R2T(r) => {
+                let Some(cmd) = self.cmds.get_mut(r.cccid as usize) else {
+                    return Err(PduError::field(8, "R2T for a command not in flight"));
+                };
+                if cmd.dir != Dir::Write || cmd.resp.is_some() {
+                    return Err(PduError::field(8, "R2T for a command without write data"));
+                }
+                if r.r2tl == 0 {
+                    return Err(PduError::field(16, "R2T of zero bytes"));
+                }
+                let outstanding = cmd.r2t.is_some() as u32;
+                check_r2t(&r, cmd.len, outstanding, self.icreq.maxr2t)?;
+                cmd.r2t = Some(R2tState {
+                    ttag: r.ttag,
+                    next: r.r2to,
+                    end: r.r2to + r.r2tl,
+                    inflight: 0,
+                });
+                self.send_h2c(r.cccid, out);
+                Ok(())
+            }
+            PduHeader::C2HTermReq(t) => {
+                self.fail(
+                    HostError::Protocol(format!(
+                        "controller terminated the connection: {:?} fei {}",
+                        t.fes, t.fei
+                    )),
+                    out,
+                );
+                Ok(())
+            }
+            _ => Err(PduError::field(0, "unexpected PDU type")),
+        }
+    }
+
+    fn on_data(&mut self, offset: u32, bytes: &[u8]) {
+        let Some(rx) = self.rx else { return };
+        if let Some(buf) = self
+            .cmds
+            .get_mut(rx.cid as usize)
+            .and_then(|c| c.buf.as_mut())
+        {
+            let start = rx.datao as usize + offset as usize;
+            if let Some(dest) = buf.get_mut(start..start + bytes.len()) {
+                dest.copy_from_slice(bytes);
+            }
+        }
+    }
+
+    fn on_data_end(&mut self, digest_ok: bool, out: &mut Vec<Completion>) {
+        let Some(rx) = self.rx.take() else { return };
+        let Some(cmd) = self.cmds.get_mut(rx.cid as usize) else {
+            return;
+        };
+        cmd.received += rx.datal;
+        if !digest_ok {
+            cmd.error = Some(HostError::DataDigest);
+        }
+        if rx.success {
+            cmd.resp = Some(Cqe::new(rx.cid, Status::SUCCESS));
+            self.try_complete(rx.cid, out);
+        }
+    }
+
+    /// Sends the next H2CData of the command's current R2T (one PDU in flight at a time:
+    /// the buffer travels with it and comes back on its write completion).
+    fn send_h2c(&mut self, cid: u16, out: &mut Vec<Completion>) {
+        let maxh2c = self.maxh2cdata;
+        let tx = self.tx;
+        let Some(cmd) = self.cmds.get_mut(cid as usize) else {
+            return;
+        };
+        let Some(mut r2t) = cmd.r2t else { return };
+        if cmd.sending || r2t.next >= r2t.end {
+            return;
+        }
+        let Some(buf) = cmd.buf.take() else { return };
+        let len = (r2t.end - r2t.next).min(maxh2c);
+        let hdr = PduHeader::H2CData(H2CData {
+            cccid: cid,
+            ttag: r2t.ttag,
+            datao: r2t.next,
+            datal: len,
+            last: r2t.next + len == r2t.end,
+        });
+        let mut hbuf = [0u8; MAX_HEADER_LEN];
+        let enc = match encode_header(&hdr, len, &tx, &mut hbuf) {
+            Ok(e) => e,
+            Err(e) => {
+                cmd.buf = Some(buf);
+                self.fail(HostError::Invalid(format!("encoding H2CData: {e}")), out);
+                return;
+            }
+        };
+        let off = r2t.next as usize;
+        let digest = enc
+            .data_digest
+            .then(|| digest_of(&[&buf[off..off + len as usize]]));
+        r2t.inflight = len;
+        cmd.r2t = Some(r2t);
+        cmd.sending = true;
+        let mut req = self.take_req(cid as u64 | TOKEN_HAS_BUF);
+        req.chunks.extend(Chunk::inline(&hbuf[..enc.len]));
+        req.chunks.push(Chunk::Buf {
+            buf,
+            off,
+            len: len as usize,
+        });
+        if let Some(d) = digest {
+            req.chunks.extend(Chunk::inline(&d));
+        }
+        self.queue(req);
+    }
+
+    fn on_write_done(&mut self, mut req: WriteRequest, out: &mut Vec<Completion>) {
+        let failed = match req.take_result() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        };
+        let token = req.token;
+        let mut buf = None;
+        if token & TOKEN_HAS_BUF != 0 {
+            for chunk in req.chunks.drain(..) {
+                if let Chunk::Buf { buf: b, .. } = chunk {
+                    buf = Some(b);
+                }
+            }
+        }
+        req.clear(0);
+        self.free_reqs.push(req);
+        if let Some(e) = failed {
+            self.fail(HostError::Connection(format!("send: {e}")), out);
+            return;
+        }
+        let Some(buf) = buf else { return };
+        let cid = (token & 0xffff) as u16;
+        let Some(cmd) = self.cmds.get_mut(cid as usize) else {
+            return;
+        };
+        cmd.buf = Some(buf);
+        cmd.sending = false;
+        if let Some(mut r2t) = cmd.r2t {
+            r2t.next += r2t.inflight;
+            r2t.inflight = 0;
+            cmd.r2t = (r2t.next < r2t.end).then_some(r2t);
+            if cmd.r2t.is_some() && cmd.resp.is_none() {
+                self.send_h2c(cid, out);
+                return;
+            }
+        }
+        self.try_complete(cid, out);
+    }
+
+    /// Completes a command once its response arrived and its buffer is back.
+    fn try_complete(&mut self, cid: u16, out: &mut Vec<Completion>) {
+        let ready = self
+            .cmds
+            .get(cid as usize)
+            .is_some_and(|c| c.resp.is_some() && !c.sending);
+        if !ready {
+            return;
+        }
+        let cmd = self.cmds.remove(cid as usize);
+        if self.rx.is_some_and(|rx| rx.cid == cid) {
+            self.rx = None;
+        }
+        let cqe = cmd.resp.expect("checked above");
+        let result = match cmd.error {
+            Some(e) => Err(e),
+            None => Ok(cqe),
+        };
+        if cmd.tag == CONNECT_TAG {
+            self.on_connect_done(result);
+            return;
+        }
+        out.push(Completion {
+            tag: cmd.tag,
+            result,
+            buf: cmd.buf,
+        });
+    }
+
+    fn send_connect(&mut self, out: &mut Vec<Completion>) {
+        let data = ConnectData {
+            hostid: self.cfg.hostid,
+            cntlid: self.cfg.cntlid,
+            subnqn: nul_field(&self.cfg.subnqn),
+            hostnqn: nul_field(&self.cfg.hostnqn),
+        };
+        let mut buf = IoBuf::with_len(ConnectData::SIZE);
+        data.put(&mut buf[..]);
+        let sqe = FabricsCommand::Connect(ConnectCmd {
+            cid: 0,
+            sgl: SglDescriptor::default(),
+            recfmt: 0,
+            qid: self.cfg.qid,
+            sqsize: self.cfg.depth - 1,
+            cattr: 0,
+            kato: if self.cfg.qid == 0 {
+                self.cfg.kato_ms
+            } else {
+                0
+            },
+        })
+        .to_sqe();
+        if let Err((e, _)) = self.submit_inner(Request::new(sqe, DataBuf::Write(buf)), CONNECT_TAG)
+        {
+            self.fail(e, out);
+        }
+    }
+
+    fn on_connect_done(&mut self, result: Result<Cqe, HostError>) {
+        match result {
+            Ok(cqe) if cqe.status.is_success() => {
+                self.cntlid = cqe.dw0 as u16;
+                self.state = QpairState::Ready;
+            }
+            Ok(cqe) => self.fail(
+                HostError::Nvme {
+                    status: cqe.status,
+                    dw0: cqe.dw0,
+                },
+                &mut Vec::new(),
+            ),
+            Err(e) => self.fail(e, &mut Vec::new()),
+        }
+    }
+
+    /// Best effort: tells the controller why we drop the connection.
+    fn send_term_req(&mut self, e: &PduError) {
+        let mut pdu = [0u8; TERM_REQ_MAX_PLEN];
+        let n = encode_term_req(Role::Host, e, self.dec.error_header(), &mut pdu);
+        if let Some(s) = self.sock() {
+            let _ = s.writev(&[IoSlice::new(&pdu[..n])]);
+        }
+    }
+
+    /// Ends the queue with `err`: the socket closes and every command completes with it.
+    fn fail(&mut self, err: HostError, out: &mut Vec<Completion>) {
+        if matches!(self.state, QpairState::Failed(_) | QpairState::Closed) {
+            return;
+        }
+        tracing::debug!(qid = self.cfg.qid, error = %err, "host queue failed");
+        self.state = QpairState::Failed(err.clone());
+        self.close_sock();
+        for cmd in self.cmds.drain() {
+            if cmd.tag == CONNECT_TAG {
+                continue;
+            }
+            out.push(Completion {
+                tag: cmd.tag,
+                result: Err(err.clone()),
+                buf: cmd.buf,
+            });
+        }
+        self.rx = None;
+    }
+
+    fn close_sock(&mut self) {
+        if let Some(mut s) = self.connecting.take() {
+            s.close(&mut Vec::new());
+        }
+        if let Some(key) = self.key.take() {
+            self.group.close(key);
+        }
+    }
+
+    /// Closes the connection; commands still in flight complete with `NotReady` in `out`.
+    pub fn close(&mut self, out: &mut Vec<Completion>) {
+        if matches!(self.state, QpairState::Closed) {
+            return;
+        }
+        self.fail(HostError::NotReady("queue closed".into()), out);
+        self.state = QpairState::Closed;
+    }
+}
+
+impl Drop for Qpair {
+    fn drop(&mut self) {
+        self.close_sock();
+    }
+}
