@@ -230,11 +230,14 @@ fn response_value(id: Value, result: RpcResult) -> Value {
 }
 
 /// A request object checked against JSON-RPC 2.0.
-struct Request {
-    method: String,
-    params: Option<Value>,
-    id: Value,
-    notification: bool,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: String,
+    pub params: Option<Value>,
+    /// The id to answer with (`null` for a notification).
+    pub id: Value,
+    /// No `id` member: answered only when it fails.
+    pub notification: bool,
 }
 
 fn invalid_request(message: &str) -> RpcError {
@@ -242,7 +245,8 @@ fn invalid_request(message: &str) -> RpcError {
 }
 
 /// Validates one request object; on failure returns the id to answer with and the error.
-fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
+/// Pure (no server state): the fuzzers and tests call it directly.
+pub fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
     let Value::Object(mut obj) = value else {
         return Err((
             Value::Null,
@@ -282,6 +286,73 @@ fn validate(value: Value) -> Result<Request, (Value, RpcError)> {
         id,
         notification,
     })
+}
+
+/// How a `frame_requests` pass over a client's buffered input ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameEnd {
+    /// Every byte was consumed (only whitespace may have followed the last value).
+    Drained,
+    /// The input ends inside a value: wait for more bytes.
+    Incomplete,
+    /// `max_values` values were taken with input left: parse again once answers drain.
+    Limit,
+    /// The input is not JSON, or a value grew beyond `MAX_REQUEST_BYTES`: answer this
+    /// error and close the connection.
+    Fatal(RpcError),
+}
+
+/// The complete JSON values at the head of a client's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Framed {
+    pub values: Vec<Value>,
+    /// Bytes of the input the values took (drain them).
+    pub consumed: usize,
+    pub end: FrameEnd,
+}
+
+/// The server's stream framing, pure: takes at most `max_values` complete JSON values from
+/// the head of `input` (values back-to-back, any whitespace between, no delimiter). An
+/// incomplete value longer than `MAX_REQUEST_BYTES` is fatal, as SPDK reports it; nesting
+/// deeper than serde_json's recursion limit (128) is a parse error, never a deep recursion.
+pub fn frame_requests(input: &[u8], max_values: usize) -> Framed {
+    let mut framed = Framed {
+        values: Vec::new(),
+        consumed: 0,
+        end: FrameEnd::Limit,
+    };
+    let mut stream = serde_json::Deserializer::from_slice(input).into_iter::<Value>();
+    while framed.values.len() < max_values {
+        match stream.next() {
+            None => {
+                framed.consumed = input.len();
+                framed.end = FrameEnd::Drained;
+                return framed;
+            }
+            Some(Ok(v)) => {
+                framed.consumed = stream.byte_offset();
+                framed.values.push(v);
+            }
+            Some(Err(e)) if e.is_eof() => {
+                framed.end = if input.len() - framed.consumed > MAX_REQUEST_BYTES {
+                    // SPDK reports a request that is too long as a parse error.
+                    FrameEnd::Fatal(RpcError::new(
+                        code::PARSE_ERROR,
+                        format!("Parse error: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
+                    ))
+                } else {
+                    FrameEnd::Incomplete
+                };
+                return framed;
+            }
+            Some(Err(e)) => {
+                framed.end =
+                    FrameEnd::Fatal(RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}")));
+                return framed;
+            }
+        }
+    }
+    framed
 }
 
 struct Server {
@@ -384,51 +455,22 @@ impl Server {
         if client.fatal_error.is_some() || client.close_after_flush || client.dead {
             return;
         }
-        let mut consumed = 0;
-        let mut values = Vec::new();
-        let mut fatal: Option<RpcError> = None;
-        let mut incomplete = false;
-        client.stalled = true;
-        {
-            let mut stream =
-                serde_json::Deserializer::from_slice(&client.input).into_iter::<Value>();
-            while client.slots.len() + values.len() < MAX_IN_FLIGHT
-                && client.pending_output() < MAX_BUFFERED_ANSWERS_BYTES
-            {
-                match stream.next() {
-                    None => {
-                        consumed = client.input.len();
-                        client.stalled = false;
-                        break;
-                    }
-                    Some(Ok(v)) => {
-                        consumed = stream.byte_offset();
-                        values.push(v);
-                    }
-                    Some(Err(e)) if e.is_eof() => {
-                        incomplete = true;
-                        client.stalled = false;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        client.stalled = false;
-                        fatal = Some(RpcError::new(
-                            code::PARSE_ERROR,
-                            format!("Parse error: {e}"),
-                        ));
-                        break;
-                    }
-                }
-            }
-        }
+        let budget = if client.pending_output() < MAX_BUFFERED_ANSWERS_BYTES {
+            MAX_IN_FLIGHT.saturating_sub(client.slots.len())
+        } else {
+            0
+        };
+        let Framed {
+            values,
+            consumed,
+            end,
+        } = frame_requests(&client.input, budget);
+        client.stalled = end == FrameEnd::Limit;
         client.input.drain(..consumed);
-        if fatal.is_none() && incomplete && client.input.len() > MAX_REQUEST_BYTES {
-            // SPDK reports a request that is too long as a parse error.
-            fatal = Some(RpcError::new(
-                code::PARSE_ERROR,
-                format!("Parse error: a request may not exceed {MAX_REQUEST_BYTES} bytes"),
-            ));
-        }
+        let fatal = match end {
+            FrameEnd::Fatal(e) => Some(e),
+            _ => None,
+        };
         for value in values {
             self.admit(token, value, calls);
         }
