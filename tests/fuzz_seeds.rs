@@ -104,7 +104,8 @@ fn host_stream(hdgst: bool, ddgst: bool, cpda: u8) -> Vec<u8> {
         fes: Fes::INVALID_HEADER_FIELD,
         fei: 2,
     };
-    encode(&mut out, PduHeader::H2CTermReq(term), &out[..24].to_vec(), &tx);
+    let offending = out[..24].to_vec();
+    encode(&mut out, PduHeader::H2CTermReq(term), &offending, &tx);
     out
 }
 
