@@ -9,10 +9,14 @@
 //! - the requests and the way the stream ends do not depend on how it was split, except
 //!   for a top-level number or literal, whose end a split can fake (`12` as `1` then `2`,
 //!   `truex` as `true` then `x`): such streams hold no request anyway (the server answers
-//!   them "invalid request" in either case) and are only checked for the invariants.
+//!   them "invalid request" in either case) and are only checked for the invariants;
+//! - the server's `FrameGate` (which skips re-parsing a large incomplete request until a
+//!   byte that may complete it arrives) never delays a request: a framer behind a gate with
+//!   tiny thresholds has framed exactly the same values after every write as one that parses
+//!   every time (until the stream turns out malformed, which a gate may report later).
 
 use crate::Splits;
-use pollux::rpc::server::{frame_requests, validate, FrameEnd, MAX_REQUEST_BYTES};
+use pollux::rpc::server::{frame_requests, validate, FrameEnd, FrameGate, MAX_REQUEST_BYTES};
 use serde_json::Value;
 
 /// Values per framing pass: small, so the `Limit` path is exercised too.
@@ -31,6 +35,7 @@ struct Framer {
     buffer: Vec<u8>,
     values: Vec<Value>,
     end: Option<End>,
+    gate: Option<FrameGate>,
 }
 
 impl Framer {
@@ -40,11 +45,19 @@ impl Framer {
             return;
         }
         self.buffer.extend_from_slice(bytes);
+        if let Some(gate) = &mut self.gate {
+            if !gate.should_parse(&self.buffer) {
+                return;
+            }
+        }
         loop {
             let framed = frame_requests(&self.buffer, BUDGET);
             assert!(framed.consumed <= self.buffer.len());
             assert!(framed.values.len() <= BUDGET);
             self.buffer.drain(..framed.consumed);
+            if let Some(gate) = &mut self.gate {
+                gate.parsed(self.buffer.len());
+            }
             self.values.extend(framed.values.iter().cloned());
             match framed.end {
                 FrameEnd::Limit => {
@@ -105,8 +118,16 @@ pub fn check(data: &[u8]) {
     let mut whole = Framer::default();
     whole.push(stream);
     let mut split = Framer::default();
+    let mut gated = Framer {
+        gate: Some(FrameGate::new(head[0] as usize % 8, 1 + head[1] as usize)),
+        ..Framer::default()
+    };
     for chunk in Splits::new(u32::from_le_bytes(*head), 61).chunks(stream) {
         split.push(chunk);
+        gated.push(chunk);
+        if split.end != Some(End::Fatal) {
+            assert_eq!(split.values, gated.values, "the gate delayed a request");
+        }
     }
     if stream.is_empty() {
         split.end = Some(End::Drained);
