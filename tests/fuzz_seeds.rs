@@ -7,8 +7,8 @@
 //! A seed that the decoder rejects would only teach the fuzzer the error path.
 
 use pollux::nvmf::pdu::{
-    decode_all, encode_pdu, H2CData, IcReq, IcResp, PduHeader, Role, RxConfig, TermReq,
-    TxConfig, C2HData, Fes, R2T,
+    decode_all, encode_pdu, C2HData, Fes, H2CData, IcReq, IcResp, PduHeader, Role, RxConfig,
+    TermReq, TxConfig, R2T,
 };
 use pollux::nvmf::spec::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
 use pollux::rpc::server::{frame_requests, validate, FrameEnd};
@@ -195,9 +195,16 @@ fn pdu_seeds_are_complete_valid_exchanges() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &seed).unwrap();
         }
-        let committed = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)", path.display()));
-        assert_eq!(committed, seed, "{name} is stale: regenerate with POLLUX_WRITE_SEEDS=1");
+        let committed = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+                path.display()
+            )
+        });
+        assert_eq!(
+            committed, seed,
+            "{name} is stale: regenerate with POLLUX_WRITE_SEEDS=1"
+        );
     }
 }
 

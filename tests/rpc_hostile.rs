@@ -98,10 +98,22 @@ fn pipelined_errors(path: &Path) -> usize {
     let wrong_types = [
         ("sock_impl_get_options", json!({"impl_name": 7})),
         ("sock_impl_get_options", json!({"impl_name": ["posix"]})),
-        ("sock_impl_set_options", json!({"impl_name": "posix", "recv_buf_size": "big"})),
-        ("sock_impl_set_options", json!({"impl_name": "posix", "recv_buf_size": -1})),
-        ("sock_impl_set_options", json!({"impl_name": "posix", "send_buf_size": 4294967296u64})),
-        ("sock_impl_set_options", json!({"impl_name": "posix", "enable_quickack": 1})),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "recv_buf_size": "big"}),
+        ),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "recv_buf_size": -1}),
+        ),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "send_buf_size": 4294967296u64}),
+        ),
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "enable_quickack": 1}),
+        ),
         ("sock_set_default_impl", json!({"impl_name": null})),
         ("log_set_level", json!({"level": {"deep": true}})),
         ("log_set_flag", json!({"flag": false})),
@@ -182,7 +194,7 @@ fn fatal_inputs(path: &Path) -> usize {
     // Invalid UTF-8 inside and outside strings.
     for i in 0..100u8 {
         let mut bytes = br#"{"jsonrpc": "2.0", "id": 1, "method": "spdk_get_"#.to_vec();
-        bytes.extend_from_slice(&[0xc3, 0x28, 0xff, 0x80 | i % 64]);
+        bytes.extend_from_slice(&[0xc3, 0x28, 0xff, 0x80 | (i % 64)]);
         bytes.extend_from_slice(br#"version"}"#);
         if i % 2 == 1 {
             bytes = vec![0xfe, 0xff, i];
@@ -222,15 +234,24 @@ fn fatal_inputs(path: &Path) -> usize {
     // Strings just under the limit are requests (a bad level, named); just over, refused.
     for excess in [-4096i64, -600, 1, 4096, 70_000] {
         let filler = (LIMIT as i64 + excess) as usize;
-        let head = r#"{"jsonrpc": "2.0", "id": 9, "method": "log_set_level", "params": {"level": ""#;
+        let head =
+            r#"{"jsonrpc": "2.0", "id": 9, "method": "log_set_level", "params": {"level": ""#;
         let tail = r#""}}"#;
         let mut bytes = head.as_bytes().to_vec();
         bytes.resize(filler - tail.len(), b'x');
         bytes.extend_from_slice(tail.as_bytes());
         let answer = one_shot(path, &bytes).expect("an answer");
         if excess < 0 {
-            assert_eq!(error_code(&answer), -32602, "{}", &answer.to_string()[..200]);
-            assert!(answer["error"]["message"].as_str().unwrap().contains("level"));
+            assert_eq!(
+                error_code(&answer),
+                -32602,
+                "{}",
+                &answer.to_string()[..200]
+            );
+            assert!(answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("level"));
         } else {
             // Over the limit: refused as a parse error, whether or not the server saw the
             // end of the value (it may, within one read chunk of the limit).
@@ -275,7 +296,11 @@ fn slowloris(path: &Path, clients: usize) -> Vec<thread::JoinHandle<()>> {
 /// Slowloris clients with a large incomplete request: each sends most of a 1 MiB array,
 /// then trickles more elements for `duration` and finally vanishes. A server that re-parses
 /// the whole buffered request for every byte that arrives spends its main reactor on them.
-fn heavy_slowloris(path: &Path, clients: usize, duration: Duration) -> Vec<thread::JoinHandle<usize>> {
+fn heavy_slowloris(
+    path: &Path,
+    clients: usize,
+    duration: Duration,
+) -> Vec<thread::JoinHandle<usize>> {
     (0..clients)
         .map(|_| {
             let mut s = UnixStream::connect(path).unwrap();
@@ -401,6 +426,9 @@ fn a_slow_reader_gets_every_answer_in_order() {
     c.stream
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    assert!(matches!(c.stream.read(&mut rest), Err(_)), "no extra answers");
+    assert!(
+        c.stream.read(&mut rest).is_err(),
+        "no extra answers"
+    );
     app.shutdown_and_wait();
 }

@@ -106,7 +106,10 @@ fn validate_one(value: Value) {
         }
         Err((id, e)) => {
             assert_eq!(e.code, -32600);
-            assert!(matches!(id, Value::Null | Value::String(_) | Value::Number(_)));
+            assert!(matches!(
+                id,
+                Value::Null | Value::String(_) | Value::Number(_)
+            ));
         }
     }
 }
@@ -136,7 +139,10 @@ pub fn check(data: &[u8]) {
     let undelimited = !whole.values.iter().chain(&split.values).all(self_delimited);
     if !undelimited {
         assert_eq!(whole.values, split.values, "requests depend on the split");
-        assert_eq!(whole.end, split.end, "the stream's end depends on the split");
+        assert_eq!(
+            whole.end, split.end,
+            "the stream's end depends on the split"
+        );
     }
     whole.values.into_iter().for_each(admit);
 }

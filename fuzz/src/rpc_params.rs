@@ -89,7 +89,9 @@ fn names_the_problem(message: &str, params: &Option<Value>) -> bool {
         return true;
     }
     match params {
-        Some(Value::Object(m)) => m.keys().any(|k| !k.is_empty() && message.contains(k.as_str())),
+        Some(Value::Object(m)) => m
+            .keys()
+            .any(|k| !k.is_empty() && message.contains(k.as_str())),
         _ => false,
     }
 }
@@ -103,9 +105,9 @@ pub fn check(data: &[u8]) {
         Some(Value::String(m)) if h.methods.contains(&m) => m,
         other => {
             let key = other.map(|v| v.to_string()).unwrap_or_default();
-            let hash = key
-                .bytes()
-                .fold(data.len(), |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
+            let hash = key.bytes().fold(data.len(), |a, b| {
+                a.wrapping_mul(31).wrapping_add(b as usize)
+            });
             h.methods[hash % h.methods.len()].clone()
         }
     };

@@ -445,8 +445,10 @@ pub fn frame_requests(input: &[u8], max_values: usize) -> Framed {
                 return framed;
             }
             Some(Err(e)) => {
-                framed.end =
-                    FrameEnd::Fatal(RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}")));
+                framed.end = FrameEnd::Fatal(RpcError::new(
+                    code::PARSE_ERROR,
+                    format!("Parse error: {e}"),
+                ));
                 return framed;
             }
         }
