@@ -33,7 +33,7 @@ def _transport_params(args):
         "trtype", "max_queue_depth", "max_io_qpairs_per_ctrlr", "in_capsule_data_size",
         "max_io_size", "io_unit_size", "max_aq_depth", "num_shared_buffers",
         "buf_cache_size", "sock_priority", "abort_timeout_sec", "ack_timeout",
-        "control_msg_num", "kas", "min_kato"])
+        "control_msg_num", "kas", "min_kato", "handshake_timeout_ms"])
     if args.max_qpairs_per_ctrlr is not None:
         params["max_qpairs_per_ctrlr"] = args.max_qpairs_per_ctrlr
     if args.zcopy:
@@ -106,6 +106,8 @@ def add_commands(subparsers):
     p.add_argument("--kas", type=int, help="keep-alive granularity (100 ms units)")
     p.add_argument("--min-kato", dest="min_kato", type=int,
                    help="smallest keep-alive timeout accepted, in ms")
+    p.add_argument("--handshake-timeout-ms", dest="handshake_timeout_ms", type=int,
+                   help="close connections without IC exchange and Connect after this many ms")
 
     p = _add(subparsers, "nvmf_get_transports", "list NVMe-oF transports",
              lambda a: _pick(a, ["trtype"]) or None)

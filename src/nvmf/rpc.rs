@@ -70,6 +70,7 @@ struct CreateTransport {
     control_msg_num: Option<u32>,
     kas: Option<u16>,
     min_kato: Option<u32>,
+    handshake_timeout_ms: Option<u32>,
     // Keys SPDK's rpc.py sends for other transports: accepted and ignored.
     no_srq: Option<bool>,
     num_cqe: Option<i64>,
@@ -143,6 +144,9 @@ impl CreateTransport {
             control_msg_num: self.control_msg_num.unwrap_or(d.control_msg_num),
             kas: self.kas.unwrap_or(d.kas),
             min_kato: self.min_kato.unwrap_or(d.min_kato),
+            handshake_timeout_ms: self
+                .handshake_timeout_ms
+                .unwrap_or(d.handshake_timeout_ms),
         })
     }
 }

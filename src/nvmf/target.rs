@@ -42,6 +42,9 @@ pub struct TransportOpts {
     pub kas: u16,
     /// Smallest keep-alive timeout accepted (ms); a smaller KATO is raised to it.
     pub min_kato: u32,
+    /// A connection that has not completed its IC exchange and Connect within this many
+    /// milliseconds is closed (pollux's own key; bounds idle and half-open connections).
+    pub handshake_timeout_ms: u32,
 }
 
 impl Default for TransportOpts {
@@ -64,6 +67,7 @@ impl Default for TransportOpts {
             control_msg_num: 32,
             kas: 10,
             min_kato: 10_000,
+            handshake_timeout_ms: 30_000,
         }
     }
 }
@@ -100,6 +104,9 @@ impl TransportOpts {
                 "in_capsule_data_size: {} must be a multiple of 16 up to 131072",
                 self.in_capsule_data_size
             ));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err("handshake_timeout_ms: must be at least 1".into());
         }
         if self.io_unit_size < 512 {
             return Err(format!("io_unit_size: {} is below 512", self.io_unit_size));

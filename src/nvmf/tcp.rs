@@ -54,7 +54,6 @@ const EVENTS_PER_POLL: usize = 64;
 /// In-capsule data accepted on an admin queue (the Linux host's fixed admin capsule size).
 const ADMIN_IN_CAPSULE: u32 = 8192;
 /// A connection must finish the IC exchange within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing queue waits for its Term Req to leave.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Period of the timer poller (keep-alive, lingering closes).
@@ -514,11 +513,21 @@ impl PollGroup {
 
     fn on_timer(&mut self) -> PollStatus {
         let now = Instant::now();
+        let handshake = Duration::from_millis(
+            self.view
+                .transport
+                .as_ref()
+                .map_or(TransportOpts::default().handshake_timeout_ms, |t| {
+                    t.handshake_timeout_ms
+                }) as u64,
+        );
         let mut expired = Vec::new();
         for (idx, qp) in self.qpairs.iter() {
             let dead = match qp.state {
                 QpState::Closing { deadline } => now >= deadline,
-                QpState::AwaitIcReq => now.duration_since(qp.created) > HANDSHAKE_TIMEOUT,
+                // No IC exchange, or no Connect after it, within the handshake timeout.
+                QpState::AwaitIcReq => now.duration_since(qp.created) > handshake,
+                QpState::Ready if qp.qid.is_none() => now.duration_since(qp.created) > handshake,
                 QpState::Ready => qp.ctrlr.as_ref().is_some_and(|c| {
                     let e = c.keep_alive_expired(now);
                     if e {

@@ -1,0 +1,334 @@
+//! The command-dispatcher harness: decoded capsules (admin, fabrics and I/O SQEs with
+//! arbitrary fields, in-capsule data, arbitrary transfer lengths) driven through the
+//! target's socket-free entry points — `FabricsCommand::parse` + `Ctrlr::property_get/set`
+//! and `ConnectData::decode_slice` (the fabrics layer), `Ctrlr::admin` + `fill_smart` (the
+//! admin command set) and `io::plan` (I/O commands to bdev work) — against one controller
+//! whose state carries over from command to command within an input. The subsystem holds
+//! real malloc bdevs of two block sizes (created once in an in-process single-reactor
+//! application; the harness only reads their properties). Properties checked for ANY
+//! input: no panic; an admin answer never claims more data than the buffer it was given;
+//! a failed plan is never SUCCESS; a planned read/write/write-zeroes/unmap lies inside the
+//! namespace, moves exactly blocks × block size bytes, no more than the transfer length or
+//! the transport's max I/O size; the controller's bounded lists (AERs, error log, changed
+//! namespaces) stay bounded.
+//!
+//! Input layout: byte 0 configures (bit 0 discovery controller, bit 1 start enabled, bits
+//! 2-3 the namespaces' capabilities); then records of `kind u8, sqe [64], buf_len u16 LE,
+//! data_len u16 LE, data` until the input runs out.
+
+use pollux::app::{self, AppOptions, RunningApp};
+use pollux::bdev::iostat::IoStats;
+use pollux::bdev::{self, BdevHandle};
+use pollux::nvmf::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
+use pollux::nvmf::io::{self, IoPlan, NsGeometry};
+use pollux::nvmf::spec::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
+use pollux::nvmf::subsystem::{Namespace, SubType, Subsystem};
+use pollux::nvmf::target::{TargetView, TransportOpts};
+use pollux::reactor::IdleStrategy;
+use pollux::rpc::{self, Responder};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
+
+/// Largest admin / I/O buffer a record asks for (the transport's limit is 1 MiB; 64 KiB
+/// covers every admin page and keeps executions fast).
+const MAX_BUF: usize = 64 * 1024;
+/// Error log entries a controller keeps (ctrlr.rs) and its changed-namespace list bound.
+const MAX_ERRORS: usize = 64;
+const MAX_CHANGED_NS: usize = 1024;
+const NQN: &str = "nqn.2016-06.io.pollux:fuzz";
+
+struct Harness {
+    _app: RunningApp,
+    bdevs: Vec<BdevHandle>,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let socket =
+            std::env::temp_dir().join(format!("pollux-fuzz-dispatch-{}.sock", std::process::id()));
+        let app = app::start(AppOptions {
+            cores: vec![0],
+            rpc_socket: socket,
+            pin: false,
+            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+            no_default: true,
+            ..Default::default()
+        })
+        .expect("start the harness application");
+        let (tx, rx) = mpsc::channel();
+        app.handle()
+            .send_to(0, move || {
+                let specs = [("FuzzA", 2048u64, 512u32), ("FuzzB", 256, 4096)];
+                let mut handles = Vec::new();
+                for (name, blocks, bs) in specs {
+                    rpc::call(
+                        "bdev_malloc_create",
+                        Some(json!({"name": name, "num_blocks": blocks, "block_size": bs})),
+                        Responder::new(|r| {
+                            r.expect("create a malloc bdev");
+                        }),
+                    );
+                    handles.push(bdev::lookup(name).expect("the malloc bdev exists"));
+                }
+                let _ = tx.send(handles);
+            })
+            .expect("reach the main reactor");
+        let bdevs = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the bdevs");
+        Harness { _app: app, bdevs }
+    })
+}
+
+/// A little-endian cursor over the input that yields nothing once it runs out.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    /// Up to `n` bytes (fewer when the input ends).
+    fn take_up_to(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.0.len());
+        self.take(n).unwrap_or(&[])
+    }
+}
+
+fn geometry(b: &BdevHandle, caps: u8) -> NsGeometry {
+    NsGeometry {
+        block_size: b.block_size(),
+        num_blocks: b.num_blocks(),
+        supports_flush: caps & 1 != 0,
+        supports_unmap: caps & 2 != 0,
+        supports_write_zeroes: caps & 1 == 0,
+    }
+}
+
+fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
+    if discovery {
+        return Subsystem::new(1, spec::DISCOVERY_NQN, SubType::Discovery);
+    }
+    let mut s = Subsystem::new(2, NQN, SubType::Nvme);
+    let mut namespaces = BTreeMap::new();
+    for (i, b) in bdevs.iter().enumerate() {
+        let nsid = i as u32 + 1;
+        namespaces.insert(
+            nsid,
+            Namespace {
+                nsid,
+                bdev: b.clone(),
+                nguid: [nsid as u8; 16],
+                eui64: if i == 0 { [0; 8] } else { [9; 8] },
+                uuid: [0x40 + nsid as u8; 16],
+            },
+        );
+    }
+    s.namespaces = namespaces;
+    s.max_namespaces = 32;
+    s
+}
+
+/// Runs one fuzz input through the dispatcher's pure layers.
+pub fn check(data: &[u8]) {
+    let h = harness();
+    let mut cur = Cursor(data);
+    let Some(config) = cur.u8() else {
+        return;
+    };
+    let opts = TransportOpts::default();
+    let subsys = Arc::new(subsystem(&h.bdevs, config & 1 != 0));
+    let view = TargetView {
+        version: 1,
+        genctr: 3,
+        transport: Some(opts.clone()),
+        subsystems: vec![subsys.clone()],
+    };
+    let env = AdminEnv {
+        view: &view,
+        subsys: &subsys,
+        opts: &opts,
+    };
+    let caps = (config >> 2) & 3;
+    let mut c = Ctrlr::new(1, &subsys, "nqn.2014-08.org.nvmexpress:uuid:fuzz", [7; 16], 0, &opts);
+    if config & 2 != 0 {
+        let (st, _) = c.property_set(&PropertySetCmd {
+            cid: 0,
+            size8: false,
+            offset: prop::CC,
+            value: 1 | 6 << 16 | 4 << 20,
+        });
+        assert!(st.is_success(), "enabling with valid CC values succeeds");
+    }
+    let mut buf = vec![0u8; MAX_BUF];
+    while let Some(kind) = cur.u8() {
+        let Some(raw) = cur.take(64) else {
+            return;
+        };
+        let sqe = Sqe::decode(raw.try_into().expect("64 bytes"));
+        let (Some(buf_len), Some(data_len)) = (cur.u16(), cur.u16()) else {
+            return;
+        };
+        let payload = cur.take_up_to(data_len as usize);
+        let out = &mut buf[..(buf_len as usize).min(MAX_BUF)];
+        match kind % 4 {
+            0 => fabrics(&mut c, &sqe, payload, &opts),
+            1 => admin(&mut c, &sqe, out, &env),
+            2 => plan(&sqe, &h.bdevs, &subsys, caps, buf_len as u32, payload, &opts),
+            _ => events(&mut c, &sqe),
+        }
+        assert!(c.aers.len() <= MAX_AERS, "AERs stay bounded");
+        assert!(c.errors.len() <= MAX_ERRORS, "the error log stays bounded");
+        assert!(c.changed_ns.len() <= MAX_CHANGED_NS + 1, "the changed list stays bounded");
+    }
+}
+
+fn fabrics(c: &mut Ctrlr, sqe: &Sqe, payload: &[u8], opts: &TransportOpts) {
+    let mut sqe = *sqe;
+    sqe.opcode = spec::admin_opc::FABRICS;
+    match FabricsCommand::parse(&sqe) {
+        Some(FabricsCommand::PropertyGet(p)) => {
+            let (st, v) = c.property_get(&p, opts);
+            if !st.is_success() {
+                assert_eq!(v, 0, "a failed Property Get returns no value");
+            } else if !p.size8 {
+                assert!(v <= u32::MAX as u64, "a 4-byte property fits 4 bytes");
+            }
+        }
+        Some(FabricsCommand::PropertySet(p)) => {
+            let was = c.cc.en;
+            let (st, enabled_now) = c.property_set(&p);
+            if enabled_now {
+                assert!(st.is_success() && !was && c.cc.en);
+            }
+        }
+        Some(FabricsCommand::Connect(_)) => {
+            if let Some(d) = ConnectData::decode_slice(payload) {
+                let _ = (d.subnqn_str(), d.hostnqn_str());
+            } else {
+                assert!(payload.len() < 1024, "1024 bytes always decode");
+            }
+        }
+        Some(_) => {}
+        None => unreachable!("the opcode is FABRICS"),
+    }
+}
+
+fn admin(c: &mut Ctrlr, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) {
+    let cap = out.len();
+    match c.admin(sqe, out, env) {
+        AdminOutcome::Complete {
+            status, data_len, ..
+        } => {
+            assert!(data_len <= cap, "data_len {data_len} within the {cap}-byte buffer");
+            if !status.is_success() {
+                assert_eq!(data_len, 0, "a failed admin command sends no data");
+            }
+        }
+        AdminOutcome::KeepAer => {
+            assert!(c.aers.len() < MAX_AERS, "an AER is only kept below the limit");
+            c.aers.push_back(sqe.cid);
+        }
+        AdminOutcome::Smart { offset, len } => {
+            assert!(len <= cap);
+            match ctrlr::fill_smart(&IoStats::default(), offset, len, out) {
+                AdminOutcome::Complete { data_len, .. } => assert!(data_len <= cap),
+                other => panic!("fill_smart answered {other:?}"),
+            }
+        }
+        AdminOutcome::Abort { .. } => assert!(!c.discovery, "discovery controllers do not abort"),
+    }
+}
+
+fn plan(
+    sqe: &Sqe,
+    bdevs: &[BdevHandle],
+    subsys: &Subsystem,
+    caps: u8,
+    xfer: u32,
+    payload: &[u8],
+    opts: &TransportOpts,
+) {
+    let geom = subsys
+        .namespaces
+        .get(&sqe.nsid)
+        .map(|ns| geometry(&ns.bdev, caps));
+    // A transfer length of 0xFFFF selects the SGL's own length (as the transport does).
+    let xfer = if xfer == 0xffff { sqe.dptr.length } else { xfer };
+    let _ = bdevs;
+    match io::plan(sqe, geom.as_ref(), xfer, opts.max_io_size, payload) {
+        Err(st) => assert!(!st.is_success(), "a failed plan is not SUCCESS"),
+        Ok(p) => {
+            let g = geom.expect("a plan needs a namespace");
+            let in_range = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= g.num_blocks);
+            match p {
+                IoPlan::Read {
+                    offset_blocks,
+                    num_blocks,
+                    len,
+                }
+                | IoPlan::Write {
+                    offset_blocks,
+                    num_blocks,
+                    len,
+                } => {
+                    assert!(num_blocks > 0 && in_range(offset_blocks, num_blocks));
+                    assert_eq!(len as u64, num_blocks * g.block_size as u64);
+                    assert!(len as u64 <= xfer as u64 && len as u64 <= opts.max_io_size as u64);
+                }
+                IoPlan::WriteZeroes {
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    assert!(g.supports_write_zeroes);
+                    assert!(num_blocks > 0 && in_range(offset_blocks, num_blocks));
+                }
+                IoPlan::Unmap(ranges) => {
+                    assert!(g.supports_unmap && !ranges.is_empty() && ranges.len() <= 256);
+                    for (off, n) in ranges {
+                        assert!(n > 0 && in_range(off, n));
+                    }
+                }
+                IoPlan::Flush => assert!(g.supports_flush),
+                IoPlan::Nothing => {}
+            }
+        }
+    }
+}
+
+/// Namespace / discovery change notices and AER completions, as the transport raises them.
+fn events(c: &mut Ctrlr, sqe: &Sqe) {
+    match sqe.opcode % 3 {
+        0 => {
+            // The transport only reports nsids of the subsystem (at most MAX_NSID).
+            let nsids = [sqe.nsid, sqe.cdw10, sqe.cdw11].map(|n| 1 + n % 1024);
+            let n = (sqe.cdw12 % 4) as usize;
+            if c.namespaces_changed(&nsids[..n]).is_some() {
+                c.aers.pop_front();
+            }
+        }
+        1 => {
+            if c.discovery_changed().is_some() {
+                c.aers.pop_front();
+            }
+        }
+        _ => {
+            if c.take_event().is_some() {
+                c.aers.pop_front();
+            }
+        }
+    }
+}
