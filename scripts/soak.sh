@@ -27,7 +27,7 @@ echo "soak for ${secs}s (log $log)" >&2
 status=0
 cargo test "${profile[@]}" --test nvmf_soak -- --ignored --nocapture --test-threads=1 \
     >"$log" 2>&1 || status=$?
-grep -E '^soak:|MISMATCH|panicked|test result' "$log" || true
+grep -oE 'soak: .*|MISMATCH.*|panicked.*|test result.*' "$log" || true
 if [[ $status -ne 0 ]]; then
     echo "FAILED (status $status): see $log" >&2
 fi

@@ -75,7 +75,9 @@ fn fd_count() -> usize {
 /// comes and goes first, then the count is taken with nothing connected.
 fn warm_fd_baseline(app: &RunningApp, port: u16) -> usize {
     drop(Host::connect(port, false, false));
-    wait_until("the warm-up connection closed", || open_connections(app) == 0);
+    wait_until("the warm-up connection closed", || {
+        open_connections(app) == 0
+    });
     fd_count()
 }
 
@@ -497,7 +499,7 @@ fn hosts_that_stop_reading_are_dropped() {
         }
         sent += 1;
         assert!(t0.elapsed() < DEADLINE, "the target never pushed back");
-        if sent % 64 == 0 {
+        if sent.is_multiple_of(64) {
             still_served(&mut admin, &mut io, sent);
         }
     };
@@ -528,7 +530,9 @@ fn hosts_that_stop_reading_are_dropped() {
     expect_closed(&mut quiet);
     let g = group_stats(&app);
     assert_eq!(g["current_io_qpairs"], 1, "{g}");
-    wait_until("no bdev I/O left", || group_stats(&app)["pending_bdev_io"] == 0);
+    wait_until("no bdev I/O left", || {
+        group_stats(&app)["pending_bdev_io"] == 0
+    });
     app.shutdown_and_wait();
 }
 
@@ -576,26 +580,52 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // A failed read: Internal Error, retryable (no DNR); the next read works.
     inject(&app, "read", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
     assert!(!d.cqe.status.dnr());
-    assert_eq!(io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data, data);
+    assert_eq!(
+        io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
+        data
+    );
 
     // A failed write (R2T path) and a failed in-capsule write leave the old data.
     inject(&app, "write", "failure", 2);
     let other = pattern(8192, 43);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 2)), Some(&other), 0);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 1)), Some(&other[..4096]), 0);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
-    assert_eq!(io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data, data);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
+    assert_eq!(
+        io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
+        data
+    );
 
     // Flush, Write Zeroes and Deallocate failures are reported too.
     inject(&app, "flush", "failure", 1);
     let d = io.run(on_ns2(Sqe::new(io_opc::FLUSH, 0, 2)), None, 0);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
     inject(&app, "write_zeroes", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::WRITE_ZEROES, 10, 1)), None, 0);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
     inject(&app, "unmap", "failure", 1);
     let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT, 0, 2);
     dsm.cdw11 = pollux::nvmf::spec::dsm::DEALLOCATE;
@@ -603,8 +633,15 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     range[4..8].copy_from_slice(&2u32.to_le_bytes());
     range[8..16].copy_from_slice(&10u64.to_le_bytes());
     let d = io.run(dsm, Some(&range), 0);
-    assert!(d.cqe.status.same_code(Status::INTERNAL_ERROR), "{:?}", d.cqe.status);
-    assert_eq!(io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data, data);
+    assert!(
+        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        "{:?}",
+        d.cqe.status
+    );
+    assert_eq!(
+        io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
+        data
+    );
 
     // nomem: the bdev layer retries, the host sees nothing but successes and every byte
     // lands. 200 armed refusals over 64 writes, several commands in flight at a time.
@@ -632,7 +669,10 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // nomem on reads, too.
     inject(&app, "read", "nomem", 50);
     for (lba, d) in expected.iter().take(16) {
-        assert_eq!(&io.run(on_ns2(rw(io_opc::READ, *lba, 1)), None, 4096).data, d);
+        assert_eq!(
+            &io.run(on_ns2(rw(io_opc::READ, *lba, 1)), None, 4096).data,
+            d
+        );
     }
     // The bdev counted each injected failure once, and no nomem refusal as an error.
     let st = rpc(&app, "bdev_get_iostat", json!({"name": "EE_Malloc1"}));
@@ -745,7 +785,11 @@ fn a_thousand_abrupt_disconnects_with_io_in_flight_leak_nothing() {
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     still_served(&mut admin, &mut io, 77);
     drop((admin, io));
-    rpc(&app, "nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 2}));
+    rpc(
+        &app,
+        "nvmf_subsystem_remove_ns",
+        json!({"nqn": NQN, "nsid": 2}),
+    );
     rpc(&app, "bdev_delay_delete", json!({"name": "Delay2"}));
     app.shutdown_and_wait();
 }
@@ -771,7 +815,7 @@ fn keep_alive_expiry_during_io_tears_everything_down() {
     let mut outstanding = std::collections::VecDeque::new();
     let ended = loop {
         while outstanding.len() < 16 {
-            let sqe = if completed % 2 == 0 {
+            let sqe = if completed.is_multiple_of(2) {
                 on_ns2(rw(io_opc::WRITE, completed % 1000, 1))
             } else {
                 on_ns2(rw(io_opc::READ, completed % 1000, 1))
@@ -869,7 +913,11 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
         cids.push(io.submit(on_ns2(rw(io_opc::WRITE, i, 1)), Some(&data), 0));
         cids.push(io.submit(on_ns2(rw(io_opc::READ, i, 1)), None, 4096));
     }
-    rpc(&app, "nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 2}));
+    rpc(
+        &app,
+        "nvmf_subsystem_remove_ns",
+        json!({"nqn": NQN, "nsid": 2}),
+    );
     let answers = collect_answers(&mut io, &cids);
     let ok = answers.iter().filter(|s| s.is_success()).count();
     let d = io.run(on_ns2(rw(io_opc::READ, 0, 1)), None, 4096);

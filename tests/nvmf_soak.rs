@@ -14,7 +14,8 @@
 mod common;
 
 use common::nvme::{call, export, rw, Host};
-use pollux::nvmf::spec::io_opc;
+use pollux::nvmf::pdu::PduHeader;
+use pollux::nvmf::spec::{io_opc, SglDescriptor};
 use pollux::reactor::IdleStrategy;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -183,6 +184,22 @@ impl Soak {
             let chunks = self.distinct_chunks(n);
             for (_, c, g) in self.write_batch(&mut io, &chunks) {
                 self.uncertain[c] = Some((self.gen[c], g));
+                self.f.in_flight_at_disconnect += 1;
+            }
+            // A write whose capsule went out but whose data never will (R2T unanswered).
+            if self.rng.below(2) == 0 {
+                let c = loop {
+                    let c = self.rng.below(CHUNKS as u64) as usize;
+                    if !chunks.contains(&c) {
+                        break c;
+                    }
+                };
+                let mut sqe = Self::chunk_cmd(io_opc::WRITE, c);
+                sqe.cid = 0xfff0;
+                sqe.dptr = SglDescriptor::transport_data_block(CHUNK as u32);
+                io.send_pdu(&PduHeader::CapsuleCmd(sqe), &[]);
+                self.uncertain[c] = Some((self.gen[c], self.next_gen));
+                self.next_gen += 1;
                 self.f.in_flight_at_disconnect += 1;
             }
             let c = self.rng.below(CHUNKS as u64) as usize;

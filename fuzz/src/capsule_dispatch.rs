@@ -76,9 +76,7 @@ fn harness() -> &'static Harness {
                 let _ = tx.send(handles);
             })
             .expect("reach the main reactor");
-        let bdevs = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the bdevs");
+        let bdevs = rx.recv_timeout(Duration::from_secs(10)).expect("the bdevs");
         Harness { _app: app, bdevs }
     })
 }
@@ -163,7 +161,14 @@ pub fn check(data: &[u8]) {
         opts: &opts,
     };
     let caps = (config >> 2) & 3;
-    let mut c = Ctrlr::new(1, &subsys, "nqn.2014-08.org.nvmexpress:uuid:fuzz", [7; 16], 0, &opts);
+    let mut c = Ctrlr::new(
+        1,
+        &subsys,
+        "nqn.2014-08.org.nvmexpress:uuid:fuzz",
+        [7; 16],
+        0,
+        &opts,
+    );
     if config & 2 != 0 {
         let (st, _) = c.property_set(&PropertySetCmd {
             cid: 0,
@@ -187,12 +192,23 @@ pub fn check(data: &[u8]) {
         match kind % 4 {
             0 => fabrics(&mut c, &sqe, payload, &opts),
             1 => admin(&mut c, &sqe, out, &env),
-            2 => plan(&sqe, &h.bdevs, &subsys, caps, buf_len as u32, payload, &opts),
+            2 => plan(
+                &sqe,
+                &h.bdevs,
+                &subsys,
+                caps,
+                buf_len as u32,
+                payload,
+                &opts,
+            ),
             _ => events(&mut c, &sqe),
         }
         assert!(c.aers.len() <= MAX_AERS, "AERs stay bounded");
         assert!(c.errors.len() <= MAX_ERRORS, "the error log stays bounded");
-        assert!(c.changed_ns.len() <= MAX_CHANGED_NS + 1, "the changed list stays bounded");
+        assert!(
+            c.changed_ns.len() <= MAX_CHANGED_NS + 1,
+            "the changed list stays bounded"
+        );
     }
 }
 
@@ -233,13 +249,19 @@ fn admin(c: &mut Ctrlr, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) {
         AdminOutcome::Complete {
             status, data_len, ..
         } => {
-            assert!(data_len <= cap, "data_len {data_len} within the {cap}-byte buffer");
+            assert!(
+                data_len <= cap,
+                "data_len {data_len} within the {cap}-byte buffer"
+            );
             if !status.is_success() {
                 assert_eq!(data_len, 0, "a failed admin command sends no data");
             }
         }
         AdminOutcome::KeepAer => {
-            assert!(c.aers.len() < MAX_AERS, "an AER is only kept below the limit");
+            assert!(
+                c.aers.len() < MAX_AERS,
+                "an AER is only kept below the limit"
+            );
             c.aers.push_back(sqe.cid);
         }
         AdminOutcome::Smart { offset, len } => {
@@ -267,7 +289,11 @@ fn plan(
         .get(&sqe.nsid)
         .map(|ns| geometry(&ns.bdev, caps));
     // A transfer length of 0xFFFF selects the SGL's own length (as the transport does).
-    let xfer = if xfer == 0xffff { sqe.dptr.length } else { xfer };
+    let xfer = if xfer == 0xffff {
+        sqe.dptr.length
+    } else {
+        xfer
+    };
     let _ = bdevs;
     match io::plan(sqe, geom.as_ref(), xfer, opts.max_io_size, payload) {
         Err(st) => assert!(!st.is_success(), "a failed plan is not SUCCESS"),

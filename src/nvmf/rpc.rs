@@ -144,9 +144,7 @@ impl CreateTransport {
             control_msg_num: self.control_msg_num.unwrap_or(d.control_msg_num),
             kas: self.kas.unwrap_or(d.kas),
             min_kato: self.min_kato.unwrap_or(d.min_kato),
-            handshake_timeout_ms: self
-                .handshake_timeout_ms
-                .unwrap_or(d.handshake_timeout_ms),
+            handshake_timeout_ms: self.handshake_timeout_ms.unwrap_or(d.handshake_timeout_ms),
         })
     }
 }
