@@ -58,25 +58,40 @@ fn harness() -> &'static Harness {
             ..Default::default()
         })
         .expect("start the harness application");
+        // bdev_malloc_create answers asynchronously: wait for both answers, then look
+        // the bdevs up on the main reactor.
+        let specs = [("FuzzA", 2048u64, 512u32), ("FuzzB", 256, 4096)];
         let (tx, rx) = mpsc::channel();
-        app.handle()
-            .send_to(0, move || {
-                let specs = [("FuzzA", 2048u64, 512u32), ("FuzzB", 256, 4096)];
-                let mut handles = Vec::new();
-                for (name, blocks, bs) in specs {
+        for (name, blocks, bs) in specs {
+            let tx = tx.clone();
+            app.handle()
+                .send_to(0, move || {
                     rpc::call(
                         "bdev_malloc_create",
                         Some(json!({"name": name, "num_blocks": blocks, "block_size": bs})),
-                        Responder::new(|r| {
-                            r.expect("create a malloc bdev");
+                        Responder::new(move |r| {
+                            let _ = tx.send(r.is_ok());
                         }),
-                    );
-                    handles.push(bdev::lookup(name).expect("the malloc bdev exists"));
-                }
+                    )
+                })
+                .expect("reach the main reactor");
+        }
+        for _ in specs {
+            let created = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+            assert!(created, "create a malloc bdev");
+        }
+        let (tx, rx) = mpsc::channel();
+        app.handle()
+            .send_to(0, move || {
+                let handles: Vec<BdevHandle> = specs
+                    .iter()
+                    .filter_map(|(name, _, _)| bdev::lookup(name))
+                    .collect();
                 let _ = tx.send(handles);
             })
             .expect("reach the main reactor");
         let bdevs = rx.recv_timeout(Duration::from_secs(10)).expect("the bdevs");
+        assert_eq!(bdevs.len(), specs.len(), "both malloc bdevs exist");
         Harness { _app: app, bdevs }
     })
 }
