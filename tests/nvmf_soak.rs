@@ -258,9 +258,14 @@ fn soak_verify_with_random_disconnects() {
             .unwrap()
             .as_nanos() as u64,
     ) | 1;
+    eprintln!("soak seed {seed} (POLLUX_SOAK_SEED replays it)");
     let mut o = common::test_options("soak");
     o.idle = IdleStrategy::SpinThenSleep(Duration::from_micros(50));
     let app = common::start(o);
+    if std::env::var_os("SOAK_DEBUG_LOG").is_some() {
+        pollux::log::init_stderr();
+        let _ = call(&app, "log_set_print_level", json!({"level": "DEBUG"}));
+    }
     let port = export(
         &mut |m, p| call(&app, m, p),
         NQN,

@@ -60,7 +60,11 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 const TIMER_PERIOD_US: u64 = 50_000;
 /// Queued write requests per request slot before a host that does not read is dropped.
 const MAX_WRITES_PER_SLOT: usize = 4;
-/// Write-request tokens.
+/// Write-request tokens: bit 0 marks a Term Req (or a Disconnect answer) after which the
+/// queue closes; the bits above hold the generation of the queue pair that queued it, so a
+/// completion reported after its connection was closed (the socket layer may hand the
+/// slot's key to a new connection before delivering the old one's cancelled writes) is
+/// recognised and dropped instead of being taken for a failure of the new connection.
 const TOKEN_PLAIN: u64 = 0;
 const TOKEN_TERM: u64 = 1;
 
@@ -224,6 +228,7 @@ impl Qpair {
     }
 
     fn write_request(&mut self, token: u64) -> WriteRequest {
+        let token = self.gen << 1 | token;
         match self.wr_pool.pop() {
             Some(mut w) => {
                 w.clear(token);
@@ -550,10 +555,14 @@ impl PollGroup {
 
     fn on_write_done(&mut self, idx: usize, mut req: WriteRequest) {
         let failed = matches!(req.take_result(), Some(Err(_)));
-        let term = req.token == TOKEN_TERM;
+        let term = req.token & TOKEN_TERM != 0;
         let Some(qp) = self.qpairs.get_mut(idx) else {
             return;
         };
+        if req.token >> 1 != qp.gen {
+            // A cancelled write of the connection this slot held before.
+            return;
+        }
         qp.writes_in_flight = qp.writes_in_flight.saturating_sub(1);
         req.clear(TOKEN_PLAIN);
         if qp.wr_pool.len() < 256 {
@@ -1488,7 +1497,7 @@ impl PollGroup {
         }
         if closing && cqe.status.is_success() {
             // Disconnect: answer, then close once it left.
-            w.token = TOKEN_TERM;
+            w.token |= TOKEN_TERM;
         }
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
             sock.writev_async(w);
