@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host};
+use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, H2CData, PduHeader};
 use pollux::nvmf::spec::{admin_opc, io_opc, SglDescriptor, Sqe, Status};
@@ -682,26 +682,6 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
         "{st}"
     );
     app.shutdown_and_wait();
-}
-
-/// Makes the next close of `s` a reset (SO_LINGER 0) instead of an orderly FIN.
-fn reset_on_close(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a pointer to a linger of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 /// A namespace (nsid `nsid`) on a delay bdev (`latency_us` per I/O) over a new malloc bdev.

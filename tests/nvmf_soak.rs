@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host};
+use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::nvmf::pdu::PduHeader;
 use pollux::nvmf::spec::{io_opc, SglDescriptor};
 use pollux::reactor::IdleStrategy;
@@ -207,8 +207,8 @@ impl Soak {
             self.f.in_flight_at_disconnect += 1;
             if self.rng.below(2) == 0 {
                 self.f.resets += 1;
-                set_linger_zero(&io.stream);
-                set_linger_zero(&admin.stream);
+                reset_on_close(&io.stream);
+                reset_on_close(&admin.stream);
             }
         }
         if self.rng.below(2) == 0 {
@@ -217,26 +217,6 @@ impl Soak {
             drop((admin, io));
         }
     }
-}
-
-/// The next close of `s` sends a reset.
-fn set_linger_zero(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a pointer to a linger of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
