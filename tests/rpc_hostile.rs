@@ -122,6 +122,9 @@ fn pipelined_errors(path: &Path) -> usize {
         ("rpc_get_methods", json!({"current": "yes"})),
         ("spdk_get_version", json!({"unexpected": 1})),
         ("sock_impl_get_options", json!([1, 2, 3])),
+        // Found by the rpc_params fuzzer: by-position params decode as a sequence.
+        ("log_set_level", json!([])),
+        ("log_set_level", json!([1])),
         ("log_get_level", json!({"level": "DEBUG"})),
     ];
     for i in 0..500 {

@@ -93,6 +93,9 @@ fn names_the_problem(message: &str, params: &Option<Value>) -> bool {
         Some(Value::Object(m)) => m
             .keys()
             .any(|k| !k.is_empty() && message.contains(k.as_str())),
+        // By-position params (an array) have no field to name: serde decodes a struct from
+        // a sequence and says what it expected ("invalid length 0, expected struct ...").
+        Some(Value::Array(_)) => message.starts_with("invalid params"),
         _ => false,
     }
 }
