@@ -57,7 +57,7 @@ echo "fuzzing $target for ${seconds}s (sanitizer $sanitizer; log $log)" >&2
 set +e
 cargo "+$toolchain" fuzz run -a -s "$sanitizer" "$target" "${dirs[@]}" -- \
     "${flags[@]}" "$@" 2>&1 | tee "$log" \
-    | grep -E --line-buffered '(pulse|DONE|INITED|panicked|ERROR|SUMMARY|crash-|Test unit written)'
+    | grep -E --line-buffered '(pulse|DONE|INITED|panicked|==[0-9]+== ?ERROR|SUMMARY|Test unit written)'
 status=${PIPESTATUS[0]}
 set -e
 

@@ -429,9 +429,6 @@ fn a_slow_reader_gets_every_answer_in_order() {
     c.stream
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    assert!(
-        c.stream.read(&mut rest).is_err(),
-        "no extra answers"
-    );
+    assert!(c.stream.read(&mut rest).is_err(), "no extra answers");
     app.shutdown_and_wait();
 }
