@@ -527,6 +527,11 @@ impl Server {
             match (&client.stream).read(&mut chunk) {
                 Ok(0) => {
                     client.read_closed = true;
+                    // The gate may have skipped the last bytes: a malformed request gets
+                    // its parse error answer even when the client half-closes right after.
+                    if !client.input.is_empty() {
+                        self.parse_client(token, calls);
+                    }
                     return 0;
                 }
                 Ok(n) => {
