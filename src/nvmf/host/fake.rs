@@ -3,8 +3,9 @@
 //! the codec over loopback, with a 1 MiB RAM namespace of 512-byte blocks (nsid 1). It
 //! accepts 4 KiB of in-capsule data and announces MAXH2CDATA 4096, so larger writes take one
 //! R2T answered by several H2CData PDUs; reads go out as 8 KiB C2HData PDUs, the last one
-//! with SUCCESS (no CapsuleResp). `set_evil(true)` makes it answer reads with C2HData for a
-//! command id that is not in flight. Deviations of the host from what it expects (H2CData
+//! with SUCCESS (no CapsuleResp). [`Misbehavior`] makes it fail on purpose on the I/O
+//! queues (the admin queue keeps working): C2HData for a command id that is not in flight,
+//! hanging up, or never answering. Deviations of the host from what it expects (H2CData
 //! out of order, bad data digests) are recorded in `violations()`, never panics. It is a
 //! test fixture: it implements just enough of a controller for the host's bring-up and I/O,
 //! not a target.
@@ -32,7 +33,8 @@ pub const FAKE_NQN: &str = "nqn.2026-11.io.pollux:fake";
 struct FakeState {
     violations: Mutex<Vec<String>>,
     disk: Mutex<Vec<u8>>,
-    evil: AtomicBool,
+    /// A `Misbehavior` as u8.
+    mode: std::sync::atomic::AtomicU8,
     saw_term_req: AtomicBool,
     max_h2c_pdus_per_write: Mutex<usize>,
     keep_alives: std::sync::atomic::AtomicUsize,
@@ -80,7 +82,23 @@ impl FakeConn {
         }
     }
 
-    fn on_capsule(&mut self, st: &FakeState, sqe: Sqe, data: &[u8]) {
+    /// Handles a command; false when the connection must close.
+    fn on_capsule(&mut self, st: &FakeState, sqe: Sqe, data: &[u8]) -> bool {
+        if self.qid != 0 && !sqe.is_fabrics() {
+            match st.mode.load(Ordering::SeqCst) {
+                m if m == Misbehavior::HangUp as u8 => {
+                    let _ = self.s.shutdown(std::net::Shutdown::Both);
+                    return false;
+                }
+                m if m == Misbehavior::Silent as u8 => return true,
+                _ => {}
+            }
+        }
+        self.handle(st, sqe, data);
+        true
+    }
+
+    fn handle(&mut self, st: &FakeState, sqe: Sqe, data: &[u8]) {
         let cid = sqe.cid;
         if sqe.is_fabrics() {
             match sqe.fctype() {
@@ -169,7 +187,7 @@ impl FakeConn {
             io_opc::READ => {
                 let range = slba as usize * 512..(slba + nlb) as usize * 512;
                 let data = st.disk.lock().unwrap()[range].to_vec();
-                if st.evil.load(Ordering::SeqCst) {
+                if st.mode.load(Ordering::SeqCst) == Misbehavior::WrongCid as u8 {
                     self.send_read(cid ^ 0x3333, &data, true);
                 } else {
                     self.send_read(cid, &data, true);
@@ -278,7 +296,11 @@ fn serve(s: TcpStream, st: Arc<FakeState>) {
                     conn.tx = tx;
                     dec.configure(rx);
                 }
-                PduHeader::CapsuleCmd(sqe) => conn.on_capsule(&st, sqe, &pdu.data),
+                PduHeader::CapsuleCmd(sqe) => {
+                    if !conn.on_capsule(&st, sqe, &pdu.data) {
+                        return;
+                    }
+                }
                 PduHeader::H2CData(d) => conn.on_h2c(&st, d, &pdu.data),
                 PduHeader::H2CTermReq(_) => {
                     st.saw_term_req.store(true, Ordering::SeqCst);
@@ -288,6 +310,19 @@ fn serve(s: TcpStream, st: Arc<FakeState>) {
             }
         }
     }
+}
+
+/// Deliberate faults, applied to I/O queue commands only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Misbehavior {
+    None = 0,
+    /// Reads are answered with C2HData for a command id that is not in flight.
+    WrongCid = 1,
+    /// The connection is closed when a command arrives.
+    HangUp = 2,
+    /// Commands are swallowed: no answer, ever.
+    Silent = 3,
 }
 
 /// A running fake controller (its threads end with the process).
@@ -320,9 +355,9 @@ impl FakeTarget {
     pub fn trid(&self) -> super::TransportId {
         super::TransportId::tcp("127.0.0.1", self.port, FAKE_NQN)
     }
-    /// Answer reads with C2HData for a command that is not in flight.
-    pub fn set_evil(&self, on: bool) {
-        self.st.evil.store(on, Ordering::SeqCst);
+    /// How I/O commands are (mis)handled from now on.
+    pub fn set_misbehavior(&self, m: Misbehavior) {
+        self.st.mode.store(m as u8, Ordering::SeqCst);
     }
     /// Whether a host sent an H2CTermReq.
     pub fn saw_term_req(&self) -> bool {

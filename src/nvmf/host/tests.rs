@@ -33,7 +33,7 @@ fn transport_id_parses_spdk_syntax() {
         .contains("bogus"));
 }
 
-use super::fake::{FakeTarget, FAKE_BLOCKS};
+use super::fake::{FakeTarget, Misbehavior, FAKE_BLOCKS};
 use crate::nvmf::spec::Status;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -114,7 +114,7 @@ fn fake_target_round_trip_uring_with_digests() {
 fn protocol_violation_fails_the_queue_with_a_term_req() {
     let fake = FakeTarget::start();
     let c = SyncController::connect(&fake.trid(), fake_opts("posix", false)).unwrap();
-    fake.set_evil(true);
+    fake.set_misbehavior(Misbehavior::WrongCid);
     let err = c.read(1, 1, 0, 8, 512).unwrap_err();
     assert!(matches!(err, HostError::Protocol(_)), "{err}");
     assert!(matches!(
@@ -161,4 +161,37 @@ fn keep_alive_is_sent_every_half_kato() {
     }
     assert!(fake.keep_alives() >= 3, "keep alives on the 100 ms timer");
     c.disconnect().unwrap();
+}
+
+#[test]
+fn controller_hanging_up_fails_commands_with_a_connection_error() {
+    let fake = FakeTarget::start();
+    let c = SyncController::connect(&fake.trid(), fake_opts("posix", false)).unwrap();
+    fake.set_misbehavior(Misbehavior::HangUp);
+    let err = c.write(1, 1, 0, 8, &[5u8; 4096]).unwrap_err();
+    assert!(matches!(err, HostError::Connection(_)), "{err}");
+    assert!(matches!(c.flush(1, 1), Err(HostError::NotReady(_))));
+    // The other I/O queue and the admin queue live on.
+    fake.set_misbehavior(Misbehavior::None);
+    c.flush(2, 1).unwrap();
+    c.keep_alive().unwrap();
+}
+
+#[test]
+fn silent_controller_times_out_in_bounded_time() {
+    let fake = FakeTarget::start();
+    let mut c = SyncController::connect(&fake.trid(), fake_opts("uring", false)).unwrap();
+    fake.set_misbehavior(Misbehavior::Silent);
+    c.set_timeout(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    assert!(matches!(c.flush(1, 1), Err(HostError::Timeout(_))));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    c.set_timeout(Duration::from_secs(5));
+    c.keep_alive().unwrap();
+    let t0 = std::time::Instant::now();
+    drop(c);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "teardown with a command in flight"
+    );
 }
