@@ -112,15 +112,14 @@ pub fn register_modules() {
     // ---- module registrations: one line per module, dependencies first ----
     crate::sock::rpc::register();
     crate::bdev::rpc::register();
-    // crate::nvmf::rpc::register();
+    crate::nvmf::rpc::register();
     // ---- end of module registrations ----
 }
 
 /// The embedded default configuration, applied when neither `--json`, `--wait-for-rpc` nor
 /// `--no-default` is given. Runs on the main reactor in the RUNTIME state.
 pub fn default_config() {
-    // The NVMe-oF issue fills this in (a default export a first try can connect to).
-    tracing::info!("no embedded default configuration exists yet; pollux starts empty");
+    crate::nvmf::rpc::default_config();
 }
 
 /// What the main reactor reports back to `start`.

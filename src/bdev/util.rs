@@ -28,7 +28,8 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
-fn format_uuid(b: &[u8; 16]) -> String {
+/// 8-4-4-4-12 text of 16 bytes.
+pub fn format_uuid(b: &[u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

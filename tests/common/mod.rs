@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod nvme;
+
 use pollux::app::{self, AppOptions, RunningApp};
 use pollux::reactor::IdleStrategy;
 use serde_json::{json, Value};

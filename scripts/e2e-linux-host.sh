@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# e2e-linux-host.sh - pollux against the real Linux NVMe/TCP host.
+#
+# Builds pollux, starts it on 127.0.0.1 with a free port and RPC-configured malloc bdevs,
+# then boots the ../shared/nvmf-vm guest (Linux kernel nvme-tcp, nvme-cli, fio) three times:
+#   1. examples/nvme-cli-tour.sh   discover, connect, id-ctrl, id-ns, smart-log, error-log,
+#                                  features, flush, write/read/compare, dsm, write-zeroes
+#   2. examples/fio-verify.sh      64 MiB crc32c verify with mixed block sizes, verify-only
+#                                  pass, trim pass
+#   3. scripts/e2e/guest-digests-queues-ns.sh   -g -G digests, -i 2 queues, fio verify,
+#                                  live namespace add (this script adds it via rpc.py while
+#                                  the guest polls list-ns), dmesg check
+# and fails if any guest step fails or the guest dmesg shows nvme errors. Skips (exit 0)
+# when the harness is absent. Env: PROFILE=release|dev (default dev), KEEP=1 keeps logs,
+# CPUMASK (default 0x3: two reactors, so a controller's queues sit on both), SOCK_IMPL
+# (posix or uring), ONLY=ns (only the third run).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
+if [ ! -x "$harness" ]; then
+	echo "e2e-linux-host: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
+	exit 0
+fi
+hdir=$(cd "$(dirname "$harness")" && pwd)
+profile=${PROFILE:-dev}
+if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
+tdir=${CARGO_TARGET_DIR:-$root/target}
+echo "== building pollux ($profile)"
+(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
+bin=$tdir/$sub/pollux
+
+work=$(mktemp -d /tmp/pollux-e2e.XXXXXX)
+sock=$work/rpc.sock
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nqn=nqn.2016-06.io.pollux:e2e
+rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+echo "== starting pollux on 127.0.0.1:$port"
+"$bin" -m "${CPUMASK:-0x3}" -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; exit 1; }
+set -e
+rpc bdev_malloc_create -b Malloc0 128 4096 >/dev/null
+rpc bdev_malloc_create -b Malloc1 32 512 >/dev/null
+rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
+rpc nvmf_create_subsystem "$nqn" -a -s POLLUXE2E0001 -d "pollux e2e"
+rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
+rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4 --sock-impl "${SOCK_IMPL:-posix}"
+set +e
+
+fails=0
+run_vm() { # name guest-script [extra env...]
+	local name=$1 script=$2
+	shift 2
+	echo "== [$name] $(basename "$script")"
+	local t0=$SECONDS
+	env "$@" "$harness" --guest-script "$script" -n "$nqn" -s "$port" -t 200 \
+		-o "$work/$name" >"$work/$name.log" 2>&1 &
+	local vm=$!
+	if [ "$name" = digests-queues-ns ]; then
+		for _ in $(seq 1 1200); do
+			grep -q NS-ADD-READY "$work/$name.log" && break
+			kill -0 $vm 2>/dev/null || break
+			sleep 0.1
+		done
+		if grep -q NS-ADD-READY "$work/$name.log"; then
+			echo "   adding namespace 2 (Malloc1) live"
+			rpc nvmf_subsystem_add_ns "$nqn" Malloc1 -n 2 >/dev/null || echo "   add_ns failed"
+		fi
+	fi
+	wait $vm
+	local rc=$?
+	if [ $rc -eq 0 ] && [ "$name" = digests-queues-ns ] &&
+		! grep -q "controller created.*hdgst=true ddgst=true" "$work/pollux.log"; then
+		echo "   the host did not negotiate header and data digests"
+		rc=99
+	fi
+	local dmesg_bad=
+	if [ -f "$work/$name/dmesg.txt" ]; then
+		dmesg_bad=$(grep -iE "nvme.*(error|timeout|reset|failed|digest)" "$work/$name/dmesg.txt" | grep -v "Invalid SGL" || true)
+	fi
+	if [ $rc -ne 0 ] || [ -n "$dmesg_bad" ]; then
+		echo "   FAILED (rc=$rc, $((SECONDS - t0)) s)"
+		grep -E "guest-script|FAILED|===" "$work/$name.log" | tail -40
+		[ -n "$dmesg_bad" ] && echo "   guest dmesg: $dmesg_bad"
+		fails=$((fails + 1))
+	else
+		echo "   ok ($((SECONDS - t0)) s)"
+	fi
+}
+
+[ "${ONLY:-}" = ns ] || run_vm tour "$hdir/examples/nvme-cli-tour.sh"
+[ "${ONLY:-}" = ns ] || run_vm fio-verify "$hdir/examples/fio-verify.sh"
+# The kernel creates at most one I/O queue per guest CPU: 2 vCPUs for -i 2.
+run_vm digests-queues-ns "$root/scripts/e2e/guest-digests-queues-ns.sh" CONNECT_OPTS="-g -G -i 2" SMP=2
+
+echo "== target side"
+rpc nvmf_get_stats | python3 -c 'import json,sys; d=json.load(sys.stdin); print("poll groups:", [(g["name"], g["admin_qpairs"], g["io_qpairs"]) for g in d["poll_groups"]])'
+if grep -iE "panick|panic" "$work/pollux.log"; then fails=$((fails + 1)); fi
+if [ $fails -ne 0 ]; then
+	KEEP=1
+	echo "e2e-linux-host: $fails run(s) FAILED"
+	exit 1
+fi
+echo "e2e-linux-host: all runs passed"

@@ -1,0 +1,689 @@
+//! JSON-RPC methods of the NVMe-oF target, with SPDK's names, parameters and result
+//! shapes: `nvmf_create_transport` (accepting and ignoring the keys SPDK's rpc.py sends for
+//! other transports), `nvmf_get_transports`, `nvmf_create_subsystem`,
+//! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
+//! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
+//! `_allow_any_host`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
+//! `_get_controllers` / `_get_qpairs`, `nvmf_get_stats`, plus the `nvmf` framework
+//! subsystem whose config writer recreates the transport and every subsystem. Mutations
+//! answer once the new target view reached every reactor. Also the embedded default
+//! configuration (`default_config`).
+
+use super::subsystem::{self, ListenAddr, SubType, Subsystem};
+use super::target::{self, publish, with_target, TransportOpts};
+use super::tcp;
+use crate::reactor;
+use crate::rpc::{self, config_entry, parse_params, Allowed, Responder, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+fn failed(msg: String) -> RpcError {
+    RpcError::invalid_params(msg)
+}
+
+/// Publishes the registry and answers `value` once every reactor has it.
+fn publish_then(responder: Responder, value: Value) {
+    publish(move || responder.ok(value));
+}
+
+/// Applies a registry change; on success publishes it and answers `true`.
+fn mutate(responder: Responder, change: impl FnOnce(&mut target::Target) -> Result<(), String>) {
+    match with_target(change) {
+        Ok(()) => publish_then(responder, json!(true)),
+        Err(e) => responder.err(failed(e)),
+    }
+}
+
+/// Runs `f` on the subsystem named by the params' `nqn` (inspection methods).
+fn inspect(p: Option<Value>, f: impl FnOnce(&Subsystem) -> Value) -> Result<Value, RpcError> {
+    let p: NqnOnly = parse_params(p)?;
+    let _ = p.tgt_name;
+    with_target(|t| {
+        t.subsystem(&p.nqn)
+            .map(f)
+            .ok_or_else(|| failed(format!("nqn: subsystem {} not found", p.nqn)))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTransport {
+    trtype: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    max_queue_depth: Option<u16>,
+    max_qpairs_per_ctrlr: Option<u16>,
+    max_io_qpairs_per_ctrlr: Option<u16>,
+    in_capsule_data_size: Option<u32>,
+    max_io_size: Option<u32>,
+    io_unit_size: Option<u32>,
+    max_aq_depth: Option<u16>,
+    num_shared_buffers: Option<u32>,
+    buf_cache_size: Option<u32>,
+    dif_insert_or_strip: Option<bool>,
+    zcopy: Option<bool>,
+    c2h_success: Option<bool>,
+    sock_priority: Option<u32>,
+    abort_timeout_sec: Option<u32>,
+    ack_timeout: Option<u32>,
+    control_msg_num: Option<u32>,
+    kas: Option<u16>,
+    min_kato: Option<u32>,
+    // Keys SPDK's rpc.py sends for other transports: accepted and ignored.
+    no_srq: Option<bool>,
+    num_cqe: Option<i64>,
+    max_srq_depth: Option<i64>,
+    no_wr_batching: Option<bool>,
+    acceptor_backlog: Option<i64>,
+    acceptor_poll_rate: Option<i64>,
+    disable_mappable_bar0: Option<bool>,
+    disable_adaptive_irq: Option<bool>,
+    disable_shadow_doorbells: Option<bool>,
+    disable_command_passthru: Option<bool>,
+    data_wr_pool_size: Option<i64>,
+    // Newer SPDK names of the per-poll-group buffer cache (pollux caches per reactor).
+    iobuf_small_cache_size: Option<u32>,
+    iobuf_large_cache_size: Option<u32>,
+    masked_oncs: Option<Vec<String>>,
+    masked_fuses: Option<Vec<String>>,
+}
+
+impl CreateTransport {
+    fn into_opts(self) -> Result<TransportOpts, String> {
+        if !self.trtype.eq_ignore_ascii_case("tcp") {
+            return Err(format!(
+                "trtype: transport {} is not supported (only TCP)",
+                self.trtype
+            ));
+        }
+        if self.masked_oncs.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err("masked_oncs: masking ONCS features is not supported".into());
+        }
+        if self.masked_fuses.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err("masked_fuses: fused commands are not supported (nothing to mask)".into());
+        }
+        let _ignored = (
+            self.iobuf_small_cache_size,
+            self.iobuf_large_cache_size,
+            self.tgt_name,
+            self.no_srq,
+            self.num_cqe,
+            self.max_srq_depth,
+            self.no_wr_batching,
+            self.acceptor_backlog,
+            self.acceptor_poll_rate,
+            self.disable_mappable_bar0,
+            self.disable_adaptive_irq,
+            self.disable_shadow_doorbells,
+            self.disable_command_passthru,
+            self.data_wr_pool_size,
+        );
+        let d = TransportOpts::default();
+        let io_qpairs = match (self.max_io_qpairs_per_ctrlr, self.max_qpairs_per_ctrlr) {
+            (Some(n), _) => n,
+            (None, Some(n)) => n.saturating_sub(1),
+            (None, None) => d.max_io_qpairs_per_ctrlr,
+        };
+        Ok(TransportOpts {
+            max_queue_depth: self.max_queue_depth.unwrap_or(d.max_queue_depth),
+            max_io_qpairs_per_ctrlr: io_qpairs,
+            in_capsule_data_size: self.in_capsule_data_size.unwrap_or(d.in_capsule_data_size),
+            max_io_size: self.max_io_size.unwrap_or(d.max_io_size),
+            io_unit_size: self.io_unit_size.unwrap_or(d.io_unit_size),
+            max_aq_depth: self.max_aq_depth.unwrap_or(d.max_aq_depth),
+            num_shared_buffers: self.num_shared_buffers.unwrap_or(d.num_shared_buffers),
+            buf_cache_size: self.buf_cache_size.unwrap_or(d.buf_cache_size),
+            dif_insert_or_strip: self.dif_insert_or_strip.unwrap_or(false),
+            zcopy: self.zcopy.unwrap_or(false),
+            c2h_success: self.c2h_success.unwrap_or(true),
+            sock_priority: self.sock_priority.unwrap_or(0),
+            abort_timeout_sec: self.abort_timeout_sec.unwrap_or(d.abort_timeout_sec),
+            ack_timeout: self.ack_timeout.unwrap_or(0),
+            control_msg_num: self.control_msg_num.unwrap_or(d.control_msg_num),
+            kas: self.kas.unwrap_or(d.kas),
+            min_kato: self.min_kato.unwrap_or(d.min_kato),
+        })
+    }
+}
+
+fn transport_json(o: &TransportOpts) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or_else(|_| json!({}));
+    v["trtype"] = json!("TCP");
+    v
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSubsystem {
+    nqn: String,
+    tgt_name: Option<String>,
+    serial_number: Option<String>,
+    model_number: Option<String>,
+    #[serde(default)]
+    allow_any_host: bool,
+    #[serde(default)]
+    max_namespaces: u32,
+    #[serde(default)]
+    ana_reporting: bool,
+    min_cntlid: Option<u16>,
+    max_cntlid: Option<u16>,
+    // Sent by SPDK's rpc.py (false by default); the features are not implemented.
+    passthrough: Option<bool>,
+    enable_nssr: Option<bool>,
+    dmrsl: Option<u32>,
+    wzsl: Option<u32>,
+    admin_label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NqnOnly {
+    nqn: String,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenAddress {
+    trtype: String,
+    adrfam: Option<String>,
+    traddr: String,
+    trsvcid: Option<String>,
+}
+
+impl ListenAddress {
+    fn into_addr(self) -> ListenAddr {
+        // SPDK spells the families IPv4 / IPv6 whatever the caller wrote.
+        let adrfam = match self.adrfam {
+            Some(f) if f.eq_ignore_ascii_case("ipv4") => "IPv4".into(),
+            Some(f) if f.eq_ignore_ascii_case("ipv6") => "IPv6".into(),
+            Some(f) => f,
+            None if self.traddr.contains(':') => "IPv6".into(),
+            None => "IPv4".into(),
+        };
+        ListenAddr {
+            trtype: self.trtype,
+            adrfam,
+            traddr: self.traddr,
+            trsvcid: self.trsvcid.unwrap_or_else(|| "4420".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerParams {
+    nqn: String,
+    listen_address: ListenAddress,
+    tgt_name: Option<String>,
+    secure_channel: Option<bool>,
+    sock_impl: Option<String>,
+    ana_state: Option<String>,
+    numa_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NsParams {
+    bdev_name: String,
+    nsid: Option<u32>,
+    nguid: Option<String>,
+    eui64: Option<String>,
+    uuid: Option<String>,
+    ptpl_file: Option<String>,
+    anagrpid: Option<u32>,
+    no_auto_visible: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNs {
+    nqn: String,
+    namespace: NsParams,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveNs {
+    nqn: String,
+    nsid: u32,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostParams {
+    nqn: String,
+    host: String,
+    tgt_name: Option<String>,
+    psk: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowAnyHost {
+    nqn: String,
+    allow_any_host: bool,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GetSubsystems {
+    nqn: Option<String>,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GetTransports {
+    trtype: Option<String>,
+    tgt_name: Option<String>,
+}
+
+fn parse_or_empty<T: serde::de::DeserializeOwned + Default>(
+    p: Option<Value>,
+) -> Result<T, RpcError> {
+    match p {
+        None | Some(Value::Null) => Ok(T::default()),
+        p => parse_params(p),
+    }
+}
+
+macro_rules! params {
+    ($p:expr, $r:expr) => {
+        match parse_params($p) {
+            Ok(v) => v,
+            Err(e) => return $r.err(e),
+        }
+    };
+}
+
+/// Registers the methods and the `nvmf` framework subsystem (main reactor).
+pub fn register() {
+    target::register_shutdown();
+
+    rpc::register_async("nvmf_create_transport", Allowed::Both, |p, r| {
+        let p: CreateTransport = params!(p, r);
+        let opts = match p.into_opts() {
+            Ok(o) => o,
+            Err(e) => return r.err(failed(e)),
+        };
+        mutate(r, |t| t.create_transport(opts))
+    });
+
+    rpc::register("nvmf_get_transports", Allowed::RuntimeOnly, |p| {
+        let p: GetTransports = parse_or_empty(p)?;
+        let _ = p.tgt_name;
+        if let Some(t) = &p.trtype {
+            if !t.eq_ignore_ascii_case("tcp") {
+                return Err(failed(format!("trtype: transport {t} not found")));
+            }
+        }
+        Ok(with_target(|t| {
+            json!(t
+                .transport()
+                .map(transport_json)
+                .into_iter()
+                .collect::<Vec<_>>())
+        }))
+    });
+
+    rpc::register_async("nvmf_create_subsystem", Allowed::RuntimeOnly, |p, r| {
+        let p: CreateSubsystem = params!(p, r);
+        let _ = (p.tgt_name, p.ana_reporting, p.dmrsl, p.wzsl, p.admin_label);
+        if p.passthrough == Some(true) {
+            return r.err(failed(
+                "passthrough: NVMe passthrough is not supported".into(),
+            ));
+        }
+        if p.enable_nssr == Some(true) {
+            return r.err(failed(
+                "enable_nssr: NVM subsystem reset is not supported".into(),
+            ));
+        }
+        if let Err(e) = subsystem::valid_nqn(&p.nqn) {
+            return r.err(failed(e));
+        }
+        if p.nqn == crate::nvmf::spec::DISCOVERY_NQN {
+            return r.err(failed("nqn: the discovery subsystem exists already".into()));
+        }
+        let mut s = Subsystem::new(0, &p.nqn, SubType::Nvme);
+        if let Some(sn) = p.serial_number {
+            if sn.len() > 20 || !sn.is_ascii() {
+                return r.err(failed(format!(
+                    "serial_number: {sn} is not at most 20 ASCII characters"
+                )));
+            }
+            s.serial_number = sn;
+        }
+        if let Some(mn) = p.model_number {
+            if mn.len() > 40 || !mn.is_ascii() {
+                return r.err(failed(format!(
+                    "model_number: {mn} is not at most 40 ASCII characters"
+                )));
+            }
+            s.model_number = mn;
+        }
+        s.allow_any_host = p.allow_any_host;
+        s.max_namespaces = p.max_namespaces;
+        s.min_cntlid = p.min_cntlid.unwrap_or(1);
+        s.max_cntlid = p.max_cntlid.unwrap_or(0xffef);
+        mutate(r, |t| t.create_subsystem(s))
+    });
+
+    rpc::register_async("nvmf_delete_subsystem", Allowed::RuntimeOnly, |p, r| {
+        let p: NqnOnly = params!(p, r);
+        let _ = p.tgt_name;
+        mutate(r, |t| t.delete_subsystem(&p.nqn))
+    });
+
+    rpc::register_async(
+        "nvmf_subsystem_add_listener",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ListenerParams = params!(p, r);
+            let _ = (p.tgt_name, p.ana_state, p.numa_id);
+            if p.secure_channel == Some(true) {
+                return r.err(failed("secure_channel: TLS is not supported".into()));
+            }
+            let addr = p.listen_address.into_addr();
+            mutate(r, |t| {
+                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())
+                    .map(drop)
+            })
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_subsystem_remove_listener",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ListenerParams = params!(p, r);
+            let addr = p.listen_address.into_addr();
+            mutate(r, |t| t.remove_listener(&p.nqn, &addr))
+        },
+    );
+
+    rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
+        let p: AddNs = params!(p, r);
+        let ns = p.namespace;
+        let _ = (p.tgt_name, ns.anagrpid);
+        if ns.ptpl_file.is_some() {
+            return r.err(failed(
+                "namespace.ptpl_file: reservations are not supported".into(),
+            ));
+        }
+        if ns.no_auto_visible == Some(true) {
+            return r.err(failed(
+                "namespace.no_auto_visible: per-host namespace visibility is not supported".into(),
+            ));
+        }
+        let nguid = match ns.nguid.as_deref().map(subsystem::parse_hex::<16>) {
+            Some(None) => return r.err(failed("namespace.nguid: not 16 bytes of hex".into())),
+            Some(v) => v,
+            None => None,
+        };
+        let eui64 = match ns.eui64.as_deref().map(subsystem::parse_hex::<8>) {
+            Some(None) => return r.err(failed("namespace.eui64: not 8 bytes of hex".into())),
+            Some(v) => v,
+            None => None,
+        };
+        let uuid = match ns.uuid.as_deref().map(subsystem::parse_hex::<16>) {
+            Some(None) => return r.err(failed("namespace.uuid: not a UUID".into())),
+            Some(v) => v,
+            None => None,
+        };
+        match with_target(|t| t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, nguid, eui64, uuid)) {
+            Ok(nsid) => publish_then(r, json!(nsid)),
+            Err(e) => r.err(failed(e)),
+        }
+    });
+
+    rpc::register_async("nvmf_subsystem_remove_ns", Allowed::RuntimeOnly, |p, r| {
+        let p: RemoveNs = params!(p, r);
+        let _ = p.tgt_name;
+        mutate(r, |t| t.remove_ns(&p.nqn, p.nsid))
+    });
+
+    rpc::register_async("nvmf_subsystem_add_host", Allowed::RuntimeOnly, |p, r| {
+        let p: HostParams = params!(p, r);
+        if p.psk.is_some() {
+            return r.err(failed("psk: TLS is not supported".into()));
+        }
+        let _ = p.tgt_name;
+        mutate(r, |t| t.add_host(&p.nqn, &p.host))
+    });
+
+    rpc::register_async(
+        "nvmf_subsystem_remove_host",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: HostParams = params!(p, r);
+            let _ = (p.tgt_name, p.psk);
+            mutate(r, |t| t.remove_host(&p.nqn, &p.host))
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_subsystem_allow_any_host",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: AllowAnyHost = params!(p, r);
+            let _ = p.tgt_name;
+            mutate(r, |t| t.allow_any_host(&p.nqn, p.allow_any_host))
+        },
+    );
+
+    rpc::register("nvmf_get_subsystems", Allowed::RuntimeOnly, |p| {
+        let p: GetSubsystems = parse_or_empty(p)?;
+        let _ = p.tgt_name;
+        with_target(|t| {
+            let list: Vec<Value> = t
+                .subsystems()
+                .iter()
+                .filter(|s| p.nqn.as_ref().is_none_or(|n| *n == s.nqn))
+                .map(Subsystem::to_json)
+                .collect();
+            if let (Some(n), true) = (&p.nqn, list.is_empty()) {
+                return Err(failed(format!("nqn: subsystem {n} not found")));
+            }
+            Ok(json!(list))
+        })
+    });
+
+    rpc::register("nvmf_subsystem_get_listeners", Allowed::RuntimeOnly, |p| {
+        inspect(p, |s| {
+            json!(s
+                .listeners
+                .iter()
+                .map(|l| json!({"address": l.to_json(), "ana_state": "optimized"}))
+                .collect::<Vec<_>>())
+        })
+    });
+
+    rpc::register(
+        "nvmf_subsystem_get_controllers",
+        Allowed::RuntimeOnly,
+        |p| {
+            inspect(p, |s| {
+                let d = s.directory.lock();
+                json!(d
+                    .iter()
+                    .map(|(id, e)| json!({
+                        "cntlid": id,
+                        "hostnqn": e.hostnqn,
+                        "hostid": subsystem::format_uuid(&e.hostid),
+                        "num_io_qpairs": e.io_qpairs.len(),
+                        "peer_address": e.peer,
+                    }))
+                    .collect::<Vec<_>>())
+            })
+        },
+    );
+
+    rpc::register("nvmf_subsystem_get_qpairs", Allowed::RuntimeOnly, |p| {
+        inspect(p, |s| {
+            let d = s.directory.lock();
+            let mut out = Vec::new();
+            for (id, e) in d.iter() {
+                let one = |qid: u16, core: u32| {
+                    json!({
+                        "cntlid": id,
+                        "qid": qid,
+                        "state": "active",
+                        "thread": format!("nvmf_tgt_poll_group_{core}"),
+                        "listen_address": e.listen.to_json(),
+                        "peer_address": {"trtype": "TCP", "traddr": e.peer},
+                    })
+                };
+                out.push(one(0, e.admin.core));
+                for (qid, r) in &e.io_qpairs {
+                    out.push(one(*qid, r.core));
+                }
+            }
+            json!(out)
+        })
+    });
+
+    rpc::register_async("nvmf_get_stats", Allowed::RuntimeOnly, |p, r| {
+        if let Err(e) = parse_or_empty::<GetTransports>(p) {
+            return r.err(e);
+        }
+        let groups: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+        let each = groups.clone();
+        reactor::for_each_reactor(
+            move || {
+                if let Some(v) = tcp::group_stats() {
+                    each.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                }
+            },
+            move || {
+                let g = groups.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                r.ok(json!({"tick_rate": 1_000_000_000u64, "poll_groups": g}))
+            },
+        );
+    });
+
+    rpc::register_subsystem("nvmf", &["bdev", "sock"], write_config);
+}
+
+/// The `nvmf` subsystem's config: the transport, then each subsystem with its listeners,
+/// hosts and namespaces.
+pub fn write_config() -> Vec<Value> {
+    with_target(|t| {
+        let mut out = Vec::new();
+        if let Some(o) = t.transport() {
+            out.push(config_entry("nvmf_create_transport", transport_json(o)));
+        }
+        for s in t.subsystems().iter().filter(|s| !s.is_discovery()) {
+            out.push(config_entry(
+                "nvmf_create_subsystem",
+                json!({
+                    "nqn": s.nqn,
+                    "serial_number": s.serial_number,
+                    "model_number": s.model_number,
+                    "allow_any_host": s.allow_any_host,
+                    "max_namespaces": s.max_namespaces,
+                    "min_cntlid": s.min_cntlid,
+                    "max_cntlid": s.max_cntlid,
+                }),
+            ));
+            for l in &s.listeners {
+                out.push(config_entry(
+                    "nvmf_subsystem_add_listener",
+                    json!({"nqn": s.nqn, "listen_address": l.to_json()}),
+                ));
+            }
+            for h in &s.hosts {
+                out.push(config_entry(
+                    "nvmf_subsystem_add_host",
+                    json!({"nqn": s.nqn, "host": h}),
+                ));
+            }
+            for ns in s.namespaces.values() {
+                out.push(config_entry(
+                    "nvmf_subsystem_add_ns",
+                    json!({"nqn": s.nqn, "namespace": {
+                        "nsid": ns.nsid,
+                        "bdev_name": ns.bdev.name(),
+                        "nguid": subsystem::hex(&ns.nguid),
+                        "eui64": subsystem::hex(&ns.eui64),
+                        "uuid": subsystem::format_uuid(&ns.uuid),
+                    }}),
+                ));
+            }
+        }
+        out
+    })
+}
+
+/// The default export's NQN.
+pub const DEFAULT_NQN: &str = "nqn.2016-06.io.pollux:cnode1";
+/// The default listen port.
+pub const DEFAULT_PORT: u16 = 4420;
+
+/// Applies `calls` in order through the in-process RPC path (main reactor); `done` gets the
+/// first error.
+pub fn apply_calls(
+    calls: Vec<(String, Value)>,
+    done: impl FnOnce(Result<(), String>) + Send + 'static,
+) {
+    step(calls.into_iter(), Box::new(done));
+}
+
+type CallsDone = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+fn step(mut calls: std::vec::IntoIter<(String, Value)>, done: CallsDone) {
+    let Some((method, params)) = calls.next() else {
+        return done(Ok(()));
+    };
+    let core = reactor::current_core().unwrap_or(0);
+    let m = method.clone();
+    rpc::call(
+        &method,
+        Some(params),
+        // The answer may come from another reactor: continue here by message.
+        Responder::new(move |res| {
+            reactor::send_to(core, move || match res {
+                Ok(_) => step(calls, done),
+                Err(e) => done(Err(format!("{m}: {}", e.message))),
+            })
+        }),
+    );
+}
+
+/// The embedded default configuration: a 256 MiB malloc bdev exported as namespace 1 of
+/// `nqn.2016-06.io.pollux:cnode1` (any host) on 127.0.0.1:4420.
+pub fn default_config() {
+    let calls: Vec<(String, Value)> = vec![
+        (
+            "bdev_malloc_create".into(),
+            json!({"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}),
+        ),
+        ("nvmf_create_transport".into(), json!({"trtype": "TCP"})),
+        (
+            "nvmf_create_subsystem".into(),
+            json!({"nqn": DEFAULT_NQN, "serial_number": "POLLUX00000000000001",
+                   "model_number": "pollux malloc", "allow_any_host": true}),
+        ),
+        (
+            "nvmf_subsystem_add_ns".into(),
+            json!({"nqn": DEFAULT_NQN, "namespace": {"bdev_name": "Malloc0", "nsid": 1}}),
+        ),
+        (
+            "nvmf_subsystem_add_listener".into(),
+            json!({"nqn": DEFAULT_NQN, "listen_address": {"trtype": "TCP", "adrfam": "IPv4",
+                   "traddr": "127.0.0.1", "trsvcid": DEFAULT_PORT.to_string()}}),
+        ),
+    ];
+    apply_calls(calls, |r| match r {
+        Ok(()) => eprintln!(
+            "pollux: default configuration: 256 MiB malloc bdev Malloc0 exported as namespace 1 \
+             of {DEFAULT_NQN} (any host) on NVMe/TCP 127.0.0.1:{DEFAULT_PORT}"
+        ),
+        Err(e) => eprintln!("pollux: the default configuration failed: {e}"),
+    });
+}

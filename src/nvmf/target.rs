@@ -1,0 +1,554 @@
+//! The NVMe-oF target registry, on the main reactor: the TCP transport options, the list of
+//! subsystems (the discovery subsystem first), and one acceptor per listen address. Every
+//! change edits the registry, builds an immutable [`TargetView`] (transport options plus an
+//! `Arc<Subsystem>` snapshot of each subsystem) and pushes it to every reactor with
+//! `for_each_reactor`; each reactor's poll group (`tcp.rs`) then opens or closes its bdev
+//! channels, raises namespace-change AENs and closes the queues a change invalidates
+//! (deleted subsystem, removed listener) before the next reactor gets the view — SPDK's
+//! pause/update/resume of every poll group, done by message. The RPC layer (`rpc.rs`) calls
+//! the operations here and answers once the view reached every reactor. Acceptors accept on
+//! the main reactor and hand each new socket to the next reactor round-robin.
+
+use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
+use super::tcp;
+use crate::bdev::{self, BdevEvent};
+use crate::reactor::{self, PollStatus, PollerHandle, WakeSource};
+use crate::sock::{self, Listener, SockOpts};
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// The TCP transport's options (SPDK's `nvmf_create_transport` / `nvmf_get_transports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportOpts {
+    pub max_queue_depth: u16,
+    pub max_io_qpairs_per_ctrlr: u16,
+    pub in_capsule_data_size: u32,
+    pub max_io_size: u32,
+    pub io_unit_size: u32,
+    pub max_aq_depth: u16,
+    pub num_shared_buffers: u32,
+    pub buf_cache_size: u32,
+    pub dif_insert_or_strip: bool,
+    pub zcopy: bool,
+    pub c2h_success: bool,
+    pub sock_priority: u32,
+    pub abort_timeout_sec: u32,
+    pub ack_timeout: u32,
+    pub control_msg_num: u32,
+    /// Keep-alive granularity reported in Identify Controller (KAS, 100 ms units).
+    pub kas: u16,
+    /// Smallest keep-alive timeout accepted (ms); a smaller KATO is raised to it.
+    pub min_kato: u32,
+}
+
+impl Default for TransportOpts {
+    fn default() -> Self {
+        Self {
+            max_queue_depth: 128,
+            max_io_qpairs_per_ctrlr: 127,
+            in_capsule_data_size: 4096,
+            max_io_size: 131072,
+            io_unit_size: 131072,
+            max_aq_depth: 128,
+            num_shared_buffers: 511,
+            buf_cache_size: 32,
+            dif_insert_or_strip: false,
+            zcopy: false,
+            c2h_success: true,
+            sock_priority: 0,
+            abort_timeout_sec: 1,
+            ack_timeout: 0,
+            control_msg_num: 32,
+            kas: 10,
+            min_kato: 10_000,
+        }
+    }
+}
+
+impl TransportOpts {
+    /// Checks the limits the transport relies on, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=4096).contains(&self.max_queue_depth) {
+            return Err(format!(
+                "max_queue_depth: {} is not in 2..=4096",
+                self.max_queue_depth
+            ));
+        }
+        if !(2..=4096).contains(&self.max_aq_depth) {
+            return Err(format!(
+                "max_aq_depth: {} is not in 2..=4096",
+                self.max_aq_depth
+            ));
+        }
+        if self.max_io_qpairs_per_ctrlr == 0 {
+            return Err("max_io_qpairs_per_ctrlr: must be at least 1".into());
+        }
+        if self.max_io_size < 4096
+            || self.max_io_size > 1 << 20
+            || !self.max_io_size.is_multiple_of(4096)
+        {
+            return Err(format!(
+                "max_io_size: {} must be a multiple of 4096 in 4096..=1048576",
+                self.max_io_size
+            ));
+        }
+        if self.in_capsule_data_size > 128 * 1024 || !self.in_capsule_data_size.is_multiple_of(16) {
+            return Err(format!(
+                "in_capsule_data_size: {} must be a multiple of 16 up to 131072",
+                self.in_capsule_data_size
+            ));
+        }
+        if self.io_unit_size < 512 {
+            return Err(format!("io_unit_size: {} is below 512", self.io_unit_size));
+        }
+        Ok(())
+    }
+}
+
+/// What every reactor knows of the target: pushed whole on every change.
+#[derive(Debug)]
+pub struct TargetView {
+    /// Increases with every publication.
+    pub version: u64,
+    /// Discovery log generation counter.
+    pub genctr: u64,
+    pub transport: Option<TransportOpts>,
+    pub subsystems: Vec<Arc<Subsystem>>,
+}
+
+impl TargetView {
+    pub fn empty() -> Self {
+        Self {
+            version: 0,
+            genctr: 0,
+            transport: None,
+            subsystems: Vec::new(),
+        }
+    }
+
+    pub fn subsystem(&self, id: u64) -> Option<&Arc<Subsystem>> {
+        self.subsystems.iter().find(|s| s.id == id)
+    }
+
+    pub fn by_nqn(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
+        self.subsystems.iter().find(|s| s.nqn == nqn)
+    }
+
+    /// Whether any subsystem listens on `addr` (discovery connections are accepted on any
+    /// listener of the target).
+    pub fn has_listener(&self, addr: &ListenAddr) -> bool {
+        self.subsystems.iter().any(|s| s.has_listener(addr))
+    }
+}
+
+/// A listening socket with its accept poller (main reactor).
+struct Acceptor {
+    addr: ListenAddr,
+    impl_name: &'static str,
+    poller: PollerHandle,
+    _wake: Option<WakeSource>,
+}
+
+/// The registry (main reactor only).
+pub struct Target {
+    transport: Option<TransportOpts>,
+    subsystems: Vec<Subsystem>,
+    next_id: u64,
+    genctr: u64,
+    version: u64,
+    acceptors: Vec<Acceptor>,
+    /// The main reactor's descriptor of each namespace's bdev (hot remove events).
+    descs: HashMap<(u64, u32), bdev::Desc>,
+    rr: Rc<Cell<usize>>,
+}
+
+thread_local! {
+    static TARGET: RefCell<Option<Target>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the registry (created on first use, main reactor only).
+pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
+    TARGET.with(|t| {
+        let mut t = t.borrow_mut();
+        let t = t.get_or_insert_with(|| {
+            let mut discovery = Subsystem::new(0, super::spec::DISCOVERY_NQN, SubType::Discovery);
+            discovery.allow_any_host = true;
+            Target {
+                transport: None,
+                subsystems: vec![discovery],
+                next_id: 1,
+                genctr: 0,
+                version: 0,
+                acceptors: Vec::new(),
+                descs: HashMap::new(),
+                rr: Rc::new(Cell::new(0)),
+            }
+        });
+        f(t)
+    })
+}
+
+/// Builds the current view and pushes it to every reactor; `done` runs on the main reactor
+/// once all of them applied it.
+pub fn publish(done: impl FnOnce() + Send + 'static) {
+    let view = with_target(|t| {
+        t.version += 1;
+        Arc::new(TargetView {
+            version: t.version,
+            genctr: t.genctr,
+            transport: t.transport.clone(),
+            subsystems: t.subsystems.iter().cloned().map(Arc::new).collect(),
+        })
+    });
+    reactor::for_each_reactor(move || tcp::apply_view(view.clone()), done);
+}
+
+impl Target {
+    pub fn transport(&self) -> Option<&TransportOpts> {
+        self.transport.as_ref()
+    }
+
+    pub fn subsystems(&self) -> &[Subsystem] {
+        &self.subsystems
+    }
+
+    pub fn subsystem(&self, nqn: &str) -> Option<&Subsystem> {
+        self.subsystems.iter().find(|s| s.nqn == nqn)
+    }
+
+    fn subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
+        self.subsystems
+            .iter_mut()
+            .find(|s| s.nqn == nqn)
+            .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))
+    }
+
+    fn nvme_subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
+        let s = self.subsystem_mut(nqn)?;
+        if s.is_discovery() {
+            return Err(format!("{nqn} is the discovery subsystem"));
+        }
+        Ok(s)
+    }
+
+    pub fn create_transport(&mut self, opts: TransportOpts) -> Result<(), String> {
+        if self.transport.is_some() {
+            return Err("Transport type 'TCP' already exists".into());
+        }
+        opts.validate()?;
+        self.transport = Some(opts);
+        Ok(())
+    }
+
+    pub fn create_subsystem(&mut self, mut sub: Subsystem) -> Result<(), String> {
+        if self.subsystem(&sub.nqn).is_some() {
+            return Err(format!("Unable to create subsystem {}: it exists", sub.nqn));
+        }
+        if sub.min_cntlid == 0 || sub.min_cntlid > sub.max_cntlid || sub.max_cntlid > 0xffef {
+            return Err(format!(
+                "min_cntlid/max_cntlid: {}..{} is not a range within 1..=65519",
+                sub.min_cntlid, sub.max_cntlid
+            ));
+        }
+        sub.id = self.next_id;
+        self.next_id += 1;
+        self.subsystems.push(sub);
+        self.genctr += 1;
+        Ok(())
+    }
+
+    pub fn delete_subsystem(&mut self, nqn: &str) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        let id = s.id;
+        self.subsystems.retain(|s| s.id != id);
+        self.descs.retain(|(sid, _), _| *sid != id);
+        self.genctr += 1;
+        self.prune_acceptors();
+        Ok(())
+    }
+
+    /// Adds a listener (opening the socket if no subsystem listens there yet) and returns
+    /// the address as bound (a port of 0 becomes the port the kernel chose).
+    pub fn add_listener(
+        &mut self,
+        nqn: &str,
+        mut addr: ListenAddr,
+        sock_impl: Option<&str>,
+    ) -> Result<ListenAddr, String> {
+        if self.transport.is_none() {
+            return Err(
+                "Unable to find TCP transport: create it with nvmf_create_transport first".into(),
+            );
+        }
+        if !addr.trtype.eq_ignore_ascii_case("tcp") {
+            return Err(format!(
+                "listen_address.trtype: {} is not supported (only TCP)",
+                addr.trtype
+            ));
+        }
+        addr.trtype = "TCP".into();
+        let port: u16 = addr.trsvcid.parse().map_err(|_| {
+            format!(
+                "listen_address.trsvcid: {} is not a port number",
+                addr.trsvcid
+            )
+        })?;
+        self.subsystem_mut(nqn)?;
+        let existing = self.acceptors.iter().find(|a| {
+            a.addr.traddr == addr.traddr && (port != 0 && a.addr.trsvcid == addr.trsvcid)
+        });
+        let bound = match existing {
+            Some(a) => {
+                if let Some(name) = sock_impl {
+                    if name != a.impl_name {
+                        return Err(format!(
+                            "sock_impl: {name} differs from the {} socket already listening there",
+                            a.impl_name
+                        ));
+                    }
+                }
+                a.addr.clone()
+            }
+            None => self.open_acceptor(addr.clone(), port, sock_impl)?,
+        };
+        let s = self.subsystem_mut(nqn)?;
+        if s.has_listener(&bound) {
+            return Err(format!(
+                "Listener {}:{} already exists for {nqn}",
+                bound.traddr, bound.trsvcid
+            ));
+        }
+        s.listeners.push(ListenAddr {
+            adrfam: addr.adrfam.clone(),
+            ..bound.clone()
+        });
+        self.genctr += 1;
+        Ok(bound)
+    }
+
+    fn open_acceptor(
+        &mut self,
+        addr: ListenAddr,
+        port: u16,
+        sock_impl: Option<&str>,
+    ) -> Result<ListenAddr, String> {
+        let net = sock::impl_or_default(sock_impl)
+            .ok_or_else(|| format!("sock_impl: {} is not known", sock_impl.unwrap_or("?")))?;
+        let traddr = addr.traddr.clone();
+        let listener = net
+            .listen(&traddr, port, &SockOpts::default())
+            .map_err(|e| format!("Unable to listen on {traddr}:{port}: {e}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("listener address: {e}"))?;
+        let bound = ListenAddr {
+            trsvcid: local.port().to_string(),
+            ..addr
+        };
+        let wake = match listener.wake_fd() {
+            Some(fd) => Some(reactor::add_wake_fd(fd).map_err(|e| format!("wake fd: {e}"))?),
+            None => None,
+        };
+        let listener: Rc<RefCell<Box<dyn Listener>>> = Rc::new(RefCell::new(listener));
+        let rr = self.rr.clone();
+        let cores = reactor::cores();
+        let listen_addr = bound.clone();
+        let poller = reactor::register_poller(
+            format!("nvmf_tcp_accept_{}_{}", bound.traddr, bound.trsvcid),
+            0,
+            move || accept_some(&listener, &cores, &rr, &listen_addr),
+        );
+        tracing::info!(traddr = %bound.traddr, trsvcid = %bound.trsvcid, sock = net.name(), "NVMe/TCP target listening");
+        self.acceptors.push(Acceptor {
+            addr: bound.clone(),
+            impl_name: net.name(),
+            poller,
+            _wake: wake,
+        });
+        Ok(bound)
+    }
+
+    pub fn remove_listener(&mut self, nqn: &str, addr: &ListenAddr) -> Result<(), String> {
+        let s = self.subsystem_mut(nqn)?;
+        let before = s.listeners.len();
+        s.listeners.retain(|l| !l.same_endpoint(addr));
+        if s.listeners.len() == before {
+            return Err(format!(
+                "Unable to find listener {}:{} of {nqn}",
+                addr.traddr, addr.trsvcid
+            ));
+        }
+        self.genctr += 1;
+        self.prune_acceptors();
+        Ok(())
+    }
+
+    /// Closes listening sockets no subsystem uses any more.
+    fn prune_acceptors(&mut self) {
+        let subs = &self.subsystems;
+        let (keep, close): (Vec<Acceptor>, Vec<Acceptor>) = std::mem::take(&mut self.acceptors)
+            .into_iter()
+            .partition(|a| subs.iter().any(|s| s.has_listener(&a.addr)));
+        self.acceptors = keep;
+        for a in close {
+            tracing::info!(traddr = %a.addr.traddr, trsvcid = %a.addr.trsvcid, "NVMe/TCP listener closed");
+            a.poller.unregister();
+        }
+    }
+
+    /// Adds a namespace; returns its nsid.
+    pub fn add_ns(
+        &mut self,
+        nqn: &str,
+        bdev_name: &str,
+        nsid: Option<u32>,
+        nguid: Option<[u8; 16]>,
+        eui64: Option<[u8; 8]>,
+        uuid: Option<[u8; 16]>,
+    ) -> Result<u32, String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        let max = s.max_nsid();
+        let nsid = match nsid.filter(|n| *n != 0) {
+            Some(n) if n > max || n == u32::MAX => {
+                return Err(format!("nsid: {n} is above the subsystem's maximum {max}"))
+            }
+            Some(n) if s.namespaces.contains_key(&n) => {
+                return Err(format!("nsid: {n} is already in use in {nqn}"))
+            }
+            Some(n) => n,
+            None => (1..=max)
+                .find(|n| !s.namespaces.contains_key(n))
+                .ok_or_else(|| format!("Unable to add namespace: {nqn} is full"))?,
+        };
+        let handle = bdev::lookup(bdev_name)
+            .ok_or_else(|| format!("bdev_name: bdev {bdev_name} not found"))?;
+        let uuid = match uuid {
+            Some(u) => u,
+            None => super::subsystem::parse_hex::<16>(&handle.info.uuid).unwrap_or([0; 16]),
+        };
+        let sid = s.id;
+        let desc = bdev::open_handle(&handle, move |ev| {
+            if ev == BdevEvent::Remove {
+                reactor::defer(move || hot_remove(sid, nsid));
+            }
+        })
+        .map_err(|e| format!("Unable to open bdev {bdev_name}: {e}"))?;
+        desc.claim("NVMe-oF Target").map_err(|e| e.to_string())?;
+        let s = self.nvme_subsystem_mut(nqn)?;
+        s.namespaces.insert(
+            nsid,
+            Namespace {
+                nsid,
+                bdev: handle,
+                nguid: nguid.unwrap_or([0; 16]),
+                eui64: eui64.unwrap_or([0; 8]),
+                uuid,
+            },
+        );
+        self.descs.insert((sid, nsid), desc);
+        Ok(nsid)
+    }
+
+    pub fn remove_ns(&mut self, nqn: &str, nsid: u32) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        if s.namespaces.remove(&nsid).is_none() {
+            return Err(format!("nsid: namespace {nsid} not found in {nqn}"));
+        }
+        let id = s.id;
+        self.descs.remove(&(id, nsid));
+        Ok(())
+    }
+
+    pub fn add_host(&mut self, nqn: &str, host: &str) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        if s.hosts.iter().any(|h| h == host) {
+            return Err(format!("host: {host} is already allowed in {nqn}"));
+        }
+        s.hosts.push(host.to_string());
+        self.genctr += 1;
+        Ok(())
+    }
+
+    pub fn remove_host(&mut self, nqn: &str, host: &str) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        let before = s.hosts.len();
+        s.hosts.retain(|h| h != host);
+        if before == s.hosts.len() {
+            return Err(format!("host: {host} is not in the allowed list of {nqn}"));
+        }
+        self.genctr += 1;
+        Ok(())
+    }
+
+    pub fn allow_any_host(&mut self, nqn: &str, allow: bool) -> Result<(), String> {
+        self.nvme_subsystem_mut(nqn)?.allow_any_host = allow;
+        self.genctr += 1;
+        Ok(())
+    }
+
+    /// Tears everything down (application shutdown).
+    pub fn shutdown(&mut self) {
+        for a in self.acceptors.drain(..) {
+            a.poller.unregister();
+        }
+        self.descs.clear();
+        let discovery = self.subsystems.remove(0);
+        self.subsystems = vec![discovery];
+    }
+}
+
+/// A bdev under a namespace is going away: remove the namespace (AEN to hosts).
+fn hot_remove(subsys_id: u64, nsid: u32) {
+    let nqn = with_target(|t| {
+        t.subsystems
+            .iter()
+            .find(|s| s.id == subsys_id && s.namespaces.contains_key(&nsid))
+            .map(|s| s.nqn.clone())
+    });
+    if let Some(nqn) = nqn {
+        if with_target(|t| t.remove_ns(&nqn, nsid)).is_ok() {
+            tracing::info!(%nqn, nsid, "namespace removed: its bdev is being deleted");
+            publish(|| {});
+        }
+    }
+}
+
+/// One accept poll: hands each new connection to the next reactor.
+fn accept_some(
+    listener: &Rc<RefCell<Box<dyn Listener>>>,
+    cores: &[u32],
+    rr: &Rc<Cell<usize>>,
+    addr: &ListenAddr,
+) -> PollStatus {
+    let mut n = 0;
+    let mut l = listener.borrow_mut();
+    while n < 32 {
+        match l.accept() {
+            Ok(Some(sock)) => {
+                n += 1;
+                let i = rr.get();
+                rr.set(i.wrapping_add(1));
+                let core = cores[i % cores.len()];
+                let addr = addr.clone();
+                reactor::send_to(core, move || tcp::add_connection(sock, addr));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                break;
+            }
+        }
+    }
+    PollStatus::from_work(n)
+}
+
+/// Registers the shutdown hook that closes listeners and every connection.
+pub fn register_shutdown() {
+    reactor::register_shutdown_hook("nvmf", |done| {
+        with_target(|t| t.shutdown());
+        reactor::for_each_reactor(tcp::shutdown_group, done);
+    });
+}
