@@ -834,16 +834,15 @@ impl SockGroup for PosixGroup {
                 .map(|(k, r)| SockEvent::WriteDone(k, r)),
         );
         // Sockets reported last time that still hold buffered bytes go to the back.
-        // (The vectors are taken and put back cleared, keeping their capacity: the steady
-        // state allocates nothing.)
-        let mut reported = std::mem::take(&mut self.reported);
-        for &key in &reported {
+        // (The list is put back cleared, keeping its capacity: no allocation per poll.)
+        let mut last = std::mem::take(&mut self.reported);
+        for &key in &last {
             if self.members.get(key).is_some_and(|m| m.sock.buffered() > 0) {
                 self.mark_ready(key);
             }
         }
-        reported.clear();
-        self.reported = reported;
+        last.clear();
+        self.reported = last;
         // Flush queued writes.
         let mut changes = std::mem::take(&mut self.changes);
         for (key, m) in self.members.iter_mut() {

@@ -1177,15 +1177,15 @@ impl SockGroup for UringGroup {
 
     fn poll(&mut self, max: usize, events: &mut Vec<SockEvent>) -> usize {
         let before = events.len();
-        // Taken and put back cleared (keeping its capacity): no allocation per poll.
-        let mut reported = std::mem::take(&mut self.reported);
-        for &key in &reported {
+        // (The list is put back cleared, keeping its capacity: no allocation per poll.)
+        let mut last = std::mem::take(&mut self.reported);
+        for &key in &last {
             if self.socks.get(key).is_some_and(|s| !s.segments.is_empty()) {
                 self.mark_ready(key);
             }
         }
-        reported.clear();
-        self.reported = reported;
+        last.clear();
+        self.reported = last;
         self.process_completions();
         let mut finished = Vec::new();
         for (key, s) in self.socks.iter_mut() {
