@@ -11,8 +11,9 @@
 //! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
 //! file left by a dead instance is replaced.
 
-use super::sys::{self, Epoll, EventFd, HANGUP, READABLE, WRITABLE};
+use super::sys::{self, Epoll, HANGUP, READABLE, WRITABLE};
 use super::{code, Responder, RpcError, RpcResult};
+use crate::reactor::EventFd;
 use crate::reactor::{self, PollStatus, WakeSource};
 use crossbeam::queue::SegQueue;
 use serde_json::{json, Value};
