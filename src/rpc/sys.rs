@@ -1,9 +1,9 @@
 //! Thin syscall wrappers the RPC server needs and std does not offer: the server's own epoll
 //! set (polled with a zero timeout by the server poller, and registered as one wake fd of the
-//! main reactor so an idle reactor wakes the moment a client connects or writes), an eventfd
-//! doorbell (the reactor's `EventFd`) for answers delivered from other threads, `flock` for the socket's lock file, and
-//! `send` with MSG_NOSIGNAL so a vanished client can never raise SIGPIPE. Every `unsafe` of
-//! the RPC server lives here.
+//! main reactor so an idle reactor wakes the moment a client connects or writes), `flock` for
+//! the socket's lock file, and `send` with MSG_NOSIGNAL so a vanished client can never raise
+//! SIGPIPE. (Answers delivered from other threads ring the reactor's `EventFd`.) Every
+//! `unsafe` of the RPC server lives here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
