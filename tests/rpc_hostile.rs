@@ -122,6 +122,9 @@ fn pipelined_errors(path: &Path) -> usize {
         ("rpc_get_methods", json!({"current": "yes"})),
         ("spdk_get_version", json!({"unexpected": 1})),
         ("sock_impl_get_options", json!([1, 2, 3])),
+        // Found by the rpc_params fuzzer: by-position params decode as a sequence.
+        ("log_set_level", json!([])),
+        ("log_set_level", json!([1])),
         ("log_get_level", json!({"level": "DEBUG"})),
     ];
     for i in 0..500 {
@@ -260,6 +263,20 @@ fn fatal_inputs(path: &Path) -> usize {
         }
         sent += 1;
     }
+    // Garbage inside a large open value, then a half-close: still answered (the server's
+    // read gate parses what is left at end of input).
+    let mut bytes = br#"{"jsonrpc": "2.0", "id": 1, "method": "x", "params": [0"#.to_vec();
+    while bytes.len() < 20_000 {
+        bytes.extend_from_slice(b",0");
+    }
+    bytes.extend_from_slice(b",oops");
+    let mut c = Client::connect(path);
+    c.send(&bytes);
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = c.read();
+    assert_eq!(error_code(&answer), -32700, "{answer}");
+    assert!(c.try_read().is_none());
+    sent += 1;
     // An unterminated string over the limit is refused once the limit is passed.
     let mut bytes = br#"{"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"s": ""#.to_vec();
     bytes.resize(LIMIT + 100_000, b'y');

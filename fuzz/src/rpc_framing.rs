@@ -13,7 +13,8 @@
 //! - the server's `FrameGate` (which skips re-parsing a large incomplete request until a
 //!   byte that may complete it arrives) never delays a request: a framer behind a gate with
 //!   tiny thresholds has framed exactly the same values after every write as one that parses
-//!   every time (until the stream turns out malformed, which a gate may report later).
+//!   every time (until the stream turns out malformed, which a gate may report later), and
+//!   once the input ends (the server parses what is left at end of input) the same end.
 
 use crate::Splits;
 use pollux::rpc::server::{frame_requests, validate, FrameEnd, FrameGate, MAX_REQUEST_BYTES};
@@ -50,6 +51,19 @@ impl Framer {
                 return;
             }
         }
+        self.parse();
+    }
+
+    /// End of input: the server parses whatever the gate left (a half-closed client still
+    /// gets its answers and errors).
+    fn eof(&mut self) {
+        if self.end != Some(End::Fatal) {
+            self.parse();
+        }
+    }
+
+    /// Frames what is buffered, as `parse_client` does (again after a `Limit`).
+    fn parse(&mut self) {
         loop {
             let framed = frame_requests(&self.buffer, BUDGET);
             assert!(framed.consumed <= self.buffer.len());
@@ -134,6 +148,12 @@ pub fn check(data: &[u8]) {
     }
     if stream.is_empty() {
         split.end = Some(End::Drained);
+    }
+    if split.end != Some(End::Fatal) {
+        // Once the input ends the gated framer has caught up completely.
+        gated.eof();
+        assert_eq!(split.values, gated.values, "the gate lost a request");
+        assert_eq!(split.end, gated.end, "the gate changed how the stream ends");
     }
     let self_delimited = |v: &Value| v.is_object() || v.is_array() || v.is_string();
     let undelimited = !whole.values.iter().chain(&split.values).all(self_delimited);

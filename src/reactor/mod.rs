@@ -10,7 +10,7 @@
 
 mod sys;
 
-pub use sys::{process_cpu_time, thread_cpu_time};
+pub use sys::{process_cpu_time, thread_cpu_time, EventFd};
 
 use crossbeam::queue::ArrayQueue;
 use std::cell::{Cell, RefCell};

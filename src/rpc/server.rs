@@ -11,8 +11,9 @@
 //! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
 //! file left by a dead instance is replaced.
 
-use super::sys::{self, Epoll, EventFd, HANGUP, READABLE, WRITABLE};
+use super::sys::{self, Epoll, HANGUP, READABLE, WRITABLE};
 use super::{code, Responder, RpcError, RpcResult};
+use crate::reactor::EventFd;
 use crate::reactor::{self, PollStatus, WakeSource};
 use crossbeam::queue::SegQueue;
 use serde_json::{json, Value};
@@ -527,6 +528,11 @@ impl Server {
             match (&client.stream).read(&mut chunk) {
                 Ok(0) => {
                     client.read_closed = true;
+                    // The gate may have skipped the last bytes: a malformed request gets
+                    // its parse error answer even when the client half-closes right after.
+                    if !client.input.is_empty() {
+                        self.parse_client(token, calls);
+                    }
                     return 0;
                 }
                 Ok(n) => {

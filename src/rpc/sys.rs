@@ -1,9 +1,9 @@
 //! Thin syscall wrappers the RPC server needs and std does not offer: the server's own epoll
 //! set (polled with a zero timeout by the server poller, and registered as one wake fd of the
-//! main reactor so an idle reactor wakes the moment a client connects or writes), an eventfd
-//! doorbell for answers delivered from other threads, `flock` for the socket's lock file, and
-//! `send` with MSG_NOSIGNAL so a vanished client can never raise SIGPIPE. Every `unsafe` of
-//! the RPC server lives here.
+//! main reactor so an idle reactor wakes the moment a client connects or writes), `flock` for
+//! the socket's lock file, and `send` with MSG_NOSIGNAL so a vanished client can never raise
+//! SIGPIPE. (Answers delivered from other threads ring the reactor's `EventFd`.) Every
+//! `unsafe` of the RPC server lives here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -76,56 +76,6 @@ impl Epoll {
 }
 
 impl AsRawFd for Epoll {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// A non-blocking eventfd rung by threads that deliver answers to the server.
-pub struct EventFd {
-    fd: OwnedFd,
-}
-
-impl EventFd {
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: eventfd takes no pointers; a negative return is mapped to an error.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor owned by nobody else.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    pub fn ring(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own fd; a saturated counter (EAGAIN)
-        // is already rung.
-        unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-
-    pub fn drain(&self) {
-        let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own fd; EAGAIN is ignored.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut value as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-}
-
-impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -722,6 +722,8 @@ pub struct PosixGroup {
     reported: Vec<SockKey>,
     /// Completions of closed sockets, reported by the next poll.
     orphaned: Vec<(SockKey, WriteRequest)>,
+    /// Scratch list of EPOLLOUT interest changes (kept to avoid allocating per poll).
+    changes: Vec<(SockKey, RawFd, bool)>,
     _wake: Option<crate::reactor::WakeSource>,
     events: Vec<libc::epoll_event>,
 }
@@ -740,6 +742,7 @@ impl PosixGroup {
             ready: VecDeque::new(),
             reported: Vec::new(),
             orphaned: Vec::new(),
+            changes: Vec::new(),
             _wake: wake,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 128],
         })
@@ -841,7 +844,7 @@ impl SockGroup for PosixGroup {
         last.clear();
         self.reported = last;
         // Flush queued writes.
-        let mut changes = Vec::new();
+        let mut changes = std::mem::take(&mut self.changes);
         for (key, m) in self.members.iter_mut() {
             if m.sock.wq.has_unsent() || m.sock.is_connecting() {
                 let _ = m.sock.do_flush();
@@ -852,9 +855,11 @@ impl SockGroup for PosixGroup {
                 changes.push((key, m.sock.raw(), want_out));
             }
         }
-        for (key, fd, out) in changes {
+        for &(key, fd, out) in &changes {
             let _ = self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, key, out);
         }
+        changes.clear();
+        self.changes = changes;
         // SAFETY: the events buffer outlives the call; zero timeout never blocks.
         let n = unsafe {
             libc::epoll_wait(

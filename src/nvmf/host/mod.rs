@@ -12,6 +12,7 @@
 //! timeouts, for tests and tools. [`discover`] fetches and decodes a discovery log page.
 
 mod ctrlr;
+pub mod fake;
 mod qpair;
 mod sync;
 #[cfg(test)]

@@ -860,6 +860,13 @@ impl Qpair {
         let cqe = cmd.resp.expect("checked above");
         let result = match cmd.error {
             Some(e) => Err(e),
+            // A successful read must have delivered every byte.
+            None if cmd.dir == Dir::Read && cqe.status.is_success() && cmd.received != cmd.len => {
+                Err(HostError::Protocol(format!(
+                    "read completed successfully with {} of {} data bytes",
+                    cmd.received, cmd.len
+                )))
+            }
             None => Ok(cqe),
         };
         if cmd.tag == CONNECT_TAG {

@@ -1,0 +1,88 @@
+//! The host library and pollux-perf against pollux's own NVMe/TCP target, in process: one
+//! app on an unpinned, sleeping reactor exporting a malloc namespace on an ephemeral port,
+//! driven by `SyncController` (posix without digests, io_uring with both digests) and by a
+//! one-second pollux-perf run.
+
+mod common;
+
+use common::nvme::export;
+use pollux::nvmf::host::{discover, ConnectOpts, SyncController, TransportId};
+use serde_json::json;
+
+const NQN: &str = "nqn.2016-06.io.pollux:host-test";
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+        .collect()
+}
+
+fn round_trip(trid: &TransportId, sock: &str, digests: bool) {
+    let opts = ConnectOpts {
+        sock_impl: Some(sock.into()),
+        hdgst: digests,
+        ddgst: digests,
+        io_queues: 2,
+        queue_depth: 32,
+        ..Default::default()
+    };
+    let c = SyncController::connect(trid, opts).unwrap();
+    assert_eq!((c.info().hdgst, c.info().ddgst), (digests, digests));
+    let nsid = c.active_namespaces().unwrap()[0];
+    let bs = c.identify_namespace(nsid).unwrap().block_size().unwrap();
+    let small = pattern(1, bs as usize);
+    let large = pattern(2, 128 * 1024);
+    c.write(1, nsid, 10, 1, &small).unwrap();
+    c.write(2, nsid, 100, large.len() as u32 / bs, &large)
+        .unwrap();
+    assert!(c.read(2, nsid, 10, 1, bs).unwrap()[..] == small[..]);
+    assert!(c.read(1, nsid, 100, large.len() as u32 / bs, bs).unwrap()[..] == large[..]);
+    c.write_zeroes(1, nsid, 100, 4).unwrap();
+    assert!(c.read(1, nsid, 100, 4, bs).unwrap().iter().all(|&b| b == 0));
+    c.deallocate(2, nsid, &[(100, 8)]).unwrap();
+    c.flush(1, nsid).unwrap();
+    c.keep_alive().unwrap();
+    c.disconnect().unwrap();
+}
+
+#[test]
+fn host_and_perf_against_pollux_target() {
+    let app = common::start(common::test_options("host"));
+    let mut rpc = |m: &str, p| common::nvme::call(&app, m, p);
+    let port = export(&mut rpc, NQN, "Malloc0", 64, json!({}), true);
+    let trid = TransportId::tcp("127.0.0.1", port, NQN);
+
+    let entries = discover(&trid, ConnectOpts::default()).unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| pollux::nvmf::field_str(&e.subnqn) == Some(NQN)));
+    round_trip(&trid, "posix", false);
+    round_trip(&trid, "uring", true);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
+        .args([
+            "-r",
+            &format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}"),
+            "-q",
+            "16",
+            "-o",
+            "4096",
+            "-w",
+            "randrw",
+            "-t",
+            "1",
+            "--no-pin",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["total"]["ios"].as_u64().unwrap() > 0);
+    assert_eq!(v["total"]["errors"].as_u64(), Some(0));
+    app.shutdown_and_wait();
+}
