@@ -710,6 +710,9 @@ struct Member {
     sock: PosixSock,
     in_ready: bool,
     epoll_out: bool,
+    /// Closed by `SockGroup::close`: the slot (and so the key) stays reserved until the next
+    /// poll has reported the socket's cancelled writes, so a new socket never inherits them.
+    closed: bool,
 }
 
 /// An epoll-driven group of posix sockets.
@@ -722,6 +725,8 @@ pub struct PosixGroup {
     reported: Vec<SockKey>,
     /// Completions of closed sockets, reported by the next poll.
     orphaned: Vec<(SockKey, WriteRequest)>,
+    /// Closed sockets whose keys are released once their completions are reported.
+    closing: Vec<SockKey>,
     /// Scratch list of EPOLLOUT interest changes (kept to avoid allocating per poll).
     changes: Vec<(SockKey, RawFd, bool)>,
     _wake: Option<crate::reactor::WakeSource>,
@@ -742,6 +747,7 @@ impl PosixGroup {
             ready: VecDeque::new(),
             reported: Vec::new(),
             orphaned: Vec::new(),
+            closing: Vec::new(),
             changes: Vec::new(),
             _wake: wake,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 128],
@@ -792,6 +798,7 @@ impl SockGroup for PosixGroup {
             sock: *sock,
             in_ready: false,
             epoll_out: out,
+            closed: false,
         });
         if let Err(e) = self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, key, out) {
             let m = self.members.remove(key);
@@ -807,21 +814,28 @@ impl SockGroup for PosixGroup {
     fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock> {
         self.members
             .get_mut(key)
+            .filter(|m| !m.closed)
             .map(|m| &mut m.sock as &mut dyn Sock)
     }
 
     fn close(&mut self, key: SockKey) {
-        if !self.members.contains(key) {
+        let Some(fd) = self
+            .members
+            .get(key)
+            .filter(|m| !m.closed)
+            .map(|m| m.sock.raw())
+        else {
             return;
-        }
-        let mut m = self.members.remove(key);
-        let fd = m.sock.raw();
+        };
         if fd >= 0 {
             let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, key, false);
         }
+        let m = &mut self.members[key];
+        m.closed = true;
         let mut done = Vec::new();
         m.sock.close(&mut done);
         self.orphaned.extend(done.into_iter().map(|r| (key, r)));
+        self.closing.push(key);
         self.ready.retain(|&k| k != key);
         self.reported.retain(|&k| k != key);
     }
@@ -833,6 +847,10 @@ impl SockGroup for PosixGroup {
                 .drain(..)
                 .map(|(k, r)| SockEvent::WriteDone(k, r)),
         );
+        // Their completions are out: the keys of closed sockets may be reused from now on.
+        for key in self.closing.drain(..) {
+            self.members.remove(key);
+        }
         // Sockets reported last time that still hold buffered bytes go to the back.
         // (The list is put back cleared, keeping its capacity: no allocation per poll.)
         let mut last = std::mem::take(&mut self.reported);
@@ -913,7 +931,7 @@ impl SockGroup for PosixGroup {
     }
 
     fn len(&self) -> usize {
-        self.members.len()
+        self.members.len() - self.closing.len()
     }
 }
 

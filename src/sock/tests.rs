@@ -306,6 +306,18 @@ fn close_with_pending(name: &str) {
         sink.absorb(&mut *g, &mut ev);
     }
     g.close(client);
+    // A socket that joins before the closed one's completions are reported must not take its
+    // key, or those completions would be reported against the newcomer.
+    let listener = imp(name).listen("127.0.0.1", 0, &small).expect("listen");
+    let port = listener.local_addr().unwrap().port();
+    let newcomer = imp(name)
+        .connect("127.0.0.1", port, &small)
+        .expect("connect");
+    let newcomer = g.add(newcomer).map_err(|e| e.0).expect("add");
+    assert_ne!(
+        newcomer, client,
+        "{name}: a closed socket's key was reused too early"
+    );
     drive(&mut *g, "completions after close", |g, ev| {
         sink.absorb(g, ev);
         sink.completed.iter().filter(|c| c.0 == client).count() == n_req as usize
