@@ -17,7 +17,7 @@ use pollux::buf::IoBuf;
 use pollux::sock::{get_impl, Chunk, SharedBytes, SockEvent, SockGroup, SockOpts, WriteRequest};
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,13 +157,13 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
     let mut in_flight: VecDeque<(Instant, usize)> = VecDeque::with_capacity(cell.qd);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next_is_read = |rng: &mut u64| {
+    let next_is_read = |rng: &mut u64| {
         *rng ^= *rng << 13;
         *rng ^= *rng >> 7;
         *rng ^= *rng << 17;
         (*rng % 100) < cell.read_pct as u64
     };
-    let mut send = |group: &mut dyn SockGroup,
+    let send = |group: &mut dyn SockGroup,
                     pool: &mut Vec<WriteRequest>,
                     in_flight: &mut VecDeque<(Instant, usize)>,
                     read: bool| {
@@ -260,22 +260,34 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
 }
 
 fn run(cell: &Cell) -> io::Result<Outcome> {
-    let imp = get_impl(&cell.imp)
-        .filter(|i| i.available())
-        .ok_or_else(|| io::Error::other(format!("sock impl {} unavailable", cell.imp)))?;
-    let mut listener = imp.listen("127.0.0.1", 0, &SockOpts::default())?;
-    let port = listener.local_addr()?.port();
+    if !get_impl(&cell.imp).is_some_and(|i| i.available()) {
+        return Err(io::Error::other(format!("sock impl {} unavailable", cell.imp)));
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicU16::new(0));
-    let (stop2, ready2, name, tcore) = (stop.clone(), ready.clone(), cell.imp.clone(), cell.target_core);
-    let target_thread = std::thread::spawn(move || {
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<io::Result<u16>>();
+    let (stop2, name, tcore) = (stop.clone(), cell.imp.clone(), cell.target_core);
+    // The listener is not Send: the target thread creates it and sends its port back.
+    let target_thread = std::thread::spawn(move || -> io::Result<()> {
         pin(tcore);
-        ready2.store(1, Ordering::SeqCst);
+        let imp = get_impl(&name).expect("checked");
+        let mut listener = match imp
+            .listen("127.0.0.1", 0, &SockOpts::default())
+            .and_then(|l| Ok((l.local_addr()?.port(), l)))
+        {
+            Ok((port, l)) => {
+                let _ = port_tx.send(Ok(port));
+                l
+            }
+            Err(e) => {
+                let _ = port_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(e);
+            }
+        };
         target(&mut *listener, &name, &stop2)
     });
-    while ready.load(Ordering::SeqCst) == 0 {
-        std::thread::yield_now();
-    }
+    let port = port_rx
+        .recv()
+        .map_err(|_| io::Error::other("target thread ended"))??;
     pin(cell.host_core);
     let out = host(cell, port);
     stop.store(true, Ordering::SeqCst);

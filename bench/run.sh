@@ -10,32 +10,38 @@
 # pollux, and writes one table to bench/RESULTS.md (between the run.sh markers; the rest of
 # the file is kept) with the commands, the commit, the date and what else was running.
 #
-# usage: bench/run.sh [--quick] [--secs S] [--target-core N] [--perf-core N] [--out FILE]
+# usage: bench/run.sh [--quick] [--no-ceiling] [--secs S] [--target-core N] [--perf-core N] [--out FILE]
 #   --quick   4 KiB randread only, QD1/QD32, posix and uring, digests off/on (about 1 min)
 #   --secs    seconds per cell (default 3; the full matrix takes about 7 minutes)
+#   --no-ceiling  reuse the ceiling figures of the previous run (/tmp/pollux-bench-ceiling.jsonl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=3
 QUICK=0
+NO_CEILING=0
+CEIL_CACHE=/tmp/pollux-bench-ceiling.jsonl
 TCORE=0
 PCORE=1
 OUT=bench/RESULTS.md
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --no-ceiling) NO_CEILING=1 ;;
         --secs) SECS="$2"; shift ;;
         --target-core) TCORE="$2"; shift ;;
         --perf-core) PCORE="$2"; shift ;;
         --out) OUT="$2"; shift ;;
-        *) echo "usage: $0 [--quick] [--secs S] [--target-core N] [--perf-core N] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--no-ceiling] [--secs S] [--target-core N] [--perf-core N] [--out FILE]" >&2; exit 2 ;;
     esac
     shift
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="$CARGO_TARGET_DIR/release"
-cargo build --release --bins -q
+# POLLUX_BIN_DIR: run prebuilt pollux and pollux-perf binaries from there (e.g. to compare a
+# saved build of another commit); by default they are built here.
+BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
+[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
 cargo bench --bench ceiling --no-run -q 2>/dev/null
 
 WORK="$(mktemp -d /tmp/pollux-bench.XXXXXX)"
@@ -120,7 +126,12 @@ OTHERS="$(ps -eo pcpu,comm --sort=-pcpu | awk 'NR>1 && $1>5 {printf "%s (%s%%), 
 echo "== ceiling (bench/ceiling.rs)" >&2
 CEIL_ARGS=(--json --secs "$SECS" --target-core "$TCORE" --host-core "$PCORE" --impl "${IMPLS// /,}" --size "${SIZES// /,}" --qd "${QDS// /,}")
 if [ "$QUICK" = 1 ]; then CEIL_ARGS+=(--read-pct 100); else CEIL_ARGS+=(--read-pct 100,0,70); fi
-cargo bench -q --bench ceiling -- "${CEIL_ARGS[@]}" >"$WORK/ceiling.jsonl" 2>>"$WORK/perf.log"
+if [ "$NO_CEILING" = 1 ] && [ -s "$CEIL_CACHE" ]; then
+    cp "$CEIL_CACHE" "$WORK/ceiling.jsonl"
+else
+    cargo bench -q --bench ceiling -- "${CEIL_ARGS[@]}" >"$WORK/ceiling.jsonl" 2>>"$WORK/perf.log"
+    cp "$WORK/ceiling.jsonl" "$CEIL_CACHE"
+fi
 
 echo "== pollux (target on core $TCORE, pollux-perf on core $PCORE, $SECS s per cell)" >&2
 start_pollux main

@@ -3,9 +3,13 @@
 //! the network side can later send read data straight from it. Channels copy between the
 //! region and the I/O's scatter list; unmap and write_zeroes zero the range; flush and reset
 //! have nothing to do. Concurrent writes to overlapping ranges give torn data, as on a disk.
+//! A read submitted with `accept_shared` is not copied at all: it completes with a
+//! [`SharedRange`] of the region (the region is a `sock::SharedBytes`), which the NVMe/TCP
+//! target sends straight from the bdev's memory.
 
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
+    SharedRange,
 };
 use serde_json::{json, Value};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -97,6 +101,17 @@ impl MallocRegion {
     }
 }
 
+// SAFETY: the region's allocation is fixed at `ptr` for `layout.size()` bytes until the
+// region is dropped, which cannot happen while an `Arc` of it (the caller's `self`) lives.
+unsafe impl crate::sock::SharedBytes for MallocRegion {
+    fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+}
+
 impl Drop for MallocRegion {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with exactly this layout, not used after this.
@@ -165,6 +180,24 @@ struct MallocChannel {
 
 impl ModuleChannel for MallocChannel {
     fn submit(&mut self, mut io: BdevIo, done: &Completer) {
+        if io.io_type == IoType::Read && io.accept_shared {
+            let range = io
+                .offset_blocks
+                .checked_mul(self.block_size)
+                .zip(io.num_blocks.checked_mul(self.block_size))
+                .and_then(|(off, len)| Some((usize::try_from(off).ok()?, usize::try_from(len).ok()?)))
+                .filter(|&(off, len)| self.region.check(off, len));
+            let status = match range {
+                Some((off, len)) => {
+                    let mem: Arc<dyn crate::sock::SharedBytes> = self.region.clone();
+                    io.shared = Some(SharedRange { mem, off, len });
+                    IoStatus::Success
+                }
+                None => IoStatus::InvalidLbaRange,
+            };
+            done.complete(io, status);
+            return;
+        }
         let status = execute_on_region(&self.region, self.block_size, &mut io);
         done.complete(io, status);
     }
