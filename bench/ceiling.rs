@@ -148,9 +148,7 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
         .add(imp.connect("127.0.0.1", port, &SockOpts::default())?)
         .map_err(|e| e.0)?;
     let data: Arc<dyn SharedBytes> = Arc::new(IoBuf::zeroed(1 << 20));
-    let mut pool: Vec<WriteRequest> = (0..cell.qd * 2 + 8)
-        .map(|_| WriteRequest::new(0))
-        .collect();
+    let mut pool: Vec<WriteRequest> = (0..cell.qd * 2 + 8).map(|_| WriteRequest::new(0)).collect();
     let mut events = Vec::with_capacity(64);
     let mut rx = vec![0u8; 256 * 1024];
     // In flight, oldest first: (sent at, answer length). The target answers in order.
@@ -164,9 +162,9 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
         (*rng % 100) < cell.read_pct as u64
     };
     let send = |group: &mut dyn SockGroup,
-                    pool: &mut Vec<WriteRequest>,
-                    in_flight: &mut VecDeque<(Instant, usize)>,
-                    read: bool| {
+                pool: &mut Vec<WriteRequest>,
+                in_flight: &mut VecDeque<(Instant, usize)>,
+                read: bool| {
         let (in_len, out_len) = if read {
             (CAPSULE, SMALL_PDU + cell.size)
         } else {
@@ -261,7 +259,10 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
 
 fn run(cell: &Cell) -> io::Result<Outcome> {
     if !get_impl(&cell.imp).is_some_and(|i| i.available()) {
-        return Err(io::Error::other(format!("sock impl {} unavailable", cell.imp)));
+        return Err(io::Error::other(format!(
+            "sock impl {} unavailable",
+            cell.imp
+        )));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (port_tx, port_rx) = std::sync::mpsc::channel::<io::Result<u16>>();

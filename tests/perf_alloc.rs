@@ -15,8 +15,10 @@ const NQN: &str = "nqn.2016-06.io.pollux:perf-alloc";
 fn perf(port: u16, sock: &str, digests: bool) -> Value {
     let trid = format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollux-perf"));
-    cmd.args(["-r", &trid, "-q", "16", "-o", "4096", "-w", "randrw", "-M", "50"])
-        .args(["-t", "2", "-c", "[0]", "-S", sock, "--no-pin", "--json"]);
+    cmd.args([
+        "-r", &trid, "-q", "16", "-o", "4096", "-w", "randrw", "-M", "50",
+    ])
+    .args(["-t", "2", "-c", "[0]", "-S", sock, "--no-pin", "--json"]);
     if digests {
         cmd.args(["-H", "-I"]);
     }

@@ -185,7 +185,9 @@ impl ModuleChannel for MallocChannel {
                 .offset_blocks
                 .checked_mul(self.block_size)
                 .zip(io.num_blocks.checked_mul(self.block_size))
-                .and_then(|(off, len)| Some((usize::try_from(off).ok()?, usize::try_from(len).ok()?)))
+                .and_then(|(off, len)| {
+                    Some((usize::try_from(off).ok()?, usize::try_from(len).ok()?))
+                })
                 .filter(|&(off, len)| self.region.check(off, len));
             let status = match range {
                 Some((off, len)) => {

@@ -446,15 +446,17 @@ fn malloc_zero_copy_reads_share_the_region() {
     let bs = 512;
     let w = t.io(t.main, "mz", write_io(10, 4, bs, 42));
     assert_eq!(w.status(), IoStatus::Success);
-    let mut io =
-        BdevIo::new(IoType::Read, 10, 4).with_bufs(vec![IoBuf::zeroed(4 * bs)]);
+    let mut io = BdevIo::new(IoType::Read, 10, 4).with_bufs(vec![IoBuf::zeroed(4 * bs)]);
     io.accept_shared = true;
     let r = t.io(t.main, "mz", io);
     assert_eq!(r.status(), IoStatus::Success);
     let shared = r.shared.as_ref().expect("a shared range");
     assert_eq!((shared.off, shared.len), (10 * bs, 4 * bs));
     assert_eq!(shared_bytes(shared), pattern(42, 4 * bs).to_vec());
-    assert!(flat(&r).iter().all(|&b| b == 0), "the buffer was not copied into");
+    assert!(
+        flat(&r).iter().all(|&b| b == 0),
+        "the buffer was not copied into"
+    );
     // Out of range: refused like a copying read.
     let mut io = read_io(1023, 2, bs);
     io.accept_shared = true;

@@ -49,6 +49,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
             STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            trace_alloc(layout.size());
         }
         // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.alloc(layout) }
@@ -57,12 +58,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
         // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
-    unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: std::alloc::Layout,
-        new_size: usize,
-    ) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
             STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
@@ -73,6 +69,21 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// With `POLLUX_PERF_TRACE_ALLOCS` set, prints where each counted allocation comes from
+/// (a diagnostic: the backtrace itself allocates, so counting is off while it is taken).
+fn trace_alloc(size: usize) {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // Counting is off while the flag is read (that may allocate) and while tracing.
+    COUNT_ALLOCS.with(|c| c.set(false));
+    if *TRACE.get_or_init(|| std::env::var_os("POLLUX_PERF_TRACE_ALLOCS").is_some()) {
+        eprintln!(
+            "steady-state allocation of {size} bytes:\n{}",
+            std::backtrace::Backtrace::force_capture()
+        );
+    }
+    COUNT_ALLOCS.with(|c| c.set(true));
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(

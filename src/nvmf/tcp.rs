@@ -1471,8 +1471,8 @@ impl PollGroup {
                 if let Some(enc) = push_header(&mut w.chunks, &hdr, len as u32, &tx) {
                     // A zero-copy read is only asked for without a data digest (see `io`).
                     let shared = req.shared.take();
-                    let digest = (enc.data_digest && shared.is_none())
-                        .then(|| digest_of(&[&buf[..len]]));
+                    let digest =
+                        (enc.data_digest && shared.is_none()).then(|| digest_of(&[&buf[..len]]));
                     match shared {
                         Some(r) => {
                             drop(buf);
