@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 RUNS=5
 [ "${1:-}" = "--runs" ] && RUNS="$2"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="$CARGO_TARGET_DIR/release"
-cargo build --release --bins -q
+BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
+[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
 WORK="$(mktemp -d /tmp/pollux-mem.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 exec python3 - "$BIN" "$WORK" "$RUNS" <<'EOF'

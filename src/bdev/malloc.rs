@@ -1,4 +1,4 @@
-//! malloc: a RAM bdev. Its blocks live in one zero-initialised, 4 KiB-aligned region held
+//! malloc: a RAM bdev. Its blocks live in one zero-initialised, page-aligned mapping held
 //! by an `Arc` ([`MallocRegion`]), shared by every reactor's channel and outliving them, so
 //! the network side can later send read data straight from it. Channels copy between the
 //! region and the I/O's scatter list; unmap and write_zeroes zero the range; flush and reset
@@ -12,7 +12,7 @@ use super::{
     SharedRange,
 };
 use serde_json::{json, Value};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -31,14 +31,33 @@ unsafe impl Send for MallocRegion {}
 unsafe impl Sync for MallocRegion {}
 
 impl MallocRegion {
+    /// Maps `len` bytes of anonymous memory: page-aligned, zero-filled by the kernel on first
+    /// touch, so creating a large bdev is instant and costs no RSS until blocks are written
+    /// (an aligned `alloc_zeroed` would memset all of it at creation).
     pub fn new(len: usize) -> Result<Self, BdevError> {
         let layout = Layout::from_size_align(len.max(1), crate::buf::BUF_ALIGN)
             .map_err(|_| BdevError::Invalid(format!("malloc size {len} is too large")))?;
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
+        // SAFETY: an anonymous private mapping of a non-zero size at an address the kernel
+        // picks; the result is checked before use and unmapped exactly once in `drop`.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(BdevError::io(
+                format!("mapping {len} bytes"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| {
             BdevError::io(
-                format!("allocating {len} bytes"),
+                format!("mapping {len} bytes"),
                 std::io::Error::from_raw_os_error(libc::ENOMEM),
             )
         })?;
@@ -114,8 +133,8 @@ unsafe impl crate::sock::SharedBytes for MallocRegion {
 
 impl Drop for MallocRegion {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout, not used after this.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: mapped in `new` with exactly this length, not used after this.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout.size()) };
     }
 }
 
