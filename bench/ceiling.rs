@@ -85,50 +85,52 @@ fn target(
         for ev in events.drain(..) {
             match ev {
                 SockEvent::WriteDone(_, req) => pool.push(req),
-                SockEvent::Readable(_) => loop {
-                    let Some(s) = group.sock(key) else { break };
-                    let n = match s.recv(&mut rx) {
-                        Ok(0) => return Ok(()),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
-                        Err(e) => return Err(e),
-                    };
-                    let mut at = 0;
-                    while at < n {
-                        if skip > 0 {
-                            let k = skip.min(n - at);
-                            skip -= k;
+                SockEvent::Readable(_) => {
+                    while let Some(s) = group.sock(key) {
+                        let n = match s.recv(&mut rx) {
+                            Ok(0) => return Ok(()),
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                            Err(e) => return Err(e),
+                        };
+                        let mut at = 0;
+                        while at < n {
+                            if skip > 0 {
+                                let k = skip.min(n - at);
+                                skip -= k;
+                                at += k;
+                                continue;
+                            }
+                            let k = (8 - head_len).min(n - at);
+                            head[head_len..head_len + k].copy_from_slice(&rx[at..at + k]);
+                            head_len += k;
                             at += k;
-                            continue;
+                            if head_len < 8 {
+                                continue;
+                            }
+                            head_len = 0;
+                            let in_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+                            let out_len =
+                                u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
+                            skip = in_len.saturating_sub(8);
+                            let mut req = take_req(&mut pool);
+                            let hdr = Chunk::inline(&rx[..SMALL_PDU.min(out_len)]).expect("small");
+                            req.chunks.push(hdr);
+                            if out_len > SMALL_PDU {
+                                req.chunks.push(Chunk::Shared {
+                                    mem: data.clone(),
+                                    off: 0,
+                                    len: out_len - SMALL_PDU,
+                                });
+                            }
+                            if let Some(s) = group.sock(key) {
+                                s.writev_async(req);
+                            }
+                            answered = true;
                         }
-                        let k = (8 - head_len).min(n - at);
-                        head[head_len..head_len + k].copy_from_slice(&rx[at..at + k]);
-                        head_len += k;
-                        at += k;
-                        if head_len < 8 {
-                            continue;
-                        }
-                        head_len = 0;
-                        let in_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-                        let out_len = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
-                        skip = in_len.saturating_sub(8);
-                        let mut req = take_req(&mut pool);
-                        let hdr = Chunk::inline(&rx[..SMALL_PDU.min(out_len)]).expect("small");
-                        req.chunks.push(hdr);
-                        if out_len > SMALL_PDU {
-                            req.chunks.push(Chunk::Shared {
-                                mem: data.clone(),
-                                off: 0,
-                                len: out_len - SMALL_PDU,
-                            });
-                        }
-                        if let Some(s) = group.sock(key) {
-                            s.writev_async(req);
-                        }
-                        answered = true;
                     }
-                },
+                }
             }
         }
         if answered {
@@ -212,28 +214,29 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
         for ev in events.drain(..) {
             match ev {
                 SockEvent::WriteDone(_, req) => pool.push(req),
-                SockEvent::Readable(_) => loop {
-                    let Some(s) = group.sock(key) else { break };
-                    let n = match s.recv(&mut rx) {
-                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    };
-                    got += n;
-                    while let Some(&(at, want)) = in_flight.front() {
-                        if got < want {
-                            break;
+                SockEvent::Readable(_) => {
+                    while let Some(s) = group.sock(key) {
+                        let n = match s.recv(&mut rx) {
+                            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        };
+                        got += n;
+                        while let Some(&(at, want)) = in_flight.front() {
+                            if got < want {
+                                break;
+                            }
+                            got -= want;
+                            in_flight.pop_front();
+                            let _ = hist.record(at.elapsed().as_nanos() as u64);
+                            done += 1;
+                            let read = next_is_read(&mut rng);
+                            send(&mut *group, &mut pool, &mut in_flight, read);
+                            sent = true;
                         }
-                        got -= want;
-                        in_flight.pop_front();
-                        let _ = hist.record(at.elapsed().as_nanos() as u64);
-                        done += 1;
-                        let read = next_is_read(&mut rng);
-                        send(&mut *group, &mut pool, &mut in_flight, read);
-                        sent = true;
                     }
-                },
+                }
             }
         }
         if sent {

@@ -61,6 +61,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
             STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            trace_alloc(new_size);
         }
         // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
