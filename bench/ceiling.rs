@@ -135,7 +135,18 @@ fn target(
         }
         if answered {
             if let Some(s) = group.sock(key) {
-                s.flush()?;
+                match s.flush() {
+                    // The host hung up at the end of its run while answers were queued.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        return Ok(())
+                    }
+                    r => r?,
+                }
             }
         }
     }

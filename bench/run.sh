@@ -47,7 +47,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # saved build of another commit); by default they are built here.
 BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
 [ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
-cargo bench --bench ceiling --no-run -q 2>/dev/null
+[ "$NO_CEILING" = 1 ] || cargo bench --bench ceiling --no-run -q 2>/dev/null
 
 WORK="$(mktemp -d /tmp/pollux-bench.XXXXXX)"
 PIDS=()
@@ -67,7 +67,7 @@ write_config() { # file posix_port uring_port
  {"subsystem": "bdev", "config": [
   {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
  {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "max_queue_depth": 256}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true, "serial_number": "POLLUXBENCH0001"}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
   {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$2"}, "sock_impl": "posix"}},
