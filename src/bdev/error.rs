@@ -186,6 +186,8 @@ impl ModuleChannel for ErrorChannel {
                 match io.io_type {
                     IoType::Write => corrupt(&mut io, offset, value),
                     IoType::Read => {
+                        // The corruption is applied to the returned buffers.
+                        io.accept_shared = false;
                         if let Some(key) = mark_key(&io) {
                             self.marks.borrow_mut().push((key, offset, value));
                         }

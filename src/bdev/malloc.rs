@@ -1,14 +1,18 @@
-//! malloc: a RAM bdev. Its blocks live in one zero-initialised, 4 KiB-aligned region held
+//! malloc: a RAM bdev. Its blocks live in one zero-initialised, page-aligned mapping held
 //! by an `Arc` ([`MallocRegion`]), shared by every reactor's channel and outliving them, so
 //! the network side can later send read data straight from it. Channels copy between the
 //! region and the I/O's scatter list; unmap and write_zeroes zero the range; flush and reset
 //! have nothing to do. Concurrent writes to overlapping ranges give torn data, as on a disk.
+//! A read submitted with `accept_shared` is not copied at all: it completes with a
+//! [`SharedRange`] of the region (the region is a `sock::SharedBytes`), which the NVMe/TCP
+//! target sends straight from the bdev's memory.
 
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
+    SharedRange,
 };
 use serde_json::{json, Value};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -27,14 +31,33 @@ unsafe impl Send for MallocRegion {}
 unsafe impl Sync for MallocRegion {}
 
 impl MallocRegion {
+    /// Maps `len` bytes of anonymous memory: page-aligned, zero-filled by the kernel on first
+    /// touch, so creating a large bdev is instant and costs no RSS until blocks are written
+    /// (an aligned `alloc_zeroed` would memset all of it at creation).
     pub fn new(len: usize) -> Result<Self, BdevError> {
         let layout = Layout::from_size_align(len.max(1), crate::buf::BUF_ALIGN)
             .map_err(|_| BdevError::Invalid(format!("malloc size {len} is too large")))?;
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
+        // SAFETY: an anonymous private mapping of a non-zero size at an address the kernel
+        // picks; the result is checked before use and unmapped exactly once in `drop`.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(BdevError::io(
+                format!("mapping {len} bytes"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| {
             BdevError::io(
-                format!("allocating {len} bytes"),
+                format!("mapping {len} bytes"),
                 std::io::Error::from_raw_os_error(libc::ENOMEM),
             )
         })?;
@@ -97,10 +120,21 @@ impl MallocRegion {
     }
 }
 
+// SAFETY: the region's allocation is fixed at `ptr` for `layout.size()` bytes until the
+// region is dropped, which cannot happen while an `Arc` of it (the caller's `self`) lives.
+unsafe impl crate::sock::SharedBytes for MallocRegion {
+    fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+}
+
 impl Drop for MallocRegion {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout, not used after this.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: mapped in `new` with exactly this length, not used after this.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout.size()) };
     }
 }
 
@@ -165,6 +199,26 @@ struct MallocChannel {
 
 impl ModuleChannel for MallocChannel {
     fn submit(&mut self, mut io: BdevIo, done: &Completer) {
+        if io.io_type == IoType::Read && io.accept_shared {
+            let range = io
+                .offset_blocks
+                .checked_mul(self.block_size)
+                .zip(io.num_blocks.checked_mul(self.block_size))
+                .and_then(|(off, len)| {
+                    Some((usize::try_from(off).ok()?, usize::try_from(len).ok()?))
+                })
+                .filter(|&(off, len)| self.region.check(off, len));
+            let status = match range {
+                Some((off, len)) => {
+                    let mem: Arc<dyn crate::sock::SharedBytes> = self.region.clone();
+                    io.shared = Some(SharedRange { mem, off, len });
+                    IoStatus::Success
+                }
+                None => IoStatus::InvalidLbaRange,
+            };
+            done.complete(io, status);
+            return;
+        }
         let status = execute_on_region(&self.region, self.block_size, &mut io);
         done.complete(io, status);
     }

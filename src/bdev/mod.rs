@@ -174,6 +174,22 @@ impl IoStatus {
     }
 }
 
+/// The data of a zero-copy read: `len` bytes at `off` of memory the bdev shares (a malloc
+/// region). The memory may be rewritten by a concurrent write to the same blocks before it is
+/// sent (the data is then torn, as on a disk); it is only ever handed to the kernel as an
+/// iovec, never read through a Rust reference (see `sock::SharedBytes`).
+pub struct SharedRange {
+    pub mem: std::sync::Arc<dyn crate::sock::SharedBytes>,
+    pub off: usize,
+    pub len: usize,
+}
+
+impl std::fmt::Debug for SharedRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedRange({}+{})", self.off, self.len)
+    }
+}
+
 /// One I/O request. The caller owns it (and its buffers) between I/Os and reuses it; the
 /// layer takes it by value on submit and gives it back on completion.
 #[derive(Debug)]
@@ -186,6 +202,12 @@ pub struct BdevIo {
     pub bufs: Vec<IoBuf>,
     /// The caller's tag, returned untouched.
     pub token: u64,
+    /// Reads only: the submitter can take the data as a range of the bdev's shared memory
+    /// ([`SharedRange`]) instead of in `bufs` (which are then left untouched). A layer that
+    /// must see or change read data (error injection) clears it before passing the I/O on.
+    pub accept_shared: bool,
+    /// Set by a bdev that served a read with `accept_shared` from its shared memory.
+    pub shared: Option<SharedRange>,
     status: IoStatus,
     /// Submission times, one per bdev layer the I/O passed (stacked bdevs).
     stamps: [Option<Instant>; MAX_STACK],
@@ -203,6 +225,8 @@ impl BdevIo {
             num_blocks,
             bufs: Vec::new(),
             token: 0,
+            accept_shared: false,
+            shared: None,
             status: IoStatus::Pending,
             stamps: [None; MAX_STACK],
             depth: 0,
@@ -225,6 +249,8 @@ impl BdevIo {
         self.offset_blocks = offset_blocks;
         self.num_blocks = num_blocks;
         self.status = IoStatus::Pending;
+        self.accept_shared = false;
+        self.shared = None;
     }
 
     /// The completion status (`Pending` until completed).

@@ -429,6 +429,47 @@ fn malloc_suite() {
     t.stop();
 }
 
+/// Copies a zero-copy read's range out (in a test, where nothing writes concurrently).
+fn shared_bytes(r: &crate::bdev::SharedRange) -> Vec<u8> {
+    assert!(r.off + r.len <= r.mem.len());
+    let mut out = vec![0u8; r.len];
+    // SAFETY: the range is within the shared memory (checked above), which the Arc keeps
+    // alive, and no I/O writes it during this test.
+    unsafe { std::ptr::copy_nonoverlapping(r.mem.as_ptr().add(r.off), out.as_mut_ptr(), r.len) };
+    out
+}
+
+#[test]
+fn malloc_zero_copy_reads_share_the_region() {
+    let t = TestApp::start();
+    malloc(&t, "mz");
+    let bs = 512;
+    let w = t.io(t.main, "mz", write_io(10, 4, bs, 42));
+    assert_eq!(w.status(), IoStatus::Success);
+    let mut io = BdevIo::new(IoType::Read, 10, 4).with_bufs(vec![IoBuf::zeroed(4 * bs)]);
+    io.accept_shared = true;
+    let r = t.io(t.main, "mz", io);
+    assert_eq!(r.status(), IoStatus::Success);
+    let shared = r.shared.as_ref().expect("a shared range");
+    assert_eq!((shared.off, shared.len), (10 * bs, 4 * bs));
+    assert_eq!(shared_bytes(shared), pattern(42, 4 * bs).to_vec());
+    assert!(
+        flat(&r).iter().all(|&b| b == 0),
+        "the buffer was not copied into"
+    );
+    // Out of range: refused like a copying read.
+    let mut io = read_io(1023, 2, bs);
+    io.accept_shared = true;
+    let r = t.io(t.main, "mz", io);
+    assert_eq!(r.status(), IoStatus::InvalidLbaRange);
+    assert!(r.shared.is_none());
+    // Without accept_shared the read copies as before.
+    let r = t.io(t.main, "mz", read_io(10, 4, bs));
+    assert!(r.shared.is_none());
+    assert_eq!(flat(&r), pattern(42, 4 * bs).to_vec());
+    t.stop();
+}
+
 #[test]
 fn uring_suite() {
     let t = TestApp::start();
@@ -603,7 +644,11 @@ fn error_bdev_failure_and_nomem() {
                "corrupt_offset": 5, "corrupt_value": 1}),
     )
     .unwrap();
-    let r = t.io(t.main, "EE_m4", read_io(0, 1, bs));
+    // (a zero-copy read is turned into a copying one, so the corruption shows)
+    let mut zread = read_io(0, 1, bs);
+    zread.accept_shared = true;
+    let r = t.io(t.main, "EE_m4", zread);
+    assert!(r.shared.is_none());
     let mut want = pattern(3, bs).to_vec();
     want[5] ^= 1;
     assert_eq!(flat(&r), want);

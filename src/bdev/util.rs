@@ -331,6 +331,9 @@ impl SlotTable {
 
     /// Takes a free slot for `io`, filling its iovec array from the scatter list. `None`
     /// (and the I/O handed back) when every slot is busy.
+    // The refused I/O goes back by value (it is the caller's reusable object; boxing it would
+    // allocate per I/O).
+    #[allow(clippy::result_large_err)]
     pub fn insert(&mut self, mut io: BdevIo) -> Result<u32, BdevIo> {
         let Some(idx) = self.free.pop() else {
             return Err(io);

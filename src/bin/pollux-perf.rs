@@ -9,6 +9,10 @@
 //! second; at the end the IOPS, MiB/s, average/min/max latency per core and in total, and a
 //! percentile table from an HDR histogram (or one JSON object with `--json`). Any error
 //! (connect refused, unknown NQN, failed I/O) is one line on stderr and a non-zero exit.
+//! The binary's global allocator counts the heap allocations made on worker threads once
+//! they reach steady state (after `WARMUP_IOS` completions per worker, until the stop
+//! signal); the total is printed as allocations per I/O (`allocs_per_io` with `--json`), so
+//! every run proves (or disproves) that the host's I/O path allocates nothing.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -26,6 +30,61 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Completions a worker runs before it starts counting allocations (connect-time and
+/// first-use growth of queues and caches is not steady state).
+const WARMUP_IOS: u64 = 2000;
+
+/// The system allocator, counting allocations made on threads that opted in.
+struct CountingAlloc;
+
+static STEADY_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNT_ALLOCS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; it only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
+            STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            trace_alloc(layout.size());
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
+            STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            trace_alloc(new_size);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// With `POLLUX_PERF_TRACE_ALLOCS` set, prints where each counted allocation comes from
+/// (a diagnostic: the backtrace itself allocates, so counting is off while it is taken).
+fn trace_alloc(size: usize) {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // Counting is off while the flag is read (that may allocate) and while tracing.
+    COUNT_ALLOCS.with(|c| c.set(false));
+    if *TRACE.get_or_init(|| std::env::var_os("POLLUX_PERF_TRACE_ALLOCS").is_some()) {
+        eprintln!(
+            "steady-state allocation of {size} bytes:\n{}",
+            std::backtrace::Backtrace::force_capture()
+        );
+    }
+    COUNT_ALLOCS.with(|c| c.set(true));
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -141,6 +200,8 @@ struct WorkerResult {
     first_error: Option<String>,
     hist: Histogram<u64>,
     elapsed: Duration,
+    /// Completions while allocations were being counted.
+    steady_ios: u64,
 }
 
 enum Event {
@@ -168,6 +229,8 @@ struct Worker {
     ios: u64,
     errors: u64,
     first_error: Option<String>,
+    /// `ios` when allocation counting started (None: still warming up).
+    counting_since: Option<u64>,
     in_flight: usize,
     started: Option<Instant>,
     connect_deadline: Instant,
@@ -191,8 +254,16 @@ impl Worker {
             }
             self.completions = done;
         }
-        if self.progress.stop.load(Ordering::Relaxed) && self.in_flight == 0 {
-            self.finish();
+        let stopping = self.progress.stop.load(Ordering::Relaxed);
+        if self.counting_since.is_none() && !stopping && self.ios >= WARMUP_IOS {
+            self.counting_since = Some(self.ios);
+            COUNT_ALLOCS.with(|c| c.set(true));
+        }
+        if stopping {
+            COUNT_ALLOCS.with(|c| c.set(false));
+            if self.in_flight == 0 {
+                self.finish();
+            }
         }
         PollStatus::from_work(work)
     }
@@ -314,6 +385,7 @@ impl Worker {
             first_error: self.first_error.take(),
             hist,
             elapsed,
+            steady_ios: self.counting_since.map_or(0, |since| self.ios - since),
         }));
     }
 }
@@ -372,6 +444,7 @@ fn start_worker(
         ios: 0,
         errors: 0,
         first_error: None,
+        counting_since: None,
         in_flight: 0,
         started: None,
         connect_deadline: Instant::now() + Duration::from_secs(10),
@@ -677,6 +750,13 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
     let (mut ios, mut errors) = (0u64, 0u64);
     let mut first_error = None;
     let mut elapsed = Duration::ZERO;
+    let steady_ios: u64 = results.iter().map(|r| r.steady_ios).sum();
+    let steady_allocs = STEADY_ALLOCS.load(Ordering::Relaxed);
+    let allocs_per_io = if steady_ios > 0 {
+        Some(steady_allocs as f64 / steady_ios as f64)
+    } else {
+        None
+    };
     let io_mib = args.io_size as f64 / (1024.0 * 1024.0);
     for r in results {
         let _ = total.add(&r.hist);
@@ -738,6 +818,11 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
                 "percentiles": pct,
             },
             "first_error": first_error,
+            "steady_state": {
+                "ios": steady_ios,
+                "allocs": steady_allocs,
+                "allocs_per_io": allocs_per_io,
+            },
         });
         println!("{v}");
     } else {
@@ -775,6 +860,12 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
                 "  {name:>7}: {:>12.2}",
                 us(total.value_at_quantile(q) as f64)
             );
+        }
+        match allocs_per_io {
+            Some(a) => println!(
+                "Heap allocations on workers in steady state: {steady_allocs} in {steady_ios} I/Os ({a:.4} per I/O)"
+            ),
+            None => println!("Heap allocations: run too short to reach steady state"),
         }
     }
     if let Some(e) = first_error {

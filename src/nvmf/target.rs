@@ -20,6 +20,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// Period of a listener's accept poller. Polled on every reactor loop, an idle listener cost
+/// one failed accept4 per loop (as many syscalls as the I/O path itself at QD32); new
+/// connections wait at most this long, like with SPDK's acceptor (10 ms); a shorter period
+/// would wake an idle reactor more often.
+const ACCEPT_POLL_US: u64 = 10_000;
+
 /// The TCP transport's options (SPDK's `nvmf_create_transport` / `nvmf_get_transports`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportOpts {
@@ -365,7 +371,7 @@ impl Target {
         let listen_addr = bound.clone();
         let poller = reactor::register_poller(
             format!("nvmf_tcp_accept_{}_{}", bound.traddr, bound.trsvcid),
-            0,
+            ACCEPT_POLL_US,
             move || accept_some(&listener, &cores, &rr, &listen_addr),
         );
         tracing::info!(traddr = %bound.traddr, trsvcid = %bound.trsvcid, sock = net.name(), "NVMe/TCP target listening");

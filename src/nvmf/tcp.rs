@@ -33,7 +33,7 @@ use super::spec::{
 use super::subsystem::{CtrlrEntry, Directory, ListenAddr, QpairRef};
 use super::target::{TargetView, TransportOpts};
 use crate::bdev::iostat::IoStats;
-use crate::bdev::{self, BdevEvent, BdevHandle, BdevIo, IoChannel, IoSink, IoType};
+use crate::bdev::{self, BdevEvent, BdevHandle, BdevIo, IoChannel, IoSink, IoType, SharedRange};
 use crate::buf::IoBuf;
 use crate::reactor::{self, PollStatus, PollerHandle};
 use crate::sock::{self, Chunk, Sock, SockEvent, SockGroup, SockKey, WriteRequest};
@@ -99,6 +99,8 @@ struct Request {
     dw0: u32,
     /// Bytes of `buf` to send as C2HData on success.
     c2h_len: usize,
+    /// A zero-copy read's data (the bdev's shared memory), sent instead of `buf`.
+    shared: Option<SharedRange>,
     /// bdev I/O outstanding.
     pending: u32,
     /// Reused bdev I/O object.
@@ -117,6 +119,7 @@ impl Request {
             status: Status::SUCCESS,
             dw0: 0,
             c2h_len: 0,
+            shared: None,
             pending: 0,
             io: None,
         }
@@ -223,6 +226,7 @@ impl Qpair {
         if r.state != ReqState::Free {
             r.state = ReqState::Free;
             r.buf = None;
+            r.shared = None;
             self.free.push(slot);
         }
     }
@@ -1322,6 +1326,7 @@ impl PollGroup {
         let qp = &mut self.qpairs[idx];
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
+        let qp_ddgst = qp.tx.ddgst;
         let chan = self.ns.get(&(qp.subsys_id, sqe.nsid));
         let geom = chan.map(NsChan::geometry);
         let req = &mut qp.reqs[slot as usize];
@@ -1356,6 +1361,9 @@ impl PollGroup {
             } => {
                 bio.reset_to(IoType::Read, offset_blocks, num_blocks);
                 bio.bufs.push(IoBuf::with_len(len));
+                // Without a data digest the data can be sent straight from a bdev's memory
+                // (a digest would have to read memory a concurrent write may change).
+                bio.accept_shared = !qp_ddgst;
                 req.c2h_len = len;
             }
             IoPlan::Write {
@@ -1417,7 +1425,9 @@ impl PollGroup {
         }
         if bio.io_type == IoType::Read && st.is_success() {
             req.buf = bio.bufs.pop();
+            req.shared = bio.shared.take();
         }
+        bio.shared = None;
         bio.bufs.clear();
         if req.io.is_none() {
             req.io = Some(bio);
@@ -1477,8 +1487,21 @@ impl PollGroup {
                     success,
                 });
                 if let Some(enc) = push_header(&mut w.chunks, &hdr, len as u32, &tx) {
-                    let digest = enc.data_digest.then(|| digest_of(&[&buf[..len]]));
-                    w.chunks.push(Chunk::Buf { buf, off: 0, len });
+                    // A zero-copy read is only asked for without a data digest (see `io`).
+                    let shared = req.shared.take();
+                    let digest =
+                        (enc.data_digest && shared.is_none()).then(|| digest_of(&[&buf[..len]]));
+                    match shared {
+                        Some(r) => {
+                            drop(buf);
+                            w.chunks.push(Chunk::Shared {
+                                mem: r.mem,
+                                off: r.off,
+                                len: len.min(r.len),
+                            });
+                        }
+                        None => w.chunks.push(Chunk::Buf { buf, off: 0, len }),
+                    }
                     if let Some(d) = digest.and_then(|d| Chunk::inline(&d)) {
                         w.chunks.push(d);
                     }

@@ -52,25 +52,54 @@ pub const MAX_IOVECS: usize = 64;
 pub const INLINE_CAP: usize = 128;
 
 /// Memory that can be sent from without copying and shared between owners (e.g. a RAM disk).
-pub trait SharedBytes: Send + Sync + 'static {
-    fn bytes(&self) -> &[u8];
-}
-
-impl SharedBytes for Vec<u8> {
-    fn bytes(&self) -> &[u8] {
-        self
+///
+/// The contract is raw on purpose: the sock layer never reads this memory through a Rust
+/// reference, it only hands `(as_ptr() + off, len)` to the kernel in an iovec (sendmsg or
+/// io_uring), and the kernel copies (or, with MSG_ZEROCOPY, maps) the bytes. The owner may
+/// therefore keep writing the same memory through raw pointers while a send is in flight (a
+/// malloc bdev serving a write to blocks a read is still sending): the bytes sent are then
+/// torn, like a disk's during overlapping I/O, and no `&[u8]` to racing memory ever exists.
+/// Anyone who must read the bytes in Rust (a CRC, a test) copies them with raw copies or
+/// owns memory no one else writes.
+///
+/// # Safety
+/// `as_ptr()` must point to `len()` bytes that stay allocated, and at the same address, for
+/// as long as `self` lives.
+pub unsafe trait SharedBytes: Send + Sync + 'static {
+    fn as_ptr(&self) -> *const u8;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-impl SharedBytes for Box<[u8]> {
-    fn bytes(&self) -> &[u8] {
-        self
+// SAFETY: a Vec's heap buffer does not move while the Vec is shared immutably behind an Arc.
+unsafe impl SharedBytes for Vec<u8> {
+    fn as_ptr(&self) -> *const u8 {
+        self.as_slice().as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.as_slice().len()
     }
 }
 
-impl SharedBytes for IoBuf {
-    fn bytes(&self) -> &[u8] {
-        self
+// SAFETY: as for Vec: the boxed slice stays where it is while shared.
+unsafe impl SharedBytes for Box<[u8]> {
+    fn as_ptr(&self) -> *const u8 {
+        (**self).as_ptr()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+}
+
+// SAFETY: an IoBuf owns its aligned allocation; it does not move while shared.
+unsafe impl SharedBytes for IoBuf {
+    fn as_ptr(&self) -> *const u8 {
+        self.as_slice().as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.as_slice().len()
     }
 }
 
@@ -108,22 +137,45 @@ impl Chunk {
         })
     }
 
-    /// The bytes this chunk sends. Out-of-range slices are clamped to the memory that exists.
-    pub fn as_slice(&self) -> &[u8] {
-        fn range(mem: &[u8], off: usize, len: usize) -> &[u8] {
-            let start = off.min(mem.len());
-            let end = off.saturating_add(len).min(mem.len());
-            &mem[start..end]
+    /// Where the bytes this chunk sends start, and how many there are. Out-of-range
+    /// ranges are clamped to the memory that exists. A raw pointer because shared memory
+    /// may be written concurrently (see [`SharedBytes`]): only the kernel reads it.
+    pub fn raw_parts(&self) -> (*const u8, usize) {
+        fn clamp(mem_len: usize, off: usize, len: usize) -> (usize, usize) {
+            let start = off.min(mem_len);
+            let end = off.saturating_add(len).min(mem_len);
+            (start, end - start)
         }
         match self {
-            Chunk::Buf { buf, off, len } => range(buf, *off, *len),
-            Chunk::Inline { data, len } => &data[..*len as usize],
-            Chunk::Shared { mem, off, len } => range(mem.bytes(), *off, *len),
+            Chunk::Buf { buf, off, len } => {
+                let (start, n) = clamp(buf.len(), *off, *len);
+                (buf[start..].as_ptr(), n)
+            }
+            Chunk::Inline { data, len } => (data.as_ptr(), (*len as usize).min(INLINE_CAP)),
+            Chunk::Shared { mem, off, len } => {
+                let (start, n) = clamp(mem.len(), *off, *len);
+                // `start <= mem.len()`, so the pointer stays within (or one past) the memory.
+                (mem.as_ptr().wrapping_add(start), n)
+            }
+        }
+    }
+
+    /// The bytes of an owned chunk (`Buf` or `Inline`); `None` for shared memory, which may
+    /// be written concurrently and is never read through a reference.
+    pub fn owned_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Chunk::Buf { buf, off, len } => {
+                let start = (*off).min(buf.len());
+                let end = off.saturating_add(*len).min(buf.len());
+                Some(&buf[start..end])
+            }
+            Chunk::Inline { data, len } => Some(&data[..(*len as usize).min(INLINE_CAP)]),
+            Chunk::Shared { .. } => None,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.as_slice().len()
+        self.raw_parts().1
     }
 
     pub fn is_empty(&self) -> bool {
@@ -578,22 +630,23 @@ impl WriteQueue {
         'outer: for req in &self.unsent {
             let mut skip = req.sent;
             for chunk in &req.chunks {
-                let s = chunk.as_slice();
-                if skip >= s.len() {
-                    skip -= s.len();
+                let (ptr, len) = chunk.raw_parts();
+                if skip >= len {
+                    skip -= len;
                     continue;
                 }
                 if n == iov.len() {
                     break 'outer;
                 }
-                let part = &s[skip..];
-                skip = 0;
+                // `skip < len`: the part stays within the chunk's memory.
+                let part_len = len - skip;
                 iov[n] = libc::iovec {
-                    iov_base: part.as_ptr() as *mut libc::c_void,
-                    iov_len: part.len(),
+                    iov_base: ptr.wrapping_add(skip) as *mut libc::c_void,
+                    iov_len: part_len,
                 };
+                skip = 0;
                 n += 1;
-                bytes += part.len();
+                bytes += part_len;
             }
         }
         (n, bytes)

@@ -226,7 +226,8 @@ fn ordering_and_partial_writes(name: &str) {
         ..Default::default()
     };
     let (server, client) = pair_in(&mut *g, name, "127.0.0.1", &small, &small);
-    let shared: Arc<dyn SharedBytes> = Arc::new(pattern(99, 256 * 1024));
+    let shared_src = pattern(99, 256 * 1024);
+    let shared: Arc<dyn SharedBytes> = Arc::new(shared_src.clone());
     let mut expect = Vec::new();
     let n_req = 96u64;
     for t in 0..n_req {
@@ -244,7 +245,7 @@ fn ordering_and_partial_writes(name: &str) {
         });
         expect.extend_from_slice(header.as_bytes());
         expect.extend_from_slice(&body);
-        expect.extend_from_slice(&shared.bytes()[off..off + len]);
+        expect.extend_from_slice(&shared_src[off..off + len]);
         g.sock(client).unwrap().writev_async(req);
     }
     g.sock(client).unwrap().flush().unwrap();
@@ -581,7 +582,8 @@ fn zerocopy_releases_buffers_once(name: &str, addr: &str) {
         ..Default::default()
     };
     let (server, client) = pair_in(&mut *g, name, addr, &zc, &SockOpts::default());
-    let mem: Arc<dyn SharedBytes> = Arc::new(pattern(5, 1 << 20));
+    let mem_src = pattern(5, 1 << 20);
+    let mem: Arc<dyn SharedBytes> = Arc::new(mem_src.clone());
     let n_req = 64u64;
     let mut expect = Vec::new();
     for t in 0..n_req {
@@ -595,7 +597,7 @@ fn zerocopy_releases_buffers_once(name: &str, addr: &str) {
             len,
         });
         expect.extend_from_slice(&t.to_le_bytes());
-        expect.extend_from_slice(&mem.bytes()[off..off + len]);
+        expect.extend_from_slice(&mem_src[off..off + len]);
         g.sock(client).unwrap().writev_async(req);
     }
     assert_eq!(Arc::strong_count(&mem), 1 + n_req as usize);

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# bench/ab.sh — interleaved A/B comparison of two builds (on a noisy shared machine a
+# before/after pair must alternate, or the load of the moment decides the result).
+# Starts pollux from DIR_A and from DIR_B (both pinned to core 0; the idle one sleeps),
+# each with a 256 MiB malloc bdev on a posix listener, then runs pollux-perf (from DIR_B,
+# core 1) against A, B, A, B, ... ROUNDS times per workload and prints the median IOPS of each.
+# usage: bench/ab.sh DIR_A DIR_B [ROUNDS] [SECS] [NICE]   (workloads: see WORKLOADS below)
+set -euo pipefail
+A="$1"; B="$2"; ROUNDS="${3:-3}"; SECS="${4:-2}"; NICE="${5:-0}"
+WORKLOADS=("randread 4096 32" "randread 131072 8" "randwrite 4096 32")
+NQN=nqn.2016-06.io.pollux:ab
+WORK="$(mktemp -d /tmp/pollux-ab.XXXXXX)"
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start() { # dir name -> sets PORT
+    local port; port=$(free_port)
+    cat >"$WORK/$2.json" <<JSON
+{"subsystems": [
+ {"subsystem": "bdev", "config": [{"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0"}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}}}]}]}
+JSON
+    nice -n "$NICE" "$1/pollux" -m '[0]' -r "$WORK/$2.sock" --json "$WORK/$2.json" --log-level ERROR \
+        >/dev/null 2>"$WORK/$2.log" &
+    PIDS+=($!)
+    PORT=$port
+}
+start "$A" a; PA=$PORT; start "$B" b; PB=$PORT; sleep 1
+for wl in "${WORKLOADS[@]}"; do
+    read -r w size qd <<<"$wl"
+    ra=(); rb=()
+    for _ in $(seq "$ROUNDS"); do
+        for side in a b; do
+            port=$PA; [ $side = b ] && port=$PB
+            iops=$(nice -n "$NICE" "$B/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
+                -q "$qd" -o "$size" -w "$w" -t "$SECS" -c '[1]' --poll-only --json 2>/dev/null | jq '.total.iops|floor')
+            if [ $side = a ]; then ra+=("$iops"); else rb+=("$iops"); fi
+        done
+    done
+    med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    printf '%-10s %7s QD%-4s A: %8s  B: %8s  B/A %.3f   (A runs: %s; B runs: %s)\n' "$w" "$size" "$qd" \
+        "$(med "${ra[@]}")" "$(med "${rb[@]}")" "$(echo "$(med "${rb[@]}") / $(med "${ra[@]}")" | bc -l)" "${ra[*]}" "${rb[*]}"
+done

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# bench/run.sh — the pollux performance table in one command.
+#
+# Starts pollux pinned on one core (-m, default core 0) with a 256 MiB malloc bdev exported
+# on two NVMe/TCP listeners (posix and uring, ephemeral 127.0.0.1 ports), runs pollux-perf
+# pinned on the other core (default core 1) over the matrix
+#   QD 1/32/128 x randread/randwrite/70-30 randrw x 4 KiB/128 KiB x posix/uring x digests off/on
+# runs bench/ceiling (same bytes, same cores, same sock impl, nothing else) for the same
+# shapes, measures the idle CPU of pollux and QD32 4 KiB randread against a --poll-only
+# pollux, and writes one table to bench/RESULTS.md (between the run.sh markers; the rest of
+# the file is kept) with the commands, the commit, the date and what else was running.
+#
+# usage: bench/run.sh [--quick] [--no-ceiling] [--nice N] [--secs S] [--target-core N] [--perf-core N] [--out FILE]
+#   --quick   4 KiB randread only, QD1/QD32, posix and uring, digests off/on (about 1 min)
+#   --secs    seconds per cell (default 3; the full matrix takes about 7 minutes)
+#   --nice N  run pollux, pollux-perf and the ceiling at nice level N (e.g. -5 on a machine
+#             busy compiling: a polling thread that is preempted for whole time slices
+#             measures the scheduler, not the code)
+#   --no-ceiling  reuse the ceiling figures of the previous run (/tmp/pollux-bench-ceiling.jsonl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=3
+QUICK=0
+NO_CEILING=0
+NICE=0
+CEIL_CACHE=/tmp/pollux-bench-ceiling.jsonl
+TCORE=0
+PCORE=1
+OUT=bench/RESULTS.md
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --no-ceiling) NO_CEILING=1 ;;
+        --secs) SECS="$2"; shift ;;
+        --target-core) TCORE="$2"; shift ;;
+        --perf-core) PCORE="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --nice) NICE="$2"; shift ;;
+        *) echo "usage: $0 [--quick] [--no-ceiling] [--nice N] [--secs S] [--target-core N] [--perf-core N] [--out FILE]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# POLLUX_BIN_DIR: run prebuilt pollux and pollux-perf binaries from there (e.g. to compare a
+# saved build of another commit); by default they are built here.
+BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
+[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
+[ "$NO_CEILING" = 1 ] || cargo bench --bench ceiling --no-run -q 2>/dev/null
+
+WORK="$(mktemp -d /tmp/pollux-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+NQN=nqn.2016-06.io.pollux:bench
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Writes a config (256 MiB malloc, TCP transport, one subsystem, a posix and a uring listener).
+write_config() { # file posix_port uring_port
+    cat >"$1" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "max_queue_depth": 256}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true, "serial_number": "POLLUXBENCH0001"}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$2"}, "sock_impl": "posix"}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$3"}, "sock_impl": "uring"}}]}
+]}
+EOF
+}
+
+wait_port() { # port
+    python3 - "$1" <<'EOF'
+import socket, sys, time
+end = time.time() + 10
+while time.time() < end:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.005)
+sys.exit(1)
+EOF
+}
+
+# start_pollux name [extra args] -> sets POLLUX_PID, PORT_posix, PORT_uring
+start_pollux() {
+    local name="$1"; shift
+    PORT_posix=$(free_port); PORT_uring=$(free_port)
+    while [ "$PORT_uring" = "$PORT_posix" ]; do PORT_uring=$(free_port); done
+    write_config "$WORK/$name.json" "$PORT_posix" "$PORT_uring"
+    nice -n "$NICE" "$BIN/pollux" -m "[$TCORE]" -r "$WORK/$name.sock" --json "$WORK/$name.json" --log-level ERROR "$@" \
+        2>"$WORK/$name.log" &
+    POLLUX_PID=$!
+    PIDS+=("$POLLUX_PID")
+    wait_port "$PORT_posix" && wait_port "$PORT_uring" || { cat "$WORK/$name.log" >&2; exit 1; }
+    POLLUX_CMD="pollux -m [$TCORE] -r RPC_SOCK --json CONFIG --log-level ERROR $*"
+}
+stop_pollux() { kill "$POLLUX_PID" 2>/dev/null; wait "$POLLUX_PID" 2>/dev/null || true; }
+
+perf() { # impl workload size qd digests(0/1) -> one JSON line (or {"error":..})
+    local port; [ "$1" = posix ] && port=$PORT_posix || port=$PORT_uring
+    local dg=(); [ "$5" = 1 ] && dg=(-H -I)
+    local w="$2" mix=()
+    [ "$w" = randrw ] && mix=(-M 70)
+    nice -n "$NICE" "$BIN/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
+        -q "$4" -o "$3" -w "$w" "${mix[@]}" -t "$SECS" -c "[$PCORE]" -S "$1" "${dg[@]}" --poll-only --json \
+        2>>"$WORK/perf.log" || echo '{"error": "pollux-perf failed"}'
+}
+
+# CPU seconds (user+system) of a process so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
+
+if [ "$QUICK" = 1 ]; then
+    IMPLS="posix uring"; WORKLOADS="randread"; SIZES="4096"; QDS="1 32"; DIGESTS="0 1"
+else
+    IMPLS="posix uring"; WORKLOADS="randread randwrite randrw"; SIZES="4096 131072"; QDS="1 32 128"; DIGESTS="0 1"
+fi
+
+DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench Cargo.toml || echo '+dirty')"
+LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+OTHERS="$(ps -eo pcpu,comm --sort=-pcpu | awk 'NR>1 && $1>5 {printf "%s (%s%%), ", $2, $1}' | sed 's/, $//')"
+
+echo "== ceiling (bench/ceiling.rs)" >&2
+CEIL_ARGS=(--json --secs "$SECS" --target-core "$TCORE" --host-core "$PCORE" --impl "${IMPLS// /,}" --size "${SIZES// /,}" --qd "${QDS// /,}")
+if [ "$QUICK" = 1 ]; then CEIL_ARGS+=(--read-pct 100); else CEIL_ARGS+=(--read-pct 100,0,70); fi
+if [ "$NO_CEILING" = 1 ] && [ -s "$CEIL_CACHE" ]; then
+    cp "$CEIL_CACHE" "$WORK/ceiling.jsonl"
+else
+    nice -n "$NICE" cargo bench -q --bench ceiling -- "${CEIL_ARGS[@]}" >"$WORK/ceiling.jsonl" 2>>"$WORK/perf.log"
+    cp "$WORK/ceiling.jsonl" "$CEIL_CACHE"
+fi
+
+echo "== pollux (target on core $TCORE, pollux-perf on core $PCORE, $SECS s per cell)" >&2
+start_pollux main
+MAIN_CMD="$POLLUX_CMD"
+: >"$WORK/cells.jsonl"
+for impl in $IMPLS; do for size in $SIZES; do for w in $WORKLOADS; do for qd in $QDS; do for d in $DIGESTS; do
+    r="$(perf "$impl" "$w" "$size" "$qd" "$d" | tail -n 1)"
+    echo "{\"impl\":\"$impl\",\"size\":$size,\"workload\":\"$w\",\"qd\":$qd,\"digests\":$d,\"r\":$r}" >>"$WORK/cells.jsonl"
+    echo "  $impl $w $size QD$qd digests=$d: $(echo "$r" | jq -r '.total.iops // .error' 2>/dev/null | cut -d. -f1)" >&2
+done; done; done; done; done
+
+echo "== idle CPU and --poll-only comparison" >&2
+sleep 1
+c0=$(cpu_secs "$POLLUX_PID"); sleep 5; c1=$(cpu_secs "$POLLUX_PID")
+IDLE_PCT=$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", (b-a)/5*100}')
+IDLE_IOPS="$(perf posix randread 4096 32 0 | jq '.total.iops')"
+stop_pollux
+start_pollux pollonly --poll-only
+POLL_IOPS="$(perf posix randread 4096 32 0 | jq '.total.iops')"
+sleep 1
+c0=$(cpu_secs "$POLLUX_PID"); sleep 3; c1=$(cpu_secs "$POLLUX_PID")
+POLL_IDLE_PCT=$(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", (b-a)/3*100}')
+stop_pollux
+
+python3 - "$WORK/cells.jsonl" "$WORK/ceiling.jsonl" "$OUT" <<EOF
+import json, sys, re
+cells = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ceil = {}
+for l in open(sys.argv[2]):
+    if l.strip():
+        c = json.loads(l); ceil[(c["impl"], c["size"], c["read_pct"], c["qd"])] = c
+pct = {"randread": 100, "randwrite": 0, "randrw": 70}
+wname = {"randread": "randread", "randwrite": "randwrite", "randrw": "70/30 randrw"}
+rows = []
+rows.append("| sock | workload | size | QD | digests | IOPS | MiB/s | avg µs | p99 µs | p99.9 µs | ceiling IOPS | ratio |")
+rows.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+for c in cells:
+    r = c["r"]; t = r.get("total")
+    k = (c["impl"], c["size"], pct[c["workload"]], c["qd"])
+    ce = ceil.get(k)
+    size = f'{c["size"]//1024} KiB'
+    dg = "on" if c["digests"] else "off"
+    if not t or r.get("first_error") or r.get("error"):
+        rows.append(f'| {c["impl"]} | {wname[c["workload"]]} | {size} | {c["qd"]} | {dg} | failed: {r.get("error") or r.get("first_error")} | | | | | | |')
+        continue
+    p = t["percentiles"]
+    ratio = f'{t["iops"]/ce["iops"]:.2f}' if ce else "n/a"
+    cei = f'{ce["iops"]:,.0f}' if ce else "n/a"
+    rows.append(f'| {c["impl"]} | {wname[c["workload"]]} | {size} | {c["qd"]} | {dg} | {t["iops"]:,.0f} | {t["mib_s"]:,.1f} | {t["avg_us"]:.1f} | {p["p99_us"]:.1f} | {p["p99.9_us"]:.1f} | {cei} | {ratio} |')
+crow = ["", "Ceiling alone (bench/ceiling.rs, same cores, same bytes, no protocol):", "",
+        "| sock | shape | size | QD | IOPS | MiB/s | avg µs | p99 µs | p99.9 µs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+for k in sorted(ceil):
+    c = ceil[k]
+    shape = {100: "read", 0: "write", 70: "70/30"}.get(c["read_pct"], str(c["read_pct"]))
+    crow.append(f'| {c["impl"]} | {shape} | {c["size"]//1024} KiB | {c["qd"]} | {c["iops"]:,.0f} | {c["mib_s"]:,.1f} | {c["avg_us"]:.1f} | {c["p99_us"]:.1f} | {c["p999_us"]:.1f} |')
+idle = float("$IDLE_PCT"); poll_idle = float("$POLL_IDLE_PCT")
+iops_idle = float("${IDLE_IOPS:-0}" or 0); iops_poll = float("${POLL_IOPS:-0}" or 0)
+block = f"""<!-- BEGIN run.sh -->
+## Table (generated by \`bench/run.sh$([ "$QUICK" = 1 ] && echo ' --quick')\`)
+
+- Date: $DATE; commit: \`$COMMIT\`; nice level $NICE; $SECS s per cell (after a connect; the ceiling discards a 0.3 s warm-up).
+- Machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); load average at start: $LOAD.
+- Also running at start (>5 % CPU): ${OTHERS:-nothing}.
+- Target: \`$MAIN_CMD\` (pinned to core $TCORE; 256 MiB malloc bdev, posix and uring listeners).
+- Load: \`pollux-perf -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:PORT subnqn:$NQN' -q QD -o SIZE -w WORKLOAD [-M 70] -t $SECS -c [$PCORE] -S SOCK [-H -I] --poll-only --json\`.
+- Ceiling: \`cargo bench --bench ceiling -- ${CEIL_ARGS[*]}\`.
+- Ratio = pollux IOPS / ceiling IOPS of the same sock impl, shape (read: 72 B in, 24 B + size out; write: 72 B + size in, 24 B out), size and QD; the ceiling has no digests.
+
+""" + "\n".join(rows) + "\n" + "\n".join(crow) + f"""
+
+Idle and peak (4 KiB randread QD32 posix, default idle strategy = spin 200 µs then sleep):
+
+| pollux | idle CPU (% of a core) | QD32 IOPS |
+|---|---:|---:|
+| default (\`--idle-spin-us 200\`) | {idle:.2f} | {iops_idle:,.0f} |
+| \`--poll-only\` | {poll_idle:.2f} | {iops_poll:,.0f} |
+
+Default / poll-only IOPS: {(iops_idle/iops_poll if iops_poll else 0):.3f}.
+<!-- END run.sh -->"""
+out = sys.argv[3]
+try:
+    text = open(out).read()
+except FileNotFoundError:
+    text = "# Benchmark results\n\n<!-- BEGIN run.sh -->\n<!-- END run.sh -->\n"
+if "<!-- BEGIN run.sh -->" in text:
+    text = re.sub(r"<!-- BEGIN run.sh -->.*<!-- END run.sh -->", lambda m: block, text, flags=re.S)
+else:
+    text += "\n" + block + "\n"
+open(out, "w").write(text)
+print("\n".join(rows)); print("\n".join(crow))
+print(f"idle CPU {idle:.2f} % (poll-only {poll_idle:.2f} %), QD32 IOPS {iops_idle:,.0f} vs poll-only {iops_poll:,.0f}")
+print(f"written to {out}")
+EOF

@@ -1,0 +1,71 @@
+//! The load generator's I/O path allocates nothing in steady state: runs the real
+//! `pollux-perf` binary (whose global allocator counts allocations on its worker threads
+//! after a warm-up) against an in-process target, for a 4 KiB 50/50 random mix at QD16 with
+//! and without digests, on posix and (when available) uring, and checks the JSON report:
+//! I/Os were counted and none of them allocated.
+
+mod common;
+
+use common::nvme::{call, export};
+use serde_json::{json, Value};
+use std::process::Command;
+
+const NQN: &str = "nqn.2016-06.io.pollux:perf-alloc";
+
+fn perf(port: u16, sock: &str, digests: bool) -> Value {
+    let trid = format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollux-perf"));
+    cmd.args([
+        "-r", &trid, "-q", "16", "-o", "4096", "-w", "randrw", "-M", "50",
+    ])
+    .args(["-t", "2", "-c", "[0]", "-S", sock, "--no-pin", "--json"]);
+    if digests {
+        cmd.args(["-H", "-I"]);
+    }
+    let out = cmd.output().expect("run pollux-perf");
+    assert!(
+        out.status.success(),
+        "pollux-perf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn pollux_perf_steady_state_allocates_nothing() {
+    let app = common::start(common::test_options("perf-alloc"));
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        json!({}),
+        true,
+    );
+    let uring = call(
+        &app,
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    );
+    let mut runs = vec![("posix", port)];
+    if uring.is_ok() {
+        let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
+        let uport: u16 = l[1]["address"]["trsvcid"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        runs.push(("uring", uport));
+    }
+    for (sock, port) in runs {
+        for digests in [false, true] {
+            let r = perf(port, sock, digests);
+            let steady = &r["steady_state"];
+            eprintln!("{sock} digests={digests}: {steady}");
+            assert_eq!(r["total"]["errors"], 0, "{r}");
+            assert!(steady["ios"].as_u64().unwrap() > 0, "no steady state: {r}");
+            assert_eq!(steady["allocs"], 0, "{sock} digests={digests}: {r}");
+        }
+    }
+    app.shutdown_and_wait();
+}
