@@ -725,6 +725,32 @@ impl WriteQueue {
 }
 
 /// `true` for loopback addresses (zero-copy is pointless there unless forced).
+/// Fills `iov` in order with `recv`, stopping at the first short read; an error counts only
+/// when nothing was read (the bytes already read are returned first).
+pub(crate) fn readv_by_recv(
+    iov: &mut [io::IoSliceMut<'_>],
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut done = 0;
+    for b in iov.iter_mut() {
+        if b.is_empty() {
+            continue;
+        }
+        match recv(b) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                if n < b.len() {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
 pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
     match addr.ip() {
         IpAddr::V4(a) => a.is_loopback(),

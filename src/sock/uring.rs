@@ -910,24 +910,7 @@ impl Sock for UringSock {
     }
 
     fn readv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let mut done = 0;
-        for b in iov.iter_mut() {
-            if b.is_empty() {
-                continue;
-            }
-            match self.recv(b) {
-                Ok(0) => break,
-                Ok(n) => {
-                    done += n;
-                    if n < b.len() {
-                        break;
-                    }
-                }
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(done)
+        super::readv_by_recv(iov, |b| self.recv(b))
     }
 
     fn writev(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
