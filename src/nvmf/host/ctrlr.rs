@@ -535,17 +535,15 @@ impl Controller {
         buf: IoBuf,
         cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
     ) {
-        let sqe = Sqe::rw(
+        self.data_command(
+            qid,
             io_opc::READ,
-            0,
             nsid,
             slba,
             blocks,
-            SglDescriptor::default(),
+            DataBuf::Read(buf),
+            cb,
         );
-        self.command(qid, Request::new(sqe, DataBuf::Read(buf)), move |r| {
-            cb(r.and_then(|(_, b)| b.ok_or_else(|| HostError::Protocol("no data".into()))))
-        });
     }
 
     pub fn write(
@@ -557,15 +555,31 @@ impl Controller {
         buf: IoBuf,
         cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
     ) {
-        let sqe = Sqe::rw(
+        self.data_command(
+            qid,
             io_opc::WRITE,
-            0,
             nsid,
             slba,
             blocks,
-            SglDescriptor::default(),
+            DataBuf::Write(buf),
+            cb,
         );
-        self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| {
+    }
+
+    /// A read or write of `blocks` blocks at `slba`; the callback gets the buffer back.
+    #[allow(clippy::too_many_arguments)]
+    fn data_command(
+        &self,
+        qid: u16,
+        opcode: u8,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        data: DataBuf,
+        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+    ) {
+        let sqe = Sqe::rw(opcode, 0, nsid, slba, blocks, SglDescriptor::default());
+        self.command(qid, Request::new(sqe, data), move |r| {
             cb(r.and_then(|(_, b)| b.ok_or_else(|| HostError::Protocol("no data".into()))))
         });
     }
