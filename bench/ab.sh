@@ -4,10 +4,16 @@
 # Starts pollux from DIR_A and from DIR_B (both pinned to core 0; the idle one sleeps),
 # each with a 256 MiB malloc bdev on a posix listener, then runs pollux-perf (from DIR_B,
 # core 1) against A, B, A, B, ... ROUNDS times per workload and prints the median IOPS of each.
-# usage: bench/ab.sh DIR_A DIR_B [ROUNDS] [SECS] [NICE]   (workloads: see WORKLOADS below)
+# usage: bench/ab.sh DIR_A DIR_B [ROUNDS] [SECS] [NICE]
+#   AB_SOCK=posix|uring   sock impl of the listener and of pollux-perf (default posix)
+#   AB_WORKLOADS="randread 4096 32;randwrite 4096 32"   workloads (default: see below)
+#   AB_PERF_ARGS="-H -I"  extra pollux-perf arguments (e.g. digests)
+# Run it under `flock /tmp/pollux-bench.lock` when others may be benchmarking too.
 set -euo pipefail
 A="$1"; B="$2"; ROUNDS="${3:-3}"; SECS="${4:-2}"; NICE="${5:-0}"
-WORKLOADS=("randread 4096 32" "randread 131072 8" "randwrite 4096 32")
+SOCK="${AB_SOCK:-posix}"
+IFS=';' read -r -a WORKLOADS <<<"${AB_WORKLOADS:-randread 4096 32;randread 131072 8;randwrite 4096 32}"
+read -r -a PERF_ARGS <<<"${AB_PERF_ARGS:-}"
 NQN=nqn.2016-06.io.pollux:ab
 WORK="$(mktemp -d /tmp/pollux-ab.XXXXXX)"
 PIDS=()
@@ -22,7 +28,7 @@ start() { # dir name -> sets PORT
   {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0"}}},
-  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}}}]}]}
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}, "sock_impl": "$SOCK"}}]}]}
 JSON
     nice -n "$NICE" "$1/pollux" -m '[0]' -r "$WORK/$2.sock" --json "$WORK/$2.json" --log-level ERROR \
         >/dev/null 2>"$WORK/$2.log" &
@@ -37,7 +43,7 @@ for wl in "${WORKLOADS[@]}"; do
         for side in a b; do
             port=$PA; [ $side = b ] && port=$PB
             iops=$(nice -n "$NICE" "$B/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
-                -q "$qd" -o "$size" -w "$w" -t "$SECS" -c '[1]' --poll-only --json 2>/dev/null | jq '.total.iops|floor')
+                -q "$qd" -o "$size" -w "$w" -t "$SECS" -c '[1]' -S "$SOCK" "${PERF_ARGS[@]}" --poll-only --json 2>/dev/null | jq '.total.iops|floor')
             if [ $side = a ]; then ra+=("$iops"); else rb+=("$iops"); fi
         done
     done
