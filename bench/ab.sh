@@ -8,6 +8,8 @@
 #   AB_SOCK=posix|uring   sock impl of the listener and of pollux-perf (default posix)
 #   AB_WORKLOADS="randread 4096 32;randwrite 4096 32"   workloads (default: see below)
 #   AB_PERF_ARGS="-H -I"  extra pollux-perf arguments (e.g. digests)
+#   AB_OWN_PERF=1         drive each target with its own build's pollux-perf (whole-system
+#                         comparison; by default DIR_B's pollux-perf drives both)
 # Run it under `flock /tmp/pollux-bench.lock` when others may be benchmarking too.
 set -euo pipefail
 A="$1"; B="$2"; ROUNDS="${3:-3}"; SECS="${4:-2}"; NICE="${5:-0}"
@@ -42,7 +44,8 @@ for wl in "${WORKLOADS[@]}"; do
     for _ in $(seq "$ROUNDS"); do
         for side in a b; do
             port=$PA; [ $side = b ] && port=$PB
-            iops=$(nice -n "$NICE" "$B/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
+            perf_dir=$B; [ $side = a ] && [ "${AB_OWN_PERF:-0}" = 1 ] && perf_dir=$A
+            iops=$(nice -n "$NICE" "$perf_dir/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
                 -q "$qd" -o "$size" -w "$w" -t "$SECS" -c '[1]' -S "$SOCK" "${PERF_ARGS[@]}" --poll-only --json 2>/dev/null | jq '.total.iops|floor')
             if [ $side = a ]; then ra+=("$iops"); else rb+=("$iops"); fi
         done

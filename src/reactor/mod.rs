@@ -443,7 +443,6 @@ struct PollerEntry {
     poll: Option<Poll>,
     run_count: u64,
     busy_count: u64,
-    busy_time: Duration,
 }
 
 /// Statistics of one poller, as `thread_get_pollers` reports them.
@@ -454,8 +453,6 @@ pub struct PollerStats {
     pub state: &'static str,
     pub run_count: u64,
     pub busy_count: u64,
-    /// Nanoseconds spent inside this poller.
-    pub busy_ns: u64,
     /// Period in microseconds; 0 for active pollers.
     pub period_us: u64,
 }
@@ -557,8 +554,10 @@ impl LocalReactor {
         n
     }
 
-    /// Runs every due poller once. Returns (any busy, time now, earliest timed deadline).
-    fn run_pollers(&self, mut now: Instant) -> (bool, Instant, Option<Instant>) {
+    /// Runs every due poller once, with `now` as the time of the whole pass (the clock is
+    /// read once per loop, not per poller: timed pollers have microsecond periods at best).
+    /// Returns (any busy, earliest timed deadline).
+    fn run_pollers(&self, now: Instant) -> (bool, Option<Instant>) {
         let mut busy = false;
         let mut next_deadline: Option<Instant> = None;
         let count = self.pollers.borrow().len();
@@ -583,11 +582,9 @@ impl LocalReactor {
                 }
             };
             let status = poll();
-            let after = Instant::now();
             let mut pollers = self.pollers.borrow_mut();
             let p = &mut pollers[i];
             p.run_count += 1;
-            p.busy_time += after - now;
             if status == PollStatus::Busy {
                 p.busy_count += 1;
                 busy = true;
@@ -598,32 +595,35 @@ impl LocalReactor {
             if period.is_some() && p.state == PollerState::Running {
                 next_deadline = Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
             }
-            now = after;
         }
         if self.pollers_dirty.replace(false) {
             self.pollers
                 .borrow_mut()
                 .retain(|p| p.state != PollerState::Unregistered);
         }
-        (busy, now, next_deadline)
+        (busy, next_deadline)
     }
 
-    fn sleep(&self, deadline: Option<Instant>, now: Instant) {
+    /// Sleeps until woken or `deadline`; returns the time it woke up (`now` if it did not
+    /// sleep).
+    fn sleep(&self, deadline: Option<Instant>, now: Instant) -> Instant {
         let me = self.me();
         me.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if !me.queue.is_empty() || self.shared.stopping.load(Ordering::SeqCst) {
             me.sleeping.store(false, Ordering::SeqCst);
-            return;
+            return now;
         }
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
         self.sleeps.set(self.sleeps.get() + 1);
         self.epoll.wait(timeout);
         me.sleeping.store(false, Ordering::SeqCst);
         me.doorbell.drain();
-        let slept = now.elapsed().as_nanos() as u64;
+        let woke = Instant::now();
+        let slept = woke.saturating_duration_since(now).as_nanos() as u64;
         self.sleep_ns.set(self.sleep_ns.get() + slept);
         self.idle_ns.set(self.idle_ns.get() + slept);
+        woke
     }
 
     fn stats(&self) -> ReactorStats {
@@ -642,7 +642,6 @@ impl LocalReactor {
                 },
                 run_count: p.run_count,
                 busy_count: p.busy_count,
-                busy_ns: p.busy_time.as_nanos() as u64,
                 period_us: p.period.map_or(0, |d| d.as_micros() as u64),
             })
             .collect();
@@ -662,6 +661,8 @@ impl LocalReactor {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<LocalReactor>>> = const { RefCell::new(None) };
+    /// The time at the start of the current loop pass (`None` off a reactor).
+    static LOOP_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 fn run_reactor(local: Rc<LocalReactor>) {
@@ -670,13 +671,16 @@ fn run_reactor(local: Rc<LocalReactor>) {
         IdleStrategy::PollOnly => None,
         IdleStrategy::SpinThenSleep(d) => Some(d),
     };
-    let mut last_busy = Instant::now();
+    // One clock read per loop: the end of one pass is the start of the next.
+    let mut now = Instant::now();
+    let mut last_busy = now;
     while !local.shared.stopping.load(Ordering::Relaxed) {
-        let loop_start = Instant::now();
+        LOOP_NOW.set(Some(now));
         let work = local.run_messages() + local.retry_deferred();
-        let polls_start = if work > 0 { Instant::now() } else { loop_start };
-        let (pollers_busy, now, deadline) = local.run_pollers(polls_start);
-        let elapsed = now.saturating_duration_since(loop_start).as_nanos() as u64;
+        let (pollers_busy, deadline) = local.run_pollers(now);
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(now).as_nanos() as u64;
+        now = end;
         if work > 0 || pollers_busy {
             local.busy_ns.set(local.busy_ns.get() + elapsed);
             last_busy = now;
@@ -686,11 +690,12 @@ fn run_reactor(local: Rc<LocalReactor>) {
                 if now.saturating_duration_since(last_busy) >= spin
                     && local.deferred.borrow().is_empty()
                 {
-                    local.sleep(deadline, now);
+                    now = local.sleep(deadline, now);
                 }
             }
         }
     }
+    LOOP_NOW.set(None);
     // Drop pollers (and whatever their closures own) on this thread, newest first.
     let pollers: Vec<_> = std::mem::take(&mut *local.pollers.borrow_mut());
     for p in pollers.into_iter().rev() {
@@ -777,6 +782,13 @@ impl PollerHandle {
     }
 }
 
+/// The time at the start of the current reactor loop pass: at most one pass old (a few
+/// microseconds under load), without a clock read. Off a reactor, the current time. Use it for
+/// timeouts and periodic work; read the clock yourself where a latency is being measured.
+pub fn now() -> Instant {
+    LOOP_NOW.get().unwrap_or_else(Instant::now)
+}
+
 /// Registers a poller on the current reactor. `period_us == 0` makes it an active poller
 /// (run every loop); otherwise it runs at most once per period.
 pub fn register_poller(
@@ -796,7 +808,6 @@ pub fn register_poller(
             poll: Some(Box::new(poll)),
             run_count: 0,
             busy_count: 0,
-            busy_time: Duration::ZERO,
         });
         PollerHandle {
             id,

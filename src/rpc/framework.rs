@@ -219,7 +219,6 @@ fn thread_pollers_result(all: &[ReactorStats]) -> Value {
                     "state": if p.state == "paused" { "paused" } else { "waiting" },
                     "run_count": p.run_count,
                     "busy_count": p.busy_count,
-                    "busy_ticks": p.busy_ns,
                 });
                 if p.period_us > 0 {
                     v["period_ticks"] = json!(p.period_us * 1000);

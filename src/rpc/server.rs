@@ -797,8 +797,8 @@ fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
         let mut s = server.borrow_mut();
         // One epoll_wait per POLL_INTERVAL at most, unless answers or parsing are pending:
         // the main reactor's data path does not pay a syscall per loop for the control plane.
-        let now = Instant::now();
-        if now.duration_since(s.last_poll) < POLL_INTERVAL
+        let now = crate::reactor::now();
+        if now.saturating_duration_since(s.last_poll) < POLL_INTERVAL
             && s.answers.answers.is_empty()
             && s.reparse.is_empty()
         {

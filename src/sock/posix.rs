@@ -265,6 +265,12 @@ pub struct PosixSock {
     /// The last flush left bytes unsent because the socket buffer was full.
     blocked: bool,
     pub(crate) enobufs: u64,
+    /// Member of a posix group, whose epoll set reports it readable when bytes arrive.
+    in_group: bool,
+    /// In a group: the last receive syscall came back short (the kernel queue was empty at
+    /// that moment), so receives answer WouldBlock without a syscall until the group's epoll
+    /// reports the socket readable again. This saves the trailing EAGAIN read of every drain.
+    drained: bool,
 }
 
 impl PosixSock {
@@ -345,6 +351,8 @@ impl PosixSock {
             placement_mode: o.enable_placement_id,
             blocked: false,
             enobufs: 0,
+            in_group: false,
+            drained: false,
         })
     }
 
@@ -464,17 +472,38 @@ impl PosixSock {
     fn pipe_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.raw();
         let Some(pipe) = self.pipe.as_mut() else {
-            return sys_recv(fd, buf);
+            return self.recv_syscall(buf.len(), |_| sys_recv(fd, buf));
         };
         if pipe.is_empty() {
             if buf.len() >= pipe.capacity() {
-                return sys_recv(fd, buf);
+                return self.recv_syscall(buf.len(), |_| sys_recv(fd, buf));
             }
-            if pipe.fill(fd)? == 0 {
+            let free = pipe.capacity() - pipe.len();
+            if self.recv_syscall(free, |s| s.pipe.as_mut().map_or(Ok(0), |p| p.fill(fd)))? == 0 {
                 return Ok(0);
             }
         }
-        Ok(pipe.read(buf))
+        Ok(self.pipe.as_mut().map_or(0, |p| p.read(buf)))
+    }
+
+    /// Runs one receive syscall asking for `asked` bytes, unless the socket is known to be
+    /// drained (see `drained`), and records whether it came back short.
+    fn recv_syscall(
+        &mut self,
+        asked: usize,
+        syscall: impl FnOnce(&mut Self) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if self.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let r = syscall(self);
+        if self.in_group {
+            self.drained = match &r {
+                Ok(n) => *n > 0 && *n < asked,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            };
+        }
+        r
     }
 }
 
@@ -515,7 +544,8 @@ impl Sock for PosixSock {
             let iovs = unsafe {
                 std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, iov.len())
             };
-            return sys_readv(self.raw(), iovs);
+            let fd = self.raw();
+            return self.recv_syscall(total, |_| sys_readv(fd, iovs));
         }
         super::readv_by_recv(iov, |b| self.recv(b))
     }
@@ -777,14 +807,18 @@ impl SockGroup for PosixGroup {
         let key = entry.key();
         let out = sock.wants_pollout();
         let fd = sock.raw();
+        let mut sock = *sock;
+        sock.in_group = true;
+        sock.drained = false;
         entry.insert(Member {
-            sock: *sock,
+            sock,
             in_ready: false,
             epoll_out: out,
             closed: false,
         });
         if let Err(e) = self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, key, out) {
-            let m = self.members.remove(key);
+            let mut m = self.members.remove(key);
+            m.sock.in_group = false;
             return Err((e, Box::new(m.sock)));
         }
         // Bytes may already sit in its pipe: report them.
@@ -833,6 +867,10 @@ impl SockGroup for PosixGroup {
         // Their completions are out: the keys of closed sockets may be reused from now on.
         for key in self.closing.drain(..) {
             self.members.remove(key);
+        }
+        if self.members.is_empty() {
+            // Nothing to flush, wait for or report: no syscall for an empty group.
+            return events.len() - before;
         }
         // Sockets reported last time that still hold buffered bytes go to the back.
         // (The list is put back cleared, keeping its capacity: no allocation per poll.)
@@ -888,6 +926,7 @@ impl SockGroup for PosixGroup {
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLRDHUP) != 0
                 || (flags & libc::EPOLLERR != 0 && !zc_err)
             {
+                m.sock.drained = false;
                 self.mark_ready(key);
             }
         }
