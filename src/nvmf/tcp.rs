@@ -6,8 +6,9 @@
 //! through `AwaitIcReq` (ICReq → ICResp with the negotiated digests, CPDA 0 and
 //! MAXH2CDATA) to `Ready`, where capsules are decoded incrementally: each command takes a
 //! slot of the queue's request pool (sized by the transport's queue depths, allocated once),
-//! its in-capsule data or R2T-solicited H2CData lands in an `IoBuf` (received straight from
-//! the socket when the decoder says the rest of a PDU is data), and it is executed: fabrics
+//! its in-capsule data or R2T-solicited H2CData lands in an `IoBuf` (copied from the 64 KiB
+//! staging receive, or received straight from the socket when the rest of a PDU's data is at
+//! least that long), and it is executed: fabrics
 //! commands (Connect with every check, Property Get/Set, Disconnect) here, admin commands
 //! by the controller the admin queue owns (`ctrlr.rs`), I/O commands on the bdev channel
 //! (`io.rs`). Completions answer with C2HData (SUCCESS flag when c2h_success and SQ flow
@@ -22,8 +23,8 @@ use super::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr};
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
 use super::pdu::{
-    self, encode_header, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
-    PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, MAX_HEADER_LEN, R2T, TERM_REQ_HLEN,
+    self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
+    PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN,
     TERM_REQ_MAX_PLEN,
 };
 use super::spec::{
@@ -46,9 +47,15 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Bytes a queue pair receives at once into its staging buffer (headers and small data;
-/// larger data is received straight into the command's buffer).
-const RX_BUF_LEN: usize = 16 * 1024;
+/// Bytes a queue pair receives at once into its staging buffer (headers and data of many
+/// PDUs per system call). At least the posix sock's receive pipe (64 KiB), so receives
+/// bypass the pipe instead of being copied through it.
+const RX_BUF_LEN: usize = 64 * 1024;
+/// The rest of a PDU's data is received straight into the command's buffer only when it is
+/// at least this long: then one system call lands it without a copy. A shorter rest comes
+/// with the PDUs behind it in one staging receive and is copied (a copy of a few KiB costs
+/// less than a system call, and a receive this short would go through the sock's pipe).
+const DIRECT_RECV_MIN: u32 = RX_BUF_LEN as u32;
 /// Readable sockets handled per group poll.
 const EVENTS_PER_POLL: usize = 64;
 /// In-capsule data accepted on an admin queue (the Linux host's fixed admin capsule size).
@@ -243,24 +250,14 @@ impl Qpair {
     }
 }
 
-/// Appends the header of a PDU to `chunks` (inline when it fits, else in an `IoBuf`).
+/// Appends the header of a PDU to `chunks` (encoded in place in an inline chunk).
 fn push_header(
     chunks: &mut Vec<Chunk>,
     hdr: &PduHeader,
     data_len: u32,
     tx: &TxConfig,
 ) -> Option<EncodedHeader> {
-    let mut h = [0u8; MAX_HEADER_LEN];
-    let enc = encode_header(hdr, data_len, tx, &mut h).ok()?;
-    match Chunk::inline(&h[..enc.len]) {
-        Some(c) => chunks.push(c),
-        None => {
-            let mut b = IoBuf::with_len(enc.len);
-            b.as_mut_slice().copy_from_slice(&h[..enc.len]);
-            chunks.push(Chunk::buf(b));
-        }
-    }
-    Some(enc)
+    pdu::push_header_chunk(chunks, hdr, data_len, tx).ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,8 +287,57 @@ impl NsChan {
 struct NetGroup {
     name: &'static str,
     group: Box<dyn SockGroup>,
-    owners: HashMap<SockKey, usize>,
+    owners: Owners,
 }
+
+/// The queue pair owning each socket of a group. Sock keys are the group's slab indices
+/// (small, reused), so a vector indexed by key answers every socket event with one load
+/// instead of hashing the key.
+#[derive(Default)]
+struct Owners(Vec<Option<usize>>);
+
+impl Owners {
+    fn insert(&mut self, key: SockKey, idx: usize) {
+        if self.0.len() <= key {
+            self.0.resize(key + 1, None);
+        }
+        self.0[key] = Some(idx);
+    }
+    fn remove(&mut self, key: SockKey) {
+        if let Some(slot) = self.0.get_mut(key) {
+            *slot = None;
+        }
+    }
+    fn get(&self, key: SockKey) -> Option<usize> {
+        self.0.get(key).copied().flatten()
+    }
+}
+
+/// Hasher of the namespace-channel map, looked up once per I/O command: its keys are
+/// (subsystem id, NSID) pairs of the local configuration, so a multiply-rotate mix (FxHash
+/// style) serves as well as SipHash at a fraction of the cost. A host choosing NSIDs only
+/// chooses which key is looked up, never what the map holds.
+#[derive(Default, Clone, Copy)]
+struct NsKeyHasher(u64);
+
+impl std::hash::Hasher for NsKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type NsMap<V> = HashMap<(u64, u32), V, std::hash::BuildHasherDefault<NsKeyHasher>>;
 
 /// Counters of one poll group (`nvmf_get_stats`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -312,7 +358,7 @@ struct PollGroup {
     nets: Vec<NetGroup>,
     qpairs: Slab<Qpair>,
     next_gen: u64,
-    ns: HashMap<(u64, u32), NsChan>,
+    ns: NsMap<NsChan>,
     sink: Rc<dyn IoSink>,
     events: Vec<SockEvent>,
     to_close: Vec<(usize, u64)>,
@@ -387,7 +433,7 @@ impl PollGroup {
             nets: Vec::new(),
             qpairs: Slab::new(),
             next_gen: 1,
-            ns: HashMap::new(),
+            ns: NsMap::default(),
             sink: Rc::new(GroupSink),
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
@@ -411,7 +457,7 @@ impl PollGroup {
                         self.nets.push(NetGroup {
                             name,
                             group,
-                            owners: HashMap::new(),
+                            owners: Owners::default(),
                         });
                         self.nets.len() - 1
                     }
@@ -446,7 +492,7 @@ impl PollGroup {
         }
         let qp = self.qpairs.remove(idx);
         let net = &mut self.nets[qp.net];
-        net.owners.remove(&qp.key);
+        net.owners.remove(qp.key);
         net.group.close(qp.key);
         let me = QpairRef {
             core: self.core,
@@ -500,12 +546,12 @@ impl PollGroup {
             for ev in events.drain(..) {
                 match ev {
                     SockEvent::Readable(k) => {
-                        if let Some(&idx) = self.nets[ni].owners.get(&k) {
+                        if let Some(idx) = self.nets[ni].owners.get(k) {
                             self.on_readable(idx);
                         }
                     }
                     SockEvent::WriteDone(k, req) => {
-                        if let Some(&idx) = self.nets[ni].owners.get(&k) {
+                        if let Some(idx) = self.nets[ni].owners.get(k) {
                             self.on_write_done(idx, req);
                         }
                     }
@@ -635,7 +681,8 @@ impl PollGroup {
             let Some(sock) = self.nets[qp.net].group.sock(qp.key) else {
                 return Err(Fatal::Closed);
             };
-            if let (Some(p), Some((slot, base))) = (qp.dec.data_pending(), data_target(qp)) {
+            let pending = qp.dec.data_pending().filter(|p| p.len >= DIRECT_RECV_MIN);
+            if let (Some(p), Some((slot, base))) = (pending, data_target(qp)) {
                 let req = &mut qp.reqs[slot as usize];
                 if let Some(buf) = req.buf.as_mut() {
                     let start = (base + p.offset) as usize;
@@ -719,10 +766,12 @@ impl PollGroup {
     }
 
     fn on_header(&mut self, idx: usize, header: PduHeader, data_len: u32) -> Result<(), Fatal> {
-        let view = self.view.clone();
         let qp = &mut self.qpairs[idx];
         match header {
-            PduHeader::IcReq(req) => self.on_icreq(idx, &req, &view),
+            PduHeader::IcReq(req) => {
+                let view = self.view.clone();
+                self.on_icreq(idx, &req, &view)
+            }
             PduHeader::CapsuleCmd(sqe) => {
                 if qp.state != QpState::Ready {
                     return Err(Fatal::Protocol(PduError::new(
