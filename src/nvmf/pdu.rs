@@ -751,6 +751,22 @@ impl PduDecoder {
         }
     }
 
+    /// Whether no byte of the next PDU has been received yet.
+    pub fn at_pdu_start(&self) -> bool {
+        self.state == RxState::Header && self.have == 0
+    }
+
+    /// The current PDU's header length through its data offset (PDO), once its `Header`
+    /// event was returned.
+    pub fn header_len(&self) -> usize {
+        self.need
+    }
+
+    /// Whether the current PDU's data is followed by a data digest.
+    pub fn has_data_digest(&self) -> bool {
+        self.has_ddgst
+    }
+
     /// When the decoder is inside a PDU's data: where the rest of it goes. The caller may
     /// receive up to `len` bytes from the socket straight into its own buffer and report
     /// them with `data_received`, instead of feeding them.

@@ -7,8 +7,9 @@
 //! MAXH2CDATA) to `Ready`, where capsules are decoded incrementally: each command takes a
 //! slot of the queue's request pool (sized by the transport's queue depths, allocated once),
 //! its in-capsule data or R2T-solicited H2CData lands in an `IoBuf` (copied from the 64 KiB
-//! staging receive, or received straight from the socket when the rest of a PDU's data is at
-//! least that long), and it is executed: fabrics
+//! staging receive, received straight from the socket when the rest of a PDU's data is at
+//! least that long, or, for a stream of same-shaped in-capsule writes, landed by the receive
+//! itself in the buffer the bdev writes from: see `landing.rs`), and it is executed: fabrics
 //! commands (Connect with every check, Property Get/Set, Disconnect) here, admin commands
 //! by the controller the admin queue owns (`ctrlr.rs`), I/O commands on the bdev channel
 //! (`io.rs`). Completions answer with C2HData (SUCCESS flag when c2h_success and SQ flow
@@ -22,6 +23,7 @@
 use super::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr};
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
+use super::landing::{CapsuleShape, Landed, Landing};
 use super::pdu::{
     self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
     PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN,
@@ -188,6 +190,8 @@ struct Qpair {
     writes_in_flight: usize,
     /// A Term Req went out: nothing else may follow it.
     term_sent: bool,
+    /// In-capsule write data received straight into command buffers.
+    landing: Landing,
 }
 
 impl Qpair {
@@ -221,6 +225,7 @@ impl Qpair {
             opts: TransportOpts::default(),
             writes_in_flight: 0,
             term_sent: false,
+            landing: Landing::default(),
         }
     }
 
@@ -681,6 +686,23 @@ impl PollGroup {
             let Some(sock) = self.nets[qp.net].group.sock(qp.key) else {
                 return Err(Fatal::Closed);
             };
+            let landing = if qp.dec.at_pdu_start() {
+                qp.landing.plan(qp.free.len(), rx.len())
+            } else {
+                0
+            };
+            if landing > 0 {
+                match qp.landing.receive(landing, sock, rx) {
+                    Ok(l) if l.n == 0 => return Err(Fatal::Closed),
+                    Ok(l) => {
+                        self.process_landed(idx, rx, &l)?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Fatal::Closed),
+                }
+            }
             let pending = qp.dec.data_pending().filter(|p| p.len >= DIRECT_RECV_MIN);
             if let (Some(p), Some((slot, base))) = (pending, data_target(qp)) {
                 let req = &mut qp.reqs[slot as usize];
@@ -711,6 +733,90 @@ impl PollGroup {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Fatal::Closed),
+            }
+        }
+    }
+
+    /// Decodes what a landing receive placed (see `landing.rs`): each speculated capsule
+    /// whose header has the expected shape is decoded from its header slot, its data
+    /// stays in the buffer the command took, and its digest is checked from the slot; at
+    /// the first header of another shape the rest is copied back to the staging buffer in
+    /// wire order and decoded from there.
+    fn process_landed(&mut self, idx: usize, rx: &mut [u8], landed: &Landed) -> Result<(), Fatal> {
+        let shape = landed.shape;
+        let digest_len = landed.shape.pdu_len() - shape.pdo - shape.data_len;
+        let mut left = landed.n;
+        let qp = &mut self.qpairs[idx];
+        qp.rx_pos = 0;
+        qp.rx_len = 0;
+        for i in 0..landed.count {
+            let qp = &mut self.qpairs[idx];
+            if left == 0 || qp.closing() {
+                break;
+            }
+            let h = left.min(shape.pdo);
+            if !shape.matches(&qp.landing.header_slot(i)[..h]) {
+                qp.rx_len = qp.landing.linearize(landed, i, 0, rx);
+                return Ok(());
+            }
+            // The header and data digest bytes, copied out so decoding can borrow self.
+            let mut slot = [0u8; pdu::MAX_HEADER_LEN + super::digest::DIGEST_LEN];
+            let slot_len = shape.pdo + digest_len;
+            slot[..slot_len].copy_from_slice(&qp.landing.header_slot(i)[..slot_len]);
+            qp.landing.arm_next();
+            left -= h;
+            self.feed_slice(idx, &slot[..h])?;
+            if h < shape.pdo {
+                break;
+            }
+            let d = left.min(shape.data_len);
+            left -= d;
+            let qp = &mut self.qpairs[idx];
+            match qp.landing.take_current() {
+                // The command took the landed buffer: its bytes are the PDU's data.
+                None => {
+                    let Some((slot, _)) = data_target(qp) else {
+                        return Err(Fatal::Closed);
+                    };
+                    let Some(buf) = qp.reqs[slot as usize].buf.as_ref() else {
+                        return Err(Fatal::Closed);
+                    };
+                    qp.dec.data_received(&buf[..d]).map_err(|_| Fatal::Closed)?;
+                }
+                // Not taken (the command failed its checks, or the queue is closing): the
+                // data goes through the decoder as usual.
+                Some(buf) => {
+                    let fed = self.feed_slice(idx, &buf[..d]);
+                    self.qpairs[idx].landing.keep_spare(buf);
+                    fed?;
+                }
+            }
+            if d < shape.data_len {
+                break;
+            }
+            let g = left.min(digest_len);
+            left -= g;
+            // With a digest this completes it; without, it collects the data's end.
+            self.feed_slice(idx, &slot[shape.pdo..shape.pdo + g])?;
+        }
+        let qp = &mut self.qpairs[idx];
+        qp.landing.release_all();
+        qp.rx_len = landed.tail_bytes();
+        Ok(())
+    }
+
+    /// Decodes `bytes` received outside the staging buffer and acts on each event.
+    fn feed_slice(&mut self, idx: usize, mut bytes: &[u8]) -> Result<(), Fatal> {
+        loop {
+            let qp = &mut self.qpairs[idx];
+            if qp.closing() {
+                return Ok(());
+            }
+            let (used, ev) = qp.dec.feed(bytes).map_err(Fatal::Protocol)?;
+            bytes = &bytes[used..];
+            match ev {
+                None => return Ok(()),
+                Some(ev) => self.on_event(idx, ev)?,
             }
         }
     }
@@ -767,6 +873,15 @@ impl PollGroup {
 
     fn on_header(&mut self, idx: usize, header: PduHeader, data_len: u32) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
+        let shape = match &header {
+            PduHeader::CapsuleCmd(_) if data_len > 0 => Some(CapsuleShape {
+                pdo: qp.dec.header_len(),
+                data_len: data_len as usize,
+                ddgst: qp.dec.has_data_digest(),
+            }),
+            _ => None,
+        };
+        qp.landing.observe(shape);
         match header {
             PduHeader::IcReq(req) => {
                 let view = self.view.clone();
@@ -807,7 +922,10 @@ impl PollGroup {
                     } else if sgl.length != data_len {
                         req.status = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
                     } else {
-                        req.buf = Some(IoBuf::with_len(data_len as usize));
+                        // Landed data (see `process_landed`) or a buffer to copy it into.
+                        let len = data_len as usize;
+                        let landed = qp.landing.take_buffer(len);
+                        req.buf = Some(landed.unwrap_or_else(|| IoBuf::with_len(len)));
                     }
                     qp.cur = DataDest::Capsule(slot);
                     return Ok(());
