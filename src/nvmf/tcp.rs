@@ -354,6 +354,8 @@ struct GroupStats {
     pending_bdev_io: u64,
     completed_nvme_io: u64,
     term_reqs_sent: u64,
+    /// In-capsule writes whose data the receive landed in the command's buffer.
+    in_capsule_landed: u64,
     connections: u64,
 }
 
@@ -782,6 +784,7 @@ impl PollGroup {
                         return Err(Fatal::Closed);
                     };
                     qp.dec.data_received(&buf[..d]).map_err(|_| Fatal::Closed)?;
+                    self.stats.in_capsule_landed += 1;
                 }
                 // Not taken (the command failed its checks, or the queue is closing): the
                 // data goes through the decoder as usual.
@@ -1816,6 +1819,7 @@ impl PollGroup {
                 "connections": s.connections,
                 "open_connections": self.qpairs.len(),
                 "term_reqs_sent": s.term_reqs_sent,
+                "in_capsule_landed": s.in_capsule_landed,
             }],
         })
     }
