@@ -3,8 +3,8 @@
 //! of 4 KiB writes sends) speculates that the next PDUs have that shape too, and receives
 //! with one `readv` whose iovecs put each expected capsule's header in a small header slot,
 //! its data straight into an `IoBuf` that becomes the command's buffer (and then the bdev
-//! write's), its data digest in the slot, and whatever follows into the staging buffer's
-//! tail. The caller checks every received header against the shape before trusting the
+//! write's) and its data digest in the slot. The receive asks for whole capsules only, so
+//! it ends at a PDU boundary and the next receive can speculate again. The caller checks every received header against the shape before trusting the
 //! layout ([`CapsuleShape::matches`]); at the first PDU that differs it copies the rest back
 //! into the staging buffer in wire order ([`Landing::linearize`]) and decodes as usual, and
 //! the speculation stops until a new streak of same-shaped capsules builds up. So a mixed
@@ -21,8 +21,6 @@ use std::io::{self, IoSliceMut};
 pub const LANDING_MAX: usize = 16;
 /// Same-shaped write capsules in a row before receives speculate.
 const LANDING_STREAK: u32 = 4;
-/// Staging bytes kept after the landed capsules (for the PDUs that follow them).
-const TAIL_MIN: usize = 4096;
 /// Bytes of one header slot: the longest header (through PDO) and a data digest.
 const HDR_SLOT: usize = MAX_HEADER_LEN + DIGEST_LEN;
 const DIGEST_LEN: usize = super::digest::DIGEST_LEN;
@@ -66,20 +64,12 @@ impl CapsuleShape {
     }
 }
 
-/// What one landing receive got: `n` bytes over `count` speculated capsules, then the
-/// start of the staging buffer.
+/// What one landing receive got: `n` bytes over `count` speculated capsules.
 #[derive(Debug, Clone, Copy)]
 pub struct Landed {
     pub n: usize,
     pub count: usize,
     pub shape: CapsuleShape,
-}
-
-impl Landed {
-    /// Bytes that went into the staging buffer's tail.
-    pub fn tail_bytes(&self) -> usize {
-        self.n.saturating_sub(self.count * self.shape.pdu_len())
-    }
 }
 
 /// Per-queue state of the speculation.
@@ -116,22 +106,17 @@ impl Landing {
         if self.streak < LANDING_STREAK {
             return 0;
         }
-        let room = rx_len.saturating_sub(TAIL_MIN) / shape.pdu_len().max(1);
+        // What was received must fit the staging buffer if it has to be linearized.
+        let room = rx_len / shape.pdu_len().max(1);
         (self.streak as usize)
             .min(free_slots)
             .min(LANDING_MAX)
             .min(room)
     }
 
-    /// Receives with iovecs for `count` capsules of the current shape and the staging
-    /// buffer's tail (`rx` minus the capsules' bytes, so the total fits `rx` if it must
-    /// be linearized).
-    pub fn receive(
-        &mut self,
-        count: usize,
-        sock: &mut dyn Sock,
-        rx: &mut [u8],
-    ) -> io::Result<Landed> {
+    /// Receives with iovecs for `count` capsules of the current shape (at most `rx`'s
+    /// length in all, so that it fits `rx` if it has to be linearized).
+    pub fn receive(&mut self, count: usize, sock: &mut dyn Sock, rx: &[u8]) -> io::Result<Landed> {
         let Some(shape) = self.shape else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
@@ -147,8 +132,8 @@ impl Landing {
             };
             self.bufs.push(b);
         }
-        let tail_cap = rx.len().saturating_sub(count * shape.pdu_len());
-        let mut iov: [IoSliceMut<'_>; 3 * LANDING_MAX + 1] =
+        let count = count.min(rx.len() / shape.pdu_len().max(1));
+        let mut iov: [IoSliceMut<'_>; 3 * LANDING_MAX] =
             std::array::from_fn(|_| IoSliceMut::new(&mut []));
         let mut n_iov = 0;
         // The next capsule's buffer is the last one: iovecs take them in reverse.
@@ -167,8 +152,6 @@ impl Landing {
                 n_iov += 1;
             }
         }
-        iov[n_iov] = IoSliceMut::new(&mut rx[..tail_cap]);
-        n_iov += 1;
         let n = sock.readv(&mut iov[..n_iov])?;
         Ok(Landed { n, count, shape })
     }
@@ -227,16 +210,14 @@ impl Landing {
     }
 
     /// Copies the bytes a receive placed from capsule `from` on (its first `skip` bytes
-    /// already consumed) back into `rx` in wire order, the tail bytes after them, and
-    /// returns how many bytes `rx` now holds. `from`'s data buffer must still be
-    /// `current` (or untouched in `bufs`); the later ones are in `bufs`.
+    /// already consumed) back into `rx` in wire order and returns how many bytes `rx` now
+    /// holds. `from`'s data buffer must still be `current` (or untouched in `bufs`); the
+    /// later ones are in `bufs`.
     pub fn linearize(&mut self, landed: &Landed, from: usize, skip: usize, rx: &mut [u8]) -> usize {
         let shape = landed.shape;
-        let tail = landed.tail_bytes();
-        let placed = landed.n - tail;
+        let placed = landed.n;
         let start = from * shape.pdu_len() + skip;
         let m = placed.saturating_sub(start);
-        rx.copy_within(..tail, m);
         // The capsules' pieces in wire order, cut to the bytes received.
         let mut at = 0;
         let mut wire = from * shape.pdu_len();
@@ -265,7 +246,7 @@ impl Landing {
         self.release_all();
         self.stop();
         debug_assert_eq!(at, m);
-        m + tail
+        m
     }
 }
 
@@ -321,8 +302,8 @@ mod tests {
         for _ in 0..20 {
             l.observe(Some(s));
         }
-        // (64 KiB - 4 KiB tail) / 4172-byte PDUs = 14 capsules.
-        assert_eq!(l.plan(32, 64 * 1024), 14);
+        // 64 KiB / 4172-byte PDUs = 15 capsules.
+        assert_eq!(l.plan(32, 64 * 1024), 15);
         assert_eq!(l.plan(3, 64 * 1024), 3);
         l.observe(None);
         assert_eq!(l.plan(32, 64 * 1024), 0);
@@ -339,8 +320,8 @@ mod tests {
         for _ in 0..LANDING_STREAK {
             l.observe(Some(s));
         }
-        // Two capsules (28 bytes each) then a tail: fill pieces as a readv would.
-        let wire: Vec<u8> = (0..70u8).collect();
+        // Two capsules (28 bytes each), the second cut short: fill pieces as a readv would.
+        let wire: Vec<u8> = (0..50u8).collect();
         l.hdrs.resize(LANDING_MAX * HDR_SLOT, 0);
         l.bufs = vec![IoBuf::with_len(16), IoBuf::with_len(16)];
         let mut rx = vec![0u8; 128];
@@ -348,21 +329,23 @@ mod tests {
         for i in 0..2 {
             let slot = &mut l.hdrs[i * HDR_SLOT..];
             slot[..8].copy_from_slice(&wire[pos..pos + 8]);
+            let got = wire.len().min(pos + 24) - (pos + 8);
             let data = &mut l.bufs[1 - i];
-            data.as_mut_slice().copy_from_slice(&wire[pos + 8..pos + 24]);
-            slot[8..12].copy_from_slice(&wire[pos + 24..pos + 28]);
+            data.as_mut_slice()[..got].copy_from_slice(&wire[pos + 8..pos + 8 + got]);
+            if pos + 28 <= wire.len() {
+                slot[8..12].copy_from_slice(&wire[pos + 24..pos + 28]);
+            }
             pos += 28;
         }
-        rx[..14].copy_from_slice(&wire[56..70]);
         let landed = Landed {
-            n: 70,
+            n: 50,
             count: 2,
             shape: s,
         };
         // The first capsule's header (8 bytes) was consumed; its buffer is current.
         l.arm_next();
         let len = l.linearize(&landed, 0, 8, &mut rx);
-        assert_eq!(&rx[..len], &wire[8..70]);
+        assert_eq!(&rx[..len], &wire[8..50]);
         assert_eq!(l.plan(32, 128), 0, "a fallback stops the speculation");
     }
 }

@@ -802,9 +802,7 @@ impl PollGroup {
             // With a digest this completes it; without, it collects the data's end.
             self.feed_slice(idx, &slot[shape.pdo..shape.pdo + g])?;
         }
-        let qp = &mut self.qpairs[idx];
-        qp.landing.release_all();
-        qp.rx_len = landed.tail_bytes();
+        self.qpairs[idx].landing.release_all();
         Ok(())
     }
 
