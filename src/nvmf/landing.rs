@@ -3,8 +3,12 @@
 //! of 4 KiB writes sends) speculates that the next PDUs have that shape too, and receives
 //! with one `readv` whose iovecs put each expected capsule's header in a small header slot,
 //! its data straight into an `IoBuf` that becomes the command's buffer (and then the bdev
-//! write's) and its data digest in the slot. The receive asks for whole capsules only, so
-//! it ends at a PDU boundary and the next receive can speculate again. The caller checks every received header against the shape before trusting the
+//! write's), its data digest in the slot, and whatever follows into the staging buffer's
+//! tail. A queue with `free` request slots can receive at most `free` new capsules, so
+//! when the staging buffer has room for all of them the tail stays empty and the receive
+//! ends at a PDU boundary, where the next one can speculate again; the tail only makes the
+//! receive as long as the staging buffer (the posix sock then bypasses its receive pipe,
+//! which would add a copy). The caller checks every received header against the shape before trusting the
 //! layout ([`CapsuleShape::matches`]); at the first PDU that differs it copies the rest back
 //! into the staging buffer in wire order ([`Landing::linearize`]) and decodes as usual, and
 //! the speculation stops until a new streak of same-shaped capsules builds up. So a mixed
@@ -12,17 +16,20 @@
 //! with no copy at all between the kernel and the bdev. Buffers come from the `IoBuf` cache
 //! and unused ones are kept for the next receive: nothing is allocated per I/O.
 
-use super::pdu::{pdu_flags, pdu_type, CAPSULE_CMD_HLEN, CH_LEN, MAX_HEADER_LEN};
+use super::pdu::{pdu_flags, pdu_type, CAPSULE_CMD_HLEN, CH_LEN};
 use crate::buf::IoBuf;
 use crate::sock::Sock;
 use std::io::{self, IoSliceMut};
 
-/// Capsules landed by one receive at most.
-pub const LANDING_MAX: usize = 16;
+/// Capsules landed by one receive at most (a queue depth of 32 of 4 KiB writes).
+pub const LANDING_MAX: usize = 32;
 /// Same-shaped write capsules in a row before receives speculate.
 const LANDING_STREAK: u32 = 4;
-/// Bytes of one header slot: the longest header (through PDO) and a data digest.
-const HDR_SLOT: usize = MAX_HEADER_LEN + DIGEST_LEN;
+/// Longest capsule header (through PDO) that is speculated on (a command capsule with a
+/// header digest takes 76 bytes; only a large host PDA makes it longer).
+const MAX_LANDED_PDO: usize = 128;
+/// Bytes of one header slot: the header (through PDO) and a data digest.
+pub const HDR_SLOT: usize = MAX_LANDED_PDO + DIGEST_LEN;
 const DIGEST_LEN: usize = super::digest::DIGEST_LEN;
 
 /// The layout of an in-capsule write PDU.
@@ -64,12 +71,20 @@ impl CapsuleShape {
     }
 }
 
-/// What one landing receive got: `n` bytes over `count` speculated capsules.
+/// What one landing receive got: `n` bytes over `count` speculated capsules, then the
+/// start of the staging buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Landed {
     pub n: usize,
     pub count: usize,
     pub shape: CapsuleShape,
+}
+
+impl Landed {
+    /// Bytes that went into the staging buffer's tail.
+    pub fn tail_bytes(&self) -> usize {
+        self.n.saturating_sub(self.count * self.shape.pdu_len())
+    }
 }
 
 /// Per-queue state of the speculation.
@@ -92,7 +107,7 @@ impl Landing {
     pub fn observe(&mut self, shape: Option<CapsuleShape>) {
         match shape {
             Some(s) if self.shape == Some(s) => self.streak = self.streak.saturating_add(1),
-            Some(s) if s.pdo <= MAX_HEADER_LEN => {
+            Some(s) if s.pdo <= MAX_LANDED_PDO => {
                 self.shape = Some(s);
                 self.streak = 1;
             }
@@ -114,9 +129,15 @@ impl Landing {
             .min(room)
     }
 
-    /// Receives with iovecs for `count` capsules of the current shape (at most `rx`'s
-    /// length in all, so that it fits `rx` if it has to be linearized).
-    pub fn receive(&mut self, count: usize, sock: &mut dyn Sock, rx: &[u8]) -> io::Result<Landed> {
+    /// Receives with iovecs for `count` capsules of the current shape and the staging
+    /// buffer's tail (`rx` minus the capsules' bytes, so the total fits `rx` if it must
+    /// be linearized).
+    pub fn receive(
+        &mut self,
+        count: usize,
+        sock: &mut dyn Sock,
+        rx: &mut [u8],
+    ) -> io::Result<Landed> {
         let Some(shape) = self.shape else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
@@ -132,8 +153,8 @@ impl Landing {
             };
             self.bufs.push(b);
         }
-        let count = count.min(rx.len() / shape.pdu_len().max(1));
-        let mut iov: [IoSliceMut<'_>; 3 * LANDING_MAX] =
+        let tail_cap = rx.len().saturating_sub(count * shape.pdu_len());
+        let mut iov: [IoSliceMut<'_>; 3 * LANDING_MAX + 1] =
             std::array::from_fn(|_| IoSliceMut::new(&mut []));
         let mut n_iov = 0;
         // The next capsule's buffer is the last one: iovecs take them in reverse.
@@ -152,6 +173,8 @@ impl Landing {
                 n_iov += 1;
             }
         }
+        iov[n_iov] = IoSliceMut::new(&mut rx[..tail_cap]);
+        n_iov += 1;
         let n = sock.readv(&mut iov[..n_iov])?;
         Ok(Landed { n, count, shape })
     }
@@ -210,14 +233,16 @@ impl Landing {
     }
 
     /// Copies the bytes a receive placed from capsule `from` on (its first `skip` bytes
-    /// already consumed) back into `rx` in wire order and returns how many bytes `rx` now
-    /// holds. `from`'s data buffer must still be `current` (or untouched in `bufs`); the
-    /// later ones are in `bufs`.
+    /// already consumed) back into `rx` in wire order, the tail bytes after them, and
+    /// returns how many bytes `rx` now holds. `from`'s data buffer must still be
+    /// `current` (or untouched in `bufs`); the later ones are in `bufs`.
     pub fn linearize(&mut self, landed: &Landed, from: usize, skip: usize, rx: &mut [u8]) -> usize {
         let shape = landed.shape;
-        let placed = landed.n;
+        let tail = landed.tail_bytes();
+        let placed = landed.n - tail;
         let start = from * shape.pdu_len() + skip;
         let m = placed.saturating_sub(start);
+        rx.copy_within(..tail, m);
         // The capsules' pieces in wire order, cut to the bytes received.
         let mut at = 0;
         let mut wire = from * shape.pdu_len();
@@ -246,7 +271,7 @@ impl Landing {
         self.release_all();
         self.stop();
         debug_assert_eq!(at, m);
-        m
+        m + tail
     }
 }
 
@@ -320,8 +345,8 @@ mod tests {
         for _ in 0..LANDING_STREAK {
             l.observe(Some(s));
         }
-        // Two capsules (28 bytes each), the second cut short: fill pieces as a readv would.
-        let wire: Vec<u8> = (0..50u8).collect();
+        // Two capsules (28 bytes each) then a tail: fill pieces as a readv would.
+        let wire: Vec<u8> = (0..70u8).collect();
         l.hdrs.resize(LANDING_MAX * HDR_SLOT, 0);
         l.bufs = vec![IoBuf::with_len(16), IoBuf::with_len(16)];
         let mut rx = vec![0u8; 128];
@@ -329,23 +354,21 @@ mod tests {
         for i in 0..2 {
             let slot = &mut l.hdrs[i * HDR_SLOT..];
             slot[..8].copy_from_slice(&wire[pos..pos + 8]);
-            let got = wire.len().min(pos + 24) - (pos + 8);
             let data = &mut l.bufs[1 - i];
-            data.as_mut_slice()[..got].copy_from_slice(&wire[pos + 8..pos + 8 + got]);
-            if pos + 28 <= wire.len() {
-                slot[8..12].copy_from_slice(&wire[pos + 24..pos + 28]);
-            }
+            data.as_mut_slice().copy_from_slice(&wire[pos + 8..pos + 24]);
+            slot[8..12].copy_from_slice(&wire[pos + 24..pos + 28]);
             pos += 28;
         }
+        rx[..14].copy_from_slice(&wire[56..70]);
         let landed = Landed {
-            n: 50,
+            n: 70,
             count: 2,
             shape: s,
         };
         // The first capsule's header (8 bytes) was consumed; its buffer is current.
         l.arm_next();
         let len = l.linearize(&landed, 0, 8, &mut rx);
-        assert_eq!(&rx[..len], &wire[8..50]);
+        assert_eq!(&rx[..len], &wire[8..70]);
         assert_eq!(l.plan(32, 128), 0, "a fallback stops the speculation");
     }
 }

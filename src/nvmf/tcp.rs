@@ -23,7 +23,7 @@
 use super::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr};
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
-use super::landing::{CapsuleShape, Landed, Landing};
+use super::landing::{CapsuleShape, Landed, Landing, HDR_SLOT};
 use super::pdu::{
     self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
     PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN,
@@ -50,14 +50,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes a queue pair receives at once into its staging buffer (headers and data of many
-/// PDUs per system call). At least the posix sock's receive pipe (64 KiB), so receives
-/// bypass the pipe instead of being copied through it.
-const RX_BUF_LEN: usize = 64 * 1024;
+/// PDUs per system call; allocated on the first receive). At least the posix sock's receive
+/// pipe (64 KiB), so receives bypass the pipe instead of being copied through it, and room
+/// for a queue depth of 32 in-capsule 4 KiB writes (see `landing.rs`).
+const RX_BUF_LEN: usize = 128 * 1024;
 /// The rest of a PDU's data is received straight into the command's buffer only when it is
-/// at least this long: then one system call lands it without a copy. A shorter rest comes
-/// with the PDUs behind it in one staging receive and is copied (a copy of a few KiB costs
-/// less than a system call, and a receive this short would go through the sock's pipe).
-const DIRECT_RECV_MIN: u32 = RX_BUF_LEN as u32;
+/// at least this long (the posix sock's largest receive pipe): then one system call lands
+/// it without a copy. A shorter rest comes with the PDUs behind it in one staging receive
+/// and is copied (a copy of a few KiB costs less than a system call, and a receive this
+/// short would go through the sock's pipe).
+const DIRECT_RECV_MIN: u32 = 64 * 1024;
 /// Readable sockets handled per group poll.
 const EVENTS_PER_POLL: usize = 64;
 /// In-capsule data accepted on an admin queue (the Linux host's fixed admin capsule size).
@@ -762,7 +764,7 @@ impl PollGroup {
                 return Ok(());
             }
             // The header and data digest bytes, copied out so decoding can borrow self.
-            let mut slot = [0u8; pdu::MAX_HEADER_LEN + super::digest::DIGEST_LEN];
+            let mut slot = [0u8; HDR_SLOT];
             let slot_len = shape.pdo + digest_len;
             slot[..slot_len].copy_from_slice(&qp.landing.header_slot(i)[..slot_len]);
             qp.landing.arm_next();
@@ -802,7 +804,9 @@ impl PollGroup {
             // With a digest this completes it; without, it collects the data's end.
             self.feed_slice(idx, &slot[shape.pdo..shape.pdo + g])?;
         }
-        self.qpairs[idx].landing.release_all();
+        let qp = &mut self.qpairs[idx];
+        qp.landing.release_all();
+        qp.rx_len = landed.tail_bytes();
         Ok(())
     }
 
