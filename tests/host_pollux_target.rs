@@ -114,7 +114,11 @@ fn host_and_perf_against_pollux_target() {
     write_streams(&trid, "posix", true);
     write_streams(&trid, "uring", false);
     // Each stream of 12 writes lands at least its writes after the fourth.
-    assert!(landed(&app) - before >= 3 * 3 * 8, "{}", landed(&app) - before);
+    assert!(
+        landed(&app) - before >= 3 * 3 * 8,
+        "{}",
+        landed(&app) - before
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
         .args([

@@ -355,7 +355,8 @@ mod tests {
             let slot = &mut l.hdrs[i * HDR_SLOT..];
             slot[..8].copy_from_slice(&wire[pos..pos + 8]);
             let data = &mut l.bufs[1 - i];
-            data.as_mut_slice().copy_from_slice(&wire[pos + 8..pos + 24]);
+            data.as_mut_slice()
+                .copy_from_slice(&wire[pos + 8..pos + 24]);
             slot[8..12].copy_from_slice(&wire[pos + 24..pos + 28]);
             pos += 28;
         }

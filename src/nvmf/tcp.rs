@@ -25,9 +25,8 @@ use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
 use super::landing::{CapsuleShape, Landed, Landing, HDR_SLOT};
 use super::pdu::{
-    self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
-    PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN,
-    TERM_REQ_MAX_PLEN,
+    self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder, PduError,
+    PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
 };
 use super::spec::{
     self, admin_opc, connect_off, feat, ConnectData, Cqe, DataDirection, FabricsCommand, Sqe,

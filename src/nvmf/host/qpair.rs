@@ -17,9 +17,8 @@ use super::HostError;
 use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_term_req, push_header_chunk, host_negotiate, H2CData, IcReq,
-    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA,
-    TERM_REQ_MAX_PLEN,
+    check_c2h_data, check_r2t, encode_term_req, host_negotiate, push_header_chunk, H2CData, IcReq,
+    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
 };
 use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::nvmf::wire::{nul_field, WireField};
@@ -798,10 +797,7 @@ impl Qpair {
             datal: len,
             last: r2t.next + len == r2t.end,
         });
-        let mut req = self
-            .free_reqs
-            .pop()
-            .unwrap_or_else(|| WriteRequest::new(0));
+        let mut req = self.free_reqs.pop().unwrap_or_else(|| WriteRequest::new(0));
         req.clear(cid as u64 | TOKEN_HAS_BUF);
         let enc = match push_header_chunk(&mut req.chunks, &hdr, len, &tx) {
             Ok(e) => e,
