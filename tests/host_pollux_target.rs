@@ -45,6 +45,48 @@ fn round_trip(trid: &TransportId, sock: &str, digests: bool) {
     c.disconnect().unwrap();
 }
 
+/// Streams of same-shaped in-capsule writes (which the target lands straight in the
+/// commands' buffers once it sees a streak of them), broken by reads and by writes of
+/// another size (which make it copy what it received back to its staging buffer), then
+/// every block read back.
+fn write_streams(trid: &TransportId, sock: &str, digests: bool) {
+    let opts = ConnectOpts {
+        sock_impl: Some(sock.into()),
+        hdgst: digests,
+        ddgst: digests,
+        io_queues: 1,
+        ..Default::default()
+    };
+    let c = SyncController::connect(trid, opts).unwrap();
+    let nsid = c.active_namespaces().unwrap()[0];
+    let bs = c.identify_namespace(nsid).unwrap().block_size().unwrap();
+    let big = (4096 / bs).max(1);
+    let mut expect = Vec::new();
+    for round in 0..3u64 {
+        for i in 0..12u64 {
+            let lba = 2000 + (round * 12 + i) * big as u64;
+            let data = pattern((round * 12 + i) as u8, (big * bs) as usize);
+            c.write(1, nsid, lba, big, &data).unwrap();
+            expect.push((lba, big, data));
+        }
+        let (lba, n, data) = &expect[expect.len() - 3];
+        assert!(c.read(1, nsid, *lba, *n, bs).unwrap()[..] == data[..]);
+        for i in 0..6u64 {
+            let lba = 3000 + round * 6 + i;
+            let data = pattern(100 + (round * 6 + i) as u8, bs as usize);
+            c.write(1, nsid, lba, 1, &data).unwrap();
+            expect.push((lba, 1, data));
+        }
+    }
+    for (lba, n, data) in &expect {
+        assert!(
+            c.read(1, nsid, *lba, *n, bs).unwrap()[..] == data[..],
+            "lba {lba}"
+        );
+    }
+    c.disconnect().unwrap();
+}
+
 #[test]
 fn host_and_perf_against_pollux_target() {
     let app = common::start(common::test_options("host"));
@@ -58,6 +100,25 @@ fn host_and_perf_against_pollux_target() {
         .any(|e| pollux::nvmf::field_str(&e.subnqn) == Some(NQN)));
     round_trip(&trid, "posix", false);
     round_trip(&trid, "uring", true);
+    let landed = |app: &pollux::app::RunningApp| {
+        let s = common::nvme::call(app, "nvmf_get_stats", json!({})).unwrap();
+        s["poll_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["transports"][0]["in_capsule_landed"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let before = landed(&app);
+    write_streams(&trid, "posix", false);
+    write_streams(&trid, "posix", true);
+    write_streams(&trid, "uring", false);
+    // Each stream of 12 writes lands at least its writes after the fourth.
+    assert!(
+        landed(&app) - before >= 3 * 3 * 8,
+        "{}",
+        landed(&app) - before
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
         .args([

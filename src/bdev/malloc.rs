@@ -198,6 +198,11 @@ struct MallocChannel {
 }
 
 impl ModuleChannel for MallocChannel {
+    /// Every I/O completes in `submit`: nothing to poll.
+    fn needs_poll(&self) -> bool {
+        false
+    }
+
     fn submit(&mut self, mut io: BdevIo, done: &Completer) {
         if io.io_type == IoType::Read && io.accept_shared {
             let range = io

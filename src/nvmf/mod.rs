@@ -6,7 +6,8 @@
 //! `subsystem` (subsystems, namespaces, hosts, listeners, the controller directory,
 //! discovery), `ctrlr` (admin commands, properties, features, log pages, keep-alive, AER),
 //! `io` (NVMe I/O commands mapped to bdev I/O), `tcp` (per-reactor poll groups and the
-//! queue-pair state machine) and `rpc` (SPDK's nvmf_* methods and the default export).
+//! queue-pair state machine), `landing` (in-capsule write data received straight into the
+//! commands' buffers) and `rpc` (SPDK's nvmf_* methods and the default export).
 
 pub mod spec;
 pub(crate) mod wire;
@@ -16,6 +17,7 @@ pub mod ctrlr;
 pub mod digest;
 pub mod host;
 pub mod io;
+mod landing;
 pub mod pdu;
 pub mod rpc;
 pub mod subsystem;

@@ -316,6 +316,8 @@ pub enum EncodeError {
     LengthMismatch,
     /// A PDA above 31.
     BadAlignment,
+    /// The output buffer is shorter than the header (PDO bytes).
+    BufferTooSmall,
 }
 
 impl std::fmt::Display for EncodeError {
@@ -350,6 +352,47 @@ pub fn encode_header(
     cfg: &TxConfig,
     out: &mut [u8; MAX_HEADER_LEN],
 ) -> Result<EncodedHeader, EncodeError> {
+    encode_header_into(hdr, data_len, cfg, out)
+}
+
+/// Appends the header of a PDU to a write request's chunks, encoded in place in an inline
+/// chunk: the data path builds a header per I/O, and encoding it straight where it is sent
+/// from saves a staging buffer, its zeroing and two copies. Every header fits
+/// [`INLINE_CAP`](crate::sock::INLINE_CAP) (76 bytes at most, 128 with the largest PDA).
+pub fn push_header_chunk(
+    chunks: &mut Vec<crate::sock::Chunk>,
+    hdr: &PduHeader,
+    data_len: u32,
+    cfg: &TxConfig,
+) -> Result<EncodedHeader, EncodeError> {
+    use crate::sock::{Chunk, INLINE_CAP};
+    chunks.push(Chunk::Inline {
+        data: [0u8; INLINE_CAP],
+        len: 0,
+    });
+    let Some(Chunk::Inline { data, len }) = chunks.last_mut() else {
+        unreachable!("an inline chunk was pushed just above");
+    };
+    match encode_header_into(hdr, data_len, cfg, data) {
+        Ok(enc) => {
+            *len = enc.len as u8;
+            Ok(enc)
+        }
+        Err(e) => {
+            chunks.pop();
+            Err(e)
+        }
+    }
+}
+
+/// [`encode_header`] into any buffer of at least the header's length (PDO bytes), else
+/// `BufferTooSmall`.
+pub fn encode_header_into(
+    hdr: &PduHeader,
+    data_len: u32,
+    cfg: &TxConfig,
+    out: &mut [u8],
+) -> Result<EncodedHeader, EncodeError> {
     let t = hdr.pdu_type();
     let info = type_info(t).ok_or(EncodeError::DataNotAllowed)?;
     if cfg.pda > MAX_PDA {
@@ -373,8 +416,10 @@ pub fn encode_header(
     };
     let plen = (pdo as u64) + data_len as u64 + if dd { DIGEST_LEN as u64 } else { 0 };
     let plen = u32::try_from(plen).map_err(|_| EncodeError::DataTooLong)?;
-
-    out[..pdo].fill(0);
+    let Some(out) = out.get_mut(..pdo) else {
+        return Err(EncodeError::BufferTooSmall);
+    };
+    out.fill(0);
     let mut flags = 0u8;
     if hd {
         flags |= pdu_flags::HDGSTF;
@@ -400,9 +445,9 @@ pub fn encode_header(
             put32(out, 10, r.fei);
         }
         PduHeader::CapsuleCmd(sqe) => {
-            let mut b = [0u8; 64];
-            sqe.encode(&mut b);
-            out[8..72].copy_from_slice(&b);
+            if let Ok(b) = <&mut [u8; 64]>::try_from(&mut out[8..72]) {
+                sqe.encode(b);
+            }
         }
         PduHeader::CapsuleResp(cqe) => out[8..24].copy_from_slice(&cqe.to_bytes()),
         PduHeader::H2CData(d) => {
@@ -704,6 +749,22 @@ impl PduDecoder {
                 }
             }
         }
+    }
+
+    /// Whether no byte of the next PDU has been received yet.
+    pub fn at_pdu_start(&self) -> bool {
+        self.state == RxState::Header && self.have == 0
+    }
+
+    /// The current PDU's header length through its data offset (PDO), once its `Header`
+    /// event was returned.
+    pub fn header_len(&self) -> usize {
+        self.need
+    }
+
+    /// Whether the current PDU's data is followed by a data digest.
+    pub fn has_data_digest(&self) -> bool {
+        self.has_ddgst
     }
 
     /// When the decoder is inside a PDU's data: where the rest of it goes. The caller may

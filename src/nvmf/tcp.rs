@@ -6,8 +6,10 @@
 //! through `AwaitIcReq` (ICReq → ICResp with the negotiated digests, CPDA 0 and
 //! MAXH2CDATA) to `Ready`, where capsules are decoded incrementally: each command takes a
 //! slot of the queue's request pool (sized by the transport's queue depths, allocated once),
-//! its in-capsule data or R2T-solicited H2CData lands in an `IoBuf` (received straight from
-//! the socket when the decoder says the rest of a PDU is data), and it is executed: fabrics
+//! its in-capsule data or R2T-solicited H2CData lands in an `IoBuf` (copied from the 64 KiB
+//! staging receive, received straight from the socket when the rest of a PDU's data is at
+//! least that long, or, for a stream of same-shaped in-capsule writes, landed by the receive
+//! itself in the buffer the bdev writes from: see `landing.rs`), and it is executed: fabrics
 //! commands (Connect with every check, Property Get/Set, Disconnect) here, admin commands
 //! by the controller the admin queue owns (`ctrlr.rs`), I/O commands on the bdev channel
 //! (`io.rs`). Completions answer with C2HData (SUCCESS flag when c2h_success and SQ flow
@@ -21,10 +23,10 @@
 use super::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr};
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
+use super::landing::{CapsuleShape, Landed, Landing, HDR_SLOT};
 use super::pdu::{
-    self, encode_header, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder,
-    PduError, PduHeader, RxEvent, TargetIcParams, TxConfig, MAX_HEADER_LEN, R2T, TERM_REQ_HLEN,
-    TERM_REQ_MAX_PLEN,
+    self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder, PduError,
+    PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
 };
 use super::spec::{
     self, admin_opc, connect_off, feat, ConnectData, Cqe, DataDirection, FabricsCommand, Sqe,
@@ -46,9 +48,17 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Bytes a queue pair receives at once into its staging buffer (headers and small data;
-/// larger data is received straight into the command's buffer).
-const RX_BUF_LEN: usize = 16 * 1024;
+/// Bytes a queue pair receives at once into its staging buffer (headers and data of many
+/// PDUs per system call; allocated on the first receive). At least the posix sock's receive
+/// pipe (64 KiB), so receives bypass the pipe instead of being copied through it, and room
+/// for a queue depth of 32 in-capsule 4 KiB writes (see `landing.rs`).
+const RX_BUF_LEN: usize = 128 * 1024;
+/// The rest of a PDU's data is received straight into the command's buffer only when it is
+/// at least this long (the posix sock's largest receive pipe): then one system call lands
+/// it without a copy. A shorter rest comes with the PDUs behind it in one staging receive
+/// and is copied (a copy of a few KiB costs less than a system call, and a receive this
+/// short would go through the sock's pipe).
+const DIRECT_RECV_MIN: u32 = 64 * 1024;
 /// Readable sockets handled per group poll.
 const EVENTS_PER_POLL: usize = 64;
 /// In-capsule data accepted on an admin queue (the Linux host's fixed admin capsule size).
@@ -181,6 +191,8 @@ struct Qpair {
     writes_in_flight: usize,
     /// A Term Req went out: nothing else may follow it.
     term_sent: bool,
+    /// In-capsule write data received straight into command buffers.
+    landing: Landing,
 }
 
 impl Qpair {
@@ -214,6 +226,7 @@ impl Qpair {
             opts: TransportOpts::default(),
             writes_in_flight: 0,
             term_sent: false,
+            landing: Landing::default(),
         }
     }
 
@@ -243,24 +256,14 @@ impl Qpair {
     }
 }
 
-/// Appends the header of a PDU to `chunks` (inline when it fits, else in an `IoBuf`).
+/// Appends the header of a PDU to `chunks` (encoded in place in an inline chunk).
 fn push_header(
     chunks: &mut Vec<Chunk>,
     hdr: &PduHeader,
     data_len: u32,
     tx: &TxConfig,
 ) -> Option<EncodedHeader> {
-    let mut h = [0u8; MAX_HEADER_LEN];
-    let enc = encode_header(hdr, data_len, tx, &mut h).ok()?;
-    match Chunk::inline(&h[..enc.len]) {
-        Some(c) => chunks.push(c),
-        None => {
-            let mut b = IoBuf::with_len(enc.len);
-            b.as_mut_slice().copy_from_slice(&h[..enc.len]);
-            chunks.push(Chunk::buf(b));
-        }
-    }
-    Some(enc)
+    pdu::push_header_chunk(chunks, hdr, data_len, tx).ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,8 +293,57 @@ impl NsChan {
 struct NetGroup {
     name: &'static str,
     group: Box<dyn SockGroup>,
-    owners: HashMap<SockKey, usize>,
+    owners: Owners,
 }
+
+/// The queue pair owning each socket of a group. Sock keys are the group's slab indices
+/// (small, reused), so a vector indexed by key answers every socket event with one load
+/// instead of hashing the key.
+#[derive(Default)]
+struct Owners(Vec<Option<usize>>);
+
+impl Owners {
+    fn insert(&mut self, key: SockKey, idx: usize) {
+        if self.0.len() <= key {
+            self.0.resize(key + 1, None);
+        }
+        self.0[key] = Some(idx);
+    }
+    fn remove(&mut self, key: SockKey) {
+        if let Some(slot) = self.0.get_mut(key) {
+            *slot = None;
+        }
+    }
+    fn get(&self, key: SockKey) -> Option<usize> {
+        self.0.get(key).copied().flatten()
+    }
+}
+
+/// Hasher of the namespace-channel map, looked up once per I/O command: its keys are
+/// (subsystem id, NSID) pairs of the local configuration, so a multiply-rotate mix (FxHash
+/// style) serves as well as SipHash at a fraction of the cost. A host choosing NSIDs only
+/// chooses which key is looked up, never what the map holds.
+#[derive(Default, Clone, Copy)]
+struct NsKeyHasher(u64);
+
+impl std::hash::Hasher for NsKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type NsMap<V> = HashMap<(u64, u32), V, std::hash::BuildHasherDefault<NsKeyHasher>>;
 
 /// Counters of one poll group (`nvmf_get_stats`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -303,6 +355,8 @@ struct GroupStats {
     pending_bdev_io: u64,
     completed_nvme_io: u64,
     term_reqs_sent: u64,
+    /// In-capsule writes whose data the receive landed in the command's buffer.
+    in_capsule_landed: u64,
     connections: u64,
 }
 
@@ -312,7 +366,7 @@ struct PollGroup {
     nets: Vec<NetGroup>,
     qpairs: Slab<Qpair>,
     next_gen: u64,
-    ns: HashMap<(u64, u32), NsChan>,
+    ns: NsMap<NsChan>,
     sink: Rc<dyn IoSink>,
     events: Vec<SockEvent>,
     to_close: Vec<(usize, u64)>,
@@ -387,7 +441,7 @@ impl PollGroup {
             nets: Vec::new(),
             qpairs: Slab::new(),
             next_gen: 1,
-            ns: HashMap::new(),
+            ns: NsMap::default(),
             sink: Rc::new(GroupSink),
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
@@ -411,7 +465,7 @@ impl PollGroup {
                         self.nets.push(NetGroup {
                             name,
                             group,
-                            owners: HashMap::new(),
+                            owners: Owners::default(),
                         });
                         self.nets.len() - 1
                     }
@@ -446,7 +500,7 @@ impl PollGroup {
         }
         let qp = self.qpairs.remove(idx);
         let net = &mut self.nets[qp.net];
-        net.owners.remove(&qp.key);
+        net.owners.remove(qp.key);
         net.group.close(qp.key);
         let me = QpairRef {
             core: self.core,
@@ -500,12 +554,12 @@ impl PollGroup {
             for ev in events.drain(..) {
                 match ev {
                     SockEvent::Readable(k) => {
-                        if let Some(&idx) = self.nets[ni].owners.get(&k) {
+                        if let Some(idx) = self.nets[ni].owners.get(k) {
                             self.on_readable(idx);
                         }
                     }
                     SockEvent::WriteDone(k, req) => {
-                        if let Some(&idx) = self.nets[ni].owners.get(&k) {
+                        if let Some(idx) = self.nets[ni].owners.get(k) {
                             self.on_write_done(idx, req);
                         }
                     }
@@ -635,7 +689,25 @@ impl PollGroup {
             let Some(sock) = self.nets[qp.net].group.sock(qp.key) else {
                 return Err(Fatal::Closed);
             };
-            if let (Some(p), Some((slot, base))) = (qp.dec.data_pending(), data_target(qp)) {
+            let landing = if qp.dec.at_pdu_start() {
+                qp.landing.plan(qp.free.len(), rx.len())
+            } else {
+                0
+            };
+            if landing > 0 {
+                match qp.landing.receive(landing, sock, rx) {
+                    Ok(l) if l.n == 0 => return Err(Fatal::Closed),
+                    Ok(l) => {
+                        self.process_landed(idx, rx, &l)?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Fatal::Closed),
+                }
+            }
+            let pending = qp.dec.data_pending().filter(|p| p.len >= DIRECT_RECV_MIN);
+            if let (Some(p), Some((slot, base))) = (pending, data_target(qp)) {
                 let req = &mut qp.reqs[slot as usize];
                 if let Some(buf) = req.buf.as_mut() {
                     let start = (base + p.offset) as usize;
@@ -664,6 +736,91 @@ impl PollGroup {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Fatal::Closed),
+            }
+        }
+    }
+
+    /// Decodes what a landing receive placed (see `landing.rs`): each speculated capsule
+    /// whose header has the expected shape is decoded from its header slot, its data
+    /// stays in the buffer the command took, and its digest is checked from the slot; at
+    /// the first header of another shape the rest is copied back to the staging buffer in
+    /// wire order and decoded from there.
+    fn process_landed(&mut self, idx: usize, rx: &mut [u8], landed: &Landed) -> Result<(), Fatal> {
+        let shape = landed.shape;
+        let digest_len = landed.shape.pdu_len() - shape.pdo - shape.data_len;
+        let mut left = landed.n;
+        let qp = &mut self.qpairs[idx];
+        qp.rx_pos = 0;
+        qp.rx_len = 0;
+        for i in 0..landed.count {
+            let qp = &mut self.qpairs[idx];
+            if left == 0 || qp.closing() {
+                break;
+            }
+            let h = left.min(shape.pdo);
+            if !shape.matches(&qp.landing.header_slot(i)[..h]) {
+                qp.rx_len = qp.landing.linearize(landed, i, 0, rx);
+                return Ok(());
+            }
+            // The header and data digest bytes, copied out so decoding can borrow self.
+            let mut slot = [0u8; HDR_SLOT];
+            let slot_len = shape.pdo + digest_len;
+            slot[..slot_len].copy_from_slice(&qp.landing.header_slot(i)[..slot_len]);
+            qp.landing.arm_next();
+            left -= h;
+            self.feed_slice(idx, &slot[..h])?;
+            if h < shape.pdo {
+                break;
+            }
+            let d = left.min(shape.data_len);
+            left -= d;
+            let qp = &mut self.qpairs[idx];
+            match qp.landing.take_current() {
+                // The command took the landed buffer: its bytes are the PDU's data.
+                None => {
+                    let Some((slot, _)) = data_target(qp) else {
+                        return Err(Fatal::Closed);
+                    };
+                    let Some(buf) = qp.reqs[slot as usize].buf.as_ref() else {
+                        return Err(Fatal::Closed);
+                    };
+                    qp.dec.data_received(&buf[..d]).map_err(|_| Fatal::Closed)?;
+                    self.stats.in_capsule_landed += 1;
+                }
+                // Not taken (the command failed its checks, or the queue is closing): the
+                // data goes through the decoder as usual.
+                Some(buf) => {
+                    let fed = self.feed_slice(idx, &buf[..d]);
+                    self.qpairs[idx].landing.keep_spare(buf);
+                    fed?;
+                }
+            }
+            if d < shape.data_len {
+                break;
+            }
+            let g = left.min(digest_len);
+            left -= g;
+            // With a digest this completes it; without, it collects the data's end.
+            self.feed_slice(idx, &slot[shape.pdo..shape.pdo + g])?;
+        }
+        let qp = &mut self.qpairs[idx];
+        qp.landing.release_all();
+        qp.rx_len = landed.tail_bytes();
+        Ok(())
+    }
+
+    /// Decodes `bytes` received outside the staging buffer and acts on each event.
+    fn feed_slice(&mut self, idx: usize, mut bytes: &[u8]) -> Result<(), Fatal> {
+        loop {
+            let qp = &mut self.qpairs[idx];
+            if qp.closing() {
+                return Ok(());
+            }
+            let (used, ev) = qp.dec.feed(bytes).map_err(Fatal::Protocol)?;
+            bytes = &bytes[used..];
+            match ev {
+                None => return Ok(()),
+                Some(ev) => self.on_event(idx, ev)?,
             }
         }
     }
@@ -719,10 +876,21 @@ impl PollGroup {
     }
 
     fn on_header(&mut self, idx: usize, header: PduHeader, data_len: u32) -> Result<(), Fatal> {
-        let view = self.view.clone();
         let qp = &mut self.qpairs[idx];
+        let shape = match &header {
+            PduHeader::CapsuleCmd(_) if data_len > 0 => Some(CapsuleShape {
+                pdo: qp.dec.header_len(),
+                data_len: data_len as usize,
+                ddgst: qp.dec.has_data_digest(),
+            }),
+            _ => None,
+        };
+        qp.landing.observe(shape);
         match header {
-            PduHeader::IcReq(req) => self.on_icreq(idx, &req, &view),
+            PduHeader::IcReq(req) => {
+                let view = self.view.clone();
+                self.on_icreq(idx, &req, &view)
+            }
             PduHeader::CapsuleCmd(sqe) => {
                 if qp.state != QpState::Ready {
                     return Err(Fatal::Protocol(PduError::new(
@@ -758,7 +926,10 @@ impl PollGroup {
                     } else if sgl.length != data_len {
                         req.status = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
                     } else {
-                        req.buf = Some(IoBuf::with_len(data_len as usize));
+                        // Landed data (see `process_landed`) or a buffer to copy it into.
+                        let len = data_len as usize;
+                        let landed = qp.landing.take_buffer(len);
+                        req.buf = Some(landed.unwrap_or_else(|| IoBuf::with_len(len)));
                     }
                     qp.cur = DataDest::Capsule(slot);
                     return Ok(());
@@ -1649,6 +1820,7 @@ impl PollGroup {
                 "connections": s.connections,
                 "open_connections": self.qpairs.len(),
                 "term_reqs_sent": s.term_reqs_sent,
+                "in_capsule_landed": s.in_capsule_landed,
             }],
         })
     }

@@ -334,6 +334,7 @@ impl Controller {
             ddgst: inner.opts.ddgst,
             max_in_capsule: info.map_or(0, |i| i.io_in_capsule),
             max_transfer: info.map_or(inner.opts.max_transfer, |i| i.max_transfer),
+            disable_sq_flow_control: true,
         }
     }
 

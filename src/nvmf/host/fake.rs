@@ -38,6 +38,8 @@ struct FakeState {
     saw_term_req: AtomicBool,
     max_h2c_pdus_per_write: Mutex<usize>,
     keep_alives: std::sync::atomic::AtomicUsize,
+    /// (QID, CATTR) of every Connect received.
+    connects: Mutex<Vec<(u16, u8)>>,
 }
 
 impl FakeState {
@@ -104,6 +106,8 @@ impl FakeConn {
             match sqe.fctype() {
                 fctype::CONNECT => {
                     self.qid = (sqe.cdw10 >> 16) as u16;
+                    let cattr = (sqe.cdw11 >> 16) as u8;
+                    st.connects.lock().unwrap().push((self.qid, cattr));
                     self.respond(cid, Status::SUCCESS, 7)
                 }
                 fctype::PROPERTY_GET => {
@@ -369,6 +373,10 @@ impl FakeTarget {
     /// Most H2CData PDUs one R2T write needed.
     pub fn max_h2c_pdus_per_write(&self) -> usize {
         *self.st.max_h2c_pdus_per_write.lock().unwrap()
+    }
+    /// (QID, CATTR) of every Connect received, in arrival order.
+    pub fn connects(&self) -> Vec<(u16, u8)> {
+        self.st.connects.lock().unwrap().clone()
     }
     /// What the host did that a controller would reject.
     pub fn violations(&self) -> Vec<String> {

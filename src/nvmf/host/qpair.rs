@@ -2,9 +2,10 @@
 //! (ICReq sent) -> FabricsConnect (Connect capsule sent) -> Ready, or Failed) over a socket of
 //! any sock impl, in a sock group of its own created on the current reactor. The owner calls
 //! [`Qpair::poll`] from a poller; it flushes queued PDUs, receives and decodes what arrived
-//! (C2HData lands in the command's own buffer, straight from the socket when the decoder is
-//! inside a data PDU), answers R2Ts with H2CData PDUs cut to MAXH2CDATA, and appends finished
-//! commands to the caller's vector as [`Completion`]s carrying the caller's tag and buffer.
+//! (C2HData lands in the command's own buffer: copied from the staging receive, or straight
+//! from the socket when the rest of a data PDU is at least a staging buffer long), answers
+//! R2Ts with H2CData PDUs cut to MAXH2CDATA, and appends finished commands to the caller's
+//! vector as [`Completion`]s carrying the caller's tag and buffer.
 //! Commands get their cid from a slab sized by the queue depth; write requests and their
 //! vectors are recycled, so the steady state allocates nothing. A command completes only
 //! once its response arrived AND its data buffer came back from the socket, so a buffer is
@@ -16,9 +17,8 @@ use super::HostError;
 use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_header, encode_term_req, host_negotiate, H2CData, IcReq,
-    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MAX_HEADER_LEN, MIN_MAXH2CDATA,
-    TERM_REQ_MAX_PLEN,
+    check_c2h_data, check_r2t, encode_term_req, host_negotiate, push_header_chunk, H2CData, IcReq,
+    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
 };
 use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::nvmf::wire::{nul_field, WireField};
@@ -28,8 +28,14 @@ use crate::sock::{
 use slab::Slab;
 use std::io::{self, IoSlice};
 
-/// Size of the receive staging buffer.
+/// Size of the receive staging buffer: many PDUs per system call, and at least the posix
+/// sock's receive pipe (64 KiB) so that receives bypass the pipe instead of copying through it.
 const STAGING_LEN: usize = 64 * 1024;
+/// The rest of a C2HData's data is received straight into the command's buffer only when
+/// it is at least this long (one system call lands it without a copy); a shorter rest comes
+/// with the PDUs behind it in one staging receive and is copied, which costs less than a
+/// system call of its own (and a receive this short would go through the sock's pipe).
+const DIRECT_RECV_MIN: u32 = STAGING_LEN as u32;
 /// Tag of the queue's own fabrics Connect command.
 const CONNECT_TAG: u64 = u64::MAX;
 /// Token bit of a write request that carries the command's data buffer.
@@ -61,7 +67,15 @@ pub struct QpairConfig {
     pub max_in_capsule: u32,
     /// Largest data transfer of one command (bounds C2HData PDUs).
     pub max_transfer: u32,
+    /// Ask the controller to disable SQ flow control (Connect CATTR bit 2). This queue never
+    /// gates submissions on the SQ head pointer (it bounds the commands in flight by
+    /// `depth`), and without SQ flow control a controller may complete a successful read
+    /// with the C2HData SUCCESS flag alone, sparing a response PDU per read on both sides.
+    pub disable_sq_flow_control: bool,
 }
+
+/// Connect CATTR bit: disable SQ flow control.
+const CATTR_DISABLE_SQ_FLOW_CONTROL: u8 = 0x4;
 
 impl QpairConfig {
     /// An admin queue configuration with common defaults.
@@ -81,6 +95,7 @@ impl QpairConfig {
             ddgst: false,
             max_in_capsule: 4096,
             max_transfer: 128 * 1024,
+            disable_sq_flow_control: false,
         }
     }
 }
@@ -400,20 +415,26 @@ impl Qpair {
     /// Queues a CapsuleCmd with optional in-capsule data (the buffer travels in the request).
     fn send_capsule(&mut self, cid: u16, sqe: &Sqe, data: Option<IoBuf>) -> Result<(), HostError> {
         let data_len = data.as_ref().map_or(0, |b| b.len()) as u32;
-        let mut hbuf = [0u8; MAX_HEADER_LEN];
-        let enc = encode_header(&PduHeader::CapsuleCmd(*sqe), data_len, &self.tx, &mut hbuf)
-            .map_err(|e| HostError::Invalid(format!("encoding a capsule: {e}")))?;
-        let header = Chunk::inline(&hbuf[..enc.len])
-            .ok_or_else(|| HostError::Invalid("capsule header longer than 128 bytes".into()))?;
         let has_buf = data.is_some();
         let token = cid as u64 | if has_buf { TOKEN_HAS_BUF } else { 0 };
         let mut req = self.take_req(token);
-        req.chunks.push(header);
+        let enc = match push_header_chunk(
+            &mut req.chunks,
+            &PduHeader::CapsuleCmd(*sqe),
+            data_len,
+            &self.tx,
+        ) {
+            Ok(enc) => enc,
+            Err(e) => {
+                self.free_reqs.push(req);
+                return Err(HostError::Invalid(format!("encoding a capsule: {e}")));
+            }
+        };
         if let Some(buf) = data {
             let digest = enc.data_digest.then(|| digest_of(&[&buf[..]]));
             req.chunks.push(Chunk::buf(buf));
-            if let Some(d) = digest {
-                req.chunks.extend(Chunk::inline(&d));
+            if let Some(d) = digest.and_then(|d| Chunk::inline(&d)) {
+                req.chunks.push(d);
             }
         }
         self.queue(req);
@@ -476,16 +497,15 @@ impl Qpair {
             Ok(true) => match self.group.add(sock) {
                 Ok(key) => {
                     self.key = Some(key);
-                    let mut hbuf = [0u8; MAX_HEADER_LEN];
                     let icreq = PduHeader::IcReq(self.icreq);
-                    match encode_header(&icreq, 0, &TxConfig::default(), &mut hbuf) {
-                        Ok(enc) => {
-                            let mut req = self.take_req(0);
-                            req.chunks.extend(Chunk::inline(&hbuf[..enc.len]));
+                    let mut req = self.take_req(0);
+                    match push_header_chunk(&mut req.chunks, &icreq, 0, &TxConfig::default()) {
+                        Ok(_) => {
                             self.queue(req);
                             self.state = QpairState::Initializing;
                         }
                         Err(e) => {
+                            self.free_reqs.push(req);
                             self.fail(HostError::Invalid(format!("ICReq: {e}")), &mut Vec::new())
                         }
                     }
@@ -543,7 +563,8 @@ impl Qpair {
     /// Receives the rest of the current C2HData straight into its command's buffer. Returns
     /// true when bytes arrived (the caller loops), false when there is nothing to do that way.
     fn recv_direct(&mut self, out: &mut Vec<Completion>) -> bool {
-        let (Some(p), Some(rx)) = (self.dec.data_pending(), self.rx) else {
+        let pending = self.dec.data_pending().filter(|p| p.len >= DIRECT_RECV_MIN);
+        let (Some(p), Some(rx)) = (pending, self.rx) else {
             return false;
         };
         let Some(key) = self.key else { return false };
@@ -776,11 +797,13 @@ impl Qpair {
             datal: len,
             last: r2t.next + len == r2t.end,
         });
-        let mut hbuf = [0u8; MAX_HEADER_LEN];
-        let enc = match encode_header(&hdr, len, &tx, &mut hbuf) {
+        let mut req = self.free_reqs.pop().unwrap_or_else(|| WriteRequest::new(0));
+        req.clear(cid as u64 | TOKEN_HAS_BUF);
+        let enc = match push_header_chunk(&mut req.chunks, &hdr, len, &tx) {
             Ok(e) => e,
             Err(e) => {
                 cmd.buf = Some(buf);
+                self.free_reqs.push(req);
                 self.fail(HostError::Invalid(format!("encoding H2CData: {e}")), out);
                 return;
             }
@@ -792,15 +815,13 @@ impl Qpair {
         r2t.inflight = len;
         cmd.r2t = Some(r2t);
         cmd.sending = true;
-        let mut req = self.take_req(cid as u64 | TOKEN_HAS_BUF);
-        req.chunks.extend(Chunk::inline(&hbuf[..enc.len]));
         req.chunks.push(Chunk::Buf {
             buf,
             off,
             len: len as usize,
         });
-        if let Some(d) = digest {
-            req.chunks.extend(Chunk::inline(&d));
+        if let Some(d) = digest.and_then(|d| Chunk::inline(&d)) {
+            req.chunks.push(d);
         }
         self.queue(req);
     }
@@ -895,7 +916,11 @@ impl Qpair {
             recfmt: 0,
             qid: self.cfg.qid,
             sqsize: self.cfg.depth - 1,
-            cattr: 0,
+            cattr: if self.cfg.disable_sq_flow_control {
+                CATTR_DISABLE_SQ_FLOW_CONTROL
+            } else {
+                0
+            },
             kato: if self.cfg.qid == 0 {
                 self.cfg.kato_ms
             } else {

@@ -71,6 +71,11 @@ fn fake_round_trip(impl_name: &str, digests: bool) {
     );
     assert_eq!(c.active_namespaces().unwrap(), vec![1]);
     assert_eq!(c.identify_namespace(1).unwrap().block_size(), Some(512));
+    // The admin queue keeps SQ flow control; the I/O queues ask to disable it (CATTR bit 2)
+    // so that reads may complete with C2HData SUCCESS.
+    let mut connects = fake.connects();
+    connects.sort();
+    assert_eq!(connects, vec![(0, 0), (1, 0x4), (2, 0x4)]);
     // In-capsule (4 KiB) and R2T (64 KiB = 16 H2CData PDUs) writes; reads arrive as 8 KiB
     // C2HData PDUs ending with SUCCESS.
     let small = bytes(1, 4096);
