@@ -69,7 +69,12 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Period of the timer poller (keep-alive, lingering closes).
 const TIMER_PERIOD_US: u64 = 50_000;
 /// Queued write requests per request slot before a host that does not read is dropped.
-const MAX_WRITES_PER_SLOT: usize = 4;
+/// Chunks (PDU headers, data pieces, digests) queued on a socket per command slot beyond which
+/// a host that keeps sending commands but does not read its answers is dropped.
+const MAX_CHUNKS_PER_SLOT: usize = 12;
+/// Chunks one batch of responses collects before it is queued on the socket (about one
+/// sendmsg's worth of iovecs).
+const BATCH_MAX_CHUNKS: usize = 60;
 /// Write-request tokens: bit 0 marks a Term Req (or a Disconnect answer) after which the
 /// queue closes; the bits above hold the generation of the queue pair that queued it, so a
 /// completion reported after its connection was closed (the socket layer may hand the
@@ -187,8 +192,11 @@ struct Qpair {
     directory: Option<Arc<Directory>>,
     ctrlr: Option<Box<Ctrlr>>,
     opts: TransportOpts,
-    /// Write requests queued on the socket and not completed yet.
+    /// Chunks of the write requests queued on the socket and not completed yet.
     writes_in_flight: usize,
+    /// The responses produced since the last poll, sent as one write request (see
+    /// `PollGroup::send_response`).
+    tx_batch: Option<WriteRequest>,
     /// A Term Req went out: nothing else may follow it.
     term_sent: bool,
     /// In-capsule write data received straight into command buffers.
@@ -225,6 +233,7 @@ impl Qpair {
             ctrlr: None,
             opts: TransportOpts::default(),
             writes_in_flight: 0,
+            tx_batch: None,
             term_sent: false,
             landing: Landing::default(),
         }
@@ -370,6 +379,8 @@ struct PollGroup {
     sink: Rc<dyn IoSink>,
     events: Vec<SockEvent>,
     to_close: Vec<(usize, u64)>,
+    /// Queue pairs (index, generation) with an open batch of responses.
+    tx_open: Vec<(usize, u64)>,
     stats: GroupStats,
     pollers: Vec<PollerHandle>,
 }
@@ -445,6 +456,7 @@ impl PollGroup {
             sink: Rc::new(GroupSink),
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
+            tx_open: Vec::new(),
             stats: GroupStats::default(),
             pollers: vec![poller, timer],
         }
@@ -547,6 +559,14 @@ impl PollGroup {
 
     fn poll(&mut self) -> PollStatus {
         let mut work = 0;
+        // Responses completed since the last poll (mostly by the bdev poller) go out first:
+        // one write request per queue pair, flushed by the group poll below.
+        while let Some((idx, gen)) = self.tx_open.pop() {
+            if self.qpairs.get(idx).is_some_and(|q| q.gen == gen) {
+                self.submit_batch(idx);
+                work += 1;
+            }
+        }
         let mut events = std::mem::take(&mut self.events);
         for ni in 0..self.nets.len() {
             events.clear();
@@ -621,7 +641,7 @@ impl PollGroup {
             // A cancelled write of the connection this slot held before.
             return;
         }
-        qp.writes_in_flight = qp.writes_in_flight.saturating_sub(1);
+        qp.writes_in_flight = qp.writes_in_flight.saturating_sub(req.chunks.len());
         req.clear(TOKEN_PLAIN);
         if qp.wr_pool.len() < 256 {
             qp.wr_pool.push(req);
@@ -846,10 +866,34 @@ impl PollGroup {
         };
         qp.term_sent = true;
         self.stats.term_reqs_sent += 1;
+        self.queue_write(idx, w);
+        self.flush(idx);
+    }
+
+    /// Queues `w` on the queue pair's socket after any open batch of responses (PDUs leave
+    /// in the order they were produced).
+    fn queue_write(&mut self, idx: usize, w: WriteRequest) {
+        self.submit_batch(idx);
+        let Some(qp) = self.qpairs.get_mut(idx) else {
+            return;
+        };
         if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
+            qp.writes_in_flight += w.chunks.len();
             sock.writev_async(w);
-            qp.writes_in_flight += 1;
-            let _ = sock.flush();
+        }
+    }
+
+    /// Queues the open batch of responses of a queue pair on its socket.
+    fn submit_batch(&mut self, idx: usize) {
+        let Some(qp) = self.qpairs.get_mut(idx) else {
+            return;
+        };
+        let Some(w) = qp.tx_batch.take() else {
+            return;
+        };
+        if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
+            qp.writes_in_flight += w.chunks.len();
+            sock.writev_async(w);
         }
     }
 
@@ -1064,10 +1108,7 @@ impl PollGroup {
             0,
             &TxConfig::default(),
         );
-        if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
-            sock.writev_async(w);
-            qp.writes_in_flight += 1;
-        }
+        self.queue_write(idx, w);
         Ok(())
     }
 
@@ -1084,10 +1125,7 @@ impl PollGroup {
         let tx = qp.tx;
         let mut w = qp.write_request(TOKEN_PLAIN);
         push_header(&mut w.chunks, &PduHeader::R2T(r2t), 0, &tx);
-        if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
-            sock.writev_async(w);
-            qp.writes_in_flight += 1;
-        }
+        self.queue_write(idx, w);
     }
 
     fn on_data_end(&mut self, idx: usize, digest_ok: bool) -> Result<(), Fatal> {
@@ -1634,7 +1672,14 @@ impl PollGroup {
         let qid = qp.qid.unwrap_or(0);
         let sqhd = qp.sqhd;
         let c2h_success_ok = qp.opts.c2h_success && qp.sq_flow_disabled;
-        let mut w = qp.write_request(TOKEN_PLAIN);
+        // Responses are appended to one open batch per queue pair, queued on the socket by
+        // the next poll (or once full): one write request, one completion and one pool round
+        // trip per batch instead of per command.
+        let opened = qp.tx_batch.is_none();
+        let mut w = match qp.tx_batch.take() {
+            Some(w) => w,
+            None => qp.write_request(TOKEN_PLAIN),
+        };
         let req = &mut qp.reqs[slot as usize];
         let cqe = Cqe {
             dw0: req.dw0,
@@ -1684,18 +1729,23 @@ impl PollGroup {
             push_header(&mut w.chunks, &PduHeader::CapsuleResp(cqe), 0, &tx);
         }
         qp.free_slot(slot);
-        if qp.writes_in_flight > MAX_WRITES_PER_SLOT * qp.reqs.len() + 16 {
+        if qp.writes_in_flight > MAX_CHUNKS_PER_SLOT * qp.reqs.len() + 48 {
             // The host keeps sending commands but does not read the answers.
             tracing::warn!(peer = %qp.peer, "host does not read its completions: closing");
             self.to_close.push((idx, qp.gen));
         }
-        if closing && cqe.status.is_success() {
+        let disconnect = closing && cqe.status.is_success();
+        if disconnect {
             // Disconnect: answer, then close once it left.
             w.token |= TOKEN_TERM;
         }
-        if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
-            sock.writev_async(w);
-            qp.writes_in_flight += 1;
+        let full = w.chunks.len() >= BATCH_MAX_CHUNKS;
+        let gen = qp.gen;
+        qp.tx_batch = Some(w);
+        if disconnect || full {
+            self.submit_batch(idx);
+        } else if opened {
+            self.tx_open.push((idx, gen));
         }
     }
 
