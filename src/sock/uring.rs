@@ -217,6 +217,8 @@ struct Ctx {
     accept_multi: bool,
     /// SQEs that did not fit in the SQ, pushed on the next poll.
     backlog: VecDeque<squeue::Entry>,
+    /// Syscall counters (see [`RingStats`]).
+    counters: RingStats,
 }
 
 thread_local! {
@@ -304,6 +306,7 @@ impl Ctx {
             send_zc,
             accept_multi,
             backlog: VecDeque::new(),
+            counters: RingStats::default(),
         })
     }
 
@@ -364,6 +367,7 @@ impl Ctx {
             Err(e) => tracing::warn!("sock uring: io_uring_enter failed: {e}"),
         }
         self.eventfd_dirty = true;
+        self.counters.enters += 1;
         true
     }
 
@@ -464,6 +468,7 @@ impl Ctx {
         };
         self.eventfd_dirty = false;
         self.eventfd_signalled = false;
+        self.counters.eventfd_drains += 1;
         if self.work_pending() {
             self.signal_eventfd();
         }
@@ -485,6 +490,7 @@ impl Ctx {
         };
         self.eventfd_signalled = true;
         self.eventfd_dirty = true;
+        self.counters.eventfd_signals += 1;
     }
 }
 
@@ -530,14 +536,21 @@ fn ctx_wake_fd() -> RawFd {
 }
 
 /// Counters of this thread's ring (tests and stats).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RingStats {
     pub ops_in_flight: usize,
+    /// io_uring_enter calls made to submit and reap.
+    pub enters: u64,
+    /// Reads of the wake eventfd (made only when a poll finds nothing to do).
+    pub eventfd_drains: u64,
+    /// Writes to the wake eventfd (work found pending while going idle).
+    pub eventfd_signals: u64,
 }
 
 pub fn ring_stats() -> RingStats {
     with_ctx(|c| RingStats {
         ops_in_flight: c.ops.len(),
+        ..c.counters
     })
     .unwrap_or_default()
 }
