@@ -932,11 +932,10 @@ fn uring_accept_and_group_on_different_reactors() {
     accept_on_one_reactor_echo_on_another("uring");
 }
 
-/// The uring group's syscall budget: a flush only queues (no syscall), the next poll submits
-/// everything in one io_uring_enter, and polls with nothing queued and no kernel work make no
-/// syscall at all.
+/// The uring group's syscall budget: a flush submits at once (one io_uring_enter), and polls
+/// with nothing queued and no kernel work make no syscall at all.
 #[test]
-fn uring_polls_enter_the_ring_once_and_idle_polls_never() {
+fn uring_flush_enters_once_and_idle_polls_never() {
     use super::uring::ring_stats;
     let mut g = group_of("uring");
     let (server, client) = pair_in(
@@ -972,21 +971,19 @@ fn uring_polls_enter_the_ring_once_and_idle_polls_never() {
         "idle polls made no io_uring_enter"
     );
 
-    // Three requests queued and flushed: no syscall until the poll, then exactly one.
+    // Three requests queued and flushed: the first flush enters once; the others find that
+    // send in flight (its completion not reaped yet) and enter only if the kernel has work.
     for token in 2..5 {
         let mut req = WriteRequest::new(token);
         req.chunks.push(Chunk::buf(iobuf_of(&msg)));
         g.sock(client).unwrap().writev_async(req);
         g.sock(client).unwrap().flush().unwrap();
     }
-    assert_eq!(ring_stats().enters, idle.enters, "flush only queues");
-    g.poll(64, &mut events);
-    assert_eq!(
-        ring_stats().enters,
-        idle.enters + 1,
-        "one enter submits the poll's work"
+    let flushed = ring_stats().enters - idle.enters;
+    assert!(
+        (1..=3).contains(&flushed),
+        "flushes entered {flushed} times"
     );
-    sink.absorb(&mut *g, &mut events);
     settle(&mut *g, &mut sink, 4, 4 * msg.len());
     assert_eq!(sink.received[&server].len(), 4 * msg.len());
 }
