@@ -931,3 +931,135 @@ fn posix_accept_and_group_on_different_reactors() {
 fn uring_accept_and_group_on_different_reactors() {
     accept_on_one_reactor_echo_on_another("uring");
 }
+
+/// The uring group's syscall budget: a flush submits at once (one io_uring_enter), and polls
+/// with nothing queued and no kernel work make no syscall at all.
+#[test]
+fn uring_flush_enters_once_and_idle_polls_never() {
+    use super::uring::ring_stats;
+    let mut g = group_of("uring");
+    let (server, client) = pair_in(
+        &mut *g,
+        "uring",
+        "127.0.0.1",
+        &SockOpts::default(),
+        &SockOpts::default(),
+    );
+    let mut sink = Sink::default();
+    let msg = pattern(3, 1000);
+    let settle = |g: &mut dyn SockGroup, sink: &mut Sink, token: u64, want: usize| {
+        drive(g, "echo settles", |g, ev| {
+            sink.absorb(g, ev);
+            sink.len(server) >= want && sink.completed.iter().any(|c| c.1 == token)
+        });
+    };
+    send(&mut *g, client, 1, &msg);
+    settle(&mut *g, &mut sink, 1, msg.len());
+    // Whatever the kernel still had to say (ACK-driven task work) is done after a short wait.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut events = Vec::new();
+    g.poll(64, &mut events);
+    assert!(events.is_empty());
+    let idle = ring_stats();
+    for _ in 0..1000 {
+        g.poll(64, &mut events);
+    }
+    assert!(events.is_empty());
+    assert_eq!(
+        ring_stats().enters,
+        idle.enters,
+        "idle polls made no io_uring_enter"
+    );
+
+    // Three requests queued and flushed: the first flush enters once; the others find that
+    // send in flight (its completion not reaped yet) and enter only if the kernel has work.
+    for token in 2..5 {
+        let mut req = WriteRequest::new(token);
+        req.chunks.push(Chunk::buf(iobuf_of(&msg)));
+        g.sock(client).unwrap().writev_async(req);
+        g.sock(client).unwrap().flush().unwrap();
+    }
+    let flushed = ring_stats().enters - idle.enters;
+    assert!(
+        (1..=3).contains(&flushed),
+        "flushes entered {flushed} times"
+    );
+    settle(&mut *g, &mut sink, 4, 4 * msg.len());
+    assert_eq!(sink.received[&server].len(), 4 * msg.len());
+}
+
+/// A reactor that went to sleep with a uring group on it makes no ring or eventfd syscalls
+/// while it stays idle: the eventfd was drained once when the group went idle.
+#[test]
+fn idle_uring_reactor_makes_no_ring_syscalls() {
+    use crate::reactor::{self, IdleStrategy, PollStatus, ReactorConfig};
+    use std::sync::mpsc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel::<usize>();
+    let app = reactor::start(
+        ReactorConfig {
+            cores: vec![core_affinity::get_core_ids()
+                .and_then(|c| c.first().map(|c| c.id as u32))
+                .unwrap_or(0)],
+            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+            pin: false,
+        },
+        move || {
+            let mut group = imp("uring").create_group().unwrap();
+            let c = imp("uring")
+                .connect("127.0.0.1", port, &SockOpts::default())
+                .unwrap();
+            group.add(c).map_err(|e| e.0).unwrap();
+            let mut events = Vec::new();
+            reactor::register_poller("sock-test", 0, move || {
+                events.clear();
+                group.poll(16, &mut events);
+                let mut got = 0;
+                for ev in events.drain(..) {
+                    if let SockEvent::Readable(k) = ev {
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = group.sock(k).unwrap().recv(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                        }
+                    }
+                }
+                if got > 0 {
+                    let _ = tx.send(got);
+                }
+                PollStatus::from_work(got)
+            });
+        },
+    )
+    .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    std::io::Write::write_all(&mut peer, b"hello").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).ok(), Some(5));
+    let sample = || {
+        let (stx, srx) = mpsc::channel();
+        app.send_to(app.main_core(), move || {
+            let _ = stx.send(super::uring::ring_stats());
+        })
+        .unwrap();
+        srx.recv_timeout(Duration::from_secs(5)).expect("stats")
+    };
+    // Let the reactor go idle and fall asleep.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = sample();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = sample();
+    app.shutdown();
+    app.wait();
+    assert!(
+        before.eventfd_drains >= 1,
+        "the eventfd was drained on going idle"
+    );
+    assert_eq!(after.enters, before.enters, "no io_uring_enter while idle");
+    assert_eq!(
+        after.eventfd_drains, before.eventfd_drains,
+        "no eventfd read while idle"
+    );
+}

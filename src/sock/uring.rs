@@ -4,15 +4,22 @@
 //! Grouped sockets send with SENDMSG (up to 64 iovecs, MSG_NOSIGNAL, one send in flight per
 //! socket, partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a
 //! zero-copy send's requests are released only after both its result CQE and its notification
-//! CQE. The ring is entered only when there is something to submit or the kernel flags pending
-//! task work. Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake_but_eventfd_does` test) the
-//! ring fd does NOT become readable for DEFER_TASKRUN completions, so an eventfd registered with
-//! the ring (the kernel signals it when it queues task work or posts CQEs) is the reactor's wake
-//! source; it is drained only after an enter or when the kernel flags task work, so an idle
-//! reactor makes no syscalls. Sockets not in a group are plain non-blocking sockets (the posix
-//! code with impl name "uring"); joining a group moves their fd and queued writes onto the
-//! ring. Kernels lacking SEND_ZC fall back to SENDMSG, and lacking multishot accept fall back
-//! to accept4, each with one log line.
+//! CQE. Syscall budget: the ring is entered (GETEVENTS, never waiting: it submits what is
+//! queued and runs the deferred task work) only when SQEs are queued or the SQ ring flags say
+//! the kernel has task work (or a CQ overflow): at the start of a group's poll (to reap), at
+//! its end (sends and receives it started), and by `flush` (so an answer leaves at once; a
+//! flush deferred to the next poll measured slower); polls with nothing to do make no syscall.
+//! Completions of other owners on the same thread (another group, a listener) are stashed
+//! for them in a slot-indexed table.
+//! Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake_but_eventfd_does`
+//! test) the ring fd does NOT become readable for DEFER_TASKRUN completions, so an eventfd
+//! registered with the ring (the kernel signals it when it queues task work or posts CQEs) is
+//! the reactor's wake source; it is drained only by a poll that finds nothing to report (when
+//! the reactor may be about to sleep, never on a poll-only reactor), and re-signalled if work
+//! raced the drain, so neither busy nor idle loops pay an eventfd syscall. Sockets not in a
+//! group are plain non-blocking sockets (the posix code with impl name "uring"); joining a
+//! group moves their fd and queued writes onto the ring. Kernels lacking SEND_ZC fall back to
+//! SENDMSG, and lacking multishot accept fall back to accept4, each with one log line.
 
 use super::posix::{self, PosixListener, PosixSock};
 use super::{
@@ -23,7 +30,7 @@ use crate::buf::IoBuf;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,10 +38,18 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 const RING_ENTRIES: u32 = 1024;
+/// io_uring_enter flag: run task work and reap completions (`IORING_ENTER_GETEVENTS`).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Set in a SEND_ZC notification result when the kernel copied instead.
 const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
 const BUF_GROUP: u16 = 0;
-const BUF_COUNT: u16 = 256;
+/// Provided receive buffers per thread. The kernel hands them out in ring (FIFO) order, so
+/// all of them are touched in turn: 64 x 16 KiB = 1 MiB stays within a core's L2 (2 MiB here),
+/// where 256 buffers (4 MiB) made every received byte a cache miss for the kernel's copy and
+/// ours (measured: +6-8 % initiator IOPS at 4 KiB randread QD32; 32 buffers gained nothing
+/// more). Buffers are held only until the consumer drains its socket, so 64 are plenty; when
+/// they do run out the multishot recv ends with ENOBUFS and is re-armed once some come back.
+const BUF_COUNT: u16 = 64;
 const BUF_SIZE: usize = 16 * 1024;
 /// Completions an owner's stash holds without growing.
 const STASH_RESERVE: usize = 256;
@@ -134,21 +149,89 @@ impl BufRing {
     }
 }
 
+/// One owner (a group or a listener) of ops on the thread's ring, and the completions reaped
+/// for it by whoever entered the ring last.
+struct OwnerSlot {
+    /// The owner's id while the slot is in use (`(generation << 16) | index`), 0 when free.
+    id: u32,
+    stash: Vec<Completion>,
+}
+
+/// The owners of one ring, indexed by the low 16 bits of their id (no hashing on the data
+/// path); the generation in the high bits keeps a late completion of a dropped owner from
+/// reaching the next owner of its slot.
+#[derive(Default)]
+struct Owners {
+    slots: Vec<OwnerSlot>,
+    free: Vec<u16>,
+    generation: u16,
+}
+
+impl Owners {
+    fn add(&mut self) -> Option<u32> {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None if self.slots.len() > u16::MAX as usize => return None,
+            None => {
+                self.slots.push(OwnerSlot {
+                    id: 0,
+                    // Reserved up front so a later, larger burst of completions does not grow
+                    // it on the data path (steady state allocates nothing).
+                    stash: Vec::with_capacity(STASH_RESERVE),
+                });
+                self.slots.len() - 1
+            }
+        };
+        let id = (self.generation as u32) << 16 | index as u32;
+        self.slots[index].id = id;
+        Some(id)
+    }
+
+    fn stash(&mut self, id: u32) -> Option<&mut Vec<Completion>> {
+        self.slots
+            .get_mut((id & 0xffff) as usize)
+            .filter(|s| s.id == id && id != 0)
+            .map(|s| &mut s.stash)
+    }
+
+    /// Frees the owner's slot, returning the completions still stashed for it.
+    fn remove(&mut self, id: u32, out: &mut Vec<Completion>) {
+        let index = (id & 0xffff) as usize;
+        if let Some(slot) = self.slots.get_mut(index).filter(|s| s.id == id && id != 0) {
+            slot.id = 0;
+            out.append(&mut slot.stash);
+            self.free.push(index as u16);
+        }
+    }
+
+    fn any_stashed(&self) -> bool {
+        self.slots.iter().any(|s| !s.stash.is_empty())
+    }
+}
+
 /// The per-thread ring and everything routed through it.
 struct Ctx {
     ring: IoUring,
     eventfd: OwnedFd,
     wake: Option<crate::reactor::WakeSource>,
+    /// The reactor may sleep (its wake eventfd then has to be drained before it does).
+    may_sleep: bool,
     bufs: BufRing,
     ops: slab::Slab<Op>,
     /// Completions waiting for their owner (group or listener) to poll.
-    stash: HashMap<u32, Vec<Completion>>,
-    next_owner: u32,
-    entered_since_drain: bool,
+    owners: Owners,
+    /// The ring was entered or had completions since the eventfd was last drained, so the
+    /// eventfd may be readable (and would wake a sleeping reactor at once).
+    eventfd_dirty: bool,
+    /// We wrote the eventfd ourselves since the last drain (it is readable).
+    eventfd_signalled: bool,
     send_zc: bool,
     accept_multi: bool,
     /// SQEs that did not fit in the SQ, pushed on the next poll.
     backlog: VecDeque<squeue::Entry>,
+    /// Syscall counters (see [`RingStats`]).
+    counters: RingStats,
 }
 
 thread_local! {
@@ -220,31 +303,33 @@ impl Ctx {
         }
         let wake = crate::reactor::current_core()
             .and_then(|_| crate::reactor::add_wake_fd(eventfd.as_raw_fd()).ok());
+        // A poll-only reactor never sleeps: its eventfd is then never drained at all.
+        let may_sleep = wake.is_some()
+            && crate::reactor::idle_strategy() != crate::reactor::IdleStrategy::PollOnly;
         Ok(Ctx {
             ring,
             eventfd,
             wake,
+            may_sleep,
             bufs,
             ops: slab::Slab::with_capacity(256),
-            stash: HashMap::new(),
-            next_owner: 1,
-            entered_since_drain: false,
+            owners: Owners::default(),
+            eventfd_dirty: true,
+            eventfd_signalled: false,
             send_zc,
             accept_multi,
             backlog: VecDeque::new(),
+            counters: RingStats::default(),
         })
     }
 
-    fn new_owner(&mut self) -> u32 {
-        let id = self.next_owner;
-        self.next_owner = self.next_owner.wrapping_add(1).max(1);
-        // Reserved up front so a later, larger burst of completions does not grow it on the
-        // data path (steady state allocates nothing).
-        self.stash.insert(id, Vec::with_capacity(STASH_RESERVE));
-        id
+    fn new_owner(&mut self) -> io::Result<u32> {
+        self.owners
+            .add()
+            .ok_or_else(|| io::Error::other("too many uring groups and listeners on one thread"))
     }
 
-    /// Queues an SQE for `op` (submitted at the next `reap`/`submit`).
+    /// Queues an SQE for `op`; it is submitted by the next `submit_now` or `pump`.
     fn push(&mut self, op: Op, build: impl FnOnce(u64) -> squeue::Entry) -> u32 {
         let idx = self.ops.insert(op) as u32;
         let sqe = build(idx as u64);
@@ -257,8 +342,10 @@ impl Ctx {
         idx
     }
 
-    /// Enters the kernel if there is something to submit or task work to run.
-    fn submit(&mut self) {
+    /// Submits queued SQEs and runs deferred task work, in ONE io_uring_enter, and only when
+    /// there is something to do: SQEs queued, or the kernel flagging task work (received data,
+    /// completed sends) or a CQ overflow in the SQ ring flags. Returns whether it entered.
+    fn enter_if_needed(&mut self) -> bool {
         while let Some(sqe) = self.backlog.front() {
             // SAFETY: see `push`.
             if unsafe { self.ring.submission().push(sqe) }.is_err() {
@@ -266,47 +353,56 @@ impl Ctx {
             }
             self.backlog.pop_front();
         }
-        let (pending, taskrun) = {
+        let (to_submit, kernel_work) = {
             let mut sq = self.ring.submission();
             sq.sync();
-            (!sq.is_empty(), sq.taskrun())
+            (sq.len(), sq.taskrun() || sq.cq_overflow())
         };
-        // The eventfd only matters when it is a reactor wake source; drain it so a sleeping
-        // reactor is woken by new work only.
-        if self.wake.is_some() && (taskrun || self.entered_since_drain) {
-            let mut v = 0u64;
-            // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
-            unsafe {
-                libc::read(
-                    self.eventfd.as_raw_fd(),
-                    &mut v as *mut u64 as *mut libc::c_void,
-                    8,
-                )
-            };
-            self.entered_since_drain = false;
+        if to_submit == 0 && !kernel_work {
+            return false;
         }
-        if pending || taskrun {
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => tracing::warn!("sock uring: io_uring_enter failed: {e}"),
-            }
-            self.entered_since_drain = true;
+        // GETEVENTS always: with DEFER_TASKRUN it is what runs the task work (completions),
+        // and the task work queued after our flag check is then run too. min_complete 0:
+        // never waits.
+        // SAFETY: no argument pointer; the SQEs were checked by `push`.
+        let r = unsafe {
+            self.ring.submitter().enter::<libc::sigset_t>(
+                to_submit as u32,
+                0,
+                IORING_ENTER_GETEVENTS,
+                None,
+            )
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => tracing::warn!("sock uring: io_uring_enter failed: {e}"),
         }
+        self.eventfd_dirty = true;
+        self.counters.enters += 1;
+        true
     }
 
-    /// Moves CQEs to their owners' stashes, cleaning up after owners that are gone.
-    fn reap(&mut self) {
-        self.submit();
+    /// Enters the ring if needed and moves every CQE to its owner's stash, cleaning up after
+    /// owners that are gone. Cheap when there is nothing to do: a few loads from ring memory,
+    /// no syscall.
+    fn pump(&mut self) {
+        self.enter_if_needed();
         let Ctx {
             ring,
             ops,
-            stash,
+            owners,
             bufs,
+            eventfd_dirty,
             ..
         } = self;
-        for cqe in ring.completion() {
+        let mut cq = ring.completion();
+        if cq.is_empty() {
+            return;
+        }
+        *eventfd_dirty = true;
+        for cqe in &mut cq {
             let idx = cqe.user_data() as u32;
             let Some(op) = ops.get(idx as usize).copied() else {
                 continue;
@@ -319,7 +415,7 @@ impl Ctx {
             if cqueue::buffer_select(c.flags).is_some() {
                 bufs.free = bufs.free.saturating_sub(1);
             }
-            if let Some(stash) = stash.get_mut(&op.owner) {
+            if let Some(stash) = owners.stash(op.owner) {
                 stash.push(c);
                 continue;
             }
@@ -335,6 +431,79 @@ impl Ctx {
                 ops.remove(idx as usize);
             }
         }
+    }
+
+    /// Submits what is queued now (and runs pending task work); no syscall if there is none.
+    fn submit_now(&mut self) {
+        self.enter_if_needed();
+    }
+
+    /// Whether anything is waiting for a poll: queued SQEs, kernel task work, CQEs, or
+    /// completions stashed for some owner.
+    fn work_pending(&mut self) -> bool {
+        let (queued, kernel_work) = {
+            let mut sq = self.ring.submission();
+            sq.sync();
+            (!sq.is_empty(), sq.taskrun() || sq.cq_overflow())
+        };
+        queued
+            || kernel_work
+            || !self.backlog.is_empty()
+            || !self.ring.completion().is_empty()
+            || self.owners.any_stashed()
+    }
+
+    /// Called by an owner whose poll found nothing to report, i.e. when the reactor may be
+    /// about to sleep. If work is still waiting anywhere on the ring, makes sure the eventfd
+    /// is readable so the reactor does not sleep through it; otherwise drains the eventfd (so
+    /// a sleep is not cut short by work already done) and checks again for work that raced
+    /// the drain. Busy polls never get here, so the eventfd costs nothing per I/O, and an idle
+    /// reactor whose eventfd is drained makes no syscall at all.
+    fn settle(&mut self) {
+        if !self.may_sleep {
+            return;
+        }
+        if self.work_pending() {
+            self.signal_eventfd();
+            return;
+        }
+        if !self.eventfd_dirty {
+            return;
+        }
+        let mut v = 0u64;
+        // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+        self.eventfd_dirty = false;
+        self.eventfd_signalled = false;
+        self.counters.eventfd_drains += 1;
+        if self.work_pending() {
+            self.signal_eventfd();
+        }
+    }
+
+    /// Makes the eventfd readable (once until the next drain).
+    fn signal_eventfd(&mut self) {
+        if self.eventfd_signalled {
+            return;
+        }
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a u64 to our own eventfd.
+        unsafe {
+            libc::write(
+                self.eventfd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+        self.eventfd_signalled = true;
+        self.eventfd_dirty = true;
+        self.counters.eventfd_signals += 1;
     }
 }
 
@@ -380,14 +549,21 @@ fn ctx_wake_fd() -> RawFd {
 }
 
 /// Counters of this thread's ring (tests and stats).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RingStats {
     pub ops_in_flight: usize,
+    /// io_uring_enter calls made to submit and reap.
+    pub enters: u64,
+    /// Reads of the wake eventfd (made only when a poll finds nothing to do).
+    pub eventfd_drains: u64,
+    /// Writes to the wake eventfd (work found pending while going idle).
+    pub eventfd_signals: u64,
 }
 
 pub fn ring_stats() -> RingStats {
     with_ctx(|c| RingStats {
         ops_in_flight: c.ops.len(),
+        ..c.counters
     })
     .unwrap_or_default()
 }
@@ -403,7 +579,7 @@ pub struct UringListener {
 
 impl UringListener {
     fn new(inner: PosixListener) -> io::Result<Self> {
-        let owner = with_ctx(|c| c.accept_multi.then(|| c.new_owner()))?;
+        let owner = with_ctx(|c| c.accept_multi.then(|| c.new_owner()).transpose())??;
         Ok(Self {
             inner,
             owner,
@@ -448,8 +624,8 @@ impl Listener for UringListener {
         }
         let mut done = std::mem::take(&mut self.completions);
         with_ctx(|c| {
-            c.reap();
-            if let Some(s) = c.stash.get_mut(&owner) {
+            c.pump();
+            if let Some(s) = c.owners.stash(owner) {
                 std::mem::swap(s, &mut done);
             }
             for comp in &done {
@@ -472,7 +648,7 @@ impl Listener for UringListener {
         self.completions = done;
         if self.accept_op.is_none() {
             self.arm(owner);
-            let _ = with_ctx(|c| c.submit());
+            let _ = with_ctx(|c| c.submit_now());
         }
         while let Some(r) = self.accepted.pop_front() {
             match r {
@@ -490,6 +666,8 @@ impl Listener for UringListener {
                 },
             }
         }
+        // Nothing to accept: the reactor may sleep after this poll.
+        let _ = with_ctx(|c| c.settle());
         Ok(None)
     }
 
@@ -520,15 +698,15 @@ impl Drop for UringListener {
         };
         let _ = with_ctx(|c| {
             // Completions already routed to us: close accepted fds.
-            if let Some(stash) = c.stash.remove(&owner) {
-                for comp in stash {
-                    if comp.res >= 0 {
-                        // SAFETY: an accepted fd nobody else owns.
-                        drop(unsafe { OwnedFd::from_raw_fd(comp.res) });
-                    }
-                    if !cqueue::more(comp.flags) {
-                        c.ops.remove(comp.op as usize);
-                    }
+            let mut stash = Vec::new();
+            c.owners.remove(owner, &mut stash);
+            for comp in stash {
+                if comp.res >= 0 {
+                    // SAFETY: an accepted fd nobody else owns.
+                    drop(unsafe { OwnedFd::from_raw_fd(comp.res) });
+                }
+                if !cqueue::more(comp.flags) {
+                    c.ops.remove(comp.op as usize);
                 }
             }
             if let Some(op) = accept_op {
@@ -541,7 +719,7 @@ impl Drop for UringListener {
                         },
                         |ud| opcode::AsyncCancel::new(op as u64).build().user_data(ud),
                     );
-                    c.submit();
+                    c.submit_now();
                 }
             }
         });
@@ -940,9 +1118,12 @@ impl Sock for UringSock {
         }
     }
 
+    /// Starts the send of everything written so far and submits it at once. (Leaving it for
+    /// the group's next poll saves an io_uring_enter per flush but cost the target 10-25 %
+    /// IOPS at 4 KiB randread QD32 in interleaved A/B runs: the answer leaves a loop later.)
     fn flush(&mut self) -> io::Result<()> {
         self.start_send()?;
-        with_ctx(|c| c.submit())
+        with_ctx(|c| c.submit_now())
     }
 
     fn take_completions(&mut self, out: &mut Vec<WriteRequest>) -> usize {
@@ -1044,7 +1225,7 @@ pub struct UringGroup {
 
 impl UringGroup {
     pub fn new() -> io::Result<Self> {
-        let owner = with_ctx(|c| c.new_owner())?;
+        let owner = with_ctx(|c| c.new_owner())??;
         Ok(Self {
             owner,
             socks: slab::Slab::new(),
@@ -1064,15 +1245,15 @@ impl UringGroup {
         }
     }
 
-    /// Reaps the ring and applies this group's completions.
-    fn process_completions(&mut self) {
+    /// Reaps the ring and applies this group's completions; returns how many there were.
+    fn process_completions(&mut self) -> usize {
         let mut done = std::mem::take(&mut self.completions);
         let owner = self.owner;
         let mut kinds = std::mem::take(&mut self.kinds);
         kinds.clear();
         let _ = with_ctx(|c| {
-            c.reap();
-            if let Some(s) = c.stash.get_mut(&owner) {
+            c.pump();
+            if let Some(s) = c.owners.stash(owner) {
                 std::mem::swap(s, &mut done);
             }
             kinds.reserve(done.len());
@@ -1093,6 +1274,7 @@ impl UringGroup {
                 }
             }
         });
+        let count = done.len();
         for (comp, &(key, kind)) in done.drain(..).zip(kinds.iter()) {
             let Some(s) = self.socks.get_mut(key) else {
                 continue;
@@ -1103,6 +1285,7 @@ impl UringGroup {
         }
         self.completions = done;
         self.kinds = kinds;
+        count
     }
 }
 
@@ -1144,7 +1327,7 @@ impl SockGroup for UringGroup {
         s.arm_recv();
         let _ = s.start_send();
         entry.insert(s);
-        let _ = with_ctx(|c| c.submit());
+        let _ = with_ctx(|c| c.submit_now());
         Ok(key)
     }
 
@@ -1160,7 +1343,6 @@ impl SockGroup for UringGroup {
             s.begin_close();
         }
         self.ready.retain(|&k| k != key);
-        let _ = with_ctx(|c| c.submit());
     }
 
     fn poll(&mut self, max: usize, events: &mut Vec<SockEvent>) -> usize {
@@ -1218,7 +1400,13 @@ impl SockGroup for UringGroup {
                 reported += 1;
             }
         }
-        let _ = with_ctx(|c| c.submit());
+        // Sends and re-armed receives started above go out now, not a loop later (measured:
+        // deferring them to the next poll costs IOPS); nothing queued means no syscall.
+        let _ = with_ctx(|c| c.submit_now());
+        if events.len() == before {
+            // Nothing to report: the caller may go idle and its reactor to sleep.
+            let _ = with_ctx(|c| c.settle());
+        }
         events.len() - before
     }
 
@@ -1260,7 +1448,8 @@ impl Drop for UringGroup {
         }
         let owner = self.owner;
         let _ = with_ctx(|c| {
-            c.stash.remove(&owner);
+            let mut stale = Vec::new();
+            c.owners.remove(owner, &mut stale);
         });
     }
 }
