@@ -263,8 +263,8 @@ impl BdevIo {
         self.bufs.iter().map(|b| b.len()).sum()
     }
 
-    /// When the outermost bdev accepted it (latency accounting; batch granularity, see
-    /// [`ChannelCore::batch_time`]).
+    /// When the outermost bdev accepted it (latency accounting; reactor-loop granularity,
+    /// see [`ChannelCore::clock`]).
     pub fn submitted_at(&self) -> Option<Instant> {
         self.stamps[0]
     }
@@ -763,9 +763,6 @@ struct ChannelCore {
     /// Submitted and not yet delivered.
     outstanding: Cell<usize>,
     stats: RefCell<IoStats>,
-    /// The submission time stamp shared by every I/O submitted since the channel's last
-    /// poll (see [`ChannelCore::batch_time`]).
-    batch_clock: Cell<Option<Instant>>,
 }
 
 /// A module's handle for completing I/O of one channel.
@@ -784,27 +781,20 @@ impl Completer {
         if core.in_module.get() > 0 {
             core.ready.borrow_mut().push_back(io);
         } else {
-            core.deliver(io, Instant::now());
+            core.deliver(io, ChannelCore::clock());
         }
     }
 }
 
 impl ChannelCore {
-    /// The submission time stamp of I/O submitted now. Reading the clock per I/O costs
-    /// more than a malloc bdev's whole I/O, so the first submission after a poll of the
-    /// channel reads it and the ones that follow until the next poll (a batch submitted
-    /// from one reactor loop) share it; the poll forgets it, so a reactor that slept never
-    /// stamps with a stale time. Latency statistics thus have the granularity of a
-    /// submitted batch (microseconds under load), never more than the work of one loop.
-    fn batch_time(&self) -> Instant {
-        match self.batch_clock.get() {
-            Some(t) => t,
-            None => {
-                let t = Instant::now();
-                self.batch_clock.set(Some(t));
-                t
-            }
-        }
+    /// The time stamp of I/O submitted or completed now: the start of the current reactor
+    /// loop (`reactor::now()`, no clock read; the clock itself off a reactor). Reading the
+    /// clock per I/O cost more than a malloc bdev's whole I/O (and per batch still 7 % of a
+    /// core on io_uring, whose loops are short), so latency statistics have the granularity
+    /// of a reactor loop: microseconds under load, 0 for I/O that completes within the loop
+    /// that submitted it (malloc, null).
+    fn clock() -> Instant {
+        crate::reactor::now()
     }
 
     /// Hands a completed I/O to the sink; `now` is the completion time (one clock read
@@ -859,7 +849,6 @@ impl IoChannel {
             in_module: Cell::new(0),
             outstanding: Cell::new(0),
             stats: RefCell::new(IoStats::new()),
-            batch_clock: Cell::new(None),
         });
         let module = bdev.module.open_channel(bdev, &Completer(core.clone()))?;
         let module_polled = module.needs_poll();
@@ -906,7 +895,7 @@ impl IoChannel {
         );
         let core = &s.core;
         core.outstanding.set(core.outstanding.get() + 1);
-        io.enter_layer(core.batch_time());
+        io.enter_layer(ChannelCore::clock());
         io.status = IoStatus::Pending;
         let verdict = validate(&s.bdev, &io);
         if verdict != IoStatus::Pending || s.closing.get() {
@@ -962,7 +951,6 @@ impl ChannelShared {
 
     fn poll(&self) -> PollStatus {
         let core = &self.core;
-        core.batch_clock.set(None);
         // Fast path of a loop with nothing to do (a module completing from `submit`, no
         // completion queued, no retry, not closing): a few loads, no module call.
         if !self.module_polled
@@ -985,7 +973,7 @@ impl ChannelShared {
         // poll, so a sink resubmitting at once cannot loop here forever.
         let ready = core.ready.borrow().len();
         if ready > 0 {
-            let now = Instant::now();
+            let now = ChannelCore::clock();
             for _ in 0..ready {
                 let Some(io) = core.ready.borrow_mut().pop_front() else {
                     break;
@@ -994,8 +982,6 @@ impl ChannelShared {
                 work += 1;
             }
         }
-        // Submissions made by these deliveries (and after this poll) stamp afresh.
-        core.batch_clock.set(None);
         let retries = core.nomem.borrow().len();
         for _ in 0..retries {
             let Some(io) = core.nomem.borrow_mut().pop_front() else {
