@@ -38,6 +38,11 @@ JSON
     PORT=$port
 }
 start "$A" a; PA=$PORT; start "$B" b; PB=$PORT; sleep 1
+# Write every block once (reads of never-written blocks come from the kernel's zero page).
+for port in $PA $PB; do
+    nice -n "$NICE" "$B/pollux-perf" -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$NQN" \
+        -q 32 -o 131072 -w write -t 1 -c '[1]' -S "$SOCK" --poll-only --json >/dev/null 2>&1
+done
 for wl in "${WORKLOADS[@]}"; do
     read -r w size qd <<<"$wl"
     ra=(); rb=()

@@ -5,12 +5,16 @@
 //! `qd` requests in flight, each an `in`-byte message (for a 4 KiB read: the 72-byte
 //! command capsule), and the target answers each with an `out`-byte message (for a 4 KiB
 //! read: a 24-byte C2HData header plus 4096 data bytes, sent without copying from one shared
-//! buffer). The first 8 bytes of a request carry its own length and its answer's, so one
+//! buffer). Like a malloc bdev that was written before it is read, read data is sent from
+//! a touched region of `--region-mib` MiB (default 256, the size of the benchmark's bdev) at
+//! random 4 KiB-aligned offsets, and write payloads are copied into another such region at
+//! random offsets: a 4 KiB read of real memory costs the kernel a copy from DRAM, which a
+//! cache-hot buffer would hide. The first 8 bytes of a request carry its own length and its answer's, so one
 //! run can mix shapes (`--read-pct`, like a 70/30 workload: reads are `72 -> 24+size`,
 //! writes `72+size -> 24`). No protocol decoding, no block device, no digests. Prints a
 //! table, or one JSON object per cell with `--json`. Run it with
 //! `cargo bench --bench ceiling -- [--impl posix,uring] [--qd 1,32,128] [--size 4096]
-//! [--read-pct 100] [--secs 3] [--json]` (cores 0 and 1 unless `--target-core`/`--host-core`).
+//! [--read-pct 100] [--region-mib 256] [--secs 3] [--json]` (cores 0 and 1 unless `--target-core`/`--host-core`).
 
 use hdrhistogram::Histogram;
 use pollux::buf::IoBuf;
@@ -35,6 +39,7 @@ struct Cell {
     secs: f64,
     target_core: usize,
     host_core: usize,
+    region: usize,
 }
 
 struct Outcome {
@@ -53,11 +58,31 @@ fn take_req(pool: &mut Vec<WriteRequest>) -> WriteRequest {
     req
 }
 
-/// The target side: parse requests by their length words, skip their payload, answer each.
+/// A touched region of `len` bytes (every page written, so reads come from real memory).
+fn touched_region(len: usize) -> IoBuf {
+    let mut region = IoBuf::zeroed(len.max(4096));
+    region.as_mut_slice().fill(0xa5);
+    region
+}
+
+/// A random 4 KiB-aligned offset where `len` bytes fit in a region of `region` bytes.
+fn random_offset(rng: &mut u64, region: usize, len: usize) -> usize {
+    // xorshift64: cheap, and spreads the accesses over the whole region.
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let slots = (region.saturating_sub(len) / 4096).max(1);
+    (*rng as usize % slots) * 4096
+}
+
+/// The target side: parse requests by their length words, copy a write's payload into the
+/// write region, answer each (a read's data from the read region).
 fn target(
     listener: &mut dyn pollux::sock::Listener,
     imp: &str,
     stop: &AtomicBool,
+    read_region: IoBuf,
+    mut sink: IoBuf,
 ) -> io::Result<()> {
     let mut group = get_impl(imp).expect("impl").create_group()?;
     let start = Instant::now();
@@ -71,7 +96,13 @@ fn target(
         }
         std::thread::yield_now();
     };
-    let data: Arc<dyn SharedBytes> = Arc::new(IoBuf::zeroed(1 << 20));
+    let read_len = read_region.len();
+    let data: Arc<dyn SharedBytes> = Arc::new(read_region);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    // Capsule bytes of the current request still to discard, then payload bytes to store
+    // at `sink_at`.
+    let mut payload_left = 0usize;
+    let mut sink_at = 0usize;
     let mut pool: Vec<WriteRequest> = (0..256).map(|_| WriteRequest::new(0)).collect();
     let mut rx = vec![0u8; 256 * 1024];
     // Bytes of the current request still to skip, and a partial header being gathered.
@@ -102,6 +133,15 @@ fn target(
                                 at += k;
                                 continue;
                             }
+                            if payload_left > 0 {
+                                let k = payload_left.min(n - at);
+                                sink.as_mut_slice()[sink_at..sink_at + k]
+                                    .copy_from_slice(&rx[at..at + k]);
+                                sink_at += k;
+                                payload_left -= k;
+                                at += k;
+                                continue;
+                            }
                             let k = (8 - head_len).min(n - at);
                             head[head_len..head_len + k].copy_from_slice(&rx[at..at + k]);
                             head_len += k;
@@ -113,15 +153,18 @@ fn target(
                             let in_len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
                             let out_len =
                                 u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
-                            skip = in_len.saturating_sub(8);
+                            skip = in_len.clamp(8, CAPSULE) - 8;
+                            payload_left = in_len.saturating_sub(CAPSULE).min(sink.len());
+                            sink_at = random_offset(&mut rng, sink.len(), payload_left);
                             let mut req = take_req(&mut pool);
                             let hdr = Chunk::inline(&rx[..SMALL_PDU.min(out_len)]).expect("small");
                             req.chunks.push(hdr);
                             if out_len > SMALL_PDU {
+                                let len = out_len - SMALL_PDU;
                                 req.chunks.push(Chunk::Shared {
                                     mem: data.clone(),
-                                    off: 0,
-                                    len: out_len - SMALL_PDU,
+                                    off: random_offset(&mut rng, read_len, len),
+                                    len,
                                 });
                             }
                             if let Some(s) = group.sock(key) {
@@ -280,10 +323,17 @@ fn run(cell: &Cell) -> io::Result<Outcome> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (port_tx, port_rx) = std::sync::mpsc::channel::<io::Result<u16>>();
-    let (stop2, name, tcore) = (stop.clone(), cell.imp.clone(), cell.target_core);
+    let (stop2, name, tcore, region) = (
+        stop.clone(),
+        cell.imp.clone(),
+        cell.target_core,
+        cell.region,
+    );
     // The listener is not Send: the target thread creates it and sends its port back.
     let target_thread = std::thread::spawn(move || -> io::Result<()> {
         pin(tcore);
+        // Touched before the host may connect, so the measured window never includes it.
+        let (read_region, sink) = (touched_region(region), touched_region(region));
         let imp = get_impl(&name).expect("checked");
         let mut listener = match imp
             .listen("127.0.0.1", 0, &SockOpts::default())
@@ -298,7 +348,7 @@ fn run(cell: &Cell) -> io::Result<Outcome> {
                 return Err(e);
             }
         };
-        target(&mut *listener, &name, &stop2)
+        target(&mut *listener, &name, &stop2, read_region, sink)
     });
     let port = port_rx
         .recv()
@@ -338,6 +388,7 @@ fn main() {
     let secs: f64 = opt("--secs", "3").parse().unwrap_or(3.0);
     let target_core: usize = opt("--target-core", "0").parse().unwrap_or(0);
     let host_core: usize = opt("--host-core", "1").parse().unwrap_or(1);
+    let region: usize = opt("--region-mib", "256").parse::<usize>().unwrap_or(256) << 20;
     if !json {
         println!(
             "{:>6} {:>8} {:>5} {:>4} | {:>10} {:>10} {:>9} {:>9} {:>9}",
@@ -356,6 +407,7 @@ fn main() {
                         secs,
                         target_core,
                         host_core,
+                        region,
                     };
                     match run(&cell) {
                         Ok(o) => {
