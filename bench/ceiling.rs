@@ -65,14 +65,19 @@ fn touched_region(len: usize) -> IoBuf {
     region
 }
 
-/// A random 4 KiB-aligned offset where `len` bytes fit in a region of `region` bytes.
-fn random_offset(rng: &mut u64, region: usize, len: usize) -> usize {
-    // xorshift64: cheap, and spreads the accesses over the whole region.
+/// The next value of a xorshift64 generator: cheap, and plenty random for spreading
+/// accesses and mixing request shapes.
+fn xorshift(rng: &mut u64) -> u64 {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
+    *rng
+}
+
+/// A random 4 KiB-aligned offset where `len` bytes fit in a region of `region` bytes.
+fn random_offset(rng: &mut u64, region: usize, len: usize) -> usize {
     let slots = (region.saturating_sub(len) / 4096).max(1);
-    (*rng as usize % slots) * 4096
+    (xorshift(rng) as usize % slots) * 4096
 }
 
 /// The target side: parse requests by their length words, copy a write's payload into the
@@ -211,12 +216,7 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
     let mut in_flight: VecDeque<(Instant, usize)> = VecDeque::with_capacity(cell.qd);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    let next_is_read = |rng: &mut u64| {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        (*rng % 100) < cell.read_pct as u64
-    };
+    let next_is_read = |rng: &mut u64| (xorshift(rng) % 100) < cell.read_pct as u64;
     let send = |group: &mut dyn SockGroup,
                 pool: &mut Vec<WriteRequest>,
                 in_flight: &mut VecDeque<(Instant, usize)>,
