@@ -17,7 +17,7 @@
 //! [--read-pct 100] [--region-mib 256] [--secs 3] [--json]` (cores 0 and 1 unless `--target-core`/`--host-core`).
 
 use hdrhistogram::Histogram;
-use pollux::buf::IoBuf;
+use pollux::buf::{copy_bytes, IoBuf};
 use pollux::sock::{get_impl, Chunk, SharedBytes, SockEvent, SockGroup, SockOpts, WriteRequest};
 use std::collections::VecDeque;
 use std::io;
@@ -140,8 +140,10 @@ fn target(
                             }
                             if payload_left > 0 {
                                 let k = payload_left.min(n - at);
-                                sink.as_mut_slice()[sink_at..sink_at + k]
-                                    .copy_from_slice(&rx[at..at + k]);
+                                copy_bytes(
+                                    &mut sink.as_mut_slice()[sink_at..sink_at + k],
+                                    &rx[at..at + k],
+                                );
                                 sink_at += k;
                                 payload_left -= k;
                                 at += k;

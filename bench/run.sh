@@ -11,7 +11,7 @@
 # the file is kept) with the commands, the commit, the date and what else was running.
 #
 # usage: bench/run.sh [--quick] [--no-ceiling] [--nice N] [--secs S] [--target-core N] [--perf-core N]
-#                     [--pair-rounds N] [--isolate-sched] [--out FILE]
+#                     [--pair-rounds N] [--ratio-rounds N] [--ratio-only] [--isolate-sched] [--out FILE]
 #   --quick   4 KiB randread only, QD1/QD32, posix and uring, digests off/on (about 1 min)
 #   --secs    seconds per cell (default 3; the full matrix takes about 7 minutes)
 #   --nice N  run pollux, pollux-perf and the ceiling at nice level N (e.g. -5 on a machine
@@ -19,6 +19,11 @@
 #             measures the scheduler, not the code)
 #   --no-ceiling  reuse the ceiling figures of the previous run (/tmp/pollux-bench-ceiling.jsonl)
 #   --pair-rounds N  rounds of the idle/peak pair (default 5)
+#   --ratio-rounds N rounds of the acceptance cell (4 KiB randread QD32, each sock impl):
+#             the ceiling and pollux alternate, N times each, and the table gives the ratio
+#             of the medians with every round's ratio (default 5). Single cells of this
+#             machine vary by about +-15 %; this is the figure the acceptance reads.
+#   --ratio-only  only the acceptance rounds: print them, write nothing (a quick check)
 #   --isolate-sched  (root) for the run: turn the kernel's session autogroups off (restored at
 #             exit) and keep compilers (rustc, cc, ld, cargo) in SCHED_IDLE. With autogroups on,
 #             nice levels only weigh within a session: another engineer's build halves a
@@ -33,6 +38,8 @@ QUICK=0
 NO_CEILING=0
 NICE=0
 PAIR_ROUNDS=5
+RATIO_ROUNDS=5
+RATIO_ONLY=0
 ISOLATE=0
 CEIL_CACHE=/tmp/pollux-bench-ceiling.jsonl
 TCORE=0
@@ -48,8 +55,10 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --nice) NICE="$2"; shift ;;
         --pair-rounds) PAIR_ROUNDS="$2"; shift ;;
+        --ratio-rounds) RATIO_ROUNDS="$2"; shift ;;
+        --ratio-only) RATIO_ONLY=1 ;;
         --isolate-sched) ISOLATE=1 ;;
-        *) echo "usage: $0 [--quick] [--no-ceiling] [--nice N] [--secs S] [--target-core N] [--perf-core N] [--pair-rounds N] [--isolate-sched] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--no-ceiling] [--nice N] [--secs S] [--target-core N] [--perf-core N] [--pair-rounds N] [--ratio-rounds N] [--ratio-only] [--isolate-sched] [--out FILE]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -155,7 +164,7 @@ if [ "$ISOLATE" = 1 ]; then
     echo 0 >"$AUTOGROUP_FILE" || { echo "--isolate-sched needs root" >&2; exit 2; }
     # Compilers started during the run are demoted too.
     ( while true; do
-          for p in $(pgrep -x 'rustc|cc|cc1|cc1plus|ld|ld.lld|rust-lld|collect2|as|clippy-driver'); do
+          for p in $(for n in rustc cc cc1 cc1plus ld ld.lld rust-lld collect2 as clippy-driver; do pgrep -x "$n"; done); do
               chrt -i -p 0 "$p" 2>/dev/null
           done
           sleep 0.3
@@ -168,6 +177,47 @@ DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench Cargo.toml || echo '+dirty')"
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 OTHERS="$(ps -eo pcpu,comm --sort=-pcpu | awk 'NR>1 && $1>5 {printf "%s (%s%%), ", $2, $1}' | sed 's/, $//')"
+
+# The acceptance cell, interleaved: for each sock impl, RATIO_ROUNDS rounds of the ceiling's
+# 4 KiB read QD32 and pollux's 4 KiB randread QD32 (the running main pollux, whose idle
+# reactor sleeps while the ceiling has its core), so that the load of the moment weighs on
+# both alike. Lines "impl round ceiling_iops pollux_iops" go to $WORK/ratio.txt; prints a
+# summary per impl.
+ratio_rounds() {
+    : >"$WORK/ratio.txt"
+    for impl in $IMPLS; do
+        for round in $(seq "$RATIO_ROUNDS"); do
+            c="$(nice -n "$NICE" cargo bench -q --bench ceiling -- --json --secs "$SECS" --target-core "$TCORE" \
+                --host-core "$PCORE" --impl "$impl" --size 4096 --qd 32 --read-pct 100 2>>"$WORK/perf.log" \
+                | jq '.iops // 0' | tail -n 1)"
+            p="$(perf "$impl" randread 4096 32 0 | jq '.total.iops // 0')"
+            echo "$impl $round ${c:-0} ${p:-0}" >>"$WORK/ratio.txt"
+            echo "  $impl round $round: ceiling $(printf '%.0f' "${c:-0}"), pollux $(printf '%.0f' "${p:-0}")" >&2
+        done
+    done
+    python3 - "$WORK/ratio.txt" >"$WORK/ratio.md" <<'PYEOF'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+print("| sock | rounds | ceiling IOPS (median) | pollux IOPS (median) | ratio of medians | ratio per round |")
+print("|---|---:|---:|---:|---:|---|")
+for impl in dict.fromkeys(r[0] for r in rows):
+    mine = [r for r in rows if r[0] == impl]
+    ce = statistics.median(float(r[2]) for r in mine)
+    po = statistics.median(float(r[3]) for r in mine)
+    per = ", ".join(f"{float(r[3]) / float(r[2]):.2f}" if float(r[2]) else "n/a" for r in mine)
+    print(f"| {impl} | {len(mine)} | {ce:,.0f} | {po:,.0f} | {po / ce if ce else 0:.2f} | {per} |")
+PYEOF
+}
+
+if [ "$RATIO_ONLY" = 1 ]; then
+    cargo bench --bench ceiling --no-run -q 2>/dev/null
+    start_pollux main
+    precondition
+    ratio_rounds
+    stop_pollux
+    cat "$WORK/ratio.md"
+    exit 0
+fi
 
 echo "== ceiling (bench/ceiling.rs)" >&2
 CEIL_ARGS=(--json --secs "$SECS" --target-core "$TCORE" --host-core "$PCORE" --impl "${IMPLS// /,}" --size "${SIZES// /,}" --qd "${QDS// /,}")
@@ -189,6 +239,9 @@ for impl in $IMPLS; do for size in $SIZES; do for w in $WORKLOADS; do for qd in 
     echo "{\"impl\":\"$impl\",\"size\":$size,\"workload\":\"$w\",\"qd\":$qd,\"digests\":$d,\"r\":$r}" >>"$WORK/cells.jsonl"
     echo "  $impl $w $size QD$qd digests=$d: $(echo "$r" | jq -r '.total.iops // .error' 2>/dev/null | cut -d. -f1)" >&2
 done; done; done; done; done
+
+echo "== acceptance cell: ceiling and pollux alternating ($RATIO_ROUNDS rounds per sock impl)" >&2
+ratio_rounds
 
 echo "== idle CPU and --poll-only comparison ($PAIR_ROUNDS interleaved rounds)" >&2
 stop_pollux
@@ -246,6 +299,7 @@ for c in cells:
     ratio = f'{t["iops"]/ce["iops"]:.2f}' if ce else "n/a"
     cei = f'{ce["iops"]:,.0f}' if ce else "n/a"
     rows.append(f'| {c["impl"]} | {wname[c["workload"]]} | {size} | {c["qd"]} | {dg} | {t["iops"]:,.0f} | {t["mib_s"]:,.1f} | {t["avg_us"]:.1f} | {p["p99_us"]:.1f} | {p["p99.9_us"]:.1f} | {cei} | {ratio} |')
+ratio_md = open("$WORK/ratio.md").read().strip()
 crow = ["", "Ceiling alone (bench/ceiling.rs, same cores, same bytes, no protocol):", "",
         "| sock | shape | size | QD | IOPS | MiB/s | avg µs | p99 µs | p99.9 µs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 for k in sorted(ceil):
@@ -265,6 +319,14 @@ block = f"""<!-- BEGIN run.sh -->
 - Load: \`pollux-perf -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:PORT subnqn:$NQN' -q QD -o SIZE -w WORKLOAD [-M 70] -t $SECS -c [$PCORE] -S SOCK [-H -I] --poll-only --json\`.
 - Ceiling: \`cargo bench --bench ceiling -- ${CEIL_ARGS[*]}\`.
 - Ratio = pollux IOPS / ceiling IOPS of the same sock impl, shape (read: 72 B in, 24 B + size out; write: 72 B + size in, 24 B out), size and QD; the ceiling has no digests; it sends read data from a touched 256 MiB region at random offsets and copies write payloads into another (like the written malloc bdev).
+
+Acceptance cell (4 KiB randread QD32), the ceiling and pollux alternating $RATIO_ROUNDS times per sock
+impl ($SECS s each; pollux as in the table, the ceiling as above with \`--impl SOCK --size 4096 --qd 32
+--read-pct 100\`):
+
+""" + ratio_md + """
+
+Full matrix (one $SECS s cell each):
 
 """ + "\n".join(rows) + "\n" + "\n".join(crow) + f"""
 
@@ -289,7 +351,7 @@ if "<!-- BEGIN run.sh -->" in text:
 else:
     text += "\n" + block + "\n"
 open(out, "w").write(text)
-print("\n".join(rows)); print("\n".join(crow))
+print("\n".join(rows)); print("\n".join(crow)); print(ratio_md)
 print(f"idle CPU {idle:.2f} % (poll-only {poll_idle:.2f} %), QD32 IOPS {iops_idle:,.0f} vs poll-only {iops_poll:,.0f}")
 print(f"written to {out}")
 EOF

@@ -2,7 +2,9 @@
 //! byte buffer (usable with O_DIRECT and io_uring fixed buffers) whose memory comes from a
 //! per-reactor cache of freed buffers, so steady-state I/O allocates nothing. A buffer may be
 //! handed between threads (it is `Send`); it returns to the cache of whichever thread drops
-//! it. `len` is the logical length; the capacity is a whole number of 4 KiB pages.
+//! it. `len` is the logical length; the capacity is a whole number of 4 KiB pages. Data-path
+//! copies of payload bytes go through `copy_bytes` / `copy_raw`, which keep glibc's memcpy
+//! off its `rep movsb` path when source and destination are not co-aligned (see there).
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
@@ -14,6 +16,59 @@ pub const BUF_ALIGN: usize = 4096;
 const CACHE_PER_CLASS: usize = 256;
 /// Size classes cached: 4 KiB << 0..=CLASSES-1 (4 KiB .. 1 MiB).
 const CLASSES: usize = 9;
+
+/// Largest piece `copy_bytes` hands to one memcpy when it splits a copy: below glibc's
+/// `rep movsb` threshold (2 KiB + 64 with FSRM, 4 KiB and up otherwise), so each piece takes
+/// the vector loop.
+const COPY_PIECE: usize = 2048;
+
+/// Whether a copy of `len` bytes from `src` to `dst` should be split into `COPY_PIECE`s.
+///
+/// glibc copies 4 KiB and more with `rep movsb`, which on some CPUs (measured on this
+/// project's AMD EPYC machines) is 10-15x slower when `dst - src` is not a multiple of 64:
+/// a cache-hot 4 KiB copy took 1.7-2.0 µs instead of 0.12 µs, a 128 KiB one 55-70 µs instead
+/// of 4 µs. Payload copies on the data path (a received PDU's data into its buffer, a
+/// malloc bdev's blocks) are misaligned that way whenever a PDU header precedes the data in
+/// the stream. Pieces below the threshold run the vector loop at full speed whatever the
+/// alignment; co-aligned copies keep the single call (where `rep movsb` is the fastest).
+fn split_copy(dst: *const u8, src: *const u8, len: usize) -> bool {
+    len > COPY_PIECE && !(dst as usize).wrapping_sub(src as usize).is_multiple_of(64)
+}
+
+/// `dst.copy_from_slice(src)` (same lengths, or it panics) at full speed for payload
+/// sizes whatever the two buffers' alignment (see `split_copy`).
+#[inline]
+pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    if split_copy(dst.as_ptr(), src.as_ptr(), src.len()) && dst.len() == src.len() {
+        for (d, s) in dst.chunks_mut(COPY_PIECE).zip(src.chunks(COPY_PIECE)) {
+            d.copy_from_slice(s);
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `std::ptr::copy_nonoverlapping(src, dst, len)`, split like `copy_bytes`, for memory that
+/// may not be borrowed as a slice (a bdev's shared region).
+///
+/// # Safety
+/// As for `std::ptr::copy_nonoverlapping`: `src` valid for reads and `dst` for writes of
+/// `len` bytes, and the two ranges do not overlap.
+#[inline]
+pub unsafe fn copy_raw(src: *const u8, dst: *mut u8, len: usize) {
+    if !split_copy(dst, src, len) {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        let n = COPY_PIECE.min(len - at);
+        // SAFETY: `at + n <= len`, so both pieces lie inside the caller's ranges.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(at), dst.add(at), n) };
+        at += n;
+    }
+}
 
 pub struct IoBuf {
     ptr: NonNull<u8>,
@@ -183,5 +238,31 @@ mod tests {
         assert_eq!(b.as_ptr(), p, "a freed buffer of the same class is reused");
         let c = IoBuf::zeroed(3 << 20);
         assert_eq!(c.capacity(), 3 << 20);
+    }
+
+    /// Every length around the piece size, at every relative alignment mod 64 that matters
+    /// (co-aligned, 8, 24, 40): the split copies move exactly the bytes of a plain copy.
+    #[test]
+    fn split_copies_match_plain_copies() {
+        let src: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for len in [0, 1, 2047, 2048, 2049, 4096, 4120, 6 * 1024 + 5, 16 * 1024] {
+            for (so, dof) in [(0, 0), (0, 8), (24, 0), (5, 45), (64, 128)] {
+                let mut plain = vec![0u8; 20_000];
+                plain[dof..dof + len].copy_from_slice(&src[so..so + len]);
+                let mut split = vec![0u8; 20_000];
+                copy_bytes(&mut split[dof..dof + len], &src[so..so + len]);
+                assert_eq!(split, plain, "copy_bytes len {len} src+{so} dst+{dof}");
+                let mut raw = vec![0u8; 20_000];
+                // SAFETY: two distinct vectors, both ranges in bounds.
+                unsafe { copy_raw(src[so..].as_ptr(), raw[dof..].as_mut_ptr(), len) };
+                assert_eq!(raw, plain, "copy_raw len {len} src+{so} dst+{dof}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn copy_bytes_of_different_lengths_panics_like_copy_from_slice() {
+        copy_bytes(&mut [0u8; 5000], &[1u8; 4999]);
     }
 }

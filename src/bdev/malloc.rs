@@ -11,6 +11,7 @@ use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
     SharedRange,
 };
+use crate::buf::copy_raw;
 use serde_json::{json, Value};
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -94,13 +95,7 @@ impl MallocRegion {
             return false;
         }
         // SAFETY: bounds checked above; dst is a distinct, exclusively borrowed buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        };
+        unsafe { copy_raw(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
         true
     }
 
@@ -110,9 +105,7 @@ impl MallocRegion {
             return false;
         }
         // SAFETY: bounds checked above; src is a distinct buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
-        };
+        unsafe { copy_raw(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
         true
     }
 

@@ -17,7 +17,7 @@
 //! and unused ones are kept for the next receive: nothing is allocated per I/O.
 
 use super::pdu::{pdu_flags, pdu_type, CAPSULE_CMD_HLEN, CH_LEN};
-use crate::buf::IoBuf;
+use crate::buf::{copy_bytes, IoBuf};
 use crate::sock::Sock;
 use std::io::{self, IoSliceMut};
 
@@ -259,7 +259,7 @@ impl Landing {
                 let lo = start.max(wire) - wire;
                 let hi = piece.len().min(placed.saturating_sub(wire));
                 if lo < hi {
-                    rx[at..at + hi - lo].copy_from_slice(&piece[lo..hi]);
+                    copy_bytes(&mut rx[at..at + hi - lo], &piece[lo..hi]);
                     at += hi - lo;
                 }
                 wire += piece.len();

@@ -909,7 +909,7 @@ impl PollGroup {
                         let start = (base + offset) as usize;
                         let end = start + bytes.len();
                         if end <= buf.len() {
-                            buf.as_mut_slice()[start..end].copy_from_slice(bytes);
+                            crate::buf::copy_bytes(&mut buf.as_mut_slice()[start..end], bytes);
                         }
                     }
                 }

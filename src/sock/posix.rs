@@ -13,6 +13,7 @@ use super::{
     is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent, SockGroup,
     SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
 };
+use crate::buf::copy_bytes;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -199,8 +200,8 @@ impl RecvPipe {
         let n = out.len().min(self.len);
         let cap = self.buf.len();
         let first = n.min(cap - self.head);
-        out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
-        out[first..n].copy_from_slice(&self.buf[..n - first]);
+        copy_bytes(&mut out[..first], &self.buf[self.head..self.head + first]);
+        copy_bytes(&mut out[first..n], &self.buf[..n - first]);
         n
     }
 

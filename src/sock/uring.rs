@@ -1058,7 +1058,7 @@ impl Sock for UringSock {
                 let data = c.bufs.bytes(seg.bid, (seg.off + seg.len) as usize);
                 let src = data.get(seg.off as usize..).unwrap_or(&[]);
                 let n = src.len().min(buf.len() - copied);
-                buf[copied..copied + n].copy_from_slice(&src[..n]);
+                crate::buf::copy_bytes(&mut buf[copied..copied + n], &src[..n]);
                 copied += n;
                 seg.off += n as u32;
                 // A segment the buffer memory cannot back (only after teardown) is dropped.

@@ -756,7 +756,7 @@ impl Qpair {
         {
             let start = rx.datao as usize + offset as usize;
             if let Some(dest) = buf.get_mut(start..start + bytes.len()) {
-                dest.copy_from_slice(bytes);
+                crate::buf::copy_bytes(dest, bytes);
             }
         }
     }
