@@ -151,8 +151,9 @@ perf() { # impl workload size qd digests(0/1) -> one JSON line (or {"error":..})
         2>>"$WORK/perf.log" || echo '{"error": "pollux-perf failed"}'
 }
 
-# CPU seconds (user+system) of a process so far.
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
+# CPU seconds of a process so far, summed over its threads from the scheduler's
+# nanosecond counters (/proc/PID/stat's 10 ms ticks made a 2 s idle window 0.5 %-grained).
+cpu_secs() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.6f\n", s / 1e9}'; }
 
 if [ "$QUICK" = 1 ]; then
     IMPLS="posix uring"; WORKLOADS="randread"; SIZES="4096"; QDS="1 32"; DIGESTS="0 1"
@@ -176,6 +177,10 @@ SCHED_NOTE="kernel session autogroups $([ "$(cat "$AUTOGROUP_FILE" 2>/dev/null)"
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench Cargo.toml || echo '+dirty')"
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+# CPU time the hypervisor gave to others ("steal", /proc/stat) while this run measured: on a
+# VM a polling thread that loses its vCPU measures the neighbours, not the code.
+cpu_totals() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+read -r STEAL0 TOTAL0 <<<"$(cpu_totals)"
 OTHERS="$(ps -eo pcpu,comm --sort=-pcpu | awk 'NR>1 && $1>5 {printf "%s (%s%%), ", $2, $1}' | sed 's/, $//')"
 
 # The acceptance cell, interleaved: for each sock impl, RATIO_ROUNDS rounds of the ceiling's
@@ -216,6 +221,9 @@ if [ "$RATIO_ONLY" = 1 ]; then
     ratio_rounds
     stop_pollux
     cat "$WORK/ratio.md"
+    read -r STEAL1 TOTAL1 <<<"$(cpu_totals)"
+    awk -v a="$STEAL0" -v b="$STEAL1" -v t0="$TOTAL0" -v t1="$TOTAL1" \
+        'BEGIN{printf "CPU steal during the rounds: %.1f %% of both vCPUs\n", (t1>t0)?(b-a)/(t1-t0)*100:0}'
     exit 0
 fi
 
@@ -274,6 +282,9 @@ POLL_IOPS=$(awk '$1=="pollonly"{print $3}' "$WORK/pair.txt" | median)
 PAIR_RATIOS=$(paste -d' ' <(awk '$1=="default"{print $3}' "$WORK/pair.txt") <(awk '$1=="pollonly"{print $3}' "$WORK/pair.txt") \
     | awk '{printf "%s%.3f", (NR>1?", ":""), ($2>0?$1/$2:0)}')
 
+read -r STEAL1 TOTAL1 <<<"$(cpu_totals)"
+STEAL_PCT=$(awk -v a="$STEAL0" -v b="$STEAL1" -v t0="$TOTAL0" -v t1="$TOTAL1" 'BEGIN{printf "%.1f", (t1>t0)?(b-a)/(t1-t0)*100:0}')
+
 python3 - "$WORK/cells.jsonl" "$WORK/ceiling.jsonl" "$OUT" <<EOF
 import json, sys, re
 cells = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -314,7 +325,7 @@ block = f"""<!-- BEGIN run.sh -->
 - Date: $DATE; commit: \`$COMMIT\`; nice level $NICE; $SECS s per cell (after a connect; the ceiling discards a 0.3 s warm-up).
 - Machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); load average at start: $LOAD.
 - Also running at start (>5 % CPU): ${OTHERS:-nothing}.
-- Scheduling: $SCHED_NOTE.
+- Scheduling: $SCHED_NOTE; CPU steal (time the hypervisor gave to other guests) during the run: $STEAL_PCT % of both vCPUs.
 - Target: \`$MAIN_CMD\` (pinned to core $TCORE; 256 MiB malloc bdev, every block written once before the first cell; posix and uring listeners).
 - Load: \`pollux-perf -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:PORT subnqn:$NQN' -q QD -o SIZE -w WORKLOAD [-M 70] -t $SECS -c [$PCORE] -S SOCK [-H -I] --poll-only --json\`.
 - Ceiling: \`cargo bench --bench ceiling -- ${CEIL_ARGS[*]}\`.

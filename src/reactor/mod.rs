@@ -438,6 +438,10 @@ struct PollerEntry {
     name: String,
     /// `None`: active poller, run every loop.
     period: Option<Duration>,
+    /// A timed poller whose work always comes with a wake of this reactor (see
+    /// `register_wake_driven_poller`): its period does not bound the idle sleep, and every
+    /// wake makes it due.
+    wake_driven: bool,
     next_run: Instant,
     state: PollerState,
     poll: Option<Poll>,
@@ -562,7 +566,7 @@ impl LocalReactor {
         let mut next_deadline: Option<Instant> = None;
         let count = self.pollers.borrow().len();
         for i in 0..count {
-            let (mut poll, period) = {
+            let (mut poll, period, wake_driven) = {
                 let mut pollers = self.pollers.borrow_mut();
                 let p = &mut pollers[i];
                 if p.state != PollerState::Running {
@@ -570,14 +574,16 @@ impl LocalReactor {
                 }
                 if let Some(period) = p.period {
                     if now < p.next_run {
-                        next_deadline =
-                            Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
+                        if !p.wake_driven {
+                            next_deadline =
+                                Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
+                        }
                         continue;
                     }
                     p.next_run = now + period;
                 }
                 match p.poll.take() {
-                    Some(poll) => (poll, p.period),
+                    Some(poll) => (poll, p.period, p.wake_driven),
                     None => continue,
                 }
             };
@@ -592,7 +598,7 @@ impl LocalReactor {
             if p.state != PollerState::Unregistered {
                 p.poll = Some(poll);
             }
-            if period.is_some() && p.state == PollerState::Running {
+            if period.is_some() && !wake_driven && p.state == PollerState::Running {
                 next_deadline = Some(next_deadline.map_or(p.next_run, |d| d.min(p.next_run)));
             }
         }
@@ -620,6 +626,15 @@ impl LocalReactor {
         me.sleeping.store(false, Ordering::SeqCst);
         me.doorbell.drain();
         let woke = Instant::now();
+        // Whatever woke the reactor may be work of a wake-driven poller: run them all now.
+        for p in self
+            .pollers
+            .borrow_mut()
+            .iter_mut()
+            .filter(|p| p.wake_driven)
+        {
+            p.next_run = p.next_run.min(woke);
+        }
         let slept = woke.saturating_duration_since(now).as_nanos() as u64;
         self.sleep_ns.set(self.sleep_ns.get() + slept);
         self.idle_ns.set(self.idle_ns.get() + slept);
@@ -796,16 +811,40 @@ pub fn register_poller(
     period_us: u64,
     poll: impl FnMut() -> PollStatus + 'static,
 ) -> PollerHandle {
+    add_poller(name.into(), period_us, false, Box::new(poll))
+}
+
+/// Registers a timed poller for work that always wakes this reactor when it arrives (a
+/// listener whose fd, or ring eventfd, is in the wake set). While the reactor polls it runs
+/// every `period_us` like any timed poller; but its period does not limit the idle sleep:
+/// it runs on the first pass after each wake instead (and on the first pass after
+/// registration, so it can arm what will wake the reactor). An idle reactor with only such
+/// pollers sleeps until real work arrives, rather than waking at their period.
+pub fn register_wake_driven_poller(
+    name: impl Into<String>,
+    period_us: u64,
+    poll: impl FnMut() -> PollStatus + 'static,
+) -> PollerHandle {
+    add_poller(name.into(), period_us.max(1), true, Box::new(poll))
+}
+
+fn add_poller(name: String, period_us: u64, wake_driven: bool, poll: Poll) -> PollerHandle {
     with_local(|r| {
         let id = r.shared.next_poller_id.fetch_add(1, Ordering::Relaxed);
         let period = (period_us > 0).then(|| Duration::from_micros(period_us));
+        let first_run = if wake_driven {
+            Instant::now()
+        } else {
+            Instant::now() + period.unwrap_or_default()
+        };
         r.pollers.borrow_mut().push(PollerEntry {
             id,
-            name: name.into(),
+            name,
             period,
-            next_run: Instant::now() + period.unwrap_or_default(),
+            wake_driven,
+            next_run: first_run,
             state: PollerState::Running,
-            poll: Some(Box::new(poll)),
+            poll: Some(poll),
             run_count: 0,
             busy_count: 0,
         });
