@@ -187,7 +187,8 @@ OTHERS="$(ps -eo pcpu,comm --sort=-pcpu | awk 'NR>1 && $1>5 {printf "%s (%s%%), 
 # 4 KiB read QD32 and pollux's 4 KiB randread QD32 (the running main pollux, whose idle
 # reactor sleeps while the ceiling has its core), so that the load of the moment weighs on
 # both alike. Lines "impl round ceiling_iops pollux_iops" go to $WORK/ratio.txt; prints a
-# summary per impl.
+# summary per impl. The headline is the median of the rounds' ratios (each round pairs two
+# cells taken seconds apart); the ratio of the two medians pairs cells of different rounds.
 ratio_rounds() {
     : >"$WORK/ratio.txt"
     for impl in $IMPLS; do
@@ -203,14 +204,16 @@ ratio_rounds() {
     python3 - "$WORK/ratio.txt" >"$WORK/ratio.md" <<'PYEOF'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-print("| sock | rounds | ceiling IOPS (median) | pollux IOPS (median) | ratio of medians | ratio per round |")
-print("|---|---:|---:|---:|---:|---|")
+print("| sock | rounds | ceiling IOPS (median) | pollux IOPS (median) | ratio (median of the rounds' ratios) | ratio of the medians | ratio per round |")
+print("|---|---:|---:|---:|---:|---:|---|")
 for impl in dict.fromkeys(r[0] for r in rows):
     mine = [r for r in rows if r[0] == impl]
     ce = statistics.median(float(r[2]) for r in mine)
     po = statistics.median(float(r[3]) for r in mine)
-    per = ", ".join(f"{float(r[3]) / float(r[2]):.2f}" if float(r[2]) else "n/a" for r in mine)
-    print(f"| {impl} | {len(mine)} | {ce:,.0f} | {po:,.0f} | {po / ce if ce else 0:.2f} | {per} |")
+    ratios = [float(r[3]) / float(r[2]) if float(r[2]) else 0.0 for r in mine]
+    per = ", ".join(f"{x:.2f}" for x in ratios)
+    paired = statistics.median(ratios) if ratios else 0.0
+    print(f"| {impl} | {len(mine)} | {ce:,.0f} | {po:,.0f} | **{paired:.2f}** | {po / ce if ce else 0:.2f} | {per} |")
 PYEOF
 }
 
