@@ -175,7 +175,7 @@ fi
 SCHED_NOTE="kernel session autogroups $([ "$(cat "$AUTOGROUP_FILE" 2>/dev/null)" = 0 ] && echo off || echo on)$([ "$ISOLATE" = 1 ] && echo ', compilers kept in SCHED_IDLE (--isolate-sched)')"
 
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
-COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench Cargo.toml || echo '+dirty')"
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench Cargo.toml ':!bench/RESULTS.md' || echo '+dirty')"
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 # CPU time the hypervisor gave to others ("steal", /proc/stat) while this run measured: on a
 # VM a polling thread that loses its vCPU measures the neighbours, not the code.
