@@ -20,9 +20,10 @@
 #   --no-ceiling  reuse the ceiling figures of the previous run (/tmp/pollux-bench-ceiling.jsonl)
 #   --pair-rounds N  rounds of the idle/peak pair (default 5)
 #   --ratio-rounds N rounds of the acceptance cell (4 KiB randread QD32, each sock impl):
-#             the ceiling and pollux alternate, N times each, and the table gives the ratio
-#             of the medians with every round's ratio (default 5). Single cells of this
-#             machine vary by about +-15 %; this is the figure the acceptance reads.
+#             the ceiling and pollux alternate, N times each, and the table gives the median
+#             of the rounds' ratios, the ratio of the medians and every round's ratio
+#             (default 5). Single cells on this project's VMs spread up to 1.7x between runs;
+#             this is the figure the acceptance reads.
 #   --ratio-only  only the acceptance rounds: print them, write nothing (a quick check)
 #   --isolate-sched  (root) for the run: turn the kernel's session autogroups off (restored at
 #             exit) and keep compilers (rustc, cc, ld, cargo) in SCHED_IDLE. With autogroups on,

@@ -267,15 +267,21 @@ fn wake_driven_poller_sleeps_through_its_period_and_runs_on_a_wake() {
     use std::os::unix::net::UnixStream;
     let (mut outside, inside) = UnixStream::pair().expect("socketpair");
     inside.set_nonblocking(true).expect("nonblocking");
-    let runs = Arc::new(AtomicUsize::new(0));
+    let idle_runs = Arc::new(AtomicUsize::new(0));
     let (got_tx, got_rx) = mpsc::channel::<u8>();
-    let runs2 = runs.clone();
+    let idle_runs2 = idle_runs.clone();
     let app = start_app(vec![two_cores()[0]], move || {
+        // A 1 ms wake-driven poller with no work: it must not keep the reactor awake.
+        register_wake_driven_poller("wake_driven_1ms", 1_000, move || {
+            idle_runs2.fetch_add(1, Ordering::SeqCst);
+            PollStatus::Idle
+        });
+        // A one-hour wake-driven poller owning the wake fd: after its first run only a wake
+        // can make it run again within the test.
         let wake = add_wake_fd(inside.as_raw_fd()).expect("wake fd");
         let mut inside = inside;
-        register_wake_driven_poller("wake_driven", 1_000, move || {
+        register_wake_driven_poller("wake_driven_1h", 3_600_000_000, move || {
             let _keep = &wake;
-            runs2.fetch_add(1, Ordering::SeqCst);
             let mut b = [0u8; 1];
             match inside.read(&mut b) {
                 Ok(1) => {
@@ -286,16 +292,16 @@ fn wake_driven_poller_sleeps_through_its_period_and_runs_on_a_wake() {
             }
         });
     });
-    // A 1 ms timed poller would run ~300 times here; a wake-driven one runs on its first
-    // pass and while the reactor spins before sleeping, then not until a wake.
+    // A plain 1 ms timed poller would run ~300 times here; a wake-driven one runs on its
+    // first pass and while the reactor spins before sleeping, then not until a wake.
     std::thread::sleep(Duration::from_millis(300));
-    let idle_runs = runs.load(Ordering::SeqCst);
-    assert!(idle_runs >= 1, "the poller runs once after registration");
+    let runs = idle_runs.load(Ordering::SeqCst);
+    assert!(runs >= 1, "the poller runs once after registration");
     assert!(
-        idle_runs < 50,
-        "an idle reactor ran its wake-driven poller {idle_runs} times in 300 ms"
+        runs < 50,
+        "an idle reactor ran its wake-driven poller {runs} times in 300 ms"
     );
-    // A byte on the wake fd wakes the reactor, and the poller runs and finds it.
+    // A byte on the wake fd wakes the reactor, and the one-hour poller runs and finds it.
     outside.write_all(&[42]).unwrap();
     assert_eq!(got_rx.recv_timeout(Duration::from_secs(5)), Ok(42));
     app.shutdown();
