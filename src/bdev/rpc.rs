@@ -63,13 +63,28 @@ fn register_delete(method: &str, product_name: &'static str) {
 }
 
 /// Refuses metadata/DIF parameters we do not implement unless they hold their defaults.
-fn no_metadata(md_size: Option<u32>, dif_type: Option<u32>) -> Result<(), RpcError> {
-    if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 {
+fn no_metadata(
+    md_size: Option<u32>,
+    dif_type: Option<u32>,
+    dif_pi_format: Option<u32>,
+) -> Result<(), RpcError> {
+    if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 || dif_pi_format.unwrap_or(0) != 0 {
         return Err(RpcError::invalid_params(
-            "metadata (md_size, dif_type) is not supported",
+            "metadata (md_size, dif_type, dif_pi_format) is not supported",
         ));
     }
     Ok(())
+}
+
+/// Refuses each named parameter that is set to anything but its default (`0` / unset):
+/// known to SPDK, not implemented by pollux.
+fn refuse_set(fields: &[(&str, Option<i64>)], why: &str) -> Result<(), RpcError> {
+    match fields.iter().find(|(_, v)| v.unwrap_or(0) != 0) {
+        Some((name, _)) => Err(RpcError::invalid_params(format!(
+            "invalid params: {name}: {why}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -91,7 +106,10 @@ struct MallocCreate {
     md_interleave: Option<bool>,
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
+    dif_pi_format: Option<u32>,
     physical_block_size: Option<u32>,
+    /// SPDK 26.1+: the NUMA node of the memory (-1: any).
+    numa_id: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +122,14 @@ struct NullCreate {
     md_size: Option<u32>,
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
+    dif_pi_format: Option<u32>,
     physical_block_size: Option<u32>,
+    // SPDK 25.9+ write/unmap hints.
+    optimal_write_size: Option<u32>,
+    preferred_write_alignment: Option<u32>,
+    preferred_write_granularity: Option<u32>,
+    preferred_unmap_alignment: Option<u32>,
+    preferred_unmap_granularity: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +159,8 @@ struct AioCreate {
     #[serde(default)]
     fallocate: bool,
     uuid: Option<String>,
+    /// SPDK 26.1+ (sent as `false`): submit with RWF_NOWAIT.
+    nowait: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +203,9 @@ struct ErrorInject {
     corrupt_offset: u64,
     #[serde(default)]
     corrupt_value: u8,
+    /// SPDK 26.5+: the NVMe status of the `nvme_failure` error type.
+    nvme_sct: Option<u8>,
+    nvme_sc: Option<u8>,
 }
 
 fn one() -> u64 {
@@ -204,6 +234,8 @@ struct GetIostat {
     names: Option<Vec<String>>,
     #[serde(default)]
     per_channel: bool,
+    #[serde(default)]
+    reset_mode: iostat::ResetMode,
 }
 
 /// `bdev_set_options`: accepted and kept for the config (the layer has no fixed pools).
@@ -237,8 +269,14 @@ pub fn register() {
             Ok(p) => p,
             Err(e) => return r.err(e),
         };
-        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+        if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
             return r.err(e);
+        }
+        if let Some(n) = p.numa_id.filter(|n| *n >= 0) {
+            return r.err(RpcError::invalid_params(format!(
+                "invalid params: numa_id: {n}: placing memory on a NUMA node is not supported \
+                 (-1 = any)"
+            )));
         }
         let _ = (p.md_interleave, p.dif_is_head_of_md, p.physical_block_size);
         let name = p.name.unwrap_or_else(next_malloc_name);
@@ -259,7 +297,18 @@ pub fn register() {
             Ok(p) => p,
             Err(e) => return r.err(e),
         };
-        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+        if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
+            return r.err(e);
+        }
+        let hints = [
+            ("optimal_write_size", p.optimal_write_size),
+            ("preferred_write_alignment", p.preferred_write_alignment),
+            ("preferred_write_granularity", p.preferred_write_granularity),
+            ("preferred_unmap_alignment", p.preferred_unmap_alignment),
+            ("preferred_unmap_granularity", p.preferred_unmap_granularity),
+        ]
+        .map(|(n, v)| (n, v.map(i64::from)));
+        if let Err(e) = refuse_set(&hints, "write/unmap hints are not supported (0 = none)") {
             return r.err(e);
         }
         let _ = (p.dif_is_head_of_md, p.physical_block_size);
@@ -303,6 +352,11 @@ pub fn register() {
             Err(e) => return r.err(e),
         };
         let _ = p.fallocate;
+        if p.nowait == Some(true) {
+            return r.err(RpcError::invalid_params(
+                "invalid params: nowait: RWF_NOWAIT submission is not supported",
+            ));
+        }
         aio::create(
             aio::AioOpts {
                 name: p.name,
@@ -370,6 +424,13 @@ pub fn register() {
     rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
         let p: ErrorInject = parse_params(p)?;
         let _ = p.queue_depth;
+        refuse_set(
+            &[
+                ("nvme_sct", p.nvme_sct.map(i64::from)),
+                ("nvme_sc", p.nvme_sc.map(i64::from)),
+            ],
+            "injecting an NVMe status (nvme_failure) is not supported",
+        )?;
         let types: Vec<IoType> = match p.io_type.as_str() {
             "all" | "clear" => IoType::ALL.to_vec(),
             other => match IoType::ALL.iter().find(|t| t.name() == other) {
@@ -427,6 +488,7 @@ pub fn register() {
         Ok(Value::Array(list.iter().map(bdev_json).collect()))
     });
     rpc::register_async("bdev_get_iostat", Allowed::RuntimeOnly, get_iostat);
+    rpc::register_async("bdev_reset_iostat", Allowed::RuntimeOnly, reset_iostat);
     rpc::register("bdev_wait_for_examine", Allowed::Both, |p| {
         rpc::no_params(&p)?;
         Ok(json!(true))
@@ -513,37 +575,58 @@ fn ticks_now() -> u64 {
         .as_nanos() as u64
 }
 
+/// Looks up each named bdev (all of them when none is named); -ENODEV names a missing one.
+fn bdevs_named(names: &[String]) -> Result<Vec<BdevHandle>, RpcError> {
+    if names.is_empty() {
+        return Ok(super::list());
+    }
+    names
+        .iter()
+        .map(|n| {
+            super::lookup(n).ok_or_else(|| {
+                RpcError::errno(libc::ENODEV, format!("No such device: bdev {n} not found"))
+            })
+        })
+        .collect()
+}
+
+/// The SPDK thread id of this reactor (as `thread_get_stats` numbers them).
+fn thread_id_here() -> usize {
+    let core = reactor::current_core().unwrap_or(0);
+    reactor::cores()
+        .iter()
+        .position(|c| *c == core)
+        .unwrap_or(0)
+        + 1
+}
+
 fn get_iostat(params: Option<Value>, responder: Responder) {
     let p: GetIostat = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return responder.err(e),
     };
-    let _ = p.per_channel;
     let mut wanted: Vec<String> = p.names.unwrap_or_default();
     wanted.extend(p.name);
-    let bdevs: Vec<BdevHandle> = if wanted.is_empty() {
-        super::list()
-    } else {
-        let mut v = Vec::new();
-        for n in &wanted {
-            match super::lookup(n) {
-                Some(h) => v.push(h),
-                None => {
-                    return responder.err(RpcError::errno(
-                        libc::ENODEV,
-                        format!("No such device: bdev {n} not found"),
-                    ))
-                }
-            }
-        }
-        v
+    if p.per_channel && wanted.len() != 1 {
+        return responder.err(RpcError::invalid_params(
+            "invalid params: per_channel: name exactly one bdev (name)",
+        ));
+    }
+    let bdevs = match bdevs_named(&wanted) {
+        Ok(b) => b,
+        Err(e) => return responder.err(e),
     };
+    let mode = p.reset_mode;
+    if p.per_channel {
+        return per_channel_iostat(bdevs[0].clone(), mode, responder);
+    }
     let totals: Arc<Mutex<Vec<iostat::IoStats>>> = Arc::new(Mutex::new(
         bdevs
             .iter()
             .map(|b| {
                 let mut s = iostat::IoStats::new();
                 super::collect_closed_stats(b, &mut s);
+                super::reset_closed_stats(b, mode);
                 s
             })
             .collect(),
@@ -555,6 +638,7 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
             let mut t = each_totals.lock().unwrap_or_else(|e| e.into_inner());
             for (b, s) in each_bdevs.iter().zip(t.iter_mut()) {
                 super::collect_local_stats(b, s);
+                super::reset_local_stats(b, mode);
             }
         },
         move || {
@@ -570,6 +654,73 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
                 "bdevs": list,
             }))
         },
+    );
+}
+
+/// `bdev_get_iostat` with `per_channel`: one entry per reactor that has a channel open,
+/// in SPDK's shape (`name`, `channels` with `thread_id`).
+fn per_channel_iostat(bdev: BdevHandle, mode: iostat::ResetMode, responder: Responder) {
+    let channels: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let each = channels.clone();
+    let each_bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            let mut s = iostat::IoStats::new();
+            if super::collect_local_channel_stats(&each_bdev, &mut s) {
+                super::reset_local_stats(&each_bdev, mode);
+                let mut v = s.to_json(each_bdev.name());
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("name");
+                    m.insert("thread_id".into(), json!(thread_id_here()));
+                }
+                each.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            }
+        },
+        move || {
+            let c = channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            responder.ok(json!({
+                "tick_rate": iostat::TICK_RATE,
+                "ticks": ticks_now(),
+                "name": bdev.name(),
+                "channels": c,
+            }))
+        },
+    );
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetIostat {
+    name: Option<String>,
+    mode: Option<iostat::ResetMode>,
+}
+
+/// `bdev_reset_iostat`: clears the statistics of one bdev or of all (`mode`: all, maxmin).
+fn reset_iostat(params: Option<Value>, responder: Responder) {
+    let p: ResetIostat = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let mode = p.mode.unwrap_or(iostat::ResetMode::All);
+    if !matches!(mode, iostat::ResetMode::All | iostat::ResetMode::MaxMin) {
+        return responder.err(RpcError::invalid_params(
+            "invalid params: mode: expected all or maxmin",
+        ));
+    }
+    let bdevs = match bdevs_named(&p.name.into_iter().collect::<Vec<_>>()) {
+        Ok(b) => b,
+        Err(e) => return responder.err(e),
+    };
+    for b in &bdevs {
+        super::reset_closed_stats(b, mode);
+    }
+    reactor::for_each_reactor(
+        move || {
+            for b in &bdevs {
+                super::reset_local_stats(b, mode);
+            }
+        },
+        move || responder.ok(json!(true)),
     );
 }
 

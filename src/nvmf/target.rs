@@ -287,6 +287,14 @@ impl Target {
         Ok(())
     }
 
+    /// The socket implementation of the socket listening at `addr` (saved configs name it).
+    pub fn listener_sock_impl(&self, addr: &ListenAddr) -> Option<&'static str> {
+        self.acceptors
+            .iter()
+            .find(|a| a.addr.same_endpoint(addr))
+            .map(|a| a.impl_name)
+    }
+
     /// Adds a listener (opening the socket if no subsystem listens there yet) and returns
     /// the address as bound (a port of 0 becomes the port the kernel chose).
     pub fn add_listener(
