@@ -330,3 +330,95 @@ fn session_selectors_pick_one_spelling_per_release() {
         .iter()
         .any(|l| l.starts_with("log_set_level")));
 }
+
+/// Parameters some release sends that pollux does not implement are refused naming the
+/// parameter when set; sent with their defaults, they are accepted.
+#[test]
+fn unimplemented_params_are_refused_by_name_defaults_accepted() {
+    let app = common::start(common::test_options("rel-refuse"));
+    let mut c = common::Client::connect(app.rpc_socket());
+    c.call(
+        "bdev_null_create",
+        Some(serde_json::json!({"name": "N0", "num_blocks": 64, "block_size": 512})),
+    );
+    c.call(
+        "nvmf_create_transport",
+        Some(serde_json::json!({"trtype": "TCP"})),
+    );
+    c.call(
+        "nvmf_create_subsystem",
+        Some(serde_json::json!({"nqn": NQN, "ana_reporting": false,
+        "dmrsl": 0, "wzsl": 0, "max_discard_size_kib": 0, "max_write_zeroes_size_kib": 0})),
+    );
+    let ns = serde_json::json!({"nqn": NQN, "namespace": {"bdev_name": "N0", "hide_metadata": false,
+        "no_auto_visible": false}});
+    assert_eq!(c.call("nvmf_subsystem_add_ns", Some(ns)), 1);
+    let refused: &[(&str, Value, &str)] = &[
+        (
+            "nvmf_create_subsystem",
+            serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "ana_reporting": true}),
+            "ana_reporting",
+        ),
+        (
+            "nvmf_create_subsystem",
+            serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "dmrsl": 8}),
+            "dmrsl",
+        ),
+        (
+            "nvmf_create_subsystem",
+            serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "max_discard_size_kib": 64}),
+            "max_discard_size_kib",
+        ),
+        (
+            "nvmf_create_subsystem",
+            serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "admin_label": "x"}),
+            "admin_label",
+        ),
+        (
+            "nvmf_subsystem_add_host",
+            serde_json::json!({"nqn": NQN, "host": HOST, "dhchap_key": "k"}),
+            "dhchap_key",
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            serde_json::json!({"nqn": NQN, "namespace": {"bdev_name": "N0", "anagrpid": 2}}),
+            "anagrpid",
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            serde_json::json!({"nqn": NQN, "ana_state": "inaccessible",
+            "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+            "ana_state",
+        ),
+        (
+            "bdev_malloc_create",
+            serde_json::json!({"num_blocks": 8, "block_size": 512, "numa_id": 0}),
+            "numa_id",
+        ),
+        (
+            "bdev_null_create",
+            serde_json::json!({"name": "N1", "num_blocks": 8, "block_size": 512, "optimal_write_size": 8}),
+            "optimal_write_size",
+        ),
+        (
+            "bdev_aio_create",
+            serde_json::json!({"name": "A", "filename": "/nonexistent", "nowait": true}),
+            "nowait",
+        ),
+    ];
+    for (method, params, field) in refused {
+        let (code, msg) = c.call_err(method, Some(params.clone()));
+        assert_eq!(code, -32602, "{method} {params}: {msg}");
+        assert!(
+            msg.contains(field),
+            "{method}: the error names {field}: {msg}"
+        );
+    }
+    let (code, msg) = c.call_err(
+        "nvmf_create_subsystem",
+        Some(serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "bogus": 1})),
+    );
+    assert_eq!(code, -32602);
+    assert!(msg.contains("bogus"), "{msg}");
+    app.shutdown_and_wait();
+}

@@ -673,6 +673,102 @@ fn error_bdev_failure_and_nomem() {
 }
 
 #[test]
+fn iostat_per_channel_and_resets() {
+    let t = TestApp::start();
+    malloc(&t, "st_base");
+    // A delay bdev, so every latency is measurably above zero.
+    let r = t.rpc(
+        "bdev_delay_create",
+        json!({"name": "st0", "base_bdev_name": "st_base", "avg_read_latency": 50,
+               "p99_read_latency": 50, "avg_write_latency": 50, "p99_write_latency": 50}),
+    );
+    assert_eq!(r.unwrap(), json!("st0"));
+    t.io(t.main, "st0", write_io(0, 2, 512, 1));
+    t.io(t.other, "st0", read_io(0, 2, 512));
+    t.io(t.other, "st0", read_io(2, 1, 512));
+    let reads = |s: &Value| s["bdevs"][0]["num_read_ops"].as_u64().unwrap();
+    // Per channel: one entry per reactor that has a channel, by SPDK thread id.
+    let pc = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "per_channel": true}),
+        )
+        .unwrap();
+    assert_eq!(pc["name"], "st0");
+    let channels = pc["channels"].as_array().unwrap();
+    let total: u64 = channels
+        .iter()
+        .map(|c| c["num_read_ops"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2);
+    assert!(channels
+        .iter()
+        .all(|c| c["thread_id"].as_u64().unwrap() >= 1));
+    assert_eq!(channels.len(), if t.main == t.other { 1 } else { 2 });
+    let e = t
+        .rpc("bdev_get_iostat", json!({"per_channel": true}))
+        .unwrap_err();
+    assert!(e.message.contains("per_channel"), "{}", e.message);
+    // reset_mode maxmin keeps the counts, clears the extremes.
+    let s = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "reset_mode": "maxmin"}),
+        )
+        .unwrap();
+    assert_eq!(reads(&s), 2);
+    assert!(s["bdevs"][0]["max_read_latency_ticks"].as_u64().unwrap() > 0);
+    let s = t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap();
+    assert_eq!(reads(&s), 2);
+    assert_eq!(s["bdevs"][0]["max_read_latency_ticks"], 0);
+    // reset_mode all: this answer has the counts, the next one starts over.
+    let s = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "reset_mode": "all"}),
+        )
+        .unwrap();
+    assert_eq!(reads(&s), 2);
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    // bdev_reset_iostat, by name or for all.
+    t.io(t.other, "st0", read_io(0, 1, 512));
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        1
+    );
+    assert_eq!(
+        t.rpc("bdev_reset_iostat", json!({"name": "st0"})).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    t.io(t.main, "st0", read_io(0, 1, 512));
+    assert_eq!(t.rpc("bdev_reset_iostat", json!({})).unwrap(), json!(true));
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    let e = t
+        .rpc("bdev_reset_iostat", json!({"mode": "error"}))
+        .unwrap_err();
+    assert!(e.message.contains("mode"), "{}", e.message);
+    let e = t
+        .rpc("bdev_reset_iostat", json!({"name": "nope"}))
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV);
+    let e = t
+        .rpc("bdev_get_iostat", json!({"reset_mode": "sometimes"}))
+        .unwrap_err();
+    assert!(e.message.contains("reset_mode"), "{}", e.message);
+    t.stop();
+}
+
+#[test]
 fn null_resize_claims_names_and_config() {
     let t = TestApp::start();
     let r = t.rpc(
