@@ -268,6 +268,10 @@ fn check_result(
             };
             expect(listens_at(NQN, port), "the subsystem's listener saved");
             expect(
+                nvmf[0]["params"]["max_subsystems"] == 64,
+                "nvmf_set_max_subsystems saved",
+            );
+            expect(
                 listens_at("nqn.2014-08.org.nvmexpress.discovery", dport),
                 "the discovery subsystem's listener saved",
             );
@@ -420,5 +424,72 @@ fn unimplemented_params_are_refused_by_name_defaults_accepted() {
     );
     assert_eq!(code, -32602);
     assert!(msg.contains("bogus"), "{msg}");
+    app.shutdown_and_wait();
+}
+
+/// The smaller methods SPDK users reach for: log timestamps, the subsystem bound, reactor
+/// thread ids.
+#[test]
+fn log_timestamps_max_subsystems_and_reactor_fields() {
+    use serde_json::json;
+    let mut opts = common::test_options("rel-small");
+    opts.wait_for_rpc = true;
+    let app = common::start(opts);
+    let mut c = common::Client::connect(app.rpc_socket());
+    assert_eq!(
+        c.call(
+            "nvmf_set_max_subsystems",
+            Some(json!({"max_subsystems": 2}))
+        ),
+        true
+    );
+    let (code, msg) = c.call_err(
+        "nvmf_set_max_subsystems",
+        Some(json!({"max_subsystems": "x"})),
+    );
+    assert_eq!(code, -32602);
+    assert!(msg.contains("max_subsystems"), "{msg}");
+    c.call("framework_start_init", None);
+    let (code, _) = c.call_err(
+        "nvmf_set_max_subsystems",
+        Some(json!({"max_subsystems": 9})),
+    );
+    assert_eq!(code, -1, "STARTUP only, as in SPDK");
+    c.call("nvmf_create_transport", Some(json!({"trtype": "TCP"})));
+    for n in 0..2 {
+        c.call(
+            "nvmf_create_subsystem",
+            Some(json!({"nqn": format!("nqn.2016-06.io.x:{n}")})),
+        );
+    }
+    let (_, msg) = c.call_err(
+        "nvmf_create_subsystem",
+        Some(json!({"nqn": "nqn.2016-06.io.x:2"})),
+    );
+    assert!(msg.contains("maximum of 2"), "{msg}");
+    let cfg = c.call("framework_get_config", Some(json!({"name": "nvmf"})));
+    assert_eq!(
+        cfg[0],
+        json!({"method": "nvmf_set_max_subsystems", "params": {"max_subsystems": 2}})
+    );
+
+    assert_eq!(
+        c.call("log_enable_timestamps", Some(json!({"enabled": false}))),
+        true
+    );
+    assert!(!pollux::log::timestamps());
+    assert_eq!(
+        c.call("log_enable_timestamps", Some(json!({"enabled": true}))),
+        true
+    );
+    assert!(pollux::log::timestamps());
+    let (code, msg) = c.call_err("log_enable_timestamps", Some(json!({})));
+    assert_eq!(code, -32602);
+    assert!(msg.contains("enabled"), "{msg}");
+
+    let r = c.call("framework_get_reactors", None);
+    let r0 = &r["reactors"][0];
+    assert!(r0["tid"].as_i64().unwrap() > 0, "{r0}");
+    assert_eq!(r0["in_interrupt"], true, "the test app sleeps when idle");
     app.shutdown_and_wait();
 }

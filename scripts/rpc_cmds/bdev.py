@@ -194,7 +194,8 @@ def add_commands(subparsers):
     p = _add(subparsers, "bdev_reset_iostat", "reset I/O statistics of one bdev or all",
              build=lambda a: _drop_none({"name": a.name, "mode": a.mode}))
     p.add_argument("-b", "--name", help="only this bdev")
-    p.add_argument("-m", "--mode", choices=["all", "maxmin"], help="what to reset (default all)")
+    p.add_argument("-m", "--mode", choices=["all", "maxmin", "error", "none"],
+                   help="what to reset (default all)")
 
     _add(subparsers, "bdev_wait_for_examine", "wait until bdev examination is done")
 

@@ -1034,6 +1034,23 @@ pub(crate) fn collect_local_channel_stats(bdev: &BdevHandle, into: &mut IoStats)
     found
 }
 
+/// This reactor's open channels: each bdev's name and how many channels it has here.
+pub(crate) fn local_channel_counts() -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    CHANNELS.with(|c| {
+        for ch in c.borrow().iter().filter_map(Weak::upgrade) {
+            if ch.module.borrow().is_none() {
+                continue;
+            }
+            match counts.iter_mut().find(|(n, _)| n == ch.bdev.name()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((ch.bdev.name().to_string(), 1)),
+            }
+        }
+    });
+    counts
+}
+
 /// Resets this reactor's channel statistics of `bdev` (see `iostat::ResetMode`).
 pub(crate) fn reset_local_stats(bdev: &BdevHandle, mode: iostat::ResetMode) {
     CHANNELS.with(|c| {

@@ -489,6 +489,7 @@ pub fn register() {
     });
     rpc::register_async("bdev_get_iostat", Allowed::RuntimeOnly, get_iostat);
     rpc::register_async("bdev_reset_iostat", Allowed::RuntimeOnly, reset_iostat);
+    rpc::register_async("thread_get_io_channels", Allowed::RuntimeOnly, io_channels);
     rpc::register("bdev_wait_for_examine", Allowed::Both, |p| {
         rpc::no_params(&p)?;
         Ok(json!(true))
@@ -688,6 +689,34 @@ fn per_channel_iostat(bdev: BdevHandle, mode: iostat::ResetMode, responder: Resp
     );
 }
 
+/// `thread_get_io_channels`: per reactor ("thread"), the bdev I/O channels open there, in
+/// SPDK's shape (`name` of the I/O device — here the bdev — and `ref`, its channel count).
+fn io_channels(params: Option<Value>, responder: Responder) {
+    if let Err(e) = rpc::no_params(&params) {
+        return responder.err(e);
+    }
+    let threads: Arc<Mutex<Vec<(usize, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let each = threads.clone();
+    reactor::for_each_reactor(
+        move || {
+            let channels: Vec<Value> = super::local_channel_counts()
+                .into_iter()
+                .map(|(name, n)| json!({"name": name, "ref": n}))
+                .collect();
+            let core = reactor::current_core().unwrap_or(0);
+            let thread = json!({"name": format!("reactor_{core}"), "io_channels": channels});
+            let mut t = each.lock().unwrap_or_else(|e| e.into_inner());
+            t.push((thread_id_here(), thread));
+        },
+        move || {
+            let mut t = threads.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            t.sort_by_key(|(id, _)| *id);
+            let list: Vec<Value> = t.into_iter().map(|(_, v)| v).collect();
+            responder.ok(json!({"tick_rate": iostat::TICK_RATE, "threads": list}))
+        },
+    );
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResetIostat {
@@ -695,18 +724,14 @@ struct ResetIostat {
     mode: Option<iostat::ResetMode>,
 }
 
-/// `bdev_reset_iostat`: clears the statistics of one bdev or of all (`mode`: all, maxmin).
+/// `bdev_reset_iostat`: clears the statistics of one bdev or of all (`mode`: all, maxmin,
+/// error, none).
 fn reset_iostat(params: Option<Value>, responder: Responder) {
     let p: ResetIostat = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return responder.err(e),
     };
     let mode = p.mode.unwrap_or(iostat::ResetMode::All);
-    if !matches!(mode, iostat::ResetMode::All | iostat::ResetMode::MaxMin) {
-        return responder.err(RpcError::invalid_params(
-            "invalid params: mode: expected all or maxmin",
-        ));
-    }
     let bdevs = match bdevs_named(&p.name.into_iter().collect::<Vec<_>>()) {
         Ok(b) => b,
         Err(e) => return responder.err(e),

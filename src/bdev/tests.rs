@@ -754,7 +754,7 @@ fn iostat_per_channel_and_resets() {
         0
     );
     let e = t
-        .rpc("bdev_reset_iostat", json!({"mode": "error"}))
+        .rpc("bdev_reset_iostat", json!({"mode": "some"}))
         .unwrap_err();
     assert!(e.message.contains("mode"), "{}", e.message);
     let e = t

@@ -357,6 +357,17 @@ pub fn register() {
         mutate(r, |t| t.create_transport(opts))
     });
 
+    rpc::register("nvmf_set_max_subsystems", Allowed::StartupOnly, |p| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Max {
+            max_subsystems: u32,
+        }
+        let p: Max = parse_params(p)?;
+        with_target(|t| t.set_max_subsystems(p.max_subsystems)).map_err(failed)?;
+        Ok(json!(true))
+    });
+
     rpc::register("nvmf_get_transports", Allowed::RuntimeOnly, |p| {
         let p: GetTransports = parse_or_empty(p)?;
         let _ = p.tgt_name;
@@ -671,7 +682,10 @@ pub fn register() {
 /// hosts and namespaces.
 pub fn write_config() -> Vec<Value> {
     with_target(|t| {
-        let mut out = Vec::new();
+        let mut out = vec![config_entry(
+            "nvmf_set_max_subsystems",
+            json!({"max_subsystems": t.max_subsystems()}),
+        )];
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
         }

@@ -148,6 +148,12 @@ impl Epoll {
 }
 
 /// CPU time (user + system) consumed by the whole process so far.
+/// The calling thread's kernel thread id (what `ps -L` and `top -H` show).
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
 pub fn process_cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe_zeroed_rusage();
     // SAFETY: usage is a live rusage the kernel fills in.
