@@ -1,5 +1,6 @@
 //! A saved configuration is lossless: a pollux configured through every module and option
-//! (sock options and default impl, bdev options, every bdev module, transport options,
+//! (sock options and default impl, bdev options, every bdev module (split included),
+//! transport options,
 //! subsystems with hosts, namespaces with their identifiers, listeners on both socket
 //! implementations, the discovery subsystem's own listener) saves a config; a second
 //! pollux started from it with `--json` saves the same document (order within a module
@@ -122,6 +123,14 @@ fn save_config_restart_save_config_is_the_same_document() {
             json!({"name": "Pass0", "base_bdev_name": "Uring0"}),
         ),
         (
+            "bdev_malloc_create",
+            json!({"name": "Malloc2", "num_blocks": 2048, "block_size": 4096}),
+        ),
+        (
+            "bdev_split_create",
+            json!({"base_bdev": "Malloc2", "split_count": 3, "split_size_mb": 2}),
+        ),
+        (
             "nvmf_create_transport",
             json!({"trtype": "TCP", "max_queue_depth": 64, "max_io_qpairs_per_ctrlr": 4,
                    "in_capsule_data_size": 8192, "max_io_size": 65536, "io_unit_size": 8192,
@@ -160,6 +169,10 @@ fn save_config_restart_save_config_is_the_same_document() {
         (
             "nvmf_subsystem_add_ns",
             json!({"nqn": NQN2, "namespace": {"bdev_name": "Aio0", "nsid": 9}}),
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN2, "namespace": {"bdev_name": "Malloc2p1", "nsid": 10}}),
         ),
         (
             "nvmf_subsystem_add_host",
@@ -208,6 +221,7 @@ fn save_config_restart_save_config_is_the_same_document() {
         "\"optimal_io_boundary\":16",
         "0000-other",
         "\"min_cntlid\":5",
+        "\"split_count\":3",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }

@@ -1,5 +1,5 @@
 """rpc.py commands for the bdev layer, with SPDK rpc.py's names and arguments: malloc,
-null, uring, aio, delay, error and passthru create/delete, null resize, delay latency
+null, uring, aio, delay, error, passthru and split create/delete, null resize, delay latency
 update, error injection, bdev_get_bdevs, bdev_get_iostat, bdev_reset_iostat, bdev_wait_for_examine and
 bdev_set_options."""
 
@@ -173,6 +173,19 @@ def add_commands(subparsers):
     p = _add(subparsers, "bdev_passthru_delete", "delete a passthru bdev", build=_name_only,
              aliases=["delete_passthru_bdev"])
     p.add_argument("name", help="bdev name")
+
+    p = _add(subparsers, "bdev_split_create", "split a bdev into parts <base>p0, <base>p1, ...",
+             build=lambda a: _drop_none({"base_bdev": a.base_bdev, "split_count": a.split_count,
+                                         "split_size_mb": a.split_size_mb}),
+             aliases=["construct_split_vbdev"])
+    p.add_argument("base_bdev", help="base bdev name")
+    p.add_argument("split_count", type=int, help="number of parts")
+    p.add_argument("-s", "--split-size-mb", type=int, help="size of each part in MiB "
+                   "(default: the base divided evenly)")
+
+    p = _add(subparsers, "bdev_split_delete", "delete every part of a split bdev",
+             build=lambda a: {"base_bdev": a.base_bdev}, aliases=["destruct_split_vbdev"])
+    p.add_argument("base_bdev", help="base bdev name")
 
     # generic
     p = _add(subparsers, "bdev_get_bdevs", "list bdevs (or one)",

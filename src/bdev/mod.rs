@@ -38,6 +38,7 @@ pub mod malloc;
 pub mod null;
 pub mod passthru;
 pub mod rpc;
+pub mod split;
 pub mod stack;
 pub mod uring;
 pub mod util;

@@ -6,7 +6,7 @@
 //! Deletes answer once the hot remove finished (every user closed the bdev).
 
 use super::{
-    aio, delay, error, iostat, malloc, null, passthru, uring, BdevError, BdevHandle, IoType,
+    aio, delay, error, iostat, malloc, null, passthru, split, uring, BdevError, BdevHandle, IoType,
 };
 use crate::reactor;
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError, RpcResult};
@@ -218,6 +218,20 @@ struct PassthruCreate {
     name: String,
     base_bdev_name: String,
     uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitCreate {
+    base_bdev: String,
+    split_count: u32,
+    split_size_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitDelete {
+    base_bdev: String,
 }
 
 #[derive(Deserialize)]
@@ -476,6 +490,30 @@ pub fn register() {
         )
     });
     register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
+    rpc::register_async("bdev_split_create", Allowed::RuntimeOnly, |p, r| {
+        let p: SplitCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        split::create(
+            split::SplitOpts {
+                base_bdev: p.base_bdev,
+                split_count: p.split_count,
+                split_size_mb: p.split_size_mb.unwrap_or(0),
+            },
+            move |res| match res {
+                Ok(names) => r.ok(json!(names)),
+                Err(e) => r.err(to_rpc(e)),
+            },
+        )
+    });
+    rpc::register_async("bdev_split_delete", Allowed::RuntimeOnly, |p, r| {
+        let p: SplitDelete = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        split::delete(&p.base_bdev, answer_true(r))
+    });
     rpc::register("bdev_get_bdevs", Allowed::RuntimeOnly, |p| {
         let p: GetBdevs = parse_params(p)?;
         let _ = p.timeout;
