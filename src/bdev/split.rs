@@ -213,7 +213,10 @@ fn register_parts(
 }
 
 /// Checks the request, opens and claims the base, and builds every part.
-fn plan(opts: &SplitOpts) -> Result<(Arc<SplitGroup>, Vec<(BdevInfo, SplitBdev)>), BdevError> {
+/// The group of a new split and its parts, ready to register.
+type Planned = (Arc<SplitGroup>, Vec<(BdevInfo, SplitBdev)>);
+
+fn plan(opts: &SplitOpts) -> Result<Planned, BdevError> {
     if opts.split_count == 0 {
         return Err(BdevError::Invalid("split_count: must be at least 1".into()));
     }
@@ -230,7 +233,7 @@ fn plan(opts: &SplitOpts) -> Result<(Arc<SplitGroup>, Vec<(BdevInfo, SplitBdev)>
         base.num_blocks() / u64::from(opts.split_count)
     } else {
         let bytes = opts.split_size_mb.saturating_mul(1 << 20);
-        if bytes % bs != 0 {
+        if !bytes.is_multiple_of(bs) {
             return Err(BdevError::Invalid(format!(
                 "split_size_mb: {} MiB is not a whole number of {bs}-byte blocks",
                 opts.split_size_mb
