@@ -37,6 +37,7 @@ pub mod iostat;
 pub mod malloc;
 pub mod null;
 pub mod passthru;
+pub mod qos;
 pub mod rpc;
 pub mod split;
 pub mod stack;
@@ -452,6 +453,8 @@ pub struct BdevHandleInner {
     control: Mutex<Control>,
     closed_stats: Mutex<IoStats>,
     main_core: u32,
+    /// Rate limits (`bdev_set_qos_limit`); channels hold a copy, pushed on change.
+    qos: Mutex<Option<Arc<qos::Qos>>>,
 }
 
 /// A reference to a registered bdev (cheap to clone, usable on any reactor).
@@ -512,6 +515,15 @@ impl BdevHandleInner {
         }
     }
 
+    /// The rate limits in force (all 0: none).
+    pub fn qos_limits(&self) -> qos::QosLimits {
+        self.qos().map(|q| q.limits()).unwrap_or_default()
+    }
+
+    fn qos(&self) -> Option<Arc<qos::Qos>> {
+        self.qos.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Statistics of channels already closed.
     fn closed_stats(&self) -> std::sync::MutexGuard<'_, IoStats> {
         self.closed_stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -562,6 +574,7 @@ pub fn register(
         control: Mutex::new(Control::default()),
         closed_stats: Mutex::new(IoStats::new()),
         main_core: reactor::current_core().unwrap_or(0),
+        qos: Mutex::new(None),
     });
     ORDER.with(|o| o.borrow_mut().push(handle.clone()));
     let h = handle.clone();
@@ -827,6 +840,11 @@ struct ChannelShared {
     closing: Cell<bool>,
     /// The module's `needs_poll`.
     module_polled: bool,
+    /// The bdev's rate limits, if any (see `qos`), and the I/O waiting for them in order,
+    /// released by the QoS poller (registered only while the bdev has limits).
+    qos: RefCell<Option<Arc<qos::Qos>>>,
+    qos_wait: RefCell<VecDeque<BdevIo>>,
+    qos_poller: RefCell<Option<PollerHandle>>,
 }
 
 /// A bdev's I/O channel on one reactor. Dropping it closes it: I/O still in flight
@@ -861,7 +879,11 @@ impl IoChannel {
             poller: RefCell::new(None),
             closing: Cell::new(false),
             module_polled,
+            qos: RefCell::new(None),
+            qos_wait: RefCell::new(VecDeque::new()),
+            qos_poller: RefCell::new(None),
         });
+        shared.set_qos(bdev.qos());
         // The poller owns the channel: it outlives the handle until in-flight I/O is done.
         let polled = shared.clone();
         let poller =
@@ -907,6 +929,13 @@ impl IoChannel {
             };
             core.ready.borrow_mut().push_back(io);
             return;
+        }
+        if let Some(q) = s.qos.borrow().as_ref() {
+            let mut wait = s.qos_wait.borrow_mut();
+            if !wait.is_empty() || !q.admit(&io, core.block_size) {
+                wait.push_back(io);
+                return;
+            }
         }
         s.submit_to_module(io);
     }
@@ -997,8 +1026,66 @@ impl ChannelShared {
         PollStatus::from_work(work)
     }
 
+    /// Installs (or removes) the bdev's rate limits on this channel; without limits, I/O
+    /// still waiting goes to the module at once.
+    fn set_qos(self: &Rc<Self>, limits: Option<Arc<qos::Qos>>) {
+        let limited = limits.is_some();
+        *self.qos.borrow_mut() = limits;
+        let mut poller = self.qos_poller.borrow_mut();
+        if limited && poller.is_none() {
+            let me = Rc::downgrade(self);
+            *poller = Some(reactor::register_poller(
+                format!("bdev_qos_{}", self.bdev.info.name),
+                qos::RELEASE_PERIOD.as_micros() as u64,
+                move || match me.upgrade() {
+                    Some(ch) => PollStatus::from_work(ch.release_qos()),
+                    None => PollStatus::Idle,
+                },
+            ));
+        } else if !limited {
+            if let Some(p) = poller.take() {
+                p.unregister();
+            }
+            drop(poller);
+            self.release_qos();
+        }
+    }
+
+    /// Submits waiting I/O, in order, while the limits admit it (all of it when the bdev
+    /// has no limits any more; aborted when the channel is closing). Returns how many.
+    fn release_qos(&self) -> usize {
+        let mut released = 0;
+        loop {
+            let io = {
+                let mut wait = self.qos_wait.borrow_mut();
+                let Some(front) = wait.front() else { break };
+                let admitted = match self.qos.borrow().as_ref() {
+                    _ if self.closing.get() => true,
+                    Some(q) => q.admit(front, self.core.block_size),
+                    None => true,
+                };
+                if !admitted {
+                    break;
+                }
+                wait.pop_front()
+            };
+            let Some(mut io) = io else { break };
+            released += 1;
+            if self.closing.get() {
+                io.status = IoStatus::Aborted;
+                self.core.ready.borrow_mut().push_back(io);
+            } else {
+                self.submit_to_module(io);
+            }
+        }
+        released
+    }
+
     fn finish_close(&self) {
         if let Some(p) = self.poller.borrow_mut().take() {
+            p.unregister();
+        }
+        if let Some(p) = self.qos_poller.borrow_mut().take() {
             p.unregister();
         }
         drop(self.module.borrow_mut().take());
@@ -1014,6 +1101,26 @@ impl Drop for IoChannel {
             self.shared.finish_close();
         }
     }
+}
+
+/// Sets (or with all-zero limits, removes) `bdev`'s rate limits and pushes them to its
+/// channels on every reactor; `done` runs on the calling reactor once all have them.
+pub fn set_qos(bdev: &BdevHandle, limits: qos::QosLimits, done: impl FnOnce() + Send + 'static) {
+    let q = (!limits.is_unlimited()).then(|| Arc::new(qos::Qos::new(limits)));
+    *bdev.qos.lock().unwrap_or_else(|e| e.into_inner()) = q.clone();
+    let bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            CHANNELS.with(|c| {
+                let chans: Vec<Rc<ChannelShared>> =
+                    c.borrow().iter().filter_map(Weak::upgrade).collect();
+                for ch in chans.iter().filter(|ch| Arc::ptr_eq(&ch.bdev, &bdev)) {
+                    ch.set_qos(q.clone());
+                }
+            })
+        },
+        done,
+    );
 }
 
 /// Adds the statistics of `bdev`'s open channels on this reactor into `into`.

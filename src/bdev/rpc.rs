@@ -222,6 +222,47 @@ struct PassthruCreate {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SetQosLimit {
+    name: String,
+    rw_ios_per_sec: Option<u64>,
+    rw_mbytes_per_sec: Option<u64>,
+    r_mbytes_per_sec: Option<u64>,
+    w_mbytes_per_sec: Option<u64>,
+}
+
+/// `bdev_set_qos_limit`: changes the limits given (0 removes one), keeps the others.
+fn set_qos_limit(params: Option<Value>, responder: Responder) {
+    let p: SetQosLimit = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    if [
+        p.rw_ios_per_sec,
+        p.rw_mbytes_per_sec,
+        p.r_mbytes_per_sec,
+        p.w_mbytes_per_sec,
+    ]
+    .iter()
+    .all(Option::is_none)
+    {
+        return responder.err(RpcError::invalid_params(
+            "invalid params: give at least one of rw_ios_per_sec, rw_mbytes_per_sec, \
+             r_mbytes_per_sec, w_mbytes_per_sec",
+        ));
+    }
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let mut l = h.qos_limits();
+    l.rw_ios_per_sec = p.rw_ios_per_sec.unwrap_or(l.rw_ios_per_sec);
+    l.rw_mbytes_per_sec = p.rw_mbytes_per_sec.unwrap_or(l.rw_mbytes_per_sec);
+    l.r_mbytes_per_sec = p.r_mbytes_per_sec.unwrap_or(l.r_mbytes_per_sec);
+    l.w_mbytes_per_sec = p.w_mbytes_per_sec.unwrap_or(l.w_mbytes_per_sec);
+    super::set_qos(&h, l, move || responder.ok(json!(true)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SplitCreate {
     base_bdev: String,
     split_count: u32,
@@ -490,6 +531,7 @@ pub fn register() {
         )
     });
     register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
+    rpc::register_async("bdev_set_qos_limit", Allowed::RuntimeOnly, set_qos_limit);
     rpc::register_async("bdev_split_create", Allowed::RuntimeOnly, |p, r| {
         let p: SplitCreate = match parse_params(p) {
             Ok(p) => p,
@@ -557,10 +599,17 @@ pub fn write_config() -> Vec<Value> {
         "bdev_set_options",
         serde_json::to_value(opts).unwrap_or_else(|_| json!({})),
     ));
-    for h in super::list() {
+    let bdevs = super::list();
+    for h in &bdevs {
         if let Some(c) = h.module.config(&h.info) {
             out.push(c);
         }
+    }
+    // Limits after every bdev exists (a split part's limit needs its split).
+    for h in bdevs.iter().filter(|h| !h.qos_limits().is_unlimited()) {
+        let mut p = serde_json::to_value(h.qos_limits()).unwrap_or_else(|_| json!({}));
+        p["name"] = json!(h.name());
+        out.push(rpc::config_entry("bdev_set_qos_limit", p));
     }
     out.push(rpc::config_entry("bdev_wait_for_examine", Value::Null));
     out
@@ -591,12 +640,7 @@ pub fn bdev_json(h: &BdevHandle) -> Value {
         "block_size": h.block_size(),
         "num_blocks": h.num_blocks(),
         "uuid": h.info.uuid,
-        "assigned_rate_limits": {
-            "rw_ios_per_sec": 0,
-            "rw_mbytes_per_sec": 0,
-            "r_mbytes_per_sec": 0,
-            "w_mbytes_per_sec": 0
-        },
+        "assigned_rate_limits": h.qos_limits(),
         "claimed": h.claimed_by().is_some(),
         "zoned": false,
         "optimal_io_boundary": h.info.optimal_io_boundary,
