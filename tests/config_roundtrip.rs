@@ -139,6 +139,10 @@ fn save_config_restart_save_config_is_the_same_document() {
             json!({"name": "Malloc0", "rw_mbytes_per_sec": 100}),
         ),
         (
+            "bdev_enable_histogram",
+            json!({"name": "Null0", "enable": true, "opc": "write", "granularity": 5}),
+        ),
+        (
             "nvmf_create_transport",
             json!({"trtype": "TCP", "max_queue_depth": 64, "max_io_qpairs_per_ctrlr": 4,
                    "in_capsule_data_size": 8192, "max_io_size": 65536, "io_unit_size": 8192,
@@ -231,6 +235,7 @@ fn save_config_restart_save_config_is_the_same_document() {
         "\"min_cntlid\":5",
         "\"split_count\":3",
         "\"w_mbytes_per_sec\":20",
+        "bdev_enable_histogram",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }

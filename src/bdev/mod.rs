@@ -33,6 +33,7 @@
 pub mod aio;
 pub mod delay;
 pub mod error;
+pub mod histogram;
 pub mod iostat;
 pub mod malloc;
 pub mod null;
@@ -455,6 +456,9 @@ pub struct BdevHandleInner {
     main_core: u32,
     /// Rate limits (`bdev_set_qos_limit`); channels hold a copy, pushed on change.
     qos: Mutex<Option<Arc<qos::Qos>>>,
+    /// While the latency histogram is enabled: its configuration and the counts of
+    /// channels already closed.
+    histogram: Mutex<Option<histogram::Histogram>>,
 }
 
 /// A reference to a registered bdev (cheap to clone, usable on any reactor).
@@ -520,6 +524,15 @@ impl BdevHandleInner {
         self.qos().map(|q| q.limits()).unwrap_or_default()
     }
 
+    /// The latency histogram's configuration while it is enabled.
+    pub fn histogram_config(&self) -> Option<histogram::HistConfig> {
+        self.histogram_lock().as_ref().map(|h| h.config())
+    }
+
+    fn histogram_lock(&self) -> std::sync::MutexGuard<'_, Option<histogram::Histogram>> {
+        self.histogram.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn qos(&self) -> Option<Arc<qos::Qos>> {
         self.qos.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -575,6 +588,7 @@ pub fn register(
         closed_stats: Mutex::new(IoStats::new()),
         main_core: reactor::current_core().unwrap_or(0),
         qos: Mutex::new(None),
+        histogram: Mutex::new(None),
     });
     ORDER.with(|o| o.borrow_mut().push(handle.clone()));
     let h = handle.clone();
@@ -777,6 +791,8 @@ struct ChannelCore {
     /// Submitted and not yet delivered.
     outstanding: Cell<usize>,
     stats: RefCell<IoStats>,
+    /// This channel's latency histogram while the bdev's is enabled.
+    histogram: RefCell<Option<Box<histogram::Histogram>>>,
 }
 
 /// A module's handle for completing I/O of one channel.
@@ -824,6 +840,9 @@ impl ChannelCore {
                 _ => 0,
             };
             self.stats.borrow_mut().record(io.io_type, bytes, lat);
+            if let Some(h) = self.histogram.borrow_mut().as_mut() {
+                h.tally(io.io_type, lat);
+            }
         } else {
             self.stats.borrow_mut().record_error(io.io_type);
         }
@@ -868,6 +887,10 @@ impl IoChannel {
             in_module: Cell::new(0),
             outstanding: Cell::new(0),
             stats: RefCell::new(IoStats::new()),
+            histogram: RefCell::new(
+                bdev.histogram_config()
+                    .map(|c| Box::new(histogram::Histogram::new(c))),
+            ),
         });
         let module = bdev.module.open_channel(bdev, &Completer(core.clone()))?;
         let module_polled = module.needs_poll();
@@ -1090,6 +1113,11 @@ impl ChannelShared {
         }
         drop(self.module.borrow_mut().take());
         self.bdev.closed_stats().merge(&self.core.stats.borrow());
+        if let Some(h) = self.core.histogram.borrow_mut().take() {
+            if let Some(closed) = self.bdev.histogram_lock().as_mut() {
+                closed.merge(&h);
+            }
+        }
         self.core.stats.borrow_mut().clear();
     }
 }
@@ -1121,6 +1149,64 @@ pub fn set_qos(bdev: &BdevHandle, limits: qos::QosLimits, done: impl FnOnce() + 
         },
         done,
     );
+}
+
+/// Enables (with `cfg`) or disables `bdev`'s latency histogram on every reactor, starting
+/// from zero; `done` runs on the calling reactor once all channels have it.
+pub fn set_histogram(
+    bdev: &BdevHandle,
+    cfg: Option<histogram::HistConfig>,
+    done: impl FnOnce() + Send + 'static,
+) {
+    *bdev.histogram_lock() = cfg.map(histogram::Histogram::new);
+    let bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            for_local_channels(&bdev, |ch| {
+                *ch.core.histogram.borrow_mut() =
+                    cfg.map(|c| Box::new(histogram::Histogram::new(c)));
+            })
+        },
+        done,
+    );
+}
+
+/// `bdev`'s latency histogram merged over every channel on every reactor and those closed;
+/// `None` when it is not enabled. `done` runs on the calling reactor.
+pub fn collect_histogram(
+    bdev: &BdevHandle,
+    done: impl FnOnce(Option<histogram::Histogram>) + Send + 'static,
+) {
+    let Some(total) = bdev.histogram_lock().clone() else {
+        return done(None);
+    };
+    let total = Arc::new(Mutex::new(total));
+    let (each, bdev) = (total.clone(), bdev.clone());
+    reactor::for_each_reactor(
+        move || {
+            for_local_channels(&bdev, |ch| {
+                if let Some(h) = ch.core.histogram.borrow().as_ref() {
+                    each.lock().unwrap_or_else(|e| e.into_inner()).merge(h);
+                }
+            })
+        },
+        move || {
+            done(Some(
+                total.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ))
+        },
+    );
+}
+
+/// Runs `f` on each of this reactor's open channels of `bdev`.
+fn for_local_channels(bdev: &BdevHandle, mut f: impl FnMut(&Rc<ChannelShared>)) {
+    let chans: Vec<Rc<ChannelShared>> =
+        CHANNELS.with(|c| c.borrow().iter().filter_map(Weak::upgrade).collect());
+    for ch in chans.iter().filter(|ch| Arc::ptr_eq(&ch.bdev, bdev)) {
+        if ch.module.borrow().is_some() {
+            f(ch);
+        }
+    }
 }
 
 /// Adds the statistics of `bdev`'s open channels on this reactor into `into`.

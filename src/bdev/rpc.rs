@@ -6,7 +6,8 @@
 //! Deletes answer once the hot remove finished (every user closed the bdev).
 
 use super::{
-    aio, delay, error, iostat, malloc, null, passthru, split, uring, BdevError, BdevHandle, IoType,
+    aio, delay, error, histogram, iostat, malloc, null, passthru, split, uring, BdevError,
+    BdevHandle, IoType,
 };
 use crate::reactor;
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError, RpcResult};
@@ -218,6 +219,99 @@ struct PassthruCreate {
     name: String,
     base_bdev_name: String,
     uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableHistogram {
+    name: String,
+    enable: bool,
+    opc: Option<String>,
+    granularity: Option<u32>,
+    min_nsec: Option<u64>,
+    max_nsec: Option<u64>,
+}
+
+/// `bdev_enable_histogram`: starts (from zero) or stops the bdev's latency histogram.
+fn enable_histogram(params: Option<Value>, responder: Responder) {
+    let p: EnableHistogram = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let cfg = if p.enable {
+        match histogram_config(&p) {
+            Ok(c) => Some(c),
+            Err(e) => return responder.err(RpcError::invalid_params(e)),
+        }
+    } else {
+        None
+    };
+    super::set_histogram(&h, cfg, move || responder.ok(json!(true)));
+}
+
+fn histogram_config(p: &EnableHistogram) -> Result<histogram::HistConfig, String> {
+    let d = histogram::HistConfig::default();
+    let granularity = p.granularity.unwrap_or(d.granularity);
+    if !(1..=histogram::MAX_GRANULARITY).contains(&granularity) {
+        return Err(format!(
+            "invalid params: granularity: {granularity} is not within 1..={}",
+            histogram::MAX_GRANULARITY
+        ));
+    }
+    let opc = match p.opc.as_deref() {
+        None => None,
+        Some(name) => Some(
+            IoType::ALL
+                .iter()
+                .copied()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| format!("invalid params: opc: unknown I/O type {name:?}"))?,
+        ),
+    };
+    let (min_ns, max_ns) = (p.min_nsec.unwrap_or(0), p.max_nsec.unwrap_or(u64::MAX));
+    if min_ns > max_ns {
+        return Err(format!(
+            "invalid params: min_nsec: {min_ns} is above max_nsec {max_ns}"
+        ));
+    }
+    Ok(histogram::HistConfig {
+        granularity,
+        opc,
+        min_ns,
+        max_ns,
+    })
+}
+
+/// `bdev_get_histogram`: the merged histogram in SPDK's encoded form.
+fn get_histogram(params: Option<Value>, responder: Responder) {
+    let p: NameParam = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let name = p.name;
+    super::collect_histogram(&h, move |hist| match hist {
+        None => responder.err(RpcError::errno(
+            libc::EFAULT,
+            format!("the histogram of bdev {name} is not enabled (bdev_enable_histogram)"),
+        )),
+        Some(hist) => {
+            let g = hist.config().granularity;
+            responder.ok(json!({
+                "histogram": hist.encode(),
+                "bucket_shift": g,
+                "granularity": g,
+                "min_range": 0,
+                "max_range": hist.ranges(),
+                "tsc_rate": iostat::TICK_RATE,
+            }))
+        }
+    });
 }
 
 #[derive(Deserialize)]
@@ -532,6 +626,12 @@ pub fn register() {
     });
     register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
     rpc::register_async("bdev_set_qos_limit", Allowed::RuntimeOnly, set_qos_limit);
+    rpc::register_async(
+        "bdev_enable_histogram",
+        Allowed::RuntimeOnly,
+        enable_histogram,
+    );
+    rpc::register_async("bdev_get_histogram", Allowed::RuntimeOnly, get_histogram);
     rpc::register_async("bdev_split_create", Allowed::RuntimeOnly, |p, r| {
         let p: SplitCreate = match parse_params(p) {
             Ok(p) => p,
@@ -610,6 +710,21 @@ pub fn write_config() -> Vec<Value> {
         let mut p = serde_json::to_value(h.qos_limits()).unwrap_or_else(|_| json!({}));
         p["name"] = json!(h.name());
         out.push(rpc::config_entry("bdev_set_qos_limit", p));
+    }
+    for h in &bdevs {
+        if let Some(c) = h.histogram_config() {
+            let mut p = json!({"name": h.name(), "enable": true, "granularity": c.granularity});
+            if let Some(t) = c.opc {
+                p["opc"] = json!(t.name());
+            }
+            if c.min_ns > 0 {
+                p["min_nsec"] = json!(c.min_ns);
+            }
+            if c.max_ns < u64::MAX {
+                p["max_nsec"] = json!(c.max_ns);
+            }
+            out.push(rpc::config_entry("bdev_enable_histogram", p));
+        }
     }
     out.push(rpc::config_entry("bdev_wait_for_examine", Value::Null));
     out

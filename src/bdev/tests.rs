@@ -976,6 +976,82 @@ fn qos_limits_hold_across_reactors() {
 }
 
 #[test]
+fn histogram_counts_latencies_on_every_reactor() {
+    use base64::Engine;
+    let t = TestApp::start();
+    malloc(&t, "hb");
+    let r = t.rpc(
+        "bdev_delay_create",
+        json!({"name": "h0", "base_bdev_name": "hb", "avg_read_latency": 200,
+               "p99_read_latency": 200, "avg_write_latency": 200, "p99_write_latency": 200}),
+    );
+    assert_eq!(r.unwrap(), json!("h0"));
+    let e = t
+        .rpc("bdev_get_histogram", json!({"name": "h0"}))
+        .unwrap_err();
+    assert!(e.message.contains("not enabled"), "{}", e.message);
+    t.io(t.main, "h0", read_io(0, 1, 512));
+    assert_eq!(
+        t.rpc(
+            "bdev_enable_histogram",
+            json!({"name": "h0", "enable": true, "opc": "read"})
+        )
+        .unwrap(),
+        json!(true)
+    );
+    t.io(t.main, "h0", read_io(0, 1, 512));
+    t.io(t.other, "h0", read_io(1, 1, 512));
+    t.io(t.other, "h0", write_io(1, 1, 512, 5));
+    let h = t.rpc("bdev_get_histogram", json!({"name": "h0"})).unwrap();
+    assert_eq!(h["bucket_shift"], 7);
+    assert_eq!(h["tsc_rate"], 1_000_000_000u64);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(h["histogram"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes.len(), 58 * 128 * 8);
+    let counts: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        2,
+        "two reads since enabled, writes filtered"
+    );
+    // Both took at least the 200 us delay: nothing counted below range 11 (2^17 ns).
+    assert!(counts[..11 * 128].iter().all(|c| *c == 0));
+    let cfg = t.on(t.main, |tx| {
+        let _ = tx.send(rpc::write_config());
+    });
+    let saved = cfg
+        .iter()
+        .find(|e| e["method"] == "bdev_enable_histogram")
+        .expect("saved");
+    assert_eq!(saved["params"]["opc"], "read");
+    for (params, field) in [
+        (
+            json!({"name": "h0", "enable": true, "granularity": 40}),
+            "granularity",
+        ),
+        (json!({"name": "h0", "enable": true, "opc": "readz"}), "opc"),
+        (
+            json!({"name": "h0", "enable": true, "min_nsec": 9, "max_nsec": 1}),
+            "min_nsec",
+        ),
+    ] {
+        let e = t.rpc("bdev_enable_histogram", params).unwrap_err();
+        assert!(e.message.contains(field), "{}", e.message);
+    }
+    t.rpc(
+        "bdev_enable_histogram",
+        json!({"name": "h0", "enable": false}),
+    )
+    .unwrap();
+    assert!(t.rpc("bdev_get_histogram", json!({"name": "h0"})).is_err());
+    t.stop();
+}
+
+#[test]
 fn null_resize_claims_names_and_config() {
     let t = TestApp::start();
     let r = t.rpc(
