@@ -37,6 +37,7 @@ pub mod iostat;
 pub mod malloc;
 pub mod null;
 pub mod passthru;
+pub mod rbd;
 pub mod rpc;
 pub mod stack;
 pub mod uring;

@@ -436,6 +436,7 @@ pub fn register() {
         OPTIONS.with(|cur| *cur.borrow_mut() = o);
         Ok(json!(true))
     });
+    super::rbd::rpc::register();
     rpc::register_subsystem("bdev", &[], write_config);
     reactor::register_shutdown_hook("bdev", super::clear_registry);
 }
@@ -456,6 +457,7 @@ pub fn write_config() -> Vec<Value> {
         "bdev_set_options",
         serde_json::to_value(opts).unwrap_or_else(|_| json!({})),
     ));
+    out.extend(super::rbd::rpc::config_entries());
     for h in super::list() {
         if let Some(c) = h.module.config(&h.info) {
             out.push(c);
