@@ -81,8 +81,14 @@ fn load() -> Result<Lib, String> {
             // SAFETY: the symbol's type is the C prototype of librados.h/librbd.h (Ceph
             // 14 to 19 keep these signatures); the fn pointer is used only while the
             // Library lives, and it lives in the static LIB for the whole process.
-            let s = unsafe { $lib.get(concat!(stringify!($name), "\0").as_bytes()) }
-                .map_err(|e| format!("{}: symbol {} missing: {e}", stringify!($lib), stringify!($name)))?;
+            let s =
+                unsafe { $lib.get(concat!(stringify!($name), "\0").as_bytes()) }.map_err(|e| {
+                    format!(
+                        "{}: symbol {} missing: {e}",
+                        stringify!($lib),
+                        stringify!($name)
+                    )
+                })?;
             *s
         }};
     }
@@ -166,7 +172,10 @@ impl Rados {
             .transpose()?;
         // SAFETY: self.h is a live handle not yet connected; p is NULL or outlives the call.
         rc(unsafe {
-            (self.lib.rados_conf_read_file)(self.h, p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+            (self.lib.rados_conf_read_file)(
+                self.h,
+                p.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            )
         })
     }
 
@@ -291,9 +300,8 @@ impl Image {
     /// Moves completed AIO into `out`; returns how many.
     pub fn poll_events(&self, out: &mut [CompletionT]) -> usize {
         // SAFETY: open image; out has room for out.len() completion pointers.
-        let n = unsafe {
-            (self.lib.rbd_poll_io_events)(self.h, out.as_mut_ptr(), out.len() as c_int)
-        };
+        let n =
+            unsafe { (self.lib.rbd_poll_io_events)(self.h, out.as_mut_ptr(), out.len() as c_int) };
         n.max(0) as usize
     }
 

@@ -305,34 +305,31 @@ fn eventfd() -> Result<OwnedFd, BdevError> {
     // SAFETY: plain eventfd creation; the fd is owned by the OwnedFd below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(BdevError::io(
-            "eventfd",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(BdevError::io("eventfd", std::io::Error::last_os_error()));
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens the pool and one handle per reactor (blocking; helper thread).
-fn open_images(
-    rados: &Arc<Rados>,
-    o: &RbdOpts,
-    cores: &[u32],
-) -> Result<Opened, BdevError> {
-    let io = Arc::new(rados.ioctx(&o.pool_name).map_err(|r| {
-        errno_err(format!("pool_name: cannot open pool {:?}", o.pool_name), r)
-    })?);
+fn open_images(rados: &Arc<Rados>, o: &RbdOpts, cores: &[u32]) -> Result<Opened, BdevError> {
+    let io = Arc::new(
+        rados
+            .ioctx(&o.pool_name)
+            .map_err(|r| errno_err(format!("pool_name: cannot open pool {:?}", o.pool_name), r))?,
+    );
     let open = || {
-        Image::open(&io, &o.rbd_name, o.read_only).map(Arc::new).map_err(|r| {
-            errno_err(
-                format!(
-                    "rbd_name: cannot open image {:?} in pool {:?}",
-                    o.rbd_name, o.pool_name
-                ),
-                r,
-            )
-        })
+        Image::open(&io, &o.rbd_name, o.read_only)
+            .map(Arc::new)
+            .map_err(|r| {
+                errno_err(
+                    format!(
+                        "rbd_name: cannot open image {:?} in pool {:?}",
+                        o.rbd_name, o.pool_name
+                    ),
+                    r,
+                )
+            })
     };
     let admin = open()?;
     let size = admin
@@ -440,9 +437,10 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
                 admin: opened.admin,
             };
             super::register(info, Box::new(bdev), move |r| {
-                match &r {
-                    Ok(h) => start_watch(h),
-                    Err(_) => {} // the module was dropped by register: its images close
+                // (On failure register dropped the module: its images close right there,
+                // briefly blocking; only a name taken meanwhile gets there.)
+                if let Ok(h) = &r {
+                    start_watch(h);
                 }
                 done(r)
             });
@@ -539,9 +537,7 @@ pub fn resize(
         ))));
     }
     if b.read_only {
-        return done(Err(BdevError::Invalid(format!(
-            "bdev {name} is read-only"
-        ))));
+        return done(Err(BdevError::Invalid(format!("bdev {name} is read-only"))));
     }
     let image = b.admin.clone();
     let bs = b.block_size as u64;

@@ -159,7 +159,9 @@ pub fn register() {
         }
         for (field, v) in [("pool_name", &p.pool_name), ("rbd_name", &p.rbd_name)] {
             if v.is_empty() {
-                return r.err(RpcError::invalid_params(format!("{field}: must not be empty")));
+                return r.err(RpcError::invalid_params(format!(
+                    "{field}: must not be empty"
+                )));
             }
         }
         super::create(
@@ -173,9 +175,7 @@ pub fn register() {
                 cluster_name: p.cluster_name,
                 uuid,
                 read_only: p.read_only,
-                io_timeout: p
-                    .timeout_s
-                    .map_or(DEFAULT_IO_TIMEOUT, Duration::from_secs),
+                io_timeout: p.timeout_s.map_or(DEFAULT_IO_TIMEOUT, Duration::from_secs),
             },
             move |res: Result<BdevHandle, BdevError>| match res {
                 Ok(h) => r.ok(json!(h.name())),
