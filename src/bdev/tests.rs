@@ -1026,7 +1026,7 @@ fn rpc_errors_are_answers() {
 /// A dev Ceph cluster for this test, or None (with the reason printed loudly) when the Ceph
 /// packages are absent. CI installs them, so there the test runs.
 fn ceph_cluster(tag: &str) -> Option<rbd::DevCluster> {
-    if let Some(why) = rbd::DevCluster::unavailable() {
+    if let Some(why) = rbd::DevCluster::unavailable_or_panic() {
         eprintln!("\n*** SKIPPING the RBD test {tag}: {why} ***\n");
         return None;
     }

@@ -942,6 +942,16 @@ impl DevCluster {
         ffi::lib().err()
     }
 
+    /// `unavailable()`, except that with POLLUX_REQUIRE_CEPH set (CI, which installs the
+    /// packages) a missing piece is a failure, not a skip.
+    pub fn unavailable_or_panic() -> Option<String> {
+        let why = Self::unavailable()?;
+        if std::env::var_os("POLLUX_REQUIRE_CEPH").is_some() {
+            panic!("POLLUX_REQUIRE_CEPH is set but Ceph is not usable: {why}");
+        }
+        Some(why)
+    }
+
     /// Starts a cluster under a fresh temp dir; `script` is scripts/ceph-dev-cluster.sh.
     pub fn start(script: &std::path::Path, tag: &str) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
