@@ -261,6 +261,7 @@ struct CoreHandle {
 struct WatchCtx {
     bdev: String,
     image: Arc<Image>,
+    others: Vec<Arc<Image>>,
     block_size: u64,
     app: reactor::AppHandle,
     main: u32,
@@ -456,6 +457,7 @@ fn start_watch(h: &BdevHandle) {
     let ctx = Box::new(WatchCtx {
         bdev: h.name().to_string(),
         image: b.admin.clone(),
+        others: b.core_images(),
         block_size: b.block_size as u64,
         app: reactor::app(),
         main: reactor::main_core(),
@@ -493,12 +495,14 @@ unsafe extern "C" fn on_update(arg: *mut std::ffi::c_void) {
     // rbd_update_unwatch returned (which waits for running callbacks).
     let ctx = unsafe { &*(arg as *const WatchCtx) };
     let image = ctx.image.clone();
+    let others = ctx.others.clone();
     let (bdev, bs, app, main) = (ctx.bdev.clone(), ctx.block_size, ctx.app.clone(), ctx.main);
     // Not on this librbd thread: rbd_get_size may refresh the header (blocking I/O).
     let _ = std::thread::Builder::new()
         .name("rbd-watch".into())
         .spawn(move || {
             if let Ok(size) = image.size() {
+                refresh(&others);
                 let _ = app.send_to(main, move || apply_size(&bdev, size / bs));
             }
         });
@@ -540,6 +544,7 @@ pub fn resize(
         return done(Err(BdevError::Invalid(format!("bdev {name} is read-only"))));
     }
     let image = b.admin.clone();
+    let others = b.core_images();
     let bs = b.block_size as u64;
     let n = name.to_string();
     off_reactor(
@@ -547,6 +552,7 @@ pub fn resize(
             image
                 .resize(new_bytes)
                 .map_err(|r| errno_err("rbd_resize".into(), r))?;
+            refresh(&others);
             image
                 .size()
                 .map_err(|r| errno_err("reading the image size".into(), r))
@@ -561,7 +567,20 @@ pub fn resize(
     );
 }
 
+/// Makes every reactor's handle see a new image size before the bdev grows (a handle
+/// refreshes its header lazily; I/O past its cached size would fail). Blocking.
+fn refresh(images: &[Arc<Image>]) {
+    for i in images {
+        let _ = i.size();
+    }
+}
+
 impl RbdBdev {
+    fn core_images(&self) -> Vec<Arc<Image>> {
+        let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().map(|h| h.image.clone()).collect()
+    }
+
     fn stop_watch_off_reactor(&self) {
         let w = self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((handle, arg)) = w {
