@@ -208,3 +208,30 @@ fn file_bdevs_do_not_allocate_per_io() {
     let _ = std::fs::remove_file(&f);
     assert_eq!(allocs, 0, "uring");
 }
+
+/// RBD: pollux's side of the I/O path (slots, iovecs, completion hand-back) allocates
+/// nothing per I/O. librbd's own per-I/O allocations (its AioCompletion and request
+/// objects, C++ `new` inside libstdc++/librbd) do not go through Rust's allocator and are
+/// not counted here.
+#[test]
+fn rbd_does_not_allocate_per_io() {
+    use pollux::bdev::rbd::DevCluster;
+    if let Some(why) = DevCluster::unavailable_or_panic() {
+        eprintln!("\n*** SKIPPING the RBD allocation test: {why} ***\n");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-dev-cluster.sh");
+    let c = DevCluster::start(&script, "noalloc").expect("start the dev Ceph cluster");
+    c.create_image("img0", 4).unwrap();
+    let reg = (
+        "bdev_rbd_register_cluster",
+        json!({"name": "c0", "config_file": c.conf}),
+    );
+    let create = (
+        "bdev_rbd_create",
+        json!({"name": "R0", "pool_name": "rbd", "rbd_name": "img0", "block_size": 4096,
+               "cluster_name": "c0"}),
+    );
+    assert_eq!(measure(vec![reg, create], "R0"), 0, "rbd");
+}
