@@ -71,9 +71,12 @@ fails=0
 run_vm() { # name mode
 	local name=$1 mode=$2 t0=$SECONDS rc
 	echo "== [$name] fio $mode in the guest"
-	env RBD_MODE="$mode" "$harness" --guest-script "$root/scripts/e2e/guest-rbd-verify.sh" \
+	# The harness passes only its own variables to the guest: bake the mode into a copy.
+	sed "s/^MODE=.*/MODE=$mode/" "$root/scripts/e2e/guest-rbd-verify.sh" >"$work/guest-$mode.sh"
+	"$harness" --guest-script "$work/guest-$mode.sh" \
 		-n "$nqn" -s "$port" -t 300 -o "$work/$name" >"$work/$name.log" 2>&1
 	rc=$?
+	grep -q "=== $mode ok" "$work/$name.log" || rc=${rc/#0/98}
 	if [ $rc -ne 0 ]; then
 		echo "   FAILED (rc=$rc, $((SECONDS - t0)) s)"
 		grep -E "guest-script|FAILED" "$work/$name.log" | tail -30

@@ -1,10 +1,11 @@
 #!/bin/sh
 # guest-rbd-verify.sh - guest script (run-fio-vm.sh --guest-script, busybox sh) for
 # scripts/e2e-rbd-linux-host.sh: fio crc32c verify on an RBD-backed namespace.
-#   RBD_MODE=write   16 MiB of random writes (bs 4k..64k) with verify=crc32c: fio writes,
+#   MODE=write       16 MiB of random writes (bs 4k..64k) with verify=crc32c: fio writes,
 #                    then reads everything back and checks it
-#   RBD_MODE=verify  the same job with verify_only=1: only reads and checks what a
+#   MODE=verify     the same job with verify_only=1: only reads and checks what a
 #                    previous run (a previous pollux process) wrote
+# (scripts/e2e-rbd-linux-host.sh bakes MODE into a copy; the harness forwards no env.)
 # Exit codes: 1 connect, 2 no namespace, 3 fio failed, 4 verify problem, 5 short verify.
 ADDR=${NVMF_ADDR:-10.0.2.2}
 PORT=${NVMF_PORT:-4420}
