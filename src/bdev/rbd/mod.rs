@@ -64,6 +64,7 @@ pub struct Cluster {
     pub config_file: Option<String>,
     pub key_file: Option<String>,
     pub core_mask: Option<String>,
+    cores: Option<Vec<u32>>,
     rados: Arc<Rados>,
 }
 
@@ -94,16 +95,7 @@ fn errno_err(what: String, r: i32) -> BdevError {
 fn connect(o: &ConnectOpts) -> Result<Arc<Rados>, BdevError> {
     if let Some(cores) = &o.core_mask {
         // Threads librados starts inherit this thread's affinity (SPDK's core_mask).
-        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its bounds (checked).
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in cores {
-                if (c as usize) < libc::CPU_SETSIZE as usize {
-                    libc::CPU_SET(c as usize, &mut set);
-                }
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        set_affinity(Some(cores));
     }
     let rados = Rados::create(o.user_id.as_deref()).map_err(BdevError::Invalid)?;
     let file = o.config_file.as_deref();
@@ -153,6 +145,27 @@ fn connect(o: &ConnectOpts) -> Result<Arc<Rados>, BdevError> {
     Ok(Arc::new(rados))
 }
 
+/// Sets this (helper) thread's CPU affinity: `cores`, or every online CPU. Threads librados
+/// and librbd start (messenger, finisher, image work queues) inherit it; a helper thread
+/// spawned by a pinned reactor would otherwise put them all on that reactor's core.
+fn set_affinity(cores: Option<&[u32]>) {
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
+    let all: Vec<u32> = (0..online).collect();
+    let cores = cores.unwrap_or(&all);
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its bounds (checked); the
+    // set outlives the call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            if (c as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Runs `job` on a helper thread and its result on the main reactor.
 fn off_reactor<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
@@ -163,6 +176,7 @@ fn off_reactor<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name("rbd-admin".into())
         .spawn(move || {
+            set_affinity(None);
             let r = job();
             let _ = app.send_to(main, move || then(r));
         });
@@ -203,6 +217,7 @@ pub fn register_cluster(
                             config_file: opts.config_file,
                             key_file: opts.key_file,
                             core_mask: core_mask_text,
+                            cores: opts.core_mask,
                             rados,
                         }))
                     });
@@ -375,7 +390,7 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
     }
     let cluster = match &opts.cluster_name {
         Some(c) => match find_cluster(c) {
-            Some(c) => Some(c.rados.clone()),
+            Some(c) => Some((c.rados.clone(), c.cores.clone())),
             None => {
                 return done(Err(BdevError::Invalid(format!(
                     "cluster_name: no rbd cluster {c:?} is registered"
@@ -389,7 +404,12 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
     off_reactor(
         move || {
             let rados = match cluster {
-                Some(r) => r,
+                Some((r, cores)) => {
+                    if let Some(c) = &cores {
+                        set_affinity(Some(c));
+                    }
+                    r
+                }
                 None => connect(&ConnectOpts {
                     user_id: o.user_id.clone(),
                     config: o.config.clone(),
