@@ -4,7 +4,9 @@
 # IOPS ratio (goal >= 0.9 at 4 KiB QD32 randread and randwrite) and the target core's busy
 # share during pollux's run. Needs the Ceph packages and fio (Debian's fio has the rbd
 # engine). Env: SECS (default 10), QD (32), BS (4096), TCORE (target core, 0), PCORE
-# (pollux-perf core, 1), WORKLOADS ("randread randwrite").
+# (pollux-perf core, 1), WORKLOADS ("randread randwrite"), POLLUX_ARGS (default
+# "--idle-spin-us 0": the Ceph daemons and librbd's threads share the cores; a reactor that
+# spins 200 us after each burst takes the CPU the OSD needs and halved randread here).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${SECS:-10}
@@ -35,7 +37,7 @@ fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd --rbdname=bench --r
 sock=$work/rpc.sock
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 nqn=nqn.2016-06.io.pollux:bench-rbd
-"$BIN/pollux" -m "[$TCORE]" -r "$sock" --no-default --log-level ERROR >"$work/pollux.log" 2>&1 &
+"$BIN/pollux" -m "[$TCORE]" -r "$sock" --no-default --log-level ERROR ${POLLUX_ARGS---idle-spin-us 0} >"$work/pollux.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 200); do [[ -S "$sock" ]] && break; sleep 0.05; done
 rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
