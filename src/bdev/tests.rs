@@ -2,7 +2,8 @@
 //! write_zeroes and unmap read back zeroes, flush, out-of-range and malformed I/O rejected,
 //! concurrent I/O from two reactors, delete while I/O is in flight, exactly-once delivery)
 //! run against every data-storing module: malloc, uring and aio on temp files, passthru and
-//! delay over malloc. Plus the error bdev, claims, hot remove of stacked bdevs, null
+//! delay over malloc, and rbd on a throw-away Ceph cluster (skipped loudly without the Ceph
+//! packages, a failure with POLLUX_REQUIRE_CEPH set). Plus the error bdev, claims, hot remove of stacked bdevs, null
 //! resize, iostat and the config writer. Each test starts its own small app (two reactors
 //! when the machine has two cores, sleeping idle strategy) and shuts it down.
 
