@@ -64,6 +64,10 @@ pub fn lib() -> Result<&'static Lib, String> {
 }
 
 fn load() -> Result<Lib, String> {
+    load_named("librados.so.2", "librbd.so.1")
+}
+
+fn load_named(rados_name: &str, rbd_name: &str) -> Result<Lib, String> {
     let open = |name: &str| {
         // SAFETY: loading a shared library runs its initialisers; librados/librbd are the
         // system's Ceph client libraries, whose initialisers only set up static state.
@@ -74,8 +78,8 @@ fn load() -> Result<Lib, String> {
             )
         })
     };
-    let rados = open("librados.so.2")?;
-    let rbd = open("librbd.so.1")?;
+    let rados = open(rados_name)?;
+    let rbd = open(rbd_name)?;
     macro_rules! sym {
         ($lib:expr, $name:ident) => {{
             // SAFETY: the symbol's type is the C prototype of librados.h/librbd.h (Ceph
@@ -391,5 +395,17 @@ pub fn errno_text(r: i32) -> String {
         text
     } else {
         format!("{text} ({name})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_library_names_the_packages() {
+        let e = super::load_named("libpollux-no-such-rados.so.2", "librbd.so.1")
+            .err()
+            .expect("a library that does not exist cannot load");
+        assert!(e.contains("libpollux-no-such-rados.so.2"), "{e}");
+        assert!(e.contains("librbd1 librados2"), "{e}");
     }
 }

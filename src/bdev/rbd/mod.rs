@@ -643,6 +643,7 @@ impl super::Bdev for RbdBdev {
                     free: (0..DEPTH as u32).rev().collect(),
                     comps: vec![std::ptr::null_mut(); DEPTH],
                     next_check: Instant::now(),
+                    gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     drain_until: None,
                     _wake: wake,
                 }));
@@ -735,6 +736,8 @@ struct Slot {
     busy: bool,
 }
 
+static NEXT_GEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// One reactor's state for one RBD bdev (shared by that reactor's channels of it).
 struct CoreState {
     image: Arc<Image>,
@@ -743,6 +746,9 @@ struct CoreState {
     free: Vec<u32>,
     comps: Vec<ffi::CompletionT>,
     next_check: Instant,
+    /// Tags completions (with the slot index) so an earlier generation's late completion
+    /// on the same image handle is never taken for one of ours.
+    gen: usize,
     /// Keep draining the eventfd while idle until then (see `poll`).
     drain_until: Option<Instant>,
     _wake: WakeSource,
@@ -783,13 +789,14 @@ impl RbdChannel {
     fn start(&self, st: &mut CoreState, idx: u32) -> i32 {
         let image = st.image.clone();
         let bs = self.block_size;
+        let tag = (st.gen << 16) | idx as usize;
         let slot = &mut st.slots[idx as usize];
         let Some(io) = slot.io.as_ref() else {
             return -libc::EINVAL;
         };
         let off = io.offset_blocks * bs;
         let len = io.num_blocks * bs;
-        let c = match image.completion(idx as usize) {
+        let c = match image.completion(tag) {
             Ok(c) => c,
             Err(r) => return r,
         };
@@ -831,10 +838,18 @@ impl RbdChannel {
         loop {
             let n = image.poll_events(&mut st.comps);
             for i in 0..n {
-                let (ret, idx) = image.finish(st.comps[i]);
+                let (ret, tag) = image.finish(st.comps[i]);
                 total += 1;
-                let Some(slot) = st.slots.get_mut(idx) else {
-                    tracing::warn!(idx, "rbd completion for no slot");
+                let idx = if tag >> 16 == st.gen {
+                    tag & 0xffff
+                } else {
+                    usize::MAX // an earlier generation's: see below
+                };
+                let Some(slot) = st.slots.get_mut(idx).filter(|s| s.busy) else {
+                    // A completion of an earlier generation of this reactor's state (an I/O
+                    // that timed out before its channels closed; its buffers were kept
+                    // forever): nothing of ours is in it.
+                    tracing::warn!(idx, "rbd completion for no I/O in flight");
                     continue;
                 };
                 slot.busy = false;
