@@ -39,6 +39,7 @@ pub mod malloc;
 pub mod null;
 pub mod passthru;
 pub mod qos;
+pub mod rbd;
 pub mod rpc;
 pub mod split;
 pub mod stack;

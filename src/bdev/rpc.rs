@@ -679,6 +679,7 @@ pub fn register() {
         OPTIONS.with(|cur| *cur.borrow_mut() = o);
         Ok(json!(true))
     });
+    super::rbd::rpc::register();
     rpc::register_subsystem("bdev", &[], write_config);
     reactor::register_shutdown_hook("bdev", super::clear_registry);
 }
@@ -699,6 +700,7 @@ pub fn write_config() -> Vec<Value> {
         "bdev_set_options",
         serde_json::to_value(opts).unwrap_or_else(|_| json!({})),
     ));
+    out.extend(super::rbd::rpc::config_entries());
     let bdevs = super::list();
     for h in &bdevs {
         if let Some(c) = h.module.config(&h.info) {

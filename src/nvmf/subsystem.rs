@@ -86,6 +86,9 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     pub eui64: [u8; 8],
     pub uuid: [u8; 16],
+    /// The bdev's block count when this view was made: a change (bdev resize) is a
+    /// namespace attribute change the hosts are told about.
+    pub size_blocks: u64,
 }
 
 impl std::fmt::Debug for Namespace {

@@ -490,18 +490,19 @@ impl Target {
             None => super::subsystem::parse_hex::<16>(&handle.info.uuid).unwrap_or([0; 16]),
         };
         let sid = s.id;
-        let desc = bdev::open_handle(&handle, move |ev| {
-            if ev == BdevEvent::Remove {
-                reactor::defer(move || hot_remove(sid, nsid));
-            }
+        let desc = bdev::open_handle(&handle, move |ev| match ev {
+            BdevEvent::Remove => reactor::defer(move || hot_remove(sid, nsid)),
+            BdevEvent::Resize => reactor::defer(move || ns_resized(sid, nsid)),
         })
         .map_err(|e| format!("Unable to open bdev {bdev_name}: {e}"))?;
         desc.claim("NVMe-oF Target").map_err(|e| e.to_string())?;
         let s = self.nvme_subsystem_mut(nqn)?;
+        let size_blocks = handle.num_blocks();
         s.namespaces.insert(
             nsid,
             Namespace {
                 nsid,
+                size_blocks,
                 bdev: handle,
                 nguid: nguid.unwrap_or([0; 16]),
                 eui64: eui64.unwrap_or([0; 8]),
@@ -572,6 +573,27 @@ fn hot_remove(subsys_id: u64, nsid: u32) {
             tracing::info!(%nqn, nsid, "namespace removed: its bdev is being deleted");
             publish(|| {});
         }
+    }
+}
+
+/// A namespace's bdev changed size (main reactor): the new size goes into the view, and
+/// the controllers raise a Namespace Attribute Changed event for it.
+fn ns_resized(subsys_id: u64, nsid: u32) {
+    let changed = with_target(|t| {
+        let ns = t
+            .subsystems
+            .iter_mut()
+            .find(|s| s.id == subsys_id)
+            .and_then(|s| s.namespaces.get_mut(&nsid))?;
+        let blocks = ns.bdev.num_blocks();
+        (ns.size_blocks != blocks).then(|| {
+            ns.size_blocks = blocks;
+            blocks
+        })
+    });
+    if let Some(blocks) = changed {
+        tracing::info!(nsid, blocks, "namespace resized: telling the hosts");
+        publish(|| {});
     }
 }
 

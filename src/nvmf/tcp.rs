@@ -1916,7 +1916,7 @@ fn changed_namespaces(
     let mut out = Vec::new();
     for (nsid, ns) in &new.namespaces {
         match old.namespaces.get(nsid) {
-            Some(o) if Arc::ptr_eq(&o.bdev, &ns.bdev) => {}
+            Some(o) if Arc::ptr_eq(&o.bdev, &ns.bdev) && o.size_blocks == ns.size_blocks => {}
             _ => out.push(*nsid),
         }
     }
