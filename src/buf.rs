@@ -6,6 +6,9 @@
 //! copies of payload bytes go through `copy_bytes` / `copy_raw`, which keep glibc's memcpy
 //! off its `rep movsb` path when source and destination are not co-aligned (see there).
 
+mod chunk;
+pub use chunk::{Chunk, SharedBytes, INLINE_CAP};
+
 use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};

@@ -3,6 +3,7 @@
 //! as pollers on them; a JSON-RPC Unix socket reconfigures everything live. See DESIGN.md
 //! (in the shared folder) for the data path and the rules of the house.
 
+pub mod alloc_count;
 pub mod app;
 pub mod bdev;
 pub mod buf;
@@ -11,3 +12,4 @@ pub mod nvmf;
 pub mod reactor;
 pub mod rpc;
 pub mod sock;
+pub mod sys;

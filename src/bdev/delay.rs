@@ -5,6 +5,8 @@
 //! waits) releases due completions. Latencies (microseconds) change live through
 //! `bdev_delay_update_latency`.
 
+#![forbid(unsafe_code)]
+
 use super::stack::Base;
 use super::util::FastRng;
 use super::{

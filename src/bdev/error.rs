@@ -6,6 +6,8 @@
 //! and in read data after the base returned it). Arming is lock-free (atomics), so the RPC
 //! on the main reactor and the data path on any reactor never wait for each other.
 
+#![forbid(unsafe_code)]
+
 use super::stack::Base;
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoChannel, IoSink, IoStatus, IoType,

@@ -4,6 +4,8 @@
 //! operations, and an hdrhistogram of read and write latency for p50/p99. Histograms are
 //! allocated once per channel; recording allocates nothing.
 
+#![forbid(unsafe_code)]
+
 use super::IoType;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};

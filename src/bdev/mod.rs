@@ -177,9 +177,9 @@ impl IoStatus {
 /// The data of a zero-copy read: `len` bytes at `off` of memory the bdev shares (a malloc
 /// region). The memory may be rewritten by a concurrent write to the same blocks before it is
 /// sent (the data is then torn, as on a disk); it is only ever handed to the kernel as an
-/// iovec, never read through a Rust reference (see `sock::SharedBytes`).
+/// iovec, never read through a Rust reference (see `buf::SharedBytes`).
 pub struct SharedRange {
-    pub mem: std::sync::Arc<dyn crate::sock::SharedBytes>,
+    pub mem: std::sync::Arc<dyn crate::buf::SharedBytes>,
     pub off: usize,
     pub len: usize,
 }
@@ -347,7 +347,7 @@ impl BdevError {
 pub struct BdevInfo {
     pub name: String,
     pub aliases: Vec<String>,
-    pub uuid: String,
+    pub uuid: uuid::Uuid,
     pub block_size: u32,
     num_blocks: AtomicU64,
     pub io_types: IoTypes,

@@ -2,6 +2,8 @@
 //! and are discarded; reads return zeroes. Its size can change while in use
 //! (`bdev_null_resize`), which tells every descriptor `BdevEvent::Resize`.
 
+#![forbid(unsafe_code)]
+
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
 };

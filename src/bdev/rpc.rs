@@ -5,6 +5,8 @@
 //! the options and every bdev in creation order (bases before the bdevs stacked on them).
 //! Deletes answer once the hot remove finished (every user closed the bdev).
 
+#![forbid(unsafe_code)]
+
 use super::{
     aio, delay, error, iostat, malloc, null, passthru, uring, BdevError, BdevHandle, IoType,
 };

@@ -481,7 +481,16 @@ fn uring_suite() {
     match r {
         Ok(v) => assert_eq!(v, json!("u0")),
         Err(e) if e.message.contains("io_uring is not available") => {
-            eprintln!("skipping uring suite: {e}");
+            // Loud (straight to stderr, past the harness's capture), like tests/common's skip.
+            assert!(
+                std::env::var_os("POLLUX_NO_SKIP").is_none(),
+                "uring bdev unavailable: {e}"
+            );
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED: uring bdev suite: io_uring is not available here: {e}\n")
+                    .as_bytes(),
+            );
             return t.stop();
         }
         Err(e) => panic!("{e}"),

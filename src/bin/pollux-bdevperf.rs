@@ -8,6 +8,8 @@
 //! pattern, reads it back and compares; a mismatch is reported with its offset and makes the
 //! run fail (exit status 1), as do failed I/Os under `verify`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use hdrhistogram::Histogram;
 use pollux::bdev::{self, util::FastRng, BdevIo, Desc, IoChannel, IoSink, IoStatus, IoType};

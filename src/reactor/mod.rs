@@ -8,11 +8,12 @@
 //! only by messages. Everything per reactor is thread-local; only the message queues, the
 //! doorbells and the stop flag are shared.
 
-mod sys;
+#![forbid(unsafe_code)]
 
-pub use sys::{process_cpu_time, thread_cpu_time, EventFd};
+pub use crate::sys::process::{process_cpu_time, thread_cpu_time};
+use crate::sys::{self, epoll::READABLE};
 
-use crossbeam::queue::ArrayQueue;
+use crossbeam_queue::ArrayQueue;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -276,7 +277,7 @@ impl AppHandle {
     /// that turns the first of them into `shutdown()`. Call before `start` so the reactor
     /// threads inherit the blocked mask.
     pub fn shutdown_on_signals() -> impl FnOnce(&AppHandle) {
-        let wait = sys::block_shutdown_signals();
+        let wait = sys::process::block_shutdown_signals();
         move |app: &AppHandle| {
             let app = app.clone();
             std::thread::Builder::new()
@@ -501,7 +502,11 @@ const DOORBELL_TOKEN: u64 = u64::MAX;
 impl LocalReactor {
     fn new(shared: Arc<Shared>, idx: usize, app: AppHandle) -> std::io::Result<Rc<Self>> {
         let epoll = sys::Epoll::new()?;
-        epoll.add(shared.reactors[idx].doorbell.as_raw_fd(), DOORBELL_TOKEN)?;
+        epoll.add(
+            shared.reactors[idx].doorbell.as_raw_fd(),
+            DOORBELL_TOKEN,
+            READABLE,
+        )?;
         Ok(Rc::new(Self {
             shared,
             app,
@@ -718,7 +723,7 @@ fn run_reactor(local: Rc<LocalReactor>) {
     }
     while local.me().queue.pop().is_some() {}
     for fd in local.wake_fds.borrow_mut().drain(..) {
-        local.epoll.remove(fd);
+        let _ = local.epoll.remove(fd);
     }
     CURRENT.with(|c| *c.borrow_mut() = None);
 }
@@ -866,7 +871,7 @@ pub struct WakeSource {
 /// the fd open for as long as the returned guard lives.
 pub fn add_wake_fd(fd: RawFd) -> std::io::Result<WakeSource> {
     with_local(|r| {
-        r.epoll.add(fd, fd as u64)?;
+        r.epoll.add(fd, fd as u64, READABLE)?;
         r.wake_fds.borrow_mut().push(fd);
         Ok(WakeSource { fd })
     })
@@ -875,7 +880,7 @@ pub fn add_wake_fd(fd: RawFd) -> std::io::Result<WakeSource> {
 impl Drop for WakeSource {
     fn drop(&mut self) {
         let _ = try_local(|r| {
-            r.epoll.remove(self.fd);
+            let _ = r.epoll.remove(self.fd);
             r.wake_fds.borrow_mut().retain(|&f| f != self.fd);
         });
     }

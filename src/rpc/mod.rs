@@ -6,10 +6,11 @@
 //! on the main reactor (thread-local there); modules register into them from `register_*`
 //! functions the application calls at start-up. The server knows no module.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod framework;
 pub mod server;
-mod sys;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

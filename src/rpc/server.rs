@@ -11,11 +11,12 @@
 //! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
 //! file left by a dead instance is replaced.
 
-use super::sys::{self, Epoll, HANGUP, READABLE, WRITABLE};
 use super::{code, Responder, RpcError, RpcResult};
-use crate::reactor::EventFd;
 use crate::reactor::{self, PollStatus, WakeSource};
-use crossbeam::queue::SegQueue;
+use crate::sys::epoll::{Epoll, HANGUP, READABLE, WRITABLE};
+use crate::sys::EventFd;
+use crate::sys::{file::try_lock_exclusive, socket::send_nosignal};
+use crossbeam_queue::SegQueue;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -200,7 +201,7 @@ impl Client {
     fn flush(&mut self) -> bool {
         let mut wrote = false;
         while self.pending_output() > 0 && !self.dead {
-            match sys::send_nosignal(self.stream.as_raw_fd(), &self.output[self.output_sent..]) {
+            match send_nosignal(self.stream.as_raw_fd(), &self.output[self.output_sent..]) {
                 Ok(0) => self.dead = true,
                 Ok(n) => {
                     self.output_sent += n;
@@ -759,7 +760,7 @@ impl Server {
         }
         for token in finished {
             if let Some(client) = self.clients.remove(&token) {
-                self.epoll.remove(client.stream.as_raw_fd());
+                let _ = self.epoll.remove(client.stream.as_raw_fd());
                 tracing::debug!(client = token, "RPC client closed");
             }
         }
@@ -770,14 +771,14 @@ impl Server {
     /// the socket file and releases the lock.
     fn close(&mut self) {
         if let Some(listener) = self.listener.take() {
-            self.epoll.remove(listener.as_raw_fd());
+            let _ = self.epoll.remove(listener.as_raw_fd());
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(&self.lock_path);
             tracing::info!(path = %self.path.display(), "RPC server stopped");
         }
         for (_, mut client) in self.clients.drain() {
             client.flush();
-            self.epoll.remove(client.stream.as_raw_fd());
+            let _ = self.epoll.remove(client.stream.as_raw_fd());
         }
         self._wake = None;
     }
@@ -817,7 +818,9 @@ fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
                 LISTENER_TOKEN => {
                     s.accept_all();
                 }
-                DOORBELL_TOKEN => s.answers.doorbell.drain(),
+                DOORBELL_TOKEN => {
+                    s.answers.doorbell.drain();
+                }
                 token => {
                     if ev & READABLE != 0 {
                         s.read_client(token, &mut calls);
@@ -907,7 +910,7 @@ pub fn start(path: &Path) -> Result<RpcServerHandle, ServerError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(io_err("cannot open its lock file"))?;
-    if !sys::try_lock_exclusive(lock.as_raw_fd()).map_err(io_err("cannot lock its lock file"))? {
+    if !try_lock_exclusive(lock.as_raw_fd()).map_err(io_err("cannot lock its lock file"))? {
         return Err(ServerError::InUse {
             path: path.display().to_string(),
             lock: lock_path.display().to_string(),

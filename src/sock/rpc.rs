@@ -7,6 +7,8 @@
 //! field (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for
 //! uring, ...).
 
+#![forbid(unsafe_code)]
+
 use super::{get_impl, set_settings, settings, ImplOptions, SockSettings};
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError};
 use serde::Deserialize;

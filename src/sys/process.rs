@@ -1,0 +1,49 @@
+//! Process-wide calls: CPU time of the process and of the calling thread, and the shutdown
+//! signals (SIGINT, SIGTERM) blocked in every thread and waited for by one.
+
+use std::time::Duration;
+
+/// CPU time (user + system) consumed by the whole process so far.
+pub fn process_cpu_time() -> Duration {
+    let mut usage: libc::rusage = unsafe_zeroed_rusage();
+    // SAFETY: usage is a live rusage the kernel fills in.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time consumed by the calling thread so far.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec the kernel fills in.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn unsafe_zeroed_rusage() -> libc::rusage {
+    // SAFETY: rusage is a plain C struct of integers, for which all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (threads spawned later inherit the mask)
+/// and returns a function that waits for one of them.
+pub fn block_shutdown_signals() -> impl FnOnce() -> i32 + Send {
+    // SAFETY: sigset_t is a plain C struct; all-zero is a valid starting value for sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a live sigset_t; the calls only edit it and the thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: set and sig are live for the call; sigwait only reads set and writes sig.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        sig
+    }
+}
