@@ -1,11 +1,11 @@
-//! aio: a bdev over a file or block device driven by Linux native AIO, for hosts where
-//! io_uring is disabled (containers).
+//! aio: a bdev over a file or block device driven by Linux native AIO, for hosts where io_uring
+//! is disabled (containers).
 //!
 //! The AIO context and the kernel's structures are in `sys::aio`. Each reactor's channel has
-//! its own AIO context and an eventfd the kernel signals on completion (IOCB_FLAG_RESFD), registered as a reactor wake
-//! source; the channel's poll reaps events without blocking. Read and write are
-//! preadv/pwritev, flush is an AIO fsync; AIO has no fallocate, so unmap and write_zeroes
-//! write zeroes from a shared zero buffer in chunks (both then read back zeroes).
+//! its own AIO context and an eventfd the kernel signals on completion (IOCB_FLAG_RESFD),
+//! registered as a reactor wake source; the channel's poll reaps events without blocking. Read
+//! and write are preadv/pwritev, flush is an AIO fsync; AIO has no fallocate, so unmap and
+//! write_zeroes write zeroes from a shared zero buffer in chunks (both then read back zeroes).
 
 use super::util::{open_file_bdev, status_of_errno, BackingFile, SlotTable};
 use super::{

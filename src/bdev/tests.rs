@@ -1,10 +1,13 @@
-//! The bdev module suite: the same checks (write/read-back verify over a scatter list,
-//! write_zeroes and unmap read back zeroes, flush, out-of-range and malformed I/O rejected,
-//! concurrent I/O from two reactors, delete while I/O is in flight, exactly-once delivery)
-//! run against every data-storing module: malloc, uring and aio on temp files, passthru and
-//! delay over malloc. Plus the error bdev, claims, hot remove of stacked bdevs, null
-//! resize, iostat and the config writer. Each test starts its own small app (two reactors
-//! when the machine has two cores, sleeping idle strategy) and shuts it down.
+//! The bdev module suite, run against every data-storing module.
+//!
+//! The same checks (write/read-back verify over a scatter list, write_zeroes and unmap read
+//! back zeroes, flush, out-of-range and malformed I/O rejected, concurrent I/O from two
+//! reactors, delete while I/O is in flight, exactly-once delivery) run against every
+//! data-storing module: malloc, uring and aio on temp files, passthru and delay over malloc.
+//!
+//! Plus the error bdev, claims, hot remove of stacked bdevs, null resize, iostat and the config
+//! writer. Each test starts its own small app (two reactors when the machine has two cores,
+//! sleeping idle strategy) and shuts it down.
 
 use super::*;
 use crate::reactor::{AppHandle, IdleStrategy, ReactorConfig};

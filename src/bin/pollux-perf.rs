@@ -1,21 +1,23 @@
 //! pollux-perf: NVMe/TCP load generator in the style of spdk_nvme_perf, built on the
-//! `nvmf::host` library. The main reactor connects the admin queue (bring-up, Identify,
-//! Number of Queues for every I/O queue wanted) and identifies the first active namespace;
-//! then every reactor of the core mask (`-c`) connects its own `-P` I/O queues and keeps
-//! `-q` commands of `-o` bytes in flight on each, with the `-w` pattern (`-M` read percentage
-//! for rw/randrw), for `-t` seconds. The data path allocates nothing per I/O: buffers and
-//! slots are preallocated, commands carry the slot index as their tag, and completions come
-//! back by polling the queues from one poller per reactor. A progress line is printed each
-//! second; at the end the IOPS, MiB/s, average/min/max latency per core and in total, and a
-//! percentile table from an HDR histogram (or one JSON object with `--json`). Latency is
-//! stamped once per batch of completions a queue poll returns (that instant ends the
-//! batch's latencies and starts those of the I/O resubmitted from it), not twice per I/O:
-//! its resolution is the handling of one batch, a few microseconds at most. Any error
-//! (connect refused, unknown NQN, failed I/O) is one line on stderr and a non-zero exit.
-//! The binary's global allocator counts the heap allocations made on worker threads once
-//! they reach steady state (after `WARMUP_IOS` completions per worker, until the stop
-//! signal); the total is printed as allocations per I/O (`allocs_per_io` with `--json`), so
-//! every run proves (or disproves) that the host's I/O path allocates nothing.
+//! `nvmf::host` library.
+//!
+//! The main reactor connects the admin queue (bring-up, Identify, Number of Queues for every
+//! I/O queue wanted) and identifies the first active namespace; then every reactor of the
+//! core mask (`-c`) connects its own `-P` I/O queues and keeps `-q` commands of `-o` bytes in
+//! flight on each, with the `-w` pattern (`-M` read percentage for rw/randrw), for `-t`
+//! seconds. The data path allocates nothing per I/O: buffers and slots are preallocated,
+//! commands carry the slot index as their tag, and completions come back by polling the
+//! queues from one poller per reactor. A progress line is printed each second; at the end the
+//! IOPS, MiB/s, average/min/max latency per core and in total, and a percentile table from an
+//! HDR histogram (or one JSON object with `--json`). Latency is stamped once per batch of
+//! completions a queue poll returns (that instant ends the batch's latencies and starts those
+//! of the I/O resubmitted from it), not twice per I/O: its resolution is the handling of one
+//! batch, a few microseconds at most. Any error (connect refused, unknown NQN, failed I/O) is
+//! one line on stderr and a non-zero exit. The binary's global allocator counts the heap
+//! allocations made on worker threads once they reach steady state (after `WARMUP_IOS`
+//! completions per worker, until the stop signal); the total is printed as allocations per
+//! I/O (`allocs_per_io` with `--json`), so every run proves (or disproves) that the host's
+//! I/O path allocates nothing.
 
 #![forbid(unsafe_code)]
 

@@ -1,12 +1,13 @@
-//! Reactors: one event loop per core of the core mask, each on its own pinned thread. A
-//! reactor runs its pollers (active ones every loop, timed ones at their period), executes the
-//! closures other threads send it through a bounded lock-free queue, accounts busy and idle
-//! time, and — when every poller has been idle for the configured spin time — sleeps on an
-//! epoll set holding its doorbell eventfd plus every wake fd its pollers registered (sockets,
-//! io_uring rings, AIO eventfds), so new work wakes it within microseconds. The first core of
-//! the mask is the main reactor: control (RPC, registries) runs there and reaches the others
-//! only by messages. Everything per reactor is thread-local; only the message queues, the
-//! doorbells and the stop flag are shared.
+//! Reactors: one event loop per core of the core mask, each on its own pinned thread.
+//!
+//! A reactor runs its pollers (active ones every loop, timed ones at their period), executes
+//! the closures other threads send it through a bounded lock-free queue, accounts busy and
+//! idle time, and — when every poller has been idle for the configured spin time — sleeps on
+//! an epoll set holding its doorbell eventfd plus every wake fd its pollers registered
+//! (sockets, io_uring rings, AIO eventfds), so new work wakes it within microseconds. The
+//! first core of the mask is the main reactor: control (RPC, registries) runs there and
+//! reaches the others only by messages. Everything per reactor is thread-local; only the
+//! message queues, the doorbells and the stop flag are shared.
 
 #![forbid(unsafe_code)]
 

@@ -1,15 +1,17 @@
 //! The JSON-RPC 2.0 server: a Unix stream socket served by one active poller on the main
-//! reactor, never blocking. The listener, every client and a doorbell eventfd sit in the
-//! server's own epoll set, which is itself one wake fd of the reactor: an idle reactor sleeps
-//! until a client connects, writes, drains its answers, or an answer arrives from another
-//! thread, and each poll costs one `epoll_wait(0)`. Framing is what SPDK's rpc.py speaks: the
-//! input is a stream of JSON values with no delimiter (pretty-printed, back-to-back, split
-//! across writes, batch arrays); each answer is compact JSON followed by `\n`. Every client is
-//! bounded (request size, requests in flight, buffered answers); a client that stalls or
-//! vanishes only loses its own connection. Methods answer through a `Responder`, possibly
-//! later and from any thread: answers travel back through a lock-free queue that the poller
-//! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
-//! file left by a dead instance is replaced.
+//! reactor, never blocking.
+//!
+//! The listener, every client and a doorbell eventfd sit in the server's own epoll set, which
+//! is itself one wake fd of the reactor: an idle reactor sleeps until a client connects,
+//! writes, drains its answers, or an answer arrives from another thread, and each poll costs
+//! one `epoll_wait(0)`. Framing is what SPDK's rpc.py speaks: the input is a stream of JSON
+//! values with no delimiter (pretty-printed, back-to-back, split across writes, batch
+//! arrays); each answer is compact JSON followed by `\n`. Every client is bounded (request
+//! size, requests in flight, buffered answers); a client that stalls or vanishes only loses
+//! its own connection. Methods answer through a `Responder`, possibly later and from any
+//! thread: answers travel back through a lock-free queue that the poller drains.
+//! `<path>.lock` (flock) keeps a second instance off the same path; a stale socket file left
+//! by a dead instance is replaced.
 
 use super::{code, Responder, RpcError, RpcResult};
 use crate::reactor::{self, PollStatus, WakeSource};

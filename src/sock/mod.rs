@@ -1,4 +1,5 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
+//!
 //! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
 //! per-application default: `posix`, `uring`) listens, connects without blocking and creates
 //! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
@@ -12,24 +13,25 @@
 //! buffered bytes re-reported) and `WriteDone(key, request)`. Writes are queued with
 //! [`Sock::writev_async`] as a [`WriteRequest`] of OWNED [`Chunk`]s (an `IoBuf` slice, an
 //! inline header of up to 128 bytes, or an `Arc<dyn SharedBytes>` range for zero-copy sends
-//! from shared memory) plus a caller token. Each request comes back exactly once, in
-//! submission order, with its result and its chunks, so the caller can `clear` and reuse it:
-//! nothing is allocated per request in steady state. `flush` pushes queued requests now (one
-//! sendmsg carries up to 64 iovecs; partial writes resume at the right byte); there are no
-//! completion callbacks, so nothing flushes from inside one. [`SockGroup::close`] completes
-//! every pending request with an error (`ECANCELED`) through the next polls. Zero-copy sends
-//! (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their buffers until the kernel is done
-//! with them; a closing posix socket with zero-copy sends outstanding is aborted (RST) so the
-//! kernel lets go at once, a closing uring socket waits for its completions (aborting after
-//! 2 s). Groups register their own wake fds with the reactor they are created on (posix: the
-//! epoll fd; uring: an eventfd registered with the ring, because on this kernel the ring fd
-//! does not become readable for DEFER_TASKRUN work, see `uring.rs`). An ungrouped socket (a
-//! client's, say) is driven by `flush`/`take_completions`/`recv`, and its owner registers
-//! [`Sock::fd`] as a wake fd if it sleeps. `connect` returns at once (poll `connect_status`;
-//! writes may be queued meanwhile); IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses
-//! MSG_NOSIGNAL and every fd is owned (closed exactly once). Options are per application: each
-//! reactor keeps a thread-local copy, changed by RPC on the main reactor and pushed to the
-//! others (see `rpc.rs`); options are read when a socket is created.
+//! from shared memory; the chunk types live in `buf`) plus a caller token. Each request comes
+//! back exactly once, in submission order, with its result and its chunks, so the caller can
+//! `clear` and reuse it: nothing is allocated per request in steady state. `flush` pushes
+//! queued requests now (one sendmsg carries up to 64 iovecs; partial writes resume at the right
+//! byte); there are no completion callbacks, so nothing flushes from inside one.
+//! [`SockGroup::close`] completes every pending request with an error (`ECANCELED`) through the
+//! next polls. Zero-copy sends (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their
+//! buffers until the kernel is done with them; a closing posix socket with zero-copy sends
+//! outstanding is aborted (RST) so the kernel lets go at once, a closing uring socket waits for
+//! its completions (aborting after 2 s). Groups register their own wake fds with the reactor
+//! they are created on (posix: the epoll fd; uring: an eventfd registered with the ring,
+//! because on this kernel the ring fd does not become readable for DEFER_TASKRUN work, see
+//! `uring.rs`). An ungrouped socket (a client's, say) is driven by
+//! `flush`/`take_completions`/`recv`, and its owner registers [`Sock::fd`] as a wake fd if it
+//! sleeps. `connect` returns at once (poll `connect_status`; writes may be queued meanwhile);
+//! IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses MSG_NOSIGNAL and every fd is
+//! owned (closed exactly once). Options are per application: each reactor keeps a thread-local
+//! copy, changed by RPC on the main reactor and pushed to the others (see `rpc.rs`); options
+//! are read when a socket is created.
 
 pub mod posix;
 pub mod rpc;

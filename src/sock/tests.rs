@@ -1,8 +1,11 @@
-//! The conformance suite, run against both impls (each test is instantiated for `posix` and
-//! `uring` by the `conformance!` macro), plus zero-copy tests that force MSG_ZEROCOPY and
-//! SEND_ZC on loopback and a reactor test showing a sleeping reactor wakes on uring
-//! completions. Sockets are driven from the test thread (groups work off-reactor too); every
-//! wait is bounded by a deadline so a bug fails the test instead of hanging it.
+//! The sock conformance suite, run against both impls.
+//!
+//! Each test is instantiated for `posix` and `uring` by the `conformance!` macro. Plus
+//! zero-copy tests that force MSG_ZEROCOPY and SEND_ZC on loopback and a reactor test showing a
+//! sleeping reactor wakes on uring completions.
+//!
+//! Sockets are driven from the test thread (groups work off-reactor too); every wait is bounded
+//! by a deadline so a bug fails the test instead of hanging it.
 
 use super::*;
 use crate::buf::IoBuf;

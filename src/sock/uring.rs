@@ -1,25 +1,27 @@
-//! The io_uring socket impl. Each reactor thread owns one ring (created lazily on that thread
-//! with SINGLE_ISSUER, DEFER_TASKRUN and TASKRUN_FLAG) plus one provided-buffer ring that every
-//! grouped socket receives into with a multishot recv; listeners accept with multishot accept.
-//! Grouped sockets send with SENDMSG (up to 64 iovecs, MSG_NOSIGNAL, one send in flight per
-//! socket, partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a
-//! zero-copy send's requests are released only after both its result CQE and its notification
-//! CQE. Syscall budget: the ring is entered (GETEVENTS, never waiting: it submits what is
-//! queued and runs the deferred task work) only when SQEs are queued or the SQ ring flags say
-//! the kernel has task work (or a CQ overflow): at the start of a group's poll (to reap), at
-//! its end (sends and receives it started), and by `flush` (so an answer leaves at once; a
-//! flush deferred to the next poll measured slower); polls with nothing to do make no syscall.
-//! Completions of other owners on the same thread (another group, a listener) are stashed
-//! for them in a slot-indexed table.
-//! Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake_but_eventfd_does`
-//! test) the ring fd does NOT become readable for DEFER_TASKRUN completions, so an eventfd
-//! registered with the ring (the kernel signals it when it queues task work or posts CQEs) is
-//! the reactor's wake source; it is drained only by a poll that finds nothing to report (when
-//! the reactor may be about to sleep, never on a poll-only reactor), and re-signalled if work
-//! raced the drain, so neither busy nor idle loops pay an eventfd syscall. Sockets not in a
-//! group are plain non-blocking sockets (the posix code with impl name "uring"); joining a
-//! group moves their fd and queued writes onto the ring. Kernels lacking SEND_ZC fall back to
-//! SENDMSG, and lacking multishot accept fall back to accept4, each with one log line.
+//! The io_uring socket impl.
+//!
+//! Each reactor thread owns one ring (created lazily on that thread with SINGLE_ISSUER,
+//! DEFER_TASKRUN and TASKRUN_FLAG) plus one provided-buffer ring that every grouped socket
+//! receives into with a multishot recv; listeners accept with multishot accept. Grouped
+//! sockets send with SENDMSG (up to 64 iovecs, MSG_NOSIGNAL, one send in flight per socket,
+//! partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a zero-copy
+//! send's requests are released only after both its result CQE and its notification CQE.
+//! Syscall budget: the ring is entered (GETEVENTS, never waiting: it submits what is queued
+//! and runs the deferred task work) only when SQEs are queued or the SQ ring flags say the
+//! kernel has task work (or a CQ overflow): at the start of a group's poll (to reap), at its
+//! end (sends and receives it started), and by `flush` (so an answer leaves at once; a flush
+//! deferred to the next poll measured slower); polls with nothing to do make no syscall.
+//! Completions of other owners on the same thread (another group, a listener) are stashed for
+//! them in a slot-indexed table. Wake-up: on this kernel (6.18, checked by the
+//! `ring_fd_does_not_wake_but_eventfd_does` test) the ring fd does NOT become readable for
+//! DEFER_TASKRUN completions, so an eventfd registered with the ring (the kernel signals it
+//! when it queues task work or posts CQEs) is the reactor's wake source; it is drained only
+//! by a poll that finds nothing to report (when the reactor may be about to sleep, never on a
+//! poll-only reactor), and re-signalled if work raced the drain, so neither busy nor idle
+//! loops pay an eventfd syscall. Sockets not in a group are plain non-blocking sockets (the
+//! posix code with impl name "uring"); joining a group moves their fd and queued writes onto
+//! the ring. Kernels lacking SEND_ZC fall back to SENDMSG, and lacking multishot accept fall
+//! back to accept4, each with one log line.
 
 use super::posix::{PosixListener, PosixSock};
 use super::{

@@ -7,7 +7,7 @@
 //! readiness sets), [`eventfd`] (reactor doorbells, the uring socket group's and the aio
 //! bdev's completion wake-ups), [`socket`] (create/bind/listen/accept/connect, socket
 //! options, sendmsg/readv/recv, the zero-copy error queue and its cmsgs, addresses),
-//! [`aio`] (Linux native AIO), [`file`] (statx, block-device ioctls, fcntl, flock),
+//! [`aio`] (Linux native AIO), [`file`](mod@file) (statx, block-device ioctls, fcntl, flock),
 //! [`mem`] (anonymous mmap) and [`process`] (CPU time, shutdown signals).
 //!
 //! What stays outside: io_uring's ring memory (submission pushes and the provided-buffer
