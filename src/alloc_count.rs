@@ -16,15 +16,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 /// The system allocator, counting.
 pub struct CountingAlloc;
 
-/// Which allocations [`set_trace`] prints a backtrace of.
+/// Which allocations [`set_trace`] prints a backtrace of: none (`Off`), those on threads
+/// that called `set_tracked(true)` (`Tracked`), or those on every thread (`All`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Trace {
-    Off = 0,
-    /// Those on threads that called `set_tracked(true)`.
-    Tracked = 1,
-    /// Those on every thread.
-    All = 2,
+    Off,
+    Tracked,
+    All,
 }
 
 static TRACKED_ALLOCS: AtomicU64 = AtomicU64::new(0);

@@ -349,20 +349,7 @@ fn peer_reset_mid_write(name: &str) {
         &SockOpts::default(),
     );
     let fd = g.sock(server).unwrap().fd();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid SO_LINGER option on a socket the group owns.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
+    crate::sys::socket::set_linger_abort(fd);
     let n_req = 64u64;
     for t in 0..n_req {
         let mut req = WriteRequest::new(t);

@@ -84,26 +84,25 @@ pub fn shutdown(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
-/// Whether the socket is writable now (a finished connect), without waiting.
-pub fn poll_writable(fd: RawFd) -> bool {
+/// Whether the fd is ready now for any of `events` (`POLLIN`, `POLLOUT`), without waiting.
+fn ready_now(fd: RawFd, events: libc::c_short) -> bool {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout (never blocks).
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
+/// Whether the socket is writable now (a finished connect), without waiting.
+pub fn poll_writable(fd: RawFd) -> bool {
+    ready_now(fd, libc::POLLOUT)
+}
+
 /// Whether the fd is readable now, without waiting.
 pub fn poll_readable(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout (never blocks).
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    ready_now(fd, libc::POLLIN)
 }
 
 pub fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: i32) -> io::Result<()> {
