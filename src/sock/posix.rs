@@ -646,7 +646,8 @@ impl Sock for PosixSock {
         if self.wq.zc.pending() > 0 {
             // The kernel still references zero-copy buffers: abort the connection so its
             // send queue (and every reference) is dropped when the fd closes below.
-            sys::set_linger_abort(self.raw());
+            // Best effort: the socket closes below either way.
+            let _ = sys::set_linger_abort(self.raw());
         }
         self.fd = None; // closes the fd, exactly once
         self.wq.fail_all(libc::ECANCELED);

@@ -349,7 +349,7 @@ fn peer_reset_mid_write(name: &str) {
         &SockOpts::default(),
     );
     let fd = g.sock(server).unwrap().fd();
-    crate::sys::socket::set_linger_abort(fd);
+    crate::sys::socket::set_linger_abort(fd).unwrap();
     let n_req = 64u64;
     for t in 0..n_req {
         let mut req = WriteRequest::new(t);

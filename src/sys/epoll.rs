@@ -19,10 +19,12 @@ pub struct EpollEvent(libc::epoll_event);
 impl EpollEvent {
     pub const EMPTY: Self = Self(libc::epoll_event { events: 0, u64: 0 });
 
+    #[inline]
     pub fn token(&self) -> u64 {
         self.0.u64
     }
 
+    #[inline]
     pub fn events(&self) -> u32 {
         self.0.events
     }
@@ -62,6 +64,7 @@ impl Epoll {
     }
 
     /// Collects ready sources without waiting; returns how many reports were written.
+    #[inline]
     pub fn poll(&self, events: &mut [EpollEvent]) -> usize {
         let max = events.len().min(i32::MAX as usize) as libc::c_long;
         // SAFETY: `events` is writable for `max` entries (EpollEvent is a transparent

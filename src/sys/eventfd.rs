@@ -18,6 +18,7 @@ impl EventFd {
     }
 
     /// Adds one to the counter. Never blocks: a saturated counter is already "rung".
+    #[inline]
     pub fn ring(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our own fd.
@@ -31,6 +32,7 @@ impl EventFd {
     }
 
     /// Resets the counter to zero and returns what it was (0 when it was not rung).
+    #[inline]
     pub fn drain(&self) -> u64 {
         let mut value: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our own fd.

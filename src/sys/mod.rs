@@ -8,7 +8,7 @@
 //! bdev's completion wake-ups), [`socket`] (create/bind/listen/accept/connect, socket
 //! options, sendmsg/readv/recv, the zero-copy error queue and its cmsgs, addresses),
 //! [`aio`] (Linux native AIO), [`file`](mod@file) (statx, block-device ioctls, fcntl, flock),
-//! [`mem`] (anonymous mmap) and [`process`] (CPU time, shutdown signals).
+//! [`mem`] (anonymous mmap) and [`process`] (CPU time, shutdown signals, the fd limit).
 //!
 //! What stays outside: io_uring's ring memory (submission pushes and the provided-buffer
 //! ring live beside their rings in `sock/uring.rs` and `bdev/uring.rs`), the aligned buffer

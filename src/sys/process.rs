@@ -1,5 +1,8 @@
-//! Process-wide calls: CPU time of the process and of the calling thread, and the shutdown
-//! signals (SIGINT, SIGTERM) blocked in every thread and waited for by one.
+//! Process-wide calls: CPU time, shutdown signals and the open-file limit.
+//!
+//! CPU time of the process and of the calling thread; the shutdown signals (SIGINT,
+//! SIGTERM), blocked in every thread and waited for by one; raising the soft limit of open
+//! files to the hard one (the tests that open thousands of connections).
 
 use std::time::Duration;
 
@@ -46,4 +49,22 @@ pub fn block_shutdown_signals() -> impl FnOnce() -> i32 + Send {
         unsafe { libc::sigwait(&set, &mut sig) };
         sig
     }
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the soft limit now in
+/// force (0 if it cannot be read).
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a rlimit on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
 }

@@ -136,14 +136,14 @@ pub fn getsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Re
 }
 
 /// Sets `SO_LINGER` to {on, 0 s}: closing the socket then aborts it (RST) and drops its send
-/// queue. Errors are ignored (best effort on a closing socket).
-pub fn set_linger_abort(fd: RawFd) {
+/// queue.
+pub fn set_linger_abort(fd: RawFd) -> io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     // SAFETY: valid option pointer and length for SO_LINGER.
-    unsafe {
+    cvt(unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -151,10 +151,12 @@ pub fn set_linger_abort(fd: RawFd) {
             &linger as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
-    };
+    })
+    .map(drop)
 }
 
 /// The iovecs of `IoSlice`s, for calls that take raw iovecs.
+#[inline]
 pub fn iovecs<'a>(iov: &'a [IoSlice<'_>]) -> &'a [libc::iovec] {
     // SAFETY: IoSlice is guaranteed ABI-compatible with iovec on unix; the result borrows
     // the same memory for the same lifetime.
@@ -164,6 +166,7 @@ pub fn iovecs<'a>(iov: &'a [IoSlice<'_>]) -> &'a [libc::iovec] {
 /// `sendmsg` of raw iovecs. Safe because the kernel only reads the described memory (a bad
 /// pointer is `EFAULT`, not undefined behaviour); the callers keep it alive for the call
 /// (and, with `MSG_ZEROCOPY`, until the completion arrives).
+#[inline]
 pub fn sendmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -181,6 +184,7 @@ pub fn sendmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result
 }
 
 /// `readv` into borrowed buffers.
+#[inline]
 pub fn readv(fd: RawFd, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
     // SAFETY: IoSliceMut is ABI-compatible with iovec; each describes a live, exclusively
     // borrowed, writable buffer the kernel writes at most its length into.
@@ -195,6 +199,7 @@ pub fn readv(fd: RawFd, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
 }
 
 /// `recv` without waiting.
+#[inline]
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is writable for its length; no source address is asked for.
     cvt_size(unsafe {
