@@ -9,8 +9,6 @@
 //! returned `RunningApp` shuts the application down and waits for it (it also does so when
 //! dropped, so a failing test never leaks reactors).
 
-#![forbid(unsafe_code)]
-
 use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
 use crate::rpc::{self, config, framework, server, RpcState};
 use std::path::{Path, PathBuf};

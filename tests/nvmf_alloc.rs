@@ -6,13 +6,12 @@
 mod common;
 
 use common::nvme::{call, export, rw, Host};
-use pollux::alloc_count::{self, CountingAlloc};
 use pollux::nvmf::spec::io_opc;
 use serde_json::json;
 use std::time::Duration;
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: pollux::alloc_count::CountingAlloc = pollux::alloc_count::CountingAlloc;
 
 const NQN: &str = "nqn.2016-06.io.pollux:alloc";
 
@@ -34,9 +33,9 @@ fn measure(app: &pollux::app::RunningApp, port: u16) -> u64 {
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     run_ios(&mut io, 200);
     set_tracked(app, true);
-    let before = alloc_count::tracked_allocs();
+    let before = pollux::alloc_count::tracked_allocs();
     run_ios(&mut io, 500);
-    let n = alloc_count::tracked_allocs() - before;
+    let n = pollux::alloc_count::tracked_allocs() - before;
     set_tracked(app, false);
     n
 }
@@ -45,7 +44,7 @@ fn set_tracked(app: &pollux::app::RunningApp, on: bool) {
     let (tx, rx) = std::sync::mpsc::channel();
     app.handle()
         .send_to(0, move || {
-            alloc_count::set_tracked(on);
+            pollux::alloc_count::set_tracked(on);
             let _ = tx.send(());
         })
         .unwrap();
@@ -126,14 +125,15 @@ fn qd1_4k_read_rough_rate() {
 /// not vacuous). Called from the one test that reads the tracked total, so no other test
 /// allocates on a tracked thread meanwhile.
 fn counting_allocator_counts() {
-    let (thread0, tracked0) = (alloc_count::thread_allocs(), alloc_count::tracked_allocs());
+    use pollux::alloc_count::{set_tracked, thread_allocs, tracked_allocs};
+    let (thread0, tracked0) = (thread_allocs(), tracked_allocs());
     let untracked = std::hint::black_box(vec![1u8; 64]);
-    assert_eq!(alloc_count::thread_allocs(), thread0 + 1);
-    assert_eq!(alloc_count::tracked_allocs(), tracked0);
-    alloc_count::set_tracked(true);
+    assert_eq!(thread_allocs(), thread0 + 1);
+    assert_eq!(tracked_allocs(), tracked0);
+    set_tracked(true);
     let tracked = std::hint::black_box(vec![2u8; 64]);
-    alloc_count::set_tracked(false);
-    assert_eq!(alloc_count::tracked_allocs(), tracked0 + 1);
-    assert_eq!(alloc_count::thread_allocs(), thread0 + 2);
+    set_tracked(false);
+    assert_eq!(tracked_allocs(), tracked0 + 1);
+    assert_eq!(thread_allocs(), thread0 + 2);
     drop((untracked, tracked));
 }

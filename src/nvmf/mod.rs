@@ -9,8 +9,6 @@
 //! queue-pair state machine), `landing` (in-capsule write data received straight into the
 //! commands' buffers) and `rpc` (SPDK's nvmf_* methods and the default export).
 
-#![forbid(unsafe_code)]
-
 pub mod spec;
 pub(crate) mod wire;
 

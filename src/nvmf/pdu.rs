@@ -358,14 +358,14 @@ pub fn encode_header(
 /// Appends the header of a PDU to a write request's chunks, encoded in place in an inline
 /// chunk: the data path builds a header per I/O, and encoding it straight where it is sent
 /// from saves a staging buffer, its zeroing and two copies. Every header fits
-/// [`INLINE_CAP`](crate::buf::INLINE_CAP) (76 bytes at most, 128 with the largest PDA).
+/// [`INLINE_CAP`](crate::sock::INLINE_CAP) (76 bytes at most, 128 with the largest PDA).
 pub fn push_header_chunk(
-    chunks: &mut Vec<crate::buf::Chunk>,
+    chunks: &mut Vec<crate::sock::Chunk>,
     hdr: &PduHeader,
     data_len: u32,
     cfg: &TxConfig,
 ) -> Result<EncodedHeader, EncodeError> {
-    use crate::buf::{Chunk, INLINE_CAP};
+    use crate::sock::{Chunk, INLINE_CAP};
     chunks.push(Chunk::Inline {
         data: [0u8; INLINE_CAP],
         len: 0,

@@ -9,8 +9,6 @@
 //! reaches the others only by messages. Everything per reactor is thread-local; only the
 //! message queues, the doorbells and the stop flag are shared.
 
-#![forbid(unsafe_code)]
-
 pub use crate::sys::process::{process_cpu_time, thread_cpu_time};
 use crate::sys::{self, epoll::READABLE};
 

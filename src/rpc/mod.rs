@@ -9,8 +9,6 @@
 //! The registries live on the main reactor (thread-local there); modules register into them
 //! from `register_*` functions the application calls at start-up. The server knows no module.
 
-#![forbid(unsafe_code)]
-
 pub mod config;
 pub mod framework;
 pub mod server;

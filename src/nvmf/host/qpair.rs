@@ -14,7 +14,7 @@
 //! command completes with the error.
 
 use super::HostError;
-use crate::buf::{Chunk, IoBuf};
+use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
     check_c2h_data, check_r2t, encode_term_req, host_negotiate, push_header_chunk, H2CData, IcReq,
@@ -22,7 +22,9 @@ use crate::nvmf::pdu::{
 };
 use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::nvmf::wire::{nul_field, WireField};
-use crate::sock::{self, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
+use crate::sock::{
+    self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
+};
 use slab::Slab;
 use std::io::{self, IoSlice};
 
