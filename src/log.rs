@@ -174,6 +174,32 @@ pub fn set_apply(apply: impl Fn(&str) + Send + 'static) {
     })
 }
 
+/// Whether log lines start with a timestamp (`log_enable_timestamps`; on by default).
+static TIMESTAMPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the timestamp at the start of each log line on or off.
+pub fn set_timestamps(enabled: bool) {
+    TIMESTAMPS.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether log lines carry timestamps.
+pub fn timestamps() -> bool {
+    TIMESTAMPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The system-time timer of the stderr subscriber, silent while timestamps are off.
+struct SwitchableTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SwitchableTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        if timestamps() {
+            tracing_subscriber::fmt::time::SystemTime.format_time(w)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Installs a stderr subscriber whose filter follows `set_level`/`set_flag` at run time.
 /// Call once, early in `main`.
 pub fn init_stderr() {
@@ -186,6 +212,7 @@ pub fn init_stderr() {
         .with(
             fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_timer(SwitchableTime)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(true),
         )

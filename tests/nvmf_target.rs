@@ -569,6 +569,7 @@ fn discovery_log_lists_the_subsystem_listeners() {
     assert_eq!(
         methods,
         [
+            "nvmf_set_max_subsystems",
             "nvmf_create_transport",
             "nvmf_create_subsystem",
             "nvmf_subsystem_add_ns"

@@ -1,6 +1,6 @@
 """rpc.py commands for the bdev layer, with SPDK rpc.py's names and arguments: malloc,
-null, uring, aio, delay, error and passthru create/delete, null resize, delay latency
-update, error injection, bdev_get_bdevs, bdev_get_iostat, bdev_wait_for_examine and
+null, uring, aio, delay, error, passthru and split create/delete, null resize, delay latency
+update, error injection, bdev_get_bdevs, bdev_get_iostat, bdev_reset_iostat, bdev_wait_for_examine and
 bdev_set_options."""
 
 
@@ -174,6 +174,19 @@ def add_commands(subparsers):
              aliases=["delete_passthru_bdev"])
     p.add_argument("name", help="bdev name")
 
+    p = _add(subparsers, "bdev_split_create", "split a bdev into parts <base>p0, <base>p1, ...",
+             build=lambda a: _drop_none({"base_bdev": a.base_bdev, "split_count": a.split_count,
+                                         "split_size_mb": a.split_size_mb}),
+             aliases=["construct_split_vbdev"])
+    p.add_argument("base_bdev", help="base bdev name")
+    p.add_argument("split_count", type=int, help="number of parts")
+    p.add_argument("-s", "--split-size-mb", type=int, help="size of each part in MiB "
+                   "(default: the base divided evenly)")
+
+    p = _add(subparsers, "bdev_split_delete", "delete every part of a split bdev",
+             build=lambda a: {"base_bdev": a.base_bdev}, aliases=["destruct_split_vbdev"])
+    p.add_argument("base_bdev", help="base bdev name")
+
     # generic
     p = _add(subparsers, "bdev_get_bdevs", "list bdevs (or one)",
              build=lambda a: _drop_none({"name": a.name, "timeout": a.timeout}),
@@ -182,10 +195,20 @@ def add_commands(subparsers):
     p.add_argument("-t", "--timeout", type=int, help="accepted for compatibility (ms)")
 
     p = _add(subparsers, "bdev_get_iostat", "I/O statistics of bdevs",
-             build=lambda a: _drop_none({"name": a.name, "per_channel": a.per_channel or None}),
+             build=lambda a: _drop_none({"name": a.name, "per_channel": a.per_channel or None,
+                                         "reset_mode": a.reset_mode}),
              aliases=["get_bdevs_iostat"])
     p.add_argument("-b", "--name", help="only this bdev")
-    p.add_argument("-c", "--per-channel", action="store_true", help="accepted; totals are reported")
+    p.add_argument("-c", "--per-channel", action="store_true",
+                   help="one entry per reactor with a channel open (needs -b)")
+    p.add_argument("--reset-mode", choices=["all", "maxmin", "error", "none"],
+                   help="reset the statistics just read")
+
+    p = _add(subparsers, "bdev_reset_iostat", "reset I/O statistics of one bdev or all",
+             build=lambda a: _drop_none({"name": a.name, "mode": a.mode}))
+    p.add_argument("-b", "--name", help="only this bdev")
+    p.add_argument("-m", "--mode", choices=["all", "maxmin", "error", "none"],
+                   help="what to reset (default all)")
 
     _add(subparsers, "bdev_wait_for_examine", "wait until bdev examination is done")
 

@@ -68,6 +68,7 @@ def add_commands(subparsers):
     _add(subparsers, "framework_get_reactors", "reactor statistics")
     _add(subparsers, "thread_get_stats", "per-thread (reactor) statistics")
     _add(subparsers, "thread_get_pollers", "every poller with its counters")
+    _add(subparsers, "thread_get_io_channels", "the bdev I/O channels open on each reactor")
 
     p = _add(subparsers, "spdk_kill_instance", "shut the application down",
              build=lambda a: {"sig_name": a.sig_name})
@@ -86,6 +87,13 @@ def add_commands(subparsers):
              build=lambda a: {"flag": a.flag})
     p.add_argument("flag", help="module flag, or 'all'")
     _add(subparsers, "log_get_flags", "print every log flag and its state")
+
+    p = _add(subparsers, "log_enable_timestamps", "turn log line timestamps on or off",
+             build=lambda a: {"enabled": a.enabled})
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-e", "--enable", "--timestamps", dest="enabled", action="store_true",
+                   default=None)
+    g.add_argument("-d", "--disable", "--no-timestamps", dest="enabled", action="store_false")
 
     p = _add(subparsers, "save_config", "print the whole config (framework_get_config of "
              "every subsystem) in the --json file format")

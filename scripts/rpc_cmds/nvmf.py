@@ -3,7 +3,8 @@ nvmf_create_transport, nvmf_get_transports, nvmf_create_subsystem, nvmf_delete_s
 nvmf_subsystem_add_listener, nvmf_subsystem_remove_listener, nvmf_subsystem_add_ns,
 nvmf_subsystem_remove_ns, nvmf_subsystem_add_host, nvmf_subsystem_remove_host,
 nvmf_subsystem_allow_any_host, nvmf_get_subsystems, nvmf_subsystem_get_listeners,
-nvmf_subsystem_get_controllers, nvmf_subsystem_get_qpairs, nvmf_get_stats."""
+nvmf_subsystem_get_controllers, nvmf_subsystem_get_qpairs, nvmf_get_stats,
+nvmf_set_max_subsystems."""
 
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
@@ -108,6 +109,11 @@ def add_commands(subparsers):
                    help="smallest keep-alive timeout accepted, in ms")
     p.add_argument("--handshake-timeout-ms", dest="handshake_timeout_ms", type=int,
                    help="close connections without IC exchange and Connect after this many ms")
+
+    p = _add(subparsers, "nvmf_set_max_subsystems",
+             "most NVMe subsystems the target accepts (before framework_start_init)",
+             lambda a: {"max_subsystems": a.max_subsystems})
+    p.add_argument("-x", "--max-subsystems", dest="max_subsystems", type=int, required=True)
 
     p = _add(subparsers, "nvmf_get_transports", "list NVMe-oF transports",
              lambda a: _pick(a, ["trtype"]) or None)

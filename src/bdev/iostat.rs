@@ -18,6 +18,21 @@ pub const TICK_RATE: u64 = 1_000_000_000;
 /// Highest latency the histograms track (longer ones are clamped): 60 s.
 const MAX_TRACKED_NS: u64 = 60_000_000_000;
 
+/// What a statistics reset clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetMode {
+    /// Nothing.
+    #[default]
+    None,
+    /// Every counter and histogram.
+    All,
+    /// The minimum and maximum latencies.
+    MaxMin,
+    /// The error counts.
+    Error,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TypeStats {
     pub ops: u64,
@@ -101,6 +116,26 @@ impl IoStats {
         self.per_type = [TypeStats::default(); 6];
         self.read_hist.reset();
         self.write_hist.reset();
+    }
+
+    /// Resets what `mode` names (SPDK's `reset_mode` of `bdev_get_iostat` and `mode` of
+    /// `bdev_reset_iostat`).
+    pub fn reset(&mut self, mode: ResetMode) {
+        match mode {
+            ResetMode::None => {}
+            ResetMode::All => self.clear(),
+            ResetMode::MaxMin => {
+                for t in &mut self.per_type {
+                    t.latency_max = 0;
+                    t.latency_min = 0;
+                }
+            }
+            ResetMode::Error => {
+                for t in &mut self.per_type {
+                    t.errors = 0;
+                }
+            }
+        }
     }
 
     fn get(&self, t: IoType) -> &TypeStats {

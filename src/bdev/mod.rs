@@ -40,6 +40,7 @@ pub mod malloc;
 pub mod null;
 pub mod passthru;
 pub mod rpc;
+pub mod split;
 pub mod stack;
 pub mod uring;
 pub mod util;
@@ -1019,13 +1020,54 @@ impl Drop for IoChannel {
 
 /// Adds the statistics of `bdev`'s open channels on this reactor into `into`.
 pub(crate) fn collect_local_stats(bdev: &BdevHandle, into: &mut IoStats) {
+    collect_local_channel_stats(bdev, into);
+}
+
+/// Adds this reactor's channel statistics of `bdev` to `into`; false when it has no channel.
+pub(crate) fn collect_local_channel_stats(bdev: &BdevHandle, into: &mut IoStats) -> bool {
+    let mut found = false;
     CHANNELS.with(|c| {
         for ch in c.borrow().iter().filter_map(Weak::upgrade) {
             if Arc::ptr_eq(&ch.bdev, bdev) && ch.module.borrow().is_some() {
                 into.merge(&ch.core.stats.borrow());
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+/// This reactor's open channels: each bdev's name and how many channels it has here.
+pub(crate) fn local_channel_counts() -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    CHANNELS.with(|c| {
+        for ch in c.borrow().iter().filter_map(Weak::upgrade) {
+            if ch.module.borrow().is_none() {
+                continue;
+            }
+            match counts.iter_mut().find(|(n, _)| n == ch.bdev.name()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((ch.bdev.name().to_string(), 1)),
+            }
+        }
+    });
+    counts
+}
+
+/// Resets this reactor's channel statistics of `bdev` (see `iostat::ResetMode`).
+pub(crate) fn reset_local_stats(bdev: &BdevHandle, mode: iostat::ResetMode) {
+    CHANNELS.with(|c| {
+        for ch in c.borrow().iter().filter_map(Weak::upgrade) {
+            if Arc::ptr_eq(&ch.bdev, bdev) && ch.module.borrow().is_some() {
+                ch.core.stats.borrow_mut().reset(mode);
             }
         }
     })
+}
+
+/// Resets the statistics kept of `bdev`'s closed channels.
+pub(crate) fn reset_closed_stats(bdev: &BdevHandle, mode: iostat::ResetMode) {
+    bdev.closed_stats().reset(mode);
 }
 
 /// Statistics of channels already closed.

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    aio, delay, error, iostat, malloc, null, passthru, uring, BdevError, BdevHandle, IoType,
+    aio, delay, error, iostat, malloc, null, passthru, split, uring, BdevError, BdevHandle, IoType,
 };
 use crate::reactor;
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError, RpcResult};
@@ -67,13 +67,28 @@ fn register_delete(method: &str, product_name: &'static str) {
 }
 
 /// Refuses metadata/DIF parameters we do not implement unless they hold their defaults.
-fn no_metadata(md_size: Option<u32>, dif_type: Option<u32>) -> Result<(), RpcError> {
-    if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 {
+fn no_metadata(
+    md_size: Option<u32>,
+    dif_type: Option<u32>,
+    dif_pi_format: Option<u32>,
+) -> Result<(), RpcError> {
+    if md_size.unwrap_or(0) != 0 || dif_type.unwrap_or(0) != 0 || dif_pi_format.unwrap_or(0) != 0 {
         return Err(RpcError::invalid_params(
-            "metadata (md_size, dif_type) is not supported",
+            "metadata (md_size, dif_type, dif_pi_format) is not supported",
         ));
     }
     Ok(())
+}
+
+/// Refuses each named parameter that is set to anything but its default (`0` / unset):
+/// known to SPDK, not implemented by pollux.
+fn refuse_set(fields: &[(&str, Option<i64>)], why: &str) -> Result<(), RpcError> {
+    match fields.iter().find(|(_, v)| v.unwrap_or(0) != 0) {
+        Some((name, _)) => Err(RpcError::invalid_params(format!(
+            "invalid params: {name}: {why}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,7 +110,10 @@ struct MallocCreate {
     md_interleave: Option<bool>,
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
+    dif_pi_format: Option<u32>,
     physical_block_size: Option<u32>,
+    /// SPDK 26.1+: the NUMA node of the memory (-1: any).
+    numa_id: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +126,14 @@ struct NullCreate {
     md_size: Option<u32>,
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
+    dif_pi_format: Option<u32>,
     physical_block_size: Option<u32>,
+    // SPDK 25.9+ write/unmap hints.
+    optimal_write_size: Option<u32>,
+    preferred_write_alignment: Option<u32>,
+    preferred_write_granularity: Option<u32>,
+    preferred_unmap_alignment: Option<u32>,
+    preferred_unmap_granularity: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +163,8 @@ struct AioCreate {
     #[serde(default)]
     fallocate: bool,
     uuid: Option<String>,
+    /// SPDK 26.1+ (sent as `false`): submit with RWF_NOWAIT.
+    nowait: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +207,9 @@ struct ErrorInject {
     corrupt_offset: u64,
     #[serde(default)]
     corrupt_value: u8,
+    /// SPDK 26.5+: the NVMe status of the `nvme_failure` error type.
+    nvme_sct: Option<u8>,
+    nvme_sc: Option<u8>,
 }
 
 fn one() -> u64 {
@@ -196,6 +226,20 @@ struct PassthruCreate {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SplitCreate {
+    base_bdev: String,
+    split_count: u32,
+    split_size_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitDelete {
+    base_bdev: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GetBdevs {
     name: Option<String>,
     timeout: Option<u64>,
@@ -208,6 +252,8 @@ struct GetIostat {
     names: Option<Vec<String>>,
     #[serde(default)]
     per_channel: bool,
+    #[serde(default)]
+    reset_mode: iostat::ResetMode,
 }
 
 /// `bdev_set_options`: accepted and kept for the config (the layer has no fixed pools).
@@ -241,8 +287,14 @@ pub fn register() {
             Ok(p) => p,
             Err(e) => return r.err(e),
         };
-        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+        if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
             return r.err(e);
+        }
+        if let Some(n) = p.numa_id.filter(|n| *n >= 0) {
+            return r.err(RpcError::invalid_params(format!(
+                "invalid params: numa_id: {n}: placing memory on a NUMA node is not supported \
+                 (-1 = any)"
+            )));
         }
         let _ = (p.md_interleave, p.dif_is_head_of_md, p.physical_block_size);
         let name = p.name.unwrap_or_else(next_malloc_name);
@@ -263,7 +315,18 @@ pub fn register() {
             Ok(p) => p,
             Err(e) => return r.err(e),
         };
-        if let Err(e) = no_metadata(p.md_size, p.dif_type) {
+        if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
+            return r.err(e);
+        }
+        let hints = [
+            ("optimal_write_size", p.optimal_write_size),
+            ("preferred_write_alignment", p.preferred_write_alignment),
+            ("preferred_write_granularity", p.preferred_write_granularity),
+            ("preferred_unmap_alignment", p.preferred_unmap_alignment),
+            ("preferred_unmap_granularity", p.preferred_unmap_granularity),
+        ]
+        .map(|(n, v)| (n, v.map(i64::from)));
+        if let Err(e) = refuse_set(&hints, "write/unmap hints are not supported (0 = none)") {
             return r.err(e);
         }
         let _ = (p.dif_is_head_of_md, p.physical_block_size);
@@ -307,6 +370,11 @@ pub fn register() {
             Err(e) => return r.err(e),
         };
         let _ = p.fallocate;
+        if p.nowait == Some(true) {
+            return r.err(RpcError::invalid_params(
+                "invalid params: nowait: RWF_NOWAIT submission is not supported",
+            ));
+        }
         aio::create(
             aio::AioOpts {
                 name: p.name,
@@ -374,6 +442,13 @@ pub fn register() {
     rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
         let p: ErrorInject = parse_params(p)?;
         let _ = p.queue_depth;
+        refuse_set(
+            &[
+                ("nvme_sct", p.nvme_sct.map(i64::from)),
+                ("nvme_sc", p.nvme_sc.map(i64::from)),
+            ],
+            "injecting an NVMe status (nvme_failure) is not supported",
+        )?;
         let types: Vec<IoType> = match p.io_type.as_str() {
             "all" | "clear" => IoType::ALL.to_vec(),
             other => match IoType::ALL.iter().find(|t| t.name() == other) {
@@ -419,6 +494,30 @@ pub fn register() {
         )
     });
     register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
+    rpc::register_async("bdev_split_create", Allowed::RuntimeOnly, |p, r| {
+        let p: SplitCreate = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        split::create(
+            split::SplitOpts {
+                base_bdev: p.base_bdev,
+                split_count: p.split_count,
+                split_size_mb: p.split_size_mb.unwrap_or(0),
+            },
+            move |res| match res {
+                Ok(names) => r.ok(json!(names)),
+                Err(e) => r.err(to_rpc(e)),
+            },
+        )
+    });
+    rpc::register_async("bdev_split_delete", Allowed::RuntimeOnly, |p, r| {
+        let p: SplitDelete = match parse_params(p) {
+            Ok(p) => p,
+            Err(e) => return r.err(e),
+        };
+        split::delete(&p.base_bdev, answer_true(r))
+    });
     rpc::register("bdev_get_bdevs", Allowed::RuntimeOnly, |p| {
         let p: GetBdevs = parse_params(p)?;
         let _ = p.timeout;
@@ -431,6 +530,8 @@ pub fn register() {
         Ok(Value::Array(list.iter().map(bdev_json).collect()))
     });
     rpc::register_async("bdev_get_iostat", Allowed::RuntimeOnly, get_iostat);
+    rpc::register_async("bdev_reset_iostat", Allowed::RuntimeOnly, reset_iostat);
+    rpc::register_async("thread_get_io_channels", Allowed::RuntimeOnly, io_channels);
     rpc::register("bdev_wait_for_examine", Allowed::Both, |p| {
         rpc::no_params(&p)?;
         Ok(json!(true))
@@ -517,37 +618,58 @@ fn ticks_now() -> u64 {
         .as_nanos() as u64
 }
 
+/// Looks up each named bdev (all of them when none is named); -ENODEV names a missing one.
+fn bdevs_named(names: &[String]) -> Result<Vec<BdevHandle>, RpcError> {
+    if names.is_empty() {
+        return Ok(super::list());
+    }
+    names
+        .iter()
+        .map(|n| {
+            super::lookup(n).ok_or_else(|| {
+                RpcError::errno(libc::ENODEV, format!("No such device: bdev {n} not found"))
+            })
+        })
+        .collect()
+}
+
+/// The SPDK thread id of this reactor (as `thread_get_stats` numbers them).
+fn thread_id_here() -> usize {
+    let core = reactor::current_core().unwrap_or(0);
+    reactor::cores()
+        .iter()
+        .position(|c| *c == core)
+        .unwrap_or(0)
+        + 1
+}
+
 fn get_iostat(params: Option<Value>, responder: Responder) {
     let p: GetIostat = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return responder.err(e),
     };
-    let _ = p.per_channel;
     let mut wanted: Vec<String> = p.names.unwrap_or_default();
     wanted.extend(p.name);
-    let bdevs: Vec<BdevHandle> = if wanted.is_empty() {
-        super::list()
-    } else {
-        let mut v = Vec::new();
-        for n in &wanted {
-            match super::lookup(n) {
-                Some(h) => v.push(h),
-                None => {
-                    return responder.err(RpcError::errno(
-                        libc::ENODEV,
-                        format!("No such device: bdev {n} not found"),
-                    ))
-                }
-            }
-        }
-        v
+    if p.per_channel && wanted.len() != 1 {
+        return responder.err(RpcError::invalid_params(
+            "invalid params: per_channel: name exactly one bdev (name)",
+        ));
+    }
+    let bdevs = match bdevs_named(&wanted) {
+        Ok(b) => b,
+        Err(e) => return responder.err(e),
     };
+    let mode = p.reset_mode;
+    if p.per_channel {
+        return per_channel_iostat(bdevs[0].clone(), mode, responder);
+    }
     let totals: Arc<Mutex<Vec<iostat::IoStats>>> = Arc::new(Mutex::new(
         bdevs
             .iter()
             .map(|b| {
                 let mut s = iostat::IoStats::new();
                 super::collect_closed_stats(b, &mut s);
+                super::reset_closed_stats(b, mode);
                 s
             })
             .collect(),
@@ -559,6 +681,7 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
             let mut t = each_totals.lock().unwrap_or_else(|e| e.into_inner());
             for (b, s) in each_bdevs.iter().zip(t.iter_mut()) {
                 super::collect_local_stats(b, s);
+                super::reset_local_stats(b, mode);
             }
         },
         move || {
@@ -574,6 +697,97 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
                 "bdevs": list,
             }))
         },
+    );
+}
+
+/// `bdev_get_iostat` with `per_channel`: one entry per reactor that has a channel open,
+/// in SPDK's shape (`name`, `channels` with `thread_id`).
+fn per_channel_iostat(bdev: BdevHandle, mode: iostat::ResetMode, responder: Responder) {
+    let channels: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let each = channels.clone();
+    let each_bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            let mut s = iostat::IoStats::new();
+            if super::collect_local_channel_stats(&each_bdev, &mut s) {
+                super::reset_local_stats(&each_bdev, mode);
+                let mut v = s.to_json(each_bdev.name());
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("name");
+                    m.insert("thread_id".into(), json!(thread_id_here()));
+                }
+                each.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            }
+        },
+        move || {
+            let c = channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            responder.ok(json!({
+                "tick_rate": iostat::TICK_RATE,
+                "ticks": ticks_now(),
+                "name": bdev.name(),
+                "channels": c,
+            }))
+        },
+    );
+}
+
+/// `thread_get_io_channels`: per reactor ("thread"), the bdev I/O channels open there, in
+/// SPDK's shape (`name` of the I/O device — here the bdev — and `ref`, its channel count).
+fn io_channels(params: Option<Value>, responder: Responder) {
+    if let Err(e) = rpc::no_params(&params) {
+        return responder.err(e);
+    }
+    let threads: Arc<Mutex<Vec<(usize, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let each = threads.clone();
+    reactor::for_each_reactor(
+        move || {
+            let channels: Vec<Value> = super::local_channel_counts()
+                .into_iter()
+                .map(|(name, n)| json!({"name": name, "ref": n}))
+                .collect();
+            let core = reactor::current_core().unwrap_or(0);
+            let thread = json!({"name": format!("reactor_{core}"), "io_channels": channels});
+            let mut t = each.lock().unwrap_or_else(|e| e.into_inner());
+            t.push((thread_id_here(), thread));
+        },
+        move || {
+            let mut t = threads.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            t.sort_by_key(|(id, _)| *id);
+            let list: Vec<Value> = t.into_iter().map(|(_, v)| v).collect();
+            responder.ok(json!({"tick_rate": iostat::TICK_RATE, "threads": list}))
+        },
+    );
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetIostat {
+    name: Option<String>,
+    mode: Option<iostat::ResetMode>,
+}
+
+/// `bdev_reset_iostat`: clears the statistics of one bdev or of all (`mode`: all, maxmin,
+/// error, none).
+fn reset_iostat(params: Option<Value>, responder: Responder) {
+    let p: ResetIostat = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let mode = p.mode.unwrap_or(iostat::ResetMode::All);
+    let bdevs = match bdevs_named(&p.name.into_iter().collect::<Vec<_>>()) {
+        Ok(b) => b,
+        Err(e) => return responder.err(e),
+    };
+    for b in &bdevs {
+        super::reset_closed_stats(b, mode);
+    }
+    reactor::for_each_reactor(
+        move || {
+            for b in &bdevs {
+                super::reset_local_stats(b, mode);
+            }
+        },
+        move || responder.ok(json!(true)),
     );
 }
 

@@ -539,6 +539,111 @@ fn passthru_suite() {
 }
 
 #[test]
+fn split_suite_offsets_config_and_errors() {
+    let t = TestApp::start();
+    let r = t.rpc(
+        "bdev_malloc_create",
+        json!({"name": "sb", "num_blocks": 8192, "block_size": 512}),
+    );
+    assert_eq!(r.unwrap(), json!("sb"));
+    let names = t
+        .rpc(
+            "bdev_split_create",
+            json!({"base_bdev": "sb", "split_count": 4}),
+        )
+        .unwrap();
+    assert_eq!(names, json!(["sbp0", "sbp1", "sbp2", "sbp3"]));
+    assert_eq!(t.bdev_info("sb")["claimed"], true);
+    let p1 = t.bdev_info("sbp1");
+    assert_eq!(p1["num_blocks"], 2048);
+    assert_eq!(p1["product_name"], "Split Disk");
+    assert_eq!(p1["driver_specific"]["split"]["offset_blocks"], 2048);
+    assert_ne!(p1["uuid"], t.bdev_info("sbp2")["uuid"]);
+    module_suite(&t, "sbp1");
+    // A part's block 5 is the base's block 2048 + 5; the last part ends at the base's end.
+    let w = t.io(t.main, "sbp1", write_io(5, 1, 512, 77));
+    assert_eq!(w.status(), IoStatus::Success);
+    assert_eq!(
+        w.offset_blocks, 5,
+        "the I/O comes back at the part's offsets"
+    );
+    let r = t.io(t.other, "sb", read_io(2048 + 5, 1, 512));
+    assert_eq!(flat(&r), &pattern(77, 512)[..]);
+    let past = t.io(t.main, "sbp3", read_io(2048, 1, 512));
+    assert_ne!(past.status(), IoStatus::Success, "beyond the part");
+    // One config entry per base recreates every part.
+    let cfg = t.on(t.main, |tx| {
+        let _ = tx.send(rpc::write_config());
+    });
+    let splits: Vec<&Value> = cfg
+        .iter()
+        .filter(|e| e["method"] == "bdev_split_create")
+        .collect();
+    assert_eq!(
+        splits,
+        [&json!({"method": "bdev_split_create",
+                 "params": {"base_bdev": "sb", "split_count": 4, "split_size_mb": 0}})]
+    );
+    // Errors name what is wrong.
+    for (params, needle) in [
+        (json!({"base_bdev": "sb", "split_count": 2}), "sb"),
+        (json!({"base_bdev": "nope", "split_count": 2}), "nope"),
+        (json!({"base_bdev": "sb", "split_count": 0}), "split_count"),
+        (json!({"base_bdev": "sb"}), "split_count"),
+    ] {
+        let e = t.rpc("bdev_split_create", params.clone()).unwrap_err();
+        assert!(e.message.contains(needle), "{params}: {}", e.message);
+    }
+    // Delete: every part goes, the base is free again.
+    assert_eq!(
+        t.rpc("bdev_split_delete", json!({"base_bdev": "sb"}))
+            .unwrap(),
+        json!(true)
+    );
+    assert!(t.rpc("bdev_get_bdevs", json!({"name": "sbp0"})).is_err());
+    assert_eq!(t.bdev_info("sb")["claimed"], false);
+    let e = t
+        .rpc("bdev_split_delete", json!({"base_bdev": "sb"}))
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV);
+    // split_size_mb: two 1 MiB parts of a 4 MiB base; too big is refused.
+    let e = t
+        .rpc(
+            "bdev_split_create",
+            json!({"base_bdev": "sb", "split_count": 3, "split_size_mb": 2}),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("split_size_mb"), "{}", e.message);
+    assert_eq!(
+        t.bdev_info("sb")["claimed"],
+        false,
+        "nothing left half-made"
+    );
+    let names = t
+        .rpc(
+            "bdev_split_create",
+            json!({"base_bdev": "sb", "split_count": 2, "split_size_mb": 1}),
+        )
+        .unwrap();
+    assert_eq!(names, json!(["sbp0", "sbp1"]));
+    assert_eq!(t.bdev_info("sbp1")["num_blocks"], 2048);
+    // Deleting the base deletes the parts.
+    assert_eq!(
+        t.rpc("bdev_malloc_delete", json!({"name": "sb"})).unwrap(),
+        json!(true)
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while t.rpc("bdev_get_bdevs", json!({"name": "sbp1"})).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "parts outlived the base"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.stop();
+}
+
+#[test]
 fn delay_suite_and_hot_remove_of_base() {
     let t = TestApp::start();
     malloc(&t, "m2");
@@ -681,6 +786,102 @@ fn error_bdev_failure_and_nomem() {
             .unwrap(),
         json!(true)
     );
+    t.stop();
+}
+
+#[test]
+fn iostat_per_channel_and_resets() {
+    let t = TestApp::start();
+    malloc(&t, "st_base");
+    // A delay bdev, so every latency is measurably above zero.
+    let r = t.rpc(
+        "bdev_delay_create",
+        json!({"name": "st0", "base_bdev_name": "st_base", "avg_read_latency": 50,
+               "p99_read_latency": 50, "avg_write_latency": 50, "p99_write_latency": 50}),
+    );
+    assert_eq!(r.unwrap(), json!("st0"));
+    t.io(t.main, "st0", write_io(0, 2, 512, 1));
+    t.io(t.other, "st0", read_io(0, 2, 512));
+    t.io(t.other, "st0", read_io(2, 1, 512));
+    let reads = |s: &Value| s["bdevs"][0]["num_read_ops"].as_u64().unwrap();
+    // Per channel: one entry per reactor that has a channel, by SPDK thread id.
+    let pc = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "per_channel": true}),
+        )
+        .unwrap();
+    assert_eq!(pc["name"], "st0");
+    let channels = pc["channels"].as_array().unwrap();
+    let total: u64 = channels
+        .iter()
+        .map(|c| c["num_read_ops"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2);
+    assert!(channels
+        .iter()
+        .all(|c| c["thread_id"].as_u64().unwrap() >= 1));
+    assert_eq!(channels.len(), if t.main == t.other { 1 } else { 2 });
+    let e = t
+        .rpc("bdev_get_iostat", json!({"per_channel": true}))
+        .unwrap_err();
+    assert!(e.message.contains("per_channel"), "{}", e.message);
+    // reset_mode maxmin keeps the counts, clears the extremes.
+    let s = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "reset_mode": "maxmin"}),
+        )
+        .unwrap();
+    assert_eq!(reads(&s), 2);
+    assert!(s["bdevs"][0]["max_read_latency_ticks"].as_u64().unwrap() > 0);
+    let s = t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap();
+    assert_eq!(reads(&s), 2);
+    assert_eq!(s["bdevs"][0]["max_read_latency_ticks"], 0);
+    // reset_mode all: this answer has the counts, the next one starts over.
+    let s = t
+        .rpc(
+            "bdev_get_iostat",
+            json!({"name": "st0", "reset_mode": "all"}),
+        )
+        .unwrap();
+    assert_eq!(reads(&s), 2);
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    // bdev_reset_iostat, by name or for all.
+    t.io(t.other, "st0", read_io(0, 1, 512));
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        1
+    );
+    assert_eq!(
+        t.rpc("bdev_reset_iostat", json!({"name": "st0"})).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    t.io(t.main, "st0", read_io(0, 1, 512));
+    assert_eq!(t.rpc("bdev_reset_iostat", json!({})).unwrap(), json!(true));
+    assert_eq!(
+        reads(&t.rpc("bdev_get_iostat", json!({"name": "st0"})).unwrap()),
+        0
+    );
+    let e = t
+        .rpc("bdev_reset_iostat", json!({"mode": "some"}))
+        .unwrap_err();
+    assert!(e.message.contains("mode"), "{}", e.message);
+    let e = t
+        .rpc("bdev_reset_iostat", json!({"name": "nope"}))
+        .unwrap_err();
+    assert_eq!(e.code, -libc::ENODEV);
+    let e = t
+        .rpc("bdev_get_iostat", json!({"reset_mode": "sometimes"}))
+        .unwrap_err();
+    assert!(e.message.contains("reset_mode"), "{}", e.message);
     t.stop();
 }
 

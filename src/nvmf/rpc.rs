@@ -176,6 +176,9 @@ struct CreateSubsystem {
     dmrsl: Option<u32>,
     wzsl: Option<u32>,
     admin_label: Option<String>,
+    // Deprecated (SPDK 25.5 to 26.5) spellings of dmrsl / wzsl.
+    max_discard_size_kib: Option<u64>,
+    max_write_zeroes_size_kib: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +228,30 @@ struct ListenerParams {
     numa_id: Option<i64>,
 }
 
+impl ListenerParams {
+    /// Refuses what pollux does not implement; notes what has no effect here.
+    fn check(&self, method: &str) -> Result<(), String> {
+        if self.secure_channel == Some(true) {
+            return Err("secure_channel: TLS is not supported".into());
+        }
+        if let Some(state) = self.ana_state.as_deref() {
+            if state != "optimized" {
+                return Err(format!(
+                    "ana_state: {state}: ANA reporting is not supported (every path is optimized)"
+                ));
+            }
+        }
+        if self.numa_id.is_some_and(|n| n >= 0) {
+            rpc::without_effect(
+                method,
+                "numa_id",
+                "connections are spread over all reactors whatever their NUMA node",
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NsParams {
@@ -236,6 +263,8 @@ struct NsParams {
     ptpl_file: Option<String>,
     anagrpid: Option<u32>,
     no_auto_visible: Option<bool>,
+    // Sent as `false` by SPDK's rpc.py 25.5 to 26.5.
+    hide_metadata: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +290,18 @@ struct HostParams {
     host: String,
     tgt_name: Option<String>,
     psk: Option<String>,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveHost {
+    nqn: String,
+    host: String,
+    tgt_name: Option<String>,
+    /// SPDK 26.5+: how long to wait for the host's I/O when it is disconnected.
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +357,17 @@ pub fn register() {
         mutate(r, |t| t.create_transport(opts))
     });
 
+    rpc::register("nvmf_set_max_subsystems", Allowed::StartupOnly, |p| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Max {
+            max_subsystems: u32,
+        }
+        let p: Max = parse_params(p)?;
+        with_target(|t| t.set_max_subsystems(p.max_subsystems)).map_err(failed)?;
+        Ok(json!(true))
+    });
+
     rpc::register("nvmf_get_transports", Allowed::RuntimeOnly, |p| {
         let p: GetTransports = parse_or_empty(p)?;
         let _ = p.tgt_name;
@@ -335,7 +387,29 @@ pub fn register() {
 
     rpc::register_async("nvmf_create_subsystem", Allowed::RuntimeOnly, |p, r| {
         let p: CreateSubsystem = params!(p, r);
-        let _ = (p.tgt_name, p.ana_reporting, p.dmrsl, p.wzsl, p.admin_label);
+        let _ = p.tgt_name;
+        if p.ana_reporting {
+            return r.err(failed(
+                "ana_reporting: ANA reporting is not supported".into(),
+            ));
+        }
+        for (field, value) in [
+            ("dmrsl", p.dmrsl.map(u64::from)),
+            ("wzsl", p.wzsl.map(u64::from)),
+            ("max_discard_size_kib", p.max_discard_size_kib),
+            ("max_write_zeroes_size_kib", p.max_write_zeroes_size_kib),
+        ] {
+            if value.unwrap_or(0) != 0 {
+                return r.err(failed(format!(
+                    "{field}: size limits for deallocate / write zeroes are not supported (0 = none)"
+                )));
+            }
+        }
+        if p.admin_label.is_some() {
+            return r.err(failed(
+                "admin_label: extended discovery log entries are not supported".into(),
+            ));
+        }
         if p.passthrough == Some(true) {
             return r.err(failed(
                 "passthrough: NVMe passthrough is not supported".into(),
@@ -387,9 +461,9 @@ pub fn register() {
         Allowed::RuntimeOnly,
         |p, r| {
             let p: ListenerParams = params!(p, r);
-            let _ = (p.tgt_name, p.ana_state, p.numa_id);
-            if p.secure_channel == Some(true) {
-                return r.err(failed("secure_channel: TLS is not supported".into()));
+            let _ = &p.tgt_name;
+            if let Err(e) = p.check("nvmf_subsystem_add_listener") {
+                return r.err(failed(e));
             }
             let addr = p.listen_address.into_addr();
             mutate(r, |t| {
@@ -404,6 +478,9 @@ pub fn register() {
         Allowed::RuntimeOnly,
         |p, r| {
             let p: ListenerParams = params!(p, r);
+            if let Err(e) = p.check("nvmf_subsystem_remove_listener") {
+                return r.err(failed(e));
+            }
             let addr = p.listen_address.into_addr();
             mutate(r, |t| t.remove_listener(&p.nqn, &addr))
         },
@@ -412,7 +489,19 @@ pub fn register() {
     rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
         let p: AddNs = params!(p, r);
         let ns = p.namespace;
-        let _ = (p.tgt_name, ns.anagrpid);
+        let _ = p.tgt_name;
+        if ns.anagrpid.is_some() {
+            return r.err(failed(
+                "namespace.anagrpid: ANA groups are not supported".into(),
+            ));
+        }
+        if ns.hide_metadata.is_some() {
+            rpc::without_effect(
+                "nvmf_subsystem_add_ns",
+                "namespace.hide_metadata",
+                "pollux bdevs carry no metadata",
+            );
+        }
         if ns.ptpl_file.is_some() {
             return r.err(failed(
                 "namespace.ptpl_file: reservations are not supported".into(),
@@ -455,6 +544,16 @@ pub fn register() {
         if p.psk.is_some() {
             return r.err(failed("psk: TLS is not supported".into()));
         }
+        if p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
+            let field = if p.dhchap_key.is_some() {
+                "dhchap_key"
+            } else {
+                "dhchap_ctrlr_key"
+            };
+            return r.err(failed(format!(
+                "{field}: DH-HMAC-CHAP authentication is not supported"
+            )));
+        }
         let _ = p.tgt_name;
         mutate(r, |t| t.add_host(&p.nqn, &p.host))
     });
@@ -463,8 +562,15 @@ pub fn register() {
         "nvmf_subsystem_remove_host",
         Allowed::RuntimeOnly,
         |p, r| {
-            let p: HostParams = params!(p, r);
-            let _ = (p.tgt_name, p.psk);
+            let p: RemoveHost = params!(p, r);
+            let _ = p.tgt_name;
+            if p.timeout_ms.is_some() {
+                rpc::without_effect(
+                    "nvmf_subsystem_remove_host",
+                    "timeout_ms",
+                    "connections of a removed host are not closed by pollux, so nothing waits",
+                );
+            }
             mutate(r, |t| t.remove_host(&p.nqn, &p.host))
         },
     );
@@ -576,9 +682,22 @@ pub fn register() {
 /// hosts and namespaces.
 pub fn write_config() -> Vec<Value> {
     with_target(|t| {
-        let mut out = Vec::new();
+        let mut out = vec![config_entry(
+            "nvmf_set_max_subsystems",
+            json!({"max_subsystems": t.max_subsystems()}),
+        )];
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
+        }
+        let listener = |nqn: &str, l: &subsystem::ListenAddr| {
+            let mut p = json!({"nqn": nqn, "listen_address": l.to_json()});
+            if let Some(name) = t.listener_sock_impl(l) {
+                p["sock_impl"] = json!(name);
+            }
+            config_entry("nvmf_subsystem_add_listener", p)
+        };
+        for s in t.subsystems().iter().filter(|s| s.is_discovery()) {
+            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
         }
         for s in t.subsystems().iter().filter(|s| !s.is_discovery()) {
             out.push(config_entry(
@@ -593,12 +712,7 @@ pub fn write_config() -> Vec<Value> {
                     "max_cntlid": s.max_cntlid,
                 }),
             ));
-            for l in &s.listeners {
-                out.push(config_entry(
-                    "nvmf_subsystem_add_listener",
-                    json!({"nqn": s.nqn, "listen_address": l.to_json()}),
-                ));
-            }
+            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
             for h in &s.hosts {
                 out.push(config_entry(
                     "nvmf_subsystem_add_host",

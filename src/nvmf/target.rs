@@ -177,6 +177,8 @@ pub struct Target {
     genctr: u64,
     version: u64,
     acceptors: Vec<Acceptor>,
+    /// Most NVMe subsystems (`nvmf_set_max_subsystems`, SPDK's default 1024).
+    max_subsystems: u32,
     /// The main reactor's descriptor of each namespace's bdev (hot remove events).
     descs: HashMap<(u64, u32), bdev::Desc>,
     rr: Rc<Cell<usize>>,
@@ -200,12 +202,32 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
                 genctr: 0,
                 version: 0,
                 acceptors: Vec::new(),
+                max_subsystems: DEFAULT_MAX_SUBSYSTEMS,
                 descs: HashMap::new(),
                 rr: Rc::new(Cell::new(0)),
             }
         });
         f(t)
     })
+}
+
+/// SPDK's default bound on the number of NVMe subsystems.
+pub const DEFAULT_MAX_SUBSYSTEMS: u32 = 1024;
+
+impl Target {
+    /// Most NVMe subsystems the target accepts.
+    pub fn max_subsystems(&self) -> u32 {
+        self.max_subsystems
+    }
+
+    /// Sets the bound (before any subsystem exists: STARTUP state).
+    pub fn set_max_subsystems(&mut self, max: u32) -> Result<(), String> {
+        if max == 0 {
+            return Err("max_subsystems: must be at least 1".into());
+        }
+        self.max_subsystems = max;
+        Ok(())
+    }
 }
 
 /// Builds the current view and pushes it to every reactor; `done` runs on the main reactor
@@ -264,6 +286,14 @@ impl Target {
         if self.subsystem(&sub.nqn).is_some() {
             return Err(format!("Unable to create subsystem {}: it exists", sub.nqn));
         }
+        let existing = self.subsystems.iter().filter(|s| !s.is_discovery()).count();
+        if existing >= self.max_subsystems as usize {
+            return Err(format!(
+                "Unable to create subsystem {}: the target holds its maximum of {} \
+                 (nvmf_set_max_subsystems)",
+                sub.nqn, self.max_subsystems
+            ));
+        }
         if sub.min_cntlid == 0 || sub.min_cntlid > sub.max_cntlid || sub.max_cntlid > 0xffef {
             return Err(format!(
                 "min_cntlid/max_cntlid: {}..{} is not a range within 1..=65519",
@@ -285,6 +315,14 @@ impl Target {
         self.genctr += 1;
         self.prune_acceptors();
         Ok(())
+    }
+
+    /// The socket implementation of the socket listening at `addr` (saved configs name it).
+    pub fn listener_sock_impl(&self, addr: &ListenAddr) -> Option<&'static str> {
+        self.acceptors
+            .iter()
+            .find(|a| a.addr.same_endpoint(addr))
+            .map(|a| a.impl_name)
     }
 
     /// Adds a listener (opening the socket if no subsystem listens there yet) and returns

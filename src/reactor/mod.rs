@@ -465,6 +465,8 @@ pub struct PollerStats {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReactorStats {
     pub core: u32,
+    /// The reactor thread's kernel thread id.
+    pub tid: i32,
     pub is_main: bool,
     /// Nanoseconds spent in loops where some poller or message did work.
     pub busy_ns: u64,
@@ -666,6 +668,7 @@ impl LocalReactor {
             .collect();
         ReactorStats {
             core: self.me().core,
+            tid: sys::process::thread_id(),
             is_main: self.idx == 0,
             busy_ns: self.busy_ns.get(),
             idle_ns: self.idle_ns.get(),

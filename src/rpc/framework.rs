@@ -156,6 +156,15 @@ fn thread_name(stats: &ReactorStats) -> String {
     format!("reactor_{}", stats.core)
 }
 
+/// SPDK's `in_interrupt`: the reactor waits on its wake fds when idle (pollux's default
+/// spin-then-sleep strategy) rather than polling without end (`--poll-only`).
+fn in_interrupt() -> bool {
+    matches!(
+        reactor::idle_strategy(),
+        reactor::IdleStrategy::SpinThenSleep(_)
+    )
+}
+
 fn reactors_result(all: &[ReactorStats]) -> Value {
     let reactors: Vec<Value> = all
         .iter()
@@ -163,9 +172,10 @@ fn reactors_result(all: &[ReactorStats]) -> Value {
         .map(|(i, r)| {
             json!({
                 "lcore": r.core,
+                "tid": r.tid,
                 "busy": r.busy_ns,
                 "idle": r.idle_ns,
-                "in_interrupt": false,
+                "in_interrupt": in_interrupt(),
                 "sleep": r.sleep_ns,
                 "sleeps": r.sleeps,
                 "messages": r.messages,
@@ -199,7 +209,7 @@ fn thread_stats_result(all: &[ReactorStats]) -> Value {
                 "cpumask": cpumask(r.core),
                 "busy": r.busy_ns,
                 "idle": r.idle_ns,
-                "in_interrupt": false,
+                "in_interrupt": in_interrupt(),
                 "active_pollers_count": running(false),
                 "timed_pollers_count": running(true),
                 "paused_pollers_count": paused,
@@ -364,6 +374,16 @@ pub fn register() {
     super::register("log_get_print_level", Allowed::Both, log_get_level);
     super::register("log_set_flag", Allowed::Both, log_flag(true));
     super::register("log_clear_flag", Allowed::Both, log_flag(false));
+    super::register("log_enable_timestamps", Allowed::Both, |params| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Enable {
+            enabled: bool,
+        }
+        let p: Enable = parse_params(params)?;
+        crate::log::set_timestamps(p.enabled);
+        Ok(Value::Bool(true))
+    });
     super::register("log_get_flags", Allowed::Both, |params| {
         no_params(&params)?;
         Ok(json!(crate::log::flags()))

@@ -87,6 +87,23 @@ pub fn parse_params<T: DeserializeOwned>(params: Option<Value>) -> Result<T, Rpc
     })
 }
 
+/// Logs, once per process and per `method.field`, that a parameter SPDK's rpc.py sends was
+/// accepted but has no effect in pollux (`why` says why). DESIGN: never accept silently.
+pub fn without_effect(method: &str, field: &str, why: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let key = format!("{method}.{field}");
+    let first = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key);
+    if first {
+        tracing::warn!(target: "pollux::rpc", "{method}: parameter {field} accepted without effect: {why}");
+    }
+}
+
 /// Rejects any `params` for methods that take none.
 pub fn no_params(params: &Option<Value>) -> Result<(), RpcError> {
     match params {

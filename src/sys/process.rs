@@ -1,10 +1,16 @@
-//! Process-wide calls: CPU time, shutdown signals and the open-file limit.
+//! Process-wide calls: thread ids, CPU time, shutdown signals and the open-file limit.
 //!
 //! CPU time of the process and of the calling thread; the shutdown signals (SIGINT,
 //! SIGTERM), blocked in every thread and waited for by one; raising the soft limit of open
 //! files to the hard one (the tests that open thousands of connections).
 
 use std::time::Duration;
+
+/// The calling thread's kernel thread id (what `ps -L` and `top -H` show).
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
 
 /// CPU time (user + system) consumed by the whole process so far.
 pub fn process_cpu_time() -> Duration {
