@@ -37,8 +37,8 @@ pub struct Epoll {
 
 impl Epoll {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: epoll_create1 takes no pointers.
-        let fd = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1 takes no pointers and returns a new descriptor (or -1).
+        let fd = unsafe { owned(libc::epoll_create1(libc::EPOLL_CLOEXEC)) }?;
         Ok(Self { fd })
     }
 

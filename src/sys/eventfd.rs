@@ -12,8 +12,8 @@ pub struct EventFd {
 
 impl EventFd {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: eventfd takes no pointers.
-        let fd = owned(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: eventfd takes no pointers and returns a new descriptor (or -1).
+        let fd = unsafe { owned(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)) }?;
         Ok(Self { fd })
     }
 

@@ -51,11 +51,16 @@ pub fn cvt_size(rc: isize) -> io::Result<usize> {
     }
 }
 
-/// Takes ownership of a descriptor a system call just returned (`rc >= 0`), or maps the
+/// Takes ownership of the descriptor a system call just returned (`rc >= 0`), or maps the
 /// error.
-fn owned(rc: libc::c_int) -> io::Result<OwnedFd> {
+///
+/// # Safety
+/// `rc` is the return value of a call that creates a descriptor (socket, accept4, eventfd,
+/// epoll_create1), passed on at once: a non-negative value is then a new descriptor that
+/// nothing else owns.
+unsafe fn owned(rc: libc::c_int) -> io::Result<OwnedFd> {
     let fd = cvt(rc)?;
-    // SAFETY: the caller passes a descriptor the kernel has just created for this process;
-    // nothing else owns it, so it is closed exactly once, by the OwnedFd.
+    // SAFETY: by the caller's contract, `fd` is new and owned by nobody else, so the OwnedFd
+    // closes it exactly once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -20,14 +20,14 @@ pub fn new_socket(sa: &SocketAddr) -> io::Result<OwnedFd> {
     } else {
         libc::AF_INET
     };
-    // SAFETY: socket takes no pointers.
-    owned(unsafe {
-        libc::socket(
+    // SAFETY: socket takes no pointers and returns a new descriptor (or -1).
+    unsafe {
+        owned(libc::socket(
             domain,
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
-        )
-    })
+        ))
+    }
 }
 
 pub fn bind(fd: RawFd, sa: &SocketAddr) -> io::Result<()> {
@@ -44,15 +44,16 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
 /// Accepts one connection as a non-blocking, close-on-exec socket. Errors are the kernel's
 /// (`EAGAIN` when none is waiting).
 pub fn accept(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: accept4 with null address pointers is valid (no address is asked for).
-    owned(unsafe {
-        libc::accept4(
+    // SAFETY: accept4 with null address pointers is valid (no address is asked for) and
+    // returns a new descriptor (or -1).
+    unsafe {
+        owned(libc::accept4(
             fd,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    })
+        ))
+    }
 }
 
 /// Starts a connect; a non-blocking socket answers `EINPROGRESS` (returned as the error).
