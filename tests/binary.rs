@@ -309,3 +309,63 @@ fn spdk_rpc_py_drives_the_server() {
     run_ok(&spdk, &sock, &["spdk_kill_instance", "SIGTERM"]);
     app.wait();
 }
+
+/// The application flags tools written for SPDK pass: accepted, the meaningless ones named
+/// once on stderr; `--main-core` picks the main reactor and must be in the mask.
+#[test]
+fn spdk_app_flags_are_accepted() {
+    let path = sock_path("spdk-flags");
+    let mut child = pollux(&[
+        "-m",
+        "0x1",
+        "-p",
+        "0",
+        "-u",
+        "--no-huge",
+        "-s",
+        "1024",
+        "-i",
+        "0",
+        "--disable-cpumask-locks",
+        "--wait-for-rpc",
+        "--interrupt-mode",
+        "-r",
+        path.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
+    wait_for_socket(&mut child, &path);
+    let mut c = Client::connect(&path);
+    c.call("framework_start_init", None);
+    let r = c.call("framework_get_reactors", None);
+    assert_eq!(r["reactors"][0]["lcore"], 0);
+    assert_eq!(r["reactors"][0]["in_interrupt"], true);
+    c.call("spdk_kill_instance", Some(json!({"sig_name": "SIGTERM"})));
+    assert!(wait_exit(&mut child).success());
+    let err = stderr_of(child);
+    assert!(
+        err.contains("without effect")
+            && [
+                "--no-pci",
+                "--no-huge",
+                "--mem-size",
+                "--shm-id",
+                "--disable-cpumask-locks"
+            ]
+            .iter()
+            .all(|f| err.contains(f)),
+        "{err}"
+    );
+    let out = pollux(&[
+        "-m",
+        "0x1",
+        "-p",
+        "3",
+        "-r",
+        sock_path("spdk-flags-bad").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--main-core"));
+}

@@ -131,6 +131,18 @@ fn save_config_restart_save_config_is_the_same_document() {
             json!({"base_bdev": "Malloc2", "split_count": 3, "split_size_mb": 2}),
         ),
         (
+            "bdev_set_qos_limit",
+            json!({"name": "Malloc2p2", "rw_ios_per_sec": 5000, "w_mbytes_per_sec": 20}),
+        ),
+        (
+            "bdev_set_qos_limit",
+            json!({"name": "Malloc0", "rw_mbytes_per_sec": 100}),
+        ),
+        (
+            "bdev_enable_histogram",
+            json!({"name": "Null0", "enable": true, "opc": "write", "granularity": 5}),
+        ),
+        (
             "nvmf_create_transport",
             json!({"trtype": "TCP", "max_queue_depth": 64, "max_io_qpairs_per_ctrlr": 4,
                    "in_capsule_data_size": 8192, "max_io_size": 65536, "io_unit_size": 8192,
@@ -222,6 +234,8 @@ fn save_config_restart_save_config_is_the_same_document() {
         "0000-other",
         "\"min_cntlid\":5",
         "\"split_count\":3",
+        "\"w_mbytes_per_sec\":20",
+        "bdev_enable_histogram",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }

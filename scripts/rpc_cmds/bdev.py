@@ -1,5 +1,5 @@
 """rpc.py commands for the bdev layer, with SPDK rpc.py's names and arguments: malloc,
-null, uring, aio, delay, error, passthru and split create/delete, null resize, delay latency
+null, uring, aio, delay, error, passthru and split create/delete, null resize, QoS limits, histograms, delay latency
 update, error injection, bdev_get_bdevs, bdev_get_iostat, bdev_reset_iostat, bdev_wait_for_examine and
 bdev_set_options."""
 
@@ -172,6 +172,41 @@ def add_commands(subparsers):
 
     p = _add(subparsers, "bdev_passthru_delete", "delete a passthru bdev", build=_name_only,
              aliases=["delete_passthru_bdev"])
+    p.add_argument("name", help="bdev name")
+
+    p = _add(subparsers, "bdev_set_qos_limit",
+             "rate limits of a bdev over all reactors (0 removes one; others are kept)",
+             build=lambda a: _drop_none({
+                 "name": a.name, "rw_ios_per_sec": a.rw_ios_per_sec,
+                 "rw_mbytes_per_sec": a.rw_mbytes_per_sec,
+                 "r_mbytes_per_sec": a.r_mbytes_per_sec,
+                 "w_mbytes_per_sec": a.w_mbytes_per_sec}),
+             aliases=["set_bdev_qos_limit"])
+    p.add_argument("name", help="bdev name")
+    p.add_argument("--rw-ios-per-sec", "--rw_ios_per_sec", dest="rw_ios_per_sec", type=int)
+    p.add_argument("--rw-mbytes-per-sec", "--rw_mbytes_per_sec", dest="rw_mbytes_per_sec",
+                   type=int)
+    p.add_argument("--r-mbytes-per-sec", "--r_mbytes_per_sec", dest="r_mbytes_per_sec", type=int)
+    p.add_argument("--w-mbytes-per-sec", "--w_mbytes_per_sec", dest="w_mbytes_per_sec", type=int)
+
+    p = _add(subparsers, "bdev_enable_histogram", "start (from zero) or stop a latency histogram",
+             build=lambda a: _drop_none({
+                 "name": a.name, "enable": a.enable, "opc": a.opc,
+                 "granularity": a.granularity, "min_nsec": a.min_nsec,
+                 "max_nsec": a.max_nsec}),
+             aliases=["enable_bdev_histogram"])
+    p.add_argument("name", help="bdev name")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-e", "--enable", "--histogram", dest="enable", action="store_true",
+                   default=None)
+    g.add_argument("-d", "--disable", "--no-histogram", dest="enable", action="store_false")
+    p.add_argument("-o", "--opc", help="only this I/O type (read, write, unmap, ...)")
+    p.add_argument("--granularity", type=int, help="bucket shift (default 7)")
+    p.add_argument("--min-nsec", type=int, help="values below are counted at this value")
+    p.add_argument("--max-nsec", type=int, help="values above are counted at this value")
+
+    p = _add(subparsers, "bdev_get_histogram", "a bdev's latency histogram (SPDK's encoding)",
+             build=lambda a: {"name": a.name}, aliases=["get_bdev_histogram"])
     p.add_argument("name", help="bdev name")
 
     p = _add(subparsers, "bdev_split_create", "split a bdev into parts <base>p0, <base>p1, ...",

@@ -35,10 +35,12 @@
 pub mod aio;
 pub mod delay;
 pub mod error;
+pub mod histogram;
 pub mod iostat;
 pub mod malloc;
 pub mod null;
 pub mod passthru;
+pub mod qos;
 pub mod rpc;
 pub mod split;
 pub mod stack;
@@ -454,6 +456,11 @@ pub struct BdevHandleInner {
     control: Mutex<Control>,
     closed_stats: Mutex<IoStats>,
     main_core: u32,
+    /// Rate limits (`bdev_set_qos_limit`); channels hold a copy, pushed on change.
+    qos: Mutex<Option<Arc<qos::Qos>>>,
+    /// While the latency histogram is enabled: its configuration and the counts of
+    /// channels already closed.
+    histogram: Mutex<Option<histogram::Histogram>>,
 }
 
 /// A reference to a registered bdev (cheap to clone, usable on any reactor).
@@ -514,6 +521,24 @@ impl BdevHandleInner {
         }
     }
 
+    /// The rate limits in force (all 0: none).
+    pub fn qos_limits(&self) -> qos::QosLimits {
+        self.qos().map(|q| q.limits()).unwrap_or_default()
+    }
+
+    /// The latency histogram's configuration while it is enabled.
+    pub fn histogram_config(&self) -> Option<histogram::HistConfig> {
+        self.histogram_lock().as_ref().map(|h| h.config())
+    }
+
+    fn histogram_lock(&self) -> std::sync::MutexGuard<'_, Option<histogram::Histogram>> {
+        self.histogram.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn qos(&self) -> Option<Arc<qos::Qos>> {
+        self.qos.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Statistics of channels already closed.
     fn closed_stats(&self) -> std::sync::MutexGuard<'_, IoStats> {
         self.closed_stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -564,6 +589,8 @@ pub fn register(
         control: Mutex::new(Control::default()),
         closed_stats: Mutex::new(IoStats::new()),
         main_core: reactor::current_core().unwrap_or(0),
+        qos: Mutex::new(None),
+        histogram: Mutex::new(None),
     });
     ORDER.with(|o| o.borrow_mut().push(handle.clone()));
     let h = handle.clone();
@@ -766,6 +793,8 @@ struct ChannelCore {
     /// Submitted and not yet delivered.
     outstanding: Cell<usize>,
     stats: RefCell<IoStats>,
+    /// This channel's latency histogram while the bdev's is enabled.
+    histogram: RefCell<Option<Box<histogram::Histogram>>>,
 }
 
 /// A module's handle for completing I/O of one channel.
@@ -813,6 +842,9 @@ impl ChannelCore {
                 _ => 0,
             };
             self.stats.borrow_mut().record(io.io_type, bytes, lat);
+            if let Some(h) = self.histogram.borrow_mut().as_mut() {
+                h.tally(io.io_type, lat);
+            }
         } else {
             self.stats.borrow_mut().record_error(io.io_type);
         }
@@ -829,6 +861,11 @@ struct ChannelShared {
     closing: Cell<bool>,
     /// The module's `needs_poll`.
     module_polled: bool,
+    /// The bdev's rate limits, if any (see `qos`), and the I/O waiting for them in order,
+    /// released by the QoS poller (registered only while the bdev has limits).
+    qos: RefCell<Option<Arc<qos::Qos>>>,
+    qos_wait: RefCell<VecDeque<BdevIo>>,
+    qos_poller: RefCell<Option<PollerHandle>>,
 }
 
 /// A bdev's I/O channel on one reactor. Dropping it closes it: I/O still in flight
@@ -852,6 +889,10 @@ impl IoChannel {
             in_module: Cell::new(0),
             outstanding: Cell::new(0),
             stats: RefCell::new(IoStats::new()),
+            histogram: RefCell::new(
+                bdev.histogram_config()
+                    .map(|c| Box::new(histogram::Histogram::new(c))),
+            ),
         });
         let module = bdev.module.open_channel(bdev, &Completer(core.clone()))?;
         let module_polled = module.needs_poll();
@@ -863,7 +904,11 @@ impl IoChannel {
             poller: RefCell::new(None),
             closing: Cell::new(false),
             module_polled,
+            qos: RefCell::new(None),
+            qos_wait: RefCell::new(VecDeque::new()),
+            qos_poller: RefCell::new(None),
         });
+        shared.set_qos(bdev.qos());
         // The poller owns the channel: it outlives the handle until in-flight I/O is done.
         let polled = shared.clone();
         let poller =
@@ -909,6 +954,13 @@ impl IoChannel {
             };
             core.ready.borrow_mut().push_back(io);
             return;
+        }
+        if let Some(q) = s.qos.borrow().as_ref() {
+            let mut wait = s.qos_wait.borrow_mut();
+            if !wait.is_empty() || !q.admit(&io, core.block_size) {
+                wait.push_back(io);
+                return;
+            }
         }
         s.submit_to_module(io);
     }
@@ -999,12 +1051,75 @@ impl ChannelShared {
         PollStatus::from_work(work)
     }
 
+    /// Installs (or removes) the bdev's rate limits on this channel; without limits, I/O
+    /// still waiting goes to the module at once.
+    fn set_qos(self: &Rc<Self>, limits: Option<Arc<qos::Qos>>) {
+        let limited = limits.is_some();
+        *self.qos.borrow_mut() = limits;
+        let mut poller = self.qos_poller.borrow_mut();
+        if limited && poller.is_none() {
+            let me = Rc::downgrade(self);
+            *poller = Some(reactor::register_poller(
+                format!("bdev_qos_{}", self.bdev.info.name),
+                qos::RELEASE_PERIOD.as_micros() as u64,
+                move || match me.upgrade() {
+                    Some(ch) => PollStatus::from_work(ch.release_qos()),
+                    None => PollStatus::Idle,
+                },
+            ));
+        } else if !limited {
+            if let Some(p) = poller.take() {
+                p.unregister();
+            }
+            drop(poller);
+            self.release_qos();
+        }
+    }
+
+    /// Submits waiting I/O, in order, while the limits admit it (all of it when the bdev
+    /// has no limits any more; aborted when the channel is closing). Returns how many.
+    fn release_qos(&self) -> usize {
+        let mut released = 0;
+        loop {
+            let io = {
+                let mut wait = self.qos_wait.borrow_mut();
+                let Some(front) = wait.front() else { break };
+                let admitted = match self.qos.borrow().as_ref() {
+                    _ if self.closing.get() => true,
+                    Some(q) => q.admit(front, self.core.block_size),
+                    None => true,
+                };
+                if !admitted {
+                    break;
+                }
+                wait.pop_front()
+            };
+            let Some(mut io) = io else { break };
+            released += 1;
+            if self.closing.get() {
+                io.status = IoStatus::Aborted;
+                self.core.ready.borrow_mut().push_back(io);
+            } else {
+                self.submit_to_module(io);
+            }
+        }
+        released
+    }
+
     fn finish_close(&self) {
         if let Some(p) = self.poller.borrow_mut().take() {
             p.unregister();
         }
+        if let Some(p) = self.qos_poller.borrow_mut().take() {
+            p.unregister();
+        }
         drop(self.module.borrow_mut().take());
         self.bdev.closed_stats().merge(&self.core.stats.borrow());
+        if let Some(h) = self.core.histogram.borrow_mut().take() {
+            if let Some(closed) = self.bdev.histogram_lock().as_mut() {
+                closed.merge(&h);
+            }
+        }
         self.core.stats.borrow_mut().clear();
     }
 }
@@ -1014,6 +1129,84 @@ impl Drop for IoChannel {
         self.shared.closing.set(true);
         if self.shared.core.outstanding.get() == 0 && reactor::current_core().is_some() {
             self.shared.finish_close();
+        }
+    }
+}
+
+/// Sets (or with all-zero limits, removes) `bdev`'s rate limits and pushes them to its
+/// channels on every reactor; `done` runs on the calling reactor once all have them.
+pub fn set_qos(bdev: &BdevHandle, limits: qos::QosLimits, done: impl FnOnce() + Send + 'static) {
+    let q = (!limits.is_unlimited()).then(|| Arc::new(qos::Qos::new(limits)));
+    *bdev.qos.lock().unwrap_or_else(|e| e.into_inner()) = q.clone();
+    let bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            CHANNELS.with(|c| {
+                let chans: Vec<Rc<ChannelShared>> =
+                    c.borrow().iter().filter_map(Weak::upgrade).collect();
+                for ch in chans.iter().filter(|ch| Arc::ptr_eq(&ch.bdev, &bdev)) {
+                    ch.set_qos(q.clone());
+                }
+            })
+        },
+        done,
+    );
+}
+
+/// Enables (with `cfg`) or disables `bdev`'s latency histogram on every reactor, starting
+/// from zero; `done` runs on the calling reactor once all channels have it.
+pub fn set_histogram(
+    bdev: &BdevHandle,
+    cfg: Option<histogram::HistConfig>,
+    done: impl FnOnce() + Send + 'static,
+) {
+    *bdev.histogram_lock() = cfg.map(histogram::Histogram::new);
+    let bdev = bdev.clone();
+    reactor::for_each_reactor(
+        move || {
+            for_local_channels(&bdev, |ch| {
+                *ch.core.histogram.borrow_mut() =
+                    cfg.map(|c| Box::new(histogram::Histogram::new(c)));
+            })
+        },
+        done,
+    );
+}
+
+/// `bdev`'s latency histogram merged over every channel on every reactor and those closed;
+/// `None` when it is not enabled. `done` runs on the calling reactor.
+pub fn collect_histogram(
+    bdev: &BdevHandle,
+    done: impl FnOnce(Option<histogram::Histogram>) + Send + 'static,
+) {
+    let Some(total) = bdev.histogram_lock().clone() else {
+        return done(None);
+    };
+    let total = Arc::new(Mutex::new(total));
+    let (each, bdev) = (total.clone(), bdev.clone());
+    reactor::for_each_reactor(
+        move || {
+            for_local_channels(&bdev, |ch| {
+                if let Some(h) = ch.core.histogram.borrow().as_ref() {
+                    each.lock().unwrap_or_else(|e| e.into_inner()).merge(h);
+                }
+            })
+        },
+        move || {
+            done(Some(
+                total.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ))
+        },
+    );
+}
+
+/// Runs `f` on each of this reactor's open channels of `bdev`.
+fn for_local_channels(bdev: &BdevHandle, mut f: impl FnMut(&Rc<ChannelShared>)) {
+    let chans: Vec<Rc<ChannelShared>> =
+        CHANNELS.with(|c| c.borrow().iter().filter_map(Weak::upgrade).collect());
+    for ch in chans.iter().filter(|ch| Arc::ptr_eq(&ch.bdev, bdev)) {
+        if ch.module.borrow().is_some() {
+            f(ch);
         }
     }
 }

@@ -10,7 +10,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    aio, delay, error, iostat, malloc, null, passthru, split, uring, BdevError, BdevHandle, IoType,
+    aio, delay, error, histogram, iostat, malloc, null, passthru, split, uring, BdevError,
+    BdevHandle, IoType,
 };
 use crate::reactor;
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError, RpcResult};
@@ -222,6 +223,140 @@ struct PassthruCreate {
     name: String,
     base_bdev_name: String,
     uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableHistogram {
+    name: String,
+    enable: bool,
+    opc: Option<String>,
+    granularity: Option<u32>,
+    min_nsec: Option<u64>,
+    max_nsec: Option<u64>,
+}
+
+/// `bdev_enable_histogram`: starts (from zero) or stops the bdev's latency histogram.
+fn enable_histogram(params: Option<Value>, responder: Responder) {
+    let p: EnableHistogram = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let cfg = if p.enable {
+        match histogram_config(&p) {
+            Ok(c) => Some(c),
+            Err(e) => return responder.err(RpcError::invalid_params(e)),
+        }
+    } else {
+        None
+    };
+    super::set_histogram(&h, cfg, move || responder.ok(json!(true)));
+}
+
+fn histogram_config(p: &EnableHistogram) -> Result<histogram::HistConfig, String> {
+    let d = histogram::HistConfig::default();
+    let granularity = p.granularity.unwrap_or(d.granularity);
+    if !(1..=histogram::MAX_GRANULARITY).contains(&granularity) {
+        return Err(format!(
+            "invalid params: granularity: {granularity} is not within 1..={}",
+            histogram::MAX_GRANULARITY
+        ));
+    }
+    let opc = match p.opc.as_deref() {
+        None => None,
+        Some(name) => Some(
+            IoType::ALL
+                .iter()
+                .copied()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| format!("invalid params: opc: unknown I/O type {name:?}"))?,
+        ),
+    };
+    let (min_ns, max_ns) = (p.min_nsec.unwrap_or(0), p.max_nsec.unwrap_or(u64::MAX));
+    if min_ns > max_ns {
+        return Err(format!(
+            "invalid params: min_nsec: {min_ns} is above max_nsec {max_ns}"
+        ));
+    }
+    Ok(histogram::HistConfig {
+        granularity,
+        opc,
+        min_ns,
+        max_ns,
+    })
+}
+
+/// `bdev_get_histogram`: the merged histogram in SPDK's encoded form.
+fn get_histogram(params: Option<Value>, responder: Responder) {
+    let p: NameParam = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let name = p.name;
+    super::collect_histogram(&h, move |hist| match hist {
+        None => responder.err(RpcError::errno(
+            libc::EFAULT,
+            format!("the histogram of bdev {name} is not enabled (bdev_enable_histogram)"),
+        )),
+        Some(hist) => {
+            let g = hist.config().granularity;
+            responder.ok(json!({
+                "histogram": hist.encode(),
+                "bucket_shift": g,
+                "granularity": g,
+                "min_range": 0,
+                "max_range": hist.ranges(),
+                "tsc_rate": iostat::TICK_RATE,
+            }))
+        }
+    });
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetQosLimit {
+    name: String,
+    rw_ios_per_sec: Option<u64>,
+    rw_mbytes_per_sec: Option<u64>,
+    r_mbytes_per_sec: Option<u64>,
+    w_mbytes_per_sec: Option<u64>,
+}
+
+/// `bdev_set_qos_limit`: changes the limits given (0 removes one), keeps the others.
+fn set_qos_limit(params: Option<Value>, responder: Responder) {
+    let p: SetQosLimit = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    if [
+        p.rw_ios_per_sec,
+        p.rw_mbytes_per_sec,
+        p.r_mbytes_per_sec,
+        p.w_mbytes_per_sec,
+    ]
+    .iter()
+    .all(Option::is_none)
+    {
+        return responder.err(RpcError::invalid_params(
+            "invalid params: give at least one of rw_ios_per_sec, rw_mbytes_per_sec, \
+             r_mbytes_per_sec, w_mbytes_per_sec",
+        ));
+    }
+    let Some(h) = super::lookup(&p.name) else {
+        return responder.err(to_rpc(BdevError::NotFound(p.name)));
+    };
+    let mut l = h.qos_limits();
+    l.rw_ios_per_sec = p.rw_ios_per_sec.unwrap_or(l.rw_ios_per_sec);
+    l.rw_mbytes_per_sec = p.rw_mbytes_per_sec.unwrap_or(l.rw_mbytes_per_sec);
+    l.r_mbytes_per_sec = p.r_mbytes_per_sec.unwrap_or(l.r_mbytes_per_sec);
+    l.w_mbytes_per_sec = p.w_mbytes_per_sec.unwrap_or(l.w_mbytes_per_sec);
+    super::set_qos(&h, l, move || responder.ok(json!(true)));
 }
 
 #[derive(Deserialize)]
@@ -494,6 +629,13 @@ pub fn register() {
         )
     });
     register_delete("bdev_passthru_delete", passthru::PRODUCT_NAME);
+    rpc::register_async("bdev_set_qos_limit", Allowed::RuntimeOnly, set_qos_limit);
+    rpc::register_async(
+        "bdev_enable_histogram",
+        Allowed::RuntimeOnly,
+        enable_histogram,
+    );
+    rpc::register_async("bdev_get_histogram", Allowed::RuntimeOnly, get_histogram);
     rpc::register_async("bdev_split_create", Allowed::RuntimeOnly, |p, r| {
         let p: SplitCreate = match parse_params(p) {
             Ok(p) => p,
@@ -561,9 +703,31 @@ pub fn write_config() -> Vec<Value> {
         "bdev_set_options",
         serde_json::to_value(opts).unwrap_or_else(|_| json!({})),
     ));
-    for h in super::list() {
+    let bdevs = super::list();
+    for h in &bdevs {
         if let Some(c) = h.module.config(&h.info) {
             out.push(c);
+        }
+    }
+    // Limits after every bdev exists (a split part's limit needs its split).
+    for h in bdevs.iter().filter(|h| !h.qos_limits().is_unlimited()) {
+        let mut p = serde_json::to_value(h.qos_limits()).unwrap_or_else(|_| json!({}));
+        p["name"] = json!(h.name());
+        out.push(rpc::config_entry("bdev_set_qos_limit", p));
+    }
+    for h in &bdevs {
+        if let Some(c) = h.histogram_config() {
+            let mut p = json!({"name": h.name(), "enable": true, "granularity": c.granularity});
+            if let Some(t) = c.opc {
+                p["opc"] = json!(t.name());
+            }
+            if c.min_ns > 0 {
+                p["min_nsec"] = json!(c.min_ns);
+            }
+            if c.max_ns < u64::MAX {
+                p["max_nsec"] = json!(c.max_ns);
+            }
+            out.push(rpc::config_entry("bdev_enable_histogram", p));
         }
     }
     out.push(rpc::config_entry("bdev_wait_for_examine", Value::Null));
@@ -595,12 +759,7 @@ pub fn bdev_json(h: &BdevHandle) -> Value {
         "block_size": h.block_size(),
         "num_blocks": h.num_blocks(),
         "uuid": h.info.uuid,
-        "assigned_rate_limits": {
-            "rw_ios_per_sec": 0,
-            "rw_mbytes_per_sec": 0,
-            "r_mbytes_per_sec": 0,
-            "w_mbytes_per_sec": 0
-        },
+        "assigned_rate_limits": h.qos_limits(),
         "claimed": h.claimed_by().is_some(),
         "zoned": false,
         "optimal_io_boundary": h.info.optimal_io_boundary,

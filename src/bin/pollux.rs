@@ -51,11 +51,117 @@ struct Args {
     /// Start without the embedded default configuration.
     #[arg(long)]
     no_default: bool,
+    #[command(flatten)]
+    spdk: SpdkAppFlags,
+}
+
+/// SPDK application flags that tools written for SPDK pass. `--main-core`,
+/// `--interrupt-mode` and `--silence-noticelog` act; the others mean nothing to pollux (no
+/// DPDK environment: no PCI devices, hugepages, shared memory, core lock files or
+/// tracepoints) and are accepted and named once on stderr as without effect.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "SPDK application flags")]
+struct SpdkAppFlags {
+    /// The main reactor's core (must be in the mask).
+    #[arg(short = 'p', long = "main-core", value_name = "CORE")]
+    main_core: Option<u32>,
+    /// Sleep when idle (pollux's default idle strategy; refused with --poll-only).
+    #[arg(long)]
+    interrupt_mode: bool,
+    /// Log at WARNING and above only.
+    #[arg(long)]
+    silence_noticelog: bool,
+    /// No effect: pollux uses no PCI devices.
+    #[arg(short = 'u', long = "no-pci")]
+    no_pci: bool,
+    /// No effect: pollux needs no hugepages.
+    #[arg(long)]
+    no_huge: bool,
+    /// No effect: pollux allocates memory as needed (SPDK: DPDK memory in MB).
+    #[arg(short = 's', long = "mem-size", value_name = "MB")]
+    mem_size: Option<String>,
+    /// No effect: pollux shares no memory between processes.
+    #[arg(
+        short = 'i',
+        long = "shm-id",
+        value_name = "ID",
+        allow_hyphen_values = true
+    )]
+    shm_id: Option<i64>,
+    /// No effect: pollux keeps no per-core lock files.
+    #[arg(long)]
+    disable_cpumask_locks: bool,
+    /// No effect: DPDK memory channels.
+    #[arg(short = 'n', long = "mem-channels", value_name = "N")]
+    mem_channels: Option<u32>,
+    /// No effect: hugetlbfs mount.
+    #[arg(long, value_name = "DIR")]
+    huge_dir: Option<PathBuf>,
+    /// No effect: unlink hugepage files.
+    #[arg(short = 'R', long = "huge-unlink")]
+    huge_unlink: bool,
+    /// No effect: single-file hugepage segments.
+    #[arg(short = 'g', long = "single-file-segments")]
+    single_file_segments: bool,
+    /// No effect: DPDK IOVA mode.
+    #[arg(long, value_name = "pa|va")]
+    iova_mode: Option<String>,
+    /// No effect: DPDK base virtual address.
+    #[arg(long, value_name = "ADDR")]
+    base_virtaddr: Option<String>,
+    /// No effect: tracepoint group mask (pollux traces with -L and --log-level).
+    #[arg(short = 'e', long = "tpoint-group", value_name = "MASK")]
+    tpoint_group: Option<String>,
+    /// No effect: trace buffer entries.
+    #[arg(long, value_name = "N")]
+    num_trace_entries: Option<u64>,
+    /// No effect: core dump size limit.
+    #[arg(short = 'd', long = "limit-coredump")]
+    limit_coredump: bool,
+}
+
+impl SpdkAppFlags {
+    /// The flags given that have no effect, as the user spelled them.
+    fn without_effect(&self) -> Vec<&'static str> {
+        [
+            (self.no_pci, "--no-pci"),
+            (self.no_huge, "--no-huge"),
+            (self.mem_size.is_some(), "--mem-size"),
+            (self.shm_id.is_some(), "--shm-id"),
+            (self.disable_cpumask_locks, "--disable-cpumask-locks"),
+            (self.mem_channels.is_some(), "--mem-channels"),
+            (self.huge_dir.is_some(), "--huge-dir"),
+            (self.huge_unlink, "--huge-unlink"),
+            (self.single_file_segments, "--single-file-segments"),
+            (self.iova_mode.is_some(), "--iova-mode"),
+            (self.base_virtaddr.is_some(), "--base-virtaddr"),
+            (self.tpoint_group.is_some(), "--tpoint-group"),
+            (self.num_trace_entries.is_some(), "--num-trace-entries"),
+            (self.limit_coredump, "--limit-coredump"),
+        ]
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// Puts `main` first in `cores` (SPDK's `--main-core`).
+fn with_main_core(mut cores: Vec<u32>, main: Option<u32>) -> Result<Vec<u32>, String> {
+    if let Some(m) = main {
+        let at = cores
+            .iter()
+            .position(|c| *c == m)
+            .ok_or_else(|| format!("--main-core: core {m} is not in the core mask {cores:?}"))?;
+        let core = cores.remove(at);
+        cores.insert(0, core);
+    }
+    Ok(cores)
 }
 
 fn main() {
     let args = Args::parse();
     let level = match pollux::log::Level::parse(&args.log_level) {
+        Ok(level) if args.spdk.silence_noticelog => level.min(pollux::log::Level::Warning),
         Ok(level) => level,
         Err(e) => {
             eprintln!("pollux: --log-level: {e}");
@@ -69,6 +175,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let cores = match with_main_core(cores, args.spdk.main_core) {
+        Ok(cores) => cores,
+        Err(e) => {
+            eprintln!("pollux: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.spdk.interrupt_mode && args.poll_only {
+        eprintln!("pollux: --interrupt-mode and --poll-only contradict each other");
+        std::process::exit(2);
+    }
+    let ignored = args.spdk.without_effect();
+    if !ignored.is_empty() {
+        eprintln!(
+            "pollux: SPDK flags accepted without effect (no DPDK environment in pollux): {}",
+            ignored.join(" ")
+        );
+    }
     pollux::log::set_level(level);
     pollux::log::init_stderr();
     // Block SIGINT/SIGTERM before the reactor threads exist, so they inherit the mask.

@@ -423,10 +423,12 @@ pub fn register() {
         if let Err(e) = subsystem::valid_nqn(&p.nqn) {
             return r.err(failed(e));
         }
-        if p.nqn == crate::nvmf::spec::DISCOVERY_NQN {
-            return r.err(failed("nqn: the discovery subsystem exists already".into()));
-        }
-        let mut s = Subsystem::new(0, &p.nqn, SubType::Nvme);
+        let subtype = if p.nqn == crate::nvmf::spec::DISCOVERY_NQN {
+            SubType::Discovery
+        } else {
+            SubType::Nvme
+        };
+        let mut s = Subsystem::new(0, &p.nqn, subtype);
         if let Some(sn) = p.serial_number {
             if sn.len() > 20 || !sn.is_ascii() {
                 return r.err(failed(format!(

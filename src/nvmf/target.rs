@@ -307,8 +307,11 @@ impl Target {
         Ok(())
     }
 
+    /// Deletes a subsystem. The discovery subsystem may be deleted too (as in SPDK): its
+    /// listeners close, and Connects to the discovery NQN are refused until it is created
+    /// again.
     pub fn delete_subsystem(&mut self, nqn: &str) -> Result<(), String> {
-        let s = self.nvme_subsystem_mut(nqn)?;
+        let s = self.subsystem_mut(nqn)?;
         let id = s.id;
         self.subsystems.retain(|s| s.id != id);
         self.descs.retain(|(sid, _), _| *sid != id);
@@ -552,8 +555,7 @@ impl Target {
             a.poller.unregister();
         }
         self.descs.clear();
-        let discovery = self.subsystems.remove(0);
-        self.subsystems = vec![discovery];
+        self.subsystems.retain(Subsystem::is_discovery);
     }
 }
 
