@@ -18,7 +18,8 @@
 
 use hdrhistogram::Histogram;
 use pollux::buf::{copy_bytes, IoBuf};
-use pollux::sock::{get_impl, Chunk, SharedBytes, SockEvent, SockGroup, SockOpts, WriteRequest};
+use pollux::buf::{Chunk, SharedBytes};
+use pollux::sock::{get_impl, SockEvent, SockGroup, SockOpts, WriteRequest};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,13 @@
-//! Application start-up, shared by the `pollux` binary and the integration tests: starts the
-//! reactors, registers the framework's and every module's RPC methods on the main reactor,
-//! opens the RPC socket, then either waits in the STARTUP state (`--wait-for-rpc`), loads a
-//! JSON config in SPDK's two passes (`--json`), or initializes and applies the embedded
-//! default configuration. `start` returns once the socket listens and the initial
-//! configuration is applied; the returned `RunningApp` shuts the application down and
-//! waits for it (it also does so when dropped, so a failing test never leaks reactors).
+//! Application start-up, shared by the `pollux` binary and the integration tests.
+//!
+//! It starts the reactors, registers the framework's and every module's RPC methods on the main
+//! reactor, opens the RPC socket, then either waits in the STARTUP state (`--wait-for-rpc`),
+//! loads a JSON config in SPDK's two passes (`--json`), or initializes and applies the embedded
+//! default configuration.
+//!
+//! `start` returns once the socket listens and the initial configuration is applied; the
+//! returned `RunningApp` shuts the application down and waits for it (it also does so when
+//! dropped, so a failing test never leaks reactors).
 
 use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
 use crate::rpc::{self, config, framework, server, RpcState};

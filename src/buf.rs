@@ -1,10 +1,19 @@
-//! I/O buffers shared by the network and storage sides: `IoBuf` is an owned, 4 KiB-aligned
-//! byte buffer (usable with O_DIRECT and io_uring fixed buffers) whose memory comes from a
-//! per-reactor cache of freed buffers, so steady-state I/O allocates nothing. A buffer may be
-//! handed between threads (it is `Send`); it returns to the cache of whichever thread drops
-//! it. `len` is the logical length; the capacity is a whole number of 4 KiB pages. Data-path
-//! copies of payload bytes go through `copy_bytes` / `copy_raw`, which keep glibc's memcpy
-//! off its `rep movsb` path when source and destination are not co-aligned (see there).
+//! I/O buffers shared by the network and storage sides, below both.
+//!
+//! `IoBuf` is an owned, 4 KiB-aligned byte buffer (usable with O_DIRECT and io_uring fixed
+//! buffers) whose memory comes from a per-reactor cache of freed buffers, so steady-state I/O
+//! allocates nothing.
+//!
+//! A buffer may be handed between threads (it is `Send`); it returns to the cache of whichever
+//! thread drops it. `len` is the logical length; the capacity is a whole number of 4 KiB pages.
+//! Data-path copies of payload bytes go through `copy_bytes` / `copy_raw`, which keep glibc's
+//! memcpy off its `rep movsb` path when source and destination are not co-aligned (see there).
+//!
+//! The owned pieces of outgoing data live here too ([`Chunk`], [`SharedBytes`], from
+//! `buf/chunk.rs`), so storage and the codec build them without importing the socket layer.
+
+mod chunk;
+pub use chunk::{Chunk, SharedBytes, INLINE_CAP};
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;

@@ -1,11 +1,14 @@
-//! Logging control in SPDK's vocabulary. pollux logs with `tracing`; this module keeps the
-//! process-wide print level (ERROR, WARNING, NOTICE, INFO, DEBUG) and the per-module debug
-//! flags (`-L bdev`, `log_set_flag`), each flag turning on debug output for one tracing
-//! target (`pollux::<flag>` unless its module says otherwise). Whenever they change it
-//! rebuilds the filter and hands it to the installed subscriber (the binary installs a
-//! reloadable stderr subscriber with `init_stderr`; without one the state is still kept, so
-//! the RPCs behave the same in tests). This is control-plane state behind a mutex, never
-//! touched on the data path.
+//! Logging control in SPDK's vocabulary.
+//!
+//! pollux logs with `tracing`; this module keeps the process-wide print level (ERROR, WARNING,
+//! NOTICE, INFO, DEBUG) and the per-module debug flags (`-L bdev`, `log_set_flag`), each flag
+//! turning on debug output for one tracing target (`pollux::<flag>` unless its module says
+//! otherwise).
+//!
+//! Whenever they change it rebuilds the filter and hands it to the installed subscriber (the
+//! binary installs a reloadable stderr subscriber with `init_stderr`; without one the state is
+//! still kept, so the RPCs behave the same in tests). This is control-plane state behind a
+//! mutex, never touched on the data path.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -4,42 +4,18 @@
 //! temp files. After a warm-up (queues, caches, histograms sized), 2000 further completions
 //! must cost zero allocations on the reactor.
 
+use pollux::alloc_count::{self, CountingAlloc};
 use pollux::bdev::{self, BdevIo, IoSink, IoStatus, IoType};
 use pollux::buf::IoBuf;
 use pollux::reactor::{self, IdleStrategy, ReactorConfig};
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const WARMUP: u64 = 3000;
 const MEASURED: u64 = 2000;
@@ -96,12 +72,12 @@ impl IoSink for LoopSink {
         let n = l.done.get() + 1;
         l.done.set(n);
         if n == WARMUP {
-            l.mark.set(ALLOCS.with(Cell::get));
+            l.mark.set(alloc_count::thread_allocs());
             l.cmark.set(process_mallocs().unwrap_or(0));
             l.tmark.set(thread_mallocs().unwrap_or(0));
         }
         if n == WARMUP + MEASURED {
-            let allocs = ALLOCS.with(Cell::get) - l.mark.get();
+            let allocs = alloc_count::thread_allocs() - l.mark.get();
             if let (Some(c), Some(t)) = (process_mallocs(), thread_mallocs()) {
                 eprintln!(
                     "C allocations (bench/malloc_count.c) per I/O: {:.2} process-wide, {:.2} on the reactor",

@@ -7,53 +7,16 @@
 //! `TRACE_ALLOC=1` prints a backtrace of every allocation after the warm-up (any thread);
 //! `ALLOC_IMPL=posix|uring` measures one impl without asserting.
 
+use pollux::alloc_count::{self, CountingAlloc};
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::fake::FakeTarget;
 use pollux::nvmf::host::{Completion, ConnectOpts, Controller, DataBuf, Qpair, Request};
 use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, ReactorConfig};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
-struct Counting;
-
-static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-thread_local! {
-    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        if TRACE.load(std::sync::atomic::Ordering::Relaxed)
-            && IN_TRACE.try_with(|t| !t.replace(true)).unwrap_or(false)
-        {
-            eprintln!(
-                "alloc {} bytes\n{}",
-                l.size(),
-                std::backtrace::Backtrace::force_capture()
-            );
-            let _ = IN_TRACE.try_with(|t| t.set(false));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const WARMUP: u64 = 2_000;
 const MEASURED: u64 = 6_000;
@@ -123,14 +86,13 @@ fn measure(sock_impl: &str) -> (u64, u64) {
                         c.status().expect("I/O succeeds");
                         done += 1;
                         if done == WARMUP {
-                            mark = Some(ALLOCS.with(|a| a.get()));
-                            TRACE.store(
-                                std::env::var("TRACE_ALLOC").is_ok(),
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
+                            mark = Some(alloc_count::thread_allocs());
+                            if std::env::var("TRACE_ALLOC").is_ok() {
+                                alloc_count::set_trace(alloc_count::Trace::All);
+                            }
                         }
                         if done == WARMUP + MEASURED {
-                            let allocs = ALLOCS.with(|a| a.get()) - mark.unwrap();
+                            let allocs = alloc_count::thread_allocs() - mark.unwrap();
                             let _ = tx.send((MEASURED, allocs));
                         }
                         if done < WARMUP + MEASURED {

@@ -1,9 +1,12 @@
 //! The host library against the Linux kernel NVMe/TCP target (nvmet-tcp on a RAM disk),
 //! served by the VM harness (`../shared/nvmf-vm/run-fio-vm.sh --serve`, software-emulated,
 //! slow). One VM for the whole test, bounded by `-t`, killed at the end; a lock file keeps
-//! two runs of this test (in any process) from booting VMs at once. Skips with a message
-//! when the harness is absent. `POLLUX_HOST_TEST_TARGET=ADDR:PORT:NQN` uses an already
+//! two runs of this test (in any process) from booting VMs at once. Skips loudly (a
+//! `SKIPPED:` line with the reason; a failure with `POLLUX_NO_SKIP`) when the harness is
+//! absent. `POLLUX_HOST_TEST_TARGET=ADDR:PORT:NQN` uses an already
 //! running target instead of booting one.
+
+mod common;
 
 use pollux::nvmf::host::{discover, ConnectOpts, HostError, SyncController, TransportId};
 use pollux::nvmf::spec::{cntrltype, feat, log_id, Status};
@@ -81,7 +84,12 @@ fn start_vm() -> Option<Vm> {
         });
     }
     let Some(script) = harness() else {
-        println!("SKIP: VM harness ../shared/nvmf-vm/run-fio-vm.sh not found; kernel target test not run");
+        common::skip(
+            "host_against_linux_kernel_target",
+            "the VM harness ../shared/nvmf-vm/run-fio-vm.sh is absent and \
+             POLLUX_HOST_TEST_TARGET is not set: the host is not checked against the Linux \
+             kernel target",
+        );
         return None;
     };
     let lock = lock_file();

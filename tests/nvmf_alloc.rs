@@ -8,43 +8,10 @@ mod common;
 use common::nvme::{call, export, rw, Host};
 use pollux::nvmf::spec::io_opc;
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKED.try_with(|t| t.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKED.try_with(|t| t.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: pollux::alloc_count::CountingAlloc = pollux::alloc_count::CountingAlloc;
 
 const NQN: &str = "nqn.2016-06.io.pollux:alloc";
 
@@ -66,9 +33,9 @@ fn measure(app: &pollux::app::RunningApp, port: u16) -> u64 {
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     run_ios(&mut io, 200);
     set_tracked(app, true);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = pollux::alloc_count::tracked_allocs();
     run_ios(&mut io, 500);
-    let n = ALLOCS.load(Ordering::Relaxed) - before;
+    let n = pollux::alloc_count::tracked_allocs() - before;
     set_tracked(app, false);
     n
 }
@@ -77,7 +44,7 @@ fn set_tracked(app: &pollux::app::RunningApp, on: bool) {
     let (tx, rx) = std::sync::mpsc::channel();
     app.handle()
         .send_to(0, move || {
-            TRACKED.with(|t| t.set(on));
+            pollux::alloc_count::set_tracked(on);
             let _ = tx.send(());
         })
         .unwrap();
@@ -86,6 +53,7 @@ fn set_tracked(app: &pollux::app::RunningApp, on: bool) {
 
 #[test]
 fn steady_state_io_allocates_nothing_on_the_reactor() {
+    counting_allocator_counts();
     let app = common::start(common::test_options("nvmf-alloc"));
     let port = export(
         &mut |m, p| call(&app, m, p),
@@ -151,4 +119,21 @@ fn qd1_4k_read_rough_rate() {
         );
     }
     app.shutdown_and_wait();
+}
+
+/// The shared counting allocator counts, per thread and tracked (so the zero measured is
+/// not vacuous). Called from the one test that reads the tracked total, so no other test
+/// allocates on a tracked thread meanwhile.
+fn counting_allocator_counts() {
+    use pollux::alloc_count::{set_tracked, thread_allocs, tracked_allocs};
+    let (thread0, tracked0) = (thread_allocs(), tracked_allocs());
+    let untracked = std::hint::black_box(vec![1u8; 64]);
+    assert_eq!(thread_allocs(), thread0 + 1);
+    assert_eq!(tracked_allocs(), tracked0);
+    set_tracked(true);
+    let tracked = std::hint::black_box(vec![2u8; 64]);
+    set_tracked(false);
+    assert_eq!(tracked_allocs(), tracked0 + 1);
+    assert_eq!(thread_allocs(), thread0 + 2);
+    drop((untracked, tracked));
 }

@@ -381,19 +381,8 @@ fn idle_connection_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a rlimit on this stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        }
-    }
-    let spare = (lim.rlim_cur as usize).saturating_sub(fd_count() + 512);
+    let limit = pollux::sys::process::raise_nofile_limit();
+    let spare = (limit as usize).saturating_sub(fd_count() + 512);
     wanted.min(spare / 2)
 }
 

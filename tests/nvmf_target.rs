@@ -696,7 +696,10 @@ fn embedded_default_exports_cnode1_on_4420() {
         let mut admin = Host::admin_connect(4420, "nqn.2016-06.io.pollux:cnode1", false, 0);
         assert!(admin.identify(cns::NAMESPACE, 1).ok());
     } else {
-        eprintln!("port 4420 is used by another process: listener part skipped");
+        common::skip(
+            "embedded_default_exports_cnode1_on_4420",
+            "port 4420 is used by another process: the listener part is not checked",
+        );
     }
     app.shutdown_and_wait();
 }
@@ -711,7 +714,10 @@ fn uring_sockets_serve_the_same_protocol() {
         json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
     );
     if let Err(e) = r {
-        eprintln!("uring unavailable here, skipping: {e}");
+        common::skip(
+            "uring_sockets_serve_the_same_protocol",
+            &format!("the uring sock impl is unavailable here: {e:?}"),
+        );
         return;
     }
     let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
@@ -797,7 +803,7 @@ fn rpc_py_nvmf_commands() {
         .output()
         .is_err()
     {
-        eprintln!("python3 missing: skipping");
+        common::skip("rpc_py_nvmf_commands", "python3 is not installed");
         return;
     }
     let app = start(vec![0], "nvmf-rpcpy");
@@ -952,7 +958,12 @@ fn saved_config_recreates_the_target() {
 #[test]
 fn spdk_rpc_py_nvmf_commands() {
     let Some(spdk) = std::env::var_os("POLLUX_SPDK_RPC") else {
-        eprintln!("POLLUX_SPDK_RPC is not set: SPDK's rpc.py nvmf compatibility not checked");
+        common::skip(
+            "spdk_rpc_py_nvmf_commands",
+            "POLLUX_SPDK_RPC is not set and .ci/venv/bin/spdk-rpc is absent (scripts/test.sh \
+             sets it from there; .ci/run installs it): SPDK's rpc.py nvmf compatibility not \
+             checked",
+        );
         return;
     };
     let app = start(vec![0], "nvmf-spdkrpc");

@@ -64,7 +64,30 @@ fn refused_connection_is_one_line_and_exit_1() {
 fn bad_options_are_rejected() {
     let out = perf(&["-r", "trtype:TCP traddr:127.0.0.1 trsvcid:1", "-w", "bogus"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("-w \"bogus\""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'bogus'") && stderr.contains("-w"),
+        "{stderr}"
+    );
+    for bad in [
+        ["-q", "0"],
+        ["-q", "4097"],
+        ["-M", "101"],
+        ["-P", "0"],
+        ["-t", "0"],
+    ] {
+        let out = perf(&[
+            "-r",
+            "trtype:TCP traddr:127.0.0.1 trsvcid:1",
+            bad[0],
+            bad[1],
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+    let out = perf(&["-r", "trtype:TCP traddr:127.0.0.1 trsvcid:1", "-S", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
     let out = perf(&["-r", "trtype:RDMA traddr:127.0.0.1"]);
     assert_eq!(out.status.code(), Some(1));
 }

@@ -300,7 +300,7 @@ fn every_spdk_rpc_release_drives_pollux() {
         if std::env::var_os("CI").is_some() {
             panic!("{msg} (.ci/run installs them)");
         }
-        eprintln!("SKIPPED every_spdk_rpc_release_drives_pollux: {msg}");
+        common::skip("every_spdk_rpc_release_drives_pollux", &msg);
         return;
     }
     // Two releases at a time: each is a pollux process plus ~75 short Python runs.

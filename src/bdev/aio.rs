@@ -1,10 +1,11 @@
-//! aio: a bdev over a file or block device driven by Linux native AIO, for hosts where
-//! io_uring is disabled (containers). Thin unsafe wrappers call io_setup/io_submit/
-//! io_getevents/io_destroy directly. Each reactor's channel has its own AIO context and an
-//! eventfd the kernel signals on completion (IOCB_FLAG_RESFD), registered as a reactor wake
-//! source; the channel's poll reaps events without blocking. Read and write are
-//! preadv/pwritev, flush is an AIO fsync; AIO has no fallocate, so unmap and write_zeroes
-//! write zeroes from a shared zero buffer in chunks (both then read back zeroes).
+//! aio: a bdev over a file or block device driven by Linux native AIO, for hosts where io_uring
+//! is disabled (containers).
+//!
+//! The AIO context and the kernel's structures are in `sys::aio`. Each reactor's channel has
+//! its own AIO context and an eventfd the kernel signals on completion (IOCB_FLAG_RESFD),
+//! registered as a reactor wake source; the channel's poll reaps events without blocking. Read
+//! and write are preadv/pwritev, flush is an AIO fsync; AIO has no fallocate, so unmap and
+//! write_zeroes write zeroes from a shared zero buffer in chunks (both then read back zeroes).
 
 use super::util::{open_file_bdev, status_of_errno, BackingFile, SlotTable};
 use super::{
@@ -12,8 +13,12 @@ use super::{
 };
 use crate::buf::IoBuf;
 use crate::reactor::{self, WakeSource};
+use crate::sys::aio::{
+    AioContext, IoEvent, Iocb, IOCB_CMD_FSYNC, IOCB_CMD_PREADV, IOCB_CMD_PWRITEV, IOCB_FLAG_RESFD,
+};
+use crate::sys::EventFd;
 use serde_json::{json, Value};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 pub const PRODUCT_NAME: &str = "AIO disk";
@@ -22,103 +27,6 @@ const AIO_DEPTH: usize = 128;
 /// Zero buffer used to emulate unmap and write_zeroes, and iovecs per zeroing write.
 const ZERO_BUF_LEN: usize = 128 * 1024;
 const ZERO_IOVS: usize = 64;
-
-const IOCB_CMD_FSYNC: u16 = 2;
-const IOCB_CMD_PREADV: u16 = 7;
-const IOCB_CMD_PWRITEV: u16 = 8;
-const IOCB_FLAG_RESFD: u32 = 1;
-
-/// The kernel's `struct iocb` (linux/aio_abi.h, little-endian layout).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct Iocb {
-    aio_data: u64,
-    aio_key: u32,
-    aio_rw_flags: i32,
-    aio_lio_opcode: u16,
-    aio_reqprio: i16,
-    aio_fildes: u32,
-    aio_buf: u64,
-    aio_nbytes: u64,
-    aio_offset: i64,
-    aio_reserved2: u64,
-    aio_flags: u32,
-    aio_resfd: u32,
-}
-const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
-
-/// The kernel's `struct io_event`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
-
-/// An AIO context (`aio_context_t`), destroyed on drop.
-struct AioContext(libc::c_ulong);
-
-impl AioContext {
-    fn new(depth: usize) -> std::io::Result<Self> {
-        let mut ctx: libc::c_ulong = 0;
-        // SAFETY: io_setup writes the new context id to the valid pointer.
-        let r = unsafe { libc::syscall(libc::SYS_io_setup, depth as libc::c_long, &mut ctx) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self(ctx))
-    }
-
-    /// Submits one iocb; Ok(()) when the kernel accepted it.
-    fn submit(&self, iocb: &Iocb) -> std::io::Result<()> {
-        let mut ptrs = [iocb as *const Iocb];
-        // SAFETY: one valid iocb pointer; the kernel copies the iocb (and imports the iovec
-        // array) during the call; buffers stay valid until the event is reaped.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.0,
-                1 as libc::c_long,
-                ptrs.as_mut_ptr(),
-            )
-        };
-        match r {
-            1 => Ok(()),
-            r if r < 0 => Err(std::io::Error::last_os_error()),
-            _ => Err(std::io::Error::from_raw_os_error(libc::EAGAIN)),
-        }
-    }
-
-    /// Reaps up to `events.len()` completions; `wait` blocks for at least one.
-    fn get_events(&self, events: &mut [IoEvent], wait: bool) -> usize {
-        let timeout = libc::timespec {
-            tv_sec: if wait { 1 } else { 0 },
-            tv_nsec: 0,
-        };
-        // SAFETY: events is valid for events.len() writes of io_event; timeout is valid.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                self.0,
-                if wait { 1 } else { 0 } as libc::c_long,
-                events.len() as libc::c_long,
-                events.as_mut_ptr(),
-                &timeout as *const libc::timespec,
-            )
-        };
-        r.max(0) as usize
-    }
-}
-
-impl Drop for AioContext {
-    fn drop(&mut self) {
-        // SAFETY: the context was created by io_setup and is destroyed once.
-        unsafe { libc::syscall(libc::SYS_io_destroy, self.0) };
-    }
-}
 
 pub struct AioBdev {
     file: Arc<BackingFile>,
@@ -136,7 +44,7 @@ struct ZeroProgress {
 
 struct AioChannel {
     ctx: AioContext,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
     file: Arc<BackingFile>,
     slots: SlotTable,
     zeroing: Vec<ZeroProgress>,
@@ -219,9 +127,10 @@ impl AioChannel {
     /// Submits the slot's iocb; on failure completes the I/O with the mapped status.
     fn start(&mut self, idx: u32, iocb: Option<Iocb>, done: &Completer) {
         let result = match iocb {
-            Some(iocb) => self
-                .ctx
-                .submit(&iocb)
+            // SAFETY: the iocb points at the slot's iovec array and the I/O's buffers (or the
+            // channel's zero buffer), all owned by the slot table / channel until the event
+            // is reaped in `poll`; dropping the channel waits for every in-flight event.
+            Some(iocb) => unsafe { self.ctx.submit(&iocb) }
                 .map_err(|e| status_of_errno(e.raw_os_error().unwrap_or(libc::EIO))),
             None => Err(IoStatus::Failed),
         };
@@ -233,9 +142,7 @@ impl AioChannel {
     }
 
     fn drain_eventfd(&self) {
-        let mut count = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a valid buffer from our non-blocking eventfd.
-        unsafe { libc::read(self.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        self.eventfd.drain();
     }
 }
 
@@ -318,13 +225,7 @@ impl super::Bdev for AioBdev {
         _done: &Completer,
     ) -> Result<Box<dyn ModuleChannel>, BdevError> {
         let ctx = AioContext::new(AIO_DEPTH).map_err(|e| BdevError::io("io_setup", e))?;
-        // SAFETY: plain eventfd creation; the fd is owned by the OwnedFd below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(BdevError::io("eventfd", std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let eventfd = EventFd::new().map_err(|e| BdevError::io("eventfd", e))?;
         let wake = reactor::add_wake_fd(eventfd.as_raw_fd())
             .map_err(|e| BdevError::io("registering the eventfd as wake source", e))?;
         Ok(Box::new(AioChannel {

@@ -1,9 +1,12 @@
-//! delay: latency injection over a claimed base bdev. Each I/O goes to the base; when the
-//! base completes it, the completion is held until its latency has passed: reads and
-//! writes use their configured average latency, one in a hundred uses the p99 latency
-//! instead; other types pass at once. A timed poller per channel (paused while nothing
-//! waits) releases due completions. Latencies (microseconds) change live through
-//! `bdev_delay_update_latency`.
+//! delay: latency injection over a claimed base bdev.
+//!
+//! Each I/O goes to the base; when the base completes it, the completion is held until its
+//! latency has passed: reads and writes use their configured average latency, one in a
+//! hundred uses the p99 latency instead; other types pass at once. A timed poller per channel
+//! (paused while nothing waits) releases due completions. Latencies (microseconds) change
+//! live through `bdev_delay_update_latency`.
+
+#![forbid(unsafe_code)]
 
 use super::stack::Base;
 use super::util::FastRng;

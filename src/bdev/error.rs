@@ -1,10 +1,14 @@
-//! error: fault injection over a claimed base bdev, named `EE_<base>`. `bdev_error_inject_error`
-//! arms, per I/O type (or all), the next `num` I/Os to fail (`failure` → status Failed),
-//! to be refused for lack of resources (`nomem` → the channel retries them, so they succeed
-//! once the count is spent) or to have their data corrupted (`corrupt_data`: the byte at
-//! `corrupt_offset` is XORed with `corrupt_value`, in write data before it reaches the base
-//! and in read data after the base returned it). Arming is lock-free (atomics), so the RPC
-//! on the main reactor and the data path on any reactor never wait for each other.
+//! error: fault injection over a claimed base bdev, named `EE_<base>`.
+//!
+//! `bdev_error_inject_error` arms, per I/O type (or all), the next `num` I/Os to fail
+//! (`failure` → status Failed), to be refused for lack of resources (`nomem` → the channel
+//! retries them, so they succeed once the count is spent) or to have their data corrupted
+//! (`corrupt_data`: the byte at `corrupt_offset` is XORed with `corrupt_value`, in write data
+//! before it reaches the base and in read data after the base returned it). Arming is
+//! lock-free (atomics), so the RPC on the main reactor and the data path on any reactor never
+//! wait for each other.
+
+#![forbid(unsafe_code)]
 
 use super::stack::Base;
 use super::{

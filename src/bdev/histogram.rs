@@ -12,6 +12,8 @@
 //! the ranges outside it. A channel's histogram (58 KiB at the default granularity 7) is
 //! allocated only while the bdev's histogram is enabled; recording allocates nothing.
 
+#![forbid(unsafe_code)]
+
 use super::IoType;
 use base64::Engine;
 

@@ -1,8 +1,13 @@
-//! I/O statistics of a bdev, kept per channel (so the data path touches only its own
-//! reactor's counters) and merged on demand for `bdev_get_iostat`: per I/O type the
-//! successful operations, bytes and latency (total/min/max in ticks of 1 ns), failed
-//! operations, and an hdrhistogram of read and write latency for p50/p99. Histograms are
-//! allocated once per channel; recording allocates nothing.
+//! I/O statistics of a bdev, per channel and merged on demand.
+//!
+//! They are kept per channel (so the data path touches only its own reactor's counters) and
+//! merged on demand for `bdev_get_iostat`: per I/O type the successful operations, bytes and
+//! latency (total/min/max in ticks of 1 ns), failed operations, and an hdrhistogram of read and
+//! write latency for p50/p99.
+//!
+//! Histograms are allocated once per channel; recording allocates nothing.
+
+#![forbid(unsafe_code)]
 
 use super::IoType;
 use hdrhistogram::Histogram;

@@ -1,79 +1,77 @@
-//! malloc: a RAM bdev. Its blocks live in one zero-initialised, page-aligned mapping held
-//! by an `Arc` ([`MallocRegion`]), shared by every reactor's channel and outliving them, so
-//! the network side can later send read data straight from it. Channels copy between the
-//! region and the I/O's scatter list; unmap and write_zeroes zero the range; flush and reset
-//! have nothing to do. Concurrent writes to overlapping ranges give torn data, as on a disk.
-//! A read submitted with `accept_shared` is not copied at all: it completes with a
-//! [`SharedRange`] of the region (the region is a `sock::SharedBytes`), which the NVMe/TCP
-//! target sends straight from the bdev's memory.
+//! malloc: a RAM bdev whose blocks live in one anonymous mapping shared by every reactor.
+//!
+//! The mapping ([`MallocRegion`], from `sys::mem`) is zero-filled by the kernel on first
+//! touch and held by an `Arc`, shared by every reactor's channel and outliving them, so the
+//! network side can send read data straight from it. Channels copy between the region and
+//! the I/O's scatter list; unmap and write_zeroes zero the range; flush and reset have
+//! nothing to do. A read submitted with `accept_shared` is not copied at all: it completes
+//! with a [`SharedRange`] of the region (the region is a `buf::SharedBytes`), which the
+//! NVMe/TCP target sends straight from the bdev's memory.
+//!
+//! # Concurrent I/O to the same blocks
+//!
+//! Two reactors may copy into (or one into, one out of) the same bytes at once: NVMe allows
+//! overlapping commands and leaves their result undefined, and a disk gives torn data. In
+//! Rust's memory model, though, two unsynchronised non-atomic accesses to one location of
+//! which one writes are a *data race*, which is undefined behaviour, not merely torn bytes.
+//! The decision, and what it rests on:
+//!
+//! - The region is never turned into a reference. No `&[u8]` / `&mut [u8]` to region memory
+//!   exists anywhere: every access is `copy_raw` / `ptr::write_bytes` on raw pointers
+//!   derived from the mapping's base, bounds-checked first; the network side hands
+//!   `(pointer, length)` to the kernel and never reads the bytes itself (`SharedBytes`'s
+//!   contract). So the compiler has no `noalias` / `dereferenceable` promise about these
+//!   bytes to exploit, and no Rust code ever makes a decision on a value read from them: the
+//!   bytes only travel between the region and I/O buffers, like DMA to device memory.
+//! - The memory comes from `mmap`, not from a Rust allocation, and the copies are calls to
+//!   the C library's `memcpy` / `memset`, opaque to the optimiser. On the hardware pollux
+//!   runs on (x86-64, arm64, both cache-coherent), racing copies produce a mix of old and new
+//!   bytes at worst, exactly the torn data the NVMe semantics allow. This is the same footing
+//!   as memory shared with another process or a device, which Rust programs (and SPDK) copy
+//!   this way.
+//! - What this does not claim: by the letter of the abstract machine the racing copies are
+//!   still a data race; Miri would flag a test that made two threads overlap. The sound
+//!   replacements are rejected for now (not measured): relaxed atomic word copies
+//!   (`AtomicU64` loads/stores, which LLVM neither merges nor vectorises) would replace a
+//!   vectorised 4 KiB `memcpy` on every I/O, and a per-range lock would make one reactor
+//!   wait for another, which the house rules forbid.
+//!   When byte-wise atomic memcpy (RFC 3301, `AtomicPerByte`) is stable, `copy_in` /
+//!   `copy_out` / `zero` switch to it with relaxed ordering: same code generation, defined
+//!   behaviour. The change is confined to those three functions.
 
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,
     SharedRange,
 };
 use crate::buf::copy_raw;
+use crate::sys::mem::Mapping;
 use serde_json::{json, Value};
-use std::alloc::Layout;
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 pub const PRODUCT_NAME: &str = "Malloc disk";
 
 /// The memory of a malloc bdev.
 pub struct MallocRegion {
-    ptr: NonNull<u8>,
-    layout: Layout,
+    map: Mapping,
 }
-
-// SAFETY: the region is plain bytes owned by this struct; access goes through raw copies
-// bounded by `len` (see `copy_out`/`copy_in`), like DMA to a device's memory.
-unsafe impl Send for MallocRegion {}
-// SAFETY: as above; concurrent copies of the same bytes give torn data, never invalid values.
-unsafe impl Sync for MallocRegion {}
 
 impl MallocRegion {
     /// Maps `len` bytes of anonymous memory: page-aligned, zero-filled by the kernel on first
     /// touch, so creating a large bdev is instant and costs no RSS until blocks are written
     /// (an aligned `alloc_zeroed` would memset all of it at creation).
     pub fn new(len: usize) -> Result<Self, BdevError> {
-        let layout = Layout::from_size_align(len.max(1), crate::buf::BUF_ALIGN)
-            .map_err(|_| BdevError::Invalid(format!("malloc size {len} is too large")))?;
-        // SAFETY: an anonymous private mapping of a non-zero size at an address the kernel
-        // picks; the result is checked before use and unmapped exactly once in `drop`.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                layout.size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return Err(BdevError::io(
-                format!("mapping {len} bytes"),
-                std::io::Error::last_os_error(),
-            ));
+        if len > isize::MAX as usize - crate::buf::BUF_ALIGN {
+            return Err(BdevError::Invalid(format!(
+                "malloc size {len} is too large"
+            )));
         }
-        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| {
-            BdevError::io(
-                format!("mapping {len} bytes"),
-                std::io::Error::from_raw_os_error(libc::ENOMEM),
-            )
-        })?;
-        // Transparent huge pages where the kernel offers them (no reservation, unlike
-        // hugetlbfs): random 4 KiB I/O over a large region otherwise misses the TLB on almost
-        // every access. Advice only; failure (THP disabled) changes nothing.
-        // SAFETY: advice on the mapping just created, within its length.
-        unsafe {
-            libc::madvise(raw, layout.size(), libc::MADV_HUGEPAGE);
-        }
-        Ok(Self { ptr, layout })
+        let map = Mapping::new(len.max(1))
+            .map_err(|e| BdevError::io(format!("mapping {len} bytes"), e))?;
+        Ok(Self { map })
     }
 
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,7 +80,7 @@ impl MallocRegion {
 
     /// The region's base address (for zero-copy senders holding an `Arc` of the region).
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     fn check(&self, offset: usize, len: usize) -> bool {
@@ -95,7 +93,7 @@ impl MallocRegion {
             return false;
         }
         // SAFETY: bounds checked above; dst is a distinct, exclusively borrowed buffer.
-        unsafe { copy_raw(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe { copy_raw(self.map.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
         true
     }
 
@@ -105,7 +103,7 @@ impl MallocRegion {
             return false;
         }
         // SAFETY: bounds checked above; src is a distinct buffer.
-        unsafe { copy_raw(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
+        unsafe { copy_raw(src.as_ptr(), self.map.as_ptr().add(offset), src.len()) };
         true
     }
 
@@ -115,26 +113,18 @@ impl MallocRegion {
             return false;
         }
         // SAFETY: bounds checked above.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(offset), 0, len) };
+        unsafe { std::ptr::write_bytes(self.map.as_ptr().add(offset), 0, len) };
         true
     }
 }
 
-// SAFETY: the region's allocation is fixed at `ptr` for `layout.size()` bytes until the
-// region is dropped, which cannot happen while an `Arc` of it (the caller's `self`) lives.
-unsafe impl crate::sock::SharedBytes for MallocRegion {
+// SAFETY: the mapping is fixed at its base for `len()` bytes until the region is dropped, which cannot happen while an `Arc` of it (the caller's `self`) lives.
+unsafe impl crate::buf::SharedBytes for MallocRegion {
     fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
     fn len(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl Drop for MallocRegion {
-    fn drop(&mut self) {
-        // SAFETY: mapped in `new` with exactly this length, not used after this.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout.size()) };
+        self.map.len()
     }
 }
 
@@ -215,7 +205,7 @@ impl ModuleChannel for MallocChannel {
                 .filter(|&(off, len)| self.region.check(off, len));
             let status = match range {
                 Some((off, len)) => {
-                    let mem: Arc<dyn crate::sock::SharedBytes> = self.region.clone();
+                    let mem: Arc<dyn crate::buf::SharedBytes> = self.region.clone();
                     io.shared = Some(SharedRange { mem, off, len });
                     IoStatus::Success
                 }

@@ -1,23 +1,25 @@
-//! The block device layer. A module (malloc, null, uring, aio, delay, error, passthru)
-//! implements [`Bdev`]; [`register`] publishes it under a unique name (and aliases) in a
-//! registry that lives on the main reactor and is pushed to every other reactor by message,
-//! so [`lookup`] and [`open`] work on any reactor without locks on the data path. A user opens
-//! a [`Desc`] (with an event callback for hot remove and resize), may [`Desc::claim`] it
-//! exclusively, and opens an [`IoChannel`] per reactor: I/O is submitted and completed on that
-//! reactor only. A [`BdevIo`] carries offset/length in blocks, a scatter list of owned
-//! [`IoBuf`]s and a caller token; it is moved in on submit and handed back whole on
-//! completion to the [`IoSink`] registered once at channel open, so steady-state I/O allocates
-//! nothing. **Completion rule:** a completion is never delivered inside `IoChannel::submit`
-//! (a module completing synchronously, or a rejected I/O, is queued and delivered from the
-//! channel's poller on the same reactor); every I/O is delivered exactly once, also after the
-//! channel was closed. Out-of-range I/O (LBA + count overflow included), unsupported types
-//! and scatter lists whose size does not match the length are rejected before reaching a
-//! module. `NoMem` from a module is never shown to the user: the channel retries it when
-//! another I/O completes or on its next poll. [`IoStatus::nvme`] maps statuses to NVMe SCT/SC
-//! for the NVMe-oF target. Deleting a bdev with users is allowed ([`unregister`]): it
-//! disappears from lookups, every descriptor gets [`BdevEvent::Remove`] on its reactor,
-//! in-flight I/O completes normally, new I/O fails with `Aborted`, and once the last
-//! descriptor closes the module's `destruct` runs and the deletion completes.
+//! The block device layer.
+//!
+//! A module (malloc, null, uring, aio, delay, error, passthru) implements [`Bdev`];
+//! [`register`] publishes it under a unique name (and aliases) in a registry that lives on
+//! the main reactor and is pushed to every other reactor by message, so [`lookup`] and
+//! [`open`] work on any reactor without locks on the data path. A user opens a [`Desc`] (with
+//! an event callback for hot remove and resize), may [`Desc::claim`] it exclusively, and
+//! opens an [`IoChannel`] per reactor: I/O is submitted and completed on that reactor only. A
+//! [`BdevIo`] carries offset/length in blocks, a scatter list of owned [`IoBuf`]s and a
+//! caller token; it is moved in on submit and handed back whole on completion to the
+//! [`IoSink`] registered once at channel open, so steady-state I/O allocates nothing.
+//! **Completion rule:** a completion is never delivered inside `IoChannel::submit` (a module
+//! completing synchronously, or a rejected I/O, is queued and delivered from the channel's
+//! poller on the same reactor); every I/O is delivered exactly once, also after the channel
+//! was closed. Out-of-range I/O (LBA + count overflow included), unsupported types and
+//! scatter lists whose size does not match the length are rejected before reaching a module.
+//! `NoMem` from a module is never shown to the user: the channel retries it when another I/O
+//! completes or on its next poll. [`IoStatus::nvme`] maps statuses to NVMe SCT/SC for the
+//! NVMe-oF target. Deleting a bdev with users is allowed ([`unregister`]): it disappears from
+//! lookups, every descriptor gets [`BdevEvent::Remove`] on its reactor, in-flight I/O
+//! completes normally, new I/O fails with `Aborted`, and once the last descriptor closes the
+//! module's `destruct` runs and the deletion completes.
 //!
 //! For a frontend such as the NVMe-oF target: on the main reactor, `open(name, on_event)`
 //! and `claim("nvmf")` when a namespace is added (`on_event(Remove)` → remove the
@@ -181,9 +183,9 @@ impl IoStatus {
 /// The data of a zero-copy read: `len` bytes at `off` of memory the bdev shares (a malloc
 /// region). The memory may be rewritten by a concurrent write to the same blocks before it is
 /// sent (the data is then torn, as on a disk); it is only ever handed to the kernel as an
-/// iovec, never read through a Rust reference (see `sock::SharedBytes`).
+/// iovec, never read through a Rust reference (see `buf::SharedBytes`).
 pub struct SharedRange {
-    pub mem: std::sync::Arc<dyn crate::sock::SharedBytes>,
+    pub mem: std::sync::Arc<dyn crate::buf::SharedBytes>,
     pub off: usize,
     pub len: usize,
 }
@@ -351,7 +353,7 @@ impl BdevError {
 pub struct BdevInfo {
     pub name: String,
     pub aliases: Vec<String>,
-    pub uuid: String,
+    pub uuid: uuid::Uuid,
     pub block_size: u32,
     num_blocks: AtomicU64,
     pub io_types: IoTypes,

@@ -1,6 +1,10 @@
-//! null: a bdev that stores nothing. Writes, unmap, write_zeroes and flush succeed at once
-//! and are discarded; reads return zeroes. Its size can change while in use
-//! (`bdev_null_resize`), which tells every descriptor `BdevEvent::Resize`.
+//! null: a bdev that stores nothing.
+//!
+//! Writes, unmap, write_zeroes and flush succeed at once and are discarded; reads return
+//! zeroes. Its size can change while in use (`bdev_null_resize`), which tells every
+//! descriptor `BdevEvent::Resize`.
+
+#![forbid(unsafe_code)]
 
 use super::{
     BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoStatus, IoType, IoTypes, ModuleChannel,

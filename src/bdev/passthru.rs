@@ -1,6 +1,8 @@
 //! passthru: a bdev that forwards every I/O unchanged to a claimed base bdev — the
 //! template of a stacked module and a way to give a bdev a second name and UUID.
 
+#![forbid(unsafe_code)]
+
 use super::stack::Base;
 use super::{BdevError, BdevHandle, BdevInfo, BdevIo, Completer, IoChannel, ModuleChannel};
 use serde_json::{json, Value};

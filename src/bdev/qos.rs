@@ -11,6 +11,8 @@
 //! not admitted waits in its channel, in order, and is released by the channel's 1 ms QoS
 //! poller; the limits hold for the sum of all reactors, whatever their share of the load.
 
+#![forbid(unsafe_code)]
+
 use super::{BdevIo, IoType};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

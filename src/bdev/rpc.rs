@@ -1,9 +1,13 @@
-//! JSON-RPC methods of the bdev layer, with SPDK's names, parameters and result shapes:
-//! the create/delete calls of every module, `bdev_null_resize`, `bdev_delay_update_latency`,
-//! `bdev_error_inject_error`, `bdev_get_bdevs`, `bdev_get_iostat`, `bdev_wait_for_examine`
-//! and `bdev_set_options`, plus the `bdev` framework subsystem whose config writer replays
-//! the options and every bdev in creation order (bases before the bdevs stacked on them).
+//! JSON-RPC methods of the bdev layer, with SPDK's names, parameters and result shapes.
+//!
+//! The create/delete calls of every module, `bdev_null_resize`, `bdev_delay_update_latency`,
+//! `bdev_error_inject_error`, `bdev_get_bdevs`, `bdev_get_iostat`, `bdev_wait_for_examine` and
+//! `bdev_set_options`, plus the `bdev` framework subsystem whose config writer replays the
+//! options and every bdev in creation order (bases before the bdevs stacked on them).
+//!
 //! Deletes answer once the hot remove finished (every user closed the bdev).
+
+#![forbid(unsafe_code)]
 
 use super::{
     aio, delay, error, histogram, iostat, malloc, null, passthru, split, uring, BdevError,

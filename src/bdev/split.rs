@@ -9,6 +9,8 @@
 //! restart gives the parts the same UUIDs. A part costs one `BdevInfo` and one channel per
 //! reactor that uses it, nothing per I/O.
 
+#![forbid(unsafe_code)]
+
 use super::{
     BdevError, BdevEvent, BdevHandle, BdevInfo, BdevIo, Completer, Desc, IoChannel, IoSink,
     ModuleChannel,
@@ -150,19 +152,15 @@ pub struct SplitOpts {
 
 /// The UUID of part `index` of a base: the base's with its last four bytes mixed with the
 /// index (stable across restarts, distinct per part, still a version-4 layout).
-fn part_uuid(base_uuid: &str, index: u32) -> String {
-    let hex: String = base_uuid.chars().filter(char::is_ascii_hexdigit).collect();
-    let mut b = [0u8; 16];
-    for (i, byte) in b.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
-    }
+fn part_uuid(base_uuid: uuid::Uuid, index: u32) -> uuid::Uuid {
+    let mut b = base_uuid.into_bytes();
     let mix = (index + 1).wrapping_mul(0x9e37_79b9).to_be_bytes();
     for (dst, m) in b[12..].iter_mut().zip(mix) {
         *dst ^= m;
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    super::util::format_uuid(&b)
+    uuid::Uuid::from_bytes(b)
 }
 
 /// Creates the parts (main reactor); `done` gets their names in order.
@@ -307,7 +305,7 @@ fn plan(opts: &SplitOpts) -> Result<Planned, BdevError> {
                 base.info.io_types,
             );
             info.optimal_io_boundary = base.info.optimal_io_boundary;
-            info.uuid = part_uuid(&base.info.uuid, i);
+            info.uuid = part_uuid(base.info.uuid, i);
             let part = SplitBdev {
                 group: group.clone(),
                 index: i,
@@ -349,15 +347,19 @@ mod tests {
 
     #[test]
     fn part_uuids_are_stable_distinct_and_well_formed() {
-        let base = "5b1e0cf4-0d7a-4bb2-8c67-6d7e4c6c0b0a";
-        let a: Vec<String> = (0..64).map(|i| part_uuid(base, i)).collect();
+        let base = crate::bdev::parse_uuid("5b1e0cf4-0d7a-4bb2-8c67-6d7e4c6c0b0a").unwrap();
+        let a: Vec<uuid::Uuid> = (0..64).map(|i| part_uuid(base, i)).collect();
         assert_eq!(a, (0..64).map(|i| part_uuid(base, i)).collect::<Vec<_>>());
         let mut d = a.clone();
         d.sort();
         d.dedup();
         assert_eq!(d.len(), a.len());
-        assert!(a
-            .iter()
-            .all(|u| u != base && crate::bdev::parse_uuid(u).is_ok()));
+        assert!(a.iter().all(|u| *u != base && u.get_version_num() == 4));
+        // The same UUIDs as when they were computed on strings (configs saved before keep
+        // their parts' UUIDs).
+        assert_eq!(
+            part_uuid(base, 0).to_string(),
+            "5b1e0cf4-0d7a-4bb2-8c67-6d7ed25b72b3"
+        );
     }
 }

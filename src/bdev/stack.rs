@@ -3,6 +3,8 @@
 //! turn (so a delay bdev over a deleted malloc disappears), opening the base's channel on
 //! each reactor, and a sink that forwards base completions up to the stacked channel.
 
+#![forbid(unsafe_code)]
+
 use super::{
     open, unregister, BdevError, BdevEvent, BdevHandle, BdevInfo, BdevIo, Completer, Desc,
     IoChannel, IoSink,

@@ -1,10 +1,12 @@
-//! uring: a bdev over a file or block device, driven by io_uring. The file is opened once
-//! (O_DIRECT when the target allows it, buffered otherwise; IOPOLL is not assumed) and
-//! shared by `Arc`; every reactor's channel creates its own ring on that reactor, registers
-//! the ring fd as a reactor wake source (it turns readable when completions are posted),
-//! queues SQEs on submit, and submits the batch and reaps completions in its poll. Read and
-//! write are readv/writev of the scatter list, flush is fsync, unmap punches a hole and
-//! write_zeroes zeroes the range (fallocate), all asynchronous.
+//! uring: a bdev over a file or block device, driven by io_uring.
+//!
+//! The file is opened once (O_DIRECT when the target allows it, buffered otherwise; IOPOLL is
+//! not assumed) and shared by `Arc`; every reactor's channel creates its own ring on that
+//! reactor, registers the ring fd as a reactor wake source (it turns readable when
+//! completions are posted), queues SQEs on submit, and submits the batch and reaps
+//! completions in its poll. Read and write are readv/writev of the scatter list, flush is
+//! fsync, unmap punches a hole and write_zeroes zeroes the range (fallocate), all
+//! asynchronous.
 
 use super::util::{open_file_bdev, status_of_errno, BackingFile, SlotTable};
 use super::{

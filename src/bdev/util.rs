@@ -1,86 +1,41 @@
-//! Small helpers of the bdev layer: UUID generation (random version 4, from the kernel's
-//! getrandom) and parsing/normalising of user-supplied UUID strings.
+//! Small helpers of the bdev layer: UUIDs, a fast PRNG, the backing file of file bdevs and
+//! the slot table of their in-flight I/O.
 
-/// A random (version 4) UUID in the canonical lower-case form.
-pub fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    fill_random(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    format_uuid(&b)
+#![forbid(unsafe_code)]
+
+use uuid::Uuid;
+
+/// A random (version 4) UUID.
+pub fn random_uuid() -> Uuid {
+    Uuid::new_v4()
 }
 
-/// Random bytes from the kernel (falls back to a time-seeded mix if getrandom fails).
-pub fn fill_random(buf: &mut [u8]) {
-    // SAFETY: buf is valid for buf.len() writable bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        let mut x = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
-            | 1;
-        for b in buf.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-    }
-}
-
-/// 8-4-4-4-12 text of 16 bytes.
-pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-/// Checks a UUID string (8-4-4-4-12 hex digits) and returns it in lower case.
-pub fn parse_uuid(s: &str) -> Result<String, String> {
-    let groups: Vec<&str> = s.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    let ok = groups.len() == 5
-        && groups
-            .iter()
-            .zip(lens)
-            .all(|(g, l)| g.len() == l && g.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok {
-        Ok(s.to_ascii_lowercase())
-    } else {
-        Err(format!(
+/// Parses a user-supplied UUID in the canonical 8-4-4-4-12 form (any case); other forms the
+/// `uuid` crate knows (simple, braced, URN) are refused, as before.
+pub fn parse_uuid(s: &str) -> Result<Uuid, String> {
+    match Uuid::try_parse(s) {
+        Ok(u) if s.len() == 36 => Ok(u),
+        _ => Err(format!(
             "{s:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
-        ))
+        )),
     }
 }
 
-/// A small, fast per-channel pseudo-random generator (xorshift64*), for latency choices
-/// and workload offsets; not for anything secret.
+/// A small, fast per-channel pseudo-random generator, for latency choices and workload
+/// offsets; not for anything secret. (`fastrand`'s wyrand, seeded from the OS.)
 #[derive(Debug, Clone)]
-pub struct FastRng(u64);
+pub struct FastRng(fastrand::Rng);
 
 impl FastRng {
     pub fn new() -> Self {
-        let mut b = [0u8; 8];
-        fill_random(&mut b);
-        Self(u64::from_le_bytes(b) | 1)
+        Self(fastrand::Rng::new())
     }
     pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
-    /// Uniform in 0..n (n > 0).
+    /// Uniform in 0..n (0 when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        self.0.u64(..n.max(1))
     }
 }
 
@@ -97,12 +52,16 @@ mod tests {
     #[test]
     fn uuids_are_v4_and_parse_checks_shape() {
         let u = random_uuid();
-        assert_eq!(parse_uuid(&u).unwrap(), u);
-        assert_eq!(&u[14..15], "4");
+        assert_eq!(parse_uuid(&u.to_string()).unwrap(), u);
+        assert_eq!(u.get_version_num(), 4);
         assert_ne!(u, random_uuid());
         assert!(parse_uuid("not-a-uuid").is_err());
+        assert!(parse_uuid("0ab4c1d2000040008000000000000001").is_err());
+        assert!(parse_uuid("{0ab4c1d2-0000-4000-8000-000000000001}").is_err());
         assert_eq!(
-            parse_uuid("0AB4C1D2-0000-4000-8000-000000000001").unwrap(),
+            parse_uuid("0AB4C1D2-0000-4000-8000-000000000001")
+                .unwrap()
+                .to_string(),
             "0ab4c1d2-0000-4000-8000-000000000001"
         );
     }
@@ -127,9 +86,6 @@ pub struct BackingFile {
     pub logical_block_size: u32,
 }
 
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKSSZGET: libc::c_ulong = 0x1268;
-
 impl BackingFile {
     pub fn open(path: &str, readonly: bool) -> Result<Self, BdevError> {
         let open = |direct: bool| {
@@ -153,23 +109,8 @@ impl BackingFile {
             .map_err(|e| BdevError::io(format!("stat {path}"), e))?;
         let is_block_device = meta.file_type().is_block_device();
         let (size, logical_block_size) = if is_block_device {
-            let mut size: u64 = 0;
-            let mut lbs: libc::c_int = 0;
-            // SAFETY: BLKGETSIZE64 writes one u64 and BLKSSZGET one int to the pointers,
-            // which are valid for those writes; the fd is open.
-            let (r1, r2) = unsafe {
-                (
-                    libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64),
-                    libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut lbs as *mut libc::c_int),
-                )
-            };
-            if r1 != 0 || r2 != 0 {
-                return Err(BdevError::io(
-                    format!("querying block device {path}"),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            (size, lbs.max(0) as u32)
+            crate::sys::file::block_device_geometry(file.as_raw_fd())
+                .map_err(|e| BdevError::io(format!("querying block device {path}"), e))?
         } else if meta.file_type().is_file() {
             (meta.len(), 0)
         } else {
@@ -235,29 +176,11 @@ impl BackingFile {
 impl BackingFile {
     /// The direct-I/O file offset alignment the kernel reports, if it reports one.
     fn dio_offset_align(&self) -> Option<u32> {
-        const STATX_DIOALIGN: u32 = 0x2000;
-        // SAFETY: statx is plain old data; all-zero is a valid value.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: empty path with AT_EMPTY_PATH queries the open fd; stx is valid for writes.
-        let r = unsafe {
-            libc::statx(
-                self.file.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                STATX_DIOALIGN,
-                &mut stx,
-            )
-        };
-        (r == 0 && stx.stx_mask & STATX_DIOALIGN != 0 && stx.stx_dio_offset_align > 0)
-            .then_some(stx.stx_dio_offset_align)
+        crate::sys::file::dio_offset_align(self.file.as_raw_fd())
     }
 
     fn reopen_buffered(&mut self) -> Result<(), BdevError> {
-        let writable = {
-            // SAFETY: F_GETFL on our open fd has no memory effects.
-            let fl = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETFL) };
-            fl >= 0 && fl & libc::O_ACCMODE != libc::O_RDONLY
-        };
+        let writable = crate::sys::file::is_writable(self.file.as_raw_fd());
         self.file = std::fs::OpenOptions::new()
             .read(true)
             .write(writable)

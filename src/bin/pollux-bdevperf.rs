@@ -1,12 +1,16 @@
 //! pollux-bdevperf: local I/O load against bdevs, without network, like SPDK's bdevperf.
-//! A JSON config (the `--json` format: `{"subsystems":[{"subsystem":"bdev","config":[...]}]}`)
-//! creates the bdevs by calling the RPC methods in-process on the main reactor; then every
-//! reactor of the core mask runs one job per unclaimed bdev, each on its own slice of the
-//! bdev, keeping `-q` I/Os of `-o` bytes in flight for `-t` seconds with the `-w` pattern
-//! (`-M` read percentage for rw/randrw). A progress line is printed every second and a final
-//! table of IOPS, MiB/s and latency percentiles (hdrhistogram) at the end. `verify` writes a
-//! pattern, reads it back and compares; a mismatch is reported with its offset and makes the
-//! run fail (exit status 1), as do failed I/Os under `verify`.
+//!
+//! A JSON config (the `--json` format:
+//! `{"subsystems":[{"subsystem":"bdev","config":[...]}]}`) creates the bdevs by calling the
+//! RPC methods in-process on the main reactor; then every reactor of the core mask runs one
+//! job per unclaimed bdev, each on its own slice of the bdev, keeping `-q` I/Os of `-o` bytes
+//! in flight for `-t` seconds with the `-w` pattern (`-M` read percentage for rw/randrw). A
+//! progress line is printed every second and a final table of IOPS, MiB/s and latency
+//! percentiles (hdrhistogram) at the end. `verify` writes a pattern, reads it back and
+//! compares; a mismatch is reported with its offset and makes the run fail (exit status 1),
+//! as do failed I/Os under `verify`.
+
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use hdrhistogram::Histogram;

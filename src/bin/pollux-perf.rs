@@ -1,24 +1,29 @@
 //! pollux-perf: NVMe/TCP load generator in the style of spdk_nvme_perf, built on the
-//! `nvmf::host` library. The main reactor connects the admin queue (bring-up, Identify,
-//! Number of Queues for every I/O queue wanted) and identifies the first active namespace;
-//! then every reactor of the core mask (`-c`) connects its own `-P` I/O queues and keeps
-//! `-q` commands of `-o` bytes in flight on each, with the `-w` pattern (`-M` read percentage
-//! for rw/randrw), for `-t` seconds. The data path allocates nothing per I/O: buffers and
-//! slots are preallocated, commands carry the slot index as their tag, and completions come
-//! back by polling the queues from one poller per reactor. A progress line is printed each
-//! second; at the end the IOPS, MiB/s, average/min/max latency per core and in total, and a
-//! percentile table from an HDR histogram (or one JSON object with `--json`). Latency is
-//! stamped once per batch of completions a queue poll returns (that instant ends the
-//! batch's latencies and starts those of the I/O resubmitted from it), not twice per I/O:
-//! its resolution is the handling of one batch, a few microseconds at most. Any error
-//! (connect refused, unknown NQN, failed I/O) is one line on stderr and a non-zero exit.
-//! The binary's global allocator counts the heap allocations made on worker threads once
-//! they reach steady state (after `WARMUP_IOS` completions per worker, until the stop
-//! signal); the total is printed as allocations per I/O (`allocs_per_io` with `--json`), so
-//! every run proves (or disproves) that the host's I/O path allocates nothing.
+//! `nvmf::host` library.
+//!
+//! The main reactor connects the admin queue (bring-up, Identify, Number of Queues for every
+//! I/O queue wanted) and identifies the first active namespace; then every reactor of the
+//! core mask (`-c`) connects its own `-P` I/O queues and keeps `-q` commands of `-o` bytes in
+//! flight on each, with the `-w` pattern (`-M` read percentage for rw/randrw), for `-t`
+//! seconds. The data path allocates nothing per I/O: buffers and slots are preallocated,
+//! commands carry the slot index as their tag, and completions come back by polling the
+//! queues from one poller per reactor. A progress line is printed each second; at the end the
+//! IOPS, MiB/s, average/min/max latency per core and in total, and a percentile table from an
+//! HDR histogram (or one JSON object with `--json`). Latency is stamped once per batch of
+//! completions a queue poll returns (that instant ends the batch's latencies and starts those
+//! of the I/O resubmitted from it), not twice per I/O: its resolution is the handling of one
+//! batch, a few microseconds at most. Any error (connect refused, unknown NQN, failed I/O) is
+//! one line on stderr and a non-zero exit. The binary's global allocator counts the heap
+//! allocations made on worker threads once they reach steady state (after `WARMUP_IOS`
+//! completions per worker, until the stop signal); the total is printed as allocations per
+//! I/O (`allocs_per_io` with `--json`), so every run proves (or disproves) that the host's
+//! I/O path allocates nothing.
 
-use clap::Parser;
+#![forbid(unsafe_code)]
+
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use pollux::alloc_count;
 use pollux::bdev::util::FastRng;
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::{
@@ -38,56 +43,10 @@ use std::time::{Duration, Instant};
 /// first-use growth of queues and caches is not steady state).
 const WARMUP_IOS: u64 = 2000;
 
-/// The system allocator, counting allocations made on threads that opted in.
-struct CountingAlloc;
-
-static STEADY_ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNT_ALLOCS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; it only counts.
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
-            STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
-            trace_alloc(layout.size());
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if COUNT_ALLOCS.try_with(|c| c.get()).unwrap_or(false) {
-            STEADY_ALLOCS.fetch_add(1, Ordering::Relaxed);
-            trace_alloc(new_size);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Allocations are counted on the worker threads once they reach steady state
+/// (`POLLUX_PERF_TRACE_ALLOCS` prints a backtrace of each).
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// With `POLLUX_PERF_TRACE_ALLOCS` set, prints where each counted allocation comes from
-/// (a diagnostic: the backtrace itself allocates, so counting is off while it is taken).
-fn trace_alloc(size: usize) {
-    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    // Counting is off while the flag is read (that may allocate) and while tracing.
-    COUNT_ALLOCS.with(|c| c.set(false));
-    if *TRACE.get_or_init(|| std::env::var_os("POLLUX_PERF_TRACE_ALLOCS").is_some()) {
-        eprintln!(
-            "steady-state allocation of {size} bytes:\n{}",
-            std::backtrace::Backtrace::force_capture()
-        );
-    }
-    COUNT_ALLOCS.with(|c| c.set(true));
-}
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -99,25 +58,25 @@ struct Args {
     #[arg(short = 'r', long = "transport-id")]
     trid: String,
     /// Commands in flight per queue pair.
-    #[arg(short = 'q', default_value_t = 32)]
+    #[arg(short = 'q', default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
     queue_depth: u16,
     /// I/O size in bytes (a multiple of the namespace block size).
-    #[arg(short = 'o', default_value_t = 4096)]
+    #[arg(short = 'o', default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     io_size: u32,
-    /// Workload: read, write, randread, randwrite, rw, randrw.
-    #[arg(short = 'w', default_value = "randread")]
-    workload: String,
+    /// Workload.
+    #[arg(short = 'w', value_enum, default_value_t = Pattern::RandRead)]
+    workload: Pattern,
     /// Read percentage of rw/randrw.
-    #[arg(short = 'M', default_value_t = 50)]
+    #[arg(short = 'M', default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
     read_pct: u32,
     /// Run time in seconds.
-    #[arg(short = 't', default_value_t = 5)]
+    #[arg(short = 't', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     time: u64,
     /// Core mask (hex or list); one worker per core, the first core also runs the admin queue.
     #[arg(short = 'c', default_value = "0x1")]
     core_mask: String,
     /// I/O queue pairs per core.
-    #[arg(short = 'P', default_value_t = 1)]
+    #[arg(short = 'P', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     qpairs: u16,
     /// Enable the header digest.
     #[arg(short = 'H')]
@@ -125,9 +84,9 @@ struct Args {
     /// Enable the data digest.
     #[arg(short = 'I')]
     ddgst: bool,
-    /// Sock impl: posix or uring.
-    #[arg(short = 'S', default_value = "posix")]
-    sock_impl: String,
+    /// Sock impl.
+    #[arg(short = 'S', value_enum, default_value_t = SockImpl::Posix)]
+    sock_impl: SockImpl,
     /// Namespace id (default: the first active namespace).
     #[arg(short = 'n')]
     nsid: Option<u32>,
@@ -142,7 +101,8 @@ struct Args {
     poll_only: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
 enum Pattern {
     Read,
     Write,
@@ -152,18 +112,28 @@ enum Pattern {
     RandRw,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SockImpl {
+    Posix,
+    Uring,
+}
+
+/// Prints a flag's value as it is given on the command line.
+macro_rules! display_as_value {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.to_possible_value() {
+                    Some(v) => f.write_str(v.get_name()),
+                    None => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_value!(Pattern, SockImpl);
+
 impl Pattern {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "read" => Self::Read,
-            "write" => Self::Write,
-            "randread" => Self::RandRead,
-            "randwrite" => Self::RandWrite,
-            "rw" => Self::Rw,
-            "randrw" => Self::RandRw,
-            _ => return None,
-        })
-    }
     fn random(self) -> bool {
         matches!(self, Self::RandRead | Self::RandWrite | Self::RandRw)
     }
@@ -274,10 +244,10 @@ impl Worker {
         let stopping = self.progress.stop.load(Ordering::Relaxed);
         if self.counting_since.is_none() && !stopping && self.ios >= WARMUP_IOS {
             self.counting_since = Some(self.ios);
-            COUNT_ALLOCS.with(|c| c.set(true));
+            alloc_count::set_tracked(true);
         }
         if stopping {
-            COUNT_ALLOCS.with(|c| c.set(false));
+            alloc_count::set_tracked(false);
             if self.in_flight == 0 {
                 self.finish();
             }
@@ -487,7 +457,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
     let opts = ConnectOpts {
         hdgst: args.hdgst,
         ddgst: args.ddgst,
-        sock_impl: Some(args.sock_impl.clone()),
+        sock_impl: Some(args.sock_impl.to_string()),
         io_queues: 0,
         request_io_queues: queues,
         queue_depth: args.queue_depth.saturating_add(1),
@@ -560,7 +530,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
                     let _ = ev.send(Event::Fatal("namespace smaller than one I/O".into()));
                     return;
                 }
-                let pattern = Pattern::parse(&args.workload).expect("validated");
+                let pattern = args.workload;
                 let wl = Arc::new(Workload {
                     pattern,
                     read_pct: pattern.read_pct(args.read_pct),
@@ -615,7 +585,17 @@ fn us(ns: f64) -> f64 {
 }
 
 fn main() {
-    let args = Args::parse();
+    // Usage errors exit with status 1 like every other error (help and version with 0).
+    let args = Args::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let _ = e.print();
+        std::process::exit(1);
+    });
+    if std::env::var_os("POLLUX_PERF_TRACE_ALLOCS").is_some() {
+        alloc_count::set_trace(alloc_count::Trace::Tracked);
+    }
     match run(args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -629,30 +609,6 @@ fn main() {
 /// Returns Ok(false) when the run completed with I/O errors.
 fn run(args: Args) -> Result<bool, String> {
     let trid: TransportId = args.trid.parse()?;
-    if Pattern::parse(&args.workload).is_none() {
-        return Err(format!(
-            "-w {:?}: expected read, write, randread, randwrite, rw or randrw",
-            args.workload
-        ));
-    }
-    if args.queue_depth == 0 || args.queue_depth > 4096 {
-        return Err(format!("-q {} must be 1..=4096", args.queue_depth));
-    }
-    if args.io_size == 0 {
-        return Err("-o must be positive".into());
-    }
-    if args.read_pct > 100 {
-        return Err(format!("-M {} must be 0..=100", args.read_pct));
-    }
-    if args.qpairs == 0 || args.qpairs > 64 {
-        return Err(format!("-P {} must be 1..=64", args.qpairs));
-    }
-    if !["posix", "uring"].contains(&args.sock_impl.as_str()) {
-        return Err(format!("-S {:?}: expected posix or uring", args.sock_impl));
-    }
-    if args.time == 0 {
-        return Err("-t must be at least 1 second".into());
-    }
     let cores = reactor::parse_core_mask(&args.core_mask)?;
     let progress = Arc::new(Progress {
         ios: AtomicU64::new(0),
@@ -772,7 +728,7 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
     let mut first_error = None;
     let mut elapsed = Duration::ZERO;
     let steady_ios: u64 = results.iter().map(|r| r.steady_ios).sum();
-    let steady_allocs = STEADY_ALLOCS.load(Ordering::Relaxed);
+    let steady_allocs = alloc_count::tracked_allocs();
     let allocs_per_io = if steady_ios > 0 {
         Some(steady_allocs as f64 / steady_ios as f64)
     } else {
@@ -818,12 +774,12 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
         }
         let v = serde_json::json!({
             "transport_id": args.trid,
-            "workload": args.workload,
+            "workload": args.workload.to_string(),
             "read_pct": args.read_pct,
             "queue_depth": args.queue_depth,
             "io_size": args.io_size,
             "qpairs_per_core": args.qpairs,
-            "sock_impl": args.sock_impl,
+            "sock_impl": args.sock_impl.to_string(),
             "hdgst": args.hdgst,
             "ddgst": args.ddgst,
             "seconds": secs,

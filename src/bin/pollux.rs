@@ -2,6 +2,8 @@
 //! `--wait-for-rpc`, `-L`, ...), logging to stderr with a filter the log RPCs change at run
 //! time, and an orderly shutdown on SIGINT, SIGTERM or `spdk_kill_instance` (exit 0).
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use pollux::app::{self, AppOptions};
 use pollux::reactor::{self, AppHandle};

@@ -303,7 +303,10 @@ pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-pub use crate::bdev::util::format_uuid;
+/// 8-4-4-4-12 text of 16 bytes.
+pub fn format_uuid(b: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*b).to_string()
+}
 
 /// Validates an NQN as SPDK does: 11..=223 bytes, `nqn.` prefix (or the UUID form).
 pub fn valid_nqn(nqn: &str) -> Result<(), String> {

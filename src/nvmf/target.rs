@@ -487,7 +487,7 @@ impl Target {
             .ok_or_else(|| format!("bdev_name: bdev {bdev_name} not found"))?;
         let uuid = match uuid {
             Some(u) => u,
-            None => super::subsystem::parse_hex::<16>(&handle.info.uuid).unwrap_or([0; 16]),
+            None => handle.info.uuid.into_bytes(),
         };
         let sid = s.id;
         let desc = bdev::open_handle(&handle, move |ev| match ev {

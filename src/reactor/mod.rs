@@ -1,18 +1,18 @@
-//! Reactors: one event loop per core of the core mask, each on its own pinned thread. A
-//! reactor runs its pollers (active ones every loop, timed ones at their period), executes the
-//! closures other threads send it through a bounded lock-free queue, accounts busy and idle
-//! time, and — when every poller has been idle for the configured spin time — sleeps on an
-//! epoll set holding its doorbell eventfd plus every wake fd its pollers registered (sockets,
-//! io_uring rings, AIO eventfds), so new work wakes it within microseconds. The first core of
-//! the mask is the main reactor: control (RPC, registries) runs there and reaches the others
-//! only by messages. Everything per reactor is thread-local; only the message queues, the
-//! doorbells and the stop flag are shared.
+//! Reactors: one event loop per core of the core mask, each on its own pinned thread.
+//!
+//! A reactor runs its pollers (active ones every loop, timed ones at their period), executes
+//! the closures other threads send it through a bounded lock-free queue, accounts busy and
+//! idle time, and — when every poller has been idle for the configured spin time — sleeps on
+//! an epoll set holding its doorbell eventfd plus every wake fd its pollers registered
+//! (sockets, io_uring rings, AIO eventfds), so new work wakes it within microseconds. The
+//! first core of the mask is the main reactor: control (RPC, registries) runs there and
+//! reaches the others only by messages. Everything per reactor is thread-local; only the
+//! message queues, the doorbells and the stop flag are shared.
 
-mod sys;
+pub use crate::sys::process::{process_cpu_time, thread_cpu_time};
+use crate::sys::{self, epoll::READABLE};
 
-pub use sys::{process_cpu_time, thread_cpu_time, EventFd};
-
-use crossbeam::queue::ArrayQueue;
+use crossbeam_queue::ArrayQueue;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -276,7 +276,7 @@ impl AppHandle {
     /// that turns the first of them into `shutdown()`. Call before `start` so the reactor
     /// threads inherit the blocked mask.
     pub fn shutdown_on_signals() -> impl FnOnce(&AppHandle) {
-        let wait = sys::block_shutdown_signals();
+        let wait = sys::process::block_shutdown_signals();
         move |app: &AppHandle| {
             let app = app.clone();
             std::thread::Builder::new()
@@ -503,7 +503,11 @@ const DOORBELL_TOKEN: u64 = u64::MAX;
 impl LocalReactor {
     fn new(shared: Arc<Shared>, idx: usize, app: AppHandle) -> std::io::Result<Rc<Self>> {
         let epoll = sys::Epoll::new()?;
-        epoll.add(shared.reactors[idx].doorbell.as_raw_fd(), DOORBELL_TOKEN)?;
+        epoll.add(
+            shared.reactors[idx].doorbell.as_raw_fd(),
+            DOORBELL_TOKEN,
+            READABLE,
+        )?;
         Ok(Rc::new(Self {
             shared,
             app,
@@ -664,7 +668,7 @@ impl LocalReactor {
             .collect();
         ReactorStats {
             core: self.me().core,
-            tid: sys::thread_id(),
+            tid: sys::process::thread_id(),
             is_main: self.idx == 0,
             busy_ns: self.busy_ns.get(),
             idle_ns: self.idle_ns.get(),
@@ -721,7 +725,7 @@ fn run_reactor(local: Rc<LocalReactor>) {
     }
     while local.me().queue.pop().is_some() {}
     for fd in local.wake_fds.borrow_mut().drain(..) {
-        local.epoll.remove(fd);
+        let _ = local.epoll.remove(fd);
     }
     CURRENT.with(|c| *c.borrow_mut() = None);
 }
@@ -869,7 +873,7 @@ pub struct WakeSource {
 /// the fd open for as long as the returned guard lives.
 pub fn add_wake_fd(fd: RawFd) -> std::io::Result<WakeSource> {
     with_local(|r| {
-        r.epoll.add(fd, fd as u64)?;
+        r.epoll.add(fd, fd as u64, READABLE)?;
         r.wake_fds.borrow_mut().push(fd);
         Ok(WakeSource { fd })
     })
@@ -878,7 +882,7 @@ pub fn add_wake_fd(fd: RawFd) -> std::io::Result<WakeSource> {
 impl Drop for WakeSource {
     fn drop(&mut self) {
         let _ = try_local(|r| {
-            r.epoll.remove(self.fd);
+            let _ = r.epoll.remove(self.fd);
             r.wake_fds.borrow_mut().retain(|&f| f != self.fd);
         });
     }

@@ -1,5 +1,6 @@
-//! Loading an SPDK-format JSON config (`--json FILE`):
-//! `{"subsystems": [{"subsystem": "bdev", "config": [{"method": .., "params": ..}, ..]}, ..]}`.
+//! Loading an SPDK-format JSON config (`--json FILE`): `{"subsystems": [{"subsystem": "bdev",
+//! "config": [{"method": .., "params": ..}, ..]}, ..]}`.
+//!
 //! Like SPDK it runs in two passes over the entries in file order: first every method allowed
 //! in the STARTUP state, then `framework_start_init`, then the methods allowed only at
 //! RUNTIME. Each entry is an ordinary in-process RPC call (state rules included) whose answer

@@ -1,9 +1,12 @@
-//! The framework's own RPC methods, with SPDK's names, params and result shapes (SPDK's
-//! docs/jsonrpc.md): version, method listing, the STARTUP → RUNTIME transition
-//! (`framework_start_init`, `framework_wait_init`), subsystem listing and config dump,
-//! reactor/thread/poller statistics gathered from every reactor with a fan-out, shutdown,
-//! and log level/flag control. Times are reported in ticks of 1 ns (`tick_rate` is 1e9);
-//! each reactor is one "thread" in SPDK's sense, named `reactor_<core>`.
+//! The framework's own RPC methods, with SPDK's names, params and result shapes.
+//!
+//! Version (as SPDK's docs/jsonrpc.md describes them), method listing, the STARTUP → RUNTIME
+//! transition (`framework_start_init`, `framework_wait_init`), subsystem listing and config
+//! dump, reactor/thread/poller statistics gathered from every reactor with a fan-out, shutdown,
+//! and log level/flag control.
+//!
+//! Times are reported in ticks of 1 ns (`tick_rate` is 1e9); each reactor is one "thread" in
+//! SPDK's sense, named `reactor_<core>`.
 
 use super::{
     no_params, parse_params, register_alias, register_async, Allowed, Responder, RpcError,

@@ -1,15 +1,17 @@
-//! The JSON-RPC control plane's shared vocabulary: errors with SPDK's codes, the method
-//! registry with its states (STARTUP before `framework_start_init`, RUNTIME after), the
-//! `Responder` a method answers through (possibly later, from any reactor), typed parameter
-//! decoding whose errors name the offending field, and the registry of framework subsystems
-//! (sock, bdev, nvmf, ...) that write their state as a replayable config. The registries live
-//! on the main reactor (thread-local there); modules register into them from `register_*`
-//! functions the application calls at start-up. The server knows no module.
+//! The JSON-RPC control plane's shared vocabulary and registries.
+//!
+//! It holds errors with SPDK's codes, the method registry with its states (STARTUP before
+//! `framework_start_init`, RUNTIME after), the `Responder` a method answers through (possibly
+//! later, from any reactor), typed parameter decoding whose errors name the offending field,
+//! and the registry of framework subsystems (sock, bdev, nvmf, ...) that write their state as a
+//! replayable config.
+//!
+//! The registries live on the main reactor (thread-local there); modules register into them
+//! from `register_*` functions the application calls at start-up. The server knows no module.
 
 pub mod config;
 pub mod framework;
 pub mod server;
-mod sys;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

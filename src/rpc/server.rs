@@ -1,21 +1,24 @@
 //! The JSON-RPC 2.0 server: a Unix stream socket served by one active poller on the main
-//! reactor, never blocking. The listener, every client and a doorbell eventfd sit in the
-//! server's own epoll set, which is itself one wake fd of the reactor: an idle reactor sleeps
-//! until a client connects, writes, drains its answers, or an answer arrives from another
-//! thread, and each poll costs one `epoll_wait(0)`. Framing is what SPDK's rpc.py speaks: the
-//! input is a stream of JSON values with no delimiter (pretty-printed, back-to-back, split
-//! across writes, batch arrays); each answer is compact JSON followed by `\n`. Every client is
-//! bounded (request size, requests in flight, buffered answers); a client that stalls or
-//! vanishes only loses its own connection. Methods answer through a `Responder`, possibly
-//! later and from any thread: answers travel back through a lock-free queue that the poller
-//! drains. `<path>.lock` (flock) keeps a second instance off the same path; a stale socket
-//! file left by a dead instance is replaced.
+//! reactor, never blocking.
+//!
+//! The listener, every client and a doorbell eventfd sit in the server's own epoll set, which
+//! is itself one wake fd of the reactor: an idle reactor sleeps until a client connects,
+//! writes, drains its answers, or an answer arrives from another thread, and each poll costs
+//! one `epoll_wait(0)`. Framing is what SPDK's rpc.py speaks: the input is a stream of JSON
+//! values with no delimiter (pretty-printed, back-to-back, split across writes, batch
+//! arrays); each answer is compact JSON followed by `\n`. Every client is bounded (request
+//! size, requests in flight, buffered answers); a client that stalls or vanishes only loses
+//! its own connection. Methods answer through a `Responder`, possibly later and from any
+//! thread: answers travel back through a lock-free queue that the poller drains.
+//! `<path>.lock` (flock) keeps a second instance off the same path; a stale socket file left
+//! by a dead instance is replaced.
 
-use super::sys::{self, Epoll, HANGUP, READABLE, WRITABLE};
 use super::{code, Responder, RpcError, RpcResult};
-use crate::reactor::EventFd;
 use crate::reactor::{self, PollStatus, WakeSource};
-use crossbeam::queue::SegQueue;
+use crate::sys::epoll::{Epoll, HANGUP, READABLE, WRITABLE};
+use crate::sys::EventFd;
+use crate::sys::{file::try_lock_exclusive, socket::send_nosignal};
+use crossbeam_queue::SegQueue;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -200,7 +203,7 @@ impl Client {
     fn flush(&mut self) -> bool {
         let mut wrote = false;
         while self.pending_output() > 0 && !self.dead {
-            match sys::send_nosignal(self.stream.as_raw_fd(), &self.output[self.output_sent..]) {
+            match send_nosignal(self.stream.as_raw_fd(), &self.output[self.output_sent..]) {
                 Ok(0) => self.dead = true,
                 Ok(n) => {
                     self.output_sent += n;
@@ -759,7 +762,7 @@ impl Server {
         }
         for token in finished {
             if let Some(client) = self.clients.remove(&token) {
-                self.epoll.remove(client.stream.as_raw_fd());
+                let _ = self.epoll.remove(client.stream.as_raw_fd());
                 tracing::debug!(client = token, "RPC client closed");
             }
         }
@@ -770,14 +773,14 @@ impl Server {
     /// the socket file and releases the lock.
     fn close(&mut self) {
         if let Some(listener) = self.listener.take() {
-            self.epoll.remove(listener.as_raw_fd());
+            let _ = self.epoll.remove(listener.as_raw_fd());
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(&self.lock_path);
             tracing::info!(path = %self.path.display(), "RPC server stopped");
         }
         for (_, mut client) in self.clients.drain() {
             client.flush();
-            self.epoll.remove(client.stream.as_raw_fd());
+            let _ = self.epoll.remove(client.stream.as_raw_fd());
         }
         self._wake = None;
     }
@@ -817,7 +820,9 @@ fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
                 LISTENER_TOKEN => {
                     s.accept_all();
                 }
-                DOORBELL_TOKEN => s.answers.doorbell.drain(),
+                DOORBELL_TOKEN => {
+                    s.answers.doorbell.drain();
+                }
                 token => {
                     if ev & READABLE != 0 {
                         s.read_client(token, &mut calls);
@@ -907,7 +912,7 @@ pub fn start(path: &Path) -> Result<RpcServerHandle, ServerError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(io_err("cannot open its lock file"))?;
-    if !sys::try_lock_exclusive(lock.as_raw_fd()).map_err(io_err("cannot lock its lock file"))? {
+    if !try_lock_exclusive(lock.as_raw_fd()).map_err(io_err("cannot lock its lock file"))? {
         return Err(ServerError::InUse {
             path: path.display().to_string(),
             lock: lock_path.display().to_string(),

@@ -1,4 +1,5 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
+//!
 //! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
 //! per-application default: `posix`, `uring`) listens, connects without blocking and creates
 //! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
@@ -12,24 +13,25 @@
 //! buffered bytes re-reported) and `WriteDone(key, request)`. Writes are queued with
 //! [`Sock::writev_async`] as a [`WriteRequest`] of OWNED [`Chunk`]s (an `IoBuf` slice, an
 //! inline header of up to 128 bytes, or an `Arc<dyn SharedBytes>` range for zero-copy sends
-//! from shared memory) plus a caller token. Each request comes back exactly once, in
-//! submission order, with its result and its chunks, so the caller can `clear` and reuse it:
-//! nothing is allocated per request in steady state. `flush` pushes queued requests now (one
-//! sendmsg carries up to 64 iovecs; partial writes resume at the right byte); there are no
-//! completion callbacks, so nothing flushes from inside one. [`SockGroup::close`] completes
-//! every pending request with an error (`ECANCELED`) through the next polls. Zero-copy sends
-//! (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their buffers until the kernel is done
-//! with them; a closing posix socket with zero-copy sends outstanding is aborted (RST) so the
-//! kernel lets go at once, a closing uring socket waits for its completions (aborting after
-//! 2 s). Groups register their own wake fds with the reactor they are created on (posix: the
-//! epoll fd; uring: an eventfd registered with the ring, because on this kernel the ring fd
-//! does not become readable for DEFER_TASKRUN work, see `uring.rs`). An ungrouped socket (a
-//! client's, say) is driven by `flush`/`take_completions`/`recv`, and its owner registers
-//! [`Sock::fd`] as a wake fd if it sleeps. `connect` returns at once (poll `connect_status`;
-//! writes may be queued meanwhile); IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses
-//! MSG_NOSIGNAL and every fd is owned (closed exactly once). Options are per application: each
-//! reactor keeps a thread-local copy, changed by RPC on the main reactor and pushed to the
-//! others (see `rpc.rs`); options are read when a socket is created.
+//! from shared memory; the chunk types live in `buf`) plus a caller token. Each request comes
+//! back exactly once, in submission order, with its result and its chunks, so the caller can
+//! `clear` and reuse it: nothing is allocated per request in steady state. `flush` pushes
+//! queued requests now (one sendmsg carries up to 64 iovecs; partial writes resume at the right
+//! byte); there are no completion callbacks, so nothing flushes from inside one.
+//! [`SockGroup::close`] completes every pending request with an error (`ECANCELED`) through the
+//! next polls. Zero-copy sends (MSG_ZEROCOPY for posix, SENDMSG_ZC for uring) keep their
+//! buffers until the kernel is done with them; a closing posix socket with zero-copy sends
+//! outstanding is aborted (RST) so the kernel lets go at once, a closing uring socket waits for
+//! its completions (aborting after 2 s). Groups register their own wake fds with the reactor
+//! they are created on (posix: the epoll fd; uring: an eventfd registered with the ring,
+//! because on this kernel the ring fd does not become readable for DEFER_TASKRUN work, see
+//! `uring.rs`). An ungrouped socket (a client's, say) is driven by
+//! `flush`/`take_completions`/`recv`, and its owner registers [`Sock::fd`] as a wake fd if it
+//! sleeps. `connect` returns at once (poll `connect_status`; writes may be queued meanwhile);
+//! IPv4 and IPv6 (`::1` or `[::1]`) both work; every send uses MSG_NOSIGNAL and every fd is
+//! owned (closed exactly once). Options are per application: each reactor keeps a thread-local
+//! copy, changed by RPC on the main reactor and pushed to the others (see `rpc.rs`); options
+//! are read when a socket is created.
 
 pub mod posix;
 pub mod rpc;
@@ -37,152 +39,18 @@ pub mod rpc;
 mod tests;
 pub mod uring;
 
-use crate::buf::IoBuf;
+/// The buffer types moved to [`crate::buf`]; re-exported here for one release so code
+/// written against the old paths still builds. New code imports them from `crate::buf`.
+pub use crate::buf::{Chunk, SharedBytes, INLINE_CAP};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 /// Most iovecs one sendmsg carries.
 pub const MAX_IOVECS: usize = 64;
-/// Largest inline header a [`Chunk::Inline`] holds.
-pub const INLINE_CAP: usize = 128;
-
-/// Memory that can be sent from without copying and shared between owners (e.g. a RAM disk).
-///
-/// The contract is raw on purpose: the sock layer never reads this memory through a Rust
-/// reference, it only hands `(as_ptr() + off, len)` to the kernel in an iovec (sendmsg or
-/// io_uring), and the kernel copies (or, with MSG_ZEROCOPY, maps) the bytes. The owner may
-/// therefore keep writing the same memory through raw pointers while a send is in flight (a
-/// malloc bdev serving a write to blocks a read is still sending): the bytes sent are then
-/// torn, like a disk's during overlapping I/O, and no `&[u8]` to racing memory ever exists.
-/// Anyone who must read the bytes in Rust (a CRC, a test) copies them with raw copies or
-/// owns memory no one else writes.
-///
-/// # Safety
-/// `as_ptr()` must point to `len()` bytes that stay allocated, and at the same address, for
-/// as long as `self` lives.
-pub unsafe trait SharedBytes: Send + Sync + 'static {
-    fn as_ptr(&self) -> *const u8;
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-// SAFETY: a Vec's heap buffer does not move while the Vec is shared immutably behind an Arc.
-unsafe impl SharedBytes for Vec<u8> {
-    fn as_ptr(&self) -> *const u8 {
-        self.as_slice().as_ptr()
-    }
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-}
-
-// SAFETY: as for Vec: the boxed slice stays where it is while shared.
-unsafe impl SharedBytes for Box<[u8]> {
-    fn as_ptr(&self) -> *const u8 {
-        (**self).as_ptr()
-    }
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-}
-
-// SAFETY: an IoBuf owns its aligned allocation; it does not move while shared.
-unsafe impl SharedBytes for IoBuf {
-    fn as_ptr(&self) -> *const u8 {
-        self.as_slice().as_ptr()
-    }
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-}
-
-/// One owned piece of a write request.
-pub enum Chunk {
-    /// `len` bytes of an `IoBuf` starting at `off`.
-    Buf { buf: IoBuf, off: usize, len: usize },
-    /// A small header copied inline (at most [`INLINE_CAP`] bytes).
-    Inline { data: [u8; INLINE_CAP], len: u8 },
-    /// A range of shared memory.
-    Shared {
-        mem: Arc<dyn SharedBytes>,
-        off: usize,
-        len: usize,
-    },
-}
-
-impl Chunk {
-    /// The whole buffer.
-    pub fn buf(buf: IoBuf) -> Self {
-        let len = buf.len();
-        Chunk::Buf { buf, off: 0, len }
-    }
-
-    /// A header of at most [`INLINE_CAP`] bytes; `None` if it is longer.
-    pub fn inline(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() > INLINE_CAP {
-            return None;
-        }
-        let mut data = [0u8; INLINE_CAP];
-        data[..bytes.len()].copy_from_slice(bytes);
-        Some(Chunk::Inline {
-            data,
-            len: bytes.len() as u8,
-        })
-    }
-
-    /// Where the bytes this chunk sends start, and how many there are. Out-of-range
-    /// ranges are clamped to the memory that exists. A raw pointer because shared memory
-    /// may be written concurrently (see [`SharedBytes`]): only the kernel reads it.
-    pub fn raw_parts(&self) -> (*const u8, usize) {
-        fn clamp(mem_len: usize, off: usize, len: usize) -> (usize, usize) {
-            let start = off.min(mem_len);
-            let end = off.saturating_add(len).min(mem_len);
-            (start, end - start)
-        }
-        match self {
-            Chunk::Buf { buf, off, len } => {
-                let (start, n) = clamp(buf.len(), *off, *len);
-                (buf[start..].as_ptr(), n)
-            }
-            Chunk::Inline { data, len } => (data.as_ptr(), (*len as usize).min(INLINE_CAP)),
-            Chunk::Shared { mem, off, len } => {
-                let (start, n) = clamp(mem.len(), *off, *len);
-                // `start <= mem.len()`, so the pointer stays within (or one past) the memory.
-                (mem.as_ptr().wrapping_add(start), n)
-            }
-        }
-    }
-
-    /// The bytes of an owned chunk (`Buf` or `Inline`); `None` for shared memory, which may
-    /// be written concurrently and is never read through a reference.
-    pub fn owned_bytes(&self) -> Option<&[u8]> {
-        match self {
-            Chunk::Buf { buf, off, len } => {
-                let start = (*off).min(buf.len());
-                let end = off.saturating_add(*len).min(buf.len());
-                Some(&buf[start..end])
-            }
-            Chunk::Inline { data, len } => Some(&data[..(*len as usize).min(INLINE_CAP)]),
-            Chunk::Shared { .. } => None,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.raw_parts().1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A queued write: owned chunks, a caller token, and (once completed) its result. Reuse it:
 /// `clear()` drops the chunks but keeps the vector's capacity.
 pub struct WriteRequest {

@@ -1,5 +1,6 @@
-//! The posix socket impl: non-blocking TCP sockets driven by plain syscalls. A group is an
-//! epoll set polled with a zero timeout; each socket may have a receive pipe (a resizable ring
+//! The posix socket impl: non-blocking TCP sockets driven by plain syscalls.
+//!
+//! A group is an epoll set polled with a zero timeout; each socket may have a receive pipe (a resizable ring
 //! buffer filled by one large readv, so many small reads cost one syscall; reads at least as
 //! large as the pipe bypass it). Readable sockets are reported in FIFO order with a per-poll
 //! limit, and sockets still holding buffered bytes go to the back of the line (fair rotation).
@@ -7,24 +8,25 @@
 //! writes). With SO_ZEROCOPY (non-loopback sockets, or forced) sends at or above the threshold
 //! use MSG_ZEROCOPY; their buffers are held until the error-queue completion for their sendmsg
 //! index arrives (IPv4 and IPv6 origins, 32-bit wrap, ZEROCOPY_COPIED counted). ENOBUFS is
-//! retried on the next poll. The thin syscall wrappers at the bottom are shared with `uring`.
+//! retried on the next poll. The syscalls themselves are `sys::socket` and `sys::epoll`.
+
+#![forbid(unsafe_code)]
 
 use super::{
     is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent, SockGroup,
     SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use crate::buf::copy_bytes;
+use crate::sys::epoll::{Epoll, EpollEvent, READABLE, WRITABLE};
+use crate::sys::socket::{
+    self as sys, getsockopt_int, local_addr, new_socket, peer_addr, recv_zc_completion,
+    setsockopt_int, SO_INCOMING_CPU, SO_INCOMING_NAPI_ID, SO_ZEROCOPY,
+};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-const SO_ZEROCOPY: libc::c_int = 60;
-const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
-const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
-const SO_INCOMING_NAPI_ID: libc::c_int = 56;
-const SO_INCOMING_CPU: libc::c_int = 49;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 /// Default receive pipe size when the recv buffer option does not say otherwise.
 const MIN_PIPE: usize = 1024;
 const DEFAULT_PIPE: usize = 64 * 1024;
@@ -89,11 +91,8 @@ impl PosixListener {
                 rcv as i32,
             );
         }
-        let (storage, len) = to_sockaddr(&sa);
-        // SAFETY: storage is a valid sockaddr of length len.
-        cvt(unsafe { libc::bind(fd.as_raw_fd(), &storage as *const _ as *const _, len) })?;
-        // SAFETY: plain syscall on an owned fd.
-        cvt(unsafe { libc::listen(fd.as_raw_fd(), 512) })?;
+        sys::bind(fd.as_raw_fd(), &sa)?;
+        sys::listen(fd.as_raw_fd(), 512)?;
         Ok(Self {
             fd,
             opts: opts.clone(),
@@ -116,28 +115,17 @@ impl Listener for PosixListener {
     }
     fn accept(&mut self) -> io::Result<Option<Box<dyn Sock>>> {
         loop {
-            // SAFETY: accept4 with null address pointers is valid.
-            let rc = unsafe {
-                libc::accept4(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if rc >= 0 {
-                // SAFETY: accept4 returned a new fd that nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(rc) };
-                match PosixSock::from_accepted(fd, &self.opts, self.impl_name) {
+            let e = match sys::accept(self.fd.as_raw_fd()) {
+                Ok(fd) => match PosixSock::from_accepted(fd, &self.opts, self.impl_name) {
                     Ok(sock) => return Ok(Some(Box::new(sock))),
                     // The peer went away between accept and setup: try the next one.
                     Err(e) => {
                         tracing::debug!("sock: dropping an accepted connection: {e}");
                         continue;
                     }
-                }
-            }
-            let e = io::Error::last_os_error();
+                },
+                Err(e) => e,
+            };
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => return Ok(None),
                 Some(libc::EINTR) => continue,
@@ -230,20 +218,14 @@ impl RecvPipe {
         }
         let tail = (self.head + self.len) % cap;
         let first = free.min(cap - tail);
-        let base = self.buf.as_mut_ptr();
-        let iov = [
-            libc::iovec {
-                // SAFETY: tail < cap, so the pointer stays inside buf.
-                iov_base: unsafe { base.add(tail) } as *mut libc::c_void,
-                iov_len: first,
-            },
-            libc::iovec {
-                iov_base: base as *mut libc::c_void,
-                iov_len: free - first,
-            },
+        // The free space is [tail, tail + first) and, when it wraps, [0, free - first).
+        let (wrapped, from_tail) = self.buf.split_at_mut(tail);
+        let mut iov = [
+            IoSliceMut::new(&mut from_tail[..first]),
+            IoSliceMut::new(&mut wrapped[..free - first]),
         ];
         let cnt = if free > first { 2 } else { 1 };
-        let n = sys_readv(fd, &iov[..cnt])?;
+        let n = sys::readv(fd, &mut iov[..cnt])?;
         self.len += n;
         Ok(n)
     }
@@ -284,17 +266,7 @@ impl PosixSock {
         let sa = parse_addr(addr, port)?;
         let fd = new_socket(&sa)?;
         let mut sock = Self::setup(fd, opts, impl_name, false, sa.is_ipv6())?;
-        let (storage, len) = to_sockaddr(&sa);
-        // SAFETY: storage is a valid sockaddr of length len; the socket is non-blocking.
-        let rc = unsafe {
-            libc::connect(
-                sock.raw(),
-                &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
-                len,
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = sys::connect(sock.raw(), &sa) {
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
                 return Err(e);
             }
@@ -416,7 +388,7 @@ impl PosixSock {
             let (cnt, bytes) = self.wq.fill_iovecs(&mut iov);
             let zc = self.zerocopy && self.impl_name == "posix" && bytes >= self.zc_threshold;
             let flags = libc::MSG_NOSIGNAL | if zc { libc::MSG_ZEROCOPY } else { 0 };
-            match sys_sendmsg(self.raw(), &iov[..cnt], flags) {
+            match sys::sendmsg(self.raw(), &iov[..cnt], flags) {
                 Ok(n) => {
                     let seq = (zc && n > 0).then(|| self.wq.zc.issue());
                     self.wq.advance(n, seq);
@@ -473,11 +445,11 @@ impl PosixSock {
     fn pipe_recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.raw();
         let Some(pipe) = self.pipe.as_mut() else {
-            return self.recv_syscall(buf.len(), |_| sys_recv(fd, buf));
+            return self.recv_syscall(buf.len(), |_| sys::recv(fd, buf));
         };
         if pipe.is_empty() {
             if buf.len() >= pipe.capacity() {
-                return self.recv_syscall(buf.len(), |_| sys_recv(fd, buf));
+                return self.recv_syscall(buf.len(), |_| sys::recv(fd, buf));
             }
             let free = pipe.capacity() - pipe.len();
             if self.recv_syscall(free, |s| s.pipe.as_mut().map_or(Ok(0), |p| p.fill(fd)))? == 0 {
@@ -541,12 +513,8 @@ impl Sock for PosixSock {
             .as_ref()
             .is_none_or(|p| p.is_empty() && total >= p.capacity());
         if bypass && !self.connecting {
-            // SAFETY: IoSliceMut is ABI-compatible with iovec on unix.
-            let iovs = unsafe {
-                std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, iov.len())
-            };
             let fd = self.raw();
-            return self.recv_syscall(total, |_| sys_readv(fd, iovs));
+            return self.recv_syscall(total, |_| sys::readv(fd, iov));
         }
         super::readv_by_recv(iov, |b| self.recv(b))
     }
@@ -559,9 +527,7 @@ impl Sock for PosixSock {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = iov.len().min(MAX_IOVECS);
-        // SAFETY: IoSlice is ABI-compatible with iovec on unix.
-        let iovs = unsafe { std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, n) };
-        sys_sendmsg(self.raw(), iovs, libc::MSG_NOSIGNAL)
+        sys::sendmsg(self.raw(), sys::iovecs(&iov[..n]), libc::MSG_NOSIGNAL)
     }
 
     fn writev_async(&mut self, req: WriteRequest) {
@@ -639,14 +605,7 @@ impl Sock for PosixSock {
                 None => Ok(true),
             };
         }
-        let mut pfd = libc::pollfd {
-            fd: self.raw(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout (never blocks).
-        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if rc <= 0 {
+        if !sys::poll_writable(self.raw()) {
             return Ok(false);
         }
         let err = getsockopt_int(self.raw(), libc::SOL_SOCKET, libc::SO_ERROR)?;
@@ -687,20 +646,8 @@ impl Sock for PosixSock {
         if self.wq.zc.pending() > 0 {
             // The kernel still references zero-copy buffers: abort the connection so its
             // send queue (and every reference) is dropped when the fd closes below.
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: valid option pointer and length for SO_LINGER.
-            unsafe {
-                libc::setsockopt(
-                    self.raw(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    &linger as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
+            // Best effort: the socket closes below either way.
+            let _ = sys::set_linger_abort(self.raw());
         }
         self.fd = None; // closes the fd, exactly once
         self.wq.fail_all(libc::ECANCELED);
@@ -731,7 +678,7 @@ struct Member {
 
 /// An epoll-driven group of posix sockets.
 pub struct PosixGroup {
-    epoll: OwnedFd,
+    epoll: Epoll,
     members: slab::Slab<Member>,
     /// Sockets to report readable, oldest first.
     ready: VecDeque<SockKey>,
@@ -744,15 +691,12 @@ pub struct PosixGroup {
     /// Scratch list of EPOLLOUT interest changes (kept to avoid allocating per poll).
     changes: Vec<(SockKey, RawFd, bool)>,
     _wake: Option<crate::reactor::WakeSource>,
-    events: Vec<libc::epoll_event>,
+    events: Vec<EpollEvent>,
 }
 
 impl PosixGroup {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: fresh fd owned by nobody else.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Epoll::new()?;
         let wake = crate::reactor::current_core()
             .and_then(|_| crate::reactor::add_wake_fd(epoll.as_raw_fd()).ok());
         Ok(Self {
@@ -764,17 +708,13 @@ impl PosixGroup {
             closing: Vec::new(),
             changes: Vec::new(),
             _wake: wake,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 128],
+            events: vec![EpollEvent::EMPTY; 128],
         })
     }
 
-    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, key: SockKey, out: bool) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | if out { libc::EPOLLOUT } else { 0 }) as u32,
-            u64: key as u64,
-        };
-        // SAFETY: valid epoll fd and event pointer.
-        cvt(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    /// Read interest always, write interest while `out`.
+    fn interest(out: bool) -> u32 {
+        READABLE | if out { WRITABLE } else { 0 }
     }
 
     fn mark_ready(&mut self, key: SockKey) {
@@ -817,7 +757,7 @@ impl SockGroup for PosixGroup {
             epoll_out: out,
             closed: false,
         });
-        if let Err(e) = self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, key, out) {
+        if let Err(e) = self.epoll.add(fd, key as u64, Self::interest(out)) {
             let mut m = self.members.remove(key);
             m.sock.in_group = false;
             return Err((e, Box::new(m.sock)));
@@ -846,7 +786,7 @@ impl SockGroup for PosixGroup {
             return;
         };
         if fd >= 0 {
-            let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, key, false);
+            let _ = self.epoll.remove(fd);
         }
         let m = &mut self.members[key];
         m.closed = true;
@@ -896,15 +836,15 @@ impl SockGroup for PosixGroup {
             }
         }
         for &(key, fd, out) in &changes {
-            let _ = self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, key, out);
+            let _ = self.epoll.modify(fd, key as u64, Self::interest(out));
         }
         changes.clear();
         self.changes = changes;
-        let n = sys_epoll_poll(self.epoll.as_raw_fd(), &mut self.events);
+        let n = self.epoll.poll(&mut self.events);
         for i in 0..n {
             let ev = self.events[i];
-            let key = ev.u64 as SockKey;
-            let flags = ev.events as i32;
+            let key = ev.token() as SockKey;
+            let flags = ev.events() as i32;
             let Some(m) = self.members.get_mut(key) else {
                 continue;
             };
@@ -948,264 +888,4 @@ impl SockGroup for PosixGroup {
     fn len(&self) -> usize {
         self.members.len() - self.closing.len()
     }
-}
-
-// ---- thin syscall wrappers (shared with uring) ----
-
-pub(crate) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn cvt_size(rc: isize) -> io::Result<usize> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
-}
-
-pub(crate) fn new_socket(sa: &SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if sa.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    // SAFETY: plain syscall.
-    let fd = cvt(unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub(crate) fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: i32,
-) -> io::Result<()> {
-    // SAFETY: valid pointer to an int and its size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &val as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-pub(crate) fn getsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<i32> {
-    let mut val: i32 = 0;
-    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: valid pointers to an int and its length.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            &mut val as *mut i32 as *mut libc::c_void,
-            &mut len,
-        )
-    })?;
-    Ok(val)
-}
-
-// The data-path calls below enter the kernel through `libc::syscall` rather than glibc's
-// wrappers: those are thread-cancellation points that switch asynchronous cancellation on
-// and off around every call (2-5 % of a polling core in profiles), and pollux never cancels
-// a thread.
-
-/// Polls an epoll set without waiting; returns how many events were written to `events`.
-fn sys_epoll_poll(epfd: RawFd, events: &mut [libc::epoll_event]) -> usize {
-    let max = events.len().min(i32::MAX as usize) as libc::c_long;
-    // SAFETY: `events` is writable for `max` entries; a null sigmask means "no change", and
-    // a zero timeout never blocks.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_epoll_pwait,
-            epfd as libc::c_long,
-            events.as_mut_ptr(),
-            max,
-            0 as libc::c_long,
-            std::ptr::null::<libc::sigset_t>(),
-            8 as libc::c_long,
-        )
-    };
-    rc.max(0) as usize
-}
-
-pub(crate) fn sys_sendmsg(fd: RawFd, iov: &[libc::iovec], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
-    // SAFETY: the iovecs point to memory the caller keeps alive for the call.
-    cvt_size(unsafe {
-        libc::syscall(
-            libc::SYS_sendmsg,
-            fd as libc::c_long,
-            &msg as *const libc::msghdr,
-            flags as libc::c_long,
-        ) as isize
-    })
-}
-
-pub(crate) fn sys_readv(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: the iovecs describe writable memory the caller owns.
-    cvt_size(unsafe {
-        libc::syscall(
-            libc::SYS_readv,
-            fd as libc::c_long,
-            iov.as_ptr(),
-            iov.len() as libc::c_long,
-        ) as isize
-    })
-}
-
-pub(crate) fn sys_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: buf is writable for its length; no source address is asked for.
-    cvt_size(unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            fd as libc::c_long,
-            buf.as_mut_ptr(),
-            buf.len(),
-            libc::MSG_DONTWAIT as libc::c_long,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-        ) as isize
-    })
-}
-
-/// Reads one error-queue message: `Some((lo, hi, copied))` for a zero-copy completion,
-/// `None` for another kind of message, `WouldBlock` when the queue is empty.
-fn recv_zc_completion(fd: RawFd) -> io::Result<Option<(u32, u32, bool)>> {
-    let mut control = [0u64; 16];
-    // SAFETY: zeroed msghdr is valid; we only set the control buffer.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: msg points to a control buffer we own.
-    let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: walking the control messages the kernel wrote into our buffer.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: cmsg is a valid header inside the control buffer.
-        let hdr = unsafe { &*cmsg };
-        let is_recverr = (hdr.cmsg_level == libc::SOL_IP && hdr.cmsg_type == libc::IP_RECVERR)
-            || (hdr.cmsg_level == libc::SOL_IPV6 && hdr.cmsg_type == libc::IPV6_RECVERR);
-        let data_len = hdr.cmsg_len as usize;
-        if is_recverr
-            && data_len
-                >= unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32) }
-                    as usize
-        {
-            // SAFETY: the length check above guarantees a whole sock_extended_err; read
-            // unaligned because the control buffer only guarantees cmsg alignment.
-            let ee: libc::sock_extended_err = unsafe {
-                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err)
-            };
-            if ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY && ee.ee_errno == 0 {
-                let copied = ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0;
-                return Ok(Some((ee.ee_info, ee.ee_data, copied)));
-            }
-        }
-        // SAFETY: advancing within the control buffer the kernel filled.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
-    Ok(None)
-}
-
-pub(crate) fn to_sockaddr(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; zeroed is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match sa {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-fn from_sockaddr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
-            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Ok(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
-            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Ok(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
-        }
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "unsupported address family",
-        )),
-    }
-}
-
-fn name_of(fd: RawFd, peer: bool) -> io::Result<SocketAddr> {
-    // SAFETY: zeroed storage is valid; the kernel fills at most len bytes.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let p = &mut storage as *mut _ as *mut libc::sockaddr;
-    // SAFETY: p and len describe our storage.
-    cvt(unsafe {
-        if peer {
-            libc::getpeername(fd, p, &mut len)
-        } else {
-            libc::getsockname(fd, p, &mut len)
-        }
-    })?;
-    from_sockaddr(&storage)
-}
-
-pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    name_of(fd, false)
-}
-
-pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    name_of(fd, true)
 }

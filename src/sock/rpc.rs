@@ -1,11 +1,15 @@
-//! The sock RPCs with SPDK's names and params: `sock_impl_get_options`,
-//! `sock_impl_set_options`, `sock_set_default_impl`, `sock_get_default_impl`, and the `sock`
-//! framework subsystem whose config replays the default impl and every impl's options.
+//! The sock RPCs with SPDK's names and params.
+//!
+//! They are `sock_impl_get_options`, `sock_impl_set_options`, `sock_set_default_impl`,
+//! `sock_get_default_impl`, and the `sock` framework subsystem whose config replays the default
+//! impl and every impl's options.
+//!
 //! Settings are per application: they change on the main reactor and are pushed to every
-//! reactor's thread-local copy before the method answers, so sockets created anywhere after
-//! the answer see them. Values an impl cannot honour are rejected with an error naming the
-//! field (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for
-//! uring, ...).
+//! reactor's thread-local copy before the method answers, so sockets created anywhere after the
+//! answer see them. Values an impl cannot honour are rejected with an error naming the field
+//! (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for uring, ...).
+
+#![forbid(unsafe_code)]
 
 use super::{get_impl, set_settings, settings, ImplOptions, SockSettings};
 use crate::rpc::{self, parse_params, Allowed, Responder, RpcError};

@@ -1,11 +1,16 @@
-//! The conformance suite, run against both impls (each test is instantiated for `posix` and
-//! `uring` by the `conformance!` macro), plus zero-copy tests that force MSG_ZEROCOPY and
-//! SEND_ZC on loopback and a reactor test showing a sleeping reactor wakes on uring
-//! completions. Sockets are driven from the test thread (groups work off-reactor too); every
-//! wait is bounded by a deadline so a bug fails the test instead of hanging it.
+//! The sock conformance suite, run against both impls.
+//!
+//! Each test is instantiated for `posix` and `uring` by the `conformance!` macro. Plus
+//! zero-copy tests that force MSG_ZEROCOPY and SEND_ZC on loopback and a reactor test showing a
+//! sleeping reactor wakes on uring completions.
+//!
+//! Sockets are driven from the test thread (groups work off-reactor too); every wait is bounded
+//! by a deadline so a bug fails the test instead of hanging it.
 
 use super::*;
+use crate::buf::IoBuf;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -344,20 +349,7 @@ fn peer_reset_mid_write(name: &str) {
         &SockOpts::default(),
     );
     let fd = g.sock(server).unwrap().fd();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid SO_LINGER option on a socket the group owns.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
+    crate::sys::socket::set_linger_abort(fd).unwrap();
     let n_req = 64u64;
     for t in 0..n_req {
         let mut req = WriteRequest::new(t);
@@ -656,42 +648,26 @@ fn uring_send_zc_on_ipv6_loopback() {
 
 #[test]
 fn recv_pipe_resize_keeps_data() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
     let mut p = crate::sock::posix::RecvPipe::new(1024);
-    let mut fds = [0; 2];
-    // SAFETY: plain syscall creating a socket pair we own.
-    assert_eq!(
-        unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK,
-                0,
-                fds.as_mut_ptr(),
-            )
-        },
-        0
-    );
+    let (rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
     let data = pattern(3, 1500);
-    // SAFETY: writing our buffer to our socket.
-    unsafe { libc::write(fds[1], data.as_ptr() as *const libc::c_void, 700) };
-    assert_eq!(p.fill(fds[0]).unwrap(), 700);
+    tx.write_all(&data[..700]).unwrap();
+    assert_eq!(p.fill(rx.as_raw_fd()).unwrap(), 700);
     let mut out = vec![0u8; 600];
     assert_eq!(p.read(&mut out), 600);
-    // SAFETY: as above.
-    unsafe { libc::write(fds[1], data[700..].as_ptr() as *const libc::c_void, 800) };
-    assert_eq!(p.fill(fds[0]).unwrap(), 800);
+    tx.write_all(&data[700..]).unwrap();
+    assert_eq!(p.fill(rx.as_raw_fd()).unwrap(), 800);
     // The pipe now wraps around; grow and shrink it without losing bytes.
     p.resize(4096);
     p.resize(10);
     let mut rest = vec![0u8; 2000];
     let n = p.read(&mut rest);
-    let _ = p.fill(fds[0]);
+    let _ = p.fill(rx.as_raw_fd());
     let m = p.read(&mut rest[n..]);
     assert_eq!(&rest[..n + m], &data[600..]);
-    // SAFETY: closing the fds we created.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-    }
 }
 
 /// With DEFER_TASKRUN the ring fd does not become readable when a completion is pending,
@@ -706,40 +682,22 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
         .setup_taskrun_flag()
         .build(8)
         .unwrap();
-    // SAFETY: plain syscall.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
-    ring.submitter().register_eventfd(efd).unwrap();
-    let mut fds = [0; 2];
-    // SAFETY: plain syscall creating a socket pair we own.
-    unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
+    let efd = crate::sys::EventFd::new().unwrap();
+    ring.submitter().register_eventfd(efd.as_raw_fd()).unwrap();
+    let (rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 8];
-    let e = opcode::Recv::new(types::Fd(fds[0]), buf.as_mut_ptr(), 8)
+    let e = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), 8)
         .build()
         .user_data(1);
     // SAFETY: buf outlives the request (we wait for its completion below).
     unsafe { ring.submission_shared().push(&e).unwrap() };
     ring.submit().unwrap();
-    // SAFETY: writing to our own socket.
-    unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) };
+    std::io::Write::write_all(&mut tx, b"x").unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let readable = |fd: i32| {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { libc::poll(&mut p, 1, 0) > 0 }
-    };
+    let readable = crate::sys::socket::poll_readable;
     let ring_readable = readable(ring.as_raw_fd());
-    let eventfd_readable = readable(efd);
+    let eventfd_readable = readable(efd.as_raw_fd());
     assert!(
         eventfd_readable,
         "the registered eventfd signals pending work"
@@ -747,12 +705,7 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
     ring.submitter().submit_and_wait(1).unwrap();
     // SAFETY: the completion queue is only used from this thread.
     assert_eq!(unsafe { ring.completion_shared() }.count(), 1);
-    // SAFETY: closing fds we created.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-        libc::close(efd);
-    }
+    drop(ring);
     if ring_readable {
         eprintln!("note: this kernel makes the ring fd readable for DEFER_TASKRUN work");
     }

@@ -1,32 +1,36 @@
-//! The io_uring socket impl. Each reactor thread owns one ring (created lazily on that thread
-//! with SINGLE_ISSUER, DEFER_TASKRUN and TASKRUN_FLAG) plus one provided-buffer ring that every
-//! grouped socket receives into with a multishot recv; listeners accept with multishot accept.
-//! Grouped sockets send with SENDMSG (up to 64 iovecs, MSG_NOSIGNAL, one send in flight per
-//! socket, partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a
-//! zero-copy send's requests are released only after both its result CQE and its notification
-//! CQE. Syscall budget: the ring is entered (GETEVENTS, never waiting: it submits what is
-//! queued and runs the deferred task work) only when SQEs are queued or the SQ ring flags say
-//! the kernel has task work (or a CQ overflow): at the start of a group's poll (to reap), at
-//! its end (sends and receives it started), and by `flush` (so an answer leaves at once; a
-//! flush deferred to the next poll measured slower); polls with nothing to do make no syscall.
-//! Completions of other owners on the same thread (another group, a listener) are stashed
-//! for them in a slot-indexed table.
-//! Wake-up: on this kernel (6.18, checked by the `ring_fd_does_not_wake_but_eventfd_does`
-//! test) the ring fd does NOT become readable for DEFER_TASKRUN completions, so an eventfd
-//! registered with the ring (the kernel signals it when it queues task work or posts CQEs) is
-//! the reactor's wake source; it is drained only by a poll that finds nothing to report (when
-//! the reactor may be about to sleep, never on a poll-only reactor), and re-signalled if work
-//! raced the drain, so neither busy nor idle loops pay an eventfd syscall. Sockets not in a
-//! group are plain non-blocking sockets (the posix code with impl name "uring"); joining a
-//! group moves their fd and queued writes onto the ring. Kernels lacking SEND_ZC fall back to
-//! SENDMSG, and lacking multishot accept fall back to accept4, each with one log line.
+//! The io_uring socket impl.
+//!
+//! Each reactor thread owns one ring (created lazily on that thread with SINGLE_ISSUER,
+//! DEFER_TASKRUN and TASKRUN_FLAG) plus one provided-buffer ring that every grouped socket
+//! receives into with a multishot recv; listeners accept with multishot accept. Grouped
+//! sockets send with SENDMSG (up to 64 iovecs, MSG_NOSIGNAL, one send in flight per socket,
+//! partial sends resumed) or SENDMSG_ZC at or above the zero-copy threshold; a zero-copy
+//! send's requests are released only after both its result CQE and its notification CQE.
+//! Syscall budget: the ring is entered (GETEVENTS, never waiting: it submits what is queued
+//! and runs the deferred task work) only when SQEs are queued or the SQ ring flags say the
+//! kernel has task work (or a CQ overflow): at the start of a group's poll (to reap), at its
+//! end (sends and receives it started), and by `flush` (so an answer leaves at once; a flush
+//! deferred to the next poll measured slower); polls with nothing to do make no syscall.
+//! Completions of other owners on the same thread (another group, a listener) are stashed for
+//! them in a slot-indexed table. Wake-up: on this kernel (6.18, checked by the
+//! `ring_fd_does_not_wake_but_eventfd_does` test) the ring fd does NOT become readable for
+//! DEFER_TASKRUN completions, so an eventfd registered with the ring (the kernel signals it
+//! when it queues task work or posts CQEs) is the reactor's wake source; it is drained only
+//! by a poll that finds nothing to report (when the reactor may be about to sleep, never on a
+//! poll-only reactor), and re-signalled if work raced the drain, so neither busy nor idle
+//! loops pay an eventfd syscall. Sockets not in a group are plain non-blocking sockets (the
+//! posix code with impl name "uring"); joining a group moves their fd and queued writes onto
+//! the ring. Kernels lacking SEND_ZC fall back to SENDMSG, and lacking multishot accept fall
+//! back to accept4, each with one log line.
 
-use super::posix::{self, PosixListener, PosixSock};
+use super::posix::{PosixListener, PosixSock};
 use super::{
     settings, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats,
     WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use crate::buf::IoBuf;
+use crate::sys::socket as sys;
+use crate::sys::EventFd;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::any::Any;
 use std::cell::RefCell;
@@ -213,7 +217,7 @@ impl Owners {
 /// The per-thread ring and everything routed through it.
 struct Ctx {
     ring: IoUring,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
     wake: Option<crate::reactor::WakeSource>,
     /// The reactor may sleep (its wake eventfd then has to be drained before it does).
     may_sleep: bool,
@@ -268,11 +272,7 @@ impl Ctx {
         if !accept_multi {
             tracing::warn!("sock uring: kernel lacks multishot ACCEPT; listeners use accept4");
         }
-        // SAFETY: plain syscall.
-        let efd = posix::cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
-            .map_err(|e| format!("eventfd: {e}"))?;
-        // SAFETY: fresh fd owned by nobody else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let eventfd = EventFd::new().map_err(|e| format!("eventfd: {e}"))?;
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(|e| format!("io_uring register_eventfd: {e}"))?;
@@ -470,15 +470,7 @@ impl Ctx {
         if !self.eventfd_dirty {
             return;
         }
-        let mut v = 0u64;
-        // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                &mut v as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
+        self.eventfd.drain();
         self.eventfd_dirty = false;
         self.eventfd_signalled = false;
         self.counters.eventfd_drains += 1;
@@ -492,15 +484,7 @@ impl Ctx {
         if self.eventfd_signalled {
             return;
         }
-        let one = 1u64;
-        // SAFETY: writing 8 bytes from a u64 to our own eventfd.
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            )
-        };
+        self.eventfd.ring();
         self.eventfd_signalled = true;
         self.eventfd_dirty = true;
         self.counters.eventfd_signals += 1;
@@ -691,8 +675,7 @@ impl Listener for UringListener {
 impl Drop for UringListener {
     fn drop(&mut self) {
         // Stop listening now: an in-flight accept keeps the socket open until it is cancelled.
-        // SAFETY: plain syscall on our listening fd.
-        unsafe { libc::shutdown(self.inner.raw_fd(), libc::SHUT_RDWR) };
+        sys::shutdown(self.inner.raw_fd());
         let (Some(owner), accept_op) = (self.owner, self.accept_op) else {
             return;
         };
@@ -824,17 +807,11 @@ impl UringSock {
         if !self.connecting {
             return;
         }
-        let mut pfd = libc::pollfd {
-            fd: self.raw(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+        if !sys::poll_writable(self.raw()) {
             return;
         }
         self.connecting = false;
-        let err = posix::getsockopt_int(self.raw(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(0);
+        let err = sys::getsockopt_int(self.raw(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(0);
         if err != 0 {
             self.failed = Some(err);
             self.recv_err = Some(err);
@@ -1015,8 +992,7 @@ impl UringSock {
         });
         if self.send_op.is_some() || self.notifs_pending > 0 {
             // Stop the in-flight send; queued bytes still go out before the FIN.
-            // SAFETY: plain syscall on our fd.
-            unsafe { libc::shutdown(self.raw(), libc::SHUT_RDWR) };
+            sys::shutdown(self.raw());
         }
     }
 
@@ -1027,17 +1003,8 @@ impl UringSock {
             return;
         }
         self.aborted = true;
-        abort_connection(self.raw());
+        sys::disconnect(self.raw());
     }
-}
-
-/// Disconnects a TCP socket at once (connect to AF_UNSPEC), purging its send queue.
-fn abort_connection(fd: RawFd) {
-    // SAFETY: a zeroed sockaddr with family AF_UNSPEC is what disconnect expects.
-    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
-    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    // SAFETY: valid sockaddr pointer and length.
-    unsafe { libc::connect(fd, &sa, std::mem::size_of::<libc::sockaddr>() as u32) };
 }
 
 impl Sock for UringSock {
@@ -1099,9 +1066,11 @@ impl Sock for UringSock {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = iov.len().min(MAX_IOVECS);
-        // SAFETY: IoSlice is ABI-compatible with iovec on unix.
-        let iovs = unsafe { std::slice::from_raw_parts(iov.as_ptr() as *const libc::iovec, n) };
-        posix::sys_sendmsg(self.raw(), iovs, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        sys::sendmsg(
+            self.raw(),
+            sys::iovecs(&iov[..n]),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
     }
 
     fn writev_async(&mut self, req: WriteRequest) {
@@ -1131,7 +1100,7 @@ impl Sock for UringSock {
     }
 
     fn set_recvlowat(&mut self, bytes: usize) -> io::Result<()> {
-        posix::setsockopt_int(
+        sys::setsockopt_int(
             self.raw(),
             libc::SOL_SOCKET,
             libc::SO_RCVLOWAT,
@@ -1140,7 +1109,7 @@ impl Sock for UringSock {
     }
 
     fn set_recvbuf(&mut self, bytes: usize) -> io::Result<()> {
-        posix::setsockopt_int(
+        sys::setsockopt_int(
             self.raw(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
@@ -1149,7 +1118,7 @@ impl Sock for UringSock {
     }
 
     fn set_sendbuf(&mut self, bytes: usize) -> io::Result<()> {
-        posix::setsockopt_int(
+        sys::setsockopt_int(
             self.raw(),
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
@@ -1158,11 +1127,11 @@ impl Sock for UringSock {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        posix::local_addr(self.raw())
+        sys::local_addr(self.raw())
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        posix::peer_addr(self.raw())
+        sys::peer_addr(self.raw())
     }
 
     fn is_ipv4(&self) -> bool {
@@ -1187,7 +1156,7 @@ impl Sock for UringSock {
             2 => 49, // SO_INCOMING_CPU
             _ => return None,
         };
-        posix::getsockopt_int(self.raw(), libc::SOL_SOCKET, opt)
+        sys::getsockopt_int(self.raw(), libc::SOL_SOCKET, opt)
             .ok()
             .filter(|&v| v > 0)
     }
@@ -1421,7 +1390,7 @@ impl Drop for UringGroup {
             s.begin_close();
             if s.send_op.is_some() || s.notifs_pending > 0 {
                 s.aborted = true;
-                abort_connection(s.raw());
+                sys::disconnect(s.raw());
             }
         }
         // Give the kernel a moment to finish with our buffers.

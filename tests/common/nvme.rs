@@ -487,19 +487,5 @@ pub fn export(
 /// Makes the next close of `s` a reset (SO_LINGER 0) instead of an orderly FIN.
 pub fn reset_on_close(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a pointer to a linger of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    pollux::sys::socket::set_linger_abort(s.as_raw_fd()).expect("SO_LINGER");
 }

@@ -85,14 +85,14 @@ fn load_named(rados_name: &str, rbd_name: &str) -> Result<Lib, String> {
             // SAFETY: the symbol's type is the C prototype of librados.h/librbd.h (Ceph
             // 14 to 19 keep these signatures); the fn pointer is used only while the
             // Library lives, and it lives in the static LIB for the whole process.
-            let s =
-                unsafe { $lib.get(concat!(stringify!($name), "\0").as_bytes()) }.map_err(|e| {
-                    format!(
-                        "{}: symbol {} missing: {e}",
-                        stringify!($lib),
-                        stringify!($name)
-                    )
-                })?;
+            let s = unsafe { $lib.get(concat!(stringify!($name), "\0").as_bytes()) };
+            let s = s.map_err(|e| {
+                format!(
+                    "{}: symbol {} missing: {e}",
+                    stringify!($lib),
+                    stringify!($name)
+                )
+            })?;
             *s
         }};
     }

@@ -37,10 +37,11 @@ use super::{
     IoTypes, ModuleChannel,
 };
 use crate::reactor::{self, WakeSource};
+use crate::sys::eventfd::EventFd;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -149,21 +150,8 @@ fn connect(o: &ConnectOpts) -> Result<Arc<Rados>, BdevError> {
 /// and librbd start (messenger, finisher, image work queues) inherit it; a helper thread
 /// spawned by a pinned reactor would otherwise put them all on that reactor's core.
 fn set_affinity(cores: Option<&[u32]>) {
-    // SAFETY: sysconf has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
-    let all: Vec<u32> = (0..online).collect();
-    let cores = cores.unwrap_or(&all);
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within its bounds (checked); the
-    // set outlives the call.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            if (c as usize) < libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(c as usize, &mut set);
-            }
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let all: Vec<u32> = (0..crate::sys::process::online_cpus()).collect();
+    crate::sys::process::set_thread_affinity(cores.unwrap_or(&all));
 }
 
 /// Runs `job` on a helper thread and its result on the main reactor.
@@ -269,7 +257,7 @@ pub fn unregister_cluster(name: &str) -> Result<(), BdevError> {
 struct CoreHandle {
     core: u32,
     image: Arc<Image>,
-    efd: Arc<OwnedFd>,
+    efd: Arc<EventFd>,
 }
 
 /// Shared with the update-watch callback (leaked until unwatch returned).
@@ -306,7 +294,7 @@ pub struct RbdOpts {
     pub user_id: Option<String>,
     pub config: Option<BTreeMap<String, String>>,
     pub cluster_name: Option<String>,
-    pub uuid: Option<String>,
+    pub uuid: Option<uuid::Uuid>,
     pub read_only: bool,
     pub io_timeout: Duration,
 }
@@ -317,14 +305,8 @@ struct Opened {
     size: u64,
 }
 
-fn eventfd() -> Result<OwnedFd, BdevError> {
-    // SAFETY: plain eventfd creation; the fd is owned by the OwnedFd below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(BdevError::io("eventfd", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn eventfd() -> Result<EventFd, BdevError> {
+    EventFd::new().map_err(|e| BdevError::io("eventfd", e))
 }
 
 /// Opens the pool and one handle per reactor (blocking; helper thread).
@@ -442,7 +424,7 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
                 types,
             );
             if let Some(u) = &opts.uuid {
-                info.uuid = u.clone();
+                info.uuid = *u;
             }
             let bdev = RbdBdev {
                 pool_name: opts.pool_name,
@@ -741,7 +723,7 @@ static NEXT_GEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 /// One reactor's state for one RBD bdev (shared by that reactor's channels of it).
 struct CoreState {
     image: Arc<Image>,
-    efd: Arc<OwnedFd>,
+    efd: Arc<EventFd>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     comps: Vec<ffi::CompletionT>,
@@ -771,10 +753,8 @@ impl Drop for CoreState {
     }
 }
 
-fn drain(efd: &OwnedFd) {
-    let mut count = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into a valid buffer from our non-blocking eventfd.
-    unsafe { libc::read(efd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+fn drain(efd: &EventFd) {
+    efd.drain();
 }
 
 struct RbdChannel {

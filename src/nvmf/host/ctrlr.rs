@@ -119,23 +119,8 @@ pub struct Controller {
 /// The default host NQN and host id of this process (random, like a fresh nvme-cli host).
 fn default_host_identity() -> (String, [u8; 16]) {
     static ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
-    let id = *ID.get_or_init(|| {
-        let mut b = [0u8; 16];
-        crate::bdev::util::fill_random(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        b
-    });
-    let h =
-        |r: std::ops::Range<usize>| id[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    );
+    let id = *ID.get_or_init(|| uuid::Uuid::new_v4().into_bytes());
+    let uuid = uuid::Uuid::from_bytes(id);
     (format!("nqn.2014-08.org.nvmexpress:uuid:{uuid}"), id)
 }
 
