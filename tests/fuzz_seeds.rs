@@ -10,7 +10,7 @@ use pollux::nvmf::pdu::{
     decode_all, encode_pdu, C2HData, Fes, H2CData, IcReq, IcResp, PduHeader, Role, RxConfig,
     TermReq, TxConfig, R2T,
 };
-use pollux::nvmf::spec::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
+use pollux::nvmf::wire::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
 use pollux::rpc::server::{frame_requests, validate, FrameEnd};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

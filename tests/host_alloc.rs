@@ -10,7 +10,7 @@
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::fake::FakeTarget;
 use pollux::nvmf::host::{Completion, ConnectOpts, Controller, DataBuf, Qpair, Request};
-use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
+use pollux::nvmf::wire::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, ReactorConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -6,7 +6,7 @@
 //! running target instead of booting one.
 
 use pollux::nvmf::host::{discover, ConnectOpts, HostError, SyncController, TransportId};
-use pollux::nvmf::spec::{cntrltype, feat, log_id, Status};
+use pollux::nvmf::wire::{cntrltype, feat, log_id, Status};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

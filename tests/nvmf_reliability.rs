@@ -16,7 +16,7 @@ mod common;
 use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, H2CData, PduHeader};
-use pollux::nvmf::spec::{admin_opc, io_opc, SglDescriptor, Sqe, Status};
+use pollux::nvmf::wire::{admin_opc, io_opc, SglDescriptor, Sqe, Status};
 use pollux::reactor::IdleStrategy;
 use serde_json::{json, Value};
 use std::io::{self, Read, Write};
@@ -628,7 +628,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     );
     inject(&app, "unmap", "failure", 1);
     let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT, 0, 2);
-    dsm.cdw11 = pollux::nvmf::spec::dsm::DEALLOCATE;
+    dsm.cdw11 = pollux::nvmf::wire::dsm::DEALLOCATE;
     let mut range = [0u8; 16];
     range[4..8].copy_from_slice(&2u32.to_le_bytes());
     range[8..16].copy_from_slice(&10u64.to_le_bytes());

@@ -15,7 +15,7 @@ mod common;
 
 use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::nvmf::pdu::PduHeader;
-use pollux::nvmf::spec::{io_opc, SglDescriptor};
+use pollux::nvmf::wire::{io_opc, SglDescriptor};
 use pollux::reactor::IdleStrategy;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ struct Soak {
 }
 
 impl Soak {
-    fn chunk_cmd(op: u8, chunk: usize) -> pollux::nvmf::spec::Sqe {
+    fn chunk_cmd(op: u8, chunk: usize) -> pollux::nvmf::wire::Sqe {
         let blocks = (CHUNK / BLOCK) as u32;
         rw(op, chunk as u64 * blocks as u64, blocks)
     }

@@ -21,7 +21,7 @@ use pollux::bdev::iostat::IoStats;
 use pollux::bdev::{self, BdevHandle};
 use pollux::nvmf::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
 use pollux::nvmf::io::{self, IoPlan, NsGeometry};
-use pollux::nvmf::spec::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
+use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
 use pollux::nvmf::subsystem::{Namespace, SubType, Subsystem};
 use pollux::nvmf::target::{TargetView, TransportOpts};
 use pollux::reactor::IdleStrategy;
@@ -133,7 +133,7 @@ fn geometry(b: &BdevHandle, caps: u8) -> NsGeometry {
 
 fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
     if discovery {
-        return Subsystem::new(1, spec::DISCOVERY_NQN, SubType::Discovery);
+        return Subsystem::new(1, wire::DISCOVERY_NQN, SubType::Discovery);
     }
     let mut s = Subsystem::new(2, NQN, SubType::Nvme);
     let mut namespaces = BTreeMap::new();
@@ -229,7 +229,7 @@ pub fn check(data: &[u8]) {
 
 fn fabrics(c: &mut Ctrlr, sqe: &Sqe, payload: &[u8], opts: &TransportOpts) {
     let mut sqe = *sqe;
-    sqe.opcode = spec::admin_opc::FABRICS;
+    sqe.opcode = wire::admin_opc::FABRICS;
     match FabricsCommand::parse(&sqe) {
         Some(FabricsCommand::PropertyGet(p)) => {
             let (st, v) = c.property_get(&p, opts);

@@ -25,7 +25,7 @@ use pollux::nvmf::host::{
     Completion, ConnectOpts, Controller, DataBuf, HostError, Qpair, QpairConfig, Request,
     TransportId,
 };
-use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
+use pollux::nvmf::wire::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, PollerHandle, ReactorConfig};
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -10,13 +10,13 @@
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.
 
-use super::spec::{
+use super::subsystem::Subsystem;
+use super::target::{TargetView, TransportOpts};
+use super::wire::{
     self, admin_opc, aen, cns, feat, log_id, prop, Cap, Cc, Csts, FeaturesCmd, GetLogPageCmd,
     IdentifyCmd, IdentifyController, IdentifyNamespace, LbaFormat, NsIdDescriptor, PropertyGetCmd,
     PropertySetCmd, SmartLog, Sqe, Status, Version,
 };
-use super::subsystem::Subsystem;
-use super::target::{TargetView, TransportOpts};
 use crate::bdev::iostat::IoStats;
 use crate::bdev::IoType;
 use std::collections::VecDeque;
@@ -111,7 +111,7 @@ pub struct Ctrlr {
     pub ns_notice_outstanding: bool,
     pub changed_ns: Vec<u32>,
     pub error_count: u64,
-    pub errors: VecDeque<spec::ErrorLogEntry>,
+    pub errors: VecDeque<wire::ErrorLogEntry>,
 }
 
 impl Ctrlr {
@@ -205,10 +205,10 @@ impl Ctrlr {
             enabled_now = true;
         } else if !new.en && self.cc.en {
             self.csts.rdy = false;
-            self.csts.shst = spec::shutdown::NONE;
+            self.csts.shst = wire::shutdown::NONE;
         }
-        if new.shn != spec::shutdown::NONE && self.cc.shn == spec::shutdown::NONE {
-            self.csts.shst = spec::shutdown::COMPLETE;
+        if new.shn != wire::shutdown::NONE && self.cc.shn == wire::shutdown::NONE {
+            self.csts.shst = wire::shutdown::COMPLETE;
         }
         self.cc = new;
         (Status::SUCCESS, enabled_now)
@@ -217,14 +217,14 @@ impl Ctrlr {
     /// Records a failed admin command in the error log.
     pub fn record_error(&mut self, sqid: u16, cid: u16, status: Status, nsid: u32) {
         self.error_count += 1;
-        let e = spec::ErrorLogEntry {
+        let e = wire::ErrorLogEntry {
             error_count: self.error_count,
             sqid,
             cid,
             status_field: status.0 << 1,
             parameter_error_location: 0xffff,
             nsid,
-            trtype: spec::trtype::TCP,
+            trtype: wire::trtype::TCP,
             ..Default::default()
         };
         if self.errors.len() == ERROR_LOG_ENTRIES {
@@ -312,7 +312,7 @@ impl Ctrlr {
 
     fn identify(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         let cmd = IdentifyCmd::parse(sqe);
-        let mut page = [0u8; spec::IDENTIFY_DATA_SIZE];
+        let mut page = [0u8; wire::IDENTIFY_DATA_SIZE];
         let subsys = env.subsys;
         match cmd.cns {
             cns::CONTROLLER => self.identify_controller(env).encode(&mut page),
@@ -328,7 +328,7 @@ impl Ctrlr {
                 if cmd.nsid >= 0xffff_fffe {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 }
-                spec::encode_ns_list(
+                wire::encode_ns_list(
                     subsys.namespaces.keys().copied().filter(|n| *n > cmd.nsid),
                     &mut page,
                 );
@@ -348,7 +348,7 @@ impl Ctrlr {
                     descs.push(NsIdDescriptor::Uuid(ns.uuid));
                 }
                 descs.push(NsIdDescriptor::Csi(0));
-                spec::encode_ns_id_descriptors(&descs, &mut page);
+                wire::encode_ns_id_descriptors(&descs, &mut page);
             }
             // NVM command set specific structures: nothing beyond the base ones.
             cns::CSI_NAMESPACE | cns::CSI_CONTROLLER if !self.discovery && cmd.csi == 0 => {}
@@ -370,14 +370,14 @@ impl Ctrlr {
             rab: 6,
             cntlid: self.cntlid,
             ver: Version::V1_3.to_u32(),
-            lpa: spec::lpa::EXTENDED_DATA,
+            lpa: wire::lpa::EXTENDED_DATA,
             elpe: (ERROR_LOG_ENTRIES - 1) as u8,
             aerl: (MAX_AERS - 1) as u8,
             kas: opts.kas,
             sqes: 0x66,
             cqes: 0x44,
             maxcmd: opts.max_queue_depth,
-            sgls: spec::sgls::SUPPORTED | spec::sgls::OFFSET | spec::sgls::TRANSPORT_DATA_BLOCK,
+            sgls: wire::sgls::SUPPORTED | wire::sgls::OFFSET | wire::sgls::TRANSPORT_DATA_BLOCK,
             subnqn: super::nul_field(&s.nqn),
             ioccsz: ((64 + opts.in_capsule_data_size) / 16),
             iorcsz: 1,
@@ -388,19 +388,19 @@ impl Ctrlr {
         // MDTS in units of the 4 KiB minimum page size, as a power of two.
         id.mdts = (opts.max_io_size / 4096).max(1).ilog2() as u8;
         if self.discovery {
-            id.cntrltype = spec::cntrltype::DISCOVERY;
+            id.cntrltype = wire::cntrltype::DISCOVERY;
             id.oaes = aen::CONFIG_DISCOVERY_LOG_CHANGE;
             id.ctratt = 0;
         } else {
-            id.cntrltype = spec::cntrltype::IO;
+            id.cntrltype = wire::cntrltype::IO;
             id.cmic = 1 << 1; // may have several controllers
             id.oaes = aen::CONFIG_NS_ATTRIBUTE;
-            id.ctratt = spec::ctratt::HOST_ID_128_BIT;
+            id.ctratt = wire::ctratt::HOST_ID_128_BIT;
             id.acl = 3;
             id.frmw = 1 | 1 << 1; // slot 1 read-only, one slot
             id.nn = s.max_nsid();
             id.mnan = s.max_nsid();
-            id.oncs = spec::oncs::DATASET_MANAGEMENT | spec::oncs::WRITE_ZEROES;
+            id.oncs = wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES;
             id.vwc = 1;
             id.wctemp = 0x0157;
             id.cctemp = 0x0175;
@@ -422,7 +422,7 @@ impl Ctrlr {
             feat::VOLATILE_WRITE_CACHE if !self.discovery => self.volatile_write_cache as u32,
             feat::NUMBER_OF_QUEUES if !self.discovery => {
                 let n = self.io_queues.saturating_sub(1);
-                spec::num_queues_value(n, n)
+                wire::num_queues_value(n, n)
             }
             feat::ASYNC_EVENT_CONFIG => self.async_event_config,
             feat::KEEP_ALIVE_TIMER => self.kato.as_millis() as u32,
@@ -468,7 +468,7 @@ impl Ctrlr {
                 if self.num_queues_set {
                     return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
                 }
-                let (nsqr, ncqr) = spec::num_queues_from_value(v);
+                let (nsqr, ncqr) = wire::num_queues_from_value(v);
                 if nsqr == 0xffff || ncqr == 0xffff {
                     return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
                 }
@@ -476,7 +476,7 @@ impl Ctrlr {
                 self.io_queues = asked.min(env.opts.max_io_qpairs_per_ctrlr as u32) as u16;
                 self.num_queues_set = true;
                 let n = self.io_queues - 1;
-                return AdminOutcome::ok_dw0(spec::num_queues_value(n, n));
+                return AdminOutcome::ok_dw0(wire::num_queues_value(n, n));
             }
             feat::ASYNC_EVENT_CONFIG => self.async_event_config = v,
             feat::KEEP_ALIVE_TIMER => {
@@ -500,10 +500,10 @@ impl Ctrlr {
         let len = len as usize;
         let page: Vec<u8> = match cmd.lid {
             log_id::ERROR_INFORMATION if !self.discovery => {
-                let mut p = vec![0u8; ERROR_LOG_ENTRIES * spec::ErrorLogEntry::SIZE];
+                let mut p = vec![0u8; ERROR_LOG_ENTRIES * wire::ErrorLogEntry::SIZE];
                 for (i, e) in self.errors.iter().enumerate() {
-                    let off = i * spec::ErrorLogEntry::SIZE;
-                    p[off..off + spec::ErrorLogEntry::SIZE].copy_from_slice(&e.to_bytes());
+                    let off = i * wire::ErrorLogEntry::SIZE;
+                    p[off..off + wire::ErrorLogEntry::SIZE].copy_from_slice(&e.to_bytes());
                 }
                 p
             }
@@ -523,7 +523,7 @@ impl Ctrlr {
                 };
             }
             log_id::FIRMWARE_SLOT if !self.discovery => {
-                let mut fw = spec::FirmwareSlotLog {
+                let mut fw = wire::FirmwareSlotLog {
                     afi: 1,
                     ..Default::default()
                 };
@@ -531,13 +531,13 @@ impl Ctrlr {
                 fw.to_bytes().to_vec()
             }
             log_id::CHANGED_NS_LIST if !self.discovery => {
-                let mut p = [0u8; spec::CHANGED_NS_LIST_SIZE];
+                let mut p = [0u8; wire::CHANGED_NS_LIST_SIZE];
                 if self.changed_ns.len() > MAX_CHANGED_NS {
-                    spec::encode_ns_list([u32::MAX], &mut p);
+                    wire::encode_ns_list([u32::MAX], &mut p);
                 } else {
                     let mut list = self.changed_ns.clone();
                     list.sort_unstable();
-                    spec::encode_ns_list(list, &mut p);
+                    wire::encode_ns_list(list, &mut p);
                 }
                 if !cmd.rae {
                     self.changed_ns.clear();
@@ -548,7 +548,7 @@ impl Ctrlr {
             log_id::DISCOVERY if self.discovery => {
                 let entries =
                     super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
-                spec::encode_discovery_log(env.view.genctr, &entries)
+                wire::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         };
@@ -584,7 +584,7 @@ pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace
         ..Default::default()
     };
     if ns.bdev.supports(IoType::Unmap) {
-        id.nsfeat |= spec::nsfeat::THIN_PROVISIONING;
+        id.nsfeat |= wire::nsfeat::THIN_PROVISIONING;
     }
     let bs = ns.bdev.block_size();
     id.lbaf[0] = LbaFormat {
@@ -679,7 +679,7 @@ mod tests {
             offset: prop::CC,
             value: 1 | 1 << 14,
         });
-        assert_eq!(c.csts.shst, spec::shutdown::COMPLETE);
+        assert_eq!(c.csts.shst, wire::shutdown::COMPLETE);
     }
 
     #[test]
@@ -693,9 +693,9 @@ mod tests {
         };
         let mut sqe = Sqe::new(admin_opc::SET_FEATURES, 1, 0);
         sqe.cdw10 = feat::NUMBER_OF_QUEUES as u32;
-        sqe.cdw11 = spec::num_queues_value(999, 999);
+        sqe.cdw11 = wire::num_queues_value(999, 999);
         let out = c.admin(&sqe, &mut [], &env);
-        assert_eq!(out, AdminOutcome::ok_dw0(spec::num_queues_value(126, 126)));
+        assert_eq!(out, AdminOutcome::ok_dw0(wire::num_queues_value(126, 126)));
         let again = c.admin(&sqe, &mut [], &env);
         assert_eq!(
             again,
@@ -714,23 +714,23 @@ mod tests {
         };
         let mut out = vec![0xaa; 512];
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 0, 512)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(512));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(512));
         assert_eq!(c.admin(&sqe, &mut out, &env), AdminOutcome::data(512));
         assert_eq!(out[0], 1);
         assert_eq!(&out[8..10], b"v0");
         // Unaligned offset, too long, unknown page.
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 2, 4)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(4));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 0, 1024)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(1024));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(1024));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );
         let sqe = GetLogPageCmd::new(0, 0x42, 0, 4)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(4));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );

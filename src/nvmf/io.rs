@@ -5,7 +5,7 @@
 //! submits them on the reactor's channel and maps each bdev completion back with
 //! [`status_of`]. Pure functions of the command, so the dispatcher can be fuzzed.
 
-use super::spec::{self, io_opc, DataDirection, Sqe, Status};
+use super::wire::{self, io_opc, DataDirection, Sqe, Status};
 use crate::bdev::{IoStatus, IoType};
 
 /// What the transport needs to know about a namespace on this reactor.
@@ -107,10 +107,10 @@ pub fn plan(
         }
         io_opc::DATASET_MANAGEMENT => {
             let nr = sqe.cdw10 as u8;
-            let Some(ranges) = spec::decode_dsm_ranges(data, nr) else {
+            let Some(ranges) = wire::decode_dsm_ranges(data, nr) else {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr());
             };
-            if sqe.cdw11 & spec::dsm::DEALLOCATE == 0 || !ns.supports_unmap {
+            if sqe.cdw11 & wire::dsm::DEALLOCATE == 0 || !ns.supports_unmap {
                 return Ok(IoPlan::Nothing);
             }
             let mut out = Vec::with_capacity(ranges.len());
@@ -173,7 +173,7 @@ pub fn io_type(plan: &IoPlan) -> Option<IoType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nvmf::spec::SglDescriptor;
+    use crate::nvmf::wire::SglDescriptor;
 
     const NS: NsGeometry = NsGeometry {
         block_size: 512,
@@ -227,7 +227,7 @@ mod tests {
         data[16 + 8..32].copy_from_slice(&5u64.to_le_bytes());
         let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT, 1, 1);
         sqe.cdw10 = 1;
-        sqe.cdw11 = spec::dsm::DEALLOCATE;
+        sqe.cdw11 = wire::dsm::DEALLOCATE;
         assert_eq!(
             plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
             IoPlan::Unmap(vec![(100, 8)])

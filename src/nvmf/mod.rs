@@ -9,16 +9,14 @@
 //! queue-pair state machine), `landing` (in-capsule write data received straight into the
 //! commands' buffers) and `rpc` (SPDK's nvmf_* methods and the default export).
 
-pub mod spec;
-pub(crate) mod wire;
+pub mod wire;
 
-pub use wire::{ascii_field, field_str, nul_field, WireField};
+pub use wire::{ascii_field, digest, field_str, nul_field, pdu, WireField};
 pub mod ctrlr;
-pub mod digest;
 pub mod host;
 pub mod io;
 mod landing;
-pub mod pdu;
+pub mod pdu_tx;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;

@@ -349,7 +349,7 @@ pub fn register() {
         if let Err(e) = subsystem::valid_nqn(&p.nqn) {
             return r.err(failed(e));
         }
-        if p.nqn == crate::nvmf::spec::DISCOVERY_NQN {
+        if p.nqn == crate::nvmf::wire::DISCOVERY_NQN {
             return r.err(failed("nqn: the discovery subsystem exists already".into()));
         }
         let mut s = Subsystem::new(0, &p.nqn, SubType::Nvme);

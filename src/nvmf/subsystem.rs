@@ -8,7 +8,7 @@
 //! ids in use). It is touched only on Connect, queue teardown and the inspection RPCs, never
 //! on the I/O path, so a short `Mutex` is the simplest correct tool there.
 
-use super::spec::{self, DiscoveryLogEntry, DISCOVERY_NQN};
+use super::wire::{self, DiscoveryLogEntry, DISCOVERY_NQN};
 use crate::bdev::BdevHandle;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -58,16 +58,16 @@ impl ListenAddr {
 
     fn discovery_entry(&self, subnqn: &str, subtype: u8, portid: u16) -> DiscoveryLogEntry {
         let mut e = DiscoveryLogEntry {
-            trtype: spec::trtype::TCP,
+            trtype: wire::trtype::TCP,
             adrfam: if self.adrfam.eq_ignore_ascii_case("ipv6") {
-                spec::adrfam::IPV6
+                wire::adrfam::IPV6
             } else {
-                spec::adrfam::IPV4
+                wire::adrfam::IPV4
             },
             subtype,
-            treq: spec::treq::SECURE_CHANNEL_NOT_REQUIRED,
+            treq: wire::treq::SECURE_CHANNEL_NOT_REQUIRED,
             portid,
-            cntlid: spec::CNTLID_DYNAMIC,
+            cntlid: wire::CNTLID_DYNAMIC,
             asqsz: 32,
             ..Default::default()
         };
@@ -274,7 +274,7 @@ pub fn discovery_entries(subsystems: &[Arc<Subsystem>], hostnqn: &str) -> Vec<Di
                     ports.len() - 1
                 }
             };
-            out.push(l.discovery_entry(&s.nqn, spec::subtype::NVME, portid as u16));
+            out.push(l.discovery_entry(&s.nqn, wire::subtype::NVME, portid as u16));
         }
     }
     out
@@ -304,11 +304,11 @@ pub use crate::bdev::util::format_uuid;
 
 /// Validates an NQN as SPDK does: 11..=223 bytes, `nqn.` prefix (or the UUID form).
 pub fn valid_nqn(nqn: &str) -> Result<(), String> {
-    if nqn.len() > spec::NQN_MAX_LEN {
+    if nqn.len() > wire::NQN_MAX_LEN {
         return Err(format!(
             "nqn: {} bytes is longer than {}",
             nqn.len(),
-            spec::NQN_MAX_LEN
+            wire::NQN_MAX_LEN
         ));
     }
     if nqn == DISCOVERY_NQN {

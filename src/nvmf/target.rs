@@ -191,7 +191,7 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
     TARGET.with(|t| {
         let mut t = t.borrow_mut();
         let t = t.get_or_insert_with(|| {
-            let mut discovery = Subsystem::new(0, super::spec::DISCOVERY_NQN, SubType::Discovery);
+            let mut discovery = Subsystem::new(0, super::wire::DISCOVERY_NQN, SubType::Discovery);
             discovery.allow_any_host = true;
             Target {
                 transport: None,

@@ -28,12 +28,12 @@ use super::pdu::{
     self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder, PduError,
     PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
 };
-use super::spec::{
+use super::subsystem::{CtrlrEntry, Directory, ListenAddr, QpairRef};
+use super::target::{TargetView, TransportOpts};
+use super::wire::{
     self, admin_opc, connect_off, feat, ConnectData, Cqe, DataDirection, FabricsCommand, Sqe,
     Status,
 };
-use super::subsystem::{CtrlrEntry, Directory, ListenAddr, QpairRef};
-use super::target::{TargetView, TransportOpts};
 use crate::bdev::iostat::IoStats;
 use crate::bdev::{self, BdevEvent, BdevHandle, BdevIo, IoChannel, IoSink, IoType, SharedRange};
 use crate::buf::IoBuf;
@@ -272,7 +272,7 @@ fn push_header(
     data_len: u32,
     tx: &TxConfig,
 ) -> Option<EncodedHeader> {
-    pdu::push_header_chunk(chunks, hdr, data_len, tx).ok()
+    super::pdu_tx::push_header_chunk(chunks, hdr, data_len, tx).ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1246,12 +1246,12 @@ impl PollGroup {
         &mut self,
         idx: usize,
         slot: u16,
-        c: &spec::ConnectCmd,
+        c: &wire::ConnectCmd,
     ) -> Result<u32, (Status, u32)> {
         let invalid = |in_data: bool, off: u16| {
             (
                 Status::CONNECT_INVALID_PARAMETERS.with_dnr(),
-                spec::connect_invalid_param_dw0(in_data, off),
+                wire::connect_invalid_param_dw0(in_data, off),
             )
         };
         let view = self.view.clone();
@@ -1298,7 +1298,7 @@ impl PollGroup {
             tracing::info!(subnqn, hostnqn, "Connect from a host that is not allowed");
             return Err((
                 Status::CONNECT_INVALID_HOST.with_dnr(),
-                spec::connect_invalid_param_dw0(true, connect_off::HOSTNQN),
+                wire::connect_invalid_param_dw0(true, connect_off::HOSTNQN),
             ));
         }
         let max_depth = if c.qid == 0 {
@@ -1315,7 +1315,7 @@ impl PollGroup {
             gen,
         };
         let cntlid = if c.qid == 0 {
-            if data.cntlid != spec::CNTLID_DYNAMIC {
+            if data.cntlid != wire::CNTLID_DYNAMIC {
                 return Err(invalid(true, connect_off::CNTLID));
             }
             let entry = CtrlrEntry {
@@ -1385,7 +1385,7 @@ impl PollGroup {
         };
         qp.dec.configure(rx);
         qp.opts = opts;
-        Ok(spec::connect_success_dw0(cntlid))
+        Ok(wire::connect_success_dw0(cntlid))
     }
 
     fn admin(&mut self, idx: usize, slot: u16, sqe: &Sqe) -> Result<(), Fatal> {

@@ -11,7 +11,7 @@ use pollux::nvmf::pdu::{
     self, encode_pdu, C2HData, DecodedPdu, H2CData, IcReq, IcResp, PduAssembler, PduDecoder,
     PduHeader, Role, RxConfig, TxConfig,
 };
-use pollux::nvmf::spec::{
+use pollux::nvmf::wire::{
     self, admin_opc, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
 };
 use serde_json::{json, Value};
@@ -316,7 +316,7 @@ impl Host {
         kato: u32,
         cattr: u8,
     ) -> Done {
-        let cmd = FabricsCommand::Connect(spec::ConnectCmd {
+        let cmd = FabricsCommand::Connect(wire::ConnectCmd {
             cid: 0,
             sgl: SglDescriptor::in_capsule(0, 1024),
             recfmt: 0,
@@ -342,7 +342,7 @@ impl Host {
     }
 
     pub fn prop_get(&mut self, offset: u32, size8: bool) -> Done {
-        let cmd = FabricsCommand::PropertyGet(spec::PropertyGetCmd {
+        let cmd = FabricsCommand::PropertyGet(wire::PropertyGetCmd {
             cid: 0,
             size8,
             offset,
@@ -351,7 +351,7 @@ impl Host {
     }
 
     pub fn prop_set(&mut self, offset: u32, value: u64) -> Done {
-        let cmd = FabricsCommand::PropertySet(spec::PropertySetCmd {
+        let cmd = FabricsCommand::PropertySet(wire::PropertySetCmd {
             cid: 0,
             size8: false,
             offset,
@@ -388,7 +388,7 @@ impl Host {
     }
 
     pub fn get_log(&mut self, lid: u8, nsid: u32, offset: u64, len: u32) -> Done {
-        let sqe = spec::GetLogPageCmd::new(nsid, lid, offset, len)
+        let sqe = wire::GetLogPageCmd::new(nsid, lid, offset, len)
             .to_sqe(0, SglDescriptor::transport_data_block(len));
         self.run(sqe, None, len)
     }

@@ -12,13 +12,13 @@
 use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
-use crate::nvmf::spec::{
+use crate::nvmf::wire::WireField;
+use crate::nvmf::wire::{
     admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
     Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
     GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
     PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
 };
-use crate::nvmf::wire::WireField;
 use crate::reactor::{self, PollStatus, PollerHandle};
 use slab::Slab;
 use std::cell::RefCell;
@@ -514,7 +514,7 @@ impl Controller {
                     Ok(b) => b,
                     Err(e) => return cb(Err(e)),
                 };
-                match crate::nvmf::spec::decode_discovery_log(&b) {
+                match crate::nvmf::wire::decode_discovery_log(&b) {
                     Some((hdr, _)) if hdr.genctr != first.genctr => cb(Err(HostError::Protocol(
                         "discovery log changed while being read".into(),
                     ))),
@@ -614,7 +614,7 @@ impl Controller {
         ranges: &[(u64, u32)],
         cb: impl FnOnce(Result<(), HostError>) + 'static,
     ) {
-        if ranges.is_empty() || ranges.len() > crate::nvmf::spec::dsm::MAX_RANGES {
+        if ranges.is_empty() || ranges.len() > crate::nvmf::wire::dsm::MAX_RANGES {
             return cb(Err(HostError::Invalid(format!(
                 "{} DSM ranges (allowed 1..=256)",
                 ranges.len()
@@ -633,7 +633,7 @@ impl Controller {
             0,
             nsid,
             ranges.len() as u16,
-            crate::nvmf::spec::dsm::DEALLOCATE,
+            crate::nvmf::wire::dsm::DEALLOCATE,
             SglDescriptor::default(),
         );
         self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| {
@@ -707,7 +707,7 @@ impl Controller {
 
 impl Completion {
     /// The status as a result, mapping a successful CQE through `f`.
-    fn status_and<T>(&self, f: impl FnOnce(&crate::nvmf::spec::Cqe) -> T) -> Result<T, HostError> {
+    fn status_and<T>(&self, f: impl FnOnce(&crate::nvmf::wire::Cqe) -> T) -> Result<T, HostError> {
         self.status()?;
         match &self.result {
             Ok(cqe) => Ok(f(cqe)),
@@ -816,7 +816,7 @@ fn after_identify(
         )
     };
     let is_discovery =
-        subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::spec::cntrltype::DISCOVERY;
+        subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::wire::cntrltype::DISCOVERY;
     // MDTS is a power of two in units of the minimum page size (4 KiB << MPSMIN).
     let mdts = if id.mdts == 0 || id.mdts > 20 {
         u32::MAX

@@ -14,11 +14,11 @@ use crate::nvmf::pdu::{
     encode_pdu, target_negotiate, C2HData, PduAssembler, PduDecoder, PduHeader, Role,
     TargetIcParams, TxConfig, R2T,
 };
-use crate::nvmf::spec::{
+use crate::nvmf::wire::WireField;
+use crate::nvmf::wire::{
     admin_opc, cns, fctype, io_opc, prop, Cap, Cc, Cqe, Csts, IdentifyController,
     IdentifyNamespace, Sqe, Status, Version,
 };
-use crate::nvmf::wire::WireField;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,7 +150,7 @@ impl FakeConn {
                     let mut out = vec![0u8; 4096];
                     match sqe.cdw10 as u8 {
                         cns::CONTROLLER => IdentifyController {
-                            cntrltype: crate::nvmf::spec::cntrltype::IO,
+                            cntrltype: crate::nvmf::wire::cntrltype::IO,
                             mn: crate::nvmf::ascii_field("pollux fake"),
                             ioccsz: (64 + 4096) / 16,
                             mdts: 5,

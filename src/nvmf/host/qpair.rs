@@ -17,11 +17,12 @@ use super::HostError;
 use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_term_req, host_negotiate, push_header_chunk, H2CData, IcReq,
-    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
+    check_c2h_data, check_r2t, encode_term_req, host_negotiate, H2CData, IcReq, PduDecoder,
+    PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
 };
-use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
+use crate::nvmf::pdu_tx::push_header_chunk;
 use crate::nvmf::wire::{nul_field, WireField};
+use crate::nvmf::wire::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::sock::{
     self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
 };
@@ -88,7 +89,7 @@ impl QpairConfig {
             hostnqn: hostnqn.into(),
             hostid: [0; 16],
             qid: 0,
-            cntlid: crate::nvmf::spec::CNTLID_DYNAMIC,
+            cntlid: crate::nvmf::wire::CNTLID_DYNAMIC,
             depth: 32,
             kato_ms: 0,
             hdgst: false,

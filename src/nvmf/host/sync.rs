@@ -10,7 +10,7 @@ use super::ctrlr::{ConnectOpts, Controller, ControllerInfo};
 use super::qpair::{Completion, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
-use crate::nvmf::spec::{DiscoveryLogEntry, IdentifyController, IdentifyNamespace, DISCOVERY_NQN};
+use crate::nvmf::wire::{DiscoveryLogEntry, IdentifyController, IdentifyNamespace, DISCOVERY_NQN};
 use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
 use slab::Slab;
 use std::cell::RefCell;

@@ -1,10 +1,27 @@
-//! Little-endian wire encoding helpers shared by the NVMe structures (`spec`) and the
-//! NVMe/TCP PDUs (`pdu`). A `WireField` is a value with a fixed encoded size that reads and
-//! writes itself from/to a byte slice; the `wire_struct!` macro declares a plain struct whose
-//! fields sit at explicit byte offsets (as in the specification's figures) and checks at
-//! compile time that the fields do not overlap and fit the declared size. Encoding and
-//! decoding go through safe slice operations only; decoders take exactly-sized arrays, so
-//! no length check can be forgotten.
+//! The NVMe and NVMe/TCP wire layer: every structure that crosses the network, and the codec.
+//!
+//! Pure code with no I/O: it imports nothing from the sockets, the bdevs or the target, so
+//! the target, the host and the fuzzers all drive the same types. `nvme` holds the base
+//! structures (opcodes, status codes, SGL descriptor, SQE, CQE, admin / I/O command fields),
+//! `fabrics` the NVMe over Fabrics commands and controller properties, `identify` the
+//! Identify data, `log` the log pages, `tcp` the NVMe/TCP PDU header layouts, `pdu` the
+//! PDU encoder and the incremental, limit-checking decoder, and `digest` the CRC32C header
+//! and data digests. Field names follow the specification's abbreviations so they can be
+//! looked up there.
+
+pub mod digest;
+pub mod fabrics;
+pub mod identify;
+pub mod log;
+pub mod nvme;
+pub mod pdu;
+#[cfg(test)]
+mod tests;
+
+pub use fabrics::*;
+pub use identify::*;
+pub use log::*;
+pub use nvme::*;
 
 /// A fixed-size little-endian wire value.
 pub trait WireField: Sized {

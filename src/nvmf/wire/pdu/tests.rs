@@ -4,8 +4,8 @@
 //! corruption, random bytes) that must never panic.
 
 use super::*;
-use crate::nvmf::digest::digest_of;
-use crate::nvmf::spec::{io_opc, SglDescriptor, Status};
+use crate::nvmf::wire::digest::digest_of;
+use crate::nvmf::wire::{io_opc, SglDescriptor, Status};
 
 /// A tiny deterministic PRNG (xorshift64*), so property tests need no dependency and every
 /// failure reproduces from its seed.

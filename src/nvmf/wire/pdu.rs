@@ -12,8 +12,8 @@
 //! `PduError` carrying the FES and FEI that the Term Req must report.
 
 use super::digest::{header_digest, DataDigest, DIGEST_LEN};
-use super::spec::{Cqe, Sqe};
-use super::wire::{le16, le32, put16, put32};
+use super::{le16, le32, put16, put32};
+use super::{Cqe, Sqe};
 
 /// PDU types (common header byte 0).
 pub mod pdu_type {
@@ -353,36 +353,6 @@ pub fn encode_header(
     out: &mut [u8; MAX_HEADER_LEN],
 ) -> Result<EncodedHeader, EncodeError> {
     encode_header_into(hdr, data_len, cfg, out)
-}
-
-/// Appends the header of a PDU to a write request's chunks, encoded in place in an inline
-/// chunk: the data path builds a header per I/O, and encoding it straight where it is sent
-/// from saves a staging buffer, its zeroing and two copies. Every header fits
-/// [`INLINE_CAP`](crate::sock::INLINE_CAP) (76 bytes at most, 128 with the largest PDA).
-pub fn push_header_chunk(
-    chunks: &mut Vec<crate::sock::Chunk>,
-    hdr: &PduHeader,
-    data_len: u32,
-    cfg: &TxConfig,
-) -> Result<EncodedHeader, EncodeError> {
-    use crate::sock::{Chunk, INLINE_CAP};
-    chunks.push(Chunk::Inline {
-        data: [0u8; INLINE_CAP],
-        len: 0,
-    });
-    let Some(Chunk::Inline { data, len }) = chunks.last_mut() else {
-        unreachable!("an inline chunk was pushed just above");
-    };
-    match encode_header_into(hdr, data_len, cfg, data) {
-        Ok(enc) => {
-            *len = enc.len as u8;
-            Ok(enc)
-        }
-        Err(e) => {
-            chunks.pop();
-            Err(e)
-        }
-    }
 }
 
 /// [`encode_header`] into any buffer of at least the header's length (PDO bytes), else

@@ -1,0 +1,794 @@
+//! NVMe base structures: opcodes, status codes, the SGL descriptor, the submission and
+//! completion queue entries, and the admin / I/O command fields carried in an SQE.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// Opcodes
+// ---------------------------------------------------------------------------------------
+
+/// Admin command opcodes.
+pub mod admin_opc {
+    pub const DELETE_IO_SQ: u8 = 0x00;
+    pub const CREATE_IO_SQ: u8 = 0x01;
+    pub const GET_LOG_PAGE: u8 = 0x02;
+    pub const DELETE_IO_CQ: u8 = 0x04;
+    pub const CREATE_IO_CQ: u8 = 0x05;
+    pub const IDENTIFY: u8 = 0x06;
+    pub const ABORT: u8 = 0x08;
+    pub const SET_FEATURES: u8 = 0x09;
+    pub const GET_FEATURES: u8 = 0x0a;
+    pub const ASYNC_EVENT_REQUEST: u8 = 0x0c;
+    pub const NS_MANAGEMENT: u8 = 0x0d;
+    pub const FIRMWARE_COMMIT: u8 = 0x10;
+    pub const FIRMWARE_IMAGE_DOWNLOAD: u8 = 0x11;
+    pub const DEVICE_SELF_TEST: u8 = 0x14;
+    pub const NS_ATTACHMENT: u8 = 0x15;
+    pub const KEEP_ALIVE: u8 = 0x18;
+    pub const DIRECTIVE_SEND: u8 = 0x19;
+    pub const DIRECTIVE_RECEIVE: u8 = 0x1a;
+    pub const VIRTUALIZATION_MANAGEMENT: u8 = 0x1c;
+    pub const NVME_MI_SEND: u8 = 0x1d;
+    pub const NVME_MI_RECEIVE: u8 = 0x1e;
+    pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7c;
+    /// Fabrics commands share this opcode on every queue; the type is in `fctype`.
+    pub const FABRICS: u8 = 0x7f;
+    pub const FORMAT_NVM: u8 = 0x80;
+    pub const SECURITY_SEND: u8 = 0x81;
+    pub const SECURITY_RECEIVE: u8 = 0x82;
+    pub const SANITIZE: u8 = 0x84;
+    pub const GET_LBA_STATUS: u8 = 0x86;
+}
+
+/// NVM command set (I/O queue) opcodes.
+pub mod io_opc {
+    pub const FLUSH: u8 = 0x00;
+    pub const WRITE: u8 = 0x01;
+    pub const READ: u8 = 0x02;
+    pub const WRITE_UNCORRECTABLE: u8 = 0x04;
+    pub const COMPARE: u8 = 0x05;
+    pub const WRITE_ZEROES: u8 = 0x08;
+    pub const DATASET_MANAGEMENT: u8 = 0x09;
+    pub const VERIFY: u8 = 0x0c;
+    pub const RESERVATION_REGISTER: u8 = 0x0d;
+    pub const RESERVATION_REPORT: u8 = 0x0e;
+    pub const RESERVATION_ACQUIRE: u8 = 0x11;
+    pub const RESERVATION_RELEASE: u8 = 0x15;
+    pub const COPY: u8 = 0x19;
+    /// Fabrics commands (same value as the admin one).
+    pub const FABRICS: u8 = 0x7f;
+}
+
+/// Fabrics command types (SQE byte 4 when the opcode is `FABRICS`).
+pub mod fctype {
+    pub const PROPERTY_SET: u8 = 0x00;
+    pub const CONNECT: u8 = 0x01;
+    pub const PROPERTY_GET: u8 = 0x04;
+    pub const AUTHENTICATION_SEND: u8 = 0x05;
+    pub const AUTHENTICATION_RECEIVE: u8 = 0x06;
+    pub const DISCONNECT: u8 = 0x08;
+}
+
+/// Identify CNS values (CDW10 bits 7:0).
+pub mod cns {
+    pub const NAMESPACE: u8 = 0x00;
+    pub const CONTROLLER: u8 = 0x01;
+    pub const ACTIVE_NS_LIST: u8 = 0x02;
+    pub const NS_ID_DESCRIPTOR_LIST: u8 = 0x03;
+    pub const NVM_SET_LIST: u8 = 0x04;
+    pub const CSI_NAMESPACE: u8 = 0x05;
+    pub const CSI_CONTROLLER: u8 = 0x06;
+    pub const CSI_ACTIVE_NS_LIST: u8 = 0x07;
+    pub const ALLOCATED_NS_LIST: u8 = 0x10;
+    pub const ALLOCATED_NAMESPACE: u8 = 0x11;
+}
+
+/// Log page identifiers (Get Log Page CDW10 bits 7:0).
+pub mod log_id {
+    pub const ERROR_INFORMATION: u8 = 0x01;
+    pub const SMART_HEALTH: u8 = 0x02;
+    pub const FIRMWARE_SLOT: u8 = 0x03;
+    pub const CHANGED_NS_LIST: u8 = 0x04;
+    pub const COMMANDS_SUPPORTED_EFFECTS: u8 = 0x05;
+    pub const DEVICE_SELF_TEST: u8 = 0x06;
+    pub const TELEMETRY_HOST: u8 = 0x07;
+    pub const TELEMETRY_CONTROLLER: u8 = 0x08;
+    pub const ANA: u8 = 0x0c;
+    pub const DISCOVERY: u8 = 0x70;
+    pub const RESERVATION_NOTIFICATION: u8 = 0x80;
+    pub const SANITIZE_STATUS: u8 = 0x81;
+}
+
+/// Feature identifiers (Get/Set Features CDW10 bits 7:0).
+pub mod feat {
+    pub const ARBITRATION: u8 = 0x01;
+    pub const POWER_MANAGEMENT: u8 = 0x02;
+    pub const LBA_RANGE_TYPE: u8 = 0x03;
+    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
+    pub const ERROR_RECOVERY: u8 = 0x05;
+    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    pub const INTERRUPT_COALESCING: u8 = 0x08;
+    pub const INTERRUPT_VECTOR_CONFIG: u8 = 0x09;
+    pub const WRITE_ATOMICITY: u8 = 0x0a;
+    pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
+    pub const AUTONOMOUS_POWER_STATE_TRANSITION: u8 = 0x0c;
+    pub const HOST_MEMORY_BUFFER: u8 = 0x0d;
+    pub const TIMESTAMP: u8 = 0x0e;
+    pub const KEEP_ALIVE_TIMER: u8 = 0x0f;
+    pub const HOST_CONTROLLED_THERMAL_MGMT: u8 = 0x10;
+    pub const NON_OPERATIONAL_POWER_STATE: u8 = 0x11;
+    pub const HOST_BEHAVIOR_SUPPORT: u8 = 0x16;
+    pub const SOFTWARE_PROGRESS_MARKER: u8 = 0x80;
+    pub const HOST_IDENTIFIER: u8 = 0x81;
+    pub const RESERVATION_NOTIFICATION_MASK: u8 = 0x82;
+    pub const RESERVATION_PERSISTENCE: u8 = 0x83;
+    pub const NS_WRITE_PROTECTION: u8 = 0x84;
+}
+
+/// Asynchronous event information used by the target's AER completions (CQE DW0:
+/// type in bits 2:0, info in 15:8, log page id in 23:16).
+pub mod aen {
+    pub const TYPE_ERROR: u8 = 0x0;
+    pub const TYPE_SMART: u8 = 0x1;
+    pub const TYPE_NOTICE: u8 = 0x2;
+    pub const TYPE_IO_CMD_SET: u8 = 0x6;
+    pub const NOTICE_NS_ATTRIBUTE_CHANGED: u8 = 0x00;
+    pub const NOTICE_FIRMWARE_ACTIVATION: u8 = 0x01;
+    pub const NOTICE_ANA_CHANGE: u8 = 0x03;
+    pub const NOTICE_DISCOVERY_LOG_CHANGE: u8 = 0xf0;
+    /// Async Event Configuration bit enabling the namespace attribute notice.
+    pub const CONFIG_NS_ATTRIBUTE: u32 = 1 << 8;
+    /// Async Event Configuration bit enabling the discovery log change notice.
+    pub const CONFIG_DISCOVERY_LOG_CHANGE: u32 = 1 << 31;
+
+    /// CQE DW0 of an asynchronous event completion.
+    pub const fn dw0(event_type: u8, info: u8, log_page: u8) -> u32 {
+        (event_type as u32 & 0x7) | (info as u32) << 8 | (log_page as u32) << 16
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Status
+// ---------------------------------------------------------------------------------------
+
+/// Status code types.
+pub mod sct {
+    pub const GENERIC: u8 = 0x0;
+    pub const COMMAND_SPECIFIC: u8 = 0x1;
+    pub const MEDIA_DATA_INTEGRITY: u8 = 0x2;
+    pub const PATH: u8 = 0x3;
+    pub const VENDOR_SPECIFIC: u8 = 0x7;
+}
+
+/// A completion status without the phase tag: SC (bits 7:0), SCT (10:8), CRD (12:11),
+/// More (13), DNR (14) — i.e. the CQE status field shifted right by one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Status(pub u16);
+
+impl Status {
+    pub const fn new(sct: u8, sc: u8) -> Self {
+        Self(sc as u16 | ((sct as u16 & 0x7) << 8))
+    }
+    pub const fn sc(self) -> u8 {
+        self.0 as u8
+    }
+    pub const fn sct(self) -> u8 {
+        ((self.0 >> 8) & 0x7) as u8
+    }
+    pub const fn crd(self) -> u8 {
+        ((self.0 >> 11) & 0x3) as u8
+    }
+    pub const fn more(self) -> bool {
+        self.0 & (1 << 13) != 0
+    }
+    pub const fn dnr(self) -> bool {
+        self.0 & (1 << 14) != 0
+    }
+    pub const fn with_dnr(self) -> Self {
+        Self(self.0 | 1 << 14)
+    }
+    pub const fn with_more(self) -> Self {
+        Self(self.0 | 1 << 13)
+    }
+    pub const fn with_crd(self, crd: u8) -> Self {
+        Self((self.0 & !(0x3 << 11)) | ((crd as u16 & 0x3) << 11))
+    }
+    pub const fn is_success(self) -> bool {
+        self.sc() == 0 && self.sct() == 0
+    }
+    /// Same status code and type, ignoring CRD/More/DNR.
+    pub const fn same_code(self, other: Status) -> bool {
+        (self.0 & 0x7ff) == (other.0 & 0x7ff)
+    }
+
+    // Generic command status (SCT 0).
+    pub const SUCCESS: Status = Status::new(sct::GENERIC, 0x00);
+    pub const INVALID_OPCODE: Status = Status::new(sct::GENERIC, 0x01);
+    pub const INVALID_FIELD: Status = Status::new(sct::GENERIC, 0x02);
+    pub const COMMAND_ID_CONFLICT: Status = Status::new(sct::GENERIC, 0x03);
+    pub const DATA_TRANSFER_ERROR: Status = Status::new(sct::GENERIC, 0x04);
+    pub const ABORTED_POWER_LOSS: Status = Status::new(sct::GENERIC, 0x05);
+    pub const INTERNAL_ERROR: Status = Status::new(sct::GENERIC, 0x06);
+    pub const ABORTED_BY_REQUEST: Status = Status::new(sct::GENERIC, 0x07);
+    pub const ABORTED_SQ_DELETION: Status = Status::new(sct::GENERIC, 0x08);
+    pub const ABORTED_FAILED_FUSED: Status = Status::new(sct::GENERIC, 0x09);
+    pub const ABORTED_MISSING_FUSED: Status = Status::new(sct::GENERIC, 0x0a);
+    pub const INVALID_NAMESPACE_OR_FORMAT: Status = Status::new(sct::GENERIC, 0x0b);
+    pub const COMMAND_SEQUENCE_ERROR: Status = Status::new(sct::GENERIC, 0x0c);
+    pub const INVALID_SGL_SEGMENT_DESCRIPTOR: Status = Status::new(sct::GENERIC, 0x0d);
+    pub const INVALID_NUMBER_OF_SGL_DESCRIPTORS: Status = Status::new(sct::GENERIC, 0x0e);
+    pub const DATA_SGL_LENGTH_INVALID: Status = Status::new(sct::GENERIC, 0x0f);
+    pub const METADATA_SGL_LENGTH_INVALID: Status = Status::new(sct::GENERIC, 0x10);
+    pub const SGL_DESCRIPTOR_TYPE_INVALID: Status = Status::new(sct::GENERIC, 0x11);
+    pub const INVALID_USE_OF_CMB: Status = Status::new(sct::GENERIC, 0x12);
+    pub const PRP_OFFSET_INVALID: Status = Status::new(sct::GENERIC, 0x13);
+    pub const ATOMIC_WRITE_UNIT_EXCEEDED: Status = Status::new(sct::GENERIC, 0x14);
+    pub const OPERATION_DENIED: Status = Status::new(sct::GENERIC, 0x15);
+    pub const SGL_OFFSET_INVALID: Status = Status::new(sct::GENERIC, 0x16);
+    pub const HOST_ID_INCONSISTENT_FORMAT: Status = Status::new(sct::GENERIC, 0x18);
+    pub const KEEP_ALIVE_TIMER_EXPIRED: Status = Status::new(sct::GENERIC, 0x19);
+    pub const KEEP_ALIVE_TIMEOUT_INVALID: Status = Status::new(sct::GENERIC, 0x1a);
+    pub const ABORTED_PREEMPT_ABORT: Status = Status::new(sct::GENERIC, 0x1b);
+    pub const SANITIZE_FAILED: Status = Status::new(sct::GENERIC, 0x1c);
+    pub const SANITIZE_IN_PROGRESS: Status = Status::new(sct::GENERIC, 0x1d);
+    pub const SGL_DATA_BLOCK_GRANULARITY_INVALID: Status = Status::new(sct::GENERIC, 0x1e);
+    pub const NS_WRITE_PROTECTED: Status = Status::new(sct::GENERIC, 0x20);
+    pub const COMMAND_INTERRUPTED: Status = Status::new(sct::GENERIC, 0x21);
+    pub const TRANSIENT_TRANSPORT_ERROR: Status = Status::new(sct::GENERIC, 0x22);
+    // Generic status, NVM command set (SCT 0, 80h..).
+    pub const LBA_OUT_OF_RANGE: Status = Status::new(sct::GENERIC, 0x80);
+    pub const CAPACITY_EXCEEDED: Status = Status::new(sct::GENERIC, 0x81);
+    pub const NAMESPACE_NOT_READY: Status = Status::new(sct::GENERIC, 0x82);
+    pub const RESERVATION_CONFLICT: Status = Status::new(sct::GENERIC, 0x83);
+    pub const FORMAT_IN_PROGRESS: Status = Status::new(sct::GENERIC, 0x84);
+
+    // Command specific status (SCT 1).
+    pub const COMPLETION_QUEUE_INVALID: Status = Status::new(sct::COMMAND_SPECIFIC, 0x00);
+    pub const INVALID_QUEUE_IDENTIFIER: Status = Status::new(sct::COMMAND_SPECIFIC, 0x01);
+    pub const INVALID_QUEUE_SIZE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x02);
+    pub const ABORT_COMMAND_LIMIT_EXCEEDED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x03);
+    pub const ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x05);
+    pub const INVALID_FIRMWARE_SLOT: Status = Status::new(sct::COMMAND_SPECIFIC, 0x06);
+    pub const INVALID_FIRMWARE_IMAGE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x07);
+    pub const INVALID_INTERRUPT_VECTOR: Status = Status::new(sct::COMMAND_SPECIFIC, 0x08);
+    pub const INVALID_LOG_PAGE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x09);
+    pub const INVALID_FORMAT: Status = Status::new(sct::COMMAND_SPECIFIC, 0x0a);
+    pub const FEATURE_ID_NOT_SAVEABLE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x0d);
+    pub const FEATURE_NOT_CHANGEABLE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x0e);
+    pub const FEATURE_NOT_NAMESPACE_SPECIFIC: Status = Status::new(sct::COMMAND_SPECIFIC, 0x0f);
+    pub const NS_INSUFFICIENT_CAPACITY: Status = Status::new(sct::COMMAND_SPECIFIC, 0x15);
+    pub const NS_ID_UNAVAILABLE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x16);
+    pub const NS_ALREADY_ATTACHED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x18);
+    pub const NS_IS_PRIVATE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x19);
+    pub const NS_NOT_ATTACHED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x1a);
+    pub const CONTROLLER_LIST_INVALID: Status = Status::new(sct::COMMAND_SPECIFIC, 0x1c);
+    // Command specific, NVM command set.
+    pub const CONFLICTING_ATTRIBUTES: Status = Status::new(sct::COMMAND_SPECIFIC, 0x80);
+    pub const INVALID_PROTECTION_INFORMATION: Status = Status::new(sct::COMMAND_SPECIFIC, 0x81);
+    pub const WRITE_TO_READ_ONLY_RANGE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82);
+    // Command specific, fabrics commands.
+    pub const CONNECT_INCOMPATIBLE_FORMAT: Status = Status::new(sct::COMMAND_SPECIFIC, 0x80);
+    pub const CONNECT_CONTROLLER_BUSY: Status = Status::new(sct::COMMAND_SPECIFIC, 0x81);
+    pub const CONNECT_INVALID_PARAMETERS: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82);
+    pub const CONNECT_RESTART_DISCOVERY: Status = Status::new(sct::COMMAND_SPECIFIC, 0x83);
+    pub const CONNECT_INVALID_HOST: Status = Status::new(sct::COMMAND_SPECIFIC, 0x84);
+    pub const DISCOVERY_RESTART: Status = Status::new(sct::COMMAND_SPECIFIC, 0x90);
+    pub const AUTHENTICATION_REQUIRED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x91);
+
+    // Media and data integrity errors (SCT 2).
+    pub const WRITE_FAULT: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x80);
+    pub const UNRECOVERED_READ_ERROR: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x81);
+    pub const GUARD_CHECK_ERROR: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x82);
+    pub const APPLICATION_TAG_CHECK_ERROR: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x83);
+    pub const REFERENCE_TAG_CHECK_ERROR: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x84);
+    pub const COMPARE_FAILURE: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x85);
+    pub const ACCESS_DENIED: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x86);
+    pub const DEALLOCATED_OR_UNWRITTEN_BLOCK: Status = Status::new(sct::MEDIA_DATA_INTEGRITY, 0x87);
+
+    // Path related status (SCT 3).
+    pub const INTERNAL_PATH_ERROR: Status = Status::new(sct::PATH, 0x00);
+    pub const ANA_PERSISTENT_LOSS: Status = Status::new(sct::PATH, 0x01);
+    pub const ANA_INACCESSIBLE: Status = Status::new(sct::PATH, 0x02);
+    pub const ANA_TRANSITION: Status = Status::new(sct::PATH, 0x03);
+    pub const CONTROLLER_PATHING_ERROR: Status = Status::new(sct::PATH, 0x60);
+    pub const HOST_PATHING_ERROR: Status = Status::new(sct::PATH, 0x70);
+    pub const ABORTED_BY_HOST: Status = Status::new(sct::PATH, 0x71);
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Status(sct={:#x} sc={:#04x}", self.sct(), self.sc())?;
+        if self.crd() != 0 {
+            write!(f, " crd={}", self.crd())?;
+        }
+        if self.more() {
+            f.write_str(" more")?;
+        }
+        if self.dnr() {
+            f.write_str(" dnr")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NVMe status sct {:#x} sc {:#04x}", self.sct(), self.sc())?;
+        if self.dnr() {
+            f.write_str(" (do not retry)")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SGL descriptor, SQE, CQE
+// ---------------------------------------------------------------------------------------
+
+/// SGL descriptor types (descriptor byte 15 bits 7:4).
+pub mod sgl_type {
+    pub const DATA_BLOCK: u8 = 0x0;
+    pub const BIT_BUCKET: u8 = 0x1;
+    pub const SEGMENT: u8 = 0x2;
+    pub const LAST_SEGMENT: u8 = 0x3;
+    pub const KEYED_DATA_BLOCK: u8 = 0x4;
+    pub const TRANSPORT_DATA_BLOCK: u8 = 0x5;
+}
+
+/// SGL descriptor subtypes (descriptor byte 15 bits 3:0).
+pub mod sgl_subtype {
+    pub const ADDRESS: u8 = 0x0;
+    pub const OFFSET: u8 = 0x1;
+    pub const TRANSPORT_SPECIFIC: u8 = 0xa;
+}
+
+wire_struct! {
+    /// A 16-byte SGL descriptor. For NVMe/TCP the host uses either a Data Block descriptor
+    /// with the Offset subtype (in-capsule data, `address` is the offset into the capsule
+    /// data) or a Transport SGL Data Block descriptor with the transport-specific subtype
+    /// (data moved by R2T/H2CData or C2HData). Keyed descriptors (RDMA) keep a 24-bit
+    /// length in `length` bits 23:0 and the key in `length` bits 31:24 plus `key_hi`.
+    #[derive(Copy)]
+    pub struct SglDescriptor [16] {
+        0 => address: u64,
+        8 => length: u32,
+        12 => key_hi: [u8; 3],
+        15 => id: u8,
+    }
+}
+
+impl SglDescriptor {
+    /// Descriptor type (bits 7:4 of byte 15).
+    pub fn sgl_type(&self) -> u8 {
+        self.id >> 4
+    }
+    /// Descriptor subtype (bits 3:0 of byte 15).
+    pub fn subtype(&self) -> u8 {
+        self.id & 0xf
+    }
+    /// In-capsule data at `offset` within the capsule data (NVMe/TCP: offset 0).
+    pub fn in_capsule(offset: u64, length: u32) -> Self {
+        Self {
+            address: offset,
+            length,
+            key_hi: [0; 3],
+            id: sgl_type::DATA_BLOCK << 4 | sgl_subtype::OFFSET,
+        }
+    }
+    /// Data transferred by the transport (NVMe/TCP R2T/H2CData or C2HData).
+    pub fn transport_data_block(length: u32) -> Self {
+        Self {
+            address: 0,
+            length,
+            key_hi: [0; 3],
+            id: sgl_type::TRANSPORT_DATA_BLOCK << 4 | sgl_subtype::TRANSPORT_SPECIFIC,
+        }
+    }
+    /// A keyed data block (RDMA-style); `length` is limited to 24 bits.
+    pub fn keyed(address: u64, length: u32, key: u32) -> Self {
+        Self {
+            address,
+            length: (length & 0x00ff_ffff) | (key << 24),
+            key_hi: [(key >> 8) as u8, (key >> 16) as u8, (key >> 24) as u8],
+            id: sgl_type::KEYED_DATA_BLOCK << 4 | sgl_subtype::ADDRESS,
+        }
+    }
+    pub fn is_in_capsule(&self) -> bool {
+        self.sgl_type() == sgl_type::DATA_BLOCK && self.subtype() == sgl_subtype::OFFSET
+    }
+    pub fn is_transport_data_block(&self) -> bool {
+        self.sgl_type() == sgl_type::TRANSPORT_DATA_BLOCK
+    }
+    pub fn is_keyed(&self) -> bool {
+        self.sgl_type() == sgl_type::KEYED_DATA_BLOCK
+    }
+    /// Length of a keyed descriptor (24 bits).
+    pub fn keyed_length(&self) -> u32 {
+        self.length & 0x00ff_ffff
+    }
+    /// Key of a keyed descriptor (bytes 11..15).
+    pub fn key(&self) -> u32 {
+        (self.length >> 24)
+            | (self.key_hi[0] as u32) << 8
+            | (self.key_hi[1] as u32) << 16
+            | (self.key_hi[2] as u32) << 24
+    }
+}
+
+/// PSDT values (SQE byte 1 bits 7:6).
+pub mod psdt {
+    pub const PRP: u8 = 0;
+    /// SGLs, metadata pointer is a contiguous buffer. NVMe-oF hosts use this.
+    pub const SGL_MPTR_CONTIG: u8 = 1;
+    pub const SGL_MPTR_SGL: u8 = 2;
+}
+
+/// Fused operation values (SQE byte 1 bits 1:0).
+pub mod fuse {
+    pub const NORMAL: u8 = 0;
+    pub const FIRST: u8 = 1;
+    pub const SECOND: u8 = 2;
+}
+
+wire_struct! {
+    /// A submission queue entry (64 bytes). Fabrics commands reuse the layout with
+    /// `fctype` in byte 4 (the low byte of `nsid`) and their own fields in bytes 40..64
+    /// (`cdw10`..`cdw15`); see [`FabricsCommand`].
+    #[derive(Copy)]
+    pub struct Sqe [64] {
+        0 => opcode: u8,
+        /// FUSE (bits 1:0) and PSDT (bits 7:6).
+        1 => flags: u8,
+        2 => cid: u16,
+        4 => nsid: u32,
+        8 => cdw2: u32,
+        12 => cdw3: u32,
+        16 => mptr: u64,
+        24 => dptr: SglDescriptor,
+        40 => cdw10: u32,
+        44 => cdw11: u32,
+        48 => cdw12: u32,
+        52 => cdw13: u32,
+        56 => cdw14: u32,
+        60 => cdw15: u32,
+    }
+}
+
+impl Sqe {
+    /// A command with the given opcode, cid and nsid, SGL data pointer type (as NVMe-oF
+    /// requires) and all other fields zero.
+    pub fn new(opcode: u8, cid: u16, nsid: u32) -> Self {
+        Self {
+            opcode,
+            flags: psdt::SGL_MPTR_CONTIG << 6,
+            cid,
+            nsid,
+            ..Default::default()
+        }
+    }
+    pub fn fuse(&self) -> u8 {
+        self.flags & 0x3
+    }
+    pub fn psdt(&self) -> u8 {
+        self.flags >> 6
+    }
+    /// Fabrics command type (byte 4), meaningful when `opcode == FABRICS`.
+    pub fn fctype(&self) -> u8 {
+        self.nsid as u8
+    }
+    pub fn is_fabrics(&self) -> bool {
+        self.opcode == admin_opc::FABRICS
+    }
+    /// Starting LBA of an NVM read/write/write zeroes/compare (CDW11:CDW10).
+    pub fn slba(&self) -> u64 {
+        (self.cdw11 as u64) << 32 | self.cdw10 as u64
+    }
+    /// Number of logical blocks, converted from the 0-based NLB in CDW12 bits 15:0.
+    pub fn nlb(&self) -> u32 {
+        (self.cdw12 & 0xffff) + 1
+    }
+    /// Sets SLBA and the 0-based NLB from a block count (1..=65536) of an NVM command.
+    pub fn set_lba_range(&mut self, slba: u64, blocks: u32) {
+        self.cdw10 = slba as u32;
+        self.cdw11 = (slba >> 32) as u32;
+        self.cdw12 = (self.cdw12 & !0xffff) | (blocks.saturating_sub(1) & 0xffff);
+    }
+}
+
+/// A completion queue entry (16 bytes): command specific DW0/DW1, SQ head pointer, SQ id,
+/// command id, and the status field (phase tag in bit 0, [`Status`] in bits 15:1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cqe {
+    pub dw0: u32,
+    pub dw1: u32,
+    pub sqhd: u16,
+    pub sqid: u16,
+    pub cid: u16,
+    pub phase: bool,
+    pub status: Status,
+}
+
+impl Cqe {
+    pub const SIZE: usize = 16;
+
+    /// A completion of `cid` with `status` and zero DW0/DW1/SQHD.
+    pub fn new(cid: u16, status: Status) -> Self {
+        Self {
+            cid,
+            status,
+            ..Default::default()
+        }
+    }
+    pub fn encode(&self, out: &mut [u8; 16]) {
+        put32(out, 0, self.dw0);
+        put32(out, 4, self.dw1);
+        put16(out, 8, self.sqhd);
+        put16(out, 10, self.sqid);
+        put16(out, 12, self.cid);
+        put16(out, 14, (self.status.0 << 1) | self.phase as u16);
+    }
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        self.encode(&mut b);
+        b
+    }
+    pub fn decode(b: &[u8; 16]) -> Self {
+        let sf = le16(b, 14);
+        Self {
+            dw0: le32(b, 0),
+            dw1: le32(b, 4),
+            sqhd: le16(b, 8),
+            sqid: le16(b, 10),
+            cid: le16(b, 12),
+            phase: sf & 1 != 0,
+            status: Status(sf >> 1),
+        }
+    }
+    /// The 64-bit result of a Property Get (DW1:DW0).
+    pub fn result64(&self) -> u64 {
+        (self.dw1 as u64) << 32 | self.dw0 as u64
+    }
+}
+
+impl WireField for Cqe {
+    const SIZE: usize = 16;
+    fn put(&self, out: &mut [u8]) {
+        let mut b = [0u8; 16];
+        self.encode(&mut b);
+        out[..16].copy_from_slice(&b);
+    }
+    fn get(src: &[u8]) -> Self {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&src[..16]);
+        Self::decode(&b)
+    }
+    fn zero() -> Self {
+        Self::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin and I/O command fields
+// ---------------------------------------------------------------------------------------
+
+/// Identify command fields: CNS (CDW10 7:0), CNTID (CDW10 31:16), CSI (CDW11 31:24).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IdentifyCmd {
+    pub nsid: u32,
+    pub cns: u8,
+    pub cntid: u16,
+    pub csi: u8,
+}
+
+impl IdentifyCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            cns: sqe.cdw10 as u8,
+            cntid: (sqe.cdw10 >> 16) as u16,
+            csi: (sqe.cdw11 >> 24) as u8,
+        }
+    }
+    /// The SQE (data of 4096 bytes described by `sgl`).
+    pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
+        let mut s = Sqe::new(admin_opc::IDENTIFY, cid, self.nsid);
+        s.dptr = sgl;
+        s.cdw10 = self.cns as u32 | (self.cntid as u32) << 16;
+        s.cdw11 = (self.csi as u32) << 24;
+        s
+    }
+}
+
+/// Get Log Page command fields. The transfer length is `(numd + 1) * 4` bytes, NUMD being
+/// 0-based dwords split over CDW10 31:16 (NUMDL) and CDW11 15:0 (NUMDU); the byte offset is
+/// CDW13:CDW12 (must be dword aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GetLogPageCmd {
+    pub nsid: u32,
+    pub lid: u8,
+    /// Log specific field (CDW10 14:8).
+    pub lsp: u8,
+    /// Retain asynchronous event (CDW10 bit 15).
+    pub rae: bool,
+    /// Number of dwords, 0-based.
+    pub numd: u32,
+    pub offset: u64,
+    /// Log specific identifier (CDW11 31:16).
+    pub lsi: u16,
+}
+
+impl GetLogPageCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            lid: sqe.cdw10 as u8,
+            lsp: ((sqe.cdw10 >> 8) & 0x7f) as u8,
+            rae: sqe.cdw10 & (1 << 15) != 0,
+            numd: (sqe.cdw10 >> 16) | (sqe.cdw11 & 0xffff) << 16,
+            offset: (sqe.cdw13 as u64) << 32 | sqe.cdw12 as u64,
+            lsi: (sqe.cdw11 >> 16) as u16,
+        }
+    }
+    /// Transfer length in bytes (up to 16 GiB, hence u64).
+    pub fn length(&self) -> u64 {
+        (self.numd as u64 + 1) * 4
+    }
+    /// A request for `len` bytes (a multiple of 4, at least 4) at byte `offset`.
+    pub fn new(nsid: u32, lid: u8, offset: u64, len: u32) -> Self {
+        Self {
+            nsid,
+            lid,
+            numd: (len / 4).saturating_sub(1),
+            offset,
+            ..Default::default()
+        }
+    }
+    pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
+        let mut s = Sqe::new(admin_opc::GET_LOG_PAGE, cid, self.nsid);
+        s.dptr = sgl;
+        s.cdw10 = self.lid as u32
+            | ((self.lsp & 0x7f) as u32) << 8
+            | (self.rae as u32) << 15
+            | (self.numd & 0xffff) << 16;
+        s.cdw11 = self.numd >> 16 | (self.lsi as u32) << 16;
+        s.cdw12 = self.offset as u32;
+        s.cdw13 = (self.offset >> 32) as u32;
+        s
+    }
+}
+
+/// Get / Set Features fields: FID (CDW10 7:0), SEL for Get (CDW10 10:8), SV for Set (CDW10
+/// bit 31), and the feature value in CDW11.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FeaturesCmd {
+    pub nsid: u32,
+    pub fid: u8,
+    /// Get Features select: 0 current, 1 default, 2 saved, 3 supported capabilities.
+    pub sel: u8,
+    /// Set Features save.
+    pub save: bool,
+    pub cdw11: u32,
+}
+
+impl FeaturesCmd {
+    pub fn parse(sqe: &Sqe) -> Self {
+        Self {
+            nsid: sqe.nsid,
+            fid: sqe.cdw10 as u8,
+            sel: ((sqe.cdw10 >> 8) & 0x7) as u8,
+            save: sqe.cdw10 & (1 << 31) != 0,
+            cdw11: sqe.cdw11,
+        }
+    }
+    pub fn to_sqe(&self, opcode: u8, cid: u16) -> Sqe {
+        let mut s = Sqe::new(opcode, cid, self.nsid);
+        s.cdw10 = self.fid as u32 | ((self.sel & 0x7) as u32) << 8 | (self.save as u32) << 31;
+        s.cdw11 = self.cdw11;
+        s
+    }
+}
+
+/// Data transfer direction of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirection {
+    None,
+    /// Write-like: the target fetches data (in-capsule or R2T/H2CData).
+    HostToController,
+    /// Read-like: the target sends C2HData.
+    ControllerToHost,
+    Bidirectional,
+}
+
+/// Number of Queues feature value (CDW11 of Set, DW0 of the completion): 0-based counts of
+/// I/O submission queues (bits 15:0) and completion queues (31:16).
+pub const fn num_queues_value(nsqr_0based: u16, ncqr_0based: u16) -> u32 {
+    nsqr_0based as u32 | (ncqr_0based as u32) << 16
+}
+
+/// Splits a Number of Queues value into (NSQR, NCQR), both 0-based.
+pub const fn num_queues_from_value(v: u32) -> (u16, u16) {
+    (v as u16, (v >> 16) as u16)
+}
+
+/// Dataset Management attributes (CDW11).
+pub mod dsm {
+    pub const INTEGRAL_READ: u32 = 1 << 0;
+    pub const INTEGRAL_WRITE: u32 = 1 << 1;
+    pub const DEALLOCATE: u32 = 1 << 2;
+    /// Most ranges in one command (NR in CDW10 7:0 is 0-based).
+    pub const MAX_RANGES: usize = 256;
+}
+
+wire_struct! {
+    /// A Dataset Management range (16 bytes); the command's data is NR + 1 of these.
+    #[derive(Copy)]
+    pub struct DsmRange [16] {
+        0 => context_attributes: u32,
+        4 => nlb: u32,
+        8 => slba: u64,
+    }
+}
+
+/// Decodes DSM ranges from a command's data (`nr_0based` from CDW10 7:0); `None` if the data
+/// is shorter than the ranges it must hold.
+pub fn decode_dsm_ranges(data: &[u8], nr_0based: u8) -> Option<Vec<DsmRange>> {
+    let n = nr_0based as usize + 1;
+    let bytes = data.get(..n * DsmRange::SIZE)?;
+    Some(
+        bytes
+            .chunks_exact(DsmRange::SIZE)
+            .filter_map(DsmRange::decode_slice)
+            .collect(),
+    )
+}
+
+impl Sqe {
+    /// Read or Write of `blocks` logical blocks at `slba` with the data described by `sgl`.
+    pub fn rw(opcode: u8, cid: u16, nsid: u32, slba: u64, blocks: u32, sgl: SglDescriptor) -> Self {
+        let mut s = Sqe::new(opcode, cid, nsid);
+        s.set_lba_range(slba, blocks);
+        s.dptr = sgl;
+        s
+    }
+    /// Write Zeroes of `blocks` at `slba` (no data); `deallocate` sets DEAC (CDW12 bit 25).
+    pub fn write_zeroes(cid: u16, nsid: u32, slba: u64, blocks: u32, deallocate: bool) -> Self {
+        let mut s = Sqe::new(io_opc::WRITE_ZEROES, cid, nsid);
+        s.set_lba_range(slba, blocks);
+        s.cdw12 |= (deallocate as u32) << 25;
+        s
+    }
+    /// Dataset Management with `nr` ranges (1..=256) in the data, `attributes` from [`dsm`].
+    pub fn dataset_management(
+        cid: u16,
+        nsid: u32,
+        nr: u16,
+        attributes: u32,
+        sgl: SglDescriptor,
+    ) -> Self {
+        let mut s = Sqe::new(io_opc::DATASET_MANAGEMENT, cid, nsid);
+        s.cdw10 = nr.saturating_sub(1) as u32 & 0xff;
+        s.cdw11 = attributes;
+        s.dptr = sgl;
+        s
+    }
+    /// Direction of the command's data transfer, from opcode bits 1:0 (for fabrics
+    /// commands, from the fctype bits 1:0).
+    pub fn data_direction(&self) -> DataDirection {
+        let bits = if self.is_fabrics() {
+            self.fctype()
+        } else {
+            self.opcode
+        };
+        match bits & 0x3 {
+            0 => DataDirection::None,
+            1 => DataDirection::HostToController,
+            2 => DataDirection::ControllerToHost,
+            _ => DataDirection::Bidirectional,
+        }
+    }
+    /// Force Unit Access (CDW12 bit 30) of a read/write.
+    pub fn fua(&self) -> bool {
+        self.cdw12 & (1 << 30) != 0
+    }
+}
