@@ -86,7 +86,10 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
         .iter()
         .any(|d| matches!(d, wire::NsIdDescriptor::Uuid(_))));
     let d = admin.identify(cns::NAMESPACE, 0);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
 
     let d = admin.set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(3, 3));
     assert!(d.ok());
@@ -94,7 +97,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let d = admin.get_feature(feat::NUMBER_OF_QUEUES);
     assert_eq!(d.cqe.dw0, wire::num_queues_value(3, 3));
     let d = admin.get_feature(0x77);
-    assert!(d.cqe.status.same_code(Status::INVALID_FIELD));
+    assert!(d.cqe.status().same_code(Status::INVALID_FIELD));
     let d = admin.run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0);
     assert!(d.ok());
 
@@ -110,7 +113,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     for (blocks, seed) in [(2u32, 2u8), (8, 3), (32, 4)] {
         let b = pattern(blocks as usize * 4096, seed);
         let d = io.run(rw(io_opc::WRITE, 100, blocks), Some(&b), 0);
-        assert!(d.ok(), "{blocks} blocks: {:?}", d.cqe.status);
+        assert!(d.ok(), "{blocks} blocks: {:?}", d.cqe.status());
         let d = io.run(rw(io_opc::READ, 100, blocks), None, blocks * 4096);
         assert!(d.ok());
         assert!(d.data == b, "read back {blocks} blocks");
@@ -131,17 +134,20 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     // Errors: LBA out of range, invalid namespace, invalid opcode.
     let d = io.run(rw(io_opc::READ, 64 * 256 - 1, 2), None, 8192);
     assert!(
-        d.cqe.status.same_code(Status::LBA_OUT_OF_RANGE),
+        d.cqe.status().same_code(Status::LBA_OUT_OF_RANGE),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
-    assert!(d.cqe.status.dnr());
+    assert!(d.cqe.status().dnr());
     let mut bad_ns = rw(io_opc::READ, 0, 1);
-    bad_ns.nsid = 9;
+    bad_ns.nsid = 9.into();
     let d = io.run(bad_ns, None, 4096);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     let d = io.run(Sqe::new(0x7e, 0, 1), None, 0);
-    assert!(d.cqe.status.same_code(Status::INVALID_OPCODE));
+    assert!(d.cqe.status().same_code(Status::INVALID_OPCODE));
     // SQ head moves with every command.
     let d = io.run(rw(io_opc::READ, 0, 1), None, 4096);
     assert!(d.ok());
@@ -255,11 +261,11 @@ fn io_queues_on_two_reactors() {
 
 fn invalid_param(d: &common::nvme::Done) -> (bool, u16) {
     assert!(
-        d.cqe.status.same_code(Status::CONNECT_INVALID_PARAMETERS),
+        d.cqe.status().same_code(Status::CONNECT_INVALID_PARAMETERS),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
-    wire::connect_invalid_param_from_dw0(d.cqe.dw0)
+    wire::connect_invalid_param_from_dw0(d.cqe.dw0.get())
 }
 
 #[test]
@@ -274,9 +280,9 @@ fn connect_rejections() {
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
     assert!(
-        d.cqe.status.same_code(Status::CONNECT_INVALID_HOST),
+        d.cqe.status().same_code(Status::CONNECT_INVALID_HOST),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     call(
         &app,
@@ -294,7 +300,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 44));
     // A command before Connect: Command Sequence Error.
     let d = h.run(Sqe::new(admin_opc::IDENTIFY, 0, 0), None, 4096);
-    assert!(d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR));
+    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
 
     // A controller, not yet enabled: an I/O connect is a Command Sequence Error.
     let mut admin = Host::connect(port, false, false);
@@ -303,9 +309,9 @@ fn connect_rejections() {
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(1, NQN, HOSTNQN, cntlid, 31, 0);
     assert!(
-        d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR),
+        d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     assert!(admin.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20).ok());
     assert!(admin
@@ -333,7 +339,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 42));
     // A second Connect on a connected queue.
     let d = admin.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR));
+    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
     app.shutdown_and_wait();
 }
 
@@ -405,7 +411,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     // The new namespace serves I/O.
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut r = rw(io_opc::READ, 0, 8);
-    r.nsid = 2;
+    r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Removal: another AER, another notice; the namespace is gone for I/O.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
@@ -422,17 +428,20 @@ fn live_namespace_add_and_remove_raise_aens() {
         vec![2]
     );
     let d = io.run(r, None, 4096);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     // Abort (best effort): a pending AER can be aborted, an unknown command cannot.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
     let mut abort = Sqe::new(admin_opc::ABORT, 0, 0);
-    abort.cdw10 = (aer as u32) << 16;
+    abort.cdw10 = ((aer as u32) << 16).into();
     let d = admin.run(abort, None, 0);
     assert!(d.ok());
     assert_eq!(d.cqe.dw0 & 1, 0, "aborted");
     let a = admin.wait_completion(aer);
-    assert!(a.cqe.status.same_code(Status::ABORTED_BY_REQUEST));
-    abort.cdw10 = 999 << 16;
+    assert!(a.cqe.status().same_code(Status::ABORTED_BY_REQUEST));
+    abort.cdw10 = (999 << 16).into();
     let d = admin.run(abort, None, 0);
     assert_eq!(d.cqe.dw0 & 1, 1, "not aborted");
     app.shutdown_and_wait();
@@ -599,7 +608,7 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
         .ok());
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut r = rw(io_opc::READ, 0, 1);
-    r.nsid = 2;
+    r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Hot remove: the namespace leaves the subsystem, hosts get a notice, the delete
     // completes once the target closed its channels.
@@ -614,7 +623,7 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
     assert!(io
         .run(r, None, 4096)
         .cqe
-        .status
+        .status()
         .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     // Deleting the subsystem disconnects its hosts.
     call(&app, "nvmf_delete_subsystem", json!({"nqn": NQN})).unwrap();
@@ -738,7 +747,7 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     // A 4 KiB in-capsule write whose data digest is wrong.
     let data = pattern(4096, 3);
     let mut w = rw(io_opc::WRITE, 0, 1);
-    w.cid = 77;
+    w.cid = 77.into();
     w.dptr = SglDescriptor::in_capsule(0, 4096);
     let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
     let n = bytes.len();
@@ -746,9 +755,9 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     io.send_raw(&bytes).unwrap();
     let d = io.wait_completion(77);
     assert!(
-        d.cqe.status.same_code(Status::TRANSIENT_TRANSPORT_ERROR),
+        d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     // The queue still works.
     assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());

@@ -303,8 +303,8 @@ impl Ctrlr {
             admin_opc::GET_FEATURES => self.get_features(sqe, out),
             admin_opc::SET_FEATURES => self.set_features(sqe, env),
             admin_opc::ABORT if !discovery => AdminOutcome::Abort {
-                sqid: sqe.cdw10 as u16,
-                cid: (sqe.cdw10 >> 16) as u16,
+                sqid: sqe.cdw10.get() as u16,
+                cid: (sqe.cdw10 >> 16).get() as u16,
             },
             _ => AdminOutcome::status(Status::INVALID_OPCODE.with_dnr()),
         }
@@ -692,8 +692,8 @@ mod tests {
             opts: &o,
         };
         let mut sqe = Sqe::new(admin_opc::SET_FEATURES, 1, 0);
-        sqe.cdw10 = feat::NUMBER_OF_QUEUES as u32;
-        sqe.cdw11 = wire::num_queues_value(999, 999);
+        sqe.cdw10 = (feat::NUMBER_OF_QUEUES as u32).into();
+        sqe.cdw11 = (wire::num_queues_value(999, 999)).into();
         let out = c.admin(&sqe, &mut [], &env);
         assert_eq!(out, AdminOutcome::ok_dw0(wire::num_queues_value(126, 126)));
         let again = c.admin(&sqe, &mut [], &env);

@@ -106,7 +106,7 @@ pub fn plan(
             })
         }
         io_opc::DATASET_MANAGEMENT => {
-            let nr = sqe.cdw10 as u8;
+            let nr = sqe.cdw10.get() as u8;
             let Some(ranges) = wire::decode_dsm_ranges(data, nr) else {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr());
             };
@@ -226,8 +226,8 @@ mod tests {
         data[8..16].copy_from_slice(&100u64.to_le_bytes());
         data[16 + 8..32].copy_from_slice(&5u64.to_le_bytes());
         let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT, 1, 1);
-        sqe.cdw10 = 1;
-        sqe.cdw11 = wire::dsm::DEALLOCATE;
+        sqe.cdw10 = 1.into();
+        sqe.cdw11 = wire::dsm::DEALLOCATE.into();
         assert_eq!(
             plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
             IoPlan::Unmap(vec![(100, 8)])
@@ -237,7 +237,7 @@ mod tests {
         data[8..16].copy_from_slice(&999u64.to_le_bytes());
         let e = plan(&sqe, Some(&NS), 32, 131072, &data).unwrap_err();
         assert!(e.same_code(Status::LBA_OUT_OF_RANGE));
-        sqe.cdw11 = 0;
+        sqe.cdw11 = 0.into();
         assert_eq!(
             plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
             IoPlan::Nothing

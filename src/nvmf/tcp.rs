@@ -47,6 +47,7 @@ use std::io::ErrorKind;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use zerocopy::little_endian::U16;
 
 /// Bytes a queue pair receives at once into its staging buffer (headers and data of many
 /// PDUs per system call; allocated on the first receive). At least the posix sock's receive
@@ -987,7 +988,7 @@ impl PollGroup {
                 };
                 req.xfer = match dir {
                     DataDirection::None => 0,
-                    _ => sgl.length,
+                    _ => sgl.length.get(),
                 };
                 if req.xfer == 0 {
                     return self.execute(idx, slot);
@@ -1116,7 +1117,7 @@ impl PollGroup {
         let qp = &mut self.qpairs[idx];
         let req = &mut qp.reqs[slot as usize];
         let r2t = R2T {
-            cccid: req.sqe.cid,
+            cccid: req.sqe.cid.get(),
             ttag: slot,
             r2to: req.received,
             r2tl: (req.xfer - req.received).min(qp.maxh2cdata),
@@ -1421,11 +1422,11 @@ impl PollGroup {
                 req.dw0 = dw0;
                 req.c2h_len = if status.is_success() { data_len } else { 0 };
                 if !status.is_success() {
-                    ctrlr.record_error(0, sqe.cid, status, sqe.nsid);
+                    ctrlr.record_error(0, sqe.cid.get(), status, sqe.nsid.get());
                 }
                 if status.is_success()
                     && sqe.opcode == admin_opc::SET_FEATURES
-                    && sqe.cdw10 as u8 == feat::NUMBER_OF_QUEUES
+                    && sqe.cdw10.get() as u8 == feat::NUMBER_OF_QUEUES
                 {
                     if let Some(e) = subsys.directory.lock().get_mut(&qp.cntlid) {
                         e.max_io_queues = ctrlr.io_queues;
@@ -1468,7 +1469,7 @@ impl PollGroup {
                 let bdevs: Vec<BdevHandle> = subsys
                     .namespaces
                     .values()
-                    .filter(|ns| sqe.nsid == 0 || sqe.nsid == u32::MAX || ns.nsid == sqe.nsid)
+                    .filter(|ns| sqe.nsid == 0 || sqe.nsid == u32::MAX || sqe.nsid == ns.nsid)
                     .map(|ns| ns.bdev.clone())
                     .collect();
                 let (core, gen) = (self.core, qp.gen);
@@ -1536,7 +1537,7 @@ impl PollGroup {
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
         let qp_ddgst = qp.tx.ddgst;
-        let chan = self.ns.get(&(qp.subsys_id, sqe.nsid));
+        let chan = self.ns.get(&(qp.subsys_id, sqe.nsid.get()));
         let geom = chan.map(NsChan::geometry);
         let req = &mut qp.reqs[slot as usize];
         let data: &[u8] = req.buf.as_deref().unwrap_or(&[]);
@@ -1681,22 +1682,22 @@ impl PollGroup {
             None => qp.write_request(TOKEN_PLAIN),
         };
         let req = &mut qp.reqs[slot as usize];
-        let cqe = Cqe {
-            dw0: req.dw0,
-            dw1,
-            sqhd,
-            sqid: qid,
+        let mut cqe = Cqe {
+            dw0: req.dw0.into(),
+            dw1: dw1.into(),
+            sqhd: sqhd.into(),
+            sqid: qid.into(),
             cid: req.sqe.cid,
-            phase: false,
-            status: req.status,
+            sf: U16::ZERO,
         };
+        cqe.set_status(req.status);
         let mut need_resp = true;
         if req.status.is_success() && req.c2h_len > 0 {
             if let Some(buf) = req.buf.take() {
                 let len = req.c2h_len.min(buf.len());
                 let success = c2h_success_ok && cqe.dw0 == 0 && dw1 == 0;
                 let hdr = PduHeader::C2HData(C2HData {
-                    cccid: cqe.cid,
+                    cccid: cqe.cid.get(),
                     datao: 0,
                     datal: len as u32,
                     last: true,
@@ -1734,7 +1735,7 @@ impl PollGroup {
             tracing::warn!(peer = %qp.peer, "host does not read its completions: closing");
             self.to_close.push((idx, qp.gen));
         }
-        let disconnect = closing && cqe.status.is_success();
+        let disconnect = closing && cqe.status().is_success();
         if disconnect {
             // Disconnect: answer, then close once it left.
             w.token |= TOKEN_TERM;

@@ -64,7 +64,7 @@ impl FakeConn {
     }
     fn respond(&mut self, cid: u16, status: Status, dw0: u32) {
         let mut cqe = Cqe::new(cid, status);
-        cqe.dw0 = dw0;
+        cqe.dw0 = dw0.into();
         self.send(PduHeader::CapsuleResp(cqe), &[]);
     }
     /// Sends `data` as C2HData PDUs of at most 8 KiB; with `success` the last one completes.
@@ -101,17 +101,17 @@ impl FakeConn {
     }
 
     fn handle(&mut self, st: &FakeState, sqe: Sqe, data: &[u8]) {
-        let cid = sqe.cid;
+        let cid = sqe.cid.get();
         if sqe.is_fabrics() {
             match sqe.fctype() {
                 fctype::CONNECT => {
-                    self.qid = (sqe.cdw10 >> 16) as u16;
-                    let cattr = (sqe.cdw11 >> 16) as u8;
+                    self.qid = (sqe.cdw10 >> 16).get() as u16;
+                    let cattr = (sqe.cdw11 >> 16).get() as u8;
                     st.connects.lock().unwrap().push((self.qid, cattr));
                     self.respond(cid, Status::SUCCESS, 7)
                 }
                 fctype::PROPERTY_GET => {
-                    let v = match sqe.cdw11 {
+                    let v = match sqe.cdw11.get() {
                         prop::CAP => Cap {
                             mqes: 127,
                             to: 1,
@@ -130,13 +130,13 @@ impl FakeConn {
                         _ => 0,
                     };
                     let mut cqe = Cqe::new(cid, Status::SUCCESS);
-                    cqe.dw0 = v as u32;
-                    cqe.dw1 = (v >> 32) as u32;
+                    cqe.dw0 = (v as u32).into();
+                    cqe.dw1 = ((v >> 32) as u32).into();
                     self.send(PduHeader::CapsuleResp(cqe), &[]);
                 }
                 fctype::PROPERTY_SET => {
                     if sqe.cdw11 == prop::CC {
-                        self.cc = Cc::from_u32(sqe.cdw12);
+                        self.cc = Cc::from_u32(sqe.cdw12.get());
                     }
                     self.respond(cid, Status::SUCCESS, 0)
                 }
@@ -148,7 +148,7 @@ impl FakeConn {
             match sqe.opcode {
                 admin_opc::IDENTIFY => {
                     let mut out = vec![0u8; 4096];
-                    match sqe.cdw10 as u8 {
+                    match sqe.cdw10.get() as u8 {
                         cns::CONTROLLER => IdentifyController {
                             cntrltype: crate::nvmf::wire::cntrltype::IO,
                             mn: crate::nvmf::ascii_field("pollux fake"),
@@ -173,7 +173,7 @@ impl FakeConn {
                     self.send_read(cid, &out, false);
                     self.respond(cid, Status::SUCCESS, 0);
                 }
-                admin_opc::SET_FEATURES => self.respond(cid, Status::SUCCESS, sqe.cdw11),
+                admin_opc::SET_FEATURES => self.respond(cid, Status::SUCCESS, sqe.cdw11.get()),
                 admin_opc::KEEP_ALIVE => {
                     st.keep_alives.fetch_add(1, Ordering::SeqCst);
                     self.respond(cid, Status::SUCCESS, 0)

@@ -157,10 +157,10 @@ impl Completion {
     /// DW0 on success; a non-success status becomes [`HostError::Nvme`].
     pub fn status(&self) -> Result<u32, HostError> {
         match &self.result {
-            Ok(cqe) if cqe.status.is_success() => Ok(cqe.dw0),
+            Ok(cqe) if cqe.status().is_success() => Ok(cqe.dw0.get()),
             Ok(cqe) => Err(HostError::Nvme {
-                status: cqe.status,
-                dw0: cqe.dw0,
+                status: cqe.status(),
+                dw0: cqe.dw0.get(),
             }),
             Err(e) => Err(e.clone()),
         }
@@ -370,7 +370,7 @@ impl Qpair {
         let len = len as u32;
         let entry = self.cmds.vacant_entry();
         let cid = entry.key() as u16;
-        sqe.cid = cid;
+        sqe.cid = cid.into();
         let in_capsule = dir == Dir::Write && len <= self.cfg.max_in_capsule;
         sqe.dptr = if in_capsule {
             SglDescriptor::in_capsule(0, len)
@@ -677,18 +677,18 @@ impl Qpair {
             }
             PduHeader::CapsuleResp(cqe) => {
                 let cid = cqe.cid;
-                if !self.cmds.contains(cid as usize) {
+                if !self.cmds.contains(cid.get() as usize) {
                     return Err(PduError::field(
                         8 + 12,
                         "response for a command not in flight",
                     ));
                 }
-                let cmd = &mut self.cmds[cid as usize];
+                let cmd = &mut self.cmds[cid.get() as usize];
                 if cmd.resp.is_some() {
                     return Err(PduError::field(8 + 12, "second response for a command"));
                 }
                 cmd.resp = Some(cqe);
-                self.try_complete(cid, out);
+                self.try_complete(cid.get(), out);
                 Ok(())
             }
             PduHeader::C2HData(d) => {
@@ -883,7 +883,10 @@ impl Qpair {
         let result = match cmd.error {
             Some(e) => Err(e),
             // A successful read must have delivered every byte.
-            None if cmd.dir == Dir::Read && cqe.status.is_success() && cmd.received != cmd.len => {
+            None if cmd.dir == Dir::Read
+                && cqe.status().is_success()
+                && cmd.received != cmd.len =>
+            {
                 Err(HostError::Protocol(format!(
                     "read completed successfully with {} of {} data bytes",
                     cmd.received, cmd.len
@@ -937,14 +940,14 @@ impl Qpair {
 
     fn on_connect_done(&mut self, result: Result<Cqe, HostError>) {
         match result {
-            Ok(cqe) if cqe.status.is_success() => {
-                self.cntlid = cqe.dw0 as u16;
+            Ok(cqe) if cqe.status().is_success() => {
+                self.cntlid = cqe.dw0.get() as u16;
                 self.state = QpairState::Ready;
             }
             Ok(cqe) => self.fail(
                 HostError::Nvme {
-                    status: cqe.status,
-                    dw0: cqe.dw0,
+                    status: cqe.status(),
+                    dw0: cqe.dw0.get(),
                 },
                 &mut Vec::new(),
             ),

@@ -99,39 +99,39 @@ impl FabricsCommand {
         if !sqe.is_fabrics() {
             return None;
         }
-        let cid = sqe.cid;
+        let cid = sqe.cid.get();
         let auth = || AuthCmd {
             cid,
             sgl: sqe.dptr,
-            secp: (sqe.cdw10 >> 24) as u8,
-            spsp0: (sqe.cdw10 >> 8) as u8,
-            spsp1: (sqe.cdw10 >> 16) as u8,
-            length: sqe.cdw11,
+            secp: (sqe.cdw10 >> 24).get() as u8,
+            spsp0: (sqe.cdw10 >> 8).get() as u8,
+            spsp1: (sqe.cdw10 >> 16).get() as u8,
+            length: sqe.cdw11.get(),
         };
         Some(match sqe.fctype() {
             fctype::CONNECT => Self::Connect(ConnectCmd {
                 cid,
                 sgl: sqe.dptr,
-                recfmt: sqe.cdw10 as u16,
-                qid: (sqe.cdw10 >> 16) as u16,
-                sqsize: sqe.cdw11 as u16,
-                cattr: (sqe.cdw11 >> 16) as u8,
-                kato: sqe.cdw12,
+                recfmt: sqe.cdw10.get() as u16,
+                qid: (sqe.cdw10 >> 16).get() as u16,
+                sqsize: sqe.cdw11.get() as u16,
+                cattr: (sqe.cdw11 >> 16).get() as u8,
+                kato: sqe.cdw12.get(),
             }),
             fctype::PROPERTY_GET => Self::PropertyGet(PropertyGetCmd {
                 cid,
                 size8: sqe.cdw10 & 0x7 == 1,
-                offset: sqe.cdw11,
+                offset: sqe.cdw11.get(),
             }),
             fctype::PROPERTY_SET => Self::PropertySet(PropertySetCmd {
                 cid,
                 size8: sqe.cdw10 & 0x7 == 1,
-                offset: sqe.cdw11,
-                value: (sqe.cdw13 as u64) << 32 | sqe.cdw12 as u64,
+                offset: sqe.cdw11.get(),
+                value: ((sqe.cdw13).get() as u64) << 32 | sqe.cdw12.get() as u64,
             }),
             fctype::DISCONNECT => Self::Disconnect {
                 cid,
-                recfmt: sqe.cdw10 as u16,
+                recfmt: sqe.cdw10.get() as u16,
             },
             fctype::AUTHENTICATION_SEND => Self::AuthenticationSend(auth()),
             fctype::AUTHENTICATION_RECEIVE => Self::AuthenticationReceive(auth()),
@@ -150,36 +150,37 @@ impl FabricsCommand {
         let auth = |a: &AuthCmd, fct: u8| {
             let mut s = mk(a.cid, fct);
             s.dptr = a.sgl;
-            s.cdw10 = (a.secp as u32) << 24 | (a.spsp1 as u32) << 16 | (a.spsp0 as u32) << 8;
-            s.cdw11 = a.length;
+            s.cdw10 =
+                ((a.secp as u32) << 24 | (a.spsp1 as u32) << 16 | (a.spsp0 as u32) << 8).into();
+            s.cdw11 = a.length.into();
             s
         };
         match self {
             Self::Connect(c) => {
                 let mut s = mk(c.cid, fctype::CONNECT);
                 s.dptr = c.sgl;
-                s.cdw10 = c.recfmt as u32 | (c.qid as u32) << 16;
-                s.cdw11 = c.sqsize as u32 | (c.cattr as u32) << 16;
-                s.cdw12 = c.kato;
+                s.cdw10 = (c.recfmt as u32 | (c.qid as u32) << 16).into();
+                s.cdw11 = (c.sqsize as u32 | (c.cattr as u32) << 16).into();
+                s.cdw12 = c.kato.into();
                 s
             }
             Self::PropertyGet(p) => {
                 let mut s = mk(p.cid, fctype::PROPERTY_GET);
-                s.cdw10 = p.size8 as u32;
-                s.cdw11 = p.offset;
+                s.cdw10 = (p.size8 as u32).into();
+                s.cdw11 = p.offset.into();
                 s
             }
             Self::PropertySet(p) => {
                 let mut s = mk(p.cid, fctype::PROPERTY_SET);
-                s.cdw10 = p.size8 as u32;
-                s.cdw11 = p.offset;
-                s.cdw12 = p.value as u32;
-                s.cdw13 = (p.value >> 32) as u32;
+                s.cdw10 = (p.size8 as u32).into();
+                s.cdw11 = p.offset.into();
+                s.cdw12 = (p.value as u32).into();
+                s.cdw13 = ((p.value >> 32) as u32).into();
                 s
             }
             Self::Disconnect { cid, recfmt } => {
                 let mut s = mk(*cid, fctype::DISCONNECT);
-                s.cdw10 = *recfmt as u32;
+                s.cdw10 = (*recfmt as u32).into();
                 s
             }
             Self::AuthenticationSend(a) => auth(a, fctype::AUTHENTICATION_SEND),

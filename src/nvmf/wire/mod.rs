@@ -15,6 +15,7 @@ pub mod identify;
 pub mod log;
 pub mod nvme;
 pub mod pdu;
+pub mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,54 @@ pub use fabrics::*;
 pub use identify::*;
 pub use log::*;
 pub use nvme::*;
+
+#[allow(unused_imports)]
+use zerocopy::little_endian::{U128, U16, U32, U64};
+#[allow(unused_imports)]
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Gives `#[repr(C)]` zerocopy wire types their size check and byte conversions: `SIZE`,
+/// `to_bytes`, `encode`, `decode`, `decode_slice` and an all-zero `Default`. The layout is
+/// the struct's; no offset is written here.
+macro_rules! wire_layout {
+    ($($t:ty = $size:expr),* $(,)?) => {$(
+        const _: () = assert!(::core::mem::size_of::<$t>() == $size);
+
+        impl $t {
+            /// Size in bytes on the wire.
+            pub const SIZE: usize = $size;
+
+            /// The bytes as sent.
+            pub fn to_bytes(&self) -> [u8; $size] {
+                ::zerocopy::transmute!(*self)
+            }
+
+            /// Writes the bytes into `out`.
+            pub fn encode(&self, out: &mut [u8; $size]) {
+                out.copy_from_slice(::zerocopy::IntoBytes::as_bytes(self));
+            }
+
+            /// The structure held by `src`.
+            pub fn decode(src: &[u8; $size]) -> Self {
+                ::zerocopy::transmute!(*src)
+            }
+
+            /// The structure at the start of `src`, `None` if `src` is shorter than `SIZE`.
+            pub fn decode_slice(src: &[u8]) -> Option<Self> {
+                <Self as ::zerocopy::FromBytes>::read_from_prefix(src)
+                    .ok()
+                    .map(|(v, _)| v)
+            }
+        }
+
+        impl Default for $t {
+            fn default() -> Self {
+                <Self as ::zerocopy::FromZeros>::new_zeroed()
+            }
+        }
+    )*};
+}
+pub(crate) use wire_layout;
 
 /// A fixed-size little-endian wire value.
 pub trait WireField: Sized {

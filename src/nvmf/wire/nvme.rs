@@ -343,19 +343,21 @@ pub mod sgl_subtype {
     pub const TRANSPORT_SPECIFIC: u8 = 0xa;
 }
 
-wire_struct! {
-    /// A 16-byte SGL descriptor. For NVMe/TCP the host uses either a Data Block descriptor
-    /// with the Offset subtype (in-capsule data, `address` is the offset into the capsule
-    /// data) or a Transport SGL Data Block descriptor with the transport-specific subtype
-    /// (data moved by R2T/H2CData or C2HData). Keyed descriptors (RDMA) keep a 24-bit
-    /// length in `length` bits 23:0 and the key in `length` bits 31:24 plus `key_hi`.
-    #[derive(Copy)]
-    pub struct SglDescriptor [16] {
-        0 => address: u64,
-        8 => length: u32,
-        12 => key_hi: [u8; 3],
-        15 => id: u8,
-    }
+/// A 16-byte SGL descriptor. For NVMe/TCP the host uses either a Data Block descriptor
+/// with the Offset subtype (in-capsule data, `address` is the offset into the capsule
+/// data) or a Transport SGL Data Block descriptor with the transport-specific subtype
+/// (data moved by R2T/H2CData or C2HData). Keyed descriptors (RDMA) keep a 24-bit
+/// length in `length` bits 23:0 and the key in `length` bits 31:24 plus `key_hi`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct SglDescriptor {
+    pub address: U64,
+    pub length: U32,
+    pub key_hi: [u8; 3],
+    /// Descriptor type (bits 7:4) and subtype (bits 3:0).
+    pub id: u8,
 }
 
 impl SglDescriptor {
@@ -370,8 +372,8 @@ impl SglDescriptor {
     /// In-capsule data at `offset` within the capsule data (NVMe/TCP: offset 0).
     pub fn in_capsule(offset: u64, length: u32) -> Self {
         Self {
-            address: offset,
-            length,
+            address: offset.into(),
+            length: length.into(),
             key_hi: [0; 3],
             id: sgl_type::DATA_BLOCK << 4 | sgl_subtype::OFFSET,
         }
@@ -379,8 +381,8 @@ impl SglDescriptor {
     /// Data transferred by the transport (NVMe/TCP R2T/H2CData or C2HData).
     pub fn transport_data_block(length: u32) -> Self {
         Self {
-            address: 0,
-            length,
+            address: U64::ZERO,
+            length: length.into(),
             key_hi: [0; 3],
             id: sgl_type::TRANSPORT_DATA_BLOCK << 4 | sgl_subtype::TRANSPORT_SPECIFIC,
         }
@@ -388,8 +390,8 @@ impl SglDescriptor {
     /// A keyed data block (RDMA-style); `length` is limited to 24 bits.
     pub fn keyed(address: u64, length: u32, key: u32) -> Self {
         Self {
-            address,
-            length: (length & 0x00ff_ffff) | (key << 24),
+            address: address.into(),
+            length: ((length & 0x00ff_ffff) | (key << 24)).into(),
             key_hi: [(key >> 8) as u8, (key >> 16) as u8, (key >> 24) as u8],
             id: sgl_type::KEYED_DATA_BLOCK << 4 | sgl_subtype::ADDRESS,
         }
@@ -405,11 +407,11 @@ impl SglDescriptor {
     }
     /// Length of a keyed descriptor (24 bits).
     pub fn keyed_length(&self) -> u32 {
-        self.length & 0x00ff_ffff
+        self.length.get() & 0x00ff_ffff
     }
     /// Key of a keyed descriptor (bytes 11..15).
     pub fn key(&self) -> u32 {
-        (self.length >> 24)
+        (self.length.get() >> 24)
             | (self.key_hi[0] as u32) << 8
             | (self.key_hi[1] as u32) << 16
             | (self.key_hi[2] as u32) << 24
@@ -431,29 +433,32 @@ pub mod fuse {
     pub const SECOND: u8 = 2;
 }
 
-wire_struct! {
-    /// A submission queue entry (64 bytes). Fabrics commands reuse the layout with
-    /// `fctype` in byte 4 (the low byte of `nsid`) and their own fields in bytes 40..64
-    /// (`cdw10`..`cdw15`); see [`FabricsCommand`].
-    #[derive(Copy)]
-    pub struct Sqe [64] {
-        0 => opcode: u8,
-        /// FUSE (bits 1:0) and PSDT (bits 7:6).
-        1 => flags: u8,
-        2 => cid: u16,
-        4 => nsid: u32,
-        8 => cdw2: u32,
-        12 => cdw3: u32,
-        16 => mptr: u64,
-        24 => dptr: SglDescriptor,
-        40 => cdw10: u32,
-        44 => cdw11: u32,
-        48 => cdw12: u32,
-        52 => cdw13: u32,
-        56 => cdw14: u32,
-        60 => cdw15: u32,
-    }
+/// A submission queue entry (64 bytes). Fabrics commands reuse the layout with
+/// `fctype` in byte 4 (the low byte of `nsid`) and their own fields in bytes 40..64
+/// (`cdw10`..`cdw15`); see [`FabricsCommand`].
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct Sqe {
+    pub opcode: u8,
+    /// FUSE (bits 1:0) and PSDT (bits 7:6).
+    pub flags: u8,
+    pub cid: U16,
+    pub nsid: U32,
+    pub cdw2: U32,
+    pub cdw3: U32,
+    pub mptr: U64,
+    pub dptr: SglDescriptor,
+    pub cdw10: U32,
+    pub cdw11: U32,
+    pub cdw12: U32,
+    pub cdw13: U32,
+    pub cdw14: U32,
+    pub cdw15: U32,
 }
+
+wire_layout!(SglDescriptor = 16, Sqe = 64, Cqe = 16);
 
 impl Sqe {
     /// A command with the given opcode, cid and nsid, SGL data pointer type (as NVMe-oF
@@ -462,8 +467,8 @@ impl Sqe {
         Self {
             opcode,
             flags: psdt::SGL_MPTR_CONTIG << 6,
-            cid,
-            nsid,
+            cid: cid.into(),
+            nsid: nsid.into(),
             ..Default::default()
         }
     }
@@ -475,96 +480,74 @@ impl Sqe {
     }
     /// Fabrics command type (byte 4), meaningful when `opcode == FABRICS`.
     pub fn fctype(&self) -> u8 {
-        self.nsid as u8
+        self.nsid.get() as u8
     }
     pub fn is_fabrics(&self) -> bool {
         self.opcode == admin_opc::FABRICS
     }
     /// Starting LBA of an NVM read/write/write zeroes/compare (CDW11:CDW10).
     pub fn slba(&self) -> u64 {
-        (self.cdw11 as u64) << 32 | self.cdw10 as u64
+        (self.cdw11.get() as u64) << 32 | self.cdw10.get() as u64
     }
     /// Number of logical blocks, converted from the 0-based NLB in CDW12 bits 15:0.
     pub fn nlb(&self) -> u32 {
-        (self.cdw12 & 0xffff) + 1
+        (self.cdw12.get() & 0xffff) + 1
     }
     /// Sets SLBA and the 0-based NLB from a block count (1..=65536) of an NVM command.
     pub fn set_lba_range(&mut self, slba: u64, blocks: u32) {
-        self.cdw10 = slba as u32;
-        self.cdw11 = (slba >> 32) as u32;
-        self.cdw12 = (self.cdw12 & !0xffff) | (blocks.saturating_sub(1) & 0xffff);
+        self.cdw10.set(slba as u32);
+        self.cdw11.set((slba >> 32) as u32);
+        self.cdw12
+            .set((self.cdw12.get() & !0xffff) | (blocks.saturating_sub(1) & 0xffff));
     }
 }
 
 /// A completion queue entry (16 bytes): command specific DW0/DW1, SQ head pointer, SQ id,
-/// command id, and the status field (phase tag in bit 0, [`Status`] in bits 15:1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// command id, and the status field (phase tag in bit 0, [`Status`] in bits 15:1; see
+/// [`Cqe::status`] and [`Cqe::phase`]).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
 pub struct Cqe {
-    pub dw0: u32,
-    pub dw1: u32,
-    pub sqhd: u16,
-    pub sqid: u16,
-    pub cid: u16,
-    pub phase: bool,
-    pub status: Status,
+    pub dw0: U32,
+    pub dw1: U32,
+    pub sqhd: U16,
+    pub sqid: U16,
+    pub cid: U16,
+    /// Status field: phase tag (bit 0) and status (bits 15:1).
+    pub sf: U16,
 }
 
 impl Cqe {
-    pub const SIZE: usize = 16;
-
     /// A completion of `cid` with `status` and zero DW0/DW1/SQHD.
     pub fn new(cid: u16, status: Status) -> Self {
-        Self {
-            cid,
-            status,
+        let mut c = Self {
+            cid: cid.into(),
             ..Default::default()
-        }
+        };
+        c.set_status(status);
+        c
     }
-    pub fn encode(&self, out: &mut [u8; 16]) {
-        put32(out, 0, self.dw0);
-        put32(out, 4, self.dw1);
-        put16(out, 8, self.sqhd);
-        put16(out, 10, self.sqid);
-        put16(out, 12, self.cid);
-        put16(out, 14, (self.status.0 << 1) | self.phase as u16);
+    /// The completion status (without the phase tag).
+    pub fn status(&self) -> Status {
+        Status(self.sf.get() >> 1)
     }
-    pub fn to_bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        self.encode(&mut b);
-        b
+    /// Sets the status, keeping the phase tag.
+    pub fn set_status(&mut self, status: Status) {
+        self.sf.set((status.0 << 1) | (self.sf.get() & 1));
     }
-    pub fn decode(b: &[u8; 16]) -> Self {
-        let sf = le16(b, 14);
-        Self {
-            dw0: le32(b, 0),
-            dw1: le32(b, 4),
-            sqhd: le16(b, 8),
-            sqid: le16(b, 10),
-            cid: le16(b, 12),
-            phase: sf & 1 != 0,
-            status: Status(sf >> 1),
-        }
+    /// The phase tag.
+    pub fn phase(&self) -> bool {
+        self.sf.get() & 1 != 0
+    }
+    /// Sets the phase tag, keeping the status.
+    pub fn set_phase(&mut self, phase: bool) {
+        self.sf.set((self.sf.get() & !1) | phase as u16);
     }
     /// The 64-bit result of a Property Get (DW1:DW0).
     pub fn result64(&self) -> u64 {
-        (self.dw1 as u64) << 32 | self.dw0 as u64
-    }
-}
-
-impl WireField for Cqe {
-    const SIZE: usize = 16;
-    fn put(&self, out: &mut [u8]) {
-        let mut b = [0u8; 16];
-        self.encode(&mut b);
-        out[..16].copy_from_slice(&b);
-    }
-    fn get(src: &[u8]) -> Self {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&src[..16]);
-        Self::decode(&b)
-    }
-    fn zero() -> Self {
-        Self::default()
+        (self.dw1.get() as u64) << 32 | self.dw0.get() as u64
     }
 }
 
@@ -584,18 +567,18 @@ pub struct IdentifyCmd {
 impl IdentifyCmd {
     pub fn parse(sqe: &Sqe) -> Self {
         Self {
-            nsid: sqe.nsid,
-            cns: sqe.cdw10 as u8,
-            cntid: (sqe.cdw10 >> 16) as u16,
-            csi: (sqe.cdw11 >> 24) as u8,
+            nsid: sqe.nsid.get(),
+            cns: sqe.cdw10.get() as u8,
+            cntid: (sqe.cdw10 >> 16).get() as u16,
+            csi: (sqe.cdw11 >> 24).get() as u8,
         }
     }
     /// The SQE (data of 4096 bytes described by `sgl`).
     pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
         let mut s = Sqe::new(admin_opc::IDENTIFY, cid, self.nsid);
         s.dptr = sgl;
-        s.cdw10 = self.cns as u32 | (self.cntid as u32) << 16;
-        s.cdw11 = (self.csi as u32) << 24;
+        s.cdw10 = (self.cns as u32 | (self.cntid as u32) << 16).into();
+        s.cdw11 = ((self.csi as u32) << 24).into();
         s
     }
 }
@@ -621,13 +604,13 @@ pub struct GetLogPageCmd {
 impl GetLogPageCmd {
     pub fn parse(sqe: &Sqe) -> Self {
         Self {
-            nsid: sqe.nsid,
-            lid: sqe.cdw10 as u8,
-            lsp: ((sqe.cdw10 >> 8) & 0x7f) as u8,
+            nsid: sqe.nsid.get(),
+            lid: sqe.cdw10.get() as u8,
+            lsp: ((sqe.cdw10 >> 8) & 0x7f).get() as u8,
             rae: sqe.cdw10 & (1 << 15) != 0,
-            numd: (sqe.cdw10 >> 16) | (sqe.cdw11 & 0xffff) << 16,
-            offset: (sqe.cdw13 as u64) << 32 | sqe.cdw12 as u64,
-            lsi: (sqe.cdw11 >> 16) as u16,
+            numd: ((sqe.cdw10 >> 16) | (sqe.cdw11 & 0xffff) << 16).get(),
+            offset: ((sqe.cdw13).get() as u64) << 32 | sqe.cdw12.get() as u64,
+            lsi: (sqe.cdw11 >> 16).get() as u16,
         }
     }
     /// Transfer length in bytes (up to 16 GiB, hence u64).
@@ -647,13 +630,14 @@ impl GetLogPageCmd {
     pub fn to_sqe(&self, cid: u16, sgl: SglDescriptor) -> Sqe {
         let mut s = Sqe::new(admin_opc::GET_LOG_PAGE, cid, self.nsid);
         s.dptr = sgl;
-        s.cdw10 = self.lid as u32
+        s.cdw10 = (self.lid as u32
             | ((self.lsp & 0x7f) as u32) << 8
             | (self.rae as u32) << 15
-            | (self.numd & 0xffff) << 16;
-        s.cdw11 = self.numd >> 16 | (self.lsi as u32) << 16;
-        s.cdw12 = self.offset as u32;
-        s.cdw13 = (self.offset >> 32) as u32;
+            | (self.numd & 0xffff) << 16)
+            .into();
+        s.cdw11 = (self.numd >> 16 | (self.lsi as u32) << 16).into();
+        s.cdw12 = (self.offset as u32).into();
+        s.cdw13 = ((self.offset >> 32) as u32).into();
         s
     }
 }
@@ -674,17 +658,18 @@ pub struct FeaturesCmd {
 impl FeaturesCmd {
     pub fn parse(sqe: &Sqe) -> Self {
         Self {
-            nsid: sqe.nsid,
-            fid: sqe.cdw10 as u8,
-            sel: ((sqe.cdw10 >> 8) & 0x7) as u8,
+            nsid: sqe.nsid.get(),
+            fid: sqe.cdw10.get() as u8,
+            sel: ((sqe.cdw10 >> 8) & 0x7).get() as u8,
             save: sqe.cdw10 & (1 << 31) != 0,
-            cdw11: sqe.cdw11,
+            cdw11: sqe.cdw11.get(),
         }
     }
     pub fn to_sqe(&self, opcode: u8, cid: u16) -> Sqe {
         let mut s = Sqe::new(opcode, cid, self.nsid);
-        s.cdw10 = self.fid as u32 | ((self.sel & 0x7) as u32) << 8 | (self.save as u32) << 31;
-        s.cdw11 = self.cdw11;
+        s.cdw10 =
+            (self.fid as u32 | ((self.sel & 0x7) as u32) << 8 | (self.save as u32) << 31).into();
+        s.cdw11 = self.cdw11.into();
         s
     }
 }
@@ -767,8 +752,8 @@ impl Sqe {
         sgl: SglDescriptor,
     ) -> Self {
         let mut s = Sqe::new(io_opc::DATASET_MANAGEMENT, cid, nsid);
-        s.cdw10 = nr.saturating_sub(1) as u32 & 0xff;
-        s.cdw11 = attributes;
+        s.cdw10 = (nr.saturating_sub(1) as u32 & 0xff).into();
+        s.cdw11 = attributes.into();
         s.dptr = sgl;
         s
     }

@@ -15,7 +15,7 @@ fn sqe_layout_and_round_trip() {
     let mut sqe = Sqe::new(io_opc::WRITE, 0xbeef, 7);
     sqe.set_lba_range(0x1_2345_6789, 256);
     sqe.dptr = SglDescriptor::in_capsule(0, 4096);
-    sqe.cdw15 = 0xdead_beef;
+    sqe.cdw15 = 0xdead_beef.into();
     let b = sqe.to_bytes();
     assert_eq!(b[0], io_opc::WRITE);
     assert_eq!(b[1] >> 6, psdt::SGL_MPTR_CONTIG);
@@ -56,10 +56,10 @@ fn sgl_descriptors() {
 #[test]
 fn cqe_status_and_phase() {
     let mut cqe = Cqe::new(0x1234, Status::CONNECT_INVALID_PARAMETERS.with_dnr());
-    cqe.phase = true;
-    cqe.sqhd = 9;
-    cqe.sqid = 2;
-    cqe.dw0 = connect_invalid_param_dw0(true, connect_off::HOSTNQN);
+    cqe.set_phase(true);
+    cqe.sqhd = 9.into();
+    cqe.sqid = 2.into();
+    cqe.dw0 = (connect_invalid_param_dw0(true, connect_off::HOSTNQN)).into();
     let b = cqe.to_bytes();
     let sf = u16::from_le_bytes([b[14], b[15]]);
     assert_eq!(sf & 1, 1);
@@ -70,10 +70,10 @@ fn cqe_status_and_phase() {
     assert_eq!(u16::from_le_bytes([b[0], b[1]]), 512);
     let back = Cqe::decode(&b);
     assert_eq!(back, cqe);
-    assert!(back.status.dnr());
-    assert!(!back.status.more());
-    assert_eq!(connect_invalid_param_from_dw0(back.dw0), (true, 512));
-    assert!(back.status.same_code(Status::CONNECT_INVALID_PARAMETERS));
+    assert!(back.status().dnr());
+    assert!(!back.status().more());
+    assert_eq!(connect_invalid_param_from_dw0(back.dw0.get()), (true, 512));
+    assert!(back.status().same_code(Status::CONNECT_INVALID_PARAMETERS));
     let s = Status::UNRECOVERED_READ_ERROR;
     assert_eq!((s.sct(), s.sc()), (2, 0x81));
     let s = Status::INTERNAL_ERROR.with_more().with_crd(2);
@@ -437,7 +437,7 @@ fn admin_and_io_command_fields() {
     assert_eq!(sqe.cdw10 & 0xff, 0x70);
     assert_eq!(sqe.cdw10 >> 16, 0xffff, "NUMDL");
     assert_eq!(sqe.cdw11 & 0xffff, 0xf, "NUMDU");
-    assert_eq!((sqe.cdw12, sqe.cdw13), (0, 2));
+    assert_eq!((sqe.cdw12.get(), sqe.cdw13.get()), (0, 2));
     let back = GetLogPageCmd::parse(&sqe);
     assert_eq!(back, glp);
     assert_eq!(back.length(), 0x40_0000);
@@ -451,7 +451,7 @@ fn admin_and_io_command_fields() {
     };
     let sqe = f.to_sqe(admin_opc::SET_FEATURES, 3);
     assert_eq!(FeaturesCmd::parse(&sqe), f);
-    assert_eq!(num_queues_from_value(sqe.cdw11), (3, 3));
+    assert_eq!(num_queues_from_value(sqe.cdw11.get()), (3, 3));
 
     let w = Sqe::rw(
         io_opc::READ,
@@ -478,9 +478,12 @@ fn admin_and_io_command_fields() {
     let id = IdentifyCmd::default().to_sqe(1, SglDescriptor::default());
     assert_eq!(id.data_direction(), DataDirection::ControllerToHost);
     let z = Sqe::write_zeroes(5, 1, 7, 65536, true);
-    assert_eq!((z.slba(), z.nlb(), z.cdw12 >> 25 & 1), (7, 65536, 1));
+    assert_eq!(
+        (z.slba(), z.nlb(), (z.cdw12 >> 25 & 1).get()),
+        (7, 65536, 1)
+    );
     let d = Sqe::dataset_management(6, 1, 2, dsm::DEALLOCATE, SglDescriptor::in_capsule(0, 32));
-    assert_eq!((d.cdw10, d.cdw11), (1, 4));
+    assert_eq!((d.cdw10.get(), d.cdw11.get()), (1, 4));
     let ranges = [
         DsmRange {
             context_attributes: 0,

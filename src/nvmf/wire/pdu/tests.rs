@@ -311,11 +311,11 @@ fn random_stream(
             }
             (Role::Host, 0) => {
                 let mut cqe = Cqe::new(cid, Status(rng.next() as u16 & 0x7fff));
-                cqe.dw0 = rng.next() as u32;
-                cqe.dw1 = rng.next() as u32;
-                cqe.sqhd = rng.next() as u16;
-                cqe.sqid = rng.next() as u16;
-                cqe.phase = rng.bool();
+                cqe.dw0 = (rng.next() as u32).into();
+                cqe.dw1 = (rng.next() as u32).into();
+                cqe.sqhd = (rng.next() as u16).into();
+                cqe.sqid = (rng.next() as u16).into();
+                cqe.set_phase(rng.bool());
                 push(PduHeader::CapsuleResp(cqe), Vec::new(), &txc)
             }
             (Role::Host, 1) => {
