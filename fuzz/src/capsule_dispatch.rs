@@ -277,7 +277,7 @@ fn admin(c: &mut Ctrlr, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) {
                 c.aers.len() < MAX_AERS,
                 "an AER is only kept below the limit"
             );
-            c.aers.push_back(sqe.cid);
+            c.aers.push_back(sqe.cid.get());
         }
         AdminOutcome::Smart { offset, len } => {
             assert!(len <= cap);
@@ -301,11 +301,11 @@ fn plan(
 ) {
     let geom = subsys
         .namespaces
-        .get(&sqe.nsid)
+        .get(&sqe.nsid.get())
         .map(|ns| geometry(&ns.bdev, caps));
     // A transfer length of 0xFFFF selects the SGL's own length (as the transport does).
     let xfer = if xfer == 0xffff {
-        sqe.dptr.length
+        sqe.dptr.length.get()
     } else {
         xfer
     };
@@ -355,8 +355,8 @@ fn events(c: &mut Ctrlr, sqe: &Sqe) {
     match sqe.opcode % 3 {
         0 => {
             // The transport only reports nsids of the subsystem (at most MAX_NSID).
-            let nsids = [sqe.nsid, sqe.cdw10, sqe.cdw11].map(|n| 1 + n % 1024);
-            let n = (sqe.cdw12 % 4) as usize;
+            let nsids = [sqe.nsid, sqe.cdw10, sqe.cdw11].map(|n| 1 + n.get() % 1024);
+            let n = (sqe.cdw12.get() % 4) as usize;
             if c.namespaces_changed(&nsids[..n]).is_some() {
                 c.aers.pop_front();
             }

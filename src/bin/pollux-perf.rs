@@ -555,7 +555,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
                     return;
                 }
                 let blocks = args.io_size / bs;
-                let slots = ns.nsze / blocks as u64;
+                let slots = ns.nsze.get() / blocks as u64;
                 if slots == 0 {
                     let _ = ev.send(Event::Fatal("namespace smaller than one I/O".into()));
                     return;

@@ -218,12 +218,12 @@ impl Ctrlr {
     pub fn record_error(&mut self, sqid: u16, cid: u16, status: Status, nsid: u32) {
         self.error_count += 1;
         let e = wire::ErrorLogEntry {
-            error_count: self.error_count,
-            sqid,
-            cid,
-            status_field: status.0 << 1,
-            parameter_error_location: 0xffff,
-            nsid,
+            error_count: self.error_count.into(),
+            sqid: sqid.into(),
+            cid: cid.into(),
+            status_field: (status.0 << 1).into(),
+            parameter_error_location: 0xffff.into(),
+            nsid: nsid.into(),
             trtype: wire::trtype::TCP,
             ..Default::default()
         };
@@ -368,20 +368,21 @@ impl Ctrlr {
             mn: super::ascii_field(&s.model_number),
             fr: super::ascii_field(FIRMWARE_REVISION),
             rab: 6,
-            cntlid: self.cntlid,
-            ver: Version::V1_3.to_u32(),
+            cntlid: self.cntlid.into(),
+            ver: (Version::V1_3.to_u32()).into(),
             lpa: wire::lpa::EXTENDED_DATA,
             elpe: (ERROR_LOG_ENTRIES - 1) as u8,
             aerl: (MAX_AERS - 1) as u8,
-            kas: opts.kas,
+            kas: opts.kas.into(),
             sqes: 0x66,
             cqes: 0x44,
-            maxcmd: opts.max_queue_depth,
-            sgls: wire::sgls::SUPPORTED | wire::sgls::OFFSET | wire::sgls::TRANSPORT_DATA_BLOCK,
+            maxcmd: opts.max_queue_depth.into(),
+            sgls: (wire::sgls::SUPPORTED | wire::sgls::OFFSET | wire::sgls::TRANSPORT_DATA_BLOCK)
+                .into(),
             subnqn: super::nul_field(&s.nqn),
-            ioccsz: ((64 + opts.in_capsule_data_size) / 16),
-            iorcsz: 1,
-            icdoff: 0,
+            ioccsz: ((64 + opts.in_capsule_data_size) / 16).into(),
+            iorcsz: 1.into(),
+            icdoff: 0.into(),
             msdbd: 1,
             ..Default::default()
         };
@@ -389,23 +390,23 @@ impl Ctrlr {
         id.mdts = (opts.max_io_size / 4096).max(1).ilog2() as u8;
         if self.discovery {
             id.cntrltype = wire::cntrltype::DISCOVERY;
-            id.oaes = aen::CONFIG_DISCOVERY_LOG_CHANGE;
-            id.ctratt = 0;
+            id.oaes = aen::CONFIG_DISCOVERY_LOG_CHANGE.into();
+            id.ctratt = 0.into();
         } else {
             id.cntrltype = wire::cntrltype::IO;
             id.cmic = 1 << 1; // may have several controllers
-            id.oaes = aen::CONFIG_NS_ATTRIBUTE;
-            id.ctratt = wire::ctratt::HOST_ID_128_BIT;
+            id.oaes = aen::CONFIG_NS_ATTRIBUTE.into();
+            id.ctratt = wire::ctratt::HOST_ID_128_BIT.into();
             id.acl = 3;
             id.frmw = 1 | 1 << 1; // slot 1 read-only, one slot
-            id.nn = s.max_nsid();
-            id.mnan = s.max_nsid();
-            id.oncs = wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES;
+            id.nn = (s.max_nsid()).into();
+            id.mnan = (s.max_nsid()).into();
+            id.oncs = (wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES).into();
             id.vwc = 1;
-            id.wctemp = 0x0157;
-            id.cctemp = 0x0175;
+            id.wctemp = 0x0157.into();
+            id.cctemp = 0x0175.into();
         }
-        id.psd[0].mp = 2500;
+        id.psd[0].mp = 2500.into();
         id
     }
 
@@ -573,9 +574,9 @@ fn copy_window(page: &[u8], offset: u64, len: usize, out: &mut [u8]) -> AdminOut
 pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace {
     let blocks = ns.bdev.num_blocks();
     let mut id = IdentifyNamespace {
-        nsze: blocks,
-        ncap: blocks,
-        nuse: blocks,
+        nsze: blocks.into(),
+        ncap: blocks.into(),
+        nuse: blocks.into(),
         nlbaf: 0,
         flbas: 0,
         nmic: 1,
@@ -588,14 +589,14 @@ pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace
     }
     let bs = ns.bdev.block_size();
     id.lbaf[0] = LbaFormat {
-        ms: 0,
+        ms: 0.into(),
         lbads: bs.max(1).ilog2() as u8,
         rp: 0,
     };
     // Optimal I/O boundary, in blocks (0-based NOIOB is plain blocks).
     let boundary = ns.bdev.info.optimal_io_boundary;
     if boundary <= u16::MAX as u32 {
-        id.noiob = boundary as u16;
+        id.noiob = (boundary as u16).into();
     }
     id
 }
@@ -607,15 +608,20 @@ pub fn fill_smart(stats: &IoStats, offset: u64, len: usize, out: &mut [u8]) -> A
     let write = stats.per_type[IoType::Write.index()];
     let units = |bytes: u64| -> u128 { (bytes as u128 / 512).div_ceil(1000) };
     let log = SmartLog {
-        temperature: 0x0143,
+        temperature: 0x0143.into(),
         avail_spare: 100,
         spare_thresh: 10,
-        data_units_read: units(read.bytes),
-        data_units_written: units(write.bytes),
-        host_read_commands: read.ops as u128,
-        host_write_commands: write.ops as u128,
-        power_cycles: 1,
-        media_errors: stats.per_type.iter().map(|t| t.errors as u128).sum(),
+        data_units_read: units(read.bytes).into(),
+        data_units_written: units(write.bytes).into(),
+        host_read_commands: (read.ops as u128).into(),
+        host_write_commands: (write.ops as u128).into(),
+        power_cycles: 1.into(),
+        media_errors: stats
+            .per_type
+            .iter()
+            .map(|t| t.errors as u128)
+            .sum::<u128>()
+            .into(),
         ..Default::default()
     };
     copy_window(&log.to_bytes(), offset, len, out)

@@ -116,12 +116,13 @@ pub fn plan(
             let mut out = Vec::with_capacity(ranges.len());
             for r in ranges.iter().filter(|r| r.nlb > 0) {
                 if r.slba
-                    .checked_add(r.nlb as u64)
+                    .get()
+                    .checked_add(r.nlb.get() as u64)
                     .is_none_or(|e| e > ns.num_blocks)
                 {
                     return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
                 }
-                out.push((r.slba, r.nlb as u64));
+                out.push((r.slba.get(), r.nlb.get() as u64));
             }
             Ok(if out.is_empty() {
                 IoPlan::Nothing

@@ -11,7 +11,7 @@
 
 pub mod wire;
 
-pub use wire::{ascii_field, digest, field_str, nul_field, pdu, WireField};
+pub use wire::{ascii_field, digest, field_str, nul_field, pdu};
 pub mod ctrlr;
 pub mod host;
 pub mod io;

@@ -66,9 +66,9 @@ impl ListenAddr {
             },
             subtype,
             treq: wire::treq::SECURE_CHANNEL_NOT_REQUIRED,
-            portid,
-            cntlid: wire::CNTLID_DYNAMIC,
-            asqsz: 32,
+            portid: portid.into(),
+            cntlid: wire::CNTLID_DYNAMIC.into(),
+            asqsz: 32.into(),
             ..Default::default()
         };
         e.trsvcid = super::nul_field(&self.trsvcid);

@@ -1351,7 +1351,7 @@ impl PollGroup {
             }
             let mut d = s.directory.lock();
             let e = d
-                .get_mut(&data.cntlid)
+                .get_mut(&data.cntlid.get())
                 .ok_or(invalid(true, connect_off::CNTLID))?;
             if e.hostnqn != hostnqn {
                 return Err(invalid(true, connect_off::HOSTNQN));
@@ -1368,7 +1368,7 @@ impl PollGroup {
             e.io_qpairs.insert(c.qid, me);
             self.stats.io_qpairs += 1;
             self.stats.current_io_qpairs += 1;
-            data.cntlid
+            data.cntlid.get()
         };
         qp.qid = Some(c.qid);
         qp.qsize = c.sqsize + 1;

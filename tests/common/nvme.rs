@@ -327,7 +327,7 @@ impl Host {
         });
         let mut data = ConnectData {
             hostid,
-            cntlid,
+            cntlid: cntlid.into(),
             ..Default::default()
         };
         data.subnqn = pollux::nvmf::nul_field(subnqn);

@@ -12,7 +12,6 @@
 use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
-use crate::nvmf::wire::WireField;
 use crate::nvmf::wire::{
     admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
     Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
@@ -24,6 +23,7 @@ use slab::Slab;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -395,7 +395,7 @@ impl Controller {
         cb: impl FnOnce(Result<IdentifyController, HostError>) + 'static,
     ) {
         self.identify(cns::CONTROLLER, 0, move |r| {
-            cb(r.map(|b| IdentifyController::get(&b[..IdentifyController::SIZE])))
+            cb(r.map(|b| IdentifyController::decode_slice(&b).unwrap_or_default()))
         });
     }
 
@@ -405,7 +405,7 @@ impl Controller {
         cb: impl FnOnce(Result<IdentifyNamespace, HostError>) + 'static,
     ) {
         self.identify(cns::NAMESPACE, nsid, move |r| {
-            cb(r.map(|b| IdentifyNamespace::get(&b[..IdentifyNamespace::SIZE])))
+            cb(r.map(|b| IdentifyNamespace::decode_slice(&b).unwrap_or_default()))
         });
     }
 
@@ -503,12 +503,12 @@ impl Controller {
             .map_or(128 * 1024, |i| i.max_transfer);
         self.get_log_page(log_id::DISCOVERY, 0, 0, 4096, move |r| {
             let first = match r {
-                Ok(b) => DiscoveryLogHeader::get(&b[..DiscoveryLogHeader::SIZE]),
+                Ok(b) => DiscoveryLogHeader::decode_slice(&b).unwrap_or_default(),
                 Err(e) => return cb(Err(e)),
             };
             let fits = (max as u64 / 1024).saturating_sub(1);
-            let numrec = first.numrec.min(fits);
-            let len = (1024 * (numrec + 1)) as u32;
+            let numrec = first.numrec.min(fits.into());
+            let len = (1024 * (numrec + 1)).get() as u32;
             c.get_log_page(log_id::DISCOVERY, 0, 0, len, move |r| {
                 let b = match r {
                     Ok(b) => b,
@@ -622,12 +622,12 @@ impl Controller {
         }
         let mut buf = IoBuf::zeroed(ranges.len() * DsmRange::SIZE);
         for (i, &(slba, nlb)) in ranges.iter().enumerate() {
-            DsmRange {
-                context_attributes: 0,
-                nlb,
-                slba,
-            }
-            .put(&mut buf[i * DsmRange::SIZE..(i + 1) * DsmRange::SIZE]);
+            let range = DsmRange {
+                context_attributes: 0.into(),
+                nlb: nlb.into(),
+                slba: slba.into(),
+            };
+            buf[i * DsmRange::SIZE..(i + 1) * DsmRange::SIZE].copy_from_slice(range.as_bytes());
         }
         let sqe = Sqe::dataset_management(
             0,
@@ -825,7 +825,7 @@ fn after_identify(
             .saturating_mul(1u64 << id.mdts)
             .min(u32::MAX as u64) as u32
     };
-    let io_in_capsule = (id.ioccsz as u64 * 16)
+    let io_in_capsule = (id.ioccsz.get() as u64 * 16)
         .saturating_sub(64)
         .min(u32::MAX as u64) as u32;
     let info = ControllerInfo {

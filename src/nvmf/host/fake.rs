@@ -14,7 +14,6 @@ use crate::nvmf::pdu::{
     encode_pdu, target_negotiate, C2HData, PduAssembler, PduDecoder, PduHeader, Role,
     TargetIcParams, TxConfig, R2T,
 };
-use crate::nvmf::wire::WireField;
 use crate::nvmf::wire::{
     admin_opc, cns, fctype, io_opc, prop, Cap, Cc, Cqe, Csts, IdentifyController,
     IdentifyNamespace, Sqe, Status, Version,
@@ -23,6 +22,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use zerocopy::IntoBytes;
 
 /// Namespace size in 512-byte blocks.
 pub const FAKE_BLOCKS: u64 = 2048;
@@ -149,23 +149,25 @@ impl FakeConn {
                 admin_opc::IDENTIFY => {
                     let mut out = vec![0u8; 4096];
                     match sqe.cdw10.get() as u8 {
-                        cns::CONTROLLER => IdentifyController {
-                            cntrltype: crate::nvmf::wire::cntrltype::IO,
-                            mn: crate::nvmf::ascii_field("pollux fake"),
-                            ioccsz: (64 + 4096) / 16,
-                            mdts: 5,
-                            cntlid: 7,
-                            ..Default::default()
-                        }
-                        .put(&mut out),
+                        cns::CONTROLLER => out.copy_from_slice(
+                            IdentifyController {
+                                cntrltype: crate::nvmf::wire::cntrltype::IO,
+                                mn: crate::nvmf::ascii_field("pollux fake"),
+                                ioccsz: ((64 + 4096) / 16).into(),
+                                mdts: 5,
+                                cntlid: 7.into(),
+                                ..Default::default()
+                            }
+                            .as_bytes(),
+                        ),
                         cns::NAMESPACE => {
                             let mut ns = IdentifyNamespace {
-                                nsze: FAKE_BLOCKS,
-                                ncap: FAKE_BLOCKS,
+                                nsze: FAKE_BLOCKS.into(),
+                                ncap: FAKE_BLOCKS.into(),
                                 ..Default::default()
                             };
                             ns.lbaf[0].lbads = 9;
-                            ns.put(&mut out)
+                            out.copy_from_slice(ns.as_bytes())
                         }
                         cns::ACTIVE_NS_LIST => out[..4].copy_from_slice(&1u32.to_le_bytes()),
                         _ => {}

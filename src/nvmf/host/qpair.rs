@@ -17,17 +17,19 @@ use super::HostError;
 use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_term_req, host_negotiate, H2CData, IcReq, PduDecoder,
-    PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
+    check_c2h_data, check_r2t, encode_term_req, field_off, host_negotiate, H2CData, IcReq,
+    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, PFV_1_0,
+    TERM_REQ_MAX_PLEN,
 };
 use crate::nvmf::pdu_tx::push_header_chunk;
-use crate::nvmf::wire::{nul_field, WireField};
+use crate::nvmf::wire::nul_field;
 use crate::nvmf::wire::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
 use crate::sock::{
     self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
 };
 use slab::Slab;
 use std::io::{self, IoSlice};
+use zerocopy::IntoBytes;
 
 /// Size of the receive staging buffer: many PDUs per system call, and at least the posix
 /// sock's receive pipe (64 KiB) so that receives bypass the pipe instead of copying through it.
@@ -658,12 +660,15 @@ impl Qpair {
                         "unexpected ICResp",
                     ));
                 }
-                if resp.pfv != 0 {
-                    return Err(PduError::field(8, "unsupported PDU format version"));
+                if resp.pfv != PFV_1_0 {
+                    return Err(PduError::field(
+                        field_off::PFV,
+                        "unsupported PDU format version",
+                    ));
                 }
                 if resp.maxh2cdata < MIN_MAXH2CDATA || resp.maxh2cdata % 4 != 0 {
                     return Err(PduError::field(
-                        12,
+                        field_off::IC_LIMIT,
                         "MAXH2CDATA below 4096 or not dword aligned",
                     ));
                 }
@@ -679,13 +684,16 @@ impl Qpair {
                 let cid = cqe.cid;
                 if !self.cmds.contains(cid.get() as usize) {
                     return Err(PduError::field(
-                        8 + 12,
+                        field_off::CQE_CID,
                         "response for a command not in flight",
                     ));
                 }
                 let cmd = &mut self.cmds[cid.get() as usize];
                 if cmd.resp.is_some() {
-                    return Err(PduError::field(8 + 12, "second response for a command"));
+                    return Err(PduError::field(
+                        field_off::CQE_CID,
+                        "second response for a command",
+                    ));
                 }
                 cmd.resp = Some(cqe);
                 self.try_complete(cid.get(), out);
@@ -693,16 +701,22 @@ impl Qpair {
             }
             PduHeader::C2HData(d) => {
                 let Some(cmd) = self.cmds.get(d.cccid as usize) else {
-                    return Err(PduError::field(8, "C2HData for a command not in flight"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "C2HData for a command not in flight",
+                    ));
                 };
                 if cmd.dir != Dir::Read || cmd.buf.is_none() || cmd.resp.is_some() {
                     return Err(PduError::field(
-                        8,
+                        field_off::CCCID,
                         "C2HData for a command without read data",
                     ));
                 }
                 if d.success && !d.last {
-                    return Err(PduError::field(1, "SUCCESS without LAST_PDU"));
+                    return Err(PduError::field(
+                        field_off::FLAGS,
+                        "SUCCESS without LAST_PDU",
+                    ));
                 }
                 check_c2h_data(&d, cmd.len, cmd.received)?;
                 self.rx = Some(RxData {
@@ -715,13 +729,19 @@ impl Qpair {
             }
             PduHeader::R2T(r) => {
                 let Some(cmd) = self.cmds.get_mut(r.cccid as usize) else {
-                    return Err(PduError::field(8, "R2T for a command not in flight"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "R2T for a command not in flight",
+                    ));
                 };
                 if cmd.dir != Dir::Write || cmd.resp.is_some() {
-                    return Err(PduError::field(8, "R2T for a command without write data"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "R2T for a command without write data",
+                    ));
                 }
                 if r.r2tl == 0 {
-                    return Err(PduError::field(16, "R2T of zero bytes"));
+                    return Err(PduError::field(field_off::DATAL, "R2T of zero bytes"));
                 }
                 let outstanding = cmd.r2t.is_some() as u32;
                 check_r2t(&r, cmd.len, outstanding, self.icreq.maxr2t)?;
@@ -744,7 +764,7 @@ impl Qpair {
                 );
                 Ok(())
             }
-            _ => Err(PduError::field(0, "unexpected PDU type")),
+            _ => Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
         }
     }
 
@@ -908,12 +928,13 @@ impl Qpair {
     fn send_connect(&mut self, out: &mut Vec<Completion>) {
         let data = ConnectData {
             hostid: self.cfg.hostid,
-            cntlid: self.cfg.cntlid,
+            cntlid: self.cfg.cntlid.into(),
             subnqn: nul_field(&self.cfg.subnqn),
             hostnqn: nul_field(&self.cfg.hostnqn),
+            ..Default::default()
         };
         let mut buf = IoBuf::with_len(ConnectData::SIZE);
-        data.put(&mut buf[..]);
+        buf[..ConnectData::SIZE].copy_from_slice(data.as_bytes());
         let sqe = FabricsCommand::Connect(ConnectCmd {
             cid: 0,
             sgl: SglDescriptor::default(),

@@ -190,15 +190,26 @@ impl FabricsCommand {
     }
 }
 
-wire_struct! {
-    /// The 1024-byte data of a Connect command.
-    pub struct ConnectData [1024] {
-        0 => hostid: [u8; 16],
-        16 => cntlid: u16,
-        256 => subnqn: [u8; 256],
-        512 => hostnqn: [u8; 256],
-    }
+/// The 1024-byte data of a Connect command.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ConnectData {
+    pub hostid: [u8; 16],
+    pub cntlid: U16,
+    pub rsvd18: [u8; 238],
+    pub subnqn: [u8; 256],
+    pub hostnqn: [u8; 256],
+    pub rsvd768: [u8; 256],
 }
+
+wire_layout!(ConnectData = 1024);
+
+const _: () = {
+    assert!(core::mem::offset_of!(ConnectData, hostid) == 0);
+    assert!(core::mem::offset_of!(ConnectData, cntlid) == 16);
+    assert!(core::mem::offset_of!(ConnectData, subnqn) == 256);
+    assert!(core::mem::offset_of!(ConnectData, hostnqn) == 512);
+};
 
 impl ConnectData {
     /// The subsystem NQN as text (`None` when it is not UTF-8).

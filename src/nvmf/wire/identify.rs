@@ -10,23 +10,43 @@ use super::*;
 /// Size of every Identify data structure and of the active namespace list.
 pub const IDENTIFY_DATA_SIZE: usize = 4096;
 
-wire_struct! {
-    /// A power state descriptor (32 bytes) of Identify Controller.
-    pub struct PowerStateDescriptor [32] {
-        0 => mp: u16,
-        3 => flags: u8,
-        4 => enlat: u32,
-        8 => exlat: u32,
-        12 => rrt: u8,
-        13 => rrl: u8,
-        14 => rwt: u8,
-        15 => rwl: u8,
-        16 => idlp: u16,
-        18 => ips: u8,
-        20 => actp: u16,
-        22 => apws: u8,
-    }
+/// A power state descriptor (32 bytes) of Identify Controller.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct PowerStateDescriptor {
+    pub mp: U16,
+    pub rsvd2: [u8; 1],
+    pub flags: u8,
+    pub enlat: U32,
+    pub exlat: U32,
+    pub rrt: u8,
+    pub rrl: u8,
+    pub rwt: u8,
+    pub rwl: u8,
+    pub idlp: U16,
+    pub ips: u8,
+    pub rsvd19: [u8; 1],
+    pub actp: U16,
+    pub apws: u8,
+    pub rsvd23: [u8; 9],
 }
+
+wire_layout!(PowerStateDescriptor = 32);
+
+const _: () = {
+    assert!(core::mem::offset_of!(PowerStateDescriptor, mp) == 0);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, flags) == 3);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, enlat) == 4);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, exlat) == 8);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, rrt) == 12);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, rrl) == 13);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, rwt) == 14);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, rwl) == 15);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, idlp) == 16);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, ips) == 18);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, actp) == 20);
+    assert!(core::mem::offset_of!(PowerStateDescriptor, apws) == 22);
+};
 
 /// Controller types (Identify Controller CNTRLTYPE).
 pub mod cntrltype {
@@ -82,104 +102,199 @@ pub mod ctratt {
     pub const UUID_LIST: u32 = 1 << 9;
 }
 
-wire_struct! {
-    /// Identify Controller data (CNS 01h, 4096 bytes). ASCII fields (`sn`, `mn`, `fr`)
-    /// are space padded (see [`super::ascii_field`]); `subnqn` is NUL padded.
-    pub struct IdentifyController [4096] {
-        0 => vid: u16,
-        2 => ssvid: u16,
-        4 => sn: [u8; 20],
-        24 => mn: [u8; 40],
-        64 => fr: [u8; 8],
-        72 => rab: u8,
-        73 => ieee: [u8; 3],
-        76 => cmic: u8,
-        /// Maximum data transfer size as a power of two in units of CAP.MPSMIN (0 = none).
-        77 => mdts: u8,
-        78 => cntlid: u16,
-        80 => ver: u32,
-        84 => rtd3r: u32,
-        88 => rtd3e: u32,
-        92 => oaes: u32,
-        96 => ctratt: u32,
-        100 => rrls: u16,
-        111 => cntrltype: u8,
-        112 => fguid: [u8; 16],
-        128 => crdt1: u16,
-        130 => crdt2: u16,
-        132 => crdt3: u16,
-        253 => nvmsr: u8,
-        254 => vwci: u8,
-        255 => mec: u8,
-        256 => oacs: u16,
-        258 => acl: u8,
-        259 => aerl: u8,
-        260 => frmw: u8,
-        261 => lpa: u8,
-        262 => elpe: u8,
-        263 => npss: u8,
-        264 => avscc: u8,
-        265 => apsta: u8,
-        266 => wctemp: u16,
-        268 => cctemp: u16,
-        270 => mtfa: u16,
-        272 => hmpre: u32,
-        276 => hmmin: u32,
-        280 => tnvmcap: u128,
-        296 => unvmcap: u128,
-        312 => rpmbs: u32,
-        316 => edstt: u16,
-        318 => dsto: u8,
-        319 => fwug: u8,
-        /// Keep alive granularity in 100 ms units.
-        320 => kas: u16,
-        322 => hctma: u16,
-        324 => mntmt: u16,
-        326 => mxtmt: u16,
-        328 => sanicap: u32,
-        332 => hmminds: u32,
-        336 => hmmaxd: u16,
-        338 => nsetidmax: u16,
-        340 => endgidmax: u16,
-        342 => anatt: u8,
-        343 => anacap: u8,
-        344 => anagrpmax: u32,
-        348 => nanagrpid: u32,
-        352 => pels: u32,
-        /// Required / maximum SQ and CQ entry sizes (bits 3:0 required, 7:4 maximum).
-        512 => sqes: u8,
-        513 => cqes: u8,
-        514 => maxcmd: u16,
-        516 => nn: u32,
-        520 => oncs: u16,
-        522 => fuses: u16,
-        524 => fna: u8,
-        525 => vwc: u8,
-        526 => awun: u16,
-        528 => awupf: u16,
-        530 => icsvscc: u8,
-        531 => nwpc: u8,
-        532 => acwu: u16,
-        534 => ocfs: u16,
-        536 => sgls: u32,
-        540 => mnan: u32,
-        768 => subnqn: [u8; 256],
-        /// I/O queue command capsule supported size in 16-byte units (64 B SQE + in-capsule data).
-        1792 => ioccsz: u32,
-        /// I/O queue response capsule supported size in 16-byte units.
-        1796 => iorcsz: u32,
-        /// In-capsule data offset in 16-byte units.
-        1800 => icdoff: u16,
-        /// Fabrics controller attributes (bit 0: dynamic controller model).
-        1802 => fcatt: u8,
-        /// Maximum SGL data block descriptors per command.
-        1803 => msdbd: u8,
-        1804 => ofcs: u16,
-        1806 => dctype: u8,
-        2048 => psd: [PowerStateDescriptor; 32],
-        3072 => vs: [u8; 1024],
-    }
+/// Identify Controller data (CNS 01h, 4096 bytes). ASCII fields (`sn`, `mn`, `fr`)
+/// are space padded (see [`super::ascii_field`]); `subnqn` is NUL padded.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct IdentifyController {
+    pub vid: U16,
+    pub ssvid: U16,
+    pub sn: [u8; 20],
+    pub mn: [u8; 40],
+    pub fr: [u8; 8],
+    pub rab: u8,
+    pub ieee: [u8; 3],
+    pub cmic: u8,
+    /// Maximum data transfer size as a power of two in units of CAP.MPSMIN (0 = none).
+    pub mdts: u8,
+    pub cntlid: U16,
+    pub ver: U32,
+    pub rtd3r: U32,
+    pub rtd3e: U32,
+    pub oaes: U32,
+    pub ctratt: U32,
+    pub rrls: U16,
+    pub rsvd102: [u8; 9],
+    pub cntrltype: u8,
+    pub fguid: [u8; 16],
+    pub crdt1: U16,
+    pub crdt2: U16,
+    pub crdt3: U16,
+    pub rsvd134: [u8; 119],
+    pub nvmsr: u8,
+    pub vwci: u8,
+    pub mec: u8,
+    pub oacs: U16,
+    pub acl: u8,
+    pub aerl: u8,
+    pub frmw: u8,
+    pub lpa: u8,
+    pub elpe: u8,
+    pub npss: u8,
+    pub avscc: u8,
+    pub apsta: u8,
+    pub wctemp: U16,
+    pub cctemp: U16,
+    pub mtfa: U16,
+    pub hmpre: U32,
+    pub hmmin: U32,
+    pub tnvmcap: U128,
+    pub unvmcap: U128,
+    pub rpmbs: U32,
+    pub edstt: U16,
+    pub dsto: u8,
+    pub fwug: u8,
+    /// Keep alive granularity in 100 ms units.
+    pub kas: U16,
+    pub hctma: U16,
+    pub mntmt: U16,
+    pub mxtmt: U16,
+    pub sanicap: U32,
+    pub hmminds: U32,
+    pub hmmaxd: U16,
+    pub nsetidmax: U16,
+    pub endgidmax: U16,
+    pub anatt: u8,
+    pub anacap: u8,
+    pub anagrpmax: U32,
+    pub nanagrpid: U32,
+    pub pels: U32,
+    pub rsvd356: [u8; 156],
+    /// Required / maximum SQ and CQ entry sizes (bits 3:0 required, 7:4 maximum).
+    pub sqes: u8,
+    pub cqes: u8,
+    pub maxcmd: U16,
+    pub nn: U32,
+    pub oncs: U16,
+    pub fuses: U16,
+    pub fna: u8,
+    pub vwc: u8,
+    pub awun: U16,
+    pub awupf: U16,
+    pub icsvscc: u8,
+    pub nwpc: u8,
+    pub acwu: U16,
+    pub ocfs: U16,
+    pub sgls: U32,
+    pub mnan: U32,
+    pub rsvd544: [u8; 224],
+    pub subnqn: [u8; 256],
+    pub rsvd1024: [u8; 768],
+    /// I/O queue command capsule supported size in 16-byte units (64 B SQE + in-capsule data).
+    pub ioccsz: U32,
+    /// I/O queue response capsule supported size in 16-byte units.
+    pub iorcsz: U32,
+    /// In-capsule data offset in 16-byte units.
+    pub icdoff: U16,
+    /// Fabrics controller attributes (bit 0: dynamic controller model).
+    pub fcatt: u8,
+    /// Maximum SGL data block descriptors per command.
+    pub msdbd: u8,
+    pub ofcs: U16,
+    pub dctype: u8,
+    pub rsvd1807: [u8; 241],
+    pub psd: [PowerStateDescriptor; 32],
+    pub vs: [u8; 1024],
 }
+
+wire_layout!(IdentifyController = 4096);
+
+const _: () = {
+    assert!(core::mem::offset_of!(IdentifyController, vid) == 0);
+    assert!(core::mem::offset_of!(IdentifyController, ssvid) == 2);
+    assert!(core::mem::offset_of!(IdentifyController, sn) == 4);
+    assert!(core::mem::offset_of!(IdentifyController, mn) == 24);
+    assert!(core::mem::offset_of!(IdentifyController, fr) == 64);
+    assert!(core::mem::offset_of!(IdentifyController, rab) == 72);
+    assert!(core::mem::offset_of!(IdentifyController, ieee) == 73);
+    assert!(core::mem::offset_of!(IdentifyController, cmic) == 76);
+    assert!(core::mem::offset_of!(IdentifyController, mdts) == 77);
+    assert!(core::mem::offset_of!(IdentifyController, cntlid) == 78);
+    assert!(core::mem::offset_of!(IdentifyController, ver) == 80);
+    assert!(core::mem::offset_of!(IdentifyController, rtd3r) == 84);
+    assert!(core::mem::offset_of!(IdentifyController, rtd3e) == 88);
+    assert!(core::mem::offset_of!(IdentifyController, oaes) == 92);
+    assert!(core::mem::offset_of!(IdentifyController, ctratt) == 96);
+    assert!(core::mem::offset_of!(IdentifyController, rrls) == 100);
+    assert!(core::mem::offset_of!(IdentifyController, cntrltype) == 111);
+    assert!(core::mem::offset_of!(IdentifyController, fguid) == 112);
+    assert!(core::mem::offset_of!(IdentifyController, crdt1) == 128);
+    assert!(core::mem::offset_of!(IdentifyController, crdt2) == 130);
+    assert!(core::mem::offset_of!(IdentifyController, crdt3) == 132);
+    assert!(core::mem::offset_of!(IdentifyController, nvmsr) == 253);
+    assert!(core::mem::offset_of!(IdentifyController, vwci) == 254);
+    assert!(core::mem::offset_of!(IdentifyController, mec) == 255);
+    assert!(core::mem::offset_of!(IdentifyController, oacs) == 256);
+    assert!(core::mem::offset_of!(IdentifyController, acl) == 258);
+    assert!(core::mem::offset_of!(IdentifyController, aerl) == 259);
+    assert!(core::mem::offset_of!(IdentifyController, frmw) == 260);
+    assert!(core::mem::offset_of!(IdentifyController, lpa) == 261);
+    assert!(core::mem::offset_of!(IdentifyController, elpe) == 262);
+    assert!(core::mem::offset_of!(IdentifyController, npss) == 263);
+    assert!(core::mem::offset_of!(IdentifyController, avscc) == 264);
+    assert!(core::mem::offset_of!(IdentifyController, apsta) == 265);
+    assert!(core::mem::offset_of!(IdentifyController, wctemp) == 266);
+    assert!(core::mem::offset_of!(IdentifyController, cctemp) == 268);
+    assert!(core::mem::offset_of!(IdentifyController, mtfa) == 270);
+    assert!(core::mem::offset_of!(IdentifyController, hmpre) == 272);
+    assert!(core::mem::offset_of!(IdentifyController, hmmin) == 276);
+    assert!(core::mem::offset_of!(IdentifyController, tnvmcap) == 280);
+    assert!(core::mem::offset_of!(IdentifyController, unvmcap) == 296);
+    assert!(core::mem::offset_of!(IdentifyController, rpmbs) == 312);
+    assert!(core::mem::offset_of!(IdentifyController, edstt) == 316);
+    assert!(core::mem::offset_of!(IdentifyController, dsto) == 318);
+    assert!(core::mem::offset_of!(IdentifyController, fwug) == 319);
+    assert!(core::mem::offset_of!(IdentifyController, kas) == 320);
+    assert!(core::mem::offset_of!(IdentifyController, hctma) == 322);
+    assert!(core::mem::offset_of!(IdentifyController, mntmt) == 324);
+    assert!(core::mem::offset_of!(IdentifyController, mxtmt) == 326);
+    assert!(core::mem::offset_of!(IdentifyController, sanicap) == 328);
+    assert!(core::mem::offset_of!(IdentifyController, hmminds) == 332);
+    assert!(core::mem::offset_of!(IdentifyController, hmmaxd) == 336);
+    assert!(core::mem::offset_of!(IdentifyController, nsetidmax) == 338);
+    assert!(core::mem::offset_of!(IdentifyController, endgidmax) == 340);
+    assert!(core::mem::offset_of!(IdentifyController, anatt) == 342);
+    assert!(core::mem::offset_of!(IdentifyController, anacap) == 343);
+    assert!(core::mem::offset_of!(IdentifyController, anagrpmax) == 344);
+    assert!(core::mem::offset_of!(IdentifyController, nanagrpid) == 348);
+    assert!(core::mem::offset_of!(IdentifyController, pels) == 352);
+    assert!(core::mem::offset_of!(IdentifyController, sqes) == 512);
+    assert!(core::mem::offset_of!(IdentifyController, cqes) == 513);
+    assert!(core::mem::offset_of!(IdentifyController, maxcmd) == 514);
+    assert!(core::mem::offset_of!(IdentifyController, nn) == 516);
+    assert!(core::mem::offset_of!(IdentifyController, oncs) == 520);
+    assert!(core::mem::offset_of!(IdentifyController, fuses) == 522);
+    assert!(core::mem::offset_of!(IdentifyController, fna) == 524);
+    assert!(core::mem::offset_of!(IdentifyController, vwc) == 525);
+    assert!(core::mem::offset_of!(IdentifyController, awun) == 526);
+    assert!(core::mem::offset_of!(IdentifyController, awupf) == 528);
+    assert!(core::mem::offset_of!(IdentifyController, icsvscc) == 530);
+    assert!(core::mem::offset_of!(IdentifyController, nwpc) == 531);
+    assert!(core::mem::offset_of!(IdentifyController, acwu) == 532);
+    assert!(core::mem::offset_of!(IdentifyController, ocfs) == 534);
+    assert!(core::mem::offset_of!(IdentifyController, sgls) == 536);
+    assert!(core::mem::offset_of!(IdentifyController, mnan) == 540);
+    assert!(core::mem::offset_of!(IdentifyController, subnqn) == 768);
+    assert!(core::mem::offset_of!(IdentifyController, ioccsz) == 1792);
+    assert!(core::mem::offset_of!(IdentifyController, iorcsz) == 1796);
+    assert!(core::mem::offset_of!(IdentifyController, icdoff) == 1800);
+    assert!(core::mem::offset_of!(IdentifyController, fcatt) == 1802);
+    assert!(core::mem::offset_of!(IdentifyController, msdbd) == 1803);
+    assert!(core::mem::offset_of!(IdentifyController, ofcs) == 1804);
+    assert!(core::mem::offset_of!(IdentifyController, dctype) == 1806);
+    assert!(core::mem::offset_of!(IdentifyController, psd) == 2048);
+    assert!(core::mem::offset_of!(IdentifyController, vs) == 3072);
+};
 
 /// Namespace features bits (NSFEAT).
 pub mod nsfeat {
@@ -190,61 +305,114 @@ pub mod nsfeat {
     pub const OPTIMAL_PERF: u8 = 1 << 4;
 }
 
-wire_struct! {
-    /// An LBA format descriptor (4 bytes): metadata size, LBA data size as a power of
-    /// two (9 = 512 B, 12 = 4 KiB), relative performance (bits 1:0).
-    #[derive(Copy)]
-    pub struct LbaFormat [4] {
-        0 => ms: u16,
-        2 => lbads: u8,
-        3 => rp: u8,
-    }
+/// An LBA format descriptor (4 bytes): metadata size, LBA data size as a power of
+/// two (9 = 512 B, 12 = 4 KiB), relative performance (bits 1:0).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct LbaFormat {
+    pub ms: U16,
+    pub lbads: u8,
+    pub rp: u8,
 }
 
-wire_struct! {
-    /// Identify Namespace data (CNS 00h, 4096 bytes). `nlbaf` is 0-based; `flbas` bits 3:0
-    /// select the format in use.
-    pub struct IdentifyNamespace [4096] {
-        0 => nsze: u64,
-        8 => ncap: u64,
-        16 => nuse: u64,
-        24 => nsfeat: u8,
-        25 => nlbaf: u8,
-        26 => flbas: u8,
-        27 => mc: u8,
-        28 => dpc: u8,
-        29 => dps: u8,
-        30 => nmic: u8,
-        31 => rescap: u8,
-        32 => fpi: u8,
-        /// Deallocate logical block features (bits 2:0 = 001b: deallocated blocks read 0).
-        33 => dlfeat: u8,
-        34 => nawun: u16,
-        36 => nawupf: u16,
-        38 => nacwu: u16,
-        40 => nabsn: u16,
-        42 => nabo: u16,
-        44 => nabspf: u16,
-        46 => noiob: u16,
-        48 => nvmcap: u128,
-        64 => npwg: u16,
-        66 => npwa: u16,
-        68 => npdg: u16,
-        70 => npda: u16,
-        72 => nows: u16,
-        74 => mssrl: u16,
-        76 => mcl: u32,
-        80 => msrc: u8,
-        92 => anagrpid: u32,
-        99 => nsattr: u8,
-        100 => nvmsetid: u16,
-        102 => endgid: u16,
-        104 => nguid: [u8; 16],
-        120 => eui64: [u8; 8],
-        128 => lbaf: [LbaFormat; 64],
-        384 => vs: [u8; 3712],
-    }
+wire_layout!(LbaFormat = 4);
+
+const _: () = {
+    assert!(core::mem::offset_of!(LbaFormat, ms) == 0);
+    assert!(core::mem::offset_of!(LbaFormat, lbads) == 2);
+    assert!(core::mem::offset_of!(LbaFormat, rp) == 3);
+};
+
+/// Identify Namespace data (CNS 00h, 4096 bytes). `nlbaf` is 0-based; `flbas` bits 3:0
+/// select the format in use.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct IdentifyNamespace {
+    pub nsze: U64,
+    pub ncap: U64,
+    pub nuse: U64,
+    pub nsfeat: u8,
+    pub nlbaf: u8,
+    pub flbas: u8,
+    pub mc: u8,
+    pub dpc: u8,
+    pub dps: u8,
+    pub nmic: u8,
+    pub rescap: u8,
+    pub fpi: u8,
+    /// Deallocate logical block features (bits 2:0 = 001b: deallocated blocks read 0).
+    pub dlfeat: u8,
+    pub nawun: U16,
+    pub nawupf: U16,
+    pub nacwu: U16,
+    pub nabsn: U16,
+    pub nabo: U16,
+    pub nabspf: U16,
+    pub noiob: U16,
+    pub nvmcap: U128,
+    pub npwg: U16,
+    pub npwa: U16,
+    pub npdg: U16,
+    pub npda: U16,
+    pub nows: U16,
+    pub mssrl: U16,
+    pub mcl: U32,
+    pub msrc: u8,
+    pub rsvd81: [u8; 11],
+    pub anagrpid: U32,
+    pub rsvd96: [u8; 3],
+    pub nsattr: u8,
+    pub nvmsetid: U16,
+    pub endgid: U16,
+    pub nguid: [u8; 16],
+    pub eui64: [u8; 8],
+    pub lbaf: [LbaFormat; 64],
+    pub vs: [u8; 3712],
 }
+
+wire_layout!(IdentifyNamespace = 4096);
+
+const _: () = {
+    assert!(core::mem::offset_of!(IdentifyNamespace, nsze) == 0);
+    assert!(core::mem::offset_of!(IdentifyNamespace, ncap) == 8);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nuse) == 16);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nsfeat) == 24);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nlbaf) == 25);
+    assert!(core::mem::offset_of!(IdentifyNamespace, flbas) == 26);
+    assert!(core::mem::offset_of!(IdentifyNamespace, mc) == 27);
+    assert!(core::mem::offset_of!(IdentifyNamespace, dpc) == 28);
+    assert!(core::mem::offset_of!(IdentifyNamespace, dps) == 29);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nmic) == 30);
+    assert!(core::mem::offset_of!(IdentifyNamespace, rescap) == 31);
+    assert!(core::mem::offset_of!(IdentifyNamespace, fpi) == 32);
+    assert!(core::mem::offset_of!(IdentifyNamespace, dlfeat) == 33);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nawun) == 34);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nawupf) == 36);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nacwu) == 38);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nabsn) == 40);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nabo) == 42);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nabspf) == 44);
+    assert!(core::mem::offset_of!(IdentifyNamespace, noiob) == 46);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nvmcap) == 48);
+    assert!(core::mem::offset_of!(IdentifyNamespace, npwg) == 64);
+    assert!(core::mem::offset_of!(IdentifyNamespace, npwa) == 66);
+    assert!(core::mem::offset_of!(IdentifyNamespace, npdg) == 68);
+    assert!(core::mem::offset_of!(IdentifyNamespace, npda) == 70);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nows) == 72);
+    assert!(core::mem::offset_of!(IdentifyNamespace, mssrl) == 74);
+    assert!(core::mem::offset_of!(IdentifyNamespace, mcl) == 76);
+    assert!(core::mem::offset_of!(IdentifyNamespace, msrc) == 80);
+    assert!(core::mem::offset_of!(IdentifyNamespace, anagrpid) == 92);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nsattr) == 99);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nvmsetid) == 100);
+    assert!(core::mem::offset_of!(IdentifyNamespace, endgid) == 102);
+    assert!(core::mem::offset_of!(IdentifyNamespace, nguid) == 104);
+    assert!(core::mem::offset_of!(IdentifyNamespace, eui64) == 120);
+    assert!(core::mem::offset_of!(IdentifyNamespace, lbaf) == 128);
+    assert!(core::mem::offset_of!(IdentifyNamespace, vs) == 384);
+};
 
 impl IdentifyNamespace {
     /// The LBA data size in bytes of the format in use (`None` if FLBAS selects a format
@@ -264,7 +432,7 @@ impl IdentifyNamespace {
 pub fn encode_ns_list(nsids: impl IntoIterator<Item = u32>, out: &mut [u8; 4096]) {
     out.fill(0);
     for (i, id) in nsids.into_iter().take(1024).enumerate() {
-        put32(out, i * 4, id);
+        out[i * 4..i * 4 + 4].copy_from_slice(&id.to_le_bytes());
     }
 }
 

@@ -7,62 +7,119 @@ use super::*;
 // Log pages
 // ---------------------------------------------------------------------------------------
 
-wire_struct! {
-    /// An error information log entry (64 bytes).
-    pub struct ErrorLogEntry [64] {
-        0 => error_count: u64,
-        8 => sqid: u16,
-        10 => cid: u16,
-        /// The status field as in the CQE (phase in bit 0).
-        12 => status_field: u16,
-        14 => parameter_error_location: u16,
-        16 => lba: u64,
-        24 => nsid: u32,
-        28 => vs: u8,
-        29 => trtype: u8,
-        32 => cs: u64,
-        40 => trtype_specific: u16,
-    }
+/// An error information log entry (64 bytes).
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ErrorLogEntry {
+    pub error_count: U64,
+    pub sqid: U16,
+    pub cid: U16,
+    /// The status field as in the CQE (phase in bit 0).
+    pub status_field: U16,
+    pub parameter_error_location: U16,
+    pub lba: U64,
+    pub nsid: U32,
+    pub vs: u8,
+    pub trtype: u8,
+    pub rsvd30: [u8; 2],
+    pub cs: U64,
+    pub trtype_specific: U16,
+    pub rsvd42: [u8; 22],
 }
 
-wire_struct! {
-    /// SMART / health information log page (512 bytes). The counters are 128-bit; data
-    /// units are thousands of 512-byte units, rounded up.
-    pub struct SmartLog [512] {
-        0 => critical_warning: u8,
-        /// Composite temperature in kelvins.
-        1 => temperature: u16,
-        3 => avail_spare: u8,
-        4 => spare_thresh: u8,
-        5 => percent_used: u8,
-        6 => endurance_group_critical_warning: u8,
-        32 => data_units_read: u128,
-        48 => data_units_written: u128,
-        64 => host_read_commands: u128,
-        80 => host_write_commands: u128,
-        96 => controller_busy_time: u128,
-        112 => power_cycles: u128,
-        128 => power_on_hours: u128,
-        144 => unsafe_shutdowns: u128,
-        160 => media_errors: u128,
-        176 => num_error_log_entries: u128,
-        192 => warning_temp_time: u32,
-        196 => critical_comp_time: u32,
-        200 => temp_sensor: [u16; 8],
-        216 => thm_temp1_trans_count: u32,
-        220 => thm_temp2_trans_count: u32,
-        224 => thm_temp1_total_time: u32,
-        228 => thm_temp2_total_time: u32,
-    }
+wire_layout!(ErrorLogEntry = 64);
+
+const _: () = {
+    assert!(core::mem::offset_of!(ErrorLogEntry, error_count) == 0);
+    assert!(core::mem::offset_of!(ErrorLogEntry, sqid) == 8);
+    assert!(core::mem::offset_of!(ErrorLogEntry, cid) == 10);
+    assert!(core::mem::offset_of!(ErrorLogEntry, status_field) == 12);
+    assert!(core::mem::offset_of!(ErrorLogEntry, parameter_error_location) == 14);
+    assert!(core::mem::offset_of!(ErrorLogEntry, lba) == 16);
+    assert!(core::mem::offset_of!(ErrorLogEntry, nsid) == 24);
+    assert!(core::mem::offset_of!(ErrorLogEntry, vs) == 28);
+    assert!(core::mem::offset_of!(ErrorLogEntry, trtype) == 29);
+    assert!(core::mem::offset_of!(ErrorLogEntry, cs) == 32);
+    assert!(core::mem::offset_of!(ErrorLogEntry, trtype_specific) == 40);
+};
+
+/// SMART / health information log page (512 bytes). The counters are 128-bit; data
+/// units are thousands of 512-byte units, rounded up.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SmartLog {
+    pub critical_warning: u8,
+    /// Composite temperature in kelvins.
+    pub temperature: U16,
+    pub avail_spare: u8,
+    pub spare_thresh: u8,
+    pub percent_used: u8,
+    pub endurance_group_critical_warning: u8,
+    pub rsvd7: [u8; 25],
+    pub data_units_read: U128,
+    pub data_units_written: U128,
+    pub host_read_commands: U128,
+    pub host_write_commands: U128,
+    pub controller_busy_time: U128,
+    pub power_cycles: U128,
+    pub power_on_hours: U128,
+    pub unsafe_shutdowns: U128,
+    pub media_errors: U128,
+    pub num_error_log_entries: U128,
+    pub warning_temp_time: U32,
+    pub critical_comp_time: U32,
+    pub temp_sensor: [U16; 8],
+    pub thm_temp1_trans_count: U32,
+    pub thm_temp2_trans_count: U32,
+    pub thm_temp1_total_time: U32,
+    pub thm_temp2_total_time: U32,
+    pub rsvd232: [u8; 280],
 }
 
-wire_struct! {
-    /// Firmware slot information log page (512 bytes): active slot info and 7 revisions.
-    pub struct FirmwareSlotLog [512] {
-        0 => afi: u8,
-        8 => frs: [[u8; 8]; 7],
-    }
+wire_layout!(SmartLog = 512);
+
+const _: () = {
+    assert!(core::mem::offset_of!(SmartLog, critical_warning) == 0);
+    assert!(core::mem::offset_of!(SmartLog, temperature) == 1);
+    assert!(core::mem::offset_of!(SmartLog, avail_spare) == 3);
+    assert!(core::mem::offset_of!(SmartLog, spare_thresh) == 4);
+    assert!(core::mem::offset_of!(SmartLog, percent_used) == 5);
+    assert!(core::mem::offset_of!(SmartLog, endurance_group_critical_warning) == 6);
+    assert!(core::mem::offset_of!(SmartLog, data_units_read) == 32);
+    assert!(core::mem::offset_of!(SmartLog, data_units_written) == 48);
+    assert!(core::mem::offset_of!(SmartLog, host_read_commands) == 64);
+    assert!(core::mem::offset_of!(SmartLog, host_write_commands) == 80);
+    assert!(core::mem::offset_of!(SmartLog, controller_busy_time) == 96);
+    assert!(core::mem::offset_of!(SmartLog, power_cycles) == 112);
+    assert!(core::mem::offset_of!(SmartLog, power_on_hours) == 128);
+    assert!(core::mem::offset_of!(SmartLog, unsafe_shutdowns) == 144);
+    assert!(core::mem::offset_of!(SmartLog, media_errors) == 160);
+    assert!(core::mem::offset_of!(SmartLog, num_error_log_entries) == 176);
+    assert!(core::mem::offset_of!(SmartLog, warning_temp_time) == 192);
+    assert!(core::mem::offset_of!(SmartLog, critical_comp_time) == 196);
+    assert!(core::mem::offset_of!(SmartLog, temp_sensor) == 200);
+    assert!(core::mem::offset_of!(SmartLog, thm_temp1_trans_count) == 216);
+    assert!(core::mem::offset_of!(SmartLog, thm_temp2_trans_count) == 220);
+    assert!(core::mem::offset_of!(SmartLog, thm_temp1_total_time) == 224);
+    assert!(core::mem::offset_of!(SmartLog, thm_temp2_total_time) == 228);
+};
+
+/// Firmware slot information log page (512 bytes): active slot info and 7 revisions.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FirmwareSlotLog {
+    pub afi: u8,
+    pub rsvd1: [u8; 7],
+    pub frs: [[u8; 8]; 7],
+    pub rsvd64: [u8; 448],
 }
+
+wire_layout!(FirmwareSlotLog = 512);
+
+const _: () = {
+    assert!(core::mem::offset_of!(FirmwareSlotLog, afi) == 0);
+    assert!(core::mem::offset_of!(FirmwareSlotLog, frs) == 8);
+};
 
 /// Size of the changed namespace list log page (1024 namespace ids). A list with more than
 /// 1024 changes reports 0xFFFFFFFF in the first entry.
@@ -100,33 +157,61 @@ pub mod treq {
     pub const DISABLE_SQ_FLOW_CONTROL: u8 = 1 << 2;
 }
 
-wire_struct! {
-    /// Discovery log page header (1024 bytes); the entries follow it.
-    pub struct DiscoveryLogHeader [1024] {
-        0 => genctr: u64,
-        8 => numrec: u64,
-        16 => recfmt: u16,
-    }
+/// Discovery log page header (1024 bytes); the entries follow it.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DiscoveryLogHeader {
+    pub genctr: U64,
+    pub numrec: U64,
+    pub recfmt: U16,
+    pub rsvd18: [u8; 1006],
 }
 
-wire_struct! {
-    /// A discovery log page entry (1024 bytes). For TCP, `tsas` byte 0 is SECTYPE
-    /// (0 = none).
-    pub struct DiscoveryLogEntry [1024] {
-        0 => trtype: u8,
-        1 => adrfam: u8,
-        2 => subtype: u8,
-        3 => treq: u8,
-        4 => portid: u16,
-        6 => cntlid: u16,
-        8 => asqsz: u16,
-        10 => eflags: u16,
-        32 => trsvcid: [u8; 32],
-        256 => subnqn: [u8; 256],
-        512 => traddr: [u8; 256],
-        768 => tsas: [u8; 256],
-    }
+wire_layout!(DiscoveryLogHeader = 1024);
+
+const _: () = {
+    assert!(core::mem::offset_of!(DiscoveryLogHeader, genctr) == 0);
+    assert!(core::mem::offset_of!(DiscoveryLogHeader, numrec) == 8);
+    assert!(core::mem::offset_of!(DiscoveryLogHeader, recfmt) == 16);
+};
+
+/// A discovery log page entry (1024 bytes). For TCP, `tsas` byte 0 is SECTYPE
+/// (0 = none).
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DiscoveryLogEntry {
+    pub trtype: u8,
+    pub adrfam: u8,
+    pub subtype: u8,
+    pub treq: u8,
+    pub portid: U16,
+    pub cntlid: U16,
+    pub asqsz: U16,
+    pub eflags: U16,
+    pub rsvd12: [u8; 20],
+    pub trsvcid: [u8; 32],
+    pub rsvd64: [u8; 192],
+    pub subnqn: [u8; 256],
+    pub traddr: [u8; 256],
+    pub tsas: [u8; 256],
 }
+
+wire_layout!(DiscoveryLogEntry = 1024);
+
+const _: () = {
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, trtype) == 0);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, adrfam) == 1);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, subtype) == 2);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, treq) == 3);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, portid) == 4);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, cntlid) == 6);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, asqsz) == 8);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, eflags) == 10);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, trsvcid) == 32);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, subnqn) == 256);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, traddr) == 512);
+    assert!(core::mem::offset_of!(DiscoveryLogEntry, tsas) == 768);
+};
 
 /// Size of a discovery log page with `entries` records.
 pub const fn discovery_log_size(entries: usize) -> usize {
@@ -138,14 +223,15 @@ pub const fn discovery_log_size(entries: usize) -> usize {
 pub fn encode_discovery_log(genctr: u64, entries: &[DiscoveryLogEntry]) -> Vec<u8> {
     let mut out = vec![0u8; discovery_log_size(entries.len())];
     let hdr = DiscoveryLogHeader {
-        genctr,
-        numrec: entries.len() as u64,
-        recfmt: 0,
+        genctr: genctr.into(),
+        numrec: (entries.len() as u64).into(),
+        recfmt: 0.into(),
+        ..Default::default()
     };
-    hdr.put(&mut out[..DiscoveryLogHeader::SIZE]);
+    out[..DiscoveryLogHeader::SIZE].copy_from_slice(hdr.as_bytes());
     for (i, e) in entries.iter().enumerate() {
         let start = discovery_log_size(i);
-        e.put(&mut out[start..start + DiscoveryLogEntry::SIZE]);
+        out[start..start + DiscoveryLogEntry::SIZE].copy_from_slice(e.as_bytes());
     }
     out
 }
@@ -157,7 +243,7 @@ pub fn decode_discovery_log(b: &[u8]) -> Option<(DiscoveryLogHeader, Vec<Discove
     let body = &b[DiscoveryLogHeader::SIZE..];
     let entries = body
         .chunks_exact(DiscoveryLogEntry::SIZE)
-        .take(usize::try_from(hdr.numrec).unwrap_or(usize::MAX))
+        .take(usize::try_from(hdr.numrec.get()).unwrap_or(usize::MAX))
         .filter_map(DiscoveryLogEntry::decode_slice)
         .collect();
     Some((hdr, entries))
@@ -171,8 +257,8 @@ const _: () = {
     assert!(ConnectData::SIZE == 1024);
     assert!(IdentifyController::SIZE == 4096);
     assert!(IdentifyNamespace::SIZE == 4096);
-    assert!(<[PowerStateDescriptor; 32] as WireField>::SIZE == 1024);
-    assert!(<[LbaFormat; 64] as WireField>::SIZE == 256);
+    assert!(core::mem::size_of::<[PowerStateDescriptor; 32]>() == 1024);
+    assert!(core::mem::size_of::<[LbaFormat; 64]>() == 256);
     assert!(ErrorLogEntry::SIZE == 64);
     assert!(SmartLog::SIZE == 512);
     assert!(FirmwareSlotLog::SIZE == 512);

@@ -705,15 +705,24 @@ pub mod dsm {
     pub const MAX_RANGES: usize = 256;
 }
 
-wire_struct! {
-    /// A Dataset Management range (16 bytes); the command's data is NR + 1 of these.
-    #[derive(Copy)]
-    pub struct DsmRange [16] {
-        0 => context_attributes: u32,
-        4 => nlb: u32,
-        8 => slba: u64,
-    }
+/// A Dataset Management range (16 bytes); the command's data is NR + 1 of these.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct DsmRange {
+    pub context_attributes: U32,
+    pub nlb: U32,
+    pub slba: U64,
 }
+
+wire_layout!(DsmRange = 16);
+
+const _: () = {
+    assert!(core::mem::offset_of!(DsmRange, context_attributes) == 0);
+    assert!(core::mem::offset_of!(DsmRange, nlb) == 4);
+    assert!(core::mem::offset_of!(DsmRange, slba) == 8);
+};
 
 /// Decodes DSM ranges from a command's data (`nr_0based` from CDW10 7:0); `None` if the data
 /// is shorter than the ranges it must hold.

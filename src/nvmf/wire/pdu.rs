@@ -12,48 +12,44 @@
 //! `PduError` carrying the FES and FEI that the Term Req must report.
 
 use super::digest::{header_digest, DataDigest, DIGEST_LEN};
-use super::{le16, le32, put16, put32};
+pub use super::tcp::{
+    field_off, CapsuleCmdHdr, CapsuleRespHdr, CommonHeader, DataHdr, DigestFlags, IcPdu, PduFlags,
+    PduType, TermReqHdr, CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, SHORT_HLEN, TERM_REQ_HLEN,
+};
 use super::{Cqe, Sqe};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// PDU types (common header byte 0).
+/// PDU types (common header byte 0), as bytes; [`PduType`] names them.
 pub mod pdu_type {
-    pub const IC_REQ: u8 = 0x00;
-    pub const IC_RESP: u8 = 0x01;
-    pub const H2C_TERM_REQ: u8 = 0x02;
-    pub const C2H_TERM_REQ: u8 = 0x03;
-    pub const CAPSULE_CMD: u8 = 0x04;
-    pub const CAPSULE_RESP: u8 = 0x05;
-    pub const H2C_DATA: u8 = 0x06;
-    pub const C2H_DATA: u8 = 0x07;
-    pub const R2T: u8 = 0x09;
+    use super::PduType;
+    pub const IC_REQ: u8 = PduType::IcReq as u8;
+    pub const IC_RESP: u8 = PduType::IcResp as u8;
+    pub const H2C_TERM_REQ: u8 = PduType::H2CTermReq as u8;
+    pub const C2H_TERM_REQ: u8 = PduType::C2HTermReq as u8;
+    pub const CAPSULE_CMD: u8 = PduType::CapsuleCmd as u8;
+    pub const CAPSULE_RESP: u8 = PduType::CapsuleResp as u8;
+    pub const H2C_DATA: u8 = PduType::H2CData as u8;
+    pub const C2H_DATA: u8 = PduType::C2HData as u8;
+    pub const R2T: u8 = PduType::R2T as u8;
 }
 
-/// Common header flags (byte 1).
+/// Common header flags (byte 1), as bytes; [`PduFlags`] is the typed set.
 pub mod pdu_flags {
+    use super::PduFlags;
     /// Header digest present.
-    pub const HDGSTF: u8 = 0x01;
+    pub const HDGSTF: u8 = PduFlags::HDGSTF.bits();
     /// Data digest present.
-    pub const DDGSTF: u8 = 0x02;
+    pub const DDGSTF: u8 = PduFlags::DDGSTF.bits();
     /// H2CData / C2HData: last data PDU of the transfer.
-    pub const LAST_PDU: u8 = 0x04;
+    pub const LAST_PDU: u8 = PduFlags::LAST_PDU.bits();
     /// C2HData: the command completed successfully, no CapsuleResp follows.
-    pub const SUCCESS: u8 = 0x08;
+    pub const SUCCESS: u8 = PduFlags::SUCCESS.bits();
 }
 
-/// Common header length.
-pub const CH_LEN: usize = 8;
-/// HLEN of ICReq / ICResp (they are exactly this long: PLEN = HLEN).
-pub const IC_HLEN: usize = 128;
-/// HLEN of H2CTermReq / C2HTermReq.
-pub const TERM_REQ_HLEN: usize = 24;
 /// Maximum PLEN of a Term Req (header + up to 128 bytes of the PDU header in error).
 pub const TERM_REQ_MAX_PLEN: usize = 152;
 /// Maximum bytes of the offending PDU header carried in a Term Req.
 pub const TERM_REQ_MAX_DATA: usize = TERM_REQ_MAX_PLEN - TERM_REQ_HLEN;
-/// HLEN of CapsuleCmd (common header + 64-byte SQE; no in-capsule data offset).
-pub const CAPSULE_CMD_HLEN: usize = CH_LEN + 64;
-/// HLEN of CapsuleResp, H2CData, C2HData and R2T.
-pub const SHORT_HLEN: usize = 24;
 /// Largest PDU header with digest and padding: PDO is one byte, so at most 255 bytes.
 pub const MAX_HEADER_LEN: usize = 256;
 /// The only PDU format version (PFV) defined.
@@ -133,27 +129,6 @@ impl std::fmt::Display for PduError {
 }
 
 impl std::error::Error for PduError {}
-
-/// Byte offsets of header fields, used as FEI.
-pub mod field_off {
-    pub const PDU_TYPE: u32 = 0;
-    pub const FLAGS: u32 = 1;
-    pub const HLEN: u32 = 2;
-    pub const PDO: u32 = 3;
-    pub const PLEN: u32 = 4;
-    pub const PFV: u32 = 8;
-    /// HPDA (ICReq) / CPDA (ICResp).
-    pub const PDA: u32 = 10;
-    pub const DGST: u32 = 11;
-    /// MAXR2T (ICReq) / MAXH2CDATA (ICResp).
-    pub const IC_LIMIT: u32 = 12;
-    pub const CCCID: u32 = 8;
-    pub const TTAG: u32 = 10;
-    /// DATAO (H2CData, C2HData) / R2TO (R2T).
-    pub const DATAO: u32 = 12;
-    /// DATAL (H2CData, C2HData) / R2TL (R2T).
-    pub const DATAL: u32 = 16;
-}
 
 /// Initialize Connection Request (host to controller).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -390,78 +365,79 @@ pub fn encode_header_into(
         return Err(EncodeError::BufferTooSmall);
     };
     out.fill(0);
-    let mut flags = 0u8;
-    if hd {
-        flags |= pdu_flags::HDGSTF;
-    }
-    if dd {
-        flags |= pdu_flags::DDGSTF;
-    }
+    let mut flags = PduFlags::empty();
+    flags.set(PduFlags::HDGSTF, hd);
+    flags.set(PduFlags::DDGSTF, dd);
+    // `out` holds at least HLEN bytes (PDO >= HLEN), so every layout below fits.
     match hdr {
         PduHeader::IcReq(r) => {
-            put16(out, 8, r.pfv);
-            out[10] = r.hpda;
-            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
-            put32(out, 12, r.maxr2t);
+            let p = layout_mut::<IcPdu>(out)?;
+            p.pfv.set(r.pfv);
+            p.pda = r.hpda;
+            p.dgst = DigestFlags::from_bools(r.hdgst, r.ddgst);
+            p.limit.set(r.maxr2t);
         }
         PduHeader::IcResp(r) => {
-            put16(out, 8, r.pfv);
-            out[10] = r.cpda;
-            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
-            put32(out, 12, r.maxh2cdata);
+            let p = layout_mut::<IcPdu>(out)?;
+            p.pfv.set(r.pfv);
+            p.pda = r.cpda;
+            p.dgst = DigestFlags::from_bools(r.hdgst, r.ddgst);
+            p.limit.set(r.maxh2cdata);
         }
         PduHeader::H2CTermReq(r) | PduHeader::C2HTermReq(r) => {
-            put16(out, 8, r.fes.0);
-            put32(out, 10, r.fei);
+            let p = layout_mut::<TermReqHdr>(out)?;
+            p.fes.set(r.fes.0);
+            p.fei.set(r.fei);
         }
         PduHeader::CapsuleCmd(sqe) => {
-            if let Ok(b) = <&mut [u8; 64]>::try_from(&mut out[8..72]) {
-                sqe.encode(b);
-            }
+            let p = layout_mut::<CapsuleCmdHdr>(out)?;
+            p.sqe = *sqe;
         }
-        PduHeader::CapsuleResp(cqe) => out[8..24].copy_from_slice(&cqe.to_bytes()),
+        PduHeader::CapsuleResp(cqe) => {
+            let p = layout_mut::<CapsuleRespHdr>(out)?;
+            p.cqe = *cqe;
+        }
         PduHeader::H2CData(d) => {
             if d.datal != data_len {
                 return Err(EncodeError::LengthMismatch);
             }
-            if d.last {
-                flags |= pdu_flags::LAST_PDU;
-            }
-            put16(out, 8, d.cccid);
-            put16(out, 10, d.ttag);
-            put32(out, 12, d.datao);
-            put32(out, 16, d.datal);
+            flags.set(PduFlags::LAST_PDU, d.last);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(d.cccid);
+            p.ttag.set(d.ttag);
+            p.datao.set(d.datao);
+            p.datal.set(d.datal);
         }
         PduHeader::C2HData(d) => {
             if d.datal != data_len {
                 return Err(EncodeError::LengthMismatch);
             }
-            if d.last {
-                flags |= pdu_flags::LAST_PDU;
-            }
-            if d.success {
-                flags |= pdu_flags::SUCCESS;
-            }
-            put16(out, 8, d.cccid);
-            put32(out, 12, d.datao);
-            put32(out, 16, d.datal);
+            flags.set(PduFlags::LAST_PDU, d.last);
+            flags.set(PduFlags::SUCCESS, d.success);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(d.cccid);
+            p.datao.set(d.datao);
+            p.datal.set(d.datal);
         }
         PduHeader::R2T(r) => {
-            put16(out, 8, r.cccid);
-            put16(out, 10, r.ttag);
-            put32(out, 12, r.r2to);
-            put32(out, 16, r.r2tl);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(r.cccid);
+            p.ttag.set(r.ttag);
+            p.datao.set(r.r2to);
+            p.datal.set(r.r2tl);
         }
     }
-    out[0] = t;
-    out[1] = flags;
-    out[2] = hlen as u8;
-    out[3] = if data_len > 0 && !is_term {
-        pdo as u8
-    } else {
-        0
+    *layout_mut::<CommonHeader>(out)? = CommonHeader {
+        pdu_type: t,
+        flags,
+        hlen: hlen as u8,
+        pdo: if data_len > 0 && !is_term {
+            pdo as u8
+        } else {
+            0
+        },
+        plen: plen.into(),
     };
-    put32(out, 4, plen);
     if hd {
         let d = header_digest(&out[..hlen]);
         out[hlen..hlen + DIGEST_LEN].copy_from_slice(&d);
@@ -472,6 +448,24 @@ pub fn encode_header_into(
         data_digest: dd,
         plen,
     })
+}
+
+/// The header layout `T` at the start of `out` (which holds at least `T`'s bytes whenever
+/// the encoder calls this).
+fn layout_mut<T: FromBytes + IntoBytes + KnownLayout>(
+    out: &mut [u8],
+) -> Result<&mut T, EncodeError> {
+    T::mut_from_prefix(out)
+        .map(|(p, _)| p)
+        .map_err(|_| EncodeError::BufferTooSmall)
+}
+
+/// The header layout `T` at the start of a received header; the decoder checked HLEN for the
+/// type before, so a short buffer cannot happen and is reported as a bad HLEN.
+fn layout<T: FromBytes + KnownLayout + Immutable>(h: &[u8]) -> Result<&T, PduError> {
+    T::ref_from_prefix(h)
+        .map(|(p, _)| p)
+        .map_err(|_| PduError::field(field_off::HLEN, "header shorter than its type"))
 }
 
 /// Encodes a whole PDU into a new vector: header, the data given as several slices, and the
@@ -795,11 +789,12 @@ impl PduDecoder {
     /// Validates the 8-byte common header against the PDU type, direction, sequence and
     /// negotiated limits, and sets how many header bytes (through PDO) to collect.
     fn check_common_header(&mut self) -> Result<(), PduError> {
-        let t = self.hdr[0];
-        let flags = self.hdr[1];
-        let hlen = self.hdr[2] as usize;
-        let pdo = self.hdr[3] as usize;
-        let plen = le32(&self.hdr, 4) as usize;
+        let ch = layout::<CommonHeader>(&self.hdr)?;
+        let t = ch.pdu_type;
+        let flags = ch.flags;
+        let hlen = ch.hlen as usize;
+        let pdo = ch.pdo as usize;
+        let plen = ch.plen.get() as usize;
 
         let info = match type_info(t) {
             Some(i) if i.from_host == (self.role == Role::Target) => i,
@@ -841,7 +836,7 @@ impl PduDecoder {
         }
 
         // Digests are all-or-nothing per connection: the flag must match the negotiation.
-        let hd = flags & pdu_flags::HDGSTF != 0;
+        let hd = flags.contains(PduFlags::HDGSTF);
         if info.digests && hd != self.cfg.hdgst {
             return Err(PduError::field(
                 field_off::FLAGS,
@@ -873,7 +868,7 @@ impl PduDecoder {
                     "PDO violates the data alignment",
                 ));
             }
-            let dd = flags & pdu_flags::DDGSTF != 0;
+            let dd = flags.contains(PduFlags::DDGSTF);
             if dd != self.cfg.ddgst {
                 return Err(PduError::field(
                     field_off::FLAGS,
@@ -941,11 +936,16 @@ impl PduDecoder {
                 ));
             }
         }
-        let h = &self.hdr;
-        let flags = h[1];
-        let header = match h[0] {
+        let h = &self.hdr[..];
+        let ch = layout::<CommonHeader>(h)?;
+        let flags = ch.flags;
+        let t = ch.pdu_type;
+        // check_common_header admitted only known types, each with its own HLEN, and the
+        // whole header is in `h`: every layout below fits.
+        let header = match t {
             pdu_type::IC_REQ | pdu_type::IC_RESP => {
-                let pfv = le16(h, 8);
+                let p = layout::<IcPdu>(h)?;
+                let pfv = p.pfv.get();
                 if pfv != PFV_1_0 {
                     return Err(PduError::new(
                         Fes::UNSUPPORTED_PARAMETER,
@@ -953,17 +953,18 @@ impl PduDecoder {
                         "unsupported PDU format version",
                     ));
                 }
-                let pda = h[10];
+                let pda = p.pda;
                 if pda > MAX_PDA {
                     return Err(PduError::field(
                         field_off::PDA,
                         "PDU data alignment above 31",
                     ));
                 }
-                let (hdgst, ddgst) = (h[11] & 1 != 0, h[11] & 2 != 0);
-                let limit = le32(h, 12);
+                let hdgst = p.dgst.contains(DigestFlags::HDGST);
+                let ddgst = p.dgst.contains(DigestFlags::DDGST);
+                let limit = p.limit.get();
                 self.ic_done = true;
-                if h[0] == pdu_type::IC_REQ {
+                if t == pdu_type::IC_REQ {
                     PduHeader::IcReq(IcReq {
                         pfv,
                         hpda: pda,
@@ -985,44 +986,45 @@ impl PduDecoder {
                 }
             }
             pdu_type::H2C_TERM_REQ | pdu_type::C2H_TERM_REQ => {
+                let p = layout::<TermReqHdr>(h)?;
                 let term = TermReq {
-                    fes: Fes(le16(h, 8)),
-                    fei: le32(h, 10),
+                    fes: Fes(p.fes.get()),
+                    fei: p.fei.get(),
                 };
-                if h[0] == pdu_type::H2C_TERM_REQ {
+                if t == pdu_type::H2C_TERM_REQ {
                     PduHeader::H2CTermReq(term)
                 } else {
                     PduHeader::C2HTermReq(term)
                 }
             }
             pdu_type::CAPSULE_CMD => {
-                let mut b = [0u8; 64];
-                b.copy_from_slice(&h[8..72]);
-                PduHeader::CapsuleCmd(Sqe::decode(&b))
+                let p = layout::<CapsuleCmdHdr>(h)?;
+                PduHeader::CapsuleCmd(p.sqe)
             }
             pdu_type::CAPSULE_RESP => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&h[8..24]);
-                PduHeader::CapsuleResp(Cqe::decode(&b))
+                let p = layout::<CapsuleRespHdr>(h)?;
+                PduHeader::CapsuleResp(p.cqe)
             }
             pdu_type::H2C_DATA => {
+                let p = layout::<DataHdr>(h)?;
                 let d = H2CData {
-                    cccid: le16(h, 8),
-                    ttag: le16(h, 10),
-                    datao: le32(h, 12),
-                    datal: le32(h, 16),
-                    last: flags & pdu_flags::LAST_PDU != 0,
+                    cccid: p.cccid.get(),
+                    ttag: p.ttag.get(),
+                    datao: p.datao.get(),
+                    datal: p.datal.get(),
+                    last: flags.contains(PduFlags::LAST_PDU),
                 };
                 self.check_datal(d.datal)?;
                 PduHeader::H2CData(d)
             }
             pdu_type::C2H_DATA => {
+                let p = layout::<DataHdr>(h)?;
                 let d = C2HData {
-                    cccid: le16(h, 8),
-                    datao: le32(h, 12),
-                    datal: le32(h, 16),
-                    last: flags & pdu_flags::LAST_PDU != 0,
-                    success: flags & pdu_flags::SUCCESS != 0,
+                    cccid: p.cccid.get(),
+                    datao: p.datao.get(),
+                    datal: p.datal.get(),
+                    last: flags.contains(PduFlags::LAST_PDU),
+                    success: flags.contains(PduFlags::SUCCESS),
                 };
                 self.check_datal(d.datal)?;
                 if d.success && !d.last {
@@ -1034,11 +1036,12 @@ impl PduDecoder {
                 PduHeader::C2HData(d)
             }
             pdu_type::R2T => {
+                let p = layout::<DataHdr>(h)?;
                 let r = R2T {
-                    cccid: le16(h, 8),
-                    ttag: le16(h, 10),
-                    r2to: le32(h, 12),
-                    r2tl: le32(h, 16),
+                    cccid: p.cccid.get(),
+                    ttag: p.ttag.get(),
+                    r2to: p.datao.get(),
+                    r2tl: p.datal.get(),
                 };
                 if r.r2tl == 0 {
                     return Err(PduError::field(field_off::DATAL, "R2T of zero length"));

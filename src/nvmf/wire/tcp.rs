@@ -107,6 +107,16 @@ bitflags! {
     }
 }
 
+impl DigestFlags {
+    /// The flags for the given digest choices.
+    pub fn from_bools(hdgst: bool, ddgst: bool) -> Self {
+        let mut f = Self::empty();
+        f.set(Self::HDGST, hdgst);
+        f.set(Self::DDGST, ddgst);
+        f
+    }
+}
+
 impl core::fmt::Debug for DigestFlags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         bitflags::parser::to_writer(self, &mut *f)
@@ -226,14 +236,11 @@ const _: () = {
 pub mod field_off {
     use super::*;
 
-    const fn ch(off: usize) -> u32 {
-        off as u32
-    }
-    pub const PDU_TYPE: u32 = ch(offset_of!(CommonHeader, pdu_type));
-    pub const FLAGS: u32 = ch(offset_of!(CommonHeader, flags));
-    pub const HLEN: u32 = ch(offset_of!(CommonHeader, hlen));
-    pub const PDO: u32 = ch(offset_of!(CommonHeader, pdo));
-    pub const PLEN: u32 = ch(offset_of!(CommonHeader, plen));
+    pub const PDU_TYPE: u32 = offset_of!(CommonHeader, pdu_type) as u32;
+    pub const FLAGS: u32 = offset_of!(CommonHeader, flags) as u32;
+    pub const HLEN: u32 = offset_of!(CommonHeader, hlen) as u32;
+    pub const PDO: u32 = offset_of!(CommonHeader, pdo) as u32;
+    pub const PLEN: u32 = offset_of!(CommonHeader, plen) as u32;
     pub const PFV: u32 = offset_of!(IcPdu, pfv) as u32;
     /// HPDA (ICReq) / CPDA (ICResp).
     pub const PDA: u32 = offset_of!(IcPdu, pda) as u32;
@@ -246,4 +253,8 @@ pub mod field_off {
     pub const DATAO: u32 = offset_of!(DataHdr, datao) as u32;
     /// DATAL (H2CData, C2HData) / R2TL (R2T).
     pub const DATAL: u32 = offset_of!(DataHdr, datal) as u32;
+    /// The command identifier in a CapsuleResp's CQE.
+    pub const CQE_CID: u32 = (offset_of!(CapsuleRespHdr, cqe) + offset_of!(Cqe, cid)) as u32;
+    /// The command identifier in a CapsuleCmd's SQE.
+    pub const SQE_CID: u32 = (offset_of!(CapsuleCmdHdr, sqe) + offset_of!(Sqe, cid)) as u32;
 }

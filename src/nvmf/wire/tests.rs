@@ -59,7 +59,7 @@ fn cqe_status_and_phase() {
     cqe.set_phase(true);
     cqe.sqhd = 9.into();
     cqe.sqid = 2.into();
-    cqe.dw0 = (connect_invalid_param_dw0(true, connect_off::HOSTNQN)).into();
+    cqe.dw0 = connect_invalid_param_dw0(true, connect_off::HOSTNQN).into();
     let b = cqe.to_bytes();
     let sf = u16::from_le_bytes([b[14], b[15]]);
     assert_eq!(sf & 1, 1);
@@ -154,9 +154,10 @@ fn fabrics_commands_round_trip() {
 fn connect_data_round_trip() {
     let cd = ConnectData {
         hostid: [0xab; 16],
-        cntlid: CNTLID_DYNAMIC,
+        cntlid: CNTLID_DYNAMIC.into(),
         subnqn: nul_field("nqn.2016-06.io.pollux:cnode1"),
         hostnqn: nul_field("nqn.2014-08.org.nvmexpress:uuid:1234"),
+        ..Default::default()
     };
     let b = cd.to_bytes();
     assert_eq!(&b[16..18], &[0xff, 0xff]);
@@ -218,30 +219,30 @@ fn properties_bit_fields() {
 #[test]
 fn identify_controller_offsets() {
     let mut id = IdentifyController {
-        vid: 0x1b36,
-        ssvid: 0x1af4,
+        vid: 0x1b36.into(),
+        ssvid: 0x1af4.into(),
         sn: ascii_field("POLLUX0001"),
         mn: ascii_field("pollux"),
         fr: ascii_field("0.1"),
         ieee: [0x00, 0x54, 0x52],
         mdts: 5,
-        cntlid: 1,
-        ver: Version::V1_4.to_u32(),
+        cntlid: 1.into(),
+        ver: (Version::V1_4.to_u32()).into(),
         cntrltype: cntrltype::IO,
-        kas: 10,
+        kas: 10.into(),
         sqes: 0x66,
         cqes: 0x44,
-        maxcmd: 128,
-        nn: 32,
-        oncs: oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES,
-        sgls: sgls::SUPPORTED | sgls::OFFSET | sgls::TRANSPORT_DATA_BLOCK,
+        maxcmd: 128.into(),
+        nn: 32.into(),
+        oncs: (oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES).into(),
+        sgls: (sgls::SUPPORTED | sgls::OFFSET | sgls::TRANSPORT_DATA_BLOCK).into(),
         subnqn: nul_field("nqn.2016-06.io.pollux:cnode1"),
-        ioccsz: (8192 + 64) / 16,
-        iorcsz: 1,
+        ioccsz: ((8192 + 64) / 16).into(),
+        iorcsz: 1.into(),
         msdbd: 1,
         ..Default::default()
     };
-    id.psd[0].mp = 2500;
+    id.psd[0].mp = 2500.into();
     id.vs[1023] = 0x5a;
     let b = id.to_bytes();
     assert_eq!(&b[0..2], &0x1b36u16.to_le_bytes());
@@ -265,9 +266,9 @@ fn identify_controller_offsets() {
 #[test]
 fn identify_namespace_and_lists() {
     let mut ns = IdentifyNamespace {
-        nsze: 65536,
-        ncap: 65536,
-        nuse: 65536,
+        nsze: 65536.into(),
+        ncap: 65536.into(),
+        nuse: 65536.into(),
         nlbaf: 0,
         flbas: 0,
         dlfeat: 1,
@@ -276,7 +277,7 @@ fn identify_namespace_and_lists() {
         ..Default::default()
     };
     ns.lbaf[0] = LbaFormat {
-        ms: 0,
+        ms: 0.into(),
         lbads: 12,
         rp: 0,
     };
@@ -317,25 +318,35 @@ fn identify_namespace_and_lists() {
 #[test]
 fn log_pages_round_trip() {
     let e = ErrorLogEntry {
-        error_count: 3,
-        sqid: 1,
-        cid: 77,
-        status_field: Status::LBA_OUT_OF_RANGE.0 << 1,
-        parameter_error_location: 0xffff,
-        lba: 1 << 40,
-        nsid: 1,
+        error_count: 3.into(),
+        sqid: 1.into(),
+        cid: 77.into(),
+        status_field: (Status::LBA_OUT_OF_RANGE.0 << 1).into(),
+        parameter_error_location: 0xffff.into(),
+        lba: (1 << 40).into(),
+        nsid: 1.into(),
         vs: 0,
         trtype: trtype::TCP,
-        cs: 0,
-        trtype_specific: 0,
+        cs: 0.into(),
+        trtype_specific: 0.into(),
+        ..Default::default()
     };
     assert_eq!(ErrorLogEntry::decode(&e.to_bytes()), e);
     let s = SmartLog {
-        temperature: 310,
+        temperature: 310.into(),
         avail_spare: 100,
-        data_units_read: u128::MAX - 5,
-        host_write_commands: 1 << 100,
-        temp_sensor: [1, 2, 3, 4, 5, 6, 7, 8],
+        data_units_read: (u128::MAX - 5).into(),
+        host_write_commands: (1 << 100).into(),
+        temp_sensor: [
+            1.into(),
+            2.into(),
+            3.into(),
+            4.into(),
+            5.into(),
+            6.into(),
+            7.into(),
+            8.into(),
+        ],
         ..Default::default()
     };
     let b = s.to_bytes();
@@ -361,14 +372,15 @@ fn discovery_log_round_trip() {
         adrfam: adrfam::IPV4,
         subtype: subtype::NVME,
         treq: treq::SECURE_CHANNEL_NOT_REQUIRED,
-        portid: port,
-        cntlid: CNTLID_DYNAMIC,
-        asqsz: 32,
-        eflags: 0,
+        portid: port.into(),
+        cntlid: CNTLID_DYNAMIC.into(),
+        asqsz: 32.into(),
+        eflags: 0.into(),
         trsvcid: nul_field("4420"),
         subnqn: nul_field(nqn),
         traddr: nul_field("127.0.0.1"),
         tsas: [0; 256],
+        ..Default::default()
     };
     let entries = vec![entry(1, "nqn.a"), entry(2, "nqn.b")];
     let page = encode_discovery_log(42, &entries);
@@ -378,7 +390,7 @@ fn discovery_log_round_trip() {
     assert_eq!(&page[1024 + 32..1024 + 36], b"4420");
     assert_eq!(&page[2048 + 512..2048 + 521], b"127.0.0.1");
     let (hdr, back) = decode_discovery_log(&page).unwrap();
-    assert_eq!((hdr.genctr, hdr.numrec), (42, 2));
+    assert_eq!((hdr.genctr.get(), hdr.numrec.get()), (42, 2));
     assert_eq!(back, entries);
     // A header claiming more records than present decodes the ones that are there.
     let (_, partial) = decode_discovery_log(&page[..2048]).unwrap();
@@ -486,14 +498,14 @@ fn admin_and_io_command_fields() {
     assert_eq!((d.cdw10.get(), d.cdw11.get()), (1, 4));
     let ranges = [
         DsmRange {
-            context_attributes: 0,
-            nlb: 8,
-            slba: 0,
+            context_attributes: 0.into(),
+            nlb: 8.into(),
+            slba: 0.into(),
         },
         DsmRange {
-            context_attributes: 0,
-            nlb: 16,
-            slba: 1 << 40,
+            context_attributes: 0.into(),
+            nlb: 16.into(),
+            slba: (1 << 40).into(),
         },
     ];
     let mut data = Vec::new();

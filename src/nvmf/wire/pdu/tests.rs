@@ -7,6 +7,12 @@ use super::*;
 use crate::nvmf::wire::digest::digest_of;
 use crate::nvmf::wire::{io_opc, SglDescriptor, Status};
 
+/// The little-endian u32 at byte `off`. The layout tests below check the codec against the
+/// specification's byte positions on purpose, independently of the `#[repr(C)]` types.
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
 /// A tiny deterministic PRNG (xorshift64*), so property tests need no dependency and every
 /// failure reproduces from its seed.
 struct Rng(u64);
