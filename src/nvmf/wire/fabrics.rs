@@ -7,20 +7,118 @@ use super::*;
 // Fabrics commands
 // ---------------------------------------------------------------------------------------
 
-/// Byte offsets of Connect fields, as reported in the Invalid Parameters response (IPO).
-pub mod connect_off {
-    /// In the Connect SQE.
-    pub const RECFMT: u16 = 40;
-    pub const QID: u16 = 42;
-    pub const SQSIZE: u16 = 44;
-    pub const CATTR: u16 = 46;
-    pub const KATO: u16 = 48;
-    /// In the Connect data.
-    pub const HOSTID: u16 = 0;
-    pub const CNTLID: u16 = 16;
-    pub const SUBNQN: u16 = 256;
-    pub const HOSTNQN: u16 = 512;
+/// The first 40 bytes of every fabrics command SQE: opcode 7Fh, the command id, the fabrics
+/// command type (in place of the NSID's low byte) and the SGL descriptor.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct FabricsHdr {
+    pub opcode: u8,
+    /// PSDT and FUSE, as in every SQE.
+    pub flags: u8,
+    pub cid: U16,
+    pub fctype: u8,
+    pub rsvd5: [u8; 19],
+    pub sgl: SglDescriptor,
 }
+
+/// The Connect command SQE.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ConnectSqe {
+    pub hdr: FabricsHdr,
+    pub recfmt: U16,
+    pub qid: U16,
+    /// 0-based queue size.
+    pub sqsize: U16,
+    /// Connect attributes (bit 2: disable SQ flow control; bits 1:0 priority).
+    pub cattr: u8,
+    pub rsvd47: u8,
+    /// Keep alive timeout in milliseconds.
+    pub kato: U32,
+    pub rsvd52: [u8; 12],
+}
+
+/// The Property Get and Property Set command SQE (`value` is reserved in Property Get).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct PropertySqe {
+    pub hdr: FabricsHdr,
+    /// ATTRIB: property size in bits 2:0 (0 = 4 bytes, 1 = 8 bytes).
+    pub attrib: u8,
+    pub rsvd41: [u8; 3],
+    pub ofst: U32,
+    pub value: U64,
+    pub rsvd56: [u8; 8],
+}
+
+/// The Disconnect command SQE.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct DisconnectSqe {
+    pub hdr: FabricsHdr,
+    pub recfmt: U16,
+    pub rsvd42: [u8; 22],
+}
+
+/// The Authentication Send / Receive command SQE.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct AuthSqe {
+    pub hdr: FabricsHdr,
+    pub rsvd40: u8,
+    pub spsp0: u8,
+    pub spsp1: u8,
+    pub secp: u8,
+    /// Transfer length (TL for send, AL for receive).
+    pub length: U32,
+    pub rsvd48: [u8; 16],
+}
+
+wire_layout!(
+    FabricsHdr = 40,
+    ConnectSqe = 64,
+    PropertySqe = 64,
+    DisconnectSqe = 64,
+    AuthSqe = 64,
+);
+
+/// Byte offsets of Connect fields, as reported in the Invalid Parameters response (IPO);
+/// they come from the layouts of the Connect SQE and data.
+pub mod connect_off {
+    use super::{ConnectData, ConnectSqe};
+    use core::mem::offset_of;
+
+    /// In the Connect SQE.
+    pub const RECFMT: u16 = offset_of!(ConnectSqe, recfmt) as u16;
+    pub const QID: u16 = offset_of!(ConnectSqe, qid) as u16;
+    pub const SQSIZE: u16 = offset_of!(ConnectSqe, sqsize) as u16;
+    pub const CATTR: u16 = offset_of!(ConnectSqe, cattr) as u16;
+    pub const KATO: u16 = offset_of!(ConnectSqe, kato) as u16;
+    /// In the Connect data.
+    pub const HOSTID: u16 = offset_of!(ConnectData, hostid) as u16;
+    pub const CNTLID: u16 = offset_of!(ConnectData, cntlid) as u16;
+    pub const SUBNQN: u16 = offset_of!(ConnectData, subnqn) as u16;
+    pub const HOSTNQN: u16 = offset_of!(ConnectData, hostnqn) as u16;
+}
+
+/// The specification's offsets (NVMe over Fabrics 1.1, figures 20 and 21).
+const _: () = {
+    assert!(connect_off::RECFMT == 40 && connect_off::QID == 42 && connect_off::SQSIZE == 44);
+    assert!(connect_off::CATTR == 46 && connect_off::KATO == 48);
+    assert!(core::mem::offset_of!(PropertySqe, ofst) == 44);
+    assert!(core::mem::offset_of!(PropertySqe, value) == 48);
+    assert!(core::mem::offset_of!(AuthSqe, length) == 44);
+};
 
 /// Maximum NQN length in bytes (the fields are 256 bytes with a terminating NUL).
 pub const NQN_MAX_LEN: usize = 223;
@@ -94,45 +192,61 @@ pub enum FabricsCommand {
 }
 
 impl FabricsCommand {
-    /// Interprets a fabrics SQE; `None` when the opcode is not `FABRICS`.
+    /// Interprets a fabrics SQE in place; `None` when the opcode is not `FABRICS`.
     pub fn parse(sqe: &Sqe) -> Option<Self> {
         if !sqe.is_fabrics() {
             return None;
         }
         let cid = sqe.cid.get();
-        let auth = || AuthCmd {
-            cid,
-            sgl: sqe.dptr,
-            secp: (sqe.cdw10 >> 24).get() as u8,
-            spsp0: (sqe.cdw10 >> 8).get() as u8,
-            spsp1: (sqe.cdw10 >> 16).get() as u8,
-            length: sqe.cdw11.get(),
+        let auth = || {
+            let a: AuthSqe = zerocopy::transmute!(*sqe);
+            AuthCmd {
+                cid,
+                sgl: a.hdr.sgl,
+                secp: a.secp,
+                spsp0: a.spsp0,
+                spsp1: a.spsp1,
+                length: a.length.get(),
+            }
         };
+        let prop = || -> PropertySqe { zerocopy::transmute!(*sqe) };
         Some(match sqe.fctype() {
-            fctype::CONNECT => Self::Connect(ConnectCmd {
-                cid,
-                sgl: sqe.dptr,
-                recfmt: sqe.cdw10.get() as u16,
-                qid: (sqe.cdw10 >> 16).get() as u16,
-                sqsize: sqe.cdw11.get() as u16,
-                cattr: (sqe.cdw11 >> 16).get() as u8,
-                kato: sqe.cdw12.get(),
-            }),
-            fctype::PROPERTY_GET => Self::PropertyGet(PropertyGetCmd {
-                cid,
-                size8: sqe.cdw10 & 0x7 == 1,
-                offset: sqe.cdw11.get(),
-            }),
-            fctype::PROPERTY_SET => Self::PropertySet(PropertySetCmd {
-                cid,
-                size8: sqe.cdw10 & 0x7 == 1,
-                offset: sqe.cdw11.get(),
-                value: ((sqe.cdw13).get() as u64) << 32 | sqe.cdw12.get() as u64,
-            }),
-            fctype::DISCONNECT => Self::Disconnect {
-                cid,
-                recfmt: sqe.cdw10.get() as u16,
-            },
+            fctype::CONNECT => {
+                let c: ConnectSqe = zerocopy::transmute!(*sqe);
+                Self::Connect(ConnectCmd {
+                    cid,
+                    sgl: c.hdr.sgl,
+                    recfmt: c.recfmt.get(),
+                    qid: c.qid.get(),
+                    sqsize: c.sqsize.get(),
+                    cattr: c.cattr,
+                    kato: c.kato.get(),
+                })
+            }
+            fctype::PROPERTY_GET => {
+                let p = prop();
+                Self::PropertyGet(PropertyGetCmd {
+                    cid,
+                    size8: p.attrib & 0x7 == 1,
+                    offset: p.ofst.get(),
+                })
+            }
+            fctype::PROPERTY_SET => {
+                let p = prop();
+                Self::PropertySet(PropertySetCmd {
+                    cid,
+                    size8: p.attrib & 0x7 == 1,
+                    offset: p.ofst.get(),
+                    value: p.value.get(),
+                })
+            }
+            fctype::DISCONNECT => {
+                let d: DisconnectSqe = zerocopy::transmute!(*sqe);
+                Self::Disconnect {
+                    cid,
+                    recfmt: d.recfmt.get(),
+                }
+            }
             fctype::AUTHENTICATION_SEND => Self::AuthenticationSend(auth()),
             fctype::AUTHENTICATION_RECEIVE => Self::AuthenticationReceive(auth()),
             other => Self::Unknown { cid, fctype: other },
@@ -141,53 +255,69 @@ impl FabricsCommand {
 
     /// Builds the SQE for this command.
     pub fn to_sqe(&self) -> Sqe {
-        let mk = |cid: u16, fct: u8| {
-            let mut s = Sqe::new(admin_opc::FABRICS, cid, fct as u32);
+        let hdr = |cid: u16, fctype: u8, sgl: SglDescriptor| FabricsHdr {
+            opcode: admin_opc::FABRICS,
             // Fabrics commands carry no PSDT meaning beyond SGL use; keep the SGL bit.
-            s.flags = psdt::SGL_MPTR_CONTIG << 6;
-            s
+            flags: psdt::SGL_MPTR_CONTIG << 6,
+            cid: cid.into(),
+            fctype,
+            rsvd5: [0; 19],
+            sgl,
         };
-        let auth = |a: &AuthCmd, fct: u8| {
-            let mut s = mk(a.cid, fct);
-            s.dptr = a.sgl;
-            s.cdw10 =
-                ((a.secp as u32) << 24 | (a.spsp1 as u32) << 16 | (a.spsp0 as u32) << 8).into();
-            s.cdw11 = a.length.into();
-            s
+        let auth = |a: &AuthCmd, fctype: u8| -> Sqe {
+            zerocopy::transmute!(AuthSqe {
+                hdr: hdr(a.cid, fctype, a.sgl),
+                spsp0: a.spsp0,
+                spsp1: a.spsp1,
+                secp: a.secp,
+                length: a.length.into(),
+                ..Default::default()
+            })
+        };
+        let prop = |cid: u16, fctype: u8, size8: bool, offset: u32, value: u64| -> Sqe {
+            zerocopy::transmute!(PropertySqe {
+                hdr: hdr(cid, fctype, SglDescriptor::default()),
+                attrib: size8 as u8,
+                ofst: offset.into(),
+                value: value.into(),
+                ..Default::default()
+            })
         };
         match self {
-            Self::Connect(c) => {
-                let mut s = mk(c.cid, fctype::CONNECT);
-                s.dptr = c.sgl;
-                s.cdw10 = (c.recfmt as u32 | (c.qid as u32) << 16).into();
-                s.cdw11 = (c.sqsize as u32 | (c.cattr as u32) << 16).into();
-                s.cdw12 = c.kato.into();
-                s
-            }
-            Self::PropertyGet(p) => {
-                let mut s = mk(p.cid, fctype::PROPERTY_GET);
-                s.cdw10 = (p.size8 as u32).into();
-                s.cdw11 = p.offset.into();
-                s
-            }
-            Self::PropertySet(p) => {
-                let mut s = mk(p.cid, fctype::PROPERTY_SET);
-                s.cdw10 = (p.size8 as u32).into();
-                s.cdw11 = p.offset.into();
-                s.cdw12 = (p.value as u32).into();
-                s.cdw13 = ((p.value >> 32) as u32).into();
-                s
-            }
-            Self::Disconnect { cid, recfmt } => {
-                let mut s = mk(*cid, fctype::DISCONNECT);
-                s.cdw10 = (*recfmt as u32).into();
-                s
-            }
+            Self::Connect(c) => zerocopy::transmute!(ConnectSqe {
+                hdr: hdr(c.cid, fctype::CONNECT, c.sgl),
+                recfmt: c.recfmt.into(),
+                qid: c.qid.into(),
+                sqsize: c.sqsize.into(),
+                cattr: c.cattr,
+                kato: c.kato.into(),
+                ..Default::default()
+            }),
+            Self::PropertyGet(p) => prop(p.cid, fctype::PROPERTY_GET, p.size8, p.offset, 0),
+            Self::PropertySet(p) => prop(p.cid, fctype::PROPERTY_SET, p.size8, p.offset, p.value),
+            Self::Disconnect { cid, recfmt } => zerocopy::transmute!(DisconnectSqe {
+                hdr: hdr(*cid, fctype::DISCONNECT, SglDescriptor::default()),
+                recfmt: (*recfmt).into(),
+                rsvd42: [0; 22],
+            }),
             Self::AuthenticationSend(a) => auth(a, fctype::AUTHENTICATION_SEND),
             Self::AuthenticationReceive(a) => auth(a, fctype::AUTHENTICATION_RECEIVE),
-            Self::Unknown { cid, fctype } => mk(*cid, *fctype),
+            Self::Unknown { cid, fctype } => zerocopy::transmute!(FabricsSqeUnknown {
+                hdr: hdr(*cid, *fctype, SglDescriptor::default()),
+                rest: [0; 24],
+            }),
         }
     }
+}
+
+/// A fabrics SQE of a type this codec does not interpret: the common part and zeros.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+struct FabricsSqeUnknown {
+    hdr: FabricsHdr,
+    rest: [u8; 24],
 }
 
 /// The 1024-byte data of a Connect command.

@@ -27,6 +27,48 @@ pub use nvme::*;
 use zerocopy::little_endian::{U128, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+/// Declares a `#[repr(u8)]` enum of wire code points whose `Debug` prints the name, with
+/// `from_u8` / `TryFrom<u8>`, and a module of the same values as `u8` constants for
+/// matching on raw fields: `Name / CONST = value`.
+macro_rules! wire_enum {
+    (
+        $(#[$m:meta])*
+        pub enum $E:ident in $M:ident {
+            $( $(#[$vm:meta])* $V:ident / $C:ident = $v:literal, )*
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $E {
+            $( $(#[$vm])* $V = $v, )*
+        }
+
+        impl $E {
+            /// The code point named by `v`, `None` for a value not listed here.
+            pub const fn from_u8(v: u8) -> Option<Self> {
+                match v {
+                    $( $v => Some(Self::$V), )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl TryFrom<u8> for $E {
+            type Error = u8;
+            fn try_from(v: u8) -> Result<Self, u8> {
+                Self::from_u8(v).ok_or(v)
+            }
+        }
+
+        $(#[$m])*
+        pub mod $M {
+            $( $(#[$vm])* pub const $C: u8 = super::$E::$V as u8; )*
+        }
+    };
+}
+pub(crate) use wire_enum;
+
 /// Gives `#[repr(C)]` zerocopy wire types their size check and byte conversions: `SIZE`,
 /// `to_bytes`, `encode`, `decode`, `decode_slice` and an all-zero `Default`. The layout is
 /// the struct's; no offset is written here.

@@ -7,123 +7,135 @@ use super::*;
 // Opcodes
 // ---------------------------------------------------------------------------------------
 
-/// Admin command opcodes.
-pub mod admin_opc {
-    pub const DELETE_IO_SQ: u8 = 0x00;
-    pub const CREATE_IO_SQ: u8 = 0x01;
-    pub const GET_LOG_PAGE: u8 = 0x02;
-    pub const DELETE_IO_CQ: u8 = 0x04;
-    pub const CREATE_IO_CQ: u8 = 0x05;
-    pub const IDENTIFY: u8 = 0x06;
-    pub const ABORT: u8 = 0x08;
-    pub const SET_FEATURES: u8 = 0x09;
-    pub const GET_FEATURES: u8 = 0x0a;
-    pub const ASYNC_EVENT_REQUEST: u8 = 0x0c;
-    pub const NS_MANAGEMENT: u8 = 0x0d;
-    pub const FIRMWARE_COMMIT: u8 = 0x10;
-    pub const FIRMWARE_IMAGE_DOWNLOAD: u8 = 0x11;
-    pub const DEVICE_SELF_TEST: u8 = 0x14;
-    pub const NS_ATTACHMENT: u8 = 0x15;
-    pub const KEEP_ALIVE: u8 = 0x18;
-    pub const DIRECTIVE_SEND: u8 = 0x19;
-    pub const DIRECTIVE_RECEIVE: u8 = 0x1a;
-    pub const VIRTUALIZATION_MANAGEMENT: u8 = 0x1c;
-    pub const NVME_MI_SEND: u8 = 0x1d;
-    pub const NVME_MI_RECEIVE: u8 = 0x1e;
-    pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7c;
-    /// Fabrics commands share this opcode on every queue; the type is in `fctype`.
-    pub const FABRICS: u8 = 0x7f;
-    pub const FORMAT_NVM: u8 = 0x80;
-    pub const SECURITY_SEND: u8 = 0x81;
-    pub const SECURITY_RECEIVE: u8 = 0x82;
-    pub const SANITIZE: u8 = 0x84;
-    pub const GET_LBA_STATUS: u8 = 0x86;
+wire_enum! {
+    /// Admin command opcodes.
+    pub enum AdminOpcode in admin_opc {
+        DeleteIoSq / DELETE_IO_SQ = 0x00,
+        CreateIoSq / CREATE_IO_SQ = 0x01,
+        GetLogPage / GET_LOG_PAGE = 0x02,
+        DeleteIoCq / DELETE_IO_CQ = 0x04,
+        CreateIoCq / CREATE_IO_CQ = 0x05,
+        Identify / IDENTIFY = 0x06,
+        Abort / ABORT = 0x08,
+        SetFeatures / SET_FEATURES = 0x09,
+        GetFeatures / GET_FEATURES = 0x0a,
+        AsyncEventRequest / ASYNC_EVENT_REQUEST = 0x0c,
+        NsManagement / NS_MANAGEMENT = 0x0d,
+        FirmwareCommit / FIRMWARE_COMMIT = 0x10,
+        FirmwareImageDownload / FIRMWARE_IMAGE_DOWNLOAD = 0x11,
+        DeviceSelfTest / DEVICE_SELF_TEST = 0x14,
+        NsAttachment / NS_ATTACHMENT = 0x15,
+        KeepAlive / KEEP_ALIVE = 0x18,
+        DirectiveSend / DIRECTIVE_SEND = 0x19,
+        DirectiveReceive / DIRECTIVE_RECEIVE = 0x1a,
+        VirtualizationManagement / VIRTUALIZATION_MANAGEMENT = 0x1c,
+        NvmeMiSend / NVME_MI_SEND = 0x1d,
+        NvmeMiReceive / NVME_MI_RECEIVE = 0x1e,
+        DoorbellBufferConfig / DOORBELL_BUFFER_CONFIG = 0x7c,
+        /// Fabrics commands share this opcode on every queue; the type is in `fctype`.
+        Fabrics / FABRICS = 0x7f,
+        FormatNvm / FORMAT_NVM = 0x80,
+        SecuritySend / SECURITY_SEND = 0x81,
+        SecurityReceive / SECURITY_RECEIVE = 0x82,
+        Sanitize / SANITIZE = 0x84,
+        GetLbaStatus / GET_LBA_STATUS = 0x86,
+    }
 }
 
-/// NVM command set (I/O queue) opcodes.
-pub mod io_opc {
-    pub const FLUSH: u8 = 0x00;
-    pub const WRITE: u8 = 0x01;
-    pub const READ: u8 = 0x02;
-    pub const WRITE_UNCORRECTABLE: u8 = 0x04;
-    pub const COMPARE: u8 = 0x05;
-    pub const WRITE_ZEROES: u8 = 0x08;
-    pub const DATASET_MANAGEMENT: u8 = 0x09;
-    pub const VERIFY: u8 = 0x0c;
-    pub const RESERVATION_REGISTER: u8 = 0x0d;
-    pub const RESERVATION_REPORT: u8 = 0x0e;
-    pub const RESERVATION_ACQUIRE: u8 = 0x11;
-    pub const RESERVATION_RELEASE: u8 = 0x15;
-    pub const COPY: u8 = 0x19;
-    /// Fabrics commands (same value as the admin one).
-    pub const FABRICS: u8 = 0x7f;
+wire_enum! {
+    /// NVM command set (I/O queue) opcodes.
+    pub enum IoOpcode in io_opc {
+        Flush / FLUSH = 0x00,
+        Write / WRITE = 0x01,
+        Read / READ = 0x02,
+        WriteUncorrectable / WRITE_UNCORRECTABLE = 0x04,
+        Compare / COMPARE = 0x05,
+        WriteZeroes / WRITE_ZEROES = 0x08,
+        DatasetManagement / DATASET_MANAGEMENT = 0x09,
+        Verify / VERIFY = 0x0c,
+        ReservationRegister / RESERVATION_REGISTER = 0x0d,
+        ReservationReport / RESERVATION_REPORT = 0x0e,
+        ReservationAcquire / RESERVATION_ACQUIRE = 0x11,
+        ReservationRelease / RESERVATION_RELEASE = 0x15,
+        Copy / COPY = 0x19,
+        /// Fabrics commands (same value as the admin one).
+        Fabrics / FABRICS = 0x7f,
+    }
 }
 
-/// Fabrics command types (SQE byte 4 when the opcode is `FABRICS`).
-pub mod fctype {
-    pub const PROPERTY_SET: u8 = 0x00;
-    pub const CONNECT: u8 = 0x01;
-    pub const PROPERTY_GET: u8 = 0x04;
-    pub const AUTHENTICATION_SEND: u8 = 0x05;
-    pub const AUTHENTICATION_RECEIVE: u8 = 0x06;
-    pub const DISCONNECT: u8 = 0x08;
+wire_enum! {
+    /// Fabrics command types (SQE byte 4 when the opcode is `FABRICS`).
+    pub enum FabricsType in fctype {
+        PropertySet / PROPERTY_SET = 0x00,
+        Connect / CONNECT = 0x01,
+        PropertyGet / PROPERTY_GET = 0x04,
+        AuthenticationSend / AUTHENTICATION_SEND = 0x05,
+        AuthenticationReceive / AUTHENTICATION_RECEIVE = 0x06,
+        Disconnect / DISCONNECT = 0x08,
+    }
 }
 
-/// Identify CNS values (CDW10 bits 7:0).
-pub mod cns {
-    pub const NAMESPACE: u8 = 0x00;
-    pub const CONTROLLER: u8 = 0x01;
-    pub const ACTIVE_NS_LIST: u8 = 0x02;
-    pub const NS_ID_DESCRIPTOR_LIST: u8 = 0x03;
-    pub const NVM_SET_LIST: u8 = 0x04;
-    pub const CSI_NAMESPACE: u8 = 0x05;
-    pub const CSI_CONTROLLER: u8 = 0x06;
-    pub const CSI_ACTIVE_NS_LIST: u8 = 0x07;
-    pub const ALLOCATED_NS_LIST: u8 = 0x10;
-    pub const ALLOCATED_NAMESPACE: u8 = 0x11;
+wire_enum! {
+    /// Identify CNS values (CDW10 bits 7:0).
+    pub enum Cns in cns {
+        Namespace / NAMESPACE = 0x00,
+        Controller / CONTROLLER = 0x01,
+        ActiveNsList / ACTIVE_NS_LIST = 0x02,
+        NsIdDescriptorList / NS_ID_DESCRIPTOR_LIST = 0x03,
+        NvmSetList / NVM_SET_LIST = 0x04,
+        CsiNamespace / CSI_NAMESPACE = 0x05,
+        CsiController / CSI_CONTROLLER = 0x06,
+        CsiActiveNsList / CSI_ACTIVE_NS_LIST = 0x07,
+        AllocatedNsList / ALLOCATED_NS_LIST = 0x10,
+        AllocatedNamespace / ALLOCATED_NAMESPACE = 0x11,
+    }
 }
 
-/// Log page identifiers (Get Log Page CDW10 bits 7:0).
-pub mod log_id {
-    pub const ERROR_INFORMATION: u8 = 0x01;
-    pub const SMART_HEALTH: u8 = 0x02;
-    pub const FIRMWARE_SLOT: u8 = 0x03;
-    pub const CHANGED_NS_LIST: u8 = 0x04;
-    pub const COMMANDS_SUPPORTED_EFFECTS: u8 = 0x05;
-    pub const DEVICE_SELF_TEST: u8 = 0x06;
-    pub const TELEMETRY_HOST: u8 = 0x07;
-    pub const TELEMETRY_CONTROLLER: u8 = 0x08;
-    pub const ANA: u8 = 0x0c;
-    pub const DISCOVERY: u8 = 0x70;
-    pub const RESERVATION_NOTIFICATION: u8 = 0x80;
-    pub const SANITIZE_STATUS: u8 = 0x81;
+wire_enum! {
+    /// Log page identifiers (Get Log Page CDW10 bits 7:0).
+    pub enum LogPageId in log_id {
+        ErrorInformation / ERROR_INFORMATION = 0x01,
+        SmartHealth / SMART_HEALTH = 0x02,
+        FirmwareSlot / FIRMWARE_SLOT = 0x03,
+        ChangedNsList / CHANGED_NS_LIST = 0x04,
+        CommandsSupportedEffects / COMMANDS_SUPPORTED_EFFECTS = 0x05,
+        DeviceSelfTest / DEVICE_SELF_TEST = 0x06,
+        TelemetryHost / TELEMETRY_HOST = 0x07,
+        TelemetryController / TELEMETRY_CONTROLLER = 0x08,
+        Ana / ANA = 0x0c,
+        Discovery / DISCOVERY = 0x70,
+        ReservationNotification / RESERVATION_NOTIFICATION = 0x80,
+        SanitizeStatus / SANITIZE_STATUS = 0x81,
+    }
 }
 
-/// Feature identifiers (Get/Set Features CDW10 bits 7:0).
-pub mod feat {
-    pub const ARBITRATION: u8 = 0x01;
-    pub const POWER_MANAGEMENT: u8 = 0x02;
-    pub const LBA_RANGE_TYPE: u8 = 0x03;
-    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
-    pub const ERROR_RECOVERY: u8 = 0x05;
-    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    pub const INTERRUPT_COALESCING: u8 = 0x08;
-    pub const INTERRUPT_VECTOR_CONFIG: u8 = 0x09;
-    pub const WRITE_ATOMICITY: u8 = 0x0a;
-    pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
-    pub const AUTONOMOUS_POWER_STATE_TRANSITION: u8 = 0x0c;
-    pub const HOST_MEMORY_BUFFER: u8 = 0x0d;
-    pub const TIMESTAMP: u8 = 0x0e;
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0f;
-    pub const HOST_CONTROLLED_THERMAL_MGMT: u8 = 0x10;
-    pub const NON_OPERATIONAL_POWER_STATE: u8 = 0x11;
-    pub const HOST_BEHAVIOR_SUPPORT: u8 = 0x16;
-    pub const SOFTWARE_PROGRESS_MARKER: u8 = 0x80;
-    pub const HOST_IDENTIFIER: u8 = 0x81;
-    pub const RESERVATION_NOTIFICATION_MASK: u8 = 0x82;
-    pub const RESERVATION_PERSISTENCE: u8 = 0x83;
-    pub const NS_WRITE_PROTECTION: u8 = 0x84;
+wire_enum! {
+    /// Feature identifiers (Get/Set Features CDW10 bits 7:0).
+    pub enum FeatureId in feat {
+        Arbitration / ARBITRATION = 0x01,
+        PowerManagement / POWER_MANAGEMENT = 0x02,
+        LbaRangeType / LBA_RANGE_TYPE = 0x03,
+        TemperatureThreshold / TEMPERATURE_THRESHOLD = 0x04,
+        ErrorRecovery / ERROR_RECOVERY = 0x05,
+        VolatileWriteCache / VOLATILE_WRITE_CACHE = 0x06,
+        NumberOfQueues / NUMBER_OF_QUEUES = 0x07,
+        InterruptCoalescing / INTERRUPT_COALESCING = 0x08,
+        InterruptVectorConfig / INTERRUPT_VECTOR_CONFIG = 0x09,
+        WriteAtomicity / WRITE_ATOMICITY = 0x0a,
+        AsyncEventConfig / ASYNC_EVENT_CONFIG = 0x0b,
+        AutonomousPowerStateTransition / AUTONOMOUS_POWER_STATE_TRANSITION = 0x0c,
+        HostMemoryBuffer / HOST_MEMORY_BUFFER = 0x0d,
+        Timestamp / TIMESTAMP = 0x0e,
+        KeepAliveTimer / KEEP_ALIVE_TIMER = 0x0f,
+        HostControlledThermalMgmt / HOST_CONTROLLED_THERMAL_MGMT = 0x10,
+        NonOperationalPowerState / NON_OPERATIONAL_POWER_STATE = 0x11,
+        HostBehaviorSupport / HOST_BEHAVIOR_SUPPORT = 0x16,
+        SoftwareProgressMarker / SOFTWARE_PROGRESS_MARKER = 0x80,
+        HostIdentifier / HOST_IDENTIFIER = 0x81,
+        ReservationNotificationMask / RESERVATION_NOTIFICATION_MASK = 0x82,
+        ReservationPersistence / RESERVATION_PERSISTENCE = 0x83,
+        NsWriteProtection / NS_WRITE_PROTECTION = 0x84,
+    }
 }
 
 /// Asynchronous event information used by the target's AER completions (CQE DW0:
