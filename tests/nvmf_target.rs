@@ -52,7 +52,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let mut admin = Host::admin_connect(port, NQN, digests, 0);
     let cap = Cap::from_u64(admin.prop_get(prop::CAP, true).cqe.result64());
-    assert_eq!(cap.mqes, 127);
+    assert_eq!(cap.mqes(), 127);
     let vs = admin.prop_get(prop::VS, false).cqe.dw0;
     assert_eq!(vs, 0x0001_0300);
 

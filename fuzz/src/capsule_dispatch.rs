@@ -240,10 +240,10 @@ fn fabrics(c: &mut Ctrlr, sqe: &Sqe, payload: &[u8], opts: &TransportOpts) {
             }
         }
         Some(FabricsCommand::PropertySet(p)) => {
-            let was = c.cc.en;
+            let was = c.cc.en();
             let (st, enabled_now) = c.property_set(&p);
             if enabled_now {
-                assert!(st.is_success() && !was && c.cc.en);
+                assert!(st.is_success() && !was && c.cc.en());
             }
         }
         Some(FabricsCommand::Connect(_)) => {

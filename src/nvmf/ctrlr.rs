@@ -162,19 +162,18 @@ impl Ctrlr {
     /// The CAP property.
     pub fn cap(opts: &TransportOpts, admin: bool) -> Cap {
         let _ = admin;
-        Cap {
-            mqes: opts.max_queue_depth.saturating_sub(1),
-            cqr: true,
-            ams: 0,
-            to: 1,
-            dstrd: 0,
-            nssrs: false,
-            css: 1,
-            bps: false,
-            mpsmin: 0,
-            mpsmax: 0,
-            cmbs: false,
-        }
+        Cap::new()
+            .with_mqes(opts.max_queue_depth.saturating_sub(1))
+            .with_cqr(true)
+            .with_ams(0)
+            .with_to(1)
+            .with_dstrd(0)
+            .with_nssrs(false)
+            .with_css(1)
+            .with_bps(false)
+            .with_mpsmin(0)
+            .with_mpsmax(0)
+            .with_cmbs(false)
     }
 
     /// Property Get: (status, value).
@@ -197,18 +196,18 @@ impl Ctrlr {
         }
         let new = Cc::from_u32(cmd.value as u32);
         let mut enabled_now = false;
-        if new.en && !self.cc.en {
-            if new.iosqes != 0 && new.iosqes != 6 || new.iocqes != 0 && new.iocqes != 4 {
+        if new.en() && !self.cc.en() {
+            if new.iosqes() != 0 && new.iosqes() != 6 || new.iocqes() != 0 && new.iocqes() != 4 {
                 return (Status::INVALID_FIELD.with_dnr(), false);
             }
-            self.csts.rdy = true;
+            self.csts.set_rdy(true);
             enabled_now = true;
-        } else if !new.en && self.cc.en {
-            self.csts.rdy = false;
-            self.csts.shst = wire::shutdown::NONE;
+        } else if !new.en() && self.cc.en() {
+            self.csts.set_rdy(false);
+            self.csts.set_shst(wire::shutdown::NONE);
         }
-        if new.shn != wire::shutdown::NONE && self.cc.shn == wire::shutdown::NONE {
-            self.csts.shst = wire::shutdown::COMPLETE;
+        if new.shn() != wire::shutdown::NONE && self.cc.shn() == wire::shutdown::NONE {
+            self.csts.set_shst(wire::shutdown::COMPLETE);
         }
         self.cc = new;
         (Status::SUCCESS, enabled_now)
@@ -284,7 +283,7 @@ impl Ctrlr {
     /// `input` holds host data for commands that carry some.
     pub fn admin(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         self.last_keep_alive = Instant::now();
-        if !self.cc.en || !self.csts.rdy {
+        if !self.cc.en() || !self.csts.rdy() {
             // Before CC.EN only fabrics commands are allowed (NVMe-oF 1.1, 3.2).
             return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
         }
@@ -662,7 +661,7 @@ mod tests {
             &o,
         );
         assert!(st.is_success());
-        assert_eq!(Cap::from_u64(cap).mqes, 127);
+        assert_eq!(Cap::from_u64(cap).mqes(), 127);
         let (st, _) = c.property_get(
             &PropertyGetCmd {
                 cid: 0,
@@ -678,14 +677,14 @@ mod tests {
             offset: prop::CC,
             value: 1,
         });
-        assert!(c.csts.rdy);
+        assert!(c.csts.rdy());
         c.property_set(&PropertySetCmd {
             cid: 0,
             size8: false,
             offset: prop::CC,
             value: 1 | 1 << 14,
         });
-        assert_eq!(c.csts.shst, wire::shutdown::COMPLETE);
+        assert_eq!(c.csts.shst(), wire::shutdown::COMPLETE);
     }
 
     #[test]

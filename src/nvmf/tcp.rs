@@ -1206,7 +1206,7 @@ impl PollGroup {
             FabricsCommand::PropertySet(p) => match (qp.qid, qp.ctrlr.as_mut()) {
                 (Some(0), Some(c)) => {
                     let (st, _) = c.property_set(&p);
-                    let enabled = c.csts.rdy;
+                    let enabled = c.csts.rdy();
                     if let Some(dir) = &qp.directory {
                         if let Some(e) = dir.lock().get_mut(&qp.cntlid) {
                             e.enabled = enabled;

@@ -327,7 +327,7 @@ impl Controller {
             cntlid: info.map_or(0, |i| i.cntlid),
             depth: inner.opts.queue_depth.clamp(
                 2,
-                info.map_or(u16::MAX, |i| i.cap.mqes.saturating_add(1).max(2)),
+                info.map_or(u16::MAX, |i| i.cap.mqes().saturating_add(1).max(2)),
             ),
             kato_ms: 0,
             hdgst: inner.opts.hdgst,
@@ -651,10 +651,7 @@ impl Controller {
                 self.close();
                 return done(Ok(()));
             }
-            Cc {
-                shn: shutdown::NORMAL_OR_OCCURRING,
-                ..inner.cc
-            }
+            inner.cc.with_shn(shutdown::NORMAL_OR_OCCURRING)
         };
         let done: Done<()> = Box::new(done);
         self.property_set(prop::CC, cc.to_u32() as u64, move |r| {
@@ -666,7 +663,7 @@ impl Controller {
             poll_csts(
                 c.clone(),
                 deadline,
-                |csts| csts.shst == shutdown::COMPLETE,
+                |csts| csts.shst() == shutdown::COMPLETE,
                 Box::new(move |r| {
                     c.close();
                     done(r)
@@ -723,7 +720,7 @@ fn poll_csts(c: Rc<Controller>, deadline: Instant, cond: fn(&Csts) -> bool, done
         Err(e) => done(Err(e)),
         Ok(v) => {
             let csts = Csts::from_u32(v as u32);
-            if csts.cfs {
+            if csts.cfs() {
                 done(Err(HostError::Protocol(
                     "controller fatal status (CSTS.CFS)".into(),
                 )))
@@ -759,15 +756,14 @@ fn bring_up(c: Rc<Controller>, done: Done<Rc<Controller>>) {
                 Ok(v) => Version::from_u32(v as u32),
                 Err(e) => return fail(done, e),
             };
-            let cc = Cc {
-                en: true,
-                css: 0,
-                mps: 0,
-                ams: 0,
-                shn: 0,
-                iosqes: 6,
-                iocqes: 4,
-            };
+            let cc = Cc::new()
+                .with_en(true)
+                .with_css(0)
+                .with_mps(0)
+                .with_ams(0)
+                .with_shn(0)
+                .with_iosqes(6)
+                .with_iocqes(4);
             c2.inner.borrow_mut().cc = cc;
             let c3 = c2.clone();
             c2.property_set(prop::CC, cc.to_u32() as u64, move |r| {
@@ -775,12 +771,12 @@ fn bring_up(c: Rc<Controller>, done: Done<Rc<Controller>>) {
                     return fail(done, e);
                 }
                 // CAP.TO is in 500 ms units.
-                let wait = Duration::from_millis(500 * cap.to.max(1) as u64);
+                let wait = Duration::from_millis(500 * cap.to().max(1) as u64);
                 let c4 = c3.clone();
                 poll_csts(
                     c3,
                     Instant::now() + wait,
-                    |s| s.rdy,
+                    |s| s.rdy(),
                     Box::new(move |r| {
                         if let Err(e) = r {
                             return fail(done, e);
@@ -821,7 +817,7 @@ fn after_identify(
     let mdts = if id.mdts == 0 || id.mdts > 20 {
         u32::MAX
     } else {
-        (4096u64 << cap.mpsmin)
+        (4096u64 << cap.mpsmin())
             .saturating_mul(1u64 << id.mdts)
             .min(u32::MAX as u64) as u32
     };

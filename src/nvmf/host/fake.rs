@@ -112,21 +112,13 @@ impl FakeConn {
                 }
                 fctype::PROPERTY_GET => {
                     let v = match sqe.cdw11.get() {
-                        prop::CAP => Cap {
-                            mqes: 127,
-                            to: 1,
-                            css: 1,
-                            ..Default::default()
-                        }
-                        .to_u64(),
+                        prop::CAP => Cap::new().with_mqes(127).with_to(1).with_css(1).to_u64(),
                         prop::VS => Version::V1_4.to_u32() as u64,
                         prop::CC => self.cc.to_u32() as u64,
-                        prop::CSTS => Csts {
-                            rdy: self.cc.en,
-                            shst: if self.cc.shn != 0 { 2 } else { 0 },
-                            ..Default::default()
-                        }
-                        .to_u32() as u64,
+                        prop::CSTS => Csts::new()
+                            .with_rdy(self.cc.en())
+                            .with_shst(if self.cc.shn() != 0 { 2 } else { 0 })
+                            .to_u32() as u64,
                         _ => 0,
                     };
                     let mut cqe = Cqe::new(cid, Status::SUCCESS);

@@ -2,6 +2,7 @@
 //! Authentication Send/Receive, and the controller properties (CAP, VS, CC, CSTS).
 
 use super::*;
+use bitfield_struct::bitfield;
 
 // ---------------------------------------------------------------------------------------
 // Fabrics commands
@@ -16,7 +17,7 @@ use super::*;
 pub struct FabricsHdr {
     pub opcode: u8,
     /// PSDT and FUSE, as in every SQE.
-    pub flags: u8,
+    pub flags: SqeFlags,
     pub cid: U16,
     pub fctype: u8,
     pub rsvd5: [u8; 19],
@@ -258,7 +259,7 @@ impl FabricsCommand {
         let hdr = |cid: u16, fctype: u8, sgl: SglDescriptor| FabricsHdr {
             opcode: admin_opc::FABRICS,
             // Fabrics commands carry no PSDT meaning beyond SGL use; keep the SGL bit.
-            flags: psdt::SGL_MPTR_CONTIG << 6,
+            flags: SqeFlags::new().with_psdt(psdt::SGL_MPTR_CONTIG),
             cid: cid.into(),
             fctype,
             rsvd5: [0; 19],
@@ -394,59 +395,51 @@ pub mod prop {
 }
 
 /// Controller Capabilities (CAP, 8 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
 pub struct Cap {
     /// Maximum queue entries supported, 0-based.
     pub mqes: u16,
     /// Contiguous queues required.
     pub cqr: bool,
-    /// Arbitration mechanisms supported (2 bits).
+    /// Arbitration mechanisms supported.
+    #[bits(2)]
     pub ams: u8,
+    #[bits(5)]
+    __: u8,
     /// Timeout in 500 ms units.
     pub to: u8,
-    /// Doorbell stride (4 bits).
+    /// Doorbell stride.
+    #[bits(4)]
     pub dstrd: u8,
     /// NVM subsystem reset supported.
     pub nssrs: bool,
-    /// Command sets supported (8 bits; bit 0 = NVM command set).
+    /// Command sets supported (bit 0 = NVM command set).
     pub css: u8,
     /// Boot partition support.
     pub bps: bool,
-    /// Memory page size minimum / maximum (2^(12 + n)).
+    #[bits(2)]
+    __: u8,
+    /// Memory page size minimum (2^(12 + n)).
+    #[bits(4)]
     pub mpsmin: u8,
+    /// Memory page size maximum (2^(12 + n)).
+    #[bits(4)]
     pub mpsmax: u8,
+    /// Persistent memory region supported.
+    pub pmrs: bool,
     /// Controller memory buffer supported.
     pub cmbs: bool,
+    #[bits(6)]
+    __: u8,
 }
 
 impl Cap {
-    pub fn to_u64(&self) -> u64 {
-        self.mqes as u64
-            | (self.cqr as u64) << 16
-            | ((self.ams & 0x3) as u64) << 17
-            | (self.to as u64) << 24
-            | ((self.dstrd & 0xf) as u64) << 32
-            | (self.nssrs as u64) << 36
-            | (self.css as u64) << 37
-            | (self.bps as u64) << 45
-            | ((self.mpsmin & 0xf) as u64) << 48
-            | ((self.mpsmax & 0xf) as u64) << 52
-            | (self.cmbs as u64) << 57
+    pub const fn to_u64(&self) -> u64 {
+        self.into_bits()
     }
-    pub fn from_u64(v: u64) -> Self {
-        Self {
-            mqes: v as u16,
-            cqr: v >> 16 & 1 != 0,
-            ams: (v >> 17 & 0x3) as u8,
-            to: (v >> 24) as u8,
-            dstrd: (v >> 32 & 0xf) as u8,
-            nssrs: v >> 36 & 1 != 0,
-            css: (v >> 37) as u8,
-            bps: v >> 45 & 1 != 0,
-            mpsmin: (v >> 48 & 0xf) as u8,
-            mpsmax: (v >> 52 & 0xf) as u8,
-            cmbs: v >> 57 & 1 != 0,
-        }
+    pub const fn from_u64(v: u64) -> Self {
+        Self::from_bits(v)
     }
 }
 
@@ -488,73 +481,64 @@ pub mod shutdown {
 }
 
 /// Controller Configuration (CC, 4 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
 pub struct Cc {
     pub en: bool,
-    /// I/O command set selected (3 bits).
+    #[bits(3)]
+    __: u8,
+    /// I/O command set selected.
+    #[bits(3)]
     pub css: u8,
-    /// Memory page size (2^(12 + mps)), 4 bits.
+    /// Memory page size (2^(12 + mps)).
+    #[bits(4)]
     pub mps: u8,
-    /// Arbitration mechanism selected (3 bits).
+    /// Arbitration mechanism selected.
+    #[bits(3)]
     pub ams: u8,
-    /// Shutdown notification (2 bits), see [`shutdown`].
+    /// Shutdown notification, see [`shutdown`].
+    #[bits(2)]
     pub shn: u8,
-    /// I/O SQ / CQ entry size as a power of two (4 bits each; 6 = 64 B, 4 = 16 B).
+    /// I/O SQ entry size as a power of two (6 = 64 B).
+    #[bits(4)]
     pub iosqes: u8,
+    /// I/O CQ entry size as a power of two (4 = 16 B).
+    #[bits(4)]
     pub iocqes: u8,
+    __: u8,
 }
 
 impl Cc {
-    pub fn to_u32(&self) -> u32 {
-        self.en as u32
-            | ((self.css & 0x7) as u32) << 4
-            | ((self.mps & 0xf) as u32) << 7
-            | ((self.ams & 0x7) as u32) << 11
-            | ((self.shn & 0x3) as u32) << 14
-            | ((self.iosqes & 0xf) as u32) << 16
-            | ((self.iocqes & 0xf) as u32) << 20
+    pub const fn to_u32(&self) -> u32 {
+        self.into_bits()
     }
-    pub fn from_u32(v: u32) -> Self {
-        Self {
-            en: v & 1 != 0,
-            css: (v >> 4 & 0x7) as u8,
-            mps: (v >> 7 & 0xf) as u8,
-            ams: (v >> 11 & 0x7) as u8,
-            shn: (v >> 14 & 0x3) as u8,
-            iosqes: (v >> 16 & 0xf) as u8,
-            iocqes: (v >> 20 & 0xf) as u8,
-        }
+    pub const fn from_u32(v: u32) -> Self {
+        Self::from_bits(v)
     }
 }
 
 /// Controller Status (CSTS, 4 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
 pub struct Csts {
     pub rdy: bool,
     /// Controller fatal status.
     pub cfs: bool,
-    /// Shutdown status (2 bits), see [`shutdown`].
+    /// Shutdown status, see [`shutdown`].
+    #[bits(2)]
     pub shst: u8,
     pub nssro: bool,
     /// Processing paused.
     pub pp: bool,
+    #[bits(26)]
+    __: u32,
 }
 
 impl Csts {
-    pub fn to_u32(&self) -> u32 {
-        self.rdy as u32
-            | (self.cfs as u32) << 1
-            | ((self.shst & 0x3) as u32) << 2
-            | (self.nssro as u32) << 4
-            | (self.pp as u32) << 5
+    pub const fn to_u32(&self) -> u32 {
+        self.into_bits()
     }
-    pub fn from_u32(v: u32) -> Self {
-        Self {
-            rdy: v & 1 != 0,
-            cfs: v >> 1 & 1 != 0,
-            shst: (v >> 2 & 0x3) as u8,
-            nssro: v >> 4 & 1 != 0,
-            pp: v >> 5 & 1 != 0,
-        }
+    pub const fn from_u32(v: u32) -> Self {
+        Self::from_bits(v)
     }
 }

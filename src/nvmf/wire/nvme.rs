@@ -2,6 +2,7 @@
 //! completion queue entries, and the admin / I/O command fields carried in an SQE.
 
 use super::*;
+use bitfield_struct::bitfield;
 
 // ---------------------------------------------------------------------------------------
 // Opcodes
@@ -355,6 +356,33 @@ pub mod sgl_subtype {
     pub const TRANSPORT_SPECIFIC: u8 = 0xa;
 }
 
+/// Byte 15 of an SGL descriptor: the subtype (bits 3:0) and the type (bits 7:4).
+#[bitfield(u8)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+pub struct SglId {
+    /// See [`sgl_subtype`].
+    #[bits(4)]
+    pub subtype: u8,
+    /// See [`sgl_type`].
+    #[bits(4)]
+    pub sgl_type: u8,
+}
+
+/// Byte 1 of an SQE: the fused operation (bits 1:0) and the PRP or SGL data transfer (PSDT,
+/// bits 7:6).
+#[bitfield(u8)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+pub struct SqeFlags {
+    /// See [`fuse`].
+    #[bits(2)]
+    pub fuse: u8,
+    #[bits(4)]
+    __: u8,
+    /// See [`psdt`].
+    #[bits(2)]
+    pub psdt: u8,
+}
+
 /// A 16-byte SGL descriptor. For NVMe/TCP the host uses either a Data Block descriptor
 /// with the Offset subtype (in-capsule data, `address` is the offset into the capsule
 /// data) or a Transport SGL Data Block descriptor with the transport-specific subtype
@@ -368,18 +396,18 @@ pub struct SglDescriptor {
     pub address: U64,
     pub length: U32,
     pub key_hi: [u8; 3],
-    /// Descriptor type (bits 7:4) and subtype (bits 3:0).
-    pub id: u8,
+    /// Descriptor type and subtype.
+    pub id: SglId,
 }
 
 impl SglDescriptor {
     /// Descriptor type (bits 7:4 of byte 15).
     pub fn sgl_type(&self) -> u8 {
-        self.id >> 4
+        self.id.sgl_type()
     }
     /// Descriptor subtype (bits 3:0 of byte 15).
     pub fn subtype(&self) -> u8 {
-        self.id & 0xf
+        self.id.subtype()
     }
     /// In-capsule data at `offset` within the capsule data (NVMe/TCP: offset 0).
     pub fn in_capsule(offset: u64, length: u32) -> Self {
@@ -387,7 +415,9 @@ impl SglDescriptor {
             address: offset.into(),
             length: length.into(),
             key_hi: [0; 3],
-            id: sgl_type::DATA_BLOCK << 4 | sgl_subtype::OFFSET,
+            id: SglId::new()
+                .with_sgl_type(sgl_type::DATA_BLOCK)
+                .with_subtype(sgl_subtype::OFFSET),
         }
     }
     /// Data transferred by the transport (NVMe/TCP R2T/H2CData or C2HData).
@@ -396,7 +426,9 @@ impl SglDescriptor {
             address: U64::ZERO,
             length: length.into(),
             key_hi: [0; 3],
-            id: sgl_type::TRANSPORT_DATA_BLOCK << 4 | sgl_subtype::TRANSPORT_SPECIFIC,
+            id: SglId::new()
+                .with_sgl_type(sgl_type::TRANSPORT_DATA_BLOCK)
+                .with_subtype(sgl_subtype::TRANSPORT_SPECIFIC),
         }
     }
     /// A keyed data block (RDMA-style); `length` is limited to 24 bits.
@@ -405,7 +437,9 @@ impl SglDescriptor {
             address: address.into(),
             length: ((length & 0x00ff_ffff) | (key << 24)).into(),
             key_hi: [(key >> 8) as u8, (key >> 16) as u8, (key >> 24) as u8],
-            id: sgl_type::KEYED_DATA_BLOCK << 4 | sgl_subtype::ADDRESS,
+            id: SglId::new()
+                .with_sgl_type(sgl_type::KEYED_DATA_BLOCK)
+                .with_subtype(sgl_subtype::ADDRESS),
         }
     }
     pub fn is_in_capsule(&self) -> bool {
@@ -454,8 +488,8 @@ pub mod fuse {
 #[repr(C)]
 pub struct Sqe {
     pub opcode: u8,
-    /// FUSE (bits 1:0) and PSDT (bits 7:6).
-    pub flags: u8,
+    /// FUSE and PSDT.
+    pub flags: SqeFlags,
     pub cid: U16,
     pub nsid: U32,
     pub cdw2: U32,
@@ -478,17 +512,17 @@ impl Sqe {
     pub fn new(opcode: u8, cid: u16, nsid: u32) -> Self {
         Self {
             opcode,
-            flags: psdt::SGL_MPTR_CONTIG << 6,
+            flags: SqeFlags::new().with_psdt(psdt::SGL_MPTR_CONTIG),
             cid: cid.into(),
             nsid: nsid.into(),
             ..Default::default()
         }
     }
     pub fn fuse(&self) -> u8 {
-        self.flags & 0x3
+        self.flags.fuse()
     }
     pub fn psdt(&self) -> u8 {
-        self.flags >> 6
+        self.flags.psdt()
     }
     /// Fabrics command type (byte 4), meaningful when `opcode == FABRICS`.
     pub fn fctype(&self) -> u8 {

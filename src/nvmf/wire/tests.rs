@@ -173,19 +173,18 @@ fn connect_data_round_trip() {
 
 #[test]
 fn properties_bit_fields() {
-    let cap = Cap {
-        mqes: 127,
-        cqr: true,
-        ams: 0,
-        to: 15,
-        dstrd: 0,
-        nssrs: false,
-        css: 1,
-        bps: false,
-        mpsmin: 0,
-        mpsmax: 4,
-        cmbs: false,
-    };
+    let cap = Cap::new()
+        .with_mqes(127)
+        .with_cqr(true)
+        .with_ams(0)
+        .with_to(15)
+        .with_dstrd(0)
+        .with_nssrs(false)
+        .with_css(1)
+        .with_bps(false)
+        .with_mpsmin(0)
+        .with_mpsmax(4)
+        .with_cmbs(false);
     let v = cap.to_u64();
     assert_eq!(v & 0xffff, 127);
     assert_eq!(v >> 16 & 1, 1);
@@ -193,22 +192,17 @@ fn properties_bit_fields() {
     assert_eq!(v >> 37 & 0xff, 1);
     assert_eq!(v >> 52 & 0xf, 4);
     assert_eq!(Cap::from_u64(v), cap);
-    let cc = Cc {
-        en: true,
-        css: 0,
-        mps: 0,
-        ams: 0,
-        shn: shutdown::NORMAL_OR_OCCURRING,
-        iosqes: 6,
-        iocqes: 4,
-    };
+    let cc = Cc::new()
+        .with_en(true)
+        .with_css(0)
+        .with_mps(0)
+        .with_ams(0)
+        .with_shn(shutdown::NORMAL_OR_OCCURRING)
+        .with_iosqes(6)
+        .with_iocqes(4);
     assert_eq!(cc.to_u32(), 0x0046_4001);
     assert_eq!(Cc::from_u32(cc.to_u32()), cc);
-    let csts = Csts {
-        rdy: true,
-        shst: shutdown::COMPLETE,
-        ..Default::default()
-    };
+    let csts = Csts::new().with_rdy(true).with_shst(shutdown::COMPLETE);
     assert_eq!(csts.to_u32(), 0b1001);
     assert_eq!(Csts::from_u32(csts.to_u32()), csts);
     assert_eq!(Version::V1_3.to_u32(), 0x0001_0300);
