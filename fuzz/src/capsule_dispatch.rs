@@ -19,7 +19,7 @@
 use pollux::app::{self, AppOptions, RunningApp};
 use pollux::bdev::iostat::IoStats;
 use pollux::bdev::{self, BdevHandle};
-use pollux::nvmf::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
+use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
 use pollux::nvmf::io::{self, IoPlan, NsGeometry};
 use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
 use pollux::nvmf::subsystem::{Namespace, SubType, Subsystem};
@@ -34,7 +34,7 @@ use std::time::Duration;
 /// Largest admin / I/O buffer a record asks for (the transport's limit is 1 MiB; 64 KiB
 /// covers every admin page and keeps executions fast).
 const MAX_BUF: usize = 64 * 1024;
-/// Error log entries a controller keeps (ctrlr.rs) and its changed-namespace list bound.
+/// Error log entries a controller keeps (target_ctrlr.rs) and its changed-namespace list bound.
 const MAX_ERRORS: usize = 64;
 const MAX_CHANGED_NS: usize = 1024;
 const NQN: &str = "nqn.2016-06.io.pollux:fuzz";

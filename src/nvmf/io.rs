@@ -1,3 +1,5 @@
+//! NVMe I/O commands mapped to bdev I/O.
+//!
 //! NVMe I/O commands mapped to bdev I/O: Read, Write, Flush, Write Zeroes and Dataset
 //! Management (deallocate → unmap). [`plan`] validates a command against its namespace
 //! (block size and count, transfer length, transport limits) and says which bdev

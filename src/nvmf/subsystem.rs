@@ -1,3 +1,5 @@
+//! NVMe-oF subsystems as the target sees them.
+//!
 //! NVMe-oF subsystems as the target sees them: a [`Subsystem`] is the immutable description
 //! of one subsystem (NQN, type, serial and model numbers, allowed hosts, listeners,
 //! namespaces, controller id range) plus its [`Directory`] of live controllers. The main

@@ -1,8 +1,10 @@
+//! The NVMe-oF target registry on the main reactor and its snapshots pushed to every reactor.
+//!
 //! The NVMe-oF target registry, on the main reactor: the TCP transport options, the list of
 //! subsystems (the discovery subsystem first), and one acceptor per listen address. Every
 //! change edits the registry, builds an immutable [`TargetView`] (transport options plus an
 //! `Arc<Subsystem>` snapshot of each subsystem) and pushes it to every reactor with
-//! `for_each_reactor`; each reactor's poll group (`tcp.rs`) then opens or closes its bdev
+//! `for_each_reactor`; each reactor's poll group (`tcp/`) then opens or closes its bdev
 //! channels, raises namespace-change AENs and closes the queues a change invalidates
 //! (deleted subsystem, removed listener) before the next reactor gets the view — SPDK's
 //! pause/update/resume of every poll group, done by message. The RPC layer (`rpc.rs`) calls

@@ -1,3 +1,5 @@
+//! The host side's controller: an admin queue pair plus optional I/O queues on one reactor.
+//!
 //! The host's controller: an admin [`Qpair`] plus optional I/O queues, all on the current
 //! reactor and polled by one active poller of this module. `Controller::connect` runs the
 //! bring-up as a chain of admin commands (fabrics Connect inside the queue, Property Get CAP

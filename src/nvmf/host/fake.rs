@@ -1,3 +1,5 @@
+//! A tiny scripted NVMe/TCP controller for tests of the host.
+//!
 //! A tiny NVMe/TCP controller for tests of the host (and of anything that wants a peer it
 //! can make misbehave): blocking std threads, one per connection, speaking NVMe/TCP through
 //! the codec over loopback, with a 1 MiB RAM namespace of 512-byte blocks (nsid 1). It

@@ -1,3 +1,5 @@
+//! A userspace NVMe/TCP host (initiator) on the reactor framework.
+//!
 //! nvmf::host: a userspace NVMe/TCP host (initiator) built on the reactor framework and the
 //! sock layer, used by the integration tests, the reliability tests and `pollux-perf`. Three
 //! layers, each usable on its own: [`Qpair`] is one NVMe/TCP connection (TCP connect, ICReq /

@@ -1,3 +1,5 @@
+//! One NVMe/TCP queue pair of the host, as a small state machine over a socket.
+//!
 //! One NVMe/TCP queue pair of the host: a small state machine (Connecting -> Initializing
 //! (ICReq sent) -> FabricsConnect (Connect capsule sent) -> Ready, or Failed) over a socket of
 //! any sock impl, in a sock group of its own created on the current reactor. The owner calls

@@ -1,3 +1,5 @@
+//! A blocking front end of the host for tests and tools.
+//!
 //! Blocking front end of the host for tests and tools: [`SyncController`] starts a private
 //! one-reactor application (unpinned, sleeping when idle), brings a [`Controller`] up on it
 //! and forwards each blocking call as a message to that reactor, waiting for the answer on

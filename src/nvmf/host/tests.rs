@@ -1,3 +1,5 @@
+//! Unit tests of the host.
+//!
 //! Unit tests of the host: transport id parsing, and the queue state machine against a
 //! tiny in-test controller (a thread speaking NVMe/TCP through the codec over loopback).
 

@@ -1,3 +1,5 @@
+//! NVMe over Fabrics commands and the controller properties.
+//!
 //! NVMe over Fabrics commands: Connect with its data, Property Get/Set, Disconnect,
 //! Authentication Send/Receive, and the controller properties (CAP, VS, CC, CSTS).
 

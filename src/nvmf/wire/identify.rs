@@ -1,3 +1,5 @@
+//! Identify data structures.
+//!
 //! Identify data structures: controller, namespace, active namespace list and namespace
 //! identification descriptors.
 

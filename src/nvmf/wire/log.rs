@@ -1,3 +1,5 @@
+//! Log pages.
+//!
 //! Log pages: error information, SMART / health, firmware slot, changed namespace list
 //! and the discovery log.
 

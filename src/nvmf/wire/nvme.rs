@@ -1,3 +1,5 @@
+//! NVMe base structures: opcodes, status codes, SGL descriptor, SQE, CQE and command fields.
+//!
 //! NVMe base structures: opcodes, status codes, the SGL descriptor, the submission and
 //! completion queue entries, and the admin / I/O command fields carried in an SQE.
 

@@ -1,3 +1,5 @@
+//! The NVMe/TCP PDU codec: typed headers, the encoder and the incremental decoder.
+//!
 //! NVMe/TCP PDUs: typed headers for every PDU (ICReq, ICResp, H2C/C2H TermReq, CapsuleCmd,
 //! CapsuleResp, H2CData, C2HData, R2T), an encoder that writes a PDU's header (common header,
 //! PDU specific header, header digest and padding up to PDO) into a caller buffer so the

@@ -1,3 +1,5 @@
+//! Tests of the NVMe/TCP PDU codec.
+//!
 //! Tests of the NVMe/TCP PDU codec: byte layouts, round trips of every PDU type with and
 //! without digests and alignment, every decoder error with its FES/FEI, the direct-receive
 //! path for large data, and seeded property tests (random streams in random splits, random

@@ -1,3 +1,5 @@
+//! The target side's NVMe-oF controller: admin commands, properties, features, log pages, keep-alive and AER.
+//!
 //! An NVMe-oF controller: the state a Connect on an admin queue creates (controller id,
 //! host identity, keep-alive timeout, CC/CSTS, features, pending asynchronous event
 //! requests, the changed-namespace list) and the admin command set executed against it:
@@ -5,7 +7,7 @@
 //! Get/Set Features, Get Log Page (error, SMART/health, firmware slot, changed namespace
 //! list, discovery), Keep Alive, Asynchronous Event Request, Abort. Everything here is
 //! computed from the controller and the reactor's snapshot of the target ([`AdminEnv`]);
-//! the transport (`tcp.rs`) owns the controller inside its admin queue pair, moves data, and
+//! the transport (`tcp/`) owns the controller inside its admin queue pair, moves data, and
 //! completes the outcomes that need more than this reactor (SMART counters come from every
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.

@@ -1,3 +1,5 @@
+//! In-capsule write data received by the socket read straight into the commands' buffers.
+//!
 //! Landing in-capsule write data once: the receive side of a queue pair that sees a stream
 //! of write capsules of one shape (same header length, data length and digests, as a load
 //! of 4 KiB writes sends) speculates that the next PDUs have that shape too, and receives
@@ -16,8 +18,8 @@
 //! with no copy at all between the kernel and the bdev. Buffers come from the `IoBuf` cache
 //! and unused ones are kept for the next receive: nothing is allocated per I/O.
 
-use super::pdu::{pdu_type, CommonHeader, PduFlags, CAPSULE_CMD_HLEN};
 use crate::buf::{copy_bytes, IoBuf};
+use crate::nvmf::pdu::{pdu_type, CommonHeader, PduFlags, CAPSULE_CMD_HLEN};
 use crate::sock::Sock;
 use std::io::{self, IoSliceMut};
 use zerocopy::FromBytes;
@@ -31,7 +33,7 @@ const LANDING_STREAK: u32 = 4;
 const MAX_LANDED_PDO: usize = 128;
 /// Bytes of one header slot: the header (through PDO) and a data digest.
 pub const HDR_SLOT: usize = MAX_LANDED_PDO + DIGEST_LEN;
-const DIGEST_LEN: usize = super::digest::DIGEST_LEN;
+const DIGEST_LEN: usize = crate::nvmf::digest::DIGEST_LEN;
 
 /// The layout of an in-capsule write PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
