@@ -337,12 +337,9 @@ pub struct ConnectData {
 
 wire_layout!(ConnectData = 1024);
 
-const _: () = {
-    assert!(core::mem::offset_of!(ConnectData, hostid) == 0);
-    assert!(core::mem::offset_of!(ConnectData, cntlid) == 16);
-    assert!(core::mem::offset_of!(ConnectData, subnqn) == 256);
-    assert!(core::mem::offset_of!(ConnectData, hostnqn) == 512);
-};
+assert_offsets!(ConnectData;
+    hostid 0, cntlid 16, subnqn 256, hostnqn 512,
+);
 
 impl ConnectData {
     /// The subsystem NQN as text (`None` when it is not UTF-8).

@@ -35,20 +35,10 @@ pub struct PowerStateDescriptor {
 
 wire_layout!(PowerStateDescriptor = 32);
 
-const _: () = {
-    assert!(core::mem::offset_of!(PowerStateDescriptor, mp) == 0);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, flags) == 3);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, enlat) == 4);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, exlat) == 8);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, rrt) == 12);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, rrl) == 13);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, rwt) == 14);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, rwl) == 15);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, idlp) == 16);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, ips) == 18);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, actp) == 20);
-    assert!(core::mem::offset_of!(PowerStateDescriptor, apws) == 22);
-};
+assert_offsets!(PowerStateDescriptor;
+    mp 0, flags 3, enlat 4, exlat 8, rrt 12, rrl 13, rwt 14, rwl 15, idlp 16, ips 18, actp 20,
+    apws 22,
+);
 
 /// Controller types (Identify Controller CNTRLTYPE).
 pub mod cntrltype {
@@ -211,92 +201,19 @@ pub struct IdentifyController {
 
 wire_layout!(IdentifyController = 4096);
 
-const _: () = {
-    assert!(core::mem::offset_of!(IdentifyController, vid) == 0);
-    assert!(core::mem::offset_of!(IdentifyController, ssvid) == 2);
-    assert!(core::mem::offset_of!(IdentifyController, sn) == 4);
-    assert!(core::mem::offset_of!(IdentifyController, mn) == 24);
-    assert!(core::mem::offset_of!(IdentifyController, fr) == 64);
-    assert!(core::mem::offset_of!(IdentifyController, rab) == 72);
-    assert!(core::mem::offset_of!(IdentifyController, ieee) == 73);
-    assert!(core::mem::offset_of!(IdentifyController, cmic) == 76);
-    assert!(core::mem::offset_of!(IdentifyController, mdts) == 77);
-    assert!(core::mem::offset_of!(IdentifyController, cntlid) == 78);
-    assert!(core::mem::offset_of!(IdentifyController, ver) == 80);
-    assert!(core::mem::offset_of!(IdentifyController, rtd3r) == 84);
-    assert!(core::mem::offset_of!(IdentifyController, rtd3e) == 88);
-    assert!(core::mem::offset_of!(IdentifyController, oaes) == 92);
-    assert!(core::mem::offset_of!(IdentifyController, ctratt) == 96);
-    assert!(core::mem::offset_of!(IdentifyController, rrls) == 100);
-    assert!(core::mem::offset_of!(IdentifyController, cntrltype) == 111);
-    assert!(core::mem::offset_of!(IdentifyController, fguid) == 112);
-    assert!(core::mem::offset_of!(IdentifyController, crdt1) == 128);
-    assert!(core::mem::offset_of!(IdentifyController, crdt2) == 130);
-    assert!(core::mem::offset_of!(IdentifyController, crdt3) == 132);
-    assert!(core::mem::offset_of!(IdentifyController, nvmsr) == 253);
-    assert!(core::mem::offset_of!(IdentifyController, vwci) == 254);
-    assert!(core::mem::offset_of!(IdentifyController, mec) == 255);
-    assert!(core::mem::offset_of!(IdentifyController, oacs) == 256);
-    assert!(core::mem::offset_of!(IdentifyController, acl) == 258);
-    assert!(core::mem::offset_of!(IdentifyController, aerl) == 259);
-    assert!(core::mem::offset_of!(IdentifyController, frmw) == 260);
-    assert!(core::mem::offset_of!(IdentifyController, lpa) == 261);
-    assert!(core::mem::offset_of!(IdentifyController, elpe) == 262);
-    assert!(core::mem::offset_of!(IdentifyController, npss) == 263);
-    assert!(core::mem::offset_of!(IdentifyController, avscc) == 264);
-    assert!(core::mem::offset_of!(IdentifyController, apsta) == 265);
-    assert!(core::mem::offset_of!(IdentifyController, wctemp) == 266);
-    assert!(core::mem::offset_of!(IdentifyController, cctemp) == 268);
-    assert!(core::mem::offset_of!(IdentifyController, mtfa) == 270);
-    assert!(core::mem::offset_of!(IdentifyController, hmpre) == 272);
-    assert!(core::mem::offset_of!(IdentifyController, hmmin) == 276);
-    assert!(core::mem::offset_of!(IdentifyController, tnvmcap) == 280);
-    assert!(core::mem::offset_of!(IdentifyController, unvmcap) == 296);
-    assert!(core::mem::offset_of!(IdentifyController, rpmbs) == 312);
-    assert!(core::mem::offset_of!(IdentifyController, edstt) == 316);
-    assert!(core::mem::offset_of!(IdentifyController, dsto) == 318);
-    assert!(core::mem::offset_of!(IdentifyController, fwug) == 319);
-    assert!(core::mem::offset_of!(IdentifyController, kas) == 320);
-    assert!(core::mem::offset_of!(IdentifyController, hctma) == 322);
-    assert!(core::mem::offset_of!(IdentifyController, mntmt) == 324);
-    assert!(core::mem::offset_of!(IdentifyController, mxtmt) == 326);
-    assert!(core::mem::offset_of!(IdentifyController, sanicap) == 328);
-    assert!(core::mem::offset_of!(IdentifyController, hmminds) == 332);
-    assert!(core::mem::offset_of!(IdentifyController, hmmaxd) == 336);
-    assert!(core::mem::offset_of!(IdentifyController, nsetidmax) == 338);
-    assert!(core::mem::offset_of!(IdentifyController, endgidmax) == 340);
-    assert!(core::mem::offset_of!(IdentifyController, anatt) == 342);
-    assert!(core::mem::offset_of!(IdentifyController, anacap) == 343);
-    assert!(core::mem::offset_of!(IdentifyController, anagrpmax) == 344);
-    assert!(core::mem::offset_of!(IdentifyController, nanagrpid) == 348);
-    assert!(core::mem::offset_of!(IdentifyController, pels) == 352);
-    assert!(core::mem::offset_of!(IdentifyController, sqes) == 512);
-    assert!(core::mem::offset_of!(IdentifyController, cqes) == 513);
-    assert!(core::mem::offset_of!(IdentifyController, maxcmd) == 514);
-    assert!(core::mem::offset_of!(IdentifyController, nn) == 516);
-    assert!(core::mem::offset_of!(IdentifyController, oncs) == 520);
-    assert!(core::mem::offset_of!(IdentifyController, fuses) == 522);
-    assert!(core::mem::offset_of!(IdentifyController, fna) == 524);
-    assert!(core::mem::offset_of!(IdentifyController, vwc) == 525);
-    assert!(core::mem::offset_of!(IdentifyController, awun) == 526);
-    assert!(core::mem::offset_of!(IdentifyController, awupf) == 528);
-    assert!(core::mem::offset_of!(IdentifyController, icsvscc) == 530);
-    assert!(core::mem::offset_of!(IdentifyController, nwpc) == 531);
-    assert!(core::mem::offset_of!(IdentifyController, acwu) == 532);
-    assert!(core::mem::offset_of!(IdentifyController, ocfs) == 534);
-    assert!(core::mem::offset_of!(IdentifyController, sgls) == 536);
-    assert!(core::mem::offset_of!(IdentifyController, mnan) == 540);
-    assert!(core::mem::offset_of!(IdentifyController, subnqn) == 768);
-    assert!(core::mem::offset_of!(IdentifyController, ioccsz) == 1792);
-    assert!(core::mem::offset_of!(IdentifyController, iorcsz) == 1796);
-    assert!(core::mem::offset_of!(IdentifyController, icdoff) == 1800);
-    assert!(core::mem::offset_of!(IdentifyController, fcatt) == 1802);
-    assert!(core::mem::offset_of!(IdentifyController, msdbd) == 1803);
-    assert!(core::mem::offset_of!(IdentifyController, ofcs) == 1804);
-    assert!(core::mem::offset_of!(IdentifyController, dctype) == 1806);
-    assert!(core::mem::offset_of!(IdentifyController, psd) == 2048);
-    assert!(core::mem::offset_of!(IdentifyController, vs) == 3072);
-};
+assert_offsets!(IdentifyController;
+    vid 0, ssvid 2, sn 4, mn 24, fr 64, rab 72, ieee 73, cmic 76, mdts 77, cntlid 78, ver 80,
+    rtd3r 84, rtd3e 88, oaes 92, ctratt 96, rrls 100, cntrltype 111, fguid 112, crdt1 128,
+    crdt2 130, crdt3 132, nvmsr 253, vwci 254, mec 255, oacs 256, acl 258, aerl 259, frmw 260,
+    lpa 261, elpe 262, npss 263, avscc 264, apsta 265, wctemp 266, cctemp 268, mtfa 270,
+    hmpre 272, hmmin 276, tnvmcap 280, unvmcap 296, rpmbs 312, edstt 316, dsto 318, fwug 319,
+    kas 320, hctma 322, mntmt 324, mxtmt 326, sanicap 328, hmminds 332, hmmaxd 336,
+    nsetidmax 338, endgidmax 340, anatt 342, anacap 343, anagrpmax 344, nanagrpid 348, pels 352,
+    sqes 512, cqes 513, maxcmd 514, nn 516, oncs 520, fuses 522, fna 524, vwc 525, awun 526,
+    awupf 528, icsvscc 530, nwpc 531, acwu 532, ocfs 534, sgls 536, mnan 540, subnqn 768,
+    ioccsz 1792, iorcsz 1796, icdoff 1800, fcatt 1802, msdbd 1803, ofcs 1804, dctype 1806,
+    psd 2048, vs 3072,
+);
 
 /// Namespace features bits (NSFEAT).
 pub mod nsfeat {
@@ -321,11 +238,9 @@ pub struct LbaFormat {
 
 wire_layout!(LbaFormat = 4);
 
-const _: () = {
-    assert!(core::mem::offset_of!(LbaFormat, ms) == 0);
-    assert!(core::mem::offset_of!(LbaFormat, lbads) == 2);
-    assert!(core::mem::offset_of!(LbaFormat, rp) == 3);
-};
+assert_offsets!(LbaFormat;
+    ms 0, lbads 2, rp 3,
+);
 
 /// Identify Namespace data (CNS 00h, 4096 bytes). `nlbaf` is 0-based; `flbas` bits 3:0
 /// select the format in use.
@@ -376,45 +291,12 @@ pub struct IdentifyNamespace {
 
 wire_layout!(IdentifyNamespace = 4096);
 
-const _: () = {
-    assert!(core::mem::offset_of!(IdentifyNamespace, nsze) == 0);
-    assert!(core::mem::offset_of!(IdentifyNamespace, ncap) == 8);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nuse) == 16);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nsfeat) == 24);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nlbaf) == 25);
-    assert!(core::mem::offset_of!(IdentifyNamespace, flbas) == 26);
-    assert!(core::mem::offset_of!(IdentifyNamespace, mc) == 27);
-    assert!(core::mem::offset_of!(IdentifyNamespace, dpc) == 28);
-    assert!(core::mem::offset_of!(IdentifyNamespace, dps) == 29);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nmic) == 30);
-    assert!(core::mem::offset_of!(IdentifyNamespace, rescap) == 31);
-    assert!(core::mem::offset_of!(IdentifyNamespace, fpi) == 32);
-    assert!(core::mem::offset_of!(IdentifyNamespace, dlfeat) == 33);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nawun) == 34);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nawupf) == 36);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nacwu) == 38);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nabsn) == 40);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nabo) == 42);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nabspf) == 44);
-    assert!(core::mem::offset_of!(IdentifyNamespace, noiob) == 46);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nvmcap) == 48);
-    assert!(core::mem::offset_of!(IdentifyNamespace, npwg) == 64);
-    assert!(core::mem::offset_of!(IdentifyNamespace, npwa) == 66);
-    assert!(core::mem::offset_of!(IdentifyNamespace, npdg) == 68);
-    assert!(core::mem::offset_of!(IdentifyNamespace, npda) == 70);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nows) == 72);
-    assert!(core::mem::offset_of!(IdentifyNamespace, mssrl) == 74);
-    assert!(core::mem::offset_of!(IdentifyNamespace, mcl) == 76);
-    assert!(core::mem::offset_of!(IdentifyNamespace, msrc) == 80);
-    assert!(core::mem::offset_of!(IdentifyNamespace, anagrpid) == 92);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nsattr) == 99);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nvmsetid) == 100);
-    assert!(core::mem::offset_of!(IdentifyNamespace, endgid) == 102);
-    assert!(core::mem::offset_of!(IdentifyNamespace, nguid) == 104);
-    assert!(core::mem::offset_of!(IdentifyNamespace, eui64) == 120);
-    assert!(core::mem::offset_of!(IdentifyNamespace, lbaf) == 128);
-    assert!(core::mem::offset_of!(IdentifyNamespace, vs) == 384);
-};
+assert_offsets!(IdentifyNamespace;
+    nsze 0, ncap 8, nuse 16, nsfeat 24, nlbaf 25, flbas 26, mc 27, dpc 28, dps 29, nmic 30,
+    rescap 31, fpi 32, dlfeat 33, nawun 34, nawupf 36, nacwu 38, nabsn 40, nabo 42, nabspf 44,
+    noiob 46, nvmcap 48, npwg 64, npwa 66, npdg 68, npda 70, nows 72, mssrl 74, mcl 76, msrc 80,
+    anagrpid 92, nsattr 99, nvmsetid 100, endgid 102, nguid 104, eui64 120, lbaf 128, vs 384,
+);
 
 impl IdentifyNamespace {
     /// The LBA data size in bytes of the format in use (`None` if FLBAS selects a format

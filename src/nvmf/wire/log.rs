@@ -31,19 +31,10 @@ pub struct ErrorLogEntry {
 
 wire_layout!(ErrorLogEntry = 64);
 
-const _: () = {
-    assert!(core::mem::offset_of!(ErrorLogEntry, error_count) == 0);
-    assert!(core::mem::offset_of!(ErrorLogEntry, sqid) == 8);
-    assert!(core::mem::offset_of!(ErrorLogEntry, cid) == 10);
-    assert!(core::mem::offset_of!(ErrorLogEntry, status_field) == 12);
-    assert!(core::mem::offset_of!(ErrorLogEntry, parameter_error_location) == 14);
-    assert!(core::mem::offset_of!(ErrorLogEntry, lba) == 16);
-    assert!(core::mem::offset_of!(ErrorLogEntry, nsid) == 24);
-    assert!(core::mem::offset_of!(ErrorLogEntry, vs) == 28);
-    assert!(core::mem::offset_of!(ErrorLogEntry, trtype) == 29);
-    assert!(core::mem::offset_of!(ErrorLogEntry, cs) == 32);
-    assert!(core::mem::offset_of!(ErrorLogEntry, trtype_specific) == 40);
-};
+assert_offsets!(ErrorLogEntry;
+    error_count 0, sqid 8, cid 10, status_field 12, parameter_error_location 14, lba 16,
+    nsid 24, vs 28, trtype 29, cs 32, trtype_specific 40,
+);
 
 /// SMART / health information log page (512 bytes). The counters are 128-bit; data
 /// units are thousands of 512-byte units, rounded up.
@@ -80,31 +71,14 @@ pub struct SmartLog {
 
 wire_layout!(SmartLog = 512);
 
-const _: () = {
-    assert!(core::mem::offset_of!(SmartLog, critical_warning) == 0);
-    assert!(core::mem::offset_of!(SmartLog, temperature) == 1);
-    assert!(core::mem::offset_of!(SmartLog, avail_spare) == 3);
-    assert!(core::mem::offset_of!(SmartLog, spare_thresh) == 4);
-    assert!(core::mem::offset_of!(SmartLog, percent_used) == 5);
-    assert!(core::mem::offset_of!(SmartLog, endurance_group_critical_warning) == 6);
-    assert!(core::mem::offset_of!(SmartLog, data_units_read) == 32);
-    assert!(core::mem::offset_of!(SmartLog, data_units_written) == 48);
-    assert!(core::mem::offset_of!(SmartLog, host_read_commands) == 64);
-    assert!(core::mem::offset_of!(SmartLog, host_write_commands) == 80);
-    assert!(core::mem::offset_of!(SmartLog, controller_busy_time) == 96);
-    assert!(core::mem::offset_of!(SmartLog, power_cycles) == 112);
-    assert!(core::mem::offset_of!(SmartLog, power_on_hours) == 128);
-    assert!(core::mem::offset_of!(SmartLog, unsafe_shutdowns) == 144);
-    assert!(core::mem::offset_of!(SmartLog, media_errors) == 160);
-    assert!(core::mem::offset_of!(SmartLog, num_error_log_entries) == 176);
-    assert!(core::mem::offset_of!(SmartLog, warning_temp_time) == 192);
-    assert!(core::mem::offset_of!(SmartLog, critical_comp_time) == 196);
-    assert!(core::mem::offset_of!(SmartLog, temp_sensor) == 200);
-    assert!(core::mem::offset_of!(SmartLog, thm_temp1_trans_count) == 216);
-    assert!(core::mem::offset_of!(SmartLog, thm_temp2_trans_count) == 220);
-    assert!(core::mem::offset_of!(SmartLog, thm_temp1_total_time) == 224);
-    assert!(core::mem::offset_of!(SmartLog, thm_temp2_total_time) == 228);
-};
+assert_offsets!(SmartLog;
+    critical_warning 0, temperature 1, avail_spare 3, spare_thresh 4, percent_used 5,
+    endurance_group_critical_warning 6, data_units_read 32, data_units_written 48,
+    host_read_commands 64, host_write_commands 80, controller_busy_time 96, power_cycles 112,
+    power_on_hours 128, unsafe_shutdowns 144, media_errors 160, num_error_log_entries 176,
+    warning_temp_time 192, critical_comp_time 196, temp_sensor 200, thm_temp1_trans_count 216,
+    thm_temp2_trans_count 220, thm_temp1_total_time 224, thm_temp2_total_time 228,
+);
 
 /// Firmware slot information log page (512 bytes): active slot info and 7 revisions.
 #[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -118,10 +92,9 @@ pub struct FirmwareSlotLog {
 
 wire_layout!(FirmwareSlotLog = 512);
 
-const _: () = {
-    assert!(core::mem::offset_of!(FirmwareSlotLog, afi) == 0);
-    assert!(core::mem::offset_of!(FirmwareSlotLog, frs) == 8);
-};
+assert_offsets!(FirmwareSlotLog;
+    afi 0, frs 8,
+);
 
 /// Size of the changed namespace list log page (1024 namespace ids). A list with more than
 /// 1024 changes reports 0xFFFFFFFF in the first entry.
@@ -171,11 +144,9 @@ pub struct DiscoveryLogHeader {
 
 wire_layout!(DiscoveryLogHeader = 1024);
 
-const _: () = {
-    assert!(core::mem::offset_of!(DiscoveryLogHeader, genctr) == 0);
-    assert!(core::mem::offset_of!(DiscoveryLogHeader, numrec) == 8);
-    assert!(core::mem::offset_of!(DiscoveryLogHeader, recfmt) == 16);
-};
+assert_offsets!(DiscoveryLogHeader;
+    genctr 0, numrec 8, recfmt 16,
+);
 
 /// A discovery log page entry (1024 bytes). For TCP, `tsas` byte 0 is SECTYPE
 /// (0 = none).
@@ -200,20 +171,10 @@ pub struct DiscoveryLogEntry {
 
 wire_layout!(DiscoveryLogEntry = 1024);
 
-const _: () = {
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, trtype) == 0);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, adrfam) == 1);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, subtype) == 2);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, treq) == 3);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, portid) == 4);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, cntlid) == 6);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, asqsz) == 8);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, eflags) == 10);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, trsvcid) == 32);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, subnqn) == 256);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, traddr) == 512);
-    assert!(core::mem::offset_of!(DiscoveryLogEntry, tsas) == 768);
-};
+assert_offsets!(DiscoveryLogEntry;
+    trtype 0, adrfam 1, subtype 2, treq 3, portid 4, cntlid 6, asqsz 8, eflags 10, trsvcid 32,
+    subnqn 256, traddr 512, tsas 768,
+);
 
 /// Size of a discovery log page with `entries` records.
 pub const fn discovery_log_size(entries: usize) -> usize {

@@ -69,6 +69,49 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
+/// Declares a one-byte (or wider) flag set that sits in a wire layout as it is
+/// (`#[repr(transparent)]`, zerocopy) with `bitflags` operations and a `Debug` that prints
+/// the flag names.
+macro_rules! wire_flags {
+    (
+        $(#[$m:meta])*
+        pub struct $F:ident: $T:ty {
+            $( $(#[doc = $d:literal])* const $N:ident = $v:expr; )*
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Hash, Default,
+            ::zerocopy::FromBytes, ::zerocopy::IntoBytes, ::zerocopy::KnownLayout,
+            ::zerocopy::Immutable, ::zerocopy::Unaligned,
+        )]
+        #[repr(transparent)]
+        pub struct $F($T);
+
+        ::bitflags::bitflags! {
+            impl $F: $T {
+                $( $(#[doc = $d])* const $N = $v; )*
+            }
+        }
+
+        impl ::core::fmt::Debug for $F {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::bitflags::parser::to_writer(self, &mut *f)
+            }
+        }
+    };
+}
+pub(crate) use wire_flags;
+
+/// Checks at compile time that the fields of a wire layout sit at the specification's byte
+/// offsets: `assert_offsets!(Type; field offset, field offset, ...)`.
+macro_rules! assert_offsets {
+    ($T:ty; $($f:ident $off:literal),* $(,)?) => {
+        const _: () = { $( assert!(::core::mem::offset_of!($T, $f) == $off); )* };
+    };
+}
+pub(crate) use assert_offsets;
+
 /// Gives `#[repr(C)]` zerocopy wire types their size check and byte conversions: `SIZE`,
 /// `to_bytes`, `encode`, `decode`, `decode_slice` and an all-zero `Default`. The layout is
 /// the struct's; no offset is written here.

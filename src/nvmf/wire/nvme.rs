@@ -766,11 +766,9 @@ pub struct DsmRange {
 
 wire_layout!(DsmRange = 16);
 
-const _: () = {
-    assert!(core::mem::offset_of!(DsmRange, context_attributes) == 0);
-    assert!(core::mem::offset_of!(DsmRange, nlb) == 4);
-    assert!(core::mem::offset_of!(DsmRange, slba) == 8);
-};
+assert_offsets!(DsmRange;
+    context_attributes 0, nlb 4, slba 8,
+);
 
 /// Decodes DSM ranges from a command's data (`nr_0based` from CDW10 7:0); `None` if the data
 /// is shorter than the ranges it must hold.

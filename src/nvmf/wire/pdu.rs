@@ -15,25 +15,11 @@
 
 use super::digest::{header_digest, DataDigest, DIGEST_LEN};
 pub use super::tcp::{
-    field_off, CapsuleCmdHdr, CapsuleRespHdr, CommonHeader, DataHdr, DigestFlags, IcPdu, PduFlags,
-    PduType, TermReqHdr, CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, SHORT_HLEN, TERM_REQ_HLEN,
+    field_off, pdu_type, CapsuleCmdHdr, CapsuleRespHdr, CommonHeader, DataHdr, DigestFlags, IcPdu,
+    PduFlags, PduType, TermReqHdr, CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, SHORT_HLEN, TERM_REQ_HLEN,
 };
 use super::{Cqe, Sqe};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-/// PDU types (common header byte 0), as bytes; [`PduType`] names them.
-pub mod pdu_type {
-    use super::PduType;
-    pub const IC_REQ: u8 = PduType::IcReq as u8;
-    pub const IC_RESP: u8 = PduType::IcResp as u8;
-    pub const H2C_TERM_REQ: u8 = PduType::H2CTermReq as u8;
-    pub const C2H_TERM_REQ: u8 = PduType::C2HTermReq as u8;
-    pub const CAPSULE_CMD: u8 = PduType::CapsuleCmd as u8;
-    pub const CAPSULE_RESP: u8 = PduType::CapsuleResp as u8;
-    pub const H2C_DATA: u8 = PduType::H2CData as u8;
-    pub const C2H_DATA: u8 = PduType::C2HData as u8;
-    pub const R2T: u8 = PduType::R2T as u8;
-}
 
 /// Common header flags (byte 1), as bytes; [`PduFlags`] is the typed set.
 pub mod pdu_flags {
@@ -373,18 +359,10 @@ pub fn encode_header_into(
     // `out` holds at least HLEN bytes (PDO >= HLEN), so every layout below fits.
     match hdr {
         PduHeader::IcReq(r) => {
-            let p = layout_mut::<IcPdu>(out)?;
-            p.pfv.set(r.pfv);
-            p.pda = r.hpda;
-            p.dgst = DigestFlags::from_bools(r.hdgst, r.ddgst);
-            p.limit.set(r.maxr2t);
+            *layout_mut::<IcPdu>(out)? = IcPdu::new(r.pfv, r.hpda, r.hdgst, r.ddgst, r.maxr2t);
         }
         PduHeader::IcResp(r) => {
-            let p = layout_mut::<IcPdu>(out)?;
-            p.pfv.set(r.pfv);
-            p.pda = r.cpda;
-            p.dgst = DigestFlags::from_bools(r.hdgst, r.ddgst);
-            p.limit.set(r.maxh2cdata);
+            *layout_mut::<IcPdu>(out)? = IcPdu::new(r.pfv, r.cpda, r.hdgst, r.ddgst, r.maxh2cdata);
         }
         PduHeader::H2CTermReq(r) | PduHeader::C2HTermReq(r) => {
             let p = layout_mut::<TermReqHdr>(out)?;

@@ -6,64 +6,29 @@
 
 use core::mem::{offset_of, size_of};
 
-use bitflags::bitflags;
 use zerocopy::little_endian::{U16, U32};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{Cqe, Sqe};
+use super::{wire_enum, wire_flags, Cqe, Sqe};
 
-/// PDU types (common header byte 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PduType {
-    IcReq = 0x00,
-    IcResp = 0x01,
-    H2CTermReq = 0x02,
-    C2HTermReq = 0x03,
-    CapsuleCmd = 0x04,
-    CapsuleResp = 0x05,
-    H2CData = 0x06,
-    C2HData = 0x07,
-    R2T = 0x09,
-}
-
-impl PduType {
-    /// The type of a PDU type byte, `None` for a value the specification does not define.
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0x00 => Self::IcReq,
-            0x01 => Self::IcResp,
-            0x02 => Self::H2CTermReq,
-            0x03 => Self::C2HTermReq,
-            0x04 => Self::CapsuleCmd,
-            0x05 => Self::CapsuleResp,
-            0x06 => Self::H2CData,
-            0x07 => Self::C2HData,
-            0x09 => Self::R2T,
-            _ => return None,
-        })
+wire_enum! {
+    /// PDU types (common header byte 0).
+    pub enum PduType in pdu_type {
+        IcReq / IC_REQ = 0x00,
+        IcResp / IC_RESP = 0x01,
+        H2CTermReq / H2C_TERM_REQ = 0x02,
+        C2HTermReq / C2H_TERM_REQ = 0x03,
+        CapsuleCmd / CAPSULE_CMD = 0x04,
+        CapsuleResp / CAPSULE_RESP = 0x05,
+        H2CData / H2C_DATA = 0x06,
+        C2HData / C2H_DATA = 0x07,
+        R2T / R2T = 0x09,
     }
 }
 
-/// Common header flags (byte 1).
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(transparent)]
-pub struct PduFlags(u8);
-
-bitflags! {
-    impl PduFlags: u8 {
+wire_flags! {
+    /// Common header flags (byte 1).
+    pub struct PduFlags: u8 {
         /// Header digest present.
         const HDGSTF = 0x01;
         /// Data digest present.
@@ -75,31 +40,9 @@ bitflags! {
     }
 }
 
-impl core::fmt::Debug for PduFlags {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        bitflags::parser::to_writer(self, &mut *f)
-    }
-}
-
-/// The digest byte of ICReq / ICResp (DGST): which digests the sender wants.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(transparent)]
-pub struct DigestFlags(u8);
-
-bitflags! {
-    impl DigestFlags: u8 {
+wire_flags! {
+    /// The digest byte of ICReq / ICResp (DGST): which digests the sender wants.
+    pub struct DigestFlags: u8 {
         /// Header digest enable (HDGST_ENABLE).
         const HDGST = 0x01;
         /// Data digest enable (DDGST_ENABLE).
@@ -114,12 +57,6 @@ impl DigestFlags {
         f.set(Self::HDGST, hdgst);
         f.set(Self::DDGST, ddgst);
         f
-    }
-}
-
-impl core::fmt::Debug for DigestFlags {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        bitflags::parser::to_writer(self, &mut *f)
     }
 }
 
@@ -156,6 +93,20 @@ pub struct IcPdu {
     /// MAXR2T (ICReq) / MAXH2CDATA (ICResp).
     pub limit: U32,
     pub rsvd: [u8; 112],
+}
+
+impl IcPdu {
+    /// The PDU specific part of an ICReq / ICResp (the encoder fills in the common header).
+    pub fn new(pfv: u16, pda: u8, hdgst: bool, ddgst: bool, limit: u32) -> Self {
+        Self {
+            ch: CommonHeader::new_zeroed(),
+            pfv: pfv.into(),
+            pda,
+            dgst: DigestFlags::from_bools(hdgst, ddgst),
+            limit: limit.into(),
+            rsvd: [0; 112],
+        }
+    }
 }
 
 /// H2CTermReq and C2HTermReq header (24 bytes); the data is the PDU header in error.
