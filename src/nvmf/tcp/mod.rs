@@ -4,7 +4,8 @@
 //! and closing connections, polling and the timer; `rx.rs` receives, `protocol.rs` is the
 //! PDU state machine (IC exchange, capsules, R2T/H2CData), `connect.rs` the fabrics
 //! commands, `dispatch.rs` admin and I/O execution, `tx.rs` responses and Term Reqs,
-//! `view.rs` configuration changes.
+//! `view.rs` configuration changes; `state.rs` holds the protocol decisions as plain
+//! functions of the queue's state, unit-tested without sockets.
 //!
 //! A poll group (thread-local on its reactor) owns a `SockGroup` per socket implementation,
 //! the queue pairs whose sockets the acceptor handed to this reactor, the reactor's snapshot
@@ -32,7 +33,7 @@ use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
 use super::pdu::{
     self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder, PduError,
-    PduHeader, RxEvent, TargetIcParams, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
+    PduHeader, RxEvent, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
 };
 use super::subsystem::{CtrlrEntry, Directory, ListenAddr, QpairRef};
 use super::target::{TargetView, TransportOpts};
@@ -61,6 +62,7 @@ mod dispatch;
 mod protocol;
 mod rx;
 mod rx_landing;
+mod state;
 mod tx;
 mod view;
 

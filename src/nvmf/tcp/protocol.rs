@@ -147,13 +147,8 @@ impl PollGroup {
                     )));
                 }
                 let req = &qp.reqs[slot as usize];
-                pdu::check_h2c_data(&h, &req.r2t, req.received).map_err(Fatal::Protocol)?;
-                if h.datal != data_len {
-                    return Err(Fatal::Protocol(PduError::field(
-                        field_off::DATAL,
-                        "H2CData DATAL differs from the PDU's data",
-                    )));
-                }
+                state::admit_h2c_data(&h, &req.r2t, req.received, data_len)
+                    .map_err(Fatal::Protocol)?;
                 qp.cur = DataDest::H2C {
                     slot,
                     base: h.datao,
@@ -182,36 +177,16 @@ impl PollGroup {
         view: &TargetView,
     ) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
-        if qp.state != QpState::AwaitIcReq {
-            return Err(Fatal::Protocol(PduError::new(
-                pdu::Fes::PDU_SEQUENCE_ERROR,
-                0,
-                "second ICReq",
-            )));
-        }
-        if req.pfv != pdu::PFV_1_0 {
-            return Err(Fatal::Protocol(PduError::field(
-                field_off::PFV,
-                "unsupported PDU format version",
-            )));
-        }
         let opts = view.transport.clone().unwrap_or_default();
-        let params = TargetIcParams {
-            cpda: 0,
-            // One H2CData PDU carries at most an I/O unit (and at most 128 KiB).
-            maxh2cdata: opts
-                .io_unit_size
-                .clamp(4096, opts.max_io_size.min(128 * 1024))
-                & !3,
-            max_in_capsule: opts.in_capsule_data_size.max(ADMIN_IN_CAPSULE),
-            allow_hdgst: true,
-            allow_ddgst: true,
-        };
-        let (resp, txc, rxc) = pdu::target_negotiate(req, &params);
-        qp.dec.configure(rxc);
-        qp.tx = txc;
+        let state::IcOutcome {
+            resp,
+            tx,
+            rx,
+            depth,
+        } = state::ic_exchange(qp.state, req, &opts).map_err(Fatal::Protocol)?;
+        qp.dec.configure(rx);
+        qp.tx = tx;
         qp.maxh2cdata = resp.maxh2cdata;
-        let depth = opts.max_queue_depth.max(opts.max_aq_depth) as usize;
         qp.reqs = (0..depth).map(|_| Request::new()).collect();
         qp.free = (0..depth as u16).rev().collect();
         qp.opts = opts;
@@ -230,12 +205,13 @@ impl PollGroup {
     pub(super) fn send_r2t(&mut self, idx: usize, slot: u16) {
         let qp = &mut self.qpairs[idx];
         let req = &mut qp.reqs[slot as usize];
-        let r2t = R2T {
-            cccid: req.sqe.cid.get(),
-            ttag: slot,
-            r2to: req.received,
-            r2tl: (req.xfer - req.received).min(qp.maxh2cdata),
-        };
+        let r2t = state::next_r2t(
+            req.sqe.cid.get(),
+            slot,
+            req.xfer,
+            req.received,
+            qp.maxh2cdata,
+        );
         req.r2t = r2t;
         let tx = qp.tx;
         let mut w = qp.write_request(TOKEN_PLAIN);
@@ -265,11 +241,13 @@ impl PollGroup {
                 if !digest_ok {
                     req.status = Status::TRANSIENT_TRANSPORT_ERROR;
                 }
-                if req.received < req.xfer {
-                    if req.received == req.r2t.r2to + req.r2t.r2tl {
+                match state::h2c_data_end(req.received, req.xfer, &req.r2t) {
+                    state::H2cNext::SendR2t => {
                         self.send_r2t(idx, slot);
+                        return Ok(());
                     }
-                    return Ok(());
+                    state::H2cNext::Wait => return Ok(()),
+                    state::H2cNext::Complete => {}
                 }
                 if !req.status.is_success() {
                     return self.respond(idx, slot);
