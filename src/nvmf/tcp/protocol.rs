@@ -69,16 +69,11 @@ impl PollGroup {
                 req.received = 0;
                 req.pending = 0;
                 req.buf = None;
-                let sgl = sqe.dptr;
                 if data_len > 0 {
                     req.state = ReqState::Capsule;
                     req.xfer = data_len;
-                    if !sgl.is_in_capsule() {
-                        req.status = Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr();
-                    } else if sgl.address != 0 {
-                        req.status = Status::SGL_OFFSET_INVALID.with_dnr();
-                    } else if sgl.length != data_len {
-                        req.status = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
+                    if let Err(status) = state::admit_in_capsule(&sqe.dptr, data_len) {
+                        req.status = status;
                     } else {
                         // Landed data (see `process_landed`) or a buffer to copy it into.
                         let len = data_len as usize;
@@ -89,31 +84,21 @@ impl PollGroup {
                     return Ok(());
                 }
                 req.state = ReqState::Executing;
-                let limit = qp.opts.max_io_size.max(ADMIN_IN_CAPSULE);
-                let dir = if sqe.is_fabrics() {
-                    sqe.data_direction()
-                } else {
-                    io::direction(&sqe)
+                let dir = match state::plan_transfer(&sqe, qp.opts.max_io_size) {
+                    Ok(state::Transfer::None) => {
+                        req.xfer = 0;
+                        return self.execute(idx, slot);
+                    }
+                    Ok(state::Transfer::Data { dir, len }) => {
+                        req.xfer = len;
+                        dir
+                    }
+                    Err((len, status)) => {
+                        req.xfer = len;
+                        req.status = status;
+                        return self.respond(idx, slot);
+                    }
                 };
-                req.xfer = match dir {
-                    DataDirection::None => 0,
-                    _ => sgl.length.get(),
-                };
-                if req.xfer == 0 {
-                    return self.execute(idx, slot);
-                }
-                if req.xfer > limit {
-                    req.status = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
-                    return self.respond(idx, slot);
-                }
-                if !sgl.is_transport_data_block() {
-                    req.status = if sgl.is_in_capsule() {
-                        Status::DATA_SGL_LENGTH_INVALID.with_dnr()
-                    } else {
-                        Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()
-                    };
-                    return self.respond(idx, slot);
-                }
                 match dir {
                     DataDirection::HostToController => {
                         req.buf = Some(IoBuf::with_len(req.xfer as usize));

@@ -2,16 +2,19 @@
 //!
 //! The poll group (the shell: sockets, bdev channels, views) asks these functions what to do
 //! with a PDU and carries the answer out: the IC exchange's answer and settings
-//! ([`ic_exchange`]), the next R2T of a write ([`next_r2t`]), what follows the end of a
-//! piece of H2C data ([`h2c_data_end`]), and the checks an H2CData header must pass against
-//! the R2T it answers ([`admit_h2c_data`]). A violation is a [`PduError`] whose FES and
+//! ([`ic_exchange`]), the checks of a capsule's SGL and how its data moves
+//! ([`admit_in_capsule`], [`plan_transfer`]), the next R2T of a write ([`next_r2t`]), what
+//! follows the end of a piece of H2C data ([`h2c_data_end`]), and the checks an H2CData
+//! header must pass against the R2T it answers ([`admit_h2c_data`]). A violation is a [`PduError`] whose FES and
 //! FEI the shell sends in the C2HTermReq before it closes the queue.
 
 use super::{QpState, ADMIN_IN_CAPSULE};
+use crate::nvmf::io;
 use crate::nvmf::pdu::{
     self, field_off, H2CData, IcReq, IcResp, PduError, RxConfig, TargetIcParams, TxConfig, R2T,
 };
 use crate::nvmf::target::TransportOpts;
+use crate::nvmf::wire::{DataDirection, SglDescriptor, Sqe, Status};
 
 /// What the IC exchange settles: the ICResp to send, how this side sends and receives from
 /// now on, and the number of request slots of the queue.
@@ -93,6 +96,63 @@ pub(super) fn admit_h2c_data(
     Ok(())
 }
 
+/// Checks the SGL of a command capsule that carries `data_len` bytes of in-capsule data: an
+/// Offset data block at offset 0 of exactly that length, else the status to answer.
+#[inline]
+pub(super) fn admit_in_capsule(sgl: &SglDescriptor, data_len: u32) -> Result<(), Status> {
+    if !sgl.is_in_capsule() {
+        Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr())
+    } else if sgl.address != 0 {
+        Err(Status::SGL_OFFSET_INVALID.with_dnr())
+    } else if sgl.length != data_len {
+        Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr())
+    } else {
+        Ok(())
+    }
+}
+
+/// How the data of a command capsule without in-capsule data moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transfer {
+    /// No data: the command runs at once.
+    None,
+    /// `len` bytes in direction `dir`: solicited by R2T (host to controller) or sent as
+    /// C2HData (controller to host); a bidirectional command is the caller's to refuse.
+    Data { dir: DataDirection, len: u32 },
+}
+
+/// The data transfer of a capsule without in-capsule data, checked against the transport's
+/// largest I/O; an error carries the transfer length and the status to answer with.
+#[inline]
+pub(super) fn plan_transfer(sqe: &Sqe, max_io_size: u32) -> Result<Transfer, (u32, Status)> {
+    let sgl = sqe.dptr;
+    let limit = max_io_size.max(ADMIN_IN_CAPSULE);
+    let dir = if sqe.is_fabrics() {
+        sqe.data_direction()
+    } else {
+        io::direction(sqe)
+    };
+    let len = match dir {
+        DataDirection::None => 0,
+        _ => sgl.length.get(),
+    };
+    if len == 0 {
+        return Ok(Transfer::None);
+    }
+    if len > limit {
+        return Err((len, Status::DATA_SGL_LENGTH_INVALID.with_dnr()));
+    }
+    if !sgl.is_transport_data_block() {
+        let status = if sgl.is_in_capsule() {
+            Status::DATA_SGL_LENGTH_INVALID.with_dnr()
+        } else {
+            Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()
+        };
+        return Err((len, status));
+    }
+    Ok(Transfer::Data { dir, len })
+}
+
 /// What follows the end of a piece of H2C data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum H2cNext {
@@ -123,7 +183,7 @@ mod tests {
         encode_pdu, encode_term_req, CapsuleRespHdr, Fes, PduDecoder, PduHeader, Role, RxEvent,
         TermReqHdr, TERM_REQ_MAX_PLEN,
     };
-    use crate::nvmf::wire::{io_opc, Cqe, SglDescriptor, Sqe, Status};
+    use crate::nvmf::wire::{io_opc, Cqe};
     use std::time::Instant;
     use zerocopy::FromBytes;
 
@@ -248,6 +308,59 @@ mod tests {
         let resp = encode_pdu(&PduHeader::CapsuleResp(cqe), &[], &ic.tx).unwrap();
         let (hdr, _) = CapsuleRespHdr::ref_from_prefix(&resp).unwrap();
         assert_eq!((hdr.cqe.cid.get(), hdr.cqe.status()), (7, Status::SUCCESS));
+    }
+
+    #[test]
+    fn capsules_are_planned_by_their_sgl() {
+        let max_io = TransportOpts::default().max_io_size;
+        // In-capsule data: an Offset data block at 0 of the capsule's data length.
+        assert_eq!(
+            admit_in_capsule(&SglDescriptor::in_capsule(0, 512), 512),
+            Ok(())
+        );
+        assert_eq!(
+            admit_in_capsule(&SglDescriptor::in_capsule(8, 512), 512),
+            Err(Status::SGL_OFFSET_INVALID.with_dnr())
+        );
+        assert_eq!(
+            admit_in_capsule(&SglDescriptor::in_capsule(0, 1024), 512),
+            Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr())
+        );
+        assert_eq!(
+            admit_in_capsule(&SglDescriptor::transport_data_block(512), 512),
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr())
+        );
+        // A write without in-capsule data: R2T for the SGL's length.
+        let sgl = SglDescriptor::transport_data_block(8192);
+        let write = Sqe::rw(io_opc::WRITE, 1, 1, 0, 16, sgl);
+        assert_eq!(
+            plan_transfer(&write, max_io),
+            Ok(Transfer::Data {
+                dir: DataDirection::HostToController,
+                len: 8192
+            })
+        );
+        let read = Sqe::rw(io_opc::READ, 1, 1, 0, 16, sgl);
+        assert_eq!(
+            plan_transfer(&read, max_io),
+            Ok(Transfer::Data {
+                dir: DataDirection::ControllerToHost,
+                len: 8192
+            })
+        );
+        // Flush moves no data; a transfer over the limit or a wrong SGL type is refused.
+        let flush = Sqe::new(io_opc::FLUSH, 1, 1);
+        assert_eq!(plan_transfer(&flush, max_io), Ok(Transfer::None));
+        let big = SglDescriptor::transport_data_block(max_io + 4096);
+        assert_eq!(
+            plan_transfer(&Sqe::rw(io_opc::WRITE, 1, 1, 0, 8, big), max_io),
+            Err((max_io + 4096, Status::DATA_SGL_LENGTH_INVALID.with_dnr()))
+        );
+        let keyed = SglDescriptor::keyed(0, 4096, 0);
+        assert_eq!(
+            plan_transfer(&Sqe::rw(io_opc::READ, 1, 1, 0, 8, keyed), max_io),
+            Err((4096, Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()))
+        );
     }
 
     #[test]
