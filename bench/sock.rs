@@ -6,10 +6,8 @@
 //! uring/posix ratios. Run with `cargo bench --bench sock` (POLLUX_BENCH_SECS sets the time per
 //! cell, default 0.5).
 
-use pollux::buf::IoBuf;
-use pollux::sock::{
-    get_impl, Chunk, SharedBytes, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
-};
+use pollux::buf::{Chunk, IoBuf, SharedBytes};
+use pollux::sock::{get_impl, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;

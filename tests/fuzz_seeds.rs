@@ -10,7 +10,7 @@ use pollux::nvmf::pdu::{
     decode_all, encode_pdu, C2HData, Fes, H2CData, IcReq, IcResp, PduHeader, Role, RxConfig,
     TermReq, TxConfig, R2T,
 };
-use pollux::nvmf::spec::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
+use pollux::nvmf::wire::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
 use pollux::rpc::server::{frame_requests, validate, FrameEnd};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ fn host_stream(hdgst: bool, ddgst: bool, cpda: u8) -> Vec<u8> {
     );
     encode(&mut out, connect, &connect_data, &tx);
     let mut identify = Sqe::new(admin_opc::IDENTIFY, 2, 0);
-    identify.cdw10 = 1;
+    identify.cdw10 = 1.into();
     identify.dptr = SglDescriptor::transport_data_block(4096);
     encode(&mut out, PduHeader::CapsuleCmd(identify), &[], &tx);
     let mut write = Sqe::new(io_opc::WRITE, 3, 1);
@@ -127,7 +127,7 @@ fn target_stream(hdgst: bool, ddgst: bool, hpda: u8) -> Vec<u8> {
         pda: hpda,
     };
     let mut connected = Cqe::new(1, Status::SUCCESS);
-    connected.dw0 = 1;
+    connected.dw0 = 1.into();
     encode(&mut out, PduHeader::CapsuleResp(connected), &[], &tx);
     let r2t = R2T {
         cccid: 4,

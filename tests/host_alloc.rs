@@ -11,7 +11,7 @@ use pollux::alloc_count::{self, CountingAlloc};
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::fake::FakeTarget;
 use pollux::nvmf::host::{Completion, ConnectOpts, Controller, DataBuf, Qpair, Request};
-use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
+use pollux::nvmf::wire::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, ReactorConfig};
 use std::time::Duration;
 

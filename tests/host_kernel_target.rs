@@ -9,7 +9,7 @@
 mod common;
 
 use pollux::nvmf::host::{discover, ConnectOpts, HostError, SyncController, TransportId};
-use pollux::nvmf::spec::{cntrltype, feat, log_id, Status};
+use pollux::nvmf::wire::{cntrltype, feat, log_id, Status};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -298,7 +298,7 @@ fn exercise(c: &SyncController, base_lba: u64, tag: u64) {
     // NVMe errors are typed.
     // (nvmet's block device backend reports an LBA beyond the end as Internal Error,
     // other targets as LBA Out of Range: either way a typed NVMe status.)
-    let err = c.read(1, nsid, ns.nsze, 1, bs).unwrap_err();
+    let err = c.read(1, nsid, ns.nsze.get(), 1, bs).unwrap_err();
     let status = err.nvme_status().expect("an NVMe status");
     assert!(!status.is_success(), "{err}");
     assert!(

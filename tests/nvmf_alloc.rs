@@ -6,7 +6,7 @@
 mod common;
 
 use common::nvme::{call, export, rw, Host};
-use pollux::nvmf::spec::io_opc;
+use pollux::nvmf::wire::io_opc;
 use serde_json::json;
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ mod common;
 use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, H2CData, PduHeader};
-use pollux::nvmf::spec::{admin_opc, io_opc, SglDescriptor, Sqe, Status};
+use pollux::nvmf::wire::{admin_opc, io_opc, SglDescriptor, Sqe, Status};
 use pollux::reactor::IdleStrategy;
 use serde_json::{json, Value};
 use std::io::{self, Read, Write};
@@ -168,9 +168,9 @@ fn still_served(admin: &mut Host, io: &mut Host, seed: u64) {
     let data = pattern(8192, seed);
     let slba = seed % 1000;
     let w = io.run(rw(io_opc::WRITE, slba, 2), Some(&data), 0);
-    assert!(w.ok(), "write: {:?}", w.cqe.status);
+    assert!(w.ok(), "write: {:?}", w.cqe.status());
     let r = io.run(rw(io_opc::READ, slba, 2), None, 8192);
-    assert!(r.ok(), "read: {:?}", r.cqe.status);
+    assert!(r.ok(), "read: {:?}", r.cqe.status());
     assert_eq!(r.data, data);
     assert!(admin
         .run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0)
@@ -180,7 +180,7 @@ fn still_served(admin: &mut Host, io: &mut Host, seed: u64) {
 /// A capsule PDU for a Read, encoded, for byte surgery.
 fn read_capsule(h: &Host) -> Vec<u8> {
     let mut sqe = rw(io_opc::READ, 0, 1);
-    sqe.cid = 9;
+    sqe.cid = 9.into();
     sqe.dptr = SglDescriptor::transport_data_block(4096);
     pdu::encode_pdu(&PduHeader::CapsuleCmd(sqe), &[], &h.tx).unwrap()
 }
@@ -188,7 +188,7 @@ fn read_capsule(h: &Host) -> Vec<u8> {
 /// Starts an R2T write of `len` bytes on `h` and returns (cid, R2T).
 fn start_r2t_write(h: &mut Host, len: u32) -> (u16, pdu::R2T) {
     let mut sqe = rw(io_opc::WRITE, 0, len / 4096);
-    sqe.cid = 77;
+    sqe.cid = 77.into();
     sqe.dptr = SglDescriptor::transport_data_block(len);
     h.send_pdu(&PduHeader::CapsuleCmd(sqe), &[]);
     let p = h.recv_pdu().expect("an R2T");
@@ -336,7 +336,7 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
         .unwrap();
     match badio.recv_pdu() {
         Ok(p) => match p.header {
-            PduHeader::CapsuleResp(c) => assert!(!c.status.is_success(), "{c:?}"),
+            PduHeader::CapsuleResp(c) => assert!(!c.status().is_success(), "{c:?}"),
             PduHeader::C2HTermReq(_) => {}
             other => panic!("unexpected answer to a bad data digest: {other:?}"),
         },
@@ -424,9 +424,9 @@ fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
             let mut h = Host::connect(port, false, false);
             let d = h.run(rw(io_opc::READ, 0, 1), None, 4096);
             assert!(
-                d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR),
+                d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
                 "{:?}",
-                d.cqe.status
+                d.cqe.status()
             );
             h
         })
@@ -481,7 +481,7 @@ fn hosts_that_stop_reading_are_dropped() {
     let mut sent = 0u64;
     let t0 = Instant::now();
     let stopped = loop {
-        sqe.cid = (sent % 60_000) as u16;
+        sqe.cid = ((sent % 60_000) as u16).into();
         let bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(sqe), &[], &flood.tx).unwrap();
         if let Err(e) = flood.send_raw(&bytes) {
             break e;
@@ -505,7 +505,7 @@ fn hosts_that_stop_reading_are_dropped() {
     let mut quiet = Host::io_connect(port, NQN, quiet_admin.cntlid, 1, false);
     for i in 0..127u16 {
         let mut sqe = rw(io_opc::READ, 0, 32);
-        sqe.cid = i + 1;
+        sqe.cid = (i + 1).into();
         sqe.dptr = SglDescriptor::transport_data_block(128 * 1024);
         quiet.send_pdu(&PduHeader::CapsuleCmd(sqe), &[]);
     }
@@ -549,7 +549,7 @@ fn inject(app: &RunningApp, io_type: &str, error_type: &str, num: u64) {
 }
 
 fn on_ns2(mut sqe: Sqe) -> Sqe {
-    sqe.nsid = 2;
+    sqe.nsid = 2.into();
     sqe
 }
 
@@ -570,11 +570,11 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     inject(&app, "read", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
-    assert!(!d.cqe.status.dnr());
+    assert!(!d.cqe.status().dnr());
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
         data
@@ -585,15 +585,15 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     let other = pattern(8192, 43);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 2)), Some(&other), 0);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 1)), Some(&other[..4096]), 0);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
@@ -604,28 +604,28 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     inject(&app, "flush", "failure", 1);
     let d = io.run(on_ns2(Sqe::new(io_opc::FLUSH, 0, 2)), None, 0);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     inject(&app, "write_zeroes", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::WRITE_ZEROES, 10, 1)), None, 0);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     inject(&app, "unmap", "failure", 1);
     let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT, 0, 2);
-    dsm.cdw11 = pollux::nvmf::spec::dsm::DEALLOCATE;
+    dsm.cdw11 = pollux::nvmf::wire::dsm::DEALLOCATE.into();
     let mut range = [0u8; 16];
     range[4..8].copy_from_slice(&2u32.to_le_bytes());
     range[8..16].copy_from_slice(&10u64.to_le_bytes());
     let d = io.run(dsm, Some(&range), 0);
     assert!(
-        d.cqe.status.same_code(Status::INTERNAL_ERROR),
+        d.cqe.status().same_code(Status::INTERNAL_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
@@ -646,7 +646,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
         }
         for cid in cids {
             let d = io.wait_completion(cid);
-            assert!(d.ok(), "a nomem write failed: {:?}", d.cqe.status);
+            assert!(d.ok(), "a nomem write failed: {:?}", d.cqe.status());
         }
     }
     for (lba, d) in &expected {
@@ -790,7 +790,7 @@ fn keep_alive_expiry_during_io_tears_everything_down() {
                 on_ns2(rw(io_opc::READ, completed % 1000, 1))
             };
             let mut sqe = sqe;
-            sqe.cid = (completed as u16 + outstanding.len() as u16) % 4096 + 1;
+            sqe.cid = ((completed as u16 + outstanding.len() as u16) % 4096 + 1).into();
             let bytes = if sqe.opcode == io_opc::WRITE {
                 sqe.dptr = SglDescriptor::in_capsule(0, 4096);
                 pdu::encode_pdu(&PduHeader::CapsuleCmd(sqe), &[&data], &io.tx).unwrap()
@@ -806,7 +806,7 @@ fn keep_alive_expiry_during_io_tears_everything_down() {
         match io.recv_pdu() {
             Ok(p) => {
                 if let PduHeader::CapsuleResp(c) = p.header {
-                    assert!(c.status.is_success(), "{c:?}");
+                    assert!(c.status().is_success(), "{c:?}");
                     outstanding.retain(|x| *x != c.cid);
                     completed += 1;
                 }
@@ -851,7 +851,7 @@ fn collect_answers(h: &mut Host, cids: &[u16]) -> Vec<Status> {
     while !left.is_empty() {
         let p = h.recv_pdu().expect("an answer to every in-flight command");
         let (cid, st) = match p.header {
-            PduHeader::CapsuleResp(c) => (c.cid, c.status),
+            PduHeader::CapsuleResp(c) => (c.cid.get(), c.status()),
             PduHeader::C2HData(d) if d.success => (d.cccid, Status::SUCCESS),
             _ => continue,
         };
@@ -891,9 +891,11 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
     let ok = answers.iter().filter(|s| s.is_success()).count();
     let d = io.run(on_ns2(rw(io_opc::READ, 0, 1)), None, 4096);
     assert!(
-        d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT),
+        d.cqe
+            .status()
+            .same_code(Status::INVALID_NAMESPACE_OR_FORMAT),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     still_served(&mut admin, &mut io, 11);
     // The removed namespace's bdev is free again.
@@ -902,7 +904,7 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
 
     // 16 slow commands on nsid 3, then the subsystem goes: both queues are closed.
     let mut sqe3 = rw(io_opc::READ, 0, 1);
-    sqe3.nsid = 3;
+    sqe3.nsid = 3.into();
     for _ in 0..16 {
         io.submit(sqe3, None, 4096);
     }
@@ -936,7 +938,7 @@ fn cancelled_writes_of_a_closed_connection_do_not_close_the_next_one() {
             io.submit(rw(io_opc::WRITE, i * 32, 32), Some(&data), 0);
         }
         let mut sqe = rw(io_opc::WRITE, 64, 32);
-        sqe.cid = 0xfff0;
+        sqe.cid = 0xfff0.into();
         sqe.dptr = SglDescriptor::transport_data_block(128 * 1024);
         io.send_pdu(&PduHeader::CapsuleCmd(sqe), &[]);
         // Enough unread read data to fill the socket buffers: writes stay queued.

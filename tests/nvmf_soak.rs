@@ -15,7 +15,7 @@ mod common;
 
 use common::nvme::{call, export, reset_on_close, rw, Host};
 use pollux::nvmf::pdu::PduHeader;
-use pollux::nvmf::spec::{io_opc, SglDescriptor};
+use pollux::nvmf::wire::{io_opc, SglDescriptor};
 use pollux::reactor::IdleStrategy;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ struct Soak {
 }
 
 impl Soak {
-    fn chunk_cmd(op: u8, chunk: usize) -> pollux::nvmf::spec::Sqe {
+    fn chunk_cmd(op: u8, chunk: usize) -> pollux::nvmf::wire::Sqe {
         let blocks = (CHUNK / BLOCK) as u32;
         rw(op, chunk as u64 * blocks as u64, blocks)
     }
@@ -93,7 +93,7 @@ impl Soak {
     /// Reads `chunk` and checks it (resolving an uncertain chunk to old or new).
     fn verify(&mut self, io: &mut Host, chunk: usize) {
         let d = io.run(Self::chunk_cmd(io_opc::READ, chunk), None, CHUNK as u32);
-        assert!(d.ok(), "read of chunk {chunk} failed: {:?}", d.cqe.status);
+        assert!(d.ok(), "read of chunk {chunk} failed: {:?}", d.cqe.status());
         assert_eq!(d.data.len(), CHUNK);
         self.f.reads += 1;
         self.f.bytes_verified += CHUNK as u64;
@@ -167,7 +167,7 @@ impl Soak {
                 let chunks = self.distinct_chunks(n);
                 for (cid, c, g) in self.write_batch(&mut io, &chunks) {
                     let d = io.wait_completion(cid);
-                    assert!(d.ok(), "write of chunk {c} failed: {:?}", d.cqe.status);
+                    assert!(d.ok(), "write of chunk {c} failed: {:?}", d.cqe.status());
                     self.gen[c] = g;
                     self.f.writes += 1;
                     self.f.bytes_written += CHUNK as u64;
@@ -195,7 +195,7 @@ impl Soak {
                     }
                 };
                 let mut sqe = Self::chunk_cmd(io_opc::WRITE, c);
-                sqe.cid = 0xfff0;
+                sqe.cid = 0xfff0.into();
                 sqe.dptr = SglDescriptor::transport_data_block(CHUNK as u32);
                 io.send_pdu(&PduHeader::CapsuleCmd(sqe), &[]);
                 self.uncertain[c] = Some((self.gen[c], self.next_gen));

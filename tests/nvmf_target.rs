@@ -9,7 +9,7 @@ mod common;
 use common::nvme::{call, export, rw, Host, HOSTID, HOSTNQN};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, PduHeader};
-use pollux::nvmf::spec::{
+use pollux::nvmf::wire::{
     self, admin_opc, aen, cns, feat, io_opc, log_id, prop, Cap, IdentifyController,
     IdentifyNamespace, SglDescriptor, SmartLog, Sqe, Status,
 };
@@ -52,7 +52,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let mut admin = Host::admin_connect(port, NQN, digests, 0);
     let cap = Cap::from_u64(admin.prop_get(prop::CAP, true).cqe.result64());
-    assert_eq!(cap.mqes, 127);
+    assert_eq!(cap.mqes(), 127);
     let vs = admin.prop_get(prop::VS, false).cqe.dw0;
     assert_eq!(vs, 0x0001_0300);
 
@@ -66,14 +66,14 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert_eq!(id.ioccsz, (64 + 4096) / 16);
     assert_eq!(id.iorcsz, 1);
     assert_eq!(id.mdts, 5);
-    assert_eq!(id.cntrltype, spec::cntrltype::IO);
-    assert_ne!(id.oncs & spec::oncs::WRITE_ZEROES, 0);
-    assert_ne!(id.oncs & spec::oncs::DATASET_MANAGEMENT, 0);
+    assert_eq!(id.cntrltype, wire::cntrltype::IO);
+    assert_ne!(id.oncs & wire::oncs::WRITE_ZEROES, 0);
+    assert_ne!(id.oncs & wire::oncs::DATASET_MANAGEMENT, 0);
     assert_eq!(id.msdbd, 1);
 
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![1]
     );
     let d = admin.identify(cns::NAMESPACE, 1);
@@ -81,20 +81,23 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert_eq!(ns.nsze, 64 * 256);
     assert_eq!(ns.block_size(), Some(4096));
     let d = admin.identify(cns::NS_ID_DESCRIPTOR_LIST, 1);
-    let descs = spec::decode_ns_id_descriptors(&d.data).unwrap();
+    let descs = wire::decode_ns_id_descriptors(&d.data).unwrap();
     assert!(descs
         .iter()
-        .any(|d| matches!(d, spec::NsIdDescriptor::Uuid(_))));
+        .any(|d| matches!(d, wire::NsIdDescriptor::Uuid(_))));
     let d = admin.identify(cns::NAMESPACE, 0);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
 
-    let d = admin.set_feature(feat::NUMBER_OF_QUEUES, spec::num_queues_value(3, 3));
+    let d = admin.set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(3, 3));
     assert!(d.ok());
-    assert_eq!(d.cqe.dw0, spec::num_queues_value(3, 3));
+    assert_eq!(d.cqe.dw0, wire::num_queues_value(3, 3));
     let d = admin.get_feature(feat::NUMBER_OF_QUEUES);
-    assert_eq!(d.cqe.dw0, spec::num_queues_value(3, 3));
+    assert_eq!(d.cqe.dw0, wire::num_queues_value(3, 3));
     let d = admin.get_feature(0x77);
-    assert!(d.cqe.status.same_code(Status::INVALID_FIELD));
+    assert!(d.cqe.status().same_code(Status::INVALID_FIELD));
     let d = admin.run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0);
     assert!(d.ok());
 
@@ -110,7 +113,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     for (blocks, seed) in [(2u32, 2u8), (8, 3), (32, 4)] {
         let b = pattern(blocks as usize * 4096, seed);
         let d = io.run(rw(io_opc::WRITE, 100, blocks), Some(&b), 0);
-        assert!(d.ok(), "{blocks} blocks: {:?}", d.cqe.status);
+        assert!(d.ok(), "{blocks} blocks: {:?}", d.cqe.status());
         let d = io.run(rw(io_opc::READ, 100, blocks), None, blocks * 4096);
         assert!(d.ok());
         assert!(d.data == b, "read back {blocks} blocks");
@@ -126,22 +129,25 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let mut ranges = vec![0u8; 16];
     ranges[4..8].copy_from_slice(&4u32.to_le_bytes());
     ranges[8..16].copy_from_slice(&102u64.to_le_bytes());
-    let dsm = Sqe::dataset_management(0, 1, 1, spec::dsm::DEALLOCATE, SglDescriptor::default());
+    let dsm = Sqe::dataset_management(0, 1, 1, wire::dsm::DEALLOCATE, SglDescriptor::default());
     assert!(io.run(dsm, Some(&ranges), 0).ok());
     // Errors: LBA out of range, invalid namespace, invalid opcode.
     let d = io.run(rw(io_opc::READ, 64 * 256 - 1, 2), None, 8192);
     assert!(
-        d.cqe.status.same_code(Status::LBA_OUT_OF_RANGE),
+        d.cqe.status().same_code(Status::LBA_OUT_OF_RANGE),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
-    assert!(d.cqe.status.dnr());
+    assert!(d.cqe.status().dnr());
     let mut bad_ns = rw(io_opc::READ, 0, 1);
-    bad_ns.nsid = 9;
+    bad_ns.nsid = 9.into();
     let d = io.run(bad_ns, None, 4096);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     let d = io.run(Sqe::new(0x7e, 0, 1), None, 0);
-    assert!(d.cqe.status.same_code(Status::INVALID_OPCODE));
+    assert!(d.cqe.status().same_code(Status::INVALID_OPCODE));
     // SQ head moves with every command.
     let d = io.run(rw(io_opc::READ, 0, 1), None, 4096);
     assert!(d.ok());
@@ -210,7 +216,7 @@ fn io_queues_on_two_reactors() {
     let port = setup(&app, json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     assert!(admin
-        .set_feature(feat::NUMBER_OF_QUEUES, spec::num_queues_value(1, 1))
+        .set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(1, 1))
         .ok());
     let mut q1 = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut q2 = Host::io_connect(port, NQN, admin.cntlid, 2, false);
@@ -255,11 +261,11 @@ fn io_queues_on_two_reactors() {
 
 fn invalid_param(d: &common::nvme::Done) -> (bool, u16) {
     assert!(
-        d.cqe.status.same_code(Status::CONNECT_INVALID_PARAMETERS),
+        d.cqe.status().same_code(Status::CONNECT_INVALID_PARAMETERS),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
-    spec::connect_invalid_param_from_dw0(d.cqe.dw0)
+    wire::connect_invalid_param_from_dw0(d.cqe.dw0.get())
 }
 
 #[test]
@@ -274,9 +280,9 @@ fn connect_rejections() {
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
     assert!(
-        d.cqe.status.same_code(Status::CONNECT_INVALID_HOST),
+        d.cqe.status().same_code(Status::CONNECT_INVALID_HOST),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     call(
         &app,
@@ -294,7 +300,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 44));
     // A command before Connect: Command Sequence Error.
     let d = h.run(Sqe::new(admin_opc::IDENTIFY, 0, 0), None, 4096);
-    assert!(d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR));
+    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
 
     // A controller, not yet enabled: an I/O connect is a Command Sequence Error.
     let mut admin = Host::connect(port, false, false);
@@ -303,13 +309,13 @@ fn connect_rejections() {
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(1, NQN, HOSTNQN, cntlid, 31, 0);
     assert!(
-        d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR),
+        d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     assert!(admin.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20).ok());
     assert!(admin
-        .set_feature(feat::NUMBER_OF_QUEUES, spec::num_queues_value(0, 0))
+        .set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(0, 0))
         .ok());
     // Unknown cntlid.
     let mut h = Host::connect(port, false, false);
@@ -333,7 +339,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 42));
     // A second Connect on a connected queue.
     let d = admin.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(d.cqe.status.same_code(Status::COMMAND_SEQUENCE_ERROR));
+    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
     app.shutdown_and_wait();
 }
 
@@ -394,18 +400,18 @@ fn live_namespace_add_and_remove_raise_aens() {
     );
     let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![2]
     );
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![1, 2]
     );
     // The new namespace serves I/O.
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut r = rw(io_opc::READ, 0, 8);
-    r.nsid = 2;
+    r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Removal: another AER, another notice; the namespace is gone for I/O.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
@@ -418,21 +424,24 @@ fn live_namespace_add_and_remove_raise_aens() {
     assert!(admin.wait_completion(aer).ok());
     let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![2]
     );
     let d = io.run(r, None, 4096);
-    assert!(d.cqe.status.same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    assert!(d
+        .cqe
+        .status()
+        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     // Abort (best effort): a pending AER can be aborted, an unknown command cannot.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
     let mut abort = Sqe::new(admin_opc::ABORT, 0, 0);
-    abort.cdw10 = (aer as u32) << 16;
+    abort.cdw10 = ((aer as u32) << 16).into();
     let d = admin.run(abort, None, 0);
     assert!(d.ok());
     assert_eq!(d.cqe.dw0 & 1, 0, "aborted");
     let a = admin.wait_completion(aer);
-    assert!(a.cqe.status.same_code(Status::ABORTED_BY_REQUEST));
-    abort.cdw10 = 999 << 16;
+    assert!(a.cqe.status().same_code(Status::ABORTED_BY_REQUEST));
+    abort.cdw10 = (999 << 16).into();
     let d = admin.run(abort, None, 0);
     assert_eq!(d.cqe.dw0 & 1, 1, "not aborted");
     app.shutdown_and_wait();
@@ -528,25 +537,25 @@ fn discovery_log_lists_the_subsystem_listeners() {
     let port = setup(&app, json!({}));
     let mut h = Host::connect(port, false, false);
     assert!(h
-        .fabric_connect(0, spec::DISCOVERY_NQN, HOSTNQN, 0xffff, 31, 0)
+        .fabric_connect(0, wire::DISCOVERY_NQN, HOSTNQN, 0xffff, 31, 0)
         .ok());
     assert!(h.prop_set(prop::CC, 1).ok());
     let id = IdentifyController::decode_slice(&h.identify(cns::CONTROLLER, 0).data).unwrap();
-    assert_eq!(id.cntrltype, spec::cntrltype::DISCOVERY);
+    assert_eq!(id.cntrltype, wire::cntrltype::DISCOVERY);
     let d = h.get_log(log_id::DISCOVERY, 0, 0, 4096);
     assert!(d.ok());
-    let hdr = spec::DiscoveryLogHeader::decode_slice(&d.data).unwrap();
+    let hdr = wire::DiscoveryLogHeader::decode_slice(&d.data).unwrap();
     assert_eq!(hdr.numrec, 1);
-    let e = spec::DiscoveryLogEntry::decode_slice(&d.data[1024..]).unwrap();
+    let e = wire::DiscoveryLogEntry::decode_slice(&d.data[1024..]).unwrap();
     assert_eq!(pollux::nvmf::field_str(&e.subnqn), Some(NQN));
     assert_eq!(
         pollux::nvmf::field_str(&e.trsvcid),
         Some(port.to_string().as_str())
     );
-    assert_eq!(e.trtype, spec::trtype::TCP);
+    assert_eq!(e.trtype, wire::trtype::TCP);
     // RPC view: discovery first, SPDK's shape.
     let subs = call(&app, "nvmf_get_subsystems", json!({})).unwrap();
-    assert_eq!(subs[0]["nqn"], json!(spec::DISCOVERY_NQN));
+    assert_eq!(subs[0]["nqn"], json!(wire::DISCOVERY_NQN));
     assert_eq!(subs[1]["namespaces"][0]["bdev_name"], json!("Malloc0"));
     // Removing the listener closes its connections cleanly.
     let mut admin = Host::admin_connect(port, NQN, false, 0);
@@ -600,7 +609,7 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
         .ok());
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut r = rw(io_opc::READ, 0, 1);
-    r.nsid = 2;
+    r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Hot remove: the namespace leaves the subsystem, hosts get a notice, the delete
     // completes once the target closed its channels.
@@ -609,13 +618,13 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
     assert!(admin.wait_completion(aer).ok());
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![1]
     );
     assert!(io
         .run(r, None, 4096)
         .cqe
-        .status
+        .status()
         .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
     // Deleting the subsystem disconnects its hosts.
     call(&app, "nvmf_delete_subsystem", json!({"nqn": NQN})).unwrap();
@@ -745,7 +754,7 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     // A 4 KiB in-capsule write whose data digest is wrong.
     let data = pattern(4096, 3);
     let mut w = rw(io_opc::WRITE, 0, 1);
-    w.cid = 77;
+    w.cid = 77.into();
     w.dptr = SglDescriptor::in_capsule(0, 4096);
     let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
     let n = bytes.len();
@@ -753,9 +762,9 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     io.send_raw(&bytes).unwrap();
     let d = io.wait_completion(77);
     assert!(
-        d.cqe.status.same_code(Status::TRANSIENT_TRANSPORT_ERROR),
+        d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR),
         "{:?}",
-        d.cqe.status
+        d.cqe.status()
     );
     // The queue still works.
     assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());
@@ -877,8 +886,8 @@ fn rpc_py_nvmf_commands() {
         .unwrap();
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let d = admin.identify(cns::NS_ID_DESCRIPTOR_LIST, 3);
-    let descs = spec::decode_ns_id_descriptors(&d.data).unwrap();
-    assert!(descs.contains(&spec::NsIdDescriptor::Nguid([
+    let descs = wire::decode_ns_id_descriptors(&d.data).unwrap();
+    assert!(descs.contains(&wire::NsIdDescriptor::Nguid([
         0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
         0xff
     ])));

@@ -11,7 +11,7 @@ mod common;
 use common::nvme::{call, export, rw, Host};
 use pollux::app::RunningApp;
 use pollux::bdev::rbd::DevCluster;
-use pollux::nvmf::spec::{self, admin_opc, aen, cns, feat, io_opc, log_id, Sqe};
+use pollux::nvmf::wire::{self, admin_opc, aen, cns, feat, io_opc, log_id, Sqe};
 use pollux::reactor::IdleStrategy;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 fn rw_ns(op: u8, nsid: u32, slba: u64, blocks: u32) -> Sqe {
     let mut s = rw(op, slba, blocks);
-    s.nsid = nsid;
+    s.nsid = nsid.into();
     s
 }
 
@@ -118,7 +118,7 @@ fn rbd_namespace_io_resize_aen_and_rpc_clients() {
                 .run(rw_ns(io_opc::WRITE, nsid, slba, 4), Some(&data), 0)
                 .ok());
             let r = io.run(rw_ns(io_opc::READ, nsid, slba, 4), None, 16384);
-            assert!(r.ok(), "nsid {nsid} read: {:?}", r.cqe.status);
+            assert!(r.ok(), "nsid {nsid} read: {:?}", r.cqe.status());
             assert!(r.data == data, "nsid {nsid}: read back what was written");
         }
     }
@@ -148,7 +148,7 @@ fn rbd_namespace_io_resize_aen_and_rpc_clients() {
     );
     let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
     assert_eq!(
-        spec::decode_ns_list(d.data.as_slice().try_into().unwrap()),
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![2]
     );
     let id = admin.identify(cns::NAMESPACE, 2);
@@ -276,7 +276,7 @@ fn stalled_osd_is_answered_within_the_timeout_and_data_is_old_or_new() {
                 break r;
             }
         };
-        assert!(r.ok(), "read after the OSD resumed: {:?}", r.cqe.status);
+        assert!(r.ok(), "read after the OSD resumed: {:?}", r.cqe.status());
         let (old, new) = (pattern(4096, b as u8), pattern(4096, 100 + b as u8));
         assert!(
             r.data == old || r.data == new,

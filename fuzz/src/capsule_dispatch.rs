@@ -19,9 +19,9 @@
 use pollux::app::{self, AppOptions, RunningApp};
 use pollux::bdev::iostat::IoStats;
 use pollux::bdev::{self, BdevHandle};
-use pollux::nvmf::ctrlr::{self, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
+use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
 use pollux::nvmf::io::{self, IoPlan, NsGeometry};
-use pollux::nvmf::spec::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
+use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
 use pollux::nvmf::subsystem::{Namespace, SubType, Subsystem};
 use pollux::nvmf::target::{TargetView, TransportOpts};
 use pollux::reactor::IdleStrategy;
@@ -34,7 +34,7 @@ use std::time::Duration;
 /// Largest admin / I/O buffer a record asks for (the transport's limit is 1 MiB; 64 KiB
 /// covers every admin page and keeps executions fast).
 const MAX_BUF: usize = 64 * 1024;
-/// Error log entries a controller keeps (ctrlr.rs) and its changed-namespace list bound.
+/// Error log entries a controller keeps (target_ctrlr.rs) and its changed-namespace list bound.
 const MAX_ERRORS: usize = 64;
 const MAX_CHANGED_NS: usize = 1024;
 const NQN: &str = "nqn.2016-06.io.pollux:fuzz";
@@ -133,7 +133,7 @@ fn geometry(b: &BdevHandle, caps: u8) -> NsGeometry {
 
 fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
     if discovery {
-        return Subsystem::new(1, spec::DISCOVERY_NQN, SubType::Discovery);
+        return Subsystem::new(1, wire::DISCOVERY_NQN, SubType::Discovery);
     }
     let mut s = Subsystem::new(2, NQN, SubType::Nvme);
     let mut namespaces = BTreeMap::new();
@@ -229,7 +229,7 @@ pub fn check(data: &[u8]) {
 
 fn fabrics(c: &mut Ctrlr, sqe: &Sqe, payload: &[u8], opts: &TransportOpts) {
     let mut sqe = *sqe;
-    sqe.opcode = spec::admin_opc::FABRICS;
+    sqe.opcode = wire::admin_opc::FABRICS;
     match FabricsCommand::parse(&sqe) {
         Some(FabricsCommand::PropertyGet(p)) => {
             let (st, v) = c.property_get(&p, opts);
@@ -240,10 +240,10 @@ fn fabrics(c: &mut Ctrlr, sqe: &Sqe, payload: &[u8], opts: &TransportOpts) {
             }
         }
         Some(FabricsCommand::PropertySet(p)) => {
-            let was = c.cc.en;
+            let was = c.cc.en();
             let (st, enabled_now) = c.property_set(&p);
             if enabled_now {
-                assert!(st.is_success() && !was && c.cc.en);
+                assert!(st.is_success() && !was && c.cc.en());
             }
         }
         Some(FabricsCommand::Connect(_)) => {
@@ -277,7 +277,7 @@ fn admin(c: &mut Ctrlr, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) {
                 c.aers.len() < MAX_AERS,
                 "an AER is only kept below the limit"
             );
-            c.aers.push_back(sqe.cid);
+            c.aers.push_back(sqe.cid.get());
         }
         AdminOutcome::Smart { offset, len } => {
             assert!(len <= cap);
@@ -301,11 +301,11 @@ fn plan(
 ) {
     let geom = subsys
         .namespaces
-        .get(&sqe.nsid)
+        .get(&sqe.nsid.get())
         .map(|ns| geometry(&ns.bdev, caps));
     // A transfer length of 0xFFFF selects the SGL's own length (as the transport does).
     let xfer = if xfer == 0xffff {
-        sqe.dptr.length
+        sqe.dptr.length.get()
     } else {
         xfer
     };
@@ -355,8 +355,8 @@ fn events(c: &mut Ctrlr, sqe: &Sqe) {
     match sqe.opcode % 3 {
         0 => {
             // The transport only reports nsids of the subsystem (at most MAX_NSID).
-            let nsids = [sqe.nsid, sqe.cdw10, sqe.cdw11].map(|n| 1 + n % 1024);
-            let n = (sqe.cdw12 % 4) as usize;
+            let nsids = [sqe.nsid, sqe.cdw10, sqe.cdw11].map(|n| 1 + n.get() % 1024);
+            let n = (sqe.cdw12.get() % 4) as usize;
             if c.namespaces_changed(&nsids[..n]).is_some() {
                 c.aers.pop_front();
             }

@@ -30,7 +30,7 @@ use pollux::nvmf::host::{
     Completion, ConnectOpts, Controller, DataBuf, HostError, Qpair, QpairConfig, Request,
     TransportId,
 };
-use pollux::nvmf::spec::{io_opc, SglDescriptor, Sqe};
+use pollux::nvmf::wire::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, PollerHandle, ReactorConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -525,7 +525,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
                     return;
                 }
                 let blocks = args.io_size / bs;
-                let slots = ns.nsze / blocks as u64;
+                let slots = ns.nsze.get() / blocks as u64;
                 if slots == 0 {
                     let _ = ev.send(Event::Fatal("namespace smaller than one I/O".into()));
                     return;

@@ -1,3 +1,5 @@
+//! NVMe I/O commands mapped to bdev I/O.
+//!
 //! NVMe I/O commands mapped to bdev I/O: Read, Write, Flush, Write Zeroes and Dataset
 //! Management (deallocate → unmap). [`plan`] validates a command against its namespace
 //! (block size and count, transfer length, transport limits) and says which bdev
@@ -5,7 +7,7 @@
 //! submits them on the reactor's channel and maps each bdev completion back with
 //! [`status_of`]. Pure functions of the command, so the dispatcher can be fuzzed.
 
-use super::spec::{self, io_opc, DataDirection, Sqe, Status};
+use super::wire::{self, io_opc, DataDirection, Sqe, Status};
 use crate::bdev::{IoStatus, IoType};
 
 /// What the transport needs to know about a namespace on this reactor.
@@ -106,22 +108,23 @@ pub fn plan(
             })
         }
         io_opc::DATASET_MANAGEMENT => {
-            let nr = sqe.cdw10 as u8;
-            let Some(ranges) = spec::decode_dsm_ranges(data, nr) else {
+            let nr = sqe.cdw10.get() as u8;
+            let Some(ranges) = wire::decode_dsm_ranges(data, nr) else {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr());
             };
-            if sqe.cdw11 & spec::dsm::DEALLOCATE == 0 || !ns.supports_unmap {
+            if sqe.cdw11 & wire::dsm::DEALLOCATE == 0 || !ns.supports_unmap {
                 return Ok(IoPlan::Nothing);
             }
             let mut out = Vec::with_capacity(ranges.len());
             for r in ranges.iter().filter(|r| r.nlb > 0) {
                 if r.slba
-                    .checked_add(r.nlb as u64)
+                    .get()
+                    .checked_add(r.nlb.get() as u64)
                     .is_none_or(|e| e > ns.num_blocks)
                 {
                     return Err(Status::LBA_OUT_OF_RANGE.with_dnr());
                 }
-                out.push((r.slba, r.nlb as u64));
+                out.push((r.slba.get(), r.nlb.get() as u64));
             }
             Ok(if out.is_empty() {
                 IoPlan::Nothing
@@ -173,7 +176,7 @@ pub fn io_type(plan: &IoPlan) -> Option<IoType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nvmf::spec::SglDescriptor;
+    use crate::nvmf::wire::SglDescriptor;
 
     const NS: NsGeometry = NsGeometry {
         block_size: 512,
@@ -226,8 +229,8 @@ mod tests {
         data[8..16].copy_from_slice(&100u64.to_le_bytes());
         data[16 + 8..32].copy_from_slice(&5u64.to_le_bytes());
         let mut sqe = Sqe::new(io_opc::DATASET_MANAGEMENT, 1, 1);
-        sqe.cdw10 = 1;
-        sqe.cdw11 = spec::dsm::DEALLOCATE;
+        sqe.cdw10 = 1.into();
+        sqe.cdw11 = wire::dsm::DEALLOCATE.into();
         assert_eq!(
             plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
             IoPlan::Unmap(vec![(100, 8)])
@@ -237,7 +240,7 @@ mod tests {
         data[8..16].copy_from_slice(&999u64.to_le_bytes());
         let e = plan(&sqe, Some(&NS), 32, 131072, &data).unwrap_err();
         assert!(e.same_code(Status::LBA_OUT_OF_RANGE));
-        sqe.cdw11 = 0;
+        sqe.cdw11 = 0.into();
         assert_eq!(
             plan(&sqe, Some(&NS), 32, 131072, &data).unwrap(),
             IoPlan::Nothing

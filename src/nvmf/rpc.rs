@@ -423,7 +423,7 @@ pub fn register() {
         if let Err(e) = subsystem::valid_nqn(&p.nqn) {
             return r.err(failed(e));
         }
-        let subtype = if p.nqn == crate::nvmf::spec::DISCOVERY_NQN {
+        let subtype = if p.nqn == crate::nvmf::wire::DISCOVERY_NQN {
             SubType::Discovery
         } else {
             SubType::Nvme

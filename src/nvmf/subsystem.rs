@@ -1,3 +1,5 @@
+//! NVMe-oF subsystems as the target sees them.
+//!
 //! NVMe-oF subsystems as the target sees them: a [`Subsystem`] is the immutable description
 //! of one subsystem (NQN, type, serial and model numbers, allowed hosts, listeners,
 //! namespaces, controller id range) plus its [`Directory`] of live controllers. The main
@@ -8,7 +10,7 @@
 //! ids in use). It is touched only on Connect, queue teardown and the inspection RPCs, never
 //! on the I/O path, so a short `Mutex` is the simplest correct tool there.
 
-use super::spec::{self, DiscoveryLogEntry, DISCOVERY_NQN};
+use super::wire::{self, DiscoveryLogEntry, DISCOVERY_NQN};
 use crate::bdev::BdevHandle;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -58,17 +60,17 @@ impl ListenAddr {
 
     fn discovery_entry(&self, subnqn: &str, subtype: u8, portid: u16) -> DiscoveryLogEntry {
         let mut e = DiscoveryLogEntry {
-            trtype: spec::trtype::TCP,
+            trtype: wire::trtype::TCP,
             adrfam: if self.adrfam.eq_ignore_ascii_case("ipv6") {
-                spec::adrfam::IPV6
+                wire::adrfam::IPV6
             } else {
-                spec::adrfam::IPV4
+                wire::adrfam::IPV4
             },
             subtype,
-            treq: spec::treq::SECURE_CHANNEL_NOT_REQUIRED,
-            portid,
-            cntlid: spec::CNTLID_DYNAMIC,
-            asqsz: 32,
+            treq: wire::treq::SECURE_CHANNEL_NOT_REQUIRED,
+            portid: portid.into(),
+            cntlid: wire::CNTLID_DYNAMIC.into(),
+            asqsz: 32.into(),
             ..Default::default()
         };
         e.trsvcid = super::nul_field(&self.trsvcid);
@@ -277,7 +279,7 @@ pub fn discovery_entries(subsystems: &[Arc<Subsystem>], hostnqn: &str) -> Vec<Di
                     ports.len() - 1
                 }
             };
-            out.push(l.discovery_entry(&s.nqn, spec::subtype::NVME, portid as u16));
+            out.push(l.discovery_entry(&s.nqn, wire::subtype::NVME, portid as u16));
         }
     }
     out
@@ -310,11 +312,11 @@ pub fn format_uuid(b: &[u8; 16]) -> String {
 
 /// Validates an NQN as SPDK does: 11..=223 bytes, `nqn.` prefix (or the UUID form).
 pub fn valid_nqn(nqn: &str) -> Result<(), String> {
-    if nqn.len() > spec::NQN_MAX_LEN {
+    if nqn.len() > wire::NQN_MAX_LEN {
         return Err(format!(
             "nqn: {} bytes is longer than {}",
             nqn.len(),
-            spec::NQN_MAX_LEN
+            wire::NQN_MAX_LEN
         ));
     }
     if nqn == DISCOVERY_NQN {

@@ -1,8 +1,10 @@
+//! The NVMe-oF target registry on the main reactor and its snapshots pushed to every reactor.
+//!
 //! The NVMe-oF target registry, on the main reactor: the TCP transport options, the list of
 //! subsystems (the discovery subsystem first), and one acceptor per listen address. Every
 //! change edits the registry, builds an immutable [`TargetView`] (transport options plus an
 //! `Arc<Subsystem>` snapshot of each subsystem) and pushes it to every reactor with
-//! `for_each_reactor`; each reactor's poll group (`tcp.rs`) then opens or closes its bdev
+//! `for_each_reactor`; each reactor's poll group (`tcp/`) then opens or closes its bdev
 //! channels, raises namespace-change AENs and closes the queues a change invalidates
 //! (deleted subsystem, removed listener) before the next reactor gets the view — SPDK's
 //! pause/update/resume of every poll group, done by message. The RPC layer (`rpc.rs`) calls
@@ -193,7 +195,7 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
     TARGET.with(|t| {
         let mut t = t.borrow_mut();
         let t = t.get_or_insert_with(|| {
-            let mut discovery = Subsystem::new(0, super::spec::DISCOVERY_NQN, SubType::Discovery);
+            let mut discovery = Subsystem::new(0, super::wire::DISCOVERY_NQN, SubType::Discovery);
             discovery.allow_any_host = true;
             Target {
                 transport: None,

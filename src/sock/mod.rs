@@ -39,9 +39,7 @@ pub mod rpc;
 mod tests;
 pub mod uring;
 
-/// The buffer types moved to [`crate::buf`]; re-exported here for one release so code
-/// written against the old paths still builds. New code imports them from `crate::buf`.
-pub use crate::buf::{Chunk, SharedBytes, INLINE_CAP};
+use crate::buf::Chunk;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::buf::IoBuf;
+use crate::buf::SharedBytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use pollux::nvmf::pdu::{
     self, encode_pdu, C2HData, DecodedPdu, H2CData, IcReq, IcResp, PduAssembler, PduDecoder,
     PduHeader, Role, RxConfig, TxConfig,
 };
-use pollux::nvmf::spec::{
+use pollux::nvmf::wire::{
     self, admin_opc, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
 };
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ pub struct Done {
 
 impl Done {
     pub fn ok(&self) -> bool {
-        self.cqe.status.is_success()
+        self.cqe.status().is_success()
     }
 }
 
@@ -172,7 +172,7 @@ impl Host {
     /// Sends `sqe` (its cid replaced) with optional write data; returns the cid.
     pub fn submit(&mut self, mut sqe: Sqe, write: Option<&[u8]>, read_len: u32) -> u16 {
         let cid = self.cid();
-        sqe.cid = cid;
+        sqe.cid = cid.into();
         match write {
             Some(d)
                 if (d.len() as u32) <= self.in_capsule || (self.qid == 0 && d.len() <= 8192) =>
@@ -316,7 +316,7 @@ impl Host {
         kato: u32,
         cattr: u8,
     ) -> Done {
-        let cmd = FabricsCommand::Connect(spec::ConnectCmd {
+        let cmd = FabricsCommand::Connect(wire::ConnectCmd {
             cid: 0,
             sgl: SglDescriptor::in_capsule(0, 1024),
             recfmt: 0,
@@ -327,7 +327,7 @@ impl Host {
         });
         let mut data = ConnectData {
             hostid,
-            cntlid,
+            cntlid: cntlid.into(),
             ..Default::default()
         };
         data.subnqn = pollux::nvmf::nul_field(subnqn);
@@ -336,13 +336,13 @@ impl Host {
         self.qid = qid;
         let d = self.run(cmd.to_sqe(), Some(&bytes), 0);
         if d.ok() {
-            self.cntlid = d.cqe.dw0 as u16;
+            self.cntlid = d.cqe.dw0.get() as u16;
         }
         d
     }
 
     pub fn prop_get(&mut self, offset: u32, size8: bool) -> Done {
-        let cmd = FabricsCommand::PropertyGet(spec::PropertyGetCmd {
+        let cmd = FabricsCommand::PropertyGet(wire::PropertyGetCmd {
             cid: 0,
             size8,
             offset,
@@ -351,7 +351,7 @@ impl Host {
     }
 
     pub fn prop_set(&mut self, offset: u32, value: u64) -> Done {
-        let cmd = FabricsCommand::PropertySet(spec::PropertySetCmd {
+        let cmd = FabricsCommand::PropertySet(wire::PropertySetCmd {
             cid: 0,
             size8: false,
             offset,
@@ -364,7 +364,7 @@ impl Host {
     pub fn admin_connect(port: u16, subnqn: &str, digests: bool, kato: u32) -> Host {
         let mut h = Host::connect(port, digests, digests);
         let d = h.fabric_connect(0, subnqn, HOSTNQN, 0xffff, 31, kato);
-        assert!(d.ok(), "admin connect: {:?}", d.cqe.status);
+        assert!(d.ok(), "admin connect: {:?}", d.cqe.status());
         let d = h.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20);
         assert!(d.ok());
         let d = h.prop_get(prop::CSTS, false);
@@ -376,33 +376,33 @@ impl Host {
     pub fn io_connect(port: u16, subnqn: &str, cntlid: u16, qid: u16, digests: bool) -> Host {
         let mut h = Host::connect(port, digests, digests);
         let d = h.fabric_connect(qid, subnqn, HOSTNQN, cntlid, 127, 0);
-        assert!(d.ok(), "I/O connect: {:?}", d.cqe.status);
+        assert!(d.ok(), "I/O connect: {:?}", d.cqe.status());
         h.in_capsule = 4096;
         h
     }
 
     pub fn identify(&mut self, cns: u8, nsid: u32) -> Done {
         let mut sqe = Sqe::new(admin_opc::IDENTIFY, 0, nsid);
-        sqe.cdw10 = cns as u32;
+        sqe.cdw10 = (cns as u32).into();
         self.run(sqe, None, 4096)
     }
 
     pub fn get_log(&mut self, lid: u8, nsid: u32, offset: u64, len: u32) -> Done {
-        let sqe = spec::GetLogPageCmd::new(nsid, lid, offset, len)
+        let sqe = wire::GetLogPageCmd::new(nsid, lid, offset, len)
             .to_sqe(0, SglDescriptor::transport_data_block(len));
         self.run(sqe, None, len)
     }
 
     pub fn set_feature(&mut self, fid: u8, value: u32) -> Done {
         let mut sqe = Sqe::new(admin_opc::SET_FEATURES, 0, 0);
-        sqe.cdw10 = fid as u32;
-        sqe.cdw11 = value;
+        sqe.cdw10 = (fid as u32).into();
+        sqe.cdw11 = value.into();
         self.run(sqe, None, 0)
     }
 
     pub fn get_feature(&mut self, fid: u8) -> Done {
         let mut sqe = Sqe::new(admin_opc::GET_FEATURES, 0, 0);
-        sqe.cdw10 = fid as u32;
+        sqe.cdw10 = (fid as u32).into();
         self.run(sqe, None, 0)
     }
 }

@@ -1,3 +1,5 @@
+//! The host side's controller: an admin queue pair plus optional I/O queues on one reactor.
+//!
 //! The host's controller: an admin [`Qpair`] plus optional I/O queues, all on the current
 //! reactor and polled by one active poller of this module. `Controller::connect` runs the
 //! bring-up as a chain of admin commands (fabrics Connect inside the queue, Property Get CAP
@@ -12,18 +14,18 @@
 use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
-use crate::nvmf::spec::{
+use crate::nvmf::wire::{
     admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
     Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
     GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
     PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
 };
-use crate::nvmf::wire::WireField;
 use crate::reactor::{self, PollStatus, PollerHandle};
 use slab::Slab;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -312,7 +314,7 @@ impl Controller {
             cntlid: info.map_or(0, |i| i.cntlid),
             depth: inner.opts.queue_depth.clamp(
                 2,
-                info.map_or(u16::MAX, |i| i.cap.mqes.saturating_add(1).max(2)),
+                info.map_or(u16::MAX, |i| i.cap.mqes().saturating_add(1).max(2)),
             ),
             kato_ms: 0,
             hdgst: inner.opts.hdgst,
@@ -380,7 +382,7 @@ impl Controller {
         cb: impl FnOnce(Result<IdentifyController, HostError>) + 'static,
     ) {
         self.identify(cns::CONTROLLER, 0, move |r| {
-            cb(r.map(|b| IdentifyController::get(&b[..IdentifyController::SIZE])))
+            cb(r.map(|b| IdentifyController::decode_slice(&b).unwrap_or_default()))
         });
     }
 
@@ -390,7 +392,7 @@ impl Controller {
         cb: impl FnOnce(Result<IdentifyNamespace, HostError>) + 'static,
     ) {
         self.identify(cns::NAMESPACE, nsid, move |r| {
-            cb(r.map(|b| IdentifyNamespace::get(&b[..IdentifyNamespace::SIZE])))
+            cb(r.map(|b| IdentifyNamespace::decode_slice(&b).unwrap_or_default()))
         });
     }
 
@@ -488,18 +490,18 @@ impl Controller {
             .map_or(128 * 1024, |i| i.max_transfer);
         self.get_log_page(log_id::DISCOVERY, 0, 0, 4096, move |r| {
             let first = match r {
-                Ok(b) => DiscoveryLogHeader::get(&b[..DiscoveryLogHeader::SIZE]),
+                Ok(b) => DiscoveryLogHeader::decode_slice(&b).unwrap_or_default(),
                 Err(e) => return cb(Err(e)),
             };
             let fits = (max as u64 / 1024).saturating_sub(1);
-            let numrec = first.numrec.min(fits);
-            let len = (1024 * (numrec + 1)) as u32;
+            let numrec = first.numrec.min(fits.into());
+            let len = (1024 * (numrec + 1)).get() as u32;
             c.get_log_page(log_id::DISCOVERY, 0, 0, len, move |r| {
                 let b = match r {
                     Ok(b) => b,
                     Err(e) => return cb(Err(e)),
                 };
-                match crate::nvmf::spec::decode_discovery_log(&b) {
+                match crate::nvmf::wire::decode_discovery_log(&b) {
                     Some((hdr, _)) if hdr.genctr != first.genctr => cb(Err(HostError::Protocol(
                         "discovery log changed while being read".into(),
                     ))),
@@ -599,7 +601,7 @@ impl Controller {
         ranges: &[(u64, u32)],
         cb: impl FnOnce(Result<(), HostError>) + 'static,
     ) {
-        if ranges.is_empty() || ranges.len() > crate::nvmf::spec::dsm::MAX_RANGES {
+        if ranges.is_empty() || ranges.len() > crate::nvmf::wire::dsm::MAX_RANGES {
             return cb(Err(HostError::Invalid(format!(
                 "{} DSM ranges (allowed 1..=256)",
                 ranges.len()
@@ -607,18 +609,18 @@ impl Controller {
         }
         let mut buf = IoBuf::zeroed(ranges.len() * DsmRange::SIZE);
         for (i, &(slba, nlb)) in ranges.iter().enumerate() {
-            DsmRange {
-                context_attributes: 0,
-                nlb,
-                slba,
-            }
-            .put(&mut buf[i * DsmRange::SIZE..(i + 1) * DsmRange::SIZE]);
+            let range = DsmRange {
+                context_attributes: 0.into(),
+                nlb: nlb.into(),
+                slba: slba.into(),
+            };
+            buf[i * DsmRange::SIZE..(i + 1) * DsmRange::SIZE].copy_from_slice(range.as_bytes());
         }
         let sqe = Sqe::dataset_management(
             0,
             nsid,
             ranges.len() as u16,
-            crate::nvmf::spec::dsm::DEALLOCATE,
+            crate::nvmf::wire::dsm::DEALLOCATE,
             SglDescriptor::default(),
         );
         self.command(qid, Request::new(sqe, DataBuf::Write(buf)), move |r| {
@@ -636,10 +638,7 @@ impl Controller {
                 self.close();
                 return done(Ok(()));
             }
-            Cc {
-                shn: shutdown::NORMAL_OR_OCCURRING,
-                ..inner.cc
-            }
+            inner.cc.with_shn(shutdown::NORMAL_OR_OCCURRING)
         };
         let done: Done<()> = Box::new(done);
         self.property_set(prop::CC, cc.to_u32() as u64, move |r| {
@@ -651,7 +650,7 @@ impl Controller {
             poll_csts(
                 c.clone(),
                 deadline,
-                |csts| csts.shst == shutdown::COMPLETE,
+                |csts| csts.shst() == shutdown::COMPLETE,
                 Box::new(move |r| {
                     c.close();
                     done(r)
@@ -692,7 +691,7 @@ impl Controller {
 
 impl Completion {
     /// The status as a result, mapping a successful CQE through `f`.
-    fn status_and<T>(&self, f: impl FnOnce(&crate::nvmf::spec::Cqe) -> T) -> Result<T, HostError> {
+    fn status_and<T>(&self, f: impl FnOnce(&crate::nvmf::wire::Cqe) -> T) -> Result<T, HostError> {
         self.status()?;
         match &self.result {
             Ok(cqe) => Ok(f(cqe)),
@@ -708,7 +707,7 @@ fn poll_csts(c: Rc<Controller>, deadline: Instant, cond: fn(&Csts) -> bool, done
         Err(e) => done(Err(e)),
         Ok(v) => {
             let csts = Csts::from_u32(v as u32);
-            if csts.cfs {
+            if csts.cfs() {
                 done(Err(HostError::Protocol(
                     "controller fatal status (CSTS.CFS)".into(),
                 )))
@@ -744,15 +743,14 @@ fn bring_up(c: Rc<Controller>, done: Done<Rc<Controller>>) {
                 Ok(v) => Version::from_u32(v as u32),
                 Err(e) => return fail(done, e),
             };
-            let cc = Cc {
-                en: true,
-                css: 0,
-                mps: 0,
-                ams: 0,
-                shn: 0,
-                iosqes: 6,
-                iocqes: 4,
-            };
+            let cc = Cc::new()
+                .with_en(true)
+                .with_css(0)
+                .with_mps(0)
+                .with_ams(0)
+                .with_shn(0)
+                .with_iosqes(6)
+                .with_iocqes(4);
             c2.inner.borrow_mut().cc = cc;
             let c3 = c2.clone();
             c2.property_set(prop::CC, cc.to_u32() as u64, move |r| {
@@ -760,12 +758,12 @@ fn bring_up(c: Rc<Controller>, done: Done<Rc<Controller>>) {
                     return fail(done, e);
                 }
                 // CAP.TO is in 500 ms units.
-                let wait = Duration::from_millis(500 * cap.to.max(1) as u64);
+                let wait = Duration::from_millis(500 * cap.to().max(1) as u64);
                 let c4 = c3.clone();
                 poll_csts(
                     c3,
                     Instant::now() + wait,
-                    |s| s.rdy,
+                    |s| s.rdy(),
                     Box::new(move |r| {
                         if let Err(e) = r {
                             return fail(done, e);
@@ -801,16 +799,16 @@ fn after_identify(
         )
     };
     let is_discovery =
-        subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::spec::cntrltype::DISCOVERY;
+        subnqn == DISCOVERY_NQN || id.cntrltype == crate::nvmf::wire::cntrltype::DISCOVERY;
     // MDTS is a power of two in units of the minimum page size (4 KiB << MPSMIN).
     let mdts = if id.mdts == 0 || id.mdts > 20 {
         u32::MAX
     } else {
-        (4096u64 << cap.mpsmin)
+        (4096u64 << cap.mpsmin())
             .saturating_mul(1u64 << id.mdts)
             .min(u32::MAX as u64) as u32
     };
-    let io_in_capsule = (id.ioccsz as u64 * 16)
+    let io_in_capsule = (id.ioccsz.get() as u64 * 16)
         .saturating_sub(64)
         .min(u32::MAX as u64) as u32;
     let info = ControllerInfo {

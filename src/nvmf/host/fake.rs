@@ -1,3 +1,5 @@
+//! A tiny scripted NVMe/TCP controller for tests of the host.
+//!
 //! A tiny NVMe/TCP controller for tests of the host (and of anything that wants a peer it
 //! can make misbehave): blocking std threads, one per connection, speaking NVMe/TCP through
 //! the codec over loopback, with a 1 MiB RAM namespace of 512-byte blocks (nsid 1). It
@@ -14,15 +16,15 @@ use crate::nvmf::pdu::{
     encode_pdu, target_negotiate, C2HData, PduAssembler, PduDecoder, PduHeader, Role,
     TargetIcParams, TxConfig, R2T,
 };
-use crate::nvmf::spec::{
+use crate::nvmf::wire::{
     admin_opc, cns, fctype, io_opc, prop, Cap, Cc, Cqe, Csts, IdentifyController,
     IdentifyNamespace, Sqe, Status, Version,
 };
-use crate::nvmf::wire::WireField;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use zerocopy::IntoBytes;
 
 /// Namespace size in 512-byte blocks.
 pub const FAKE_BLOCKS: u64 = 2048;
@@ -64,7 +66,7 @@ impl FakeConn {
     }
     fn respond(&mut self, cid: u16, status: Status, dw0: u32) {
         let mut cqe = Cqe::new(cid, status);
-        cqe.dw0 = dw0;
+        cqe.dw0 = dw0.into();
         self.send(PduHeader::CapsuleResp(cqe), &[]);
     }
     /// Sends `data` as C2HData PDUs of at most 8 KiB; with `success` the last one completes.
@@ -101,42 +103,34 @@ impl FakeConn {
     }
 
     fn handle(&mut self, st: &FakeState, sqe: Sqe, data: &[u8]) {
-        let cid = sqe.cid;
+        let cid = sqe.cid.get();
         if sqe.is_fabrics() {
             match sqe.fctype() {
                 fctype::CONNECT => {
-                    self.qid = (sqe.cdw10 >> 16) as u16;
-                    let cattr = (sqe.cdw11 >> 16) as u8;
+                    self.qid = (sqe.cdw10 >> 16).get() as u16;
+                    let cattr = (sqe.cdw11 >> 16).get() as u8;
                     st.connects.lock().unwrap().push((self.qid, cattr));
                     self.respond(cid, Status::SUCCESS, 7)
                 }
                 fctype::PROPERTY_GET => {
-                    let v = match sqe.cdw11 {
-                        prop::CAP => Cap {
-                            mqes: 127,
-                            to: 1,
-                            css: 1,
-                            ..Default::default()
-                        }
-                        .to_u64(),
+                    let v = match sqe.cdw11.get() {
+                        prop::CAP => Cap::new().with_mqes(127).with_to(1).with_css(1).to_u64(),
                         prop::VS => Version::V1_4.to_u32() as u64,
                         prop::CC => self.cc.to_u32() as u64,
-                        prop::CSTS => Csts {
-                            rdy: self.cc.en,
-                            shst: if self.cc.shn != 0 { 2 } else { 0 },
-                            ..Default::default()
-                        }
-                        .to_u32() as u64,
+                        prop::CSTS => Csts::new()
+                            .with_rdy(self.cc.en())
+                            .with_shst(if self.cc.shn() != 0 { 2 } else { 0 })
+                            .to_u32() as u64,
                         _ => 0,
                     };
                     let mut cqe = Cqe::new(cid, Status::SUCCESS);
-                    cqe.dw0 = v as u32;
-                    cqe.dw1 = (v >> 32) as u32;
+                    cqe.dw0 = (v as u32).into();
+                    cqe.dw1 = ((v >> 32) as u32).into();
                     self.send(PduHeader::CapsuleResp(cqe), &[]);
                 }
                 fctype::PROPERTY_SET => {
                     if sqe.cdw11 == prop::CC {
-                        self.cc = Cc::from_u32(sqe.cdw12);
+                        self.cc = Cc::from_u32(sqe.cdw12.get());
                     }
                     self.respond(cid, Status::SUCCESS, 0)
                 }
@@ -148,24 +142,26 @@ impl FakeConn {
             match sqe.opcode {
                 admin_opc::IDENTIFY => {
                     let mut out = vec![0u8; 4096];
-                    match sqe.cdw10 as u8 {
-                        cns::CONTROLLER => IdentifyController {
-                            cntrltype: crate::nvmf::spec::cntrltype::IO,
-                            mn: crate::nvmf::ascii_field("pollux fake"),
-                            ioccsz: (64 + 4096) / 16,
-                            mdts: 5,
-                            cntlid: 7,
-                            ..Default::default()
-                        }
-                        .put(&mut out),
+                    match sqe.cdw10.get() as u8 {
+                        cns::CONTROLLER => out.copy_from_slice(
+                            IdentifyController {
+                                cntrltype: crate::nvmf::wire::cntrltype::IO,
+                                mn: crate::nvmf::ascii_field("pollux fake"),
+                                ioccsz: ((64 + 4096) / 16).into(),
+                                mdts: 5,
+                                cntlid: 7.into(),
+                                ..Default::default()
+                            }
+                            .as_bytes(),
+                        ),
                         cns::NAMESPACE => {
                             let mut ns = IdentifyNamespace {
-                                nsze: FAKE_BLOCKS,
-                                ncap: FAKE_BLOCKS,
+                                nsze: FAKE_BLOCKS.into(),
+                                ncap: FAKE_BLOCKS.into(),
                                 ..Default::default()
                             };
                             ns.lbaf[0].lbads = 9;
-                            ns.put(&mut out)
+                            out.copy_from_slice(ns.as_bytes())
                         }
                         cns::ACTIVE_NS_LIST => out[..4].copy_from_slice(&1u32.to_le_bytes()),
                         _ => {}
@@ -173,7 +169,7 @@ impl FakeConn {
                     self.send_read(cid, &out, false);
                     self.respond(cid, Status::SUCCESS, 0);
                 }
-                admin_opc::SET_FEATURES => self.respond(cid, Status::SUCCESS, sqe.cdw11),
+                admin_opc::SET_FEATURES => self.respond(cid, Status::SUCCESS, sqe.cdw11.get()),
                 admin_opc::KEEP_ALIVE => {
                     st.keep_alives.fetch_add(1, Ordering::SeqCst);
                     self.respond(cid, Status::SUCCESS, 0)

@@ -1,3 +1,5 @@
+//! A userspace NVMe/TCP host (initiator) on the reactor framework.
+//!
 //! nvmf::host: a userspace NVMe/TCP host (initiator) built on the reactor framework and the
 //! sock layer, used by the integration tests, the reliability tests and `pollux-perf`. Three
 //! layers, each usable on its own: [`Qpair`] is one NVMe/TCP connection (TCP connect, ICReq /
@@ -23,7 +25,7 @@ pub use qpair::{Completion, DataBuf, Qpair, QpairConfig, QpairState, Request};
 pub use sync::{discover, SyncController};
 
 use super::pdu::PduError;
-use super::spec::Status;
+use super::wire::Status;
 use std::time::Duration;
 
 /// Everything a host operation can fail with.
@@ -70,8 +72,8 @@ fn connect_hint(status: Status, dw0: u32) -> String {
     if !status.same_code(Status::CONNECT_INVALID_PARAMETERS) || status.sct() != 1 {
         return String::new();
     }
-    let (in_data, off) = super::spec::connect_invalid_param_from_dw0(dw0);
-    use super::spec::connect_off as o;
+    let (in_data, off) = super::wire::connect_invalid_param_from_dw0(dw0);
+    use super::wire::connect_off as o;
     let field = match (in_data, off) {
         (true, o::SUBNQN) => "subnqn (unknown subsystem or host not allowed)",
         (true, o::HOSTNQN) => "hostnqn",
@@ -157,8 +159,8 @@ impl std::str::FromStr for TransportId {
             }
             _ => {}
         }
-        let subnqn = nqn.unwrap_or_else(|| super::spec::DISCOVERY_NQN.to_string());
-        if subnqn.len() > super::spec::NQN_MAX_LEN {
+        let subnqn = nqn.unwrap_or_else(|| super::wire::DISCOVERY_NQN.to_string());
+        if subnqn.len() > super::wire::NQN_MAX_LEN {
             return Err("transport id: subnqn is longer than 223 bytes".into());
         }
         Ok(Self {

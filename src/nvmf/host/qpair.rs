@@ -1,3 +1,5 @@
+//! One NVMe/TCP queue pair of the host, as a small state machine over a socket.
+//!
 //! One NVMe/TCP queue pair of the host: a small state machine (Connecting -> Initializing
 //! (ICReq sent) -> FabricsConnect (Connect capsule sent) -> Ready, or Failed) over a socket of
 //! any sock impl, in a sock group of its own created on the current reactor. The owner calls
@@ -14,19 +16,21 @@
 //! command completes with the error.
 
 use super::HostError;
+use crate::buf::Chunk;
 use crate::buf::IoBuf;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_term_req, host_negotiate, push_header_chunk, H2CData, IcReq,
-    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
+    check_c2h_data, check_r2t, encode_term_req, field_off, host_negotiate, H2CData, IcReq,
+    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, PFV_1_0,
+    TERM_REQ_MAX_PLEN,
 };
-use crate::nvmf::spec::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
-use crate::nvmf::wire::{nul_field, WireField};
-use crate::sock::{
-    self, Chunk, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest,
-};
+use crate::nvmf::pdu_tx::push_header_chunk;
+use crate::nvmf::wire::nul_field;
+use crate::nvmf::wire::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
+use crate::sock::{self, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
 use slab::Slab;
 use std::io::{self, IoSlice};
+use zerocopy::IntoBytes;
 
 /// Size of the receive staging buffer: many PDUs per system call, and at least the posix
 /// sock's receive pipe (64 KiB) so that receives bypass the pipe instead of copying through it.
@@ -88,7 +92,7 @@ impl QpairConfig {
             hostnqn: hostnqn.into(),
             hostid: [0; 16],
             qid: 0,
-            cntlid: crate::nvmf::spec::CNTLID_DYNAMIC,
+            cntlid: crate::nvmf::wire::CNTLID_DYNAMIC,
             depth: 32,
             kato_ms: 0,
             hdgst: false,
@@ -156,10 +160,10 @@ impl Completion {
     /// DW0 on success; a non-success status becomes [`HostError::Nvme`].
     pub fn status(&self) -> Result<u32, HostError> {
         match &self.result {
-            Ok(cqe) if cqe.status.is_success() => Ok(cqe.dw0),
+            Ok(cqe) if cqe.status().is_success() => Ok(cqe.dw0.get()),
             Ok(cqe) => Err(HostError::Nvme {
-                status: cqe.status,
-                dw0: cqe.dw0,
+                status: cqe.status(),
+                dw0: cqe.dw0.get(),
             }),
             Err(e) => Err(e.clone()),
         }
@@ -369,7 +373,7 @@ impl Qpair {
         let len = len as u32;
         let entry = self.cmds.vacant_entry();
         let cid = entry.key() as u16;
-        sqe.cid = cid;
+        sqe.cid = cid.into();
         let in_capsule = dir == Dir::Write && len <= self.cfg.max_in_capsule;
         sqe.dptr = if in_capsule {
             SglDescriptor::in_capsule(0, len)
@@ -657,12 +661,15 @@ impl Qpair {
                         "unexpected ICResp",
                     ));
                 }
-                if resp.pfv != 0 {
-                    return Err(PduError::field(8, "unsupported PDU format version"));
+                if resp.pfv != PFV_1_0 {
+                    return Err(PduError::field(
+                        field_off::PFV,
+                        "unsupported PDU format version",
+                    ));
                 }
                 if resp.maxh2cdata < MIN_MAXH2CDATA || resp.maxh2cdata % 4 != 0 {
                     return Err(PduError::field(
-                        12,
+                        field_off::IC_LIMIT,
                         "MAXH2CDATA below 4096 or not dword aligned",
                     ));
                 }
@@ -676,32 +683,41 @@ impl Qpair {
             }
             PduHeader::CapsuleResp(cqe) => {
                 let cid = cqe.cid;
-                if !self.cmds.contains(cid as usize) {
+                if !self.cmds.contains(cid.get() as usize) {
                     return Err(PduError::field(
-                        8 + 12,
+                        field_off::CQE_CID,
                         "response for a command not in flight",
                     ));
                 }
-                let cmd = &mut self.cmds[cid as usize];
+                let cmd = &mut self.cmds[cid.get() as usize];
                 if cmd.resp.is_some() {
-                    return Err(PduError::field(8 + 12, "second response for a command"));
+                    return Err(PduError::field(
+                        field_off::CQE_CID,
+                        "second response for a command",
+                    ));
                 }
                 cmd.resp = Some(cqe);
-                self.try_complete(cid, out);
+                self.try_complete(cid.get(), out);
                 Ok(())
             }
             PduHeader::C2HData(d) => {
                 let Some(cmd) = self.cmds.get(d.cccid as usize) else {
-                    return Err(PduError::field(8, "C2HData for a command not in flight"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "C2HData for a command not in flight",
+                    ));
                 };
                 if cmd.dir != Dir::Read || cmd.buf.is_none() || cmd.resp.is_some() {
                     return Err(PduError::field(
-                        8,
+                        field_off::CCCID,
                         "C2HData for a command without read data",
                     ));
                 }
                 if d.success && !d.last {
-                    return Err(PduError::field(1, "SUCCESS without LAST_PDU"));
+                    return Err(PduError::field(
+                        field_off::FLAGS,
+                        "SUCCESS without LAST_PDU",
+                    ));
                 }
                 check_c2h_data(&d, cmd.len, cmd.received)?;
                 self.rx = Some(RxData {
@@ -714,13 +730,19 @@ impl Qpair {
             }
             PduHeader::R2T(r) => {
                 let Some(cmd) = self.cmds.get_mut(r.cccid as usize) else {
-                    return Err(PduError::field(8, "R2T for a command not in flight"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "R2T for a command not in flight",
+                    ));
                 };
                 if cmd.dir != Dir::Write || cmd.resp.is_some() {
-                    return Err(PduError::field(8, "R2T for a command without write data"));
+                    return Err(PduError::field(
+                        field_off::CCCID,
+                        "R2T for a command without write data",
+                    ));
                 }
                 if r.r2tl == 0 {
-                    return Err(PduError::field(16, "R2T of zero bytes"));
+                    return Err(PduError::field(field_off::DATAL, "R2T of zero bytes"));
                 }
                 let outstanding = cmd.r2t.is_some() as u32;
                 check_r2t(&r, cmd.len, outstanding, self.icreq.maxr2t)?;
@@ -743,7 +765,7 @@ impl Qpair {
                 );
                 Ok(())
             }
-            _ => Err(PduError::field(0, "unexpected PDU type")),
+            _ => Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
         }
     }
 
@@ -882,7 +904,10 @@ impl Qpair {
         let result = match cmd.error {
             Some(e) => Err(e),
             // A successful read must have delivered every byte.
-            None if cmd.dir == Dir::Read && cqe.status.is_success() && cmd.received != cmd.len => {
+            None if cmd.dir == Dir::Read
+                && cqe.status().is_success()
+                && cmd.received != cmd.len =>
+            {
                 Err(HostError::Protocol(format!(
                     "read completed successfully with {} of {} data bytes",
                     cmd.received, cmd.len
@@ -904,12 +929,13 @@ impl Qpair {
     fn send_connect(&mut self, out: &mut Vec<Completion>) {
         let data = ConnectData {
             hostid: self.cfg.hostid,
-            cntlid: self.cfg.cntlid,
+            cntlid: self.cfg.cntlid.into(),
             subnqn: nul_field(&self.cfg.subnqn),
             hostnqn: nul_field(&self.cfg.hostnqn),
+            ..Default::default()
         };
         let mut buf = IoBuf::with_len(ConnectData::SIZE);
-        data.put(&mut buf[..]);
+        buf[..ConnectData::SIZE].copy_from_slice(data.as_bytes());
         let sqe = FabricsCommand::Connect(ConnectCmd {
             cid: 0,
             sgl: SglDescriptor::default(),
@@ -936,14 +962,14 @@ impl Qpair {
 
     fn on_connect_done(&mut self, result: Result<Cqe, HostError>) {
         match result {
-            Ok(cqe) if cqe.status.is_success() => {
-                self.cntlid = cqe.dw0 as u16;
+            Ok(cqe) if cqe.status().is_success() => {
+                self.cntlid = cqe.dw0.get() as u16;
                 self.state = QpairState::Ready;
             }
             Ok(cqe) => self.fail(
                 HostError::Nvme {
-                    status: cqe.status,
-                    dw0: cqe.dw0,
+                    status: cqe.status(),
+                    dw0: cqe.dw0.get(),
                 },
                 &mut Vec::new(),
             ),

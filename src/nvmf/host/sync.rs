@@ -1,3 +1,5 @@
+//! A blocking front end of the host for tests and tools.
+//!
 //! Blocking front end of the host for tests and tools: [`SyncController`] starts a private
 //! one-reactor application (unpinned, sleeping when idle), brings a [`Controller`] up on it
 //! and forwards each blocking call as a message to that reactor, waiting for the answer on
@@ -10,7 +12,7 @@ use super::ctrlr::{ConnectOpts, Controller, ControllerInfo};
 use super::qpair::{Completion, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
-use crate::nvmf::spec::{DiscoveryLogEntry, IdentifyController, IdentifyNamespace, DISCOVERY_NQN};
+use crate::nvmf::wire::{DiscoveryLogEntry, IdentifyController, IdentifyNamespace, DISCOVERY_NQN};
 use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
 use slab::Slab;
 use std::cell::RefCell;

@@ -1,3 +1,5 @@
+//! Unit tests of the host.
+//!
 //! Unit tests of the host: transport id parsing, and the queue state machine against a
 //! tiny in-test controller (a thread speaking NVMe/TCP through the codec over loopback).
 
@@ -10,7 +12,7 @@ fn transport_id_parses_spdk_syntax() {
         .unwrap();
     assert_eq!(t, TransportId::tcp("127.0.0.1", 4420, "nqn.x:y"));
     let d: TransportId = "trtype:tcp traddr:::1 trsvcid:1".parse().unwrap();
-    assert_eq!(d.subnqn, crate::nvmf::spec::DISCOVERY_NQN);
+    assert_eq!(d.subnqn, crate::nvmf::wire::DISCOVERY_NQN);
     assert!("trtype:RDMA traddr:127.0.0.1"
         .parse::<TransportId>()
         .unwrap_err()
@@ -34,7 +36,7 @@ fn transport_id_parses_spdk_syntax() {
 }
 
 use super::fake::{FakeTarget, Misbehavior, FAKE_BLOCKS};
-use crate::nvmf::spec::Status;
+use crate::nvmf::wire::Status;
 use std::net::TcpListener;
 use std::time::Duration;
 

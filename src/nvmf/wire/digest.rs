@@ -1,3 +1,5 @@
+//! NVMe/TCP header and data digests (CRC32C).
+//!
 //! NVMe/TCP header and data digests: CRC32C (Castagnoli, hardware accelerated by the
 //! `crc32c` crate) stored little-endian after the covered bytes. The header digest covers
 //! the common and PDU specific header (HLEN bytes); the data digest covers the PDU data only

@@ -1,3 +1,5 @@
+//! The target side's NVMe-oF controller: admin commands, properties, features, log pages, keep-alive and AER.
+//!
 //! An NVMe-oF controller: the state a Connect on an admin queue creates (controller id,
 //! host identity, keep-alive timeout, CC/CSTS, features, pending asynchronous event
 //! requests, the changed-namespace list) and the admin command set executed against it:
@@ -5,18 +7,18 @@
 //! Get/Set Features, Get Log Page (error, SMART/health, firmware slot, changed namespace
 //! list, discovery), Keep Alive, Asynchronous Event Request, Abort. Everything here is
 //! computed from the controller and the reactor's snapshot of the target ([`AdminEnv`]);
-//! the transport (`tcp.rs`) owns the controller inside its admin queue pair, moves data, and
+//! the transport (`tcp/`) owns the controller inside its admin queue pair, moves data, and
 //! completes the outcomes that need more than this reactor (SMART counters come from every
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.
 
-use super::spec::{
+use super::subsystem::Subsystem;
+use super::target::{TargetView, TransportOpts};
+use super::wire::{
     self, admin_opc, aen, cns, feat, log_id, prop, Cap, Cc, Csts, FeaturesCmd, GetLogPageCmd,
     IdentifyCmd, IdentifyController, IdentifyNamespace, LbaFormat, NsIdDescriptor, PropertyGetCmd,
     PropertySetCmd, SmartLog, Sqe, Status, Version,
 };
-use super::subsystem::Subsystem;
-use super::target::{TargetView, TransportOpts};
 use crate::bdev::iostat::IoStats;
 use crate::bdev::IoType;
 use std::collections::VecDeque;
@@ -111,7 +113,7 @@ pub struct Ctrlr {
     pub ns_notice_outstanding: bool,
     pub changed_ns: Vec<u32>,
     pub error_count: u64,
-    pub errors: VecDeque<spec::ErrorLogEntry>,
+    pub errors: VecDeque<wire::ErrorLogEntry>,
 }
 
 impl Ctrlr {
@@ -162,19 +164,18 @@ impl Ctrlr {
     /// The CAP property.
     pub fn cap(opts: &TransportOpts, admin: bool) -> Cap {
         let _ = admin;
-        Cap {
-            mqes: opts.max_queue_depth.saturating_sub(1),
-            cqr: true,
-            ams: 0,
-            to: 1,
-            dstrd: 0,
-            nssrs: false,
-            css: 1,
-            bps: false,
-            mpsmin: 0,
-            mpsmax: 0,
-            cmbs: false,
-        }
+        Cap::new()
+            .with_mqes(opts.max_queue_depth.saturating_sub(1))
+            .with_cqr(true)
+            .with_ams(0)
+            .with_to(1)
+            .with_dstrd(0)
+            .with_nssrs(false)
+            .with_css(1)
+            .with_bps(false)
+            .with_mpsmin(0)
+            .with_mpsmax(0)
+            .with_cmbs(false)
     }
 
     /// Property Get: (status, value).
@@ -197,18 +198,18 @@ impl Ctrlr {
         }
         let new = Cc::from_u32(cmd.value as u32);
         let mut enabled_now = false;
-        if new.en && !self.cc.en {
-            if new.iosqes != 0 && new.iosqes != 6 || new.iocqes != 0 && new.iocqes != 4 {
+        if new.en() && !self.cc.en() {
+            if new.iosqes() != 0 && new.iosqes() != 6 || new.iocqes() != 0 && new.iocqes() != 4 {
                 return (Status::INVALID_FIELD.with_dnr(), false);
             }
-            self.csts.rdy = true;
+            self.csts.set_rdy(true);
             enabled_now = true;
-        } else if !new.en && self.cc.en {
-            self.csts.rdy = false;
-            self.csts.shst = spec::shutdown::NONE;
+        } else if !new.en() && self.cc.en() {
+            self.csts.set_rdy(false);
+            self.csts.set_shst(wire::shutdown::NONE);
         }
-        if new.shn != spec::shutdown::NONE && self.cc.shn == spec::shutdown::NONE {
-            self.csts.shst = spec::shutdown::COMPLETE;
+        if new.shn() != wire::shutdown::NONE && self.cc.shn() == wire::shutdown::NONE {
+            self.csts.set_shst(wire::shutdown::COMPLETE);
         }
         self.cc = new;
         (Status::SUCCESS, enabled_now)
@@ -217,14 +218,14 @@ impl Ctrlr {
     /// Records a failed admin command in the error log.
     pub fn record_error(&mut self, sqid: u16, cid: u16, status: Status, nsid: u32) {
         self.error_count += 1;
-        let e = spec::ErrorLogEntry {
-            error_count: self.error_count,
-            sqid,
-            cid,
-            status_field: status.0 << 1,
-            parameter_error_location: 0xffff,
-            nsid,
-            trtype: spec::trtype::TCP,
+        let e = wire::ErrorLogEntry {
+            error_count: self.error_count.into(),
+            sqid: sqid.into(),
+            cid: cid.into(),
+            status_field: (status.0 << 1).into(),
+            parameter_error_location: 0xffff.into(),
+            nsid: nsid.into(),
+            trtype: wire::trtype::TCP,
             ..Default::default()
         };
         if self.errors.len() == ERROR_LOG_ENTRIES {
@@ -284,7 +285,7 @@ impl Ctrlr {
     /// `input` holds host data for commands that carry some.
     pub fn admin(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         self.last_keep_alive = Instant::now();
-        if !self.cc.en || !self.csts.rdy {
+        if !self.cc.en() || !self.csts.rdy() {
             // Before CC.EN only fabrics commands are allowed (NVMe-oF 1.1, 3.2).
             return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
         }
@@ -303,8 +304,8 @@ impl Ctrlr {
             admin_opc::GET_FEATURES => self.get_features(sqe, out),
             admin_opc::SET_FEATURES => self.set_features(sqe, env),
             admin_opc::ABORT if !discovery => AdminOutcome::Abort {
-                sqid: sqe.cdw10 as u16,
-                cid: (sqe.cdw10 >> 16) as u16,
+                sqid: sqe.cdw10.get() as u16,
+                cid: (sqe.cdw10 >> 16).get() as u16,
             },
             _ => AdminOutcome::status(Status::INVALID_OPCODE.with_dnr()),
         }
@@ -312,7 +313,7 @@ impl Ctrlr {
 
     fn identify(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         let cmd = IdentifyCmd::parse(sqe);
-        let mut page = [0u8; spec::IDENTIFY_DATA_SIZE];
+        let mut page = [0u8; wire::IDENTIFY_DATA_SIZE];
         let subsys = env.subsys;
         match cmd.cns {
             cns::CONTROLLER => self.identify_controller(env).encode(&mut page),
@@ -328,7 +329,7 @@ impl Ctrlr {
                 if cmd.nsid >= 0xffff_fffe {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 }
-                spec::encode_ns_list(
+                wire::encode_ns_list(
                     subsys.namespaces.keys().copied().filter(|n| *n > cmd.nsid),
                     &mut page,
                 );
@@ -348,7 +349,7 @@ impl Ctrlr {
                     descs.push(NsIdDescriptor::Uuid(ns.uuid));
                 }
                 descs.push(NsIdDescriptor::Csi(0));
-                spec::encode_ns_id_descriptors(&descs, &mut page);
+                wire::encode_ns_id_descriptors(&descs, &mut page);
             }
             // NVM command set specific structures: nothing beyond the base ones.
             cns::CSI_NAMESPACE | cns::CSI_CONTROLLER if !self.discovery && cmd.csi == 0 => {}
@@ -368,44 +369,45 @@ impl Ctrlr {
             mn: super::ascii_field(&s.model_number),
             fr: super::ascii_field(FIRMWARE_REVISION),
             rab: 6,
-            cntlid: self.cntlid,
-            ver: Version::V1_3.to_u32(),
-            lpa: spec::lpa::EXTENDED_DATA,
+            cntlid: self.cntlid.into(),
+            ver: (Version::V1_3.to_u32()).into(),
+            lpa: wire::lpa::EXTENDED_DATA,
             elpe: (ERROR_LOG_ENTRIES - 1) as u8,
             aerl: (MAX_AERS - 1) as u8,
-            kas: opts.kas,
+            kas: opts.kas.into(),
             sqes: 0x66,
             cqes: 0x44,
-            maxcmd: opts.max_queue_depth,
-            sgls: spec::sgls::SUPPORTED | spec::sgls::OFFSET | spec::sgls::TRANSPORT_DATA_BLOCK,
+            maxcmd: opts.max_queue_depth.into(),
+            sgls: (wire::sgls::SUPPORTED | wire::sgls::OFFSET | wire::sgls::TRANSPORT_DATA_BLOCK)
+                .into(),
             subnqn: super::nul_field(&s.nqn),
-            ioccsz: ((64 + opts.in_capsule_data_size) / 16),
-            iorcsz: 1,
-            icdoff: 0,
+            ioccsz: ((64 + opts.in_capsule_data_size) / 16).into(),
+            iorcsz: 1.into(),
+            icdoff: 0.into(),
             msdbd: 1,
             ..Default::default()
         };
         // MDTS in units of the 4 KiB minimum page size, as a power of two.
         id.mdts = (opts.max_io_size / 4096).max(1).ilog2() as u8;
         if self.discovery {
-            id.cntrltype = spec::cntrltype::DISCOVERY;
-            id.oaes = aen::CONFIG_DISCOVERY_LOG_CHANGE;
-            id.ctratt = 0;
+            id.cntrltype = wire::cntrltype::DISCOVERY;
+            id.oaes = aen::CONFIG_DISCOVERY_LOG_CHANGE.into();
+            id.ctratt = 0.into();
         } else {
-            id.cntrltype = spec::cntrltype::IO;
+            id.cntrltype = wire::cntrltype::IO;
             id.cmic = 1 << 1; // may have several controllers
-            id.oaes = aen::CONFIG_NS_ATTRIBUTE;
-            id.ctratt = spec::ctratt::HOST_ID_128_BIT;
+            id.oaes = aen::CONFIG_NS_ATTRIBUTE.into();
+            id.ctratt = wire::ctratt::HOST_ID_128_BIT.into();
             id.acl = 3;
             id.frmw = 1 | 1 << 1; // slot 1 read-only, one slot
-            id.nn = s.max_nsid();
-            id.mnan = s.max_nsid();
-            id.oncs = spec::oncs::DATASET_MANAGEMENT | spec::oncs::WRITE_ZEROES;
+            id.nn = (s.max_nsid()).into();
+            id.mnan = (s.max_nsid()).into();
+            id.oncs = (wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES).into();
             id.vwc = 1;
-            id.wctemp = 0x0157;
-            id.cctemp = 0x0175;
+            id.wctemp = 0x0157.into();
+            id.cctemp = 0x0175.into();
         }
-        id.psd[0].mp = 2500;
+        id.psd[0].mp = 2500.into();
         id
     }
 
@@ -422,7 +424,7 @@ impl Ctrlr {
             feat::VOLATILE_WRITE_CACHE if !self.discovery => self.volatile_write_cache as u32,
             feat::NUMBER_OF_QUEUES if !self.discovery => {
                 let n = self.io_queues.saturating_sub(1);
-                spec::num_queues_value(n, n)
+                wire::num_queues_value(n, n)
             }
             feat::ASYNC_EVENT_CONFIG => self.async_event_config,
             feat::KEEP_ALIVE_TIMER => self.kato.as_millis() as u32,
@@ -468,7 +470,7 @@ impl Ctrlr {
                 if self.num_queues_set {
                     return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
                 }
-                let (nsqr, ncqr) = spec::num_queues_from_value(v);
+                let (nsqr, ncqr) = wire::num_queues_from_value(v);
                 if nsqr == 0xffff || ncqr == 0xffff {
                     return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
                 }
@@ -476,7 +478,7 @@ impl Ctrlr {
                 self.io_queues = asked.min(env.opts.max_io_qpairs_per_ctrlr as u32) as u16;
                 self.num_queues_set = true;
                 let n = self.io_queues - 1;
-                return AdminOutcome::ok_dw0(spec::num_queues_value(n, n));
+                return AdminOutcome::ok_dw0(wire::num_queues_value(n, n));
             }
             feat::ASYNC_EVENT_CONFIG => self.async_event_config = v,
             feat::KEEP_ALIVE_TIMER => {
@@ -500,10 +502,10 @@ impl Ctrlr {
         let len = len as usize;
         let page: Vec<u8> = match cmd.lid {
             log_id::ERROR_INFORMATION if !self.discovery => {
-                let mut p = vec![0u8; ERROR_LOG_ENTRIES * spec::ErrorLogEntry::SIZE];
+                let mut p = vec![0u8; ERROR_LOG_ENTRIES * wire::ErrorLogEntry::SIZE];
                 for (i, e) in self.errors.iter().enumerate() {
-                    let off = i * spec::ErrorLogEntry::SIZE;
-                    p[off..off + spec::ErrorLogEntry::SIZE].copy_from_slice(&e.to_bytes());
+                    let off = i * wire::ErrorLogEntry::SIZE;
+                    p[off..off + wire::ErrorLogEntry::SIZE].copy_from_slice(&e.to_bytes());
                 }
                 p
             }
@@ -523,7 +525,7 @@ impl Ctrlr {
                 };
             }
             log_id::FIRMWARE_SLOT if !self.discovery => {
-                let mut fw = spec::FirmwareSlotLog {
+                let mut fw = wire::FirmwareSlotLog {
                     afi: 1,
                     ..Default::default()
                 };
@@ -531,13 +533,13 @@ impl Ctrlr {
                 fw.to_bytes().to_vec()
             }
             log_id::CHANGED_NS_LIST if !self.discovery => {
-                let mut p = [0u8; spec::CHANGED_NS_LIST_SIZE];
+                let mut p = [0u8; wire::CHANGED_NS_LIST_SIZE];
                 if self.changed_ns.len() > MAX_CHANGED_NS {
-                    spec::encode_ns_list([u32::MAX], &mut p);
+                    wire::encode_ns_list([u32::MAX], &mut p);
                 } else {
                     let mut list = self.changed_ns.clone();
                     list.sort_unstable();
-                    spec::encode_ns_list(list, &mut p);
+                    wire::encode_ns_list(list, &mut p);
                 }
                 if !cmd.rae {
                     self.changed_ns.clear();
@@ -548,7 +550,7 @@ impl Ctrlr {
             log_id::DISCOVERY if self.discovery => {
                 let entries =
                     super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
-                spec::encode_discovery_log(env.view.genctr, &entries)
+                wire::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         };
@@ -573,9 +575,9 @@ fn copy_window(page: &[u8], offset: u64, len: usize, out: &mut [u8]) -> AdminOut
 pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace {
     let blocks = ns.bdev.num_blocks();
     let mut id = IdentifyNamespace {
-        nsze: blocks,
-        ncap: blocks,
-        nuse: blocks,
+        nsze: blocks.into(),
+        ncap: blocks.into(),
+        nuse: blocks.into(),
         nlbaf: 0,
         flbas: 0,
         nmic: 1,
@@ -584,18 +586,18 @@ pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace
         ..Default::default()
     };
     if ns.bdev.supports(IoType::Unmap) {
-        id.nsfeat |= spec::nsfeat::THIN_PROVISIONING;
+        id.nsfeat |= wire::nsfeat::THIN_PROVISIONING;
     }
     let bs = ns.bdev.block_size();
     id.lbaf[0] = LbaFormat {
-        ms: 0,
+        ms: 0.into(),
         lbads: bs.max(1).ilog2() as u8,
         rp: 0,
     };
     // Optimal I/O boundary, in blocks (0-based NOIOB is plain blocks).
     let boundary = ns.bdev.info.optimal_io_boundary;
     if boundary <= u16::MAX as u32 {
-        id.noiob = boundary as u16;
+        id.noiob = (boundary as u16).into();
     }
     id
 }
@@ -607,15 +609,20 @@ pub fn fill_smart(stats: &IoStats, offset: u64, len: usize, out: &mut [u8]) -> A
     let write = stats.per_type[IoType::Write.index()];
     let units = |bytes: u64| -> u128 { (bytes as u128 / 512).div_ceil(1000) };
     let log = SmartLog {
-        temperature: 0x0143,
+        temperature: 0x0143.into(),
         avail_spare: 100,
         spare_thresh: 10,
-        data_units_read: units(read.bytes),
-        data_units_written: units(write.bytes),
-        host_read_commands: read.ops as u128,
-        host_write_commands: write.ops as u128,
-        power_cycles: 1,
-        media_errors: stats.per_type.iter().map(|t| t.errors as u128).sum(),
+        data_units_read: units(read.bytes).into(),
+        data_units_written: units(write.bytes).into(),
+        host_read_commands: (read.ops as u128).into(),
+        host_write_commands: (write.ops as u128).into(),
+        power_cycles: 1.into(),
+        media_errors: stats
+            .per_type
+            .iter()
+            .map(|t| t.errors as u128)
+            .sum::<u128>()
+            .into(),
         ..Default::default()
     };
     copy_window(&log.to_bytes(), offset, len, out)
@@ -656,7 +663,7 @@ mod tests {
             &o,
         );
         assert!(st.is_success());
-        assert_eq!(Cap::from_u64(cap).mqes, 127);
+        assert_eq!(Cap::from_u64(cap).mqes(), 127);
         let (st, _) = c.property_get(
             &PropertyGetCmd {
                 cid: 0,
@@ -672,14 +679,14 @@ mod tests {
             offset: prop::CC,
             value: 1,
         });
-        assert!(c.csts.rdy);
+        assert!(c.csts.rdy());
         c.property_set(&PropertySetCmd {
             cid: 0,
             size8: false,
             offset: prop::CC,
             value: 1 | 1 << 14,
         });
-        assert_eq!(c.csts.shst, spec::shutdown::COMPLETE);
+        assert_eq!(c.csts.shst(), wire::shutdown::COMPLETE);
     }
 
     #[test]
@@ -692,10 +699,10 @@ mod tests {
             opts: &o,
         };
         let mut sqe = Sqe::new(admin_opc::SET_FEATURES, 1, 0);
-        sqe.cdw10 = feat::NUMBER_OF_QUEUES as u32;
-        sqe.cdw11 = spec::num_queues_value(999, 999);
+        sqe.cdw10 = (feat::NUMBER_OF_QUEUES as u32).into();
+        sqe.cdw11 = (wire::num_queues_value(999, 999)).into();
         let out = c.admin(&sqe, &mut [], &env);
-        assert_eq!(out, AdminOutcome::ok_dw0(spec::num_queues_value(126, 126)));
+        assert_eq!(out, AdminOutcome::ok_dw0(wire::num_queues_value(126, 126)));
         let again = c.admin(&sqe, &mut [], &env);
         assert_eq!(
             again,
@@ -714,23 +721,23 @@ mod tests {
         };
         let mut out = vec![0xaa; 512];
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 0, 512)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(512));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(512));
         assert_eq!(c.admin(&sqe, &mut out, &env), AdminOutcome::data(512));
         assert_eq!(out[0], 1);
         assert_eq!(&out[8..10], b"v0");
         // Unaligned offset, too long, unknown page.
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 2, 4)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(4));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );
         let sqe = GetLogPageCmd::new(0, log_id::FIRMWARE_SLOT, 0, 1024)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(1024));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(1024));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );
         let sqe = GetLogPageCmd::new(0, 0x42, 0, 4)
-            .to_sqe(1, spec::SglDescriptor::transport_data_block(4));
+            .to_sqe(1, wire::SglDescriptor::transport_data_block(4));
         assert!(
             matches!(c.admin(&sqe, &mut out, &env), AdminOutcome::Complete { status, .. } if !status.is_success())
         );

@@ -1,11 +1,19 @@
+//! Tests of the NVMe/TCP PDU codec.
+//!
 //! Tests of the NVMe/TCP PDU codec: byte layouts, round trips of every PDU type with and
 //! without digests and alignment, every decoder error with its FES/FEI, the direct-receive
 //! path for large data, and seeded property tests (random streams in random splits, random
 //! corruption, random bytes) that must never panic.
 
 use super::*;
-use crate::nvmf::digest::digest_of;
-use crate::nvmf::spec::{io_opc, SglDescriptor, Status};
+use crate::nvmf::wire::digest::digest_of;
+use crate::nvmf::wire::{io_opc, SglDescriptor, Status};
+
+/// The little-endian u32 at byte `off`. The layout tests below check the codec against the
+/// specification's byte positions on purpose, independently of the `#[repr(C)]` types.
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
 
 /// A tiny deterministic PRNG (xorshift64*), so property tests need no dependency and every
 /// failure reproduces from its seed.
@@ -311,11 +319,11 @@ fn random_stream(
             }
             (Role::Host, 0) => {
                 let mut cqe = Cqe::new(cid, Status(rng.next() as u16 & 0x7fff));
-                cqe.dw0 = rng.next() as u32;
-                cqe.dw1 = rng.next() as u32;
-                cqe.sqhd = rng.next() as u16;
-                cqe.sqid = rng.next() as u16;
-                cqe.phase = rng.bool();
+                cqe.dw0 = (rng.next() as u32).into();
+                cqe.dw1 = (rng.next() as u32).into();
+                cqe.sqhd = (rng.next() as u16).into();
+                cqe.sqid = (rng.next() as u16).into();
+                cqe.set_phase(rng.bool());
                 push(PduHeader::CapsuleResp(cqe), Vec::new(), &txc)
             }
             (Role::Host, 1) => {

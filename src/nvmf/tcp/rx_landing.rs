@@ -1,3 +1,5 @@
+//! In-capsule write data received by the socket read straight into the commands' buffers.
+//!
 //! Landing in-capsule write data once: the receive side of a queue pair that sees a stream
 //! of write capsules of one shape (same header length, data length and digests, as a load
 //! of 4 KiB writes sends) speculates that the next PDUs have that shape too, and receives
@@ -16,10 +18,11 @@
 //! with no copy at all between the kernel and the bdev. Buffers come from the `IoBuf` cache
 //! and unused ones are kept for the next receive: nothing is allocated per I/O.
 
-use super::pdu::{pdu_flags, pdu_type, CAPSULE_CMD_HLEN, CH_LEN};
 use crate::buf::{copy_bytes, IoBuf};
+use crate::nvmf::pdu::{pdu_type, CommonHeader, PduFlags, CAPSULE_CMD_HLEN};
 use crate::sock::Sock;
 use std::io::{self, IoSliceMut};
+use zerocopy::FromBytes;
 
 /// Capsules landed by one receive at most (a queue depth of 32 of 4 KiB writes).
 pub const LANDING_MAX: usize = 32;
@@ -30,7 +33,7 @@ const LANDING_STREAK: u32 = 4;
 const MAX_LANDED_PDO: usize = 128;
 /// Bytes of one header slot: the header (through PDO) and a data digest.
 pub const HDR_SLOT: usize = MAX_LANDED_PDO + DIGEST_LEN;
-const DIGEST_LEN: usize = super::digest::DIGEST_LEN;
+const DIGEST_LEN: usize = crate::nvmf::digest::DIGEST_LEN;
 
 /// The layout of an in-capsule write PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,15 +62,14 @@ impl CapsuleShape {
     /// command capsule type, header length, PDO, PDU length and data digest flag. Fewer
     /// than the common header's 8 bytes never match.
     pub fn matches(&self, hdr: &[u8]) -> bool {
-        let Some(ch) = hdr.get(..CH_LEN) else {
+        let Ok((ch, _)) = CommonHeader::ref_from_prefix(hdr) else {
             return false;
         };
-        let plen = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]) as usize;
-        ch[0] == pdu_type::CAPSULE_CMD
-            && ch[2] as usize == CAPSULE_CMD_HLEN
-            && ch[3] as usize == self.pdo
-            && plen == self.pdu_len()
-            && (ch[1] & pdu_flags::DDGSTF != 0) == self.ddgst
+        ch.pdu_type == pdu_type::CAPSULE_CMD
+            && ch.hlen as usize == CAPSULE_CMD_HLEN
+            && ch.pdo as usize == self.pdo
+            && ch.plen.get() as usize == self.pdu_len()
+            && ch.flags.contains(PduFlags::DDGSTF) == self.ddgst
     }
 }
 
@@ -278,6 +280,8 @@ impl Landing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nvmf::pdu::CH_LEN;
+    use zerocopy::IntoBytes;
 
     fn shape() -> CapsuleShape {
         CapsuleShape {
@@ -289,11 +293,18 @@ mod tests {
 
     fn header(shape: &CapsuleShape) -> Vec<u8> {
         let mut h = vec![0u8; shape.pdo];
-        h[0] = pdu_type::CAPSULE_CMD;
-        h[1] = if shape.ddgst { pdu_flags::DDGSTF } else { 0 };
-        h[2] = CAPSULE_CMD_HLEN as u8;
-        h[3] = shape.pdo as u8;
-        h[4..8].copy_from_slice(&(shape.pdu_len() as u32).to_le_bytes());
+        let ch = CommonHeader {
+            pdu_type: pdu_type::CAPSULE_CMD,
+            flags: if shape.ddgst {
+                PduFlags::DDGSTF
+            } else {
+                PduFlags::empty()
+            },
+            hlen: CAPSULE_CMD_HLEN as u8,
+            pdo: shape.pdo as u8,
+            plen: (shape.pdu_len() as u32).into(),
+        };
+        h[..CH_LEN].copy_from_slice(ch.as_bytes());
         h
     }
 
@@ -303,14 +314,26 @@ mod tests {
         let h = header(&s);
         assert!(s.matches(&h));
         assert!(!s.matches(&h[..7]));
+        let ch = |b: &mut Vec<u8>| -> CommonHeader {
+            CommonHeader::read_from_prefix(b)
+                .expect("a common header")
+                .0
+        };
+        let set = |b: &mut Vec<u8>, c: CommonHeader| b[..CH_LEN].copy_from_slice(c.as_bytes());
         let mut other = h.clone();
-        other[4..8].copy_from_slice(&((s.pdu_len() + 512) as u32).to_le_bytes());
+        let mut c = ch(&mut other);
+        c.plen = ((s.pdu_len() + 512) as u32).into();
+        set(&mut other, c);
         assert!(!s.matches(&other));
         let mut no_digest = h.clone();
-        no_digest[1] = 0;
+        let mut c = ch(&mut no_digest);
+        c.flags = PduFlags::empty();
+        set(&mut no_digest, c);
         assert!(!s.matches(&no_digest));
         let mut resp = h;
-        resp[0] = pdu_type::CAPSULE_RESP;
+        let mut c = ch(&mut resp);
+        c.pdu_type = pdu_type::CAPSULE_RESP;
+        set(&mut resp, c);
         assert!(!s.matches(&resp));
     }
 

@@ -1,3 +1,5 @@
+//! The NVMe/TCP PDU codec: typed headers, the encoder and the incremental decoder.
+//!
 //! NVMe/TCP PDUs: typed headers for every PDU (ICReq, ICResp, H2C/C2H TermReq, CapsuleCmd,
 //! CapsuleResp, H2CData, C2HData, R2T), an encoder that writes a PDU's header (common header,
 //! PDU specific header, header digest and padding up to PDO) into a caller buffer so the
@@ -12,48 +14,30 @@
 //! `PduError` carrying the FES and FEI that the Term Req must report.
 
 use super::digest::{header_digest, DataDigest, DIGEST_LEN};
-use super::spec::{Cqe, Sqe};
-use super::wire::{le16, le32, put16, put32};
+pub use super::tcp::{
+    field_off, pdu_type, CapsuleCmdHdr, CapsuleRespHdr, CommonHeader, DataHdr, DigestFlags, IcPdu,
+    PduFlags, PduType, TermReqHdr, CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, SHORT_HLEN, TERM_REQ_HLEN,
+};
+use super::{Cqe, Sqe};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// PDU types (common header byte 0).
-pub mod pdu_type {
-    pub const IC_REQ: u8 = 0x00;
-    pub const IC_RESP: u8 = 0x01;
-    pub const H2C_TERM_REQ: u8 = 0x02;
-    pub const C2H_TERM_REQ: u8 = 0x03;
-    pub const CAPSULE_CMD: u8 = 0x04;
-    pub const CAPSULE_RESP: u8 = 0x05;
-    pub const H2C_DATA: u8 = 0x06;
-    pub const C2H_DATA: u8 = 0x07;
-    pub const R2T: u8 = 0x09;
-}
-
-/// Common header flags (byte 1).
+/// Common header flags (byte 1), as bytes; [`PduFlags`] is the typed set.
 pub mod pdu_flags {
+    use super::PduFlags;
     /// Header digest present.
-    pub const HDGSTF: u8 = 0x01;
+    pub const HDGSTF: u8 = PduFlags::HDGSTF.bits();
     /// Data digest present.
-    pub const DDGSTF: u8 = 0x02;
+    pub const DDGSTF: u8 = PduFlags::DDGSTF.bits();
     /// H2CData / C2HData: last data PDU of the transfer.
-    pub const LAST_PDU: u8 = 0x04;
+    pub const LAST_PDU: u8 = PduFlags::LAST_PDU.bits();
     /// C2HData: the command completed successfully, no CapsuleResp follows.
-    pub const SUCCESS: u8 = 0x08;
+    pub const SUCCESS: u8 = PduFlags::SUCCESS.bits();
 }
 
-/// Common header length.
-pub const CH_LEN: usize = 8;
-/// HLEN of ICReq / ICResp (they are exactly this long: PLEN = HLEN).
-pub const IC_HLEN: usize = 128;
-/// HLEN of H2CTermReq / C2HTermReq.
-pub const TERM_REQ_HLEN: usize = 24;
 /// Maximum PLEN of a Term Req (header + up to 128 bytes of the PDU header in error).
 pub const TERM_REQ_MAX_PLEN: usize = 152;
 /// Maximum bytes of the offending PDU header carried in a Term Req.
 pub const TERM_REQ_MAX_DATA: usize = TERM_REQ_MAX_PLEN - TERM_REQ_HLEN;
-/// HLEN of CapsuleCmd (common header + 64-byte SQE; no in-capsule data offset).
-pub const CAPSULE_CMD_HLEN: usize = CH_LEN + 64;
-/// HLEN of CapsuleResp, H2CData, C2HData and R2T.
-pub const SHORT_HLEN: usize = 24;
 /// Largest PDU header with digest and padding: PDO is one byte, so at most 255 bytes.
 pub const MAX_HEADER_LEN: usize = 256;
 /// The only PDU format version (PFV) defined.
@@ -133,27 +117,6 @@ impl std::fmt::Display for PduError {
 }
 
 impl std::error::Error for PduError {}
-
-/// Byte offsets of header fields, used as FEI.
-pub mod field_off {
-    pub const PDU_TYPE: u32 = 0;
-    pub const FLAGS: u32 = 1;
-    pub const HLEN: u32 = 2;
-    pub const PDO: u32 = 3;
-    pub const PLEN: u32 = 4;
-    pub const PFV: u32 = 8;
-    /// HPDA (ICReq) / CPDA (ICResp).
-    pub const PDA: u32 = 10;
-    pub const DGST: u32 = 11;
-    /// MAXR2T (ICReq) / MAXH2CDATA (ICResp).
-    pub const IC_LIMIT: u32 = 12;
-    pub const CCCID: u32 = 8;
-    pub const TTAG: u32 = 10;
-    /// DATAO (H2CData, C2HData) / R2TO (R2T).
-    pub const DATAO: u32 = 12;
-    /// DATAL (H2CData, C2HData) / R2TL (R2T).
-    pub const DATAL: u32 = 16;
-}
 
 /// Initialize Connection Request (host to controller).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -355,36 +318,6 @@ pub fn encode_header(
     encode_header_into(hdr, data_len, cfg, out)
 }
 
-/// Appends the header of a PDU to a write request's chunks, encoded in place in an inline
-/// chunk: the data path builds a header per I/O, and encoding it straight where it is sent
-/// from saves a staging buffer, its zeroing and two copies. Every header fits
-/// [`INLINE_CAP`](crate::sock::INLINE_CAP) (76 bytes at most, 128 with the largest PDA).
-pub fn push_header_chunk(
-    chunks: &mut Vec<crate::sock::Chunk>,
-    hdr: &PduHeader,
-    data_len: u32,
-    cfg: &TxConfig,
-) -> Result<EncodedHeader, EncodeError> {
-    use crate::sock::{Chunk, INLINE_CAP};
-    chunks.push(Chunk::Inline {
-        data: [0u8; INLINE_CAP],
-        len: 0,
-    });
-    let Some(Chunk::Inline { data, len }) = chunks.last_mut() else {
-        unreachable!("an inline chunk was pushed just above");
-    };
-    match encode_header_into(hdr, data_len, cfg, data) {
-        Ok(enc) => {
-            *len = enc.len as u8;
-            Ok(enc)
-        }
-        Err(e) => {
-            chunks.pop();
-            Err(e)
-        }
-    }
-}
-
 /// [`encode_header`] into any buffer of at least the header's length (PDO bytes), else
 /// `BufferTooSmall`.
 pub fn encode_header_into(
@@ -420,78 +353,71 @@ pub fn encode_header_into(
         return Err(EncodeError::BufferTooSmall);
     };
     out.fill(0);
-    let mut flags = 0u8;
-    if hd {
-        flags |= pdu_flags::HDGSTF;
-    }
-    if dd {
-        flags |= pdu_flags::DDGSTF;
-    }
+    let mut flags = PduFlags::empty();
+    flags.set(PduFlags::HDGSTF, hd);
+    flags.set(PduFlags::DDGSTF, dd);
+    // `out` holds at least HLEN bytes (PDO >= HLEN), so every layout below fits.
     match hdr {
         PduHeader::IcReq(r) => {
-            put16(out, 8, r.pfv);
-            out[10] = r.hpda;
-            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
-            put32(out, 12, r.maxr2t);
+            *layout_mut::<IcPdu>(out)? = IcPdu::new(r.pfv, r.hpda, r.hdgst, r.ddgst, r.maxr2t);
         }
         PduHeader::IcResp(r) => {
-            put16(out, 8, r.pfv);
-            out[10] = r.cpda;
-            out[11] = r.hdgst as u8 | (r.ddgst as u8) << 1;
-            put32(out, 12, r.maxh2cdata);
+            *layout_mut::<IcPdu>(out)? = IcPdu::new(r.pfv, r.cpda, r.hdgst, r.ddgst, r.maxh2cdata);
         }
         PduHeader::H2CTermReq(r) | PduHeader::C2HTermReq(r) => {
-            put16(out, 8, r.fes.0);
-            put32(out, 10, r.fei);
+            let p = layout_mut::<TermReqHdr>(out)?;
+            p.fes.set(r.fes.0);
+            p.fei.set(r.fei);
         }
         PduHeader::CapsuleCmd(sqe) => {
-            if let Ok(b) = <&mut [u8; 64]>::try_from(&mut out[8..72]) {
-                sqe.encode(b);
-            }
+            let p = layout_mut::<CapsuleCmdHdr>(out)?;
+            p.sqe = *sqe;
         }
-        PduHeader::CapsuleResp(cqe) => out[8..24].copy_from_slice(&cqe.to_bytes()),
+        PduHeader::CapsuleResp(cqe) => {
+            let p = layout_mut::<CapsuleRespHdr>(out)?;
+            p.cqe = *cqe;
+        }
         PduHeader::H2CData(d) => {
             if d.datal != data_len {
                 return Err(EncodeError::LengthMismatch);
             }
-            if d.last {
-                flags |= pdu_flags::LAST_PDU;
-            }
-            put16(out, 8, d.cccid);
-            put16(out, 10, d.ttag);
-            put32(out, 12, d.datao);
-            put32(out, 16, d.datal);
+            flags.set(PduFlags::LAST_PDU, d.last);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(d.cccid);
+            p.ttag.set(d.ttag);
+            p.datao.set(d.datao);
+            p.datal.set(d.datal);
         }
         PduHeader::C2HData(d) => {
             if d.datal != data_len {
                 return Err(EncodeError::LengthMismatch);
             }
-            if d.last {
-                flags |= pdu_flags::LAST_PDU;
-            }
-            if d.success {
-                flags |= pdu_flags::SUCCESS;
-            }
-            put16(out, 8, d.cccid);
-            put32(out, 12, d.datao);
-            put32(out, 16, d.datal);
+            flags.set(PduFlags::LAST_PDU, d.last);
+            flags.set(PduFlags::SUCCESS, d.success);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(d.cccid);
+            p.datao.set(d.datao);
+            p.datal.set(d.datal);
         }
         PduHeader::R2T(r) => {
-            put16(out, 8, r.cccid);
-            put16(out, 10, r.ttag);
-            put32(out, 12, r.r2to);
-            put32(out, 16, r.r2tl);
+            let p = layout_mut::<DataHdr>(out)?;
+            p.cccid.set(r.cccid);
+            p.ttag.set(r.ttag);
+            p.datao.set(r.r2to);
+            p.datal.set(r.r2tl);
         }
     }
-    out[0] = t;
-    out[1] = flags;
-    out[2] = hlen as u8;
-    out[3] = if data_len > 0 && !is_term {
-        pdo as u8
-    } else {
-        0
+    *layout_mut::<CommonHeader>(out)? = CommonHeader {
+        pdu_type: t,
+        flags,
+        hlen: hlen as u8,
+        pdo: if data_len > 0 && !is_term {
+            pdo as u8
+        } else {
+            0
+        },
+        plen: plen.into(),
     };
-    put32(out, 4, plen);
     if hd {
         let d = header_digest(&out[..hlen]);
         out[hlen..hlen + DIGEST_LEN].copy_from_slice(&d);
@@ -502,6 +428,24 @@ pub fn encode_header_into(
         data_digest: dd,
         plen,
     })
+}
+
+/// The header layout `T` at the start of `out` (which holds at least `T`'s bytes whenever
+/// the encoder calls this).
+fn layout_mut<T: FromBytes + IntoBytes + KnownLayout>(
+    out: &mut [u8],
+) -> Result<&mut T, EncodeError> {
+    T::mut_from_prefix(out)
+        .map(|(p, _)| p)
+        .map_err(|_| EncodeError::BufferTooSmall)
+}
+
+/// The header layout `T` at the start of a received header; the decoder checked HLEN for the
+/// type before, so a short buffer cannot happen and is reported as a bad HLEN.
+fn layout<T: FromBytes + KnownLayout + Immutable>(h: &[u8]) -> Result<&T, PduError> {
+    T::ref_from_prefix(h)
+        .map(|(p, _)| p)
+        .map_err(|_| PduError::field(field_off::HLEN, "header shorter than its type"))
 }
 
 /// Encodes a whole PDU into a new vector: header, the data given as several slices, and the
@@ -551,546 +495,6 @@ pub fn encode_term_req(
     out[enc.len..enc.len + n].copy_from_slice(&offending_header[..n]);
     enc.len + n
 }
-
-// ---------------------------------------------------------------------------------------
-// Decoding
-// ---------------------------------------------------------------------------------------
-
-/// What the decoder accepts: digests as negotiated, the alignment it asked the peer for,
-/// and the data limits of this queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RxConfig {
-    pub hdgst: bool,
-    pub ddgst: bool,
-    /// The PDA this side announced (target: CPDA; host: HPDA); received PDO must be a
-    /// multiple of `(pda + 1) * 4`.
-    pub pda: u8,
-    /// Most data bytes in one H2CData (target: its MAXH2CDATA) or C2HData (host: its
-    /// largest transfer).
-    pub max_data_pdu: u32,
-    /// Most in-capsule data bytes in a CapsuleCmd (target only).
-    pub max_in_capsule: u32,
-}
-
-impl Default for RxConfig {
-    /// Before the IC exchange: no digests, dword alignment, 128 KiB data PDUs, 8 KiB
-    /// in-capsule data (what an admin queue accepts).
-    fn default() -> Self {
-        Self {
-            hdgst: false,
-            ddgst: false,
-            pda: 0,
-            max_data_pdu: 128 * 1024,
-            max_in_capsule: 8192,
-        }
-    }
-}
-
-/// One step of decoding.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RxEvent<'a> {
-    /// A complete, validated PDU header (digest checked, padding consumed). `data_len`
-    /// bytes of data follow as `Data` events (or via `data_received`), then `DataEnd`;
-    /// with `data_len == 0` the PDU is complete.
-    Header { header: PduHeader, data_len: u32 },
-    /// A piece of the current PDU's data, at `offset` from the start of that data.
-    Data { offset: u32, bytes: &'a [u8] },
-    /// All data of the current PDU arrived. `digest_ok` is false only when a data digest
-    /// was present and did not match (the stream stays in sync; the command fails with a
-    /// transport error or the connection is dropped, as the caller's policy says).
-    DataEnd { digest_ok: bool },
-}
-
-/// Data still expected for the current PDU: `len` bytes starting at `offset` within it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataPending {
-    pub offset: u32,
-    pub len: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum RxState {
-    /// Collecting the common header (`need == CH_LEN`) or the rest of the header up to
-    /// PDO / end of header digest.
-    Header,
-    Data,
-    DataDigest,
-    /// Data complete without digest: `DataEnd` is due.
-    EndPending,
-    Failed(PduError),
-}
-
-/// Incremental NVMe/TCP PDU decoder for one connection.
-pub struct PduDecoder {
-    role: Role,
-    cfg: RxConfig,
-    state: RxState,
-    ic_done: bool,
-    hdr: [u8; MAX_HEADER_LEN],
-    have: usize,
-    need: usize,
-    /// Current PDU: HLEN, whether a header/data digest is present, its data length and the
-    /// data bytes received so far.
-    hlen: usize,
-    has_hdgst: bool,
-    has_ddgst: bool,
-    data_len: u32,
-    data_done: u32,
-    digest: DataDigest,
-    ddgst_buf: [u8; DIGEST_LEN],
-    ddgst_have: usize,
-}
-
-impl PduDecoder {
-    pub fn new(role: Role) -> Self {
-        Self::with_config(role, RxConfig::default())
-    }
-
-    pub fn with_config(role: Role, cfg: RxConfig) -> Self {
-        Self {
-            role,
-            cfg,
-            state: RxState::Header,
-            ic_done: false,
-            hdr: [0; MAX_HEADER_LEN],
-            have: 0,
-            need: CH_LEN,
-            hlen: 0,
-            has_hdgst: false,
-            has_ddgst: false,
-            data_len: 0,
-            data_done: 0,
-            digest: DataDigest::new(),
-            ddgst_buf: [0; DIGEST_LEN],
-            ddgst_have: 0,
-        }
-    }
-
-    /// Applies the negotiated settings (after the IC exchange). Takes effect from the next
-    /// PDU header; call it between PDUs.
-    pub fn configure(&mut self, cfg: RxConfig) {
-        self.cfg = cfg;
-    }
-
-    pub fn config(&self) -> &RxConfig {
-        &self.cfg
-    }
-
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// Whether the decoder is between PDUs (no partial PDU buffered).
-    pub fn at_pdu_boundary(&self) -> bool {
-        self.state == RxState::Header && self.have == 0
-    }
-
-    /// The bytes of the PDU header received so far (up to 128): the data of the Term Req
-    /// that reports an error in it.
-    pub fn error_header(&self) -> &[u8] {
-        &self.hdr[..self.have.min(TERM_REQ_MAX_DATA)]
-    }
-
-    /// Consumes bytes from `input` and returns how many it used and at most one event.
-    /// It returns no event only once all of `input` is consumed, so call it in a loop with
-    /// the remaining input until it yields `None`. Errors are sticky: the connection must
-    /// send a Term Req (see `encode_term_req`) and close.
-    pub fn feed<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<RxEvent<'a>>), PduError> {
-        let mut used = 0;
-        loop {
-            match self.state {
-                RxState::Failed(ref e) => return Err(e.clone()),
-                RxState::EndPending => {
-                    self.reset_for_next_pdu();
-                    return Ok((used, Some(RxEvent::DataEnd { digest_ok: true })));
-                }
-                RxState::Header => {
-                    let take = (self.need - self.have).min(input.len() - used);
-                    self.hdr[self.have..self.have + take]
-                        .copy_from_slice(&input[used..used + take]);
-                    self.have += take;
-                    used += take;
-                    if self.have < self.need {
-                        return Ok((used, None));
-                    }
-                    if self.have == CH_LEN && self.hlen == 0 {
-                        if let Err(e) = self.check_common_header() {
-                            return Err(self.fail(e));
-                        }
-                        continue;
-                    }
-                    return match self.finish_header() {
-                        Ok(ev) => Ok((used, Some(ev))),
-                        Err(e) => Err(self.fail(e)),
-                    };
-                }
-                RxState::Data => {
-                    if used == input.len() {
-                        return Ok((used, None));
-                    }
-                    let take = ((self.data_len - self.data_done) as usize).min(input.len() - used);
-                    let bytes = &input[used..used + take];
-                    let offset = self.data_done;
-                    self.account_data(bytes);
-                    return Ok((used + take, Some(RxEvent::Data { offset, bytes })));
-                }
-                RxState::DataDigest => {
-                    let take = (DIGEST_LEN - self.ddgst_have).min(input.len() - used);
-                    self.ddgst_buf[self.ddgst_have..self.ddgst_have + take]
-                        .copy_from_slice(&input[used..used + take]);
-                    self.ddgst_have += take;
-                    used += take;
-                    if self.ddgst_have < DIGEST_LEN {
-                        return Ok((used, None));
-                    }
-                    let digest_ok = self.digest.matches(&self.ddgst_buf);
-                    self.reset_for_next_pdu();
-                    return Ok((used, Some(RxEvent::DataEnd { digest_ok })));
-                }
-            }
-        }
-    }
-
-    /// Whether no byte of the next PDU has been received yet.
-    pub fn at_pdu_start(&self) -> bool {
-        self.state == RxState::Header && self.have == 0
-    }
-
-    /// The current PDU's header length through its data offset (PDO), once its `Header`
-    /// event was returned.
-    pub fn header_len(&self) -> usize {
-        self.need
-    }
-
-    /// Whether the current PDU's data is followed by a data digest.
-    pub fn has_data_digest(&self) -> bool {
-        self.has_ddgst
-    }
-
-    /// When the decoder is inside a PDU's data: where the rest of it goes. The caller may
-    /// receive up to `len` bytes from the socket straight into its own buffer and report
-    /// them with `data_received`, instead of feeding them.
-    pub fn data_pending(&self) -> Option<DataPending> {
-        (self.state == RxState::Data).then(|| DataPending {
-            offset: self.data_done,
-            len: self.data_len - self.data_done,
-        })
-    }
-
-    /// Reports data bytes the caller received directly (see `data_pending`); they are
-    /// added to the data digest. Afterwards call `feed` (possibly with empty input) to get
-    /// `DataEnd`. More bytes than pending is a caller error and leaves the decoder unchanged.
-    pub fn data_received(&mut self, bytes: &[u8]) -> Result<(), DataOverrun> {
-        match self.data_pending() {
-            Some(p) if bytes.len() <= p.len as usize => {
-                self.account_data(bytes);
-                Ok(())
-            }
-            _ => Err(DataOverrun),
-        }
-    }
-
-    fn account_data(&mut self, bytes: &[u8]) {
-        if self.has_ddgst {
-            self.digest.update(bytes);
-        }
-        self.data_done += bytes.len() as u32;
-        if self.data_done == self.data_len {
-            self.state = if self.has_ddgst {
-                RxState::DataDigest
-            } else {
-                RxState::EndPending
-            };
-        }
-    }
-
-    fn reset_for_next_pdu(&mut self) {
-        self.state = RxState::Header;
-        self.have = 0;
-        self.need = CH_LEN;
-        self.hlen = 0;
-        self.has_hdgst = false;
-        self.has_ddgst = false;
-        self.data_len = 0;
-        self.data_done = 0;
-        self.digest = DataDigest::new();
-        self.ddgst_have = 0;
-    }
-
-    fn fail(&mut self, e: PduError) -> PduError {
-        self.state = RxState::Failed(e.clone());
-        e
-    }
-
-    /// Validates the 8-byte common header against the PDU type, direction, sequence and
-    /// negotiated limits, and sets how many header bytes (through PDO) to collect.
-    fn check_common_header(&mut self) -> Result<(), PduError> {
-        let t = self.hdr[0];
-        let flags = self.hdr[1];
-        let hlen = self.hdr[2] as usize;
-        let pdo = self.hdr[3] as usize;
-        let plen = le32(&self.hdr, 4) as usize;
-
-        let info = match type_info(t) {
-            Some(i) if i.from_host == (self.role == Role::Target) => i,
-            _ => return Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
-        };
-        let is_ic = t == pdu_type::IC_REQ || t == pdu_type::IC_RESP;
-        let is_term = t == pdu_type::H2C_TERM_REQ || t == pdu_type::C2H_TERM_REQ;
-        if is_ic && self.ic_done {
-            return Err(PduError::sequence("second connection initialization PDU"));
-        }
-        if !is_ic && !is_term && !self.ic_done {
-            return Err(PduError::sequence("PDU before connection initialization"));
-        }
-        if hlen != info.hlen {
-            return Err(PduError::field(
-                field_off::HLEN,
-                "HLEN does not match the PDU type",
-            ));
-        }
-        if is_ic {
-            if plen != IC_HLEN {
-                return Err(PduError::field(field_off::PLEN, "IC PDU length is not 128"));
-            }
-            self.hlen = hlen;
-            self.need = IC_HLEN;
-            return Ok(());
-        }
-        if is_term {
-            if !(TERM_REQ_HLEN..=TERM_REQ_MAX_PLEN).contains(&plen) {
-                return Err(PduError::field(
-                    field_off::PLEN,
-                    "Term Req length out of range",
-                ));
-            }
-            self.hlen = hlen;
-            self.need = hlen;
-            self.data_len = (plen - hlen) as u32;
-            return Ok(());
-        }
-
-        // Digests are all-or-nothing per connection: the flag must match the negotiation.
-        let hd = flags & pdu_flags::HDGSTF != 0;
-        if info.digests && hd != self.cfg.hdgst {
-            return Err(PduError::field(
-                field_off::FLAGS,
-                "HDGSTF does not match negotiation",
-            ));
-        }
-        let header_end = hlen + if hd { DIGEST_LEN } else { 0 };
-        if plen < header_end {
-            return Err(PduError::field(
-                field_off::PLEN,
-                "PLEN shorter than the header",
-            ));
-        }
-        let mut collect = header_end;
-        let mut data_len = 0usize;
-        if plen > header_end {
-            if !info.carries_data {
-                return Err(PduError::field(
-                    field_off::PLEN,
-                    "PLEN leaves data on a PDU without data",
-                ));
-            }
-            if pdo < header_end || pdo >= plen {
-                return Err(PduError::field(field_off::PDO, "PDO outside the PDU"));
-            }
-            if !pdo.is_multiple_of(pda_bytes(self.cfg.pda)) {
-                return Err(PduError::field(
-                    field_off::PDO,
-                    "PDO violates the data alignment",
-                ));
-            }
-            let dd = flags & pdu_flags::DDGSTF != 0;
-            if dd != self.cfg.ddgst {
-                return Err(PduError::field(
-                    field_off::FLAGS,
-                    "DDGSTF does not match negotiation",
-                ));
-            }
-            let dd_len = if dd { DIGEST_LEN } else { 0 };
-            if plen < pdo + dd_len + 1 {
-                return Err(PduError::field(
-                    field_off::PLEN,
-                    "PLEN leaves no room for data",
-                ));
-            }
-            data_len = plen - pdo - dd_len;
-            collect = pdo;
-            let limit = match t {
-                pdu_type::CAPSULE_CMD => self.cfg.max_in_capsule,
-                _ => self.cfg.max_data_pdu,
-            };
-            if data_len > limit as usize {
-                return Err(match self.role {
-                    Role::Target => PduError::new(
-                        Fes::DATA_TRANSFER_LIMIT_EXCEEDED,
-                        0,
-                        "PDU data exceeds the negotiated limit",
-                    ),
-                    Role::Host => PduError::new(
-                        Fes::DATA_TRANSFER_OUT_OF_RANGE,
-                        0,
-                        "PDU data exceeds the largest transfer",
-                    ),
-                });
-            }
-            self.has_ddgst = dd;
-        }
-        self.hlen = hlen;
-        self.has_hdgst = hd;
-        self.need = collect;
-        self.data_len = data_len as u32;
-        Ok(())
-    }
-
-    /// DATAL of a data PDU must be the (non-zero) data length that PLEN and PDO leave.
-    fn check_datal(&self, datal: u32) -> Result<(), PduError> {
-        if datal != self.data_len || datal == 0 {
-            return Err(PduError::field(
-                field_off::DATAL,
-                "DATAL does not match the PDU length",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The whole header (and padding) is in: checks the header digest, decodes the typed
-    /// header and its field rules, and moves to the data (if any).
-    fn finish_header(&mut self) -> Result<RxEvent<'static>, PduError> {
-        let hlen = self.hlen;
-        if self.has_hdgst {
-            let want = header_digest(&self.hdr[..hlen]);
-            if self.hdr[hlen..hlen + DIGEST_LEN] != want {
-                return Err(PduError::new(
-                    Fes::HEADER_DIGEST_ERROR,
-                    0,
-                    "header digest mismatch",
-                ));
-            }
-        }
-        let h = &self.hdr;
-        let flags = h[1];
-        let header = match h[0] {
-            pdu_type::IC_REQ | pdu_type::IC_RESP => {
-                let pfv = le16(h, 8);
-                if pfv != PFV_1_0 {
-                    return Err(PduError::new(
-                        Fes::UNSUPPORTED_PARAMETER,
-                        field_off::PFV,
-                        "unsupported PDU format version",
-                    ));
-                }
-                let pda = h[10];
-                if pda > MAX_PDA {
-                    return Err(PduError::field(
-                        field_off::PDA,
-                        "PDU data alignment above 31",
-                    ));
-                }
-                let (hdgst, ddgst) = (h[11] & 1 != 0, h[11] & 2 != 0);
-                let limit = le32(h, 12);
-                self.ic_done = true;
-                if h[0] == pdu_type::IC_REQ {
-                    PduHeader::IcReq(IcReq {
-                        pfv,
-                        hpda: pda,
-                        hdgst,
-                        ddgst,
-                        maxr2t: limit,
-                    })
-                } else {
-                    if limit < MIN_MAXH2CDATA || !limit.is_multiple_of(4) {
-                        return Err(PduError::field(field_off::IC_LIMIT, "invalid MAXH2CDATA"));
-                    }
-                    PduHeader::IcResp(IcResp {
-                        pfv,
-                        cpda: pda,
-                        hdgst,
-                        ddgst,
-                        maxh2cdata: limit,
-                    })
-                }
-            }
-            pdu_type::H2C_TERM_REQ | pdu_type::C2H_TERM_REQ => {
-                let term = TermReq {
-                    fes: Fes(le16(h, 8)),
-                    fei: le32(h, 10),
-                };
-                if h[0] == pdu_type::H2C_TERM_REQ {
-                    PduHeader::H2CTermReq(term)
-                } else {
-                    PduHeader::C2HTermReq(term)
-                }
-            }
-            pdu_type::CAPSULE_CMD => {
-                let mut b = [0u8; 64];
-                b.copy_from_slice(&h[8..72]);
-                PduHeader::CapsuleCmd(Sqe::decode(&b))
-            }
-            pdu_type::CAPSULE_RESP => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&h[8..24]);
-                PduHeader::CapsuleResp(Cqe::decode(&b))
-            }
-            pdu_type::H2C_DATA => {
-                let d = H2CData {
-                    cccid: le16(h, 8),
-                    ttag: le16(h, 10),
-                    datao: le32(h, 12),
-                    datal: le32(h, 16),
-                    last: flags & pdu_flags::LAST_PDU != 0,
-                };
-                self.check_datal(d.datal)?;
-                PduHeader::H2CData(d)
-            }
-            pdu_type::C2H_DATA => {
-                let d = C2HData {
-                    cccid: le16(h, 8),
-                    datao: le32(h, 12),
-                    datal: le32(h, 16),
-                    last: flags & pdu_flags::LAST_PDU != 0,
-                    success: flags & pdu_flags::SUCCESS != 0,
-                };
-                self.check_datal(d.datal)?;
-                if d.success && !d.last {
-                    return Err(PduError::field(
-                        field_off::FLAGS,
-                        "SUCCESS without LAST_PDU",
-                    ));
-                }
-                PduHeader::C2HData(d)
-            }
-            pdu_type::R2T => {
-                let r = R2T {
-                    cccid: le16(h, 8),
-                    ttag: le16(h, 10),
-                    r2to: le32(h, 12),
-                    r2tl: le32(h, 16),
-                };
-                if r.r2tl == 0 {
-                    return Err(PduError::field(field_off::DATAL, "R2T of zero length"));
-                }
-                PduHeader::R2T(r)
-            }
-            // check_common_header admitted only the types above.
-            _ => return Err(PduError::field(field_off::PDU_TYPE, "unexpected PDU type")),
-        };
-        let data_len = self.data_len;
-        if data_len == 0 {
-            self.reset_for_next_pdu();
-        } else {
-            self.state = RxState::Data;
-        }
-        Ok(RxEvent::Header { header, data_len })
-    }
-}
-
-/// `data_received` was given more bytes than the current PDU still expects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataOverrun;
 
 // ---------------------------------------------------------------------------------------
 // Connection initialization
@@ -1368,5 +772,8 @@ pub fn fuzz_decode(bytes: &[u8]) -> usize {
     asm.pdus.len()
 }
 
+mod decoder;
 #[cfg(test)]
 mod tests;
+
+pub use decoder::*;
