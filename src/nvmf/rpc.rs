@@ -570,7 +570,7 @@ pub fn register() {
                 rpc::without_effect(
                     "nvmf_subsystem_remove_host",
                     "timeout_ms",
-                    "connections of a removed host are not closed by pollux, so nothing waits",
+                    "the removed host's queues close as soon as the change is published, without a wait",
                 );
             }
             mutate(r, |t| t.remove_host(&p.nqn, &p.host))
