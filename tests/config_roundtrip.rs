@@ -9,20 +9,12 @@
 mod common;
 
 use common::nvme::Host;
-use common::{start, test_options, Client};
+use common::{free_port, start, test_options, Client};
 use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2016-06.io.pollux:roundtrip";
 const NQN2: &str = "nqn.2016-06.io.pollux:roundtrip2";
 const DISCOVERY: &str = "nqn.2014-08.org.nvmexpress.discovery";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// What `rpc.py save_config` builds: every framework subsystem with its config.
 fn save_config(c: &mut Client) -> Value {

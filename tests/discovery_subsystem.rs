@@ -28,10 +28,7 @@ fn deleting_the_discovery_subsystem_turns_discovery_off() {
         true,
     );
     // Its own listener on another port.
-    let dport = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dport = common::free_port();
     call(
         &app,
         "nvmf_subsystem_add_listener",

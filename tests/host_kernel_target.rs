@@ -51,14 +51,6 @@ fn harness() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn lock_file() -> std::fs::File {
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -93,7 +85,7 @@ fn start_vm() -> Option<Vm> {
         return None;
     };
     let lock = lock_file();
-    let port = free_port();
+    let port = common::free_port();
     let outdir = std::env::temp_dir().join(format!("pollux-host-vm-{}", std::process::id()));
     let mut child = Command::new(script)
         .args([

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::free_port;
 use common::nvme::Host;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -63,14 +64,6 @@ fn session_for(release: &str) -> Vec<String> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Pollux {

@@ -97,6 +97,13 @@ impl TestApp {
         self.io_batch(core, bdev, vec![io]).pop().unwrap()
     }
 
+    /// The bdev subsystem's config as `save_config` writes it.
+    fn config(&self) -> Vec<Value> {
+        self.on(self.main, |tx| {
+            let _ = tx.send(rpc::write_config());
+        })
+    }
+
     fn stop(self) {
         self.app.shutdown();
         self.app.wait();
@@ -425,6 +432,16 @@ fn malloc(t: &TestApp, name: &str) {
     assert_eq!(r.unwrap(), json!(name));
 }
 
+/// A delay bdev `name` over `base` adding `us` microseconds to every read and write.
+fn delay_over(t: &TestApp, name: &str, base: &str, us: u64) {
+    let r = t.rpc(
+        "bdev_delay_create",
+        json!({"name": name, "base_bdev_name": base, "avg_read_latency": us,
+               "p99_read_latency": us, "avg_write_latency": us, "p99_write_latency": us}),
+    );
+    assert_eq!(r.unwrap(), json!(name));
+}
+
 #[test]
 fn malloc_suite() {
     let t = TestApp::start();
@@ -574,9 +591,7 @@ fn split_suite_offsets_config_and_errors() {
     let past = t.io(t.main, "sbp3", read_io(2048, 1, 512));
     assert_ne!(past.status(), IoStatus::Success, "beyond the part");
     // One config entry per base recreates every part.
-    let cfg = t.on(t.main, |tx| {
-        let _ = tx.send(rpc::write_config());
-    });
+    let cfg = t.config();
     let splits: Vec<&Value> = cfg
         .iter()
         .filter(|e| e["method"] == "bdev_split_create")
@@ -796,12 +811,7 @@ fn iostat_per_channel_and_resets() {
     let t = TestApp::start();
     malloc(&t, "st_base");
     // A delay bdev, so every latency is measurably above zero.
-    let r = t.rpc(
-        "bdev_delay_create",
-        json!({"name": "st0", "base_bdev_name": "st_base", "avg_read_latency": 50,
-               "p99_read_latency": 50, "avg_write_latency": 50, "p99_write_latency": 50}),
-    );
-    assert_eq!(r.unwrap(), json!("st0"));
+    delay_over(&t, "st0", "st_base", 50);
     t.io(t.main, "st0", write_io(0, 2, 512, 1));
     t.io(t.other, "st0", read_io(0, 2, 512));
     t.io(t.other, "st0", read_io(2, 1, 512));
@@ -953,9 +963,7 @@ fn qos_limits_hold_across_reactors() {
         "writes unlimited: {writes}/s"
     );
     // The config carries the limits; removing them all frees the bdev.
-    let cfg = t.on(t.main, |tx| {
-        let _ = tx.send(rpc::write_config());
-    });
+    let cfg = t.config();
     let q = cfg
         .iter()
         .find(|e| e["method"] == "bdev_set_qos_limit")
@@ -994,12 +1002,7 @@ fn histogram_counts_latencies_on_every_reactor() {
     use base64::Engine;
     let t = TestApp::start();
     malloc(&t, "hb");
-    let r = t.rpc(
-        "bdev_delay_create",
-        json!({"name": "h0", "base_bdev_name": "hb", "avg_read_latency": 200,
-               "p99_read_latency": 200, "avg_write_latency": 200, "p99_write_latency": 200}),
-    );
-    assert_eq!(r.unwrap(), json!("h0"));
+    delay_over(&t, "h0", "hb", 200);
     let e = t
         .rpc("bdev_get_histogram", json!({"name": "h0"}))
         .unwrap_err();
@@ -1034,9 +1037,7 @@ fn histogram_counts_latencies_on_every_reactor() {
     );
     // Both took at least the 200 us delay: nothing counted below range 11 (2^17 ns).
     assert!(counts[..11 * 128].iter().all(|c| *c == 0));
-    let cfg = t.on(t.main, |tx| {
-        let _ = tx.send(rpc::write_config());
-    });
+    let cfg = t.config();
     let saved = cfg
         .iter()
         .find(|e| e["method"] == "bdev_enable_histogram")
@@ -1117,9 +1118,7 @@ fn null_resize_claims_names_and_config() {
         json!({"name": "p5", "base_bdev_name": "m5"}),
     )
     .unwrap();
-    let cfg = t.on(t.main, |tx| {
-        let _ = tx.send(rpc::write_config());
-    });
+    let cfg = t.config();
     let methods: Vec<&str> = cfg.iter().map(|c| c["method"].as_str().unwrap()).collect();
     assert_eq!(
         methods,
@@ -1475,9 +1474,7 @@ fn rbd_suite_resize_and_errors() {
     assert!(e.message.contains("r0"), "{e:?}");
 
     // The config replays the cluster before the bdev.
-    let cfg = t.on(t.main, |tx| {
-        let _ = tx.send(rpc::write_config());
-    });
+    let cfg = t.config();
     let methods: Vec<&str> = cfg.iter().filter_map(|e| e["method"].as_str()).collect();
     let reg = methods
         .iter()

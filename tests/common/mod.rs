@@ -17,6 +17,14 @@ use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a listener a test names).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
 /// A socket path no other test (or test process) uses.
 pub fn sock_path(tag: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
