@@ -183,6 +183,15 @@ fn save_config_restart_save_config_is_the_same_document() {
             json!({"nqn": NQN, "host": common::nvme::HOSTNQN}),
         ),
         (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc2p0", "nsid": 5,
+                   "no_auto_visible": true}}),
+        ),
+        (
+            "nvmf_ns_add_host",
+            json!({"nqn": NQN, "nsid": 5, "host": common::nvme::HOSTNQN}),
+        ),
+        (
             "nvmf_subsystem_add_host",
             json!({"nqn": NQN, "host": "nqn.2014-08.org.nvmexpress:uuid:0000-other"}),
         ),
@@ -228,6 +237,7 @@ fn save_config_restart_save_config_is_the_same_document() {
         "\"split_count\":3",
         "\"w_mbytes_per_sec\":20",
         "bdev_enable_histogram",
+        "nvmf_ns_add_host",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }

@@ -197,8 +197,15 @@ fn check_result(
                 "cntlid range",
             );
             expect(
-                s["namespaces"].as_array().map(Vec::len) == Some(2),
-                "two namespaces",
+                s["namespaces"].as_array().map(Vec::len) == Some(3),
+                "three namespaces",
+            );
+            let ns9 = s["namespaces"]
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["nsid"] == 9));
+            expect(
+                ns9.is_some_and(|n| n["no_auto_visible"] == true && n["hosts"][0]["nqn"] == HOST),
+                "namespace 9 masked, visible to the listed host",
             );
             let ns7 = s["namespaces"]
                 .as_array()

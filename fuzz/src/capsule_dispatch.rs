@@ -148,6 +148,7 @@ fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
                 eui64: if i == 0 { [0; 8] } else { [9; 8] },
                 uuid: [0x40 + nsid as u8; 16],
                 size_blocks: b.num_blocks(),
+                visible_hosts: None,
             },
         );
     }

@@ -4,7 +4,7 @@ nvmf_subsystem_add_listener, nvmf_subsystem_remove_listener, nvmf_subsystem_add_
 nvmf_subsystem_remove_ns, nvmf_subsystem_add_host, nvmf_subsystem_remove_host,
 nvmf_subsystem_allow_any_host, nvmf_get_subsystems, nvmf_subsystem_get_listeners,
 nvmf_subsystem_get_controllers, nvmf_subsystem_get_qpairs, nvmf_get_stats,
-nvmf_set_max_subsystems."""
+nvmf_set_max_subsystems, nvmf_ns_add_host, nvmf_ns_remove_host."""
 
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
@@ -76,6 +76,8 @@ def _ns_params(args):
         v = getattr(args, n)
         if v:
             ns[n] = v
+    if args.no_auto_visible:
+        ns["no_auto_visible"] = True
     return {"nqn": args.nqn, "namespace": ns}
 
 
@@ -164,6 +166,16 @@ def add_commands(subparsers):
     p.add_argument("-g", "--nguid", help="namespace NGUID (hex)")
     p.add_argument("-e", "--eui64", help="namespace EUI-64 (hex)")
     p.add_argument("-u", "--uuid", help="namespace UUID")
+    p.add_argument("-i", "--no-auto-visible", action="store_true",
+                   help="visible only to the hosts nvmf_ns_add_host lists")
+
+    for name, text in (("nvmf_ns_add_host", "make a no_auto_visible namespace visible to a host"),
+                       ("nvmf_ns_remove_host", "hide a no_auto_visible namespace from a host")):
+        p = _add(subparsers, name, text,
+                 lambda a: {"nqn": a.nqn, "nsid": a.nsid, "host": a.host})
+        p.add_argument("nqn", help="subsystem NQN")
+        p.add_argument("nsid", type=int, help="namespace id")
+        p.add_argument("host", help="host NQN")
 
     p = _add(subparsers, "nvmf_subsystem_remove_ns", "remove a namespace from a subsystem",
              lambda a: {"nqn": a.nqn, "nsid": a.nsid})

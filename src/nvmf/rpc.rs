@@ -306,6 +306,15 @@ struct RemoveHost {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct NsHost {
+    nqn: String,
+    nsid: u32,
+    host: String,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AllowAnyHost {
     nqn: String,
     allow_any_host: bool,
@@ -509,11 +518,6 @@ pub fn register() {
                 "namespace.ptpl_file: reservations are not supported".into(),
             ));
         }
-        if ns.no_auto_visible == Some(true) {
-            return r.err(failed(
-                "namespace.no_auto_visible: per-host namespace visibility is not supported".into(),
-            ));
-        }
         let nguid = match ns.nguid.as_deref().map(subsystem::parse_hex::<16>) {
             Some(None) => return r.err(failed("namespace.nguid: not 16 bytes of hex".into())),
             Some(v) => v,
@@ -529,7 +533,11 @@ pub fn register() {
             Some(v) => v,
             None => None,
         };
-        match with_target(|t| t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, nguid, eui64, uuid)) {
+        match with_target(|t| {
+            let auto_visible = ns.no_auto_visible != Some(true);
+            let ids = target::NsIds { nguid, eui64, uuid };
+            t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, ids, auto_visible)
+        }) {
             Ok(nsid) => publish_then(r, json!(nsid)),
             Err(e) => r.err(failed(e)),
         }
@@ -576,6 +584,14 @@ pub fn register() {
             mutate(r, |t| t.remove_host(&p.nqn, &p.host))
         },
     );
+
+    for (method, visible) in [("nvmf_ns_add_host", true), ("nvmf_ns_remove_host", false)] {
+        rpc::register_async(method, Allowed::RuntimeOnly, move |p, r| {
+            let p: NsHost = params!(p, r);
+            let _ = p.tgt_name;
+            mutate(r, |t| t.ns_set_host(&p.nqn, p.nsid, &p.host, visible))
+        });
+    }
 
     rpc::register_async(
         "nvmf_subsystem_allow_any_host",
@@ -730,8 +746,15 @@ pub fn write_config() -> Vec<Value> {
                         "nguid": subsystem::hex(&ns.nguid),
                         "eui64": subsystem::hex(&ns.eui64),
                         "uuid": subsystem::format_uuid(&ns.uuid),
+                        "no_auto_visible": ns.visible_hosts.is_some(),
                     }}),
                 ));
+                for host in ns.visible_hosts.iter().flat_map(|h| h.iter()) {
+                    out.push(config_entry(
+                        "nvmf_ns_add_host",
+                        json!({"nqn": s.nqn, "nsid": ns.nsid, "host": host}),
+                    ));
+                }
             }
         }
         out

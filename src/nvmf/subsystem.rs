@@ -13,7 +13,7 @@
 use super::wire::{self, DiscoveryLogEntry, DISCOVERY_NQN};
 use crate::bdev::BdevHandle;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Subsystem type.
@@ -91,6 +91,26 @@ pub struct Namespace {
     /// The bdev's block count when this view was made: a change (bdev resize) is a
     /// namespace attribute change the hosts are told about.
     pub size_blocks: u64,
+    /// Which hosts see the namespace: `None` every allowed host; `Some` only the listed
+    /// ones (created with `no_auto_visible`, hosts added by `nvmf_ns_add_host`).
+    pub visible_hosts: Option<Arc<BTreeSet<String>>>,
+}
+
+impl Namespace {
+    /// Whether the host `hostnqn` sees this namespace (it is active for its controllers).
+    pub fn visible_to(&self, hostnqn: &str) -> bool {
+        self.visible_hosts
+            .as_ref()
+            .is_none_or(|hosts| hosts.contains(hostnqn))
+    }
+}
+
+/// The namespaces of `s` the host `hostnqn` sees.
+pub fn visible_nsids<'a>(s: &'a Subsystem, hostnqn: &'a str) -> impl Iterator<Item = u32> + 'a {
+    s.namespaces
+        .values()
+        .filter(move |ns| ns.visible_to(hostnqn))
+        .map(|ns| ns.nsid)
 }
 
 impl std::fmt::Debug for Namespace {
@@ -254,6 +274,9 @@ impl Subsystem {
                         "nguid": hex(&ns.nguid),
                         "eui64": hex(&ns.eui64),
                         "uuid": format_uuid(&ns.uuid),
+                        "no_auto_visible": ns.visible_hosts.is_some(),
+                        "hosts": ns.visible_hosts.iter().flat_map(|h| h.iter())
+                            .map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
                     })
                 })
                 .collect();

@@ -213,6 +213,14 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
     })
 }
 
+/// A new namespace's identifiers as given (`None`: zeroes, or the bdev's UUID).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NsIds {
+    pub nguid: Option<[u8; 16]>,
+    pub eui64: Option<[u8; 8]>,
+    pub uuid: Option<[u8; 16]>,
+}
+
 /// SPDK's default bound on the number of NVMe subsystems.
 pub const DEFAULT_MAX_SUBSYSTEMS: u32 = 1024;
 
@@ -467,10 +475,10 @@ impl Target {
         nqn: &str,
         bdev_name: &str,
         nsid: Option<u32>,
-        nguid: Option<[u8; 16]>,
-        eui64: Option<[u8; 8]>,
-        uuid: Option<[u8; 16]>,
+        ids: NsIds,
+        auto_visible: bool,
     ) -> Result<u32, String> {
+        let NsIds { nguid, eui64, uuid } = ids;
         let s = self.nvme_subsystem_mut(nqn)?;
         let max = s.max_nsid();
         let nsid = match nsid.filter(|n| *n != 0) {
@@ -509,10 +517,43 @@ impl Target {
                 nguid: nguid.unwrap_or([0; 16]),
                 eui64: eui64.unwrap_or([0; 8]),
                 uuid,
+                visible_hosts: (!auto_visible).then(Default::default),
             },
         );
         self.descs.insert((sid, nsid), desc);
         Ok(nsid)
+    }
+
+    /// Makes namespace `nsid` visible (`visible`) or invisible to `host`; only namespaces
+    /// created with `no_auto_visible` have a host list.
+    pub fn ns_set_host(
+        &mut self,
+        nqn: &str,
+        nsid: u32,
+        host: &str,
+        visible: bool,
+    ) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        let ns = s
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+        let Some(hosts) = ns.visible_hosts.as_mut() else {
+            return Err(format!(
+                "nsid: namespace {nsid} is visible to every host (add it with no_auto_visible \
+                 to list its hosts)"
+            ));
+        };
+        let hosts = Arc::make_mut(hosts);
+        let changed = if visible {
+            hosts.insert(host.to_string())
+        } else {
+            hosts.remove(host)
+        };
+        if !changed && !visible {
+            return Err(format!("host: {host} does not see namespace {nsid}"));
+        }
+        Ok(())
     }
 
     pub fn remove_ns(&mut self, nqn: &str, nsid: u32) -> Result<(), String> {

@@ -12,7 +12,7 @@
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.
 
-use super::subsystem::Subsystem;
+use super::subsystem::{visible_nsids, Namespace, Subsystem};
 use super::target::{TargetView, TransportOpts};
 use super::wire::{
     self, admin_opc, aen, cns, feat, log_id, prop, Cap, Cc, Csts, FeaturesCmd, GetLogPageCmd,
@@ -236,6 +236,14 @@ impl Ctrlr {
 
     /// A namespace of this controller's subsystem appeared, disappeared or changed.
     /// Returns the DW0 of an event to complete a pending AER with, if one is due now.
+    /// Namespace `nsid` if it is active for this controller (exists and its host sees it).
+    fn active_ns<'s>(&self, subsys: &'s Subsystem, nsid: u32) -> Option<&'s Namespace> {
+        subsys
+            .namespaces
+            .get(&nsid)
+            .filter(|ns| ns.visible_to(&self.hostnqn))
+    }
+
     pub fn namespaces_changed(&mut self, nsids: &[u32]) -> Option<u32> {
         for n in nsids {
             if !self.changed_ns.contains(n) {
@@ -321,7 +329,7 @@ impl Ctrlr {
                 if cmd.nsid == 0 || (cmd.nsid > subsys.max_nsid() && cmd.nsid != u32::MAX) {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 }
-                if let Some(ns) = subsys.namespaces.get(&cmd.nsid) {
+                if let Some(ns) = self.active_ns(subsys, cmd.nsid) {
                     identify_namespace(ns).encode(&mut page);
                 }
             }
@@ -330,12 +338,12 @@ impl Ctrlr {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 }
                 wire::encode_ns_list(
-                    subsys.namespaces.keys().copied().filter(|n| *n > cmd.nsid),
+                    visible_nsids(subsys, &self.hostnqn).filter(|n| *n > cmd.nsid),
                     &mut page,
                 );
             }
             cns::NS_ID_DESCRIPTOR_LIST if !self.discovery => {
-                let Some(ns) = subsys.namespaces.get(&cmd.nsid) else {
+                let Some(ns) = self.active_ns(subsys, cmd.nsid) else {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 };
                 let mut descs = Vec::with_capacity(3);
@@ -512,7 +520,7 @@ impl Ctrlr {
             log_id::SMART_HEALTH if !self.discovery => {
                 if cmd.nsid != 0
                     && cmd.nsid != u32::MAX
-                    && !env.subsys.namespaces.contains_key(&cmd.nsid)
+                    && self.active_ns(env.subsys, cmd.nsid).is_none()
                 {
                     return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
                 }

@@ -196,6 +196,7 @@ impl PollGroup {
         qp.sq_flow_disabled = c.cattr & 0x4 != 0;
         qp.subsys_id = s.id;
         qp.cntlid = cntlid;
+        qp.hostnqn = Some(Arc::from(hostnqn.as_str()));
         qp.directory = Some(s.directory.clone());
         let mut rx = *qp.dec.config();
         rx.max_in_capsule = if c.qid == 0 {

@@ -152,7 +152,10 @@ impl PollGroup {
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
         let qp_ddgst = qp.tx.ddgst;
-        let chan = self.ns.get(&(qp.subsys_id, sqe.nsid.get()));
+        let chan = self
+            .ns
+            .get(&(qp.subsys_id, sqe.nsid.get()))
+            .filter(|c| c.visible_to(qp.hostnqn.as_deref()));
         let geom = chan.map(NsChan::geometry);
         let req = &mut qp.reqs[slot as usize];
         let data: &[u8] = req.buf.as_deref().unwrap_or(&[]);

@@ -208,6 +208,8 @@ struct Qpair {
     sq_flow_disabled: bool,
     subsys_id: u64,
     cntlid: u16,
+    /// The host NQN its Connect named (namespace visibility is per host).
+    hostnqn: Option<Arc<str>>,
     directory: Option<Arc<Directory>>,
     ctrlr: Option<Box<Ctrlr>>,
     opts: TransportOpts,
@@ -248,6 +250,7 @@ impl Qpair {
             sq_flow_disabled: false,
             subsys_id: 0,
             cntlid: 0,
+            hostnqn: None,
             directory: None,
             ctrlr: None,
             opts: TransportOpts::default(),
@@ -303,9 +306,19 @@ struct NsChan {
     bdev: BdevHandle,
     chan: IoChannel,
     _desc: bdev::Desc,
+    /// The hosts that see the namespace (`None`: all), as of the current view.
+    visible_hosts: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl NsChan {
+    /// Whether the host of a queue (`None` before its Connect) may do I/O here.
+    fn visible_to(&self, hostnqn: Option<&str>) -> bool {
+        match &self.visible_hosts {
+            None => true,
+            Some(hosts) => hostnqn.is_some_and(|h| hosts.contains(h)),
+        }
+    }
+
     fn geometry(&self) -> NsGeometry {
         let b = &self.bdev;
         NsGeometry {

@@ -2,6 +2,7 @@
 //! channels, removed subsystems and listeners, namespace-change notices.
 
 use super::*;
+use crate::nvmf::subsystem::Namespace;
 
 impl PollGroup {
     pub(super) fn apply_view(&mut self, view: Arc<TargetView>) {
@@ -10,18 +11,23 @@ impl PollGroup {
         }
         let old = std::mem::replace(&mut self.view, view.clone());
         // Namespace channels: open the new ones, close the ones gone or re-pointed.
-        let mut wanted: HashMap<(u64, u32), &BdevHandle> = HashMap::new();
+        let mut wanted: HashMap<(u64, u32), &Namespace> = HashMap::new();
         for s in &view.subsystems {
             for ns in s.namespaces.values() {
-                wanted.insert((s.id, ns.nsid), &ns.bdev);
+                wanted.insert((s.id, ns.nsid), ns);
             }
         }
-        self.ns
-            .retain(|k, c| wanted.get(k).is_some_and(|b| Arc::ptr_eq(b, &c.bdev)));
-        for (k, b) in wanted {
-            if self.ns.contains_key(&k) {
+        self.ns.retain(|k, c| {
+            wanted
+                .get(k)
+                .is_some_and(|ns| Arc::ptr_eq(&ns.bdev, &c.bdev))
+        });
+        for (k, ns) in wanted {
+            if let Some(c) = self.ns.get_mut(&k) {
+                c.visible_hosts = ns.visible_hosts.clone();
                 continue;
             }
+            let b = &ns.bdev;
             let key = k;
             let desc = bdev::open_handle(b, move |ev| {
                 if ev == BdevEvent::Remove {
@@ -39,6 +45,7 @@ impl PollGroup {
                             bdev: b.clone(),
                             chan,
                             _desc: d,
+                            visible_hosts: ns.visible_hosts.clone(),
                         },
                     );
                 }
@@ -79,7 +86,8 @@ impl PollGroup {
                 }
                 continue;
             }
-            let changed = changed_namespaces(old.subsystem(s.id).map(|o| o.as_ref()), s);
+            let changed =
+                changed_namespaces(old.subsystem(s.id).map(|o| o.as_ref()), s, &c.hostnqn);
             if !changed.is_empty() {
                 if let Some(dw0) = c.namespaces_changed(&changed) {
                     aens.push((idx, dw0));
@@ -101,24 +109,32 @@ impl PollGroup {
     }
 }
 
-/// nsids added, removed or re-pointed between two snapshots of a subsystem.
+/// nsids whose state changed for the host `hostnqn` between two snapshots of a subsystem:
+/// added, removed, re-pointed or resized, or made visible or invisible to that host.
 pub(super) fn changed_namespaces(
     old: Option<&crate::nvmf::subsystem::Subsystem>,
     new: &crate::nvmf::subsystem::Subsystem,
+    hostnqn: &str,
 ) -> Vec<u32> {
     let Some(old) = old else {
         return Vec::new();
     };
+    let seen = |s: &'_ crate::nvmf::subsystem::Subsystem, nsid: &u32| {
+        s.namespaces
+            .get(nsid)
+            .filter(|ns| ns.visible_to(hostnqn))
+            .map(|ns| (ns.bdev.clone(), ns.size_blocks))
+    };
+    let gone = old
+        .namespaces
+        .keys()
+        .filter(|n| !new.namespaces.contains_key(n));
     let mut out = Vec::new();
-    for (nsid, ns) in &new.namespaces {
-        match old.namespaces.get(nsid) {
-            Some(o) if Arc::ptr_eq(&o.bdev, &ns.bdev) && o.size_blocks == ns.size_blocks => {}
+    for nsid in new.namespaces.keys().chain(gone) {
+        match (seen(old, nsid), seen(new, nsid)) {
+            (None, None) => {}
+            (Some((ob, os)), Some((nb, ns))) if Arc::ptr_eq(&ob, &nb) && os == ns => {}
             _ => out.push(*nsid),
-        }
-    }
-    for nsid in old.namespaces.keys() {
-        if !new.namespaces.contains_key(nsid) {
-            out.push(*nsid);
         }
     }
     out
