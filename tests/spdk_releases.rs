@@ -405,6 +405,23 @@ fn unimplemented_params_are_refused_by_name_defaults_accepted() {
             "optimal_write_size",
         ),
         (
+            "bdev_malloc_create",
+            serde_json::json!({"num_blocks": 8, "block_size": 512, "md_interleave": true}),
+            "md_interleave",
+        ),
+        (
+            "bdev_null_create",
+            serde_json::json!({"name": "N2", "num_blocks": 8, "block_size": 512,
+                               "physical_block_size": 4096}),
+            "physical_block_size",
+        ),
+        (
+            "bdev_error_inject_error",
+            serde_json::json!({"name": "EE_N0", "io_type": "read", "error_type": "failure",
+                               "queue_depth": 4}),
+            "queue_depth",
+        ),
+        (
             "bdev_aio_create",
             serde_json::json!({"name": "A", "filename": "/nonexistent", "nowait": true}),
             "nowait",

@@ -81,6 +81,25 @@ fn no_metadata(
     Ok(())
 }
 
+/// Refuses the metadata layout flags when set, and a physical block size other than the
+/// logical one (pollux reports one block size).
+fn plain_layout(
+    block_size: u32,
+    physical_block_size: Option<u32>,
+    flags: &[(&str, Option<bool>)],
+) -> Result<(), RpcError> {
+    let flags: Vec<(&str, Option<i64>)> =
+        flags.iter().map(|(n, v)| (*n, v.map(i64::from))).collect();
+    refuse_set(&flags, "metadata layouts are not supported (false = none)")?;
+    match physical_block_size {
+        Some(p) if p != 0 && p != block_size => Err(RpcError::invalid_params(format!(
+            "invalid params: physical_block_size: {p} differs from block_size {block_size} \
+             (pollux reports one block size)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses each named parameter that is set to anything but its default (`0` / unset):
 /// known to SPDK, not implemented by pollux.
 fn refuse_set(fields: &[(&str, Option<i64>)], why: &str) -> Result<(), RpcError> {
@@ -431,7 +450,13 @@ pub fn register() {
                  (-1 = any)"
             )));
         }
-        let _ = (p.md_interleave, p.dif_is_head_of_md, p.physical_block_size);
+        let flags = [
+            ("md_interleave", p.md_interleave),
+            ("dif_is_head_of_md", p.dif_is_head_of_md),
+        ];
+        if let Err(e) = plain_layout(p.block_size, p.physical_block_size, &flags) {
+            return r.err(e);
+        }
         let name = p.name.unwrap_or_else(next_malloc_name);
         malloc::create(
             malloc::MallocOpts {
@@ -464,7 +489,10 @@ pub fn register() {
         if let Err(e) = refuse_set(&hints, "write/unmap hints are not supported (0 = none)") {
             return r.err(e);
         }
-        let _ = (p.dif_is_head_of_md, p.physical_block_size);
+        let flags = [("dif_is_head_of_md", p.dif_is_head_of_md)];
+        if let Err(e) = plain_layout(p.block_size, p.physical_block_size, &flags) {
+            return r.err(e);
+        }
         null::create(
             null::NullOpts {
                 name: p.name,
@@ -504,7 +532,13 @@ pub fn register() {
             Ok(p) => p,
             Err(e) => return r.err(e),
         };
-        let _ = p.fallocate;
+        if p.fallocate {
+            rpc::without_effect(
+                "bdev_aio_create",
+                "fallocate",
+                "the aio bdev always supports unmap and write zeroes",
+            );
+        }
         if p.nowait == Some(true) {
             return r.err(RpcError::invalid_params(
                 "invalid params: nowait: RWF_NOWAIT submission is not supported",
@@ -576,7 +610,11 @@ pub fn register() {
     register_delete("bdev_error_delete", error::PRODUCT_NAME);
     rpc::register("bdev_error_inject_error", Allowed::RuntimeOnly, |p| {
         let p: ErrorInject = parse_params(p)?;
-        let _ = p.queue_depth;
+        let depth = p.queue_depth.map(|q| q.min(i64::MAX as u64) as i64);
+        refuse_set(
+            &[("queue_depth", depth)],
+            "injecting only above a queue depth is not supported",
+        )?;
         refuse_set(
             &[
                 ("nvme_sct", p.nvme_sct.map(i64::from)),

@@ -85,6 +85,7 @@ impl PollGroup {
                     .namespaces
                     .values()
                     .filter(|ns| sqe.nsid == 0 || sqe.nsid == u32::MAX || sqe.nsid == ns.nsid)
+                    .filter(|ns| qp.hostnqn.as_deref().is_some_and(|h| ns.visible_to(h)))
                     .map(|ns| ns.bdev.clone())
                     .collect();
                 let (core, gen) = (self.core, qp.gen);
