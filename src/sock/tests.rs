@@ -652,8 +652,9 @@ fn recv_pipe_resize_keeps_data() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     let mut p = crate::sock::posix::RecvPipe::new(1024);
+    // A blocking receive side: io_uring answers a recv on an O_NONBLOCK socket with
+    // -EAGAIN at once instead of waiting for data (the completion then races the write).
     let (rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
-    rx.set_nonblocking(true).unwrap();
     let data = pattern(3, 1500);
     tx.write_all(&data[..700]).unwrap();
     assert_eq!(p.fill(rx.as_raw_fd()).unwrap(), 700);
@@ -685,8 +686,9 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
         .unwrap();
     let efd = crate::sys::EventFd::new().unwrap();
     ring.submitter().register_eventfd(efd.as_raw_fd()).unwrap();
+    // A blocking receive side: io_uring answers a recv on an O_NONBLOCK socket with
+    // -EAGAIN at once instead of waiting for data (the completion then races the write).
     let (rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
-    rx.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 8];
     let e = opcode::Recv::new(types::Fd(rx.as_raw_fd()), buf.as_mut_ptr(), 8)
         .build()
@@ -698,7 +700,14 @@ fn ring_fd_does_not_wake_but_eventfd_does() {
     std::thread::sleep(Duration::from_millis(20));
     let readable = crate::sys::socket::poll_readable;
     let ring_readable = readable(ring.as_raw_fd());
-    let eventfd_readable = readable(efd.as_raw_fd());
+    // A sleeper on the eventfd must wake: wait for it (bounded), as a reactor's epoll does.
+    let mut pfd = libc::pollfd {
+        fd: efd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the wait is bounded by 2 s.
+    let eventfd_readable = unsafe { libc::poll(&mut pfd, 1, 2000) } > 0;
     assert!(
         eventfd_readable,
         "the registered eventfd signals pending work"
