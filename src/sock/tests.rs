@@ -652,9 +652,8 @@ fn recv_pipe_resize_keeps_data() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
     let mut p = crate::sock::posix::RecvPipe::new(1024);
-    // A blocking receive side: io_uring answers a recv on an O_NONBLOCK socket with
-    // -EAGAIN at once instead of waiting for data (the completion then races the write).
     let (rx, mut tx) = std::os::unix::net::UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
     let data = pattern(3, 1500);
     tx.write_all(&data[..700]).unwrap();
     assert_eq!(p.fill(rx.as_raw_fd()).unwrap(), 700);
