@@ -113,6 +113,7 @@ impl Drop for RunningApp {
 /// `crate::sock::rpc::register();`.
 pub fn register_modules() {
     // ---- module registrations: one line per module, dependencies first ----
+    crate::rpc::iobuf::register();
     crate::sock::rpc::register();
     crate::bdev::rpc::register();
     crate::nvmf::rpc::register();

@@ -9,6 +9,11 @@
 //! Data-path copies of payload bytes go through `copy_bytes` / `copy_raw`, which keep glibc's
 //! memcpy off its `rep movsb` path when source and destination are not co-aligned (see there).
 //!
+//! Every reactor counts where its buffers came from (its cache, or a fresh allocation), per
+//! size class, in counters only it writes and anyone may read ([`alloc_counts`]; the
+//! `iobuf_get_stats` RPC reports them). A thread's counts outlive it: they are folded into a
+//! process-wide total when it exits.
+//!
 //! The owned pieces of outgoing data live here too ([`Chunk`], [`SharedBytes`], from
 //! `buf/chunk.rs`), so storage and the codec build them without importing the socket layer.
 
@@ -19,6 +24,8 @@ use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 pub const BUF_ALIGN: usize = 4096;
 /// Freed buffers kept per size class and thread before memory goes back to the allocator.
@@ -92,8 +99,105 @@ unsafe impl Send for IoBuf {}
 // SAFETY: shared references only give `&[u8]` access.
 unsafe impl Sync for IoBuf {}
 
+/// Where one thread's buffers came from, per size class (index `CLASSES`: buffers of no
+/// class, above 1 MiB). Written only by the owning thread, read by anyone.
+#[derive(Default)]
+struct SourceCounts {
+    from_cache: [AtomicU64; CLASSES + 1],
+    fresh: [AtomicU64; CLASSES + 1],
+}
+
+impl SourceCounts {
+    fn add_from(&self, other: &SourceCounts) {
+        for (mine, theirs) in [
+            (&self.from_cache, &other.from_cache),
+            (&self.fresh, &other.fresh),
+        ] {
+            for (m, t) in mine.iter().zip(theirs) {
+                m.fetch_add(t.load(Relaxed), Relaxed);
+            }
+        }
+    }
+}
+
+/// Counts one buffer handed out: the owning thread is the only writer, so no atomic
+/// read-modify-write (and no shared cache line) is needed on the data path.
+fn count_one(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
+/// The counts of every live thread that has handed out a buffer.
+static LIVE_COUNTS: Mutex<Vec<Arc<SourceCounts>>> = Mutex::new(Vec::new());
+/// The counts of threads that have exited.
+static EXITED_COUNTS: std::sync::LazyLock<SourceCounts> =
+    std::sync::LazyLock::new(SourceCounts::default);
+
+fn live_counts() -> std::sync::MutexGuard<'static, Vec<Arc<SourceCounts>>> {
+    LIVE_COUNTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One thread's freed buffers per size class, and its counts.
+struct ThreadCache {
+    free: [Vec<NonNull<u8>>; CLASSES],
+    counts: Arc<SourceCounts>,
+}
+
+impl ThreadCache {
+    fn new() -> Self {
+        let counts = Arc::new(SourceCounts::default());
+        live_counts().push(counts.clone());
+        Self {
+            free: Default::default(),
+            counts,
+        }
+    }
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        live_counts().retain(|c| !Arc::ptr_eq(c, &self.counts));
+        EXITED_COUNTS.add_from(&self.counts);
+        for (class, bufs) in self.free.iter_mut().enumerate() {
+            let layout = Layout::from_size_align(BUF_ALIGN << class, BUF_ALIGN).expect("layout");
+            for ptr in bufs.drain(..) {
+                // SAFETY: every cached pointer was allocated with its class's layout and
+                // is owned by the cache alone.
+                unsafe { dealloc(ptr.as_ptr(), layout) };
+            }
+        }
+    }
+}
+
 thread_local! {
-    static CACHE: RefCell<[Vec<NonNull<u8>>; CLASSES]> = RefCell::new(Default::default());
+    static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache::new());
+}
+
+/// Buffers handed out so far by every thread, live or exited, for one size class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassCount {
+    /// Capacity of the class's buffers; `None` for buffers of no class (above 1 MiB).
+    pub capacity: Option<usize>,
+    /// Handed out from a thread's cache of freed buffers.
+    pub from_cache: u64,
+    /// Allocated fresh (the cache was empty, or the size has no class).
+    pub fresh: u64,
+}
+
+/// Where every buffer handed out so far came from, one entry per size class (smallest first,
+/// then the unclassed sizes).
+pub fn alloc_counts() -> Vec<ClassCount> {
+    let total = SourceCounts::default();
+    total.add_from(&EXITED_COUNTS);
+    for c in live_counts().iter() {
+        total.add_from(c);
+    }
+    (0..=CLASSES)
+        .map(|i| ClassCount {
+            capacity: (i < CLASSES).then_some(BUF_ALIGN << i),
+            from_cache: total.from_cache[i].load(Relaxed),
+            fresh: total.fresh[i].load(Relaxed),
+        })
+        .collect()
 }
 
 fn class_of(cap: usize) -> Option<usize> {
@@ -127,10 +231,19 @@ impl IoBuf {
         } else {
             pages * BUF_ALIGN
         };
-        if let Some(class) = class_of(cap) {
-            if let Some(ptr) = CACHE.with(|c| c.borrow_mut()[class].pop()) {
-                return Self { ptr, len, cap };
+        let class = class_of(cap);
+        let cached = CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let hit = class.and_then(|k| c.free[k].pop());
+            let slot = class.unwrap_or(CLASSES);
+            match hit {
+                Some(_) => count_one(&c.counts.from_cache[slot]),
+                None => count_one(&c.counts.fresh[slot]),
             }
+            hit
+        });
+        if let Some(ptr) = cached {
+            return Self { ptr, len, cap };
         }
         let layout = Layout::from_size_align(cap, BUF_ALIGN).expect("buffer layout");
         // SAFETY: layout has a non-zero size. Fresh memory is zeroed below so every byte
@@ -191,8 +304,8 @@ impl Drop for IoBuf {
             let kept = CACHE
                 .try_with(|c| {
                     let mut c = c.borrow_mut();
-                    if c[class].len() < CACHE_PER_CLASS {
-                        c[class].push(self.ptr);
+                    if c.free[class].len() < CACHE_PER_CLASS {
+                        c.free[class].push(self.ptr);
                         true
                     } else {
                         false
@@ -249,6 +362,30 @@ mod tests {
         assert_eq!(b.as_ptr(), p, "a freed buffer of the same class is reused");
         let c = IoBuf::zeroed(3 << 20);
         assert_eq!(c.capacity(), 3 << 20);
+    }
+
+    /// A fresh allocation and a cache hit are both counted, in their class, on a thread of
+    /// their own; the counts stay after the thread exits.
+    #[test]
+    fn allocations_are_counted_by_source_and_outlive_their_thread() {
+        let class_16k = |v: &[ClassCount]| *v.iter().find(|c| c.capacity == Some(16384)).unwrap();
+        let before = class_16k(&alloc_counts());
+        std::thread::spawn(|| {
+            let a = IoBuf::with_len(16384);
+            drop(a);
+            let _b = IoBuf::with_len(12000);
+        })
+        .join()
+        .unwrap();
+        let after = class_16k(&alloc_counts());
+        // Other tests allocate concurrently: at least ours are there.
+        assert!(after.fresh > before.fresh, "{before:?} -> {after:?}");
+        assert!(
+            after.from_cache > before.from_cache,
+            "{before:?} -> {after:?}"
+        );
+        let unclassed = alloc_counts().last().copied().unwrap();
+        assert_eq!(unclassed.capacity, None);
     }
 
     /// Every length around the piece size, at every relative alignment mod 64 that matters

@@ -79,6 +79,10 @@ fn save_config_restart_save_config_is_the_same_document() {
         "bdev_set_options",
         Some(json!({"bdev_io_pool_size": 4096, "bdev_io_cache_size": 128})),
     );
+    c.call(
+        "iobuf_set_options",
+        Some(json!({"small_pool_count": 2048, "large_pool_count": 256, "small_bufsize": 16384})),
+    );
     c.call("framework_start_init", None);
     // Every bdev module.
     for (method, params) in [

@@ -275,6 +275,15 @@ fn check_result(
                 listens_at("nqn.2014-08.org.nvmexpress.discovery", dport),
                 "the discovery subsystem's listener saved",
             );
+            let iobuf = c["subsystems"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["subsystem"] == "iobuf"))
+                .map(|s| s["config"][0]["params"].clone())
+                .unwrap_or_default();
+            expect(
+                iobuf["small_pool_count"] == 4096 && iobuf["small_bufsize"] == 16384,
+                "iobuf_set_options saved",
+            );
         }
         _ => {}
     }
@@ -508,5 +517,77 @@ fn log_timestamps_max_subsystems_and_reactor_fields() {
     let r0 = &r["reactors"][0];
     assert!(r0["tid"].as_i64().unwrap() > 0, "{r0}");
     assert_eq!(r0["in_interrupt"], true, "the test app sleeps when idle");
+    app.shutdown_and_wait();
+}
+
+/// `iobuf_set_options` is validated as SPDK validates it, STARTUP only, saved in the `iobuf`
+/// subsystem's config; `iobuf_get_stats` has SPDK's shape and counts real buffers.
+#[test]
+fn iobuf_options_and_stats() {
+    use serde_json::json;
+    let mut opts = common::test_options("rel-iobuf");
+    opts.wait_for_rpc = true;
+    let app = common::start(opts);
+    let mut c = common::Client::connect(app.rpc_socket());
+    for (bad, field) in [
+        (json!({"small_pool_count": 63}), "small_pool_count"),
+        (json!({"large_pool_count": 7}), "large_pool_count"),
+        (json!({"small_bufsize": "8k"}), "small_bufsize"),
+        (json!({"pool": 1}), "pool"),
+    ] {
+        let (code, msg) = c.call_err("iobuf_set_options", Some(bad));
+        assert_eq!(code, -32602);
+        assert!(msg.contains(field), "{msg}");
+    }
+    assert_eq!(
+        c.call(
+            "iobuf_set_options",
+            Some(json!({"small_pool_count": 64, "small_bufsize": 1024, "enable_numa": false}))
+        ),
+        true
+    );
+    let (code, _) = c.call_err("iobuf_get_stats", None);
+    assert_eq!(code, -1, "RUNTIME only, as in SPDK");
+    c.call("framework_start_init", None);
+    let (code, _) = c.call_err("iobuf_set_options", Some(json!({"large_pool_count": 9})));
+    assert_eq!(code, -1, "STARTUP only, as in SPDK");
+    let cfg = c.call("framework_get_config", Some(json!({"name": "iobuf"})));
+    assert_eq!(
+        cfg,
+        json!([{"method": "iobuf_set_options", "params": {
+            "small_pool_count": 64, "large_pool_count": 1024,
+            "small_bufsize": 4096, "large_bufsize": 135168, "enable_numa": false}}]),
+        "the raised small_bufsize and SPDK's defaults are saved"
+    );
+    let subsystems = c.call("framework_get_subsystems", None);
+    assert_eq!(subsystems[0]["subsystem"], "iobuf", "{subsystems}");
+
+    let stats = |c: &mut common::Client| {
+        let s = c.call("iobuf_get_stats", None);
+        assert_eq!(s.as_array().map(Vec::len), Some(1), "{s}");
+        assert_eq!(s[0]["module"], "pollux");
+        for pool in ["small_pool", "large_pool"] {
+            assert_eq!(s[0][pool]["retry"], 0, "{s}");
+        }
+        let n = |pool: &str, k: &str| s[0][pool][k].as_u64().unwrap();
+        (
+            n("small_pool", "main") + n("small_pool", "cache"),
+            n("large_pool", "main"),
+        )
+    };
+    let (small_before, large_before) = stats(&mut c);
+    // 4 KiB buffers are small (small_bufsize 4096), 8 KiB and up large.
+    let small = pollux::buf::IoBuf::with_len(4096);
+    let large = pollux::buf::IoBuf::with_len(3 << 20);
+    let (small_after, large_after) = stats(&mut c);
+    assert!(
+        small_after > small_before,
+        "{small_before} -> {small_after}"
+    );
+    assert!(
+        large_after > large_before,
+        "{large_before} -> {large_after}"
+    );
+    drop((small, large));
     app.shutdown_and_wait();
 }

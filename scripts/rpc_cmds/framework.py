@@ -1,5 +1,5 @@
 """rpc.py commands for the framework: version, methods, init, subsystems and config,
-reactor/thread statistics, shutdown and logging (SPDK's names and arguments)."""
+reactor/thread statistics, shutdown, logging and iobuf (SPDK's names and arguments)."""
 
 import json
 
@@ -94,6 +94,25 @@ def add_commands(subparsers):
     g.add_argument("-e", "--enable", "--timestamps", dest="enabled", action="store_true",
                    default=None)
     g.add_argument("-d", "--disable", "--no-timestamps", dest="enabled", action="store_false")
+
+    def _iobuf_options(a):
+        params = {k: getattr(a, k) for k in ("small_pool_count", "large_pool_count",
+                                             "small_bufsize", "large_bufsize")
+                  if getattr(a, k) is not None}
+        if a.enable_numa:
+            params["enable_numa"] = True
+        return params
+
+    p = _add(subparsers, "iobuf_set_options", "set SPDK's iobuf pool options (STARTUP only; "
+             "small_bufsize splits the statistics, the rest is accepted without effect)",
+             build=_iobuf_options)
+    p.add_argument("--small-pool-count", type=int, help="at least 64")
+    p.add_argument("--large-pool-count", type=int, help="at least 8")
+    p.add_argument("--small-bufsize", type=int, help="small/large line of iobuf_get_stats")
+    p.add_argument("--large-bufsize", type=int)
+    p.add_argument("--enable-numa", action="store_true")
+    _add(subparsers, "iobuf_get_stats", "buffers handed out from reactor caches (cache) and "
+         "allocated fresh (main)")
 
     p = _add(subparsers, "save_config", "print the whole config (framework_get_config of "
              "every subsystem) in the --json file format")

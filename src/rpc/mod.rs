@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod framework;
+pub mod iobuf;
 pub mod server;
 
 use serde::de::DeserializeOwned;
