@@ -876,7 +876,7 @@ fn rpc_py_nvmf_commands() {
     assert_eq!(s[0]["allow_any_host"], json!(true));
     assert_eq!(
         s[0]["namespaces"][0]["nguid"],
-        json!("00112233445566778899aabbccddeeff")
+        json!("00112233445566778899AABBCCDDEEFF")
     );
     let l: Value = serde_json::from_str(&ok(&["nvmf_subsystem_get_listeners", NQN])).unwrap();
     let port: u16 = l[0]["address"]["trsvcid"]

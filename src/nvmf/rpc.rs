@@ -738,16 +738,16 @@ pub fn write_config() -> Vec<Value> {
                 ));
             }
             for ns in s.namespaces.values() {
+                let mut namespace = json!({
+                    "nsid": ns.nsid,
+                    "bdev_name": ns.bdev.name(),
+                    "uuid": subsystem::format_uuid(&ns.uuid),
+                    "no_auto_visible": ns.visible_hosts.is_some(),
+                });
+                ns.put_ids(&mut namespace);
                 out.push(config_entry(
                     "nvmf_subsystem_add_ns",
-                    json!({"nqn": s.nqn, "namespace": {
-                        "nsid": ns.nsid,
-                        "bdev_name": ns.bdev.name(),
-                        "nguid": subsystem::hex(&ns.nguid),
-                        "eui64": subsystem::hex(&ns.eui64),
-                        "uuid": subsystem::format_uuid(&ns.uuid),
-                        "no_auto_visible": ns.visible_hosts.is_some(),
-                    }}),
+                    json!({"nqn": s.nqn, "namespace": namespace}),
                 ));
                 for host in ns.visible_hosts.iter().flat_map(|h| h.iter()) {
                     out.push(config_entry(

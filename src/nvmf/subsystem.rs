@@ -97,6 +97,17 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// Adds `nguid` and `eui64` to a namespace's JSON when they are set, as SPDK writes them
+    /// (upper-case hex; an all-zero identifier is not set and is left out).
+    pub fn put_ids(&self, out: &mut Value) {
+        if self.nguid != [0; 16] {
+            out["nguid"] = json!(hex(&self.nguid));
+        }
+        if self.eui64 != [0; 8] {
+            out["eui64"] = json!(hex(&self.eui64));
+        }
+    }
+
     /// Whether the host `hostnqn` sees this namespace (it is active for its controllers).
     pub fn visible_to(&self, hostnqn: &str) -> bool {
         self.visible_hosts
@@ -267,17 +278,17 @@ impl Subsystem {
                 .namespaces
                 .values()
                 .map(|ns| {
-                    json!({
+                    let mut n = json!({
                         "nsid": ns.nsid,
                         "bdev_name": ns.bdev.name(),
                         "name": ns.bdev.name(),
-                        "nguid": hex(&ns.nguid),
-                        "eui64": hex(&ns.eui64),
                         "uuid": format_uuid(&ns.uuid),
                         "no_auto_visible": ns.visible_hosts.is_some(),
                         "hosts": ns.visible_hosts.iter().flat_map(|h| h.iter())
                             .map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
-                    })
+                    });
+                    ns.put_ids(&mut n);
+                    n
                 })
                 .collect();
         }
@@ -308,9 +319,9 @@ pub fn discovery_entries(subsystems: &[Arc<Subsystem>], hostnqn: &str) -> Vec<Di
     out
 }
 
-/// Lower-case hex of bytes (NGUID / EUI-64 in RPC output).
+/// Upper-case hex of bytes, as SPDK prints an NGUID or EUI-64.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// Parses hex of exactly `N` bytes (dashes allowed, as SPDK's rpc.py sends UUID-like
