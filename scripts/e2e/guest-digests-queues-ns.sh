@@ -5,7 +5,9 @@
 # and 2 I/O queues (CONNECT_OPTS='-g -G -i 2'), checks that the kernel negotiated both
 # digests and created 2 I/O queues, runs a short crc32c-verified fio job on both queues,
 # then prints NS-ADD-READY and polls `nvme list-ns` until the host side has added
-# namespace 2 live (AEN -> rescan), reads from the new namespace, and disconnects. Fails
+# namespace 2 live (AEN -> rescan), reads from the new namespace; then checks namespace
+# masking (NS-MASK-READY, NS-MASK-CHECKED, NS-SHOWN: a no_auto_visible namespace 3 hidden,
+# shown to this HOSTNQN, hidden again), and disconnects. Fails
 # when the guest's dmesg shows nvme errors. Steps print "=== [N] name"; step N failing
 # exits with N.
 ADDR=${NVMF_ADDR:-10.0.2.2}
@@ -68,6 +70,50 @@ nvme list-ns "/dev/$CTRL"
 for i in $(seq 1 100); do [ -b "/dev/${CTRL}n2" ] && break; sleep 0.1; done
 [ -b "/dev/${CTRL}n2" ] || fail "no block device for namespace 2 (AEN not handled?)"
 dd if="/dev/${CTRL}n2" of=/dev/null bs=4096 count=16 iflag=direct 2>&1 || fail "read from namespace 2 failed"
+
+# Namespace masking. The host adds namespace 3 with no_auto_visible, then namespace 4
+# visible to all, in that order: once namespace 4 shows, namespace 3 exists and must stay
+# hidden from this host NQN. Then the host lists this host for namespace 3 (it must
+# appear, with a namespace-changed AEN, and be readable), then removes it (it must go).
+has_ns() { nvme list-ns "/dev/$CTRL" 2>/dev/null | grep -qE "(\]|:)[[:space:]]*0x$1\$"; }
+# The block device of namespace $1: the kernel names them by its own instance counter, not
+# by NSID (with namespace 3 hidden, namespace 4 is ${CTRL}n3), so look at sysfs' nsid.
+ns_dev() {
+	for b in /sys/block/"${CTRL}"n*; do
+		[ "$(cat "$b/nsid" 2>/dev/null)" = "$1" ] && { echo "/dev/$(basename "$b")"; return 0; }
+	done
+	return 1
+}
+wait_ns() { # nsid present|absent: polls list-ns and the block devices for up to 60 s
+	for i in $(seq 1 600); do
+		if [ "$2" = present ]; then
+			has_ns "$1" && ns_dev "$1" >/dev/null && return 0
+		else
+			! has_ns "$1" && ! ns_dev "$1" >/dev/null && return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+step masked-namespace-hidden
+echo "NS-MASK-READY"
+wait_ns 4 present || fail "namespace 4 (the marker after the masked namespace 3) never appeared"
+nvme list-ns "/dev/$CTRL"
+has_ns 3 && fail "masked namespace 3 is in the active list of a host it was not shown to"
+ns_dev 3 && fail "masked namespace 3 has a block device"
+nvme id-ns "/dev/$CTRL" -n 3 -o json >"$RES/id-ns3-hidden.json" 2>&1
+grep -q '"nsze" *: *0,' "$RES/id-ns3-hidden.json" || { cat "$RES/id-ns3-hidden.json"; fail "Identify Namespace of masked namespace 3 is not zeroed"; }
+
+step masked-namespace-shown-to-this-host
+echo "NS-MASK-CHECKED"
+wait_ns 3 present || fail "namespace 3 did not appear after nvmf_ns_add_host for $HOSTNQN"
+dd if="$(ns_dev 3)" of=/dev/null bs=4096 count=16 iflag=direct 2>&1 || fail "read from namespace 3 failed"
+
+step masked-namespace-hidden-again
+echo "NS-SHOWN"
+wait_ns 3 absent || fail "namespace 3 stayed after nvmf_ns_remove_host for $HOSTNQN"
+nvme list-ns "/dev/$CTRL"
 
 step dmesg-clean
 dmesg >"$RES/dmesg-guest.txt"
