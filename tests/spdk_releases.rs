@@ -591,3 +591,53 @@ fn iobuf_options_and_stats() {
     drop((small, large));
     app.shutdown_and_wait();
 }
+
+/// `tgt_name` names pollux's one target (`nvmf_tgt`, as in SPDK's application); any other
+/// name is refused naming the field, for every method that takes it.
+#[test]
+fn tgt_name_selects_the_one_target() {
+    use serde_json::json;
+    let app = common::start(common::test_options("rel-tgt"));
+    let mut c = common::Client::connect(app.rpc_socket());
+    assert_eq!(
+        c.call(
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "tgt_name": "nvmf_tgt"}))
+        ),
+        true
+    );
+    assert_eq!(
+        c.call(
+            "nvmf_create_subsystem",
+            Some(json!({"nqn": NQN, "tgt_name": "nvmf_tgt"}))
+        ),
+        true
+    );
+    let subs = c.call("nvmf_get_subsystems", Some(json!({"tgt_name": "nvmf_tgt"})));
+    assert!(subs.as_array().is_some_and(|a| a.len() == 2), "{subs}");
+    for (method, params) in [
+        ("nvmf_get_subsystems", json!({"tgt_name": "other"})),
+        ("nvmf_get_transports", json!({"tgt_name": "other"})),
+        (
+            "nvmf_delete_subsystem",
+            json!({"nqn": NQN, "tgt_name": "other"}),
+        ),
+        (
+            "nvmf_subsystem_add_host",
+            json!({"nqn": NQN, "host": "nqn.2014-08.org.x:h", "tgt_name": "other"}),
+        ),
+    ] {
+        let (code, msg) = c.call_err(method, Some(params));
+        assert_eq!(code, -32602, "{method}");
+        assert!(
+            msg.contains("tgt_name") && msg.contains("other"),
+            "{method}: {msg}"
+        );
+    }
+    let subs = c.call("nvmf_get_subsystems", None);
+    assert!(
+        subs.as_array().is_some_and(|a| a.len() == 2),
+        "nothing deleted: {subs}"
+    );
+    app.shutdown_and_wait();
+}

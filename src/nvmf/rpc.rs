@@ -18,6 +18,27 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
+/// SPDK's `tgt_name`: which NVMe-oF target a method acts on. pollux has one, named as SPDK's
+/// application names its own (`nvmf_tgt`); any other name fails to decode, naming the field.
+#[derive(Debug)]
+struct TargetName;
+
+impl<'de> Deserialize<'de> for TargetName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == TARGET_NAME {
+            Ok(TargetName)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "Unable to find a target named {name:?} (pollux has one NVMe-oF target, {TARGET_NAME:?})"
+            )))
+        }
+    }
+}
+
+/// The name of pollux's one NVMe-oF target (SPDK's nvmf_tgt application uses the same).
+const TARGET_NAME: &str = "nvmf_tgt";
+
 fn failed(msg: String) -> RpcError {
     RpcError::invalid_params(msg)
 }
@@ -51,7 +72,7 @@ fn inspect(p: Option<Value>, f: impl FnOnce(&Subsystem) -> Value) -> Result<Valu
 struct CreateTransport {
     trtype: String,
     #[serde(default)]
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
     max_queue_depth: Option<u16>,
     max_qpairs_per_ctrlr: Option<u16>,
     max_io_qpairs_per_ctrlr: Option<u16>,
@@ -159,7 +180,7 @@ fn transport_json(o: &TransportOpts) -> Value {
 #[serde(deny_unknown_fields)]
 struct CreateSubsystem {
     nqn: String,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
     serial_number: Option<String>,
     model_number: Option<String>,
     #[serde(default)]
@@ -185,7 +206,7 @@ struct CreateSubsystem {
 #[serde(deny_unknown_fields)]
 struct NqnOnly {
     nqn: String,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +242,7 @@ impl ListenAddress {
 struct ListenerParams {
     nqn: String,
     listen_address: ListenAddress,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
     secure_channel: Option<bool>,
     sock_impl: Option<String>,
     ana_state: Option<String>,
@@ -272,7 +293,7 @@ struct NsParams {
 struct AddNs {
     nqn: String,
     namespace: NsParams,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize)]
@@ -280,7 +301,7 @@ struct AddNs {
 struct RemoveNs {
     nqn: String,
     nsid: u32,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +309,7 @@ struct RemoveNs {
 struct HostParams {
     nqn: String,
     host: String,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
     psk: Option<String>,
     dhchap_key: Option<String>,
     dhchap_ctrlr_key: Option<String>,
@@ -299,7 +320,7 @@ struct HostParams {
 struct RemoveHost {
     nqn: String,
     host: String,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
     /// SPDK 26.5+: how long to wait for the host's I/O when it is disconnected.
     timeout_ms: Option<u64>,
 }
@@ -310,7 +331,7 @@ struct NsHost {
     nqn: String,
     nsid: u32,
     host: String,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize)]
@@ -318,21 +339,21 @@ struct NsHost {
 struct AllowAnyHost {
     nqn: String,
     allow_any_host: bool,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct GetSubsystems {
     nqn: Option<String>,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct GetTransports {
     trtype: Option<String>,
-    tgt_name: Option<String>,
+    tgt_name: Option<TargetName>,
 }
 
 fn parse_or_empty<T: serde::de::DeserializeOwned + Default>(
