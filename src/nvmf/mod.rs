@@ -20,6 +20,7 @@ pub mod io;
 pub mod target_ctrlr;
 
 pub mod pdu_tx;
+pub mod reservation;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;
