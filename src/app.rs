@@ -114,6 +114,7 @@ impl Drop for RunningApp {
 pub fn register_modules() {
     // ---- module registrations: one line per module, dependencies first ----
     crate::rpc::iobuf::register();
+    crate::keyring::rpc::register();
     crate::sock::rpc::register();
     crate::bdev::rpc::register();
     crate::nvmf::rpc::register();

@@ -6,7 +6,7 @@
 //! the rules of the house.
 //!
 //! Layers, lowest first: `sys` (every system call, the only home of syscall `unsafe`) and
-//! `buf` (I/O buffers and the chunks sent from them); `reactor` (per-core event loops; it
+//! `buf` (I/O buffers and the chunks sent from them), `keyring` (named secrets in files); `reactor` (per-core event loops; it
 //! knows no transport); `sock` (posix and io_uring sockets) and `bdev` (block devices; they
 //! know no network); `nvmf` (the NVMe/TCP codec, the target and the host) and `rpc` (the
 //! JSON-RPC control plane); `app` and `log` tie them together for the binaries.
@@ -19,6 +19,8 @@ pub mod alloc_count;
 pub mod app;
 pub mod bdev;
 pub mod buf;
+#[forbid(unsafe_code)]
+pub mod keyring;
 #[forbid(unsafe_code)]
 pub mod log;
 #[forbid(unsafe_code)]

@@ -83,6 +83,17 @@ fn save_config_restart_save_config_is_the_same_document() {
         "iobuf_set_options",
         Some(json!({"small_pool_count": 2048, "large_pool_count": 256, "small_bufsize": 16384})),
     );
+    let key = dir.join("k0.key");
+    std::fs::write(
+        &key,
+        "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    c.call(
+        "keyring_file_add_key",
+        Some(json!({"name": format!("roundtrip-{}", std::process::id()), "path": key})),
+    );
     c.call("framework_start_init", None);
     // Every bdev module.
     for (method, params) in [

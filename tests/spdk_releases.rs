@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+/// The secret in the session's key file (`keyring_file_add_key key0 {FILE}.key`).
+const KEY_SECRET: &str = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:7f2d3c4b-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
 
 fn releases_dir() -> PathBuf {
@@ -122,6 +124,13 @@ fn drive(release: &str, spdk_rpc: &Path) -> Vec<String> {
     for ext in ["aio", "uring"] {
         std::fs::write(format!("{}.{ext}", file.display()), vec![0u8; 1 << 20]).unwrap();
     }
+    let key_file = format!("{}.key", file.display());
+    std::fs::write(&key_file, KEY_SECRET).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut failures = Vec::new();
     let mut host = None;
     for line in session_for(release) {
@@ -160,7 +169,7 @@ fn drive(release: &str, spdk_rpc: &Path) -> Vec<String> {
         check_result(release, &args, &stdout, port, dport, &mut failures);
     }
     drop(host);
-    for ext in ["aio", "uring"] {
+    for ext in ["aio", "uring", "key"] {
         let _ = std::fs::remove_file(format!("{}.{ext}", file.display()));
     }
     failures
@@ -250,6 +259,19 @@ fn check_result(
                 "the named bdev",
             );
         }
+        ["keyring_get_keys"] => {
+            let keys = json(out, "keyring_get_keys");
+            expect(
+                keys.as_array().is_some_and(|a| {
+                    a.iter().any(|k| {
+                        k["name"] == "key0"
+                            && k["module"] == "keyring_file"
+                            && k["path"].as_str().is_some_and(|p| p.ends_with(".key"))
+                    })
+                }) && !out.contains(KEY_SECRET),
+                "key0 listed with its path, never its secret",
+            );
+        }
         ["save_config"] => {
             let c = json(out, "save_config");
             let nvmf = c["subsystems"]
@@ -283,6 +305,19 @@ fn check_result(
             expect(
                 iobuf["small_pool_count"] == 4096 && iobuf["small_bufsize"] == 16384,
                 "iobuf_set_options saved",
+            );
+            let keyring = c["subsystems"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["subsystem"] == "keyring"))
+                .map(|s| s["config"].clone())
+                .unwrap_or_default();
+            expect(
+                keyring.as_array().is_some_and(|a| {
+                    a.len() == 1
+                        && a[0]["method"] == "keyring_file_add_key"
+                        && a[0]["params"]["name"] == "key0"
+                }) && !out.contains(KEY_SECRET),
+                "the keyring saved by name and path, without its secret",
             );
         }
         _ => {}
@@ -640,4 +675,63 @@ fn tgt_name_selects_the_one_target() {
         "nothing deleted: {subs}"
     );
     app.shutdown_and_wait();
+}
+
+/// The keyring's methods: SPDK's errno codes for a relative path, an open file, a missing
+/// file, a duplicate and a missing key; the secret is never shown.
+#[test]
+fn keyring_methods_and_errors() {
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pollux-keyring-rpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (good, open) = (dir.join("good.key"), dir.join("open.key"));
+    for (p, mode) in [(&good, 0o600), (&open, 0o644)] {
+        std::fs::write(p, KEY_SECRET).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let app = common::start(common::test_options("rel-keyring"));
+    let mut c = common::Client::connect(app.rpc_socket());
+    let add = |name: &str, path: &std::path::Path| json!({"name": name, "path": path});
+    assert_eq!(
+        c.call("keyring_file_add_key", Some(add("rpc-k0", &good))),
+        true
+    );
+    for (params, code, says) in [
+        (
+            add("rpc-k1", std::path::Path::new("rel.key")),
+            -1,
+            "Non-absolute",
+        ),
+        (add("rpc-k1", &open), -1, "Invalid permissions"),
+        (add("rpc-k1", &dir.join("missing")), -2, "Could not stat"),
+        (add("rpc-k0", &good), -17, "already exists"),
+        (json!({"name": "rpc-k1"}), -32602, "path"),
+        (
+            json!({"name": "rpc-k1", "path": "/x", "psk": 1}),
+            -32602,
+            "psk",
+        ),
+    ] {
+        let (got, msg) = c.call_err("keyring_file_add_key", Some(params));
+        assert_eq!(got, code, "{msg}");
+        assert!(msg.contains(says), "{msg}");
+    }
+    let keys = c.call("keyring_get_keys", None);
+    let k0 = keys
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["name"] == "rpc-k0"))
+        .cloned()
+        .unwrap_or_else(|| panic!("rpc-k0 missing: {keys}"));
+    assert_eq!(k0["path"], json!(good));
+    assert_eq!(k0["removed"], false);
+    assert!(!keys.to_string().contains(KEY_SECRET));
+    assert_eq!(
+        c.call("keyring_file_remove_key", Some(json!({"name": "rpc-k0"}))),
+        true
+    );
+    let (code, msg) = c.call_err("keyring_file_remove_key", Some(json!({"name": "rpc-k0"})));
+    assert_eq!(code, -126, "{msg}");
+    app.shutdown_and_wait();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

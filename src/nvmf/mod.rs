@@ -22,6 +22,7 @@ pub mod target_ctrlr;
 pub mod pdu_tx;
 pub mod reservation;
 pub mod rpc;
+pub mod secret;
 pub mod subsystem;
 pub mod target;
 pub mod tcp;

@@ -12,6 +12,12 @@ pub fn thread_id() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// The real user id of the process.
+pub fn user_id() -> u32 {
+    // SAFETY: getuid takes no arguments and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 /// CPU time (user + system) consumed by the whole process so far.
 pub fn process_cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe_zeroed_rusage();
