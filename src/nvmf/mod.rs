@@ -15,6 +15,7 @@
 pub mod wire;
 
 pub use wire::{ascii_field, digest, field_str, nul_field, pdu};
+pub mod auth;
 pub mod host;
 pub mod io;
 pub mod target_ctrlr;
