@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 pub type HostId = [u8; 16];
 
 /// The six reservation types (RTYPE values 1-6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, num_enum::TryFromPrimitive)]
+#[repr(u8)]
 pub enum ReservationType {
     WriteExclusive = 1,
     ExclusiveAccess = 2,
@@ -33,15 +34,7 @@ pub enum ReservationType {
 
 impl ReservationType {
     pub fn from_rtype(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => Self::WriteExclusive,
-            2 => Self::ExclusiveAccess,
-            3 => Self::WriteExclusiveRegistrantsOnly,
-            4 => Self::ExclusiveAccessRegistrantsOnly,
-            5 => Self::WriteExclusiveAllRegistrants,
-            6 => Self::ExclusiveAccessAllRegistrants,
-            _ => return None,
-        })
+        Self::try_from(v).ok()
     }
 
     /// Every registrant holds a reservation of this type.

@@ -13,7 +13,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha384, Sha512};
 
 /// A hash function of DH-HMAC-CHAP (HashID 1 SHA-256, 2 SHA-384, 3 SHA-512).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, num_enum::TryFromPrimitive)]
+#[repr(u8)]
 pub enum Hash {
     Sha256 = 1,
     Sha384 = 2,
@@ -22,12 +23,7 @@ pub enum Hash {
 
 impl Hash {
     pub fn from_id(id: u8) -> Option<Self> {
-        Some(match id {
-            1 => Self::Sha256,
-            2 => Self::Sha384,
-            3 => Self::Sha512,
-            _ => return None,
-        })
+        Self::try_from(id).ok()
     }
 
     /// The digest length in bytes.

@@ -84,7 +84,8 @@ const FFDHE8192: &str = concat!(
 );
 
 /// A DH group of DH-HMAC-CHAP (DHGID 1-5; 0, the NULL group, is no exchange at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, num_enum::TryFromPrimitive)]
+#[repr(u8)]
 pub enum DhGroup {
     Ffdhe2048 = 1,
     Ffdhe3072 = 2,
@@ -95,14 +96,7 @@ pub enum DhGroup {
 
 impl DhGroup {
     pub fn from_id(id: u8) -> Option<Self> {
-        Some(match id {
-            1 => Self::Ffdhe2048,
-            2 => Self::Ffdhe3072,
-            3 => Self::Ffdhe4096,
-            4 => Self::Ffdhe6144,
-            5 => Self::Ffdhe8192,
-            _ => return None,
-        })
+        Self::try_from(id).ok()
     }
 
     /// SPDK's and the Linux host's name of the group.

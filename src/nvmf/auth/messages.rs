@@ -32,7 +32,8 @@ mod id {
 
 /// The reason code explanations of a failure message (the reason code itself is always 1,
 /// "authentication failure").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, num_enum::TryFromPrimitive)]
+#[repr(u8)]
 pub enum FailureReason {
     Failed = 0x01,
     NotUsable = 0x02,
@@ -45,16 +46,7 @@ pub enum FailureReason {
 
 impl FailureReason {
     pub fn from_code(v: u8) -> Option<Self> {
-        Some(match v {
-            0x01 => Self::Failed,
-            0x02 => Self::NotUsable,
-            0x03 => Self::ConcatMismatch,
-            0x04 => Self::HashUnusable,
-            0x05 => Self::DhGroupUnusable,
-            0x06 => Self::IncorrectPayload,
-            0x07 => Self::IncorrectProtocolMessage,
-            _ => return None,
-        })
+        Self::try_from(v).ok()
     }
 }
 
