@@ -149,6 +149,7 @@ fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
                 uuid: [0x40 + nsid as u8; 16],
                 size_blocks: b.num_blocks(),
                 visible_hosts: None,
+                anagrpid: nsid,
             },
         );
     }

@@ -3,12 +3,14 @@
 //! other transports), `nvmf_get_transports`, `nvmf_create_subsystem`,
 //! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
 //! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
-//! `_allow_any_host`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
+//! `_allow_any_host`, `nvmf_subsystem_listener_set_ana_state`,
+//! `nvmf_subsystem_set_ns_ana_group`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
 //! `_get_controllers` / `_get_qpairs`, `nvmf_get_stats`, plus the `nvmf` framework
 //! subsystem whose config writer recreates the transport and every subsystem. Mutations
 //! answer once the new target view reached every reactor. Also the embedded default
 //! configuration (`default_config`).
 
+use super::ana::{self, AnaState};
 use super::subsystem::{self, ListenAddr, SubType, Subsystem};
 use super::target::{self, publish, with_target, TransportOpts};
 use super::tcp;
@@ -234,12 +236,10 @@ impl ListenerParams {
         if self.secure_channel == Some(true) {
             return Err("secure_channel: TLS is not supported".into());
         }
-        if let Some(state) = self.ana_state.as_deref() {
-            if state != "optimized" {
-                return Err(format!(
-                    "ana_state: {state}: ANA reporting is not supported (every path is optimized)"
-                ));
-            }
+        if self.ana_state.is_some() && method != "nvmf_subsystem_add_listener" {
+            return Err(format!(
+                "ana_state: not a parameter of {method} (see nvmf_subsystem_listener_set_ana_state)"
+            ));
         }
         if self.numa_id.is_some_and(|n| n >= 0) {
             rpc::without_effect(
@@ -250,6 +250,25 @@ impl ListenerParams {
         }
         Ok(())
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetAnaState {
+    nqn: String,
+    listen_address: ListenAddress,
+    ana_state: String,
+    anagrpid: Option<u32>,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetNsAnaGroup {
+    nqn: String,
+    nsid: u32,
+    anagrpid: u32,
+    tgt_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,11 +416,6 @@ pub fn register() {
     rpc::register_async("nvmf_create_subsystem", Allowed::RuntimeOnly, |p, r| {
         let p: CreateSubsystem = params!(p, r);
         let _ = p.tgt_name;
-        if p.ana_reporting {
-            return r.err(failed(
-                "ana_reporting: ANA reporting is not supported".into(),
-            ));
-        }
         for (field, value) in [
             ("dmrsl", p.dmrsl.map(u64::from)),
             ("wzsl", p.wzsl.map(u64::from)),
@@ -456,6 +470,12 @@ pub fn register() {
         }
         s.allow_any_host = p.allow_any_host;
         s.max_namespaces = p.max_namespaces;
+        if p.ana_reporting && subtype == SubType::Discovery {
+            return r.err(failed(
+                "ana_reporting: the discovery subsystem has no namespaces to report ANA of".into(),
+            ));
+        }
+        s.ana_reporting = p.ana_reporting;
         s.min_cntlid = p.min_cntlid.unwrap_or(1);
         s.max_cntlid = p.max_cntlid.unwrap_or(0xffef);
         mutate(r, |t| t.create_subsystem(s))
@@ -476,9 +496,27 @@ pub fn register() {
             if let Err(e) = p.check("nvmf_subsystem_add_listener") {
                 return r.err(failed(e));
             }
+            let state = match p
+                .ana_state
+                .as_deref()
+                .map(|s| AnaState::parse("ana_state", s))
+            {
+                Some(Err(e)) => return r.err(failed(e)),
+                Some(Ok(s)) => Some(s),
+                None => None,
+            };
             let addr = p.listen_address.into_addr();
             mutate(r, |t| {
-                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())
+                let reporting = t.subsystem(&p.nqn).is_some_and(|s| s.ana_reporting);
+                if let Some(st) = state.filter(|st| !reporting && *st != AnaState::Optimized) {
+                    return Err(format!(
+                        "ana_state: {} needs a subsystem created with ana_reporting (without it \
+                         every path is optimized)",
+                        st.name()
+                    ));
+                }
+                let state = state.unwrap_or(AnaState::Optimized);
+                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref(), state)
                     .map(drop)
             })
         },
@@ -499,12 +537,17 @@ pub fn register() {
 
     rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
         let p: AddNs = params!(p, r);
-        let ns = p.namespace;
+        let mut ns = p.namespace;
         let _ = p.tgt_name;
-        if ns.anagrpid.is_some() {
-            return r.err(failed(
-                "namespace.anagrpid: ANA groups are not supported".into(),
-            ));
+        // As in SPDK, group 0 means the default (the nsid).
+        ns.anagrpid = ns.anagrpid.filter(|g| *g != 0);
+        if ns.anagrpid.is_some()
+            && !with_target(|t| t.subsystem(&p.nqn).is_some_and(|s| s.ana_reporting))
+        {
+            return r.err(failed(format!(
+                "namespace.anagrpid: {} was not created with ana_reporting (no ANA groups)",
+                p.nqn
+            )));
         }
         if ns.hide_metadata.is_some() {
             rpc::without_effect(
@@ -535,13 +578,52 @@ pub fn register() {
         };
         match with_target(|t| {
             let auto_visible = ns.no_auto_visible != Some(true);
-            let ids = target::NsIds { nguid, eui64, uuid };
+            let ids = target::NsIds {
+                nguid,
+                eui64,
+                uuid,
+                anagrpid: ns.anagrpid,
+            };
             t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, ids, auto_visible)
         }) {
             Ok(nsid) => publish_then(r, json!(nsid)),
             Err(e) => r.err(failed(e)),
         }
     });
+
+    rpc::register_async(
+        "nvmf_subsystem_listener_set_ana_state",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: SetAnaState = params!(p, r);
+            let _ = p.tgt_name;
+            let state = match AnaState::parse("ana_state", &p.ana_state) {
+                Ok(s) => s,
+                Err(e) => return r.err(failed(e)),
+            };
+            let addr = p.listen_address.into_addr();
+            mutate(r, |t| {
+                let s = t.nvme_subsystem_mut(&p.nqn)?;
+                if ana::set_state(s, &addr, state, p.anagrpid)? {
+                    tracing::info!(nqn = %p.nqn, traddr = %addr.traddr, trsvcid = %addr.trsvcid,
+                        state = state.name(), anagrpid = ?p.anagrpid, "ANA state changed");
+                }
+                Ok(())
+            })
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_subsystem_set_ns_ana_group",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: SetNsAnaGroup = params!(p, r);
+            let _ = p.tgt_name;
+            mutate(r, |t| {
+                ana::set_ns_group(t.nvme_subsystem_mut(&p.nqn)?, p.nsid, p.anagrpid).map(drop)
+            })
+        },
+    );
 
     rpc::register_async("nvmf_subsystem_remove_ns", Allowed::RuntimeOnly, |p, r| {
         let p: RemoveNs = params!(p, r);
@@ -625,7 +707,13 @@ pub fn register() {
             json!(s
                 .listeners
                 .iter()
-                .map(|l| json!({"address": l.to_json(), "ana_state": "optimized"}))
+                .map(|l| {
+                    if s.ana_reporting {
+                        json!({"address": l.to_json(), "ana_states": ana::listener_json(s, l)})
+                    } else {
+                        json!({"address": l.to_json(), "ana_state": "optimized"})
+                    }
+                })
                 .collect::<Vec<_>>())
         })
     });
@@ -707,15 +795,29 @@ pub fn write_config() -> Vec<Value> {
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
         }
-        let listener = |nqn: &str, l: &subsystem::ListenAddr| {
-            let mut p = json!({"nqn": nqn, "listen_address": l.to_json()});
+        let listener = |s: &Subsystem, l: &subsystem::ListenAddr| {
+            let mut p = json!({"nqn": s.nqn, "listen_address": l.to_json()});
             if let Some(name) = t.listener_sock_impl(l) {
                 p["sock_impl"] = json!(name);
             }
-            config_entry("nvmf_subsystem_add_listener", p)
+            let mut out = Vec::new();
+            if s.ana_reporting {
+                if let Some(st) = ana::base_state(s, l) {
+                    p["ana_state"] = json!(st.name());
+                }
+            }
+            out.push(config_entry("nvmf_subsystem_add_listener", p));
+            if s.ana_reporting {
+                out.extend(
+                    ana::config_overrides(s, l)
+                        .into_iter()
+                        .map(|p| config_entry("nvmf_subsystem_listener_set_ana_state", p)),
+                );
+            }
+            out
         };
         for s in t.subsystems().iter().filter(|s| s.is_discovery()) {
-            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
+            out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
         }
         for s in t.subsystems().iter().filter(|s| !s.is_discovery()) {
             out.push(config_entry(
@@ -728,9 +830,10 @@ pub fn write_config() -> Vec<Value> {
                     "max_namespaces": s.max_namespaces,
                     "min_cntlid": s.min_cntlid,
                     "max_cntlid": s.max_cntlid,
+                    "ana_reporting": s.ana_reporting,
                 }),
             ));
-            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
+            out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
                 out.push(config_entry(
                     "nvmf_subsystem_add_host",
@@ -738,16 +841,20 @@ pub fn write_config() -> Vec<Value> {
                 ));
             }
             for ns in s.namespaces.values() {
+                let mut params = json!({
+                    "nsid": ns.nsid,
+                    "bdev_name": ns.bdev.name(),
+                    "nguid": subsystem::hex(&ns.nguid),
+                    "eui64": subsystem::hex(&ns.eui64),
+                    "uuid": subsystem::format_uuid(&ns.uuid),
+                    "no_auto_visible": ns.visible_hosts.is_some(),
+                });
+                if s.ana_reporting {
+                    params["anagrpid"] = json!(ns.anagrpid);
+                }
                 out.push(config_entry(
                     "nvmf_subsystem_add_ns",
-                    json!({"nqn": s.nqn, "namespace": {
-                        "nsid": ns.nsid,
-                        "bdev_name": ns.bdev.name(),
-                        "nguid": subsystem::hex(&ns.nguid),
-                        "eui64": subsystem::hex(&ns.eui64),
-                        "uuid": subsystem::format_uuid(&ns.uuid),
-                        "no_auto_visible": ns.visible_hosts.is_some(),
-                    }}),
+                    json!({"nqn": s.nqn, "namespace": params}),
                 ));
                 for host in ns.visible_hosts.iter().flat_map(|h| h.iter()) {
                     out.push(config_entry(

@@ -94,6 +94,8 @@ pub struct Namespace {
     /// Which hosts see the namespace: `None` every allowed host; `Some` only the listed
     /// ones (created with `no_auto_visible`, hosts added by `nvmf_ns_add_host`).
     pub visible_hosts: Option<Arc<BTreeSet<String>>>,
+    /// The ANA group (its nsid unless set otherwise; meaningful with `ana_reporting`).
+    pub anagrpid: u32,
 }
 
 impl Namespace {
@@ -197,6 +199,8 @@ pub struct Subsystem {
     pub min_cntlid: u16,
     pub max_cntlid: u16,
     pub ana_reporting: bool,
+    /// ANA states of the listeners (see `ana.rs`).
+    pub ana: super::ana::SubsystemAna,
     pub directory: Arc<Directory>,
 }
 
@@ -223,6 +227,7 @@ impl Subsystem {
             min_cntlid: 1,
             max_cntlid: 0xffef,
             ana_reporting: false,
+            ana: Default::default(),
             directory: Arc::new(Directory::default()),
         }
     }
@@ -267,7 +272,7 @@ impl Subsystem {
                 .namespaces
                 .values()
                 .map(|ns| {
-                    json!({
+                    let mut v = json!({
                         "nsid": ns.nsid,
                         "bdev_name": ns.bdev.name(),
                         "name": ns.bdev.name(),
@@ -277,9 +282,14 @@ impl Subsystem {
                         "no_auto_visible": ns.visible_hosts.is_some(),
                         "hosts": ns.visible_hosts.iter().flat_map(|h| h.iter())
                             .map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
-                    })
+                    });
+                    if self.ana_reporting {
+                        v["anagrpid"] = json!(ns.anagrpid);
+                    }
+                    v
                 })
                 .collect();
+            v["ana_reporting"] = json!(self.ana_reporting);
         }
         v
     }

@@ -11,6 +11,7 @@
 //! the operations here and answers once the view reached every reactor. Acceptors accept on
 //! the main reactor and hand each new socket to the next reactor round-robin.
 
+use super::ana::AnaState;
 use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use super::tcp;
 use crate::bdev::{self, BdevEvent};
@@ -219,6 +220,8 @@ pub struct NsIds {
     pub nguid: Option<[u8; 16]>,
     pub eui64: Option<[u8; 8]>,
     pub uuid: Option<[u8; 16]>,
+    /// The ANA group (`None`: the nsid).
+    pub anagrpid: Option<u32>,
 }
 
 /// SPDK's default bound on the number of NVMe subsystems.
@@ -275,7 +278,8 @@ impl Target {
             .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))
     }
 
-    fn nvme_subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
+    /// The NVMe subsystem `nqn` to edit (the caller publishes the change).
+    pub(super) fn nvme_subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
         let s = self.subsystem_mut(nqn)?;
         if s.is_discovery() {
             return Err(format!("{nqn} is the discovery subsystem"));
@@ -339,12 +343,14 @@ impl Target {
     }
 
     /// Adds a listener (opening the socket if no subsystem listens there yet) and returns
-    /// the address as bound (a port of 0 becomes the port the kernel chose).
+    /// the address as bound (a port of 0 becomes the port the kernel chose). Every ANA
+    /// group is in `ana_state` through it.
     pub fn add_listener(
         &mut self,
         nqn: &str,
         mut addr: ListenAddr,
         sock_impl: Option<&str>,
+        ana_state: AnaState,
     ) -> Result<ListenAddr, String> {
         if self.transport.is_none() {
             return Err(
@@ -393,6 +399,7 @@ impl Target {
             adrfam: addr.adrfam.clone(),
             ..bound.clone()
         });
+        s.ana.add_listener(&bound, ana_state);
         self.genctr += 1;
         Ok(bound)
     }
@@ -451,6 +458,7 @@ impl Target {
                 addr.traddr, addr.trsvcid
             ));
         }
+        s.ana.remove_listener(addr);
         self.genctr += 1;
         self.prune_acceptors();
         Ok(())
@@ -478,8 +486,16 @@ impl Target {
         ids: NsIds,
         auto_visible: bool,
     ) -> Result<u32, String> {
-        let NsIds { nguid, eui64, uuid } = ids;
+        let NsIds {
+            nguid,
+            eui64,
+            uuid,
+            anagrpid,
+        } = ids;
         let s = self.nvme_subsystem_mut(nqn)?;
+        if let Some(g) = anagrpid {
+            super::ana::check_group(s, "namespace.anagrpid", g)?;
+        }
         let max = s.max_nsid();
         let nsid = match nsid.filter(|n| *n != 0) {
             Some(n) if n > max || n == u32::MAX => {
@@ -508,6 +524,8 @@ impl Target {
         desc.claim("NVMe-oF Target").map_err(|e| e.to_string())?;
         let s = self.nvme_subsystem_mut(nqn)?;
         let size_blocks = handle.num_blocks();
+        let anagrpid = anagrpid.unwrap_or(nsid);
+        s.ana.membership_changed(anagrpid);
         s.namespaces.insert(
             nsid,
             Namespace {
@@ -518,6 +536,7 @@ impl Target {
                 eui64: eui64.unwrap_or([0; 8]),
                 uuid,
                 visible_hosts: (!auto_visible).then(Default::default),
+                anagrpid,
             },
         );
         self.descs.insert((sid, nsid), desc);
@@ -558,9 +577,10 @@ impl Target {
 
     pub fn remove_ns(&mut self, nqn: &str, nsid: u32) -> Result<(), String> {
         let s = self.nvme_subsystem_mut(nqn)?;
-        if s.namespaces.remove(&nsid).is_none() {
+        let Some(ns) = s.namespaces.remove(&nsid) else {
             return Err(format!("nsid: namespace {nsid} not found in {nqn}"));
-        }
+        };
+        s.ana.membership_changed(ns.anagrpid);
         let id = s.id;
         self.descs.remove(&(id, nsid));
         Ok(())
