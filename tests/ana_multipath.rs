@@ -361,3 +361,125 @@ fn ana_paths_identify_log_aen_path_status_and_config() {
     assert!(!p.get_log(log_id::ANA, 0, 0, 4096).ok());
     drop(ctrl);
 }
+
+/// Discovery referrals (the other gateway's discovery service) in the discovery log.
+#[test]
+fn referrals_appear_in_the_discovery_log_and_configs() {
+    use pollux::nvmf::host::discover;
+    use pollux::nvmf::wire::{subtype, DISCOVERY_NQN};
+    let app = start(test_options("referral"));
+    call(&app, "nvmf_create_transport", json!({"trtype": "TCP"})).unwrap();
+    call(
+        &app,
+        "nvmf_create_subsystem",
+        json!({"nqn": NQN, "allow_any_host": true, "ana_reporting": true}),
+    )
+    .unwrap();
+    let port = add_listener(&app, NQN, json!({}));
+    let other =
+        json!({"trtype": "tcp", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "4431"});
+    for params in [
+        json!({"address": other}),
+        json!({"address": other}),
+        json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4432"},
+               "subnqn": NQN, "secure_channel": true}),
+    ] {
+        assert_eq!(
+            call(&app, "nvmf_discovery_add_referral", params).unwrap(),
+            true
+        );
+    }
+    let list = call(&app, "nvmf_discovery_get_referrals", json!({})).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "a repeated referral is kept once"
+    );
+    assert_eq!(
+        list[0],
+        json!({"address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
+                           "trsvcid": "4431"},
+               "secure_channel": false, "subnqn": DISCOVERY_NQN})
+    );
+    let entries = discover(
+        &TransportId::tcp("127.0.0.1", port, DISCOVERY_NQN),
+        ConnectOpts::default(),
+    )
+    .unwrap();
+    let fields: Vec<(u8, Option<&str>, Option<&str>, u8)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.subtype,
+                pollux::nvmf::field_str(&e.trsvcid),
+                pollux::nvmf::field_str(&e.subnqn),
+                e.treq,
+            )
+        })
+        .collect();
+    let own = port.to_string();
+    assert_eq!(
+        fields,
+        vec![
+            (subtype::NVME, Some(own.as_str()), Some(NQN), 2),
+            (
+                subtype::DISCOVERY_REFERRAL,
+                Some("4431"),
+                Some(DISCOVERY_NQN),
+                2
+            ),
+            (subtype::NVME, Some("4432"), Some(NQN), 1),
+        ]
+    );
+    let cfg = call(&app, "framework_get_config", json!({"name": "nvmf"})).unwrap();
+    assert!(cfg
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["method"] == "nvmf_discovery_add_referral" && e["params"] == list[1]));
+    assert_eq!(
+        call(
+            &app,
+            "nvmf_discovery_remove_referral",
+            json!({"address": other})
+        )
+        .unwrap(),
+        true
+    );
+    assert_eq!(
+        call(&app, "nvmf_discovery_get_referrals", json!(null))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for (method, params, field) in [
+        (
+            "nvmf_discovery_remove_referral",
+            json!({"address": other}),
+            "address",
+        ),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "rdma", "traddr": "127.0.0.1", "trsvcid": "1"}}),
+            "address.trtype",
+        ),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1"}}),
+            "address.trsvcid",
+        ),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": other, "subnqn": "not-an-nqn"}),
+            "subnqn",
+        ),
+    ] {
+        let msg = err_of(&app, method, params.clone());
+        assert!(
+            msg.starts_with(&format!("{field}:")),
+            "{method} {params}: {msg}"
+        );
+    }
+}

@@ -232,6 +232,15 @@ fn save_config_restart_save_config_is_the_same_document() {
             l["anagrpid"] = json!(3);
             l
         }),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4431"}}),
+        ),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4432",
+                   "adrfam": "ipv4"}, "subnqn": NQN3, "secure_channel": true}),
+        ),
         ("nvmf_subsystem_add_listener", listen(NQN, port, "posix")),
         ("nvmf_subsystem_add_listener", listen(NQN2, port2, "uring")),
         (
@@ -279,6 +288,8 @@ fn save_config_restart_save_config_is_the_same_document() {
         "\"anagrpid\":4",
         "\"ana_state\":\"non_optimized\"",
         "nvmf_subsystem_listener_set_ana_state",
+        "nvmf_discovery_add_referral",
+        "\"trsvcid\":\"4432\"",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }
@@ -290,6 +301,14 @@ fn save_config_restart_save_config_is_the_same_document() {
     let mut disc = Host::admin_connect(dport, DISCOVERY, false, 0);
     let log = disc.get_log(0x70, 0, 0, 1024);
     assert!(log.ok(), "discovery log page on the discovery listener");
+    let log = disc.get_log(0x70, 0, 0, 8192);
+    let (_, entries) = pollux::nvmf::wire::decode_discovery_log(&log.data).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| pollux::nvmf::field_str(&e.trsvcid) == Some("4432") && e.treq == 1),
+        "the referral is in the restarted discovery log"
+    );
     // ANA: group 3 (nsid 2) inaccessible through the first listener, group 4 (nsid 1)
     // optimized.
     let mut ana = Host::admin_connect(aport1, NQN3, false, 0);

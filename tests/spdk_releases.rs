@@ -251,6 +251,19 @@ fn check_result(
                 "group 4 inaccessible (-g 4)",
             );
         }
+        ["nvmf_discovery_get_referrals"] => {
+            let r = json(out, "nvmf_discovery_get_referrals");
+            expect(
+                r.as_array().map(Vec::len) == Some(1),
+                "one referral left after the removal",
+            );
+            expect(
+                r[0]["subnqn"] == ANA_NQN
+                    && r[0]["secure_channel"] == true
+                    && r[0]["address"]["trsvcid"] == "4432",
+                "the referral to the ANA subsystem's port, secure channel (-k)",
+            );
+        }
         ["nvmf_get_subsystems", nqn] if *nqn == ANA_NQN => {
             let s = &json(out, "nvmf_get_subsystems")[0];
             expect(s["ana_reporting"] == true, "ana_reporting (-r)");

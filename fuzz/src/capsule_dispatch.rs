@@ -172,6 +172,7 @@ pub fn check(data: &[u8]) {
         genctr: 3,
         transport: Some(opts.clone()),
         subsystems: vec![subsys.clone()],
+        referrals: Default::default(),
     };
     let env = AdminEnv {
         view: &view,

@@ -9,7 +9,8 @@
 //! page, path statuses), `target_ctrlr` (the target's controller: admin commands, properties,
 //! features, log pages, keep-alive, AER), `io` (NVMe I/O commands mapped to bdev I/O), `tcp`
 //! (per-reactor poll groups and the queue pairs: `protocol`, `rx`, `rx_landing`, `tx`,
-//! `connect`, `dispatch`, `view`), `pdu_tx` (PDU headers encoded into socket write chunks)
+//! `connect`, `dispatch`, `view`), `pdu_tx` (PDU headers encoded into socket write chunks), `referral` (discovery
+//! referrals)
 //! and `rpc` (SPDK's nvmf_* methods and the default export). `host` is the initiator used by
 //! the tests and pollux-perf.
 
@@ -22,6 +23,7 @@ pub mod io;
 pub mod target_ctrlr;
 
 pub mod pdu_tx;
+pub mod referral;
 pub mod rpc;
 pub mod subsystem;
 pub mod target;

@@ -4,13 +4,15 @@
 //! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
 //! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
 //! `_allow_any_host`, `nvmf_subsystem_listener_set_ana_state`,
-//! `nvmf_subsystem_set_ns_ana_group`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
+//! `nvmf_subsystem_set_ns_ana_group`, `nvmf_discovery_add_referral` / `_remove_referral`
+//! / `_get_referrals`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
 //! `_get_controllers` / `_get_qpairs`, `nvmf_get_stats`, plus the `nvmf` framework
 //! subsystem whose config writer recreates the transport and every subsystem. Mutations
 //! answer once the new target view reached every reactor. Also the embedded default
 //! configuration (`default_config`).
 
 use super::ana::{self, AnaState};
+use super::referral::Referral;
 use super::subsystem::{self, ListenAddr, SubType, Subsystem};
 use super::target::{self, publish, with_target, TransportOpts};
 use super::tcp;
@@ -260,6 +262,43 @@ struct SetAnaState {
     ana_state: String,
     anagrpid: Option<u32>,
     tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferralParams {
+    address: ListenAddress,
+    subnqn: Option<String>,
+    secure_channel: Option<bool>,
+    tgt_name: Option<String>,
+}
+
+impl ReferralParams {
+    /// The referral's address and NQN (the discovery NQN by default), checked.
+    fn parse(self) -> Result<(Referral, Option<String>), String> {
+        if !self.address.trtype.eq_ignore_ascii_case("tcp") {
+            return Err(format!(
+                "address.trtype: {} is not supported (only TCP)",
+                self.address.trtype
+            ));
+        }
+        if self.address.trsvcid.as_deref().is_none_or(str::is_empty) {
+            return Err("address.trsvcid: the service id (port) is required for TCP".into());
+        }
+        let subnqn = self
+            .subnqn
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| crate::nvmf::wire::DISCOVERY_NQN.to_string());
+        subsystem::valid_nqn(&subnqn).map_err(|e| format!("sub{e}"))?;
+        let mut addr = self.address.into_addr();
+        addr.trtype = "TCP".into();
+        let r = Referral {
+            addr,
+            subnqn,
+            secure_channel: self.secure_channel.unwrap_or(false),
+        };
+        Ok((r, self.tgt_name))
+    }
 }
 
 #[derive(Deserialize)]
@@ -625,6 +664,57 @@ pub fn register() {
         },
     );
 
+    rpc::register_async(
+        "nvmf_discovery_add_referral",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ReferralParams = params!(p, r);
+            match p.parse() {
+                Ok((referral, _)) => mutate(r, |t| {
+                    t.add_referral(referral);
+                    Ok(())
+                }),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_discovery_remove_referral",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ReferralParams = params!(p, r);
+            if p.secure_channel.is_some() {
+                return r.err(failed(
+                    "secure_channel: not a parameter of nvmf_discovery_remove_referral".into(),
+                ));
+            }
+            match p.parse() {
+                Ok((referral, _)) => {
+                    mutate(r, |t| t.remove_referral(&referral.addr, &referral.subnqn))
+                }
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
+
+    rpc::register("nvmf_discovery_get_referrals", Allowed::RuntimeOnly, |p| {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct TgtOnly {
+            tgt_name: Option<String>,
+        }
+        let p: TgtOnly = parse_or_empty(p)?;
+        let _ = p.tgt_name;
+        Ok(with_target(|t| {
+            json!(t
+                .referrals()
+                .iter()
+                .map(Referral::to_json)
+                .collect::<Vec<_>>())
+        }))
+    });
+
     rpc::register_async("nvmf_subsystem_remove_ns", Allowed::RuntimeOnly, |p, r| {
         let p: RemoveNs = params!(p, r);
         let _ = p.tgt_name;
@@ -795,6 +885,11 @@ pub fn write_config() -> Vec<Value> {
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
         }
+        out.extend(
+            t.referrals()
+                .iter()
+                .map(|r| config_entry("nvmf_discovery_add_referral", r.to_json())),
+        );
         let listener = |s: &Subsystem, l: &subsystem::ListenAddr| {
             let mut p = json!({"nqn": s.nqn, "listen_address": l.to_json()});
             if let Some(name) = t.listener_sock_impl(l) {

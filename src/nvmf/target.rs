@@ -12,6 +12,7 @@
 //! the main reactor and hand each new socket to the next reactor round-robin.
 
 use super::ana::AnaState;
+use super::referral::Referral;
 use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use super::tcp;
 use crate::bdev::{self, BdevEvent};
@@ -137,6 +138,8 @@ pub struct TargetView {
     pub genctr: u64,
     pub transport: Option<TransportOpts>,
     pub subsystems: Vec<Arc<Subsystem>>,
+    /// Discovery referrals (listed in every discovery log page).
+    pub referrals: Arc<Vec<Referral>>,
 }
 
 impl TargetView {
@@ -146,6 +149,7 @@ impl TargetView {
             genctr: 0,
             transport: None,
             subsystems: Vec::new(),
+            referrals: Default::default(),
         }
     }
 
@@ -184,6 +188,7 @@ pub struct Target {
     max_subsystems: u32,
     /// The main reactor's descriptor of each namespace's bdev (hot remove events).
     descs: HashMap<(u64, u32), bdev::Desc>,
+    referrals: Arc<Vec<Referral>>,
     rr: Rc<Cell<usize>>,
 }
 
@@ -207,6 +212,7 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
                 acceptors: Vec::new(),
                 max_subsystems: DEFAULT_MAX_SUBSYSTEMS,
                 descs: HashMap::new(),
+                referrals: Default::default(),
                 rr: Rc::new(Cell::new(0)),
             }
         });
@@ -253,6 +259,7 @@ pub fn publish(done: impl FnOnce() + Send + 'static) {
             genctr: t.genctr,
             transport: t.transport.clone(),
             subsystems: t.subsystems.iter().cloned().map(Arc::new).collect(),
+            referrals: t.referrals.clone(),
         })
     });
     reactor::for_each_reactor(move || tcp::apply_view(view.clone()), done);
@@ -609,6 +616,32 @@ impl Target {
 
     pub fn allow_any_host(&mut self, nqn: &str, allow: bool) -> Result<(), String> {
         self.nvme_subsystem_mut(nqn)?.allow_any_host = allow;
+        self.genctr += 1;
+        Ok(())
+    }
+
+    pub fn referrals(&self) -> &[Referral] {
+        &self.referrals
+    }
+
+    /// Adds a discovery referral (an existing one is kept as it is, as SPDK).
+    pub fn add_referral(&mut self, r: Referral) {
+        if self.referrals.iter().any(|x| x.same(&r.addr, &r.subnqn)) {
+            return;
+        }
+        Arc::make_mut(&mut self.referrals).push(r);
+        self.genctr += 1;
+    }
+
+    pub fn remove_referral(&mut self, addr: &ListenAddr, subnqn: &str) -> Result<(), String> {
+        let before = self.referrals.len();
+        Arc::make_mut(&mut self.referrals).retain(|r| !r.same(addr, subnqn));
+        if self.referrals.len() == before {
+            return Err(format!(
+                "address: no referral to {}:{} for {subnqn}",
+                addr.traddr, addr.trsvcid
+            ));
+        }
         self.genctr += 1;
         Ok(())
     }

@@ -594,8 +594,9 @@ impl Ctrlr {
                 super::ana::log_page(env.subsys, self.listen.as_ref(), &self.hostnqn, rgo)
             }
             log_id::DISCOVERY if self.discovery => {
-                let entries =
+                let mut entries =
                     super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
+                entries.extend(env.view.referrals.iter().map(|r| r.entry()));
                 wire::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
