@@ -3,7 +3,9 @@
 #
 # Two pollux processes export one volume: the same subsystem NQN, serial number and
 # namespace UUID/NGUID, disjoint controller id ranges, each its own port; the backend is one
-# file opened by a uring bdev in each (BDEV=aio for the aio bdev). Gateway 1 starts
+# file opened by a uring bdev in each (BDEV=aio for the aio bdev), or with BDEV=rbd one RBD
+# image (layering only, no exclusive lock) of a throw-away Ceph cluster
+# (scripts/ceph-dev-cluster.sh) opened by an rbd bdev in each. Gateway 1 starts
 # optimized, gateway 2 non-optimized, and each refers to the other in its discovery log.
 # The ../shared/nvmf-vm guest (Linux 6.1, native NVMe multipath) connects to both and runs
 # scripts/e2e/guest-failover.sh: one /dev/nvmeXnY with two paths, a crc32c-verified fio job
@@ -15,7 +17,7 @@
 # ends without errors, that the guest's dmesg shows no I/O errors, and prints the longest
 # I/O pause of each case (fio's completion latency max, and the longest gap in its 100 ms
 # IOPS log), with a baseline job without failover for comparison. Skips (exit 0) when the harness is absent. Env: PROFILE=release|dev (default
-# dev), KEEP=1 keeps logs, BDEV=uring|aio.
+# dev), KEEP=1 keeps logs, BDEV=uring|aio|rbd.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -51,6 +53,7 @@ cleanup() {
 		[ -n "${pid[$g]:-}" ] && kill "${pid[$g]}" 2>/dev/null && wait "${pid[$g]}" 2>/dev/null
 	done
 	[ -n "$vm" ] && kill "$vm" 2>/dev/null && wait "$vm" 2>/dev/null
+	[ -d "$work/ceph" ] && "$root/scripts/ceph-dev-cluster.sh" stop "$work/ceph" >/dev/null 2>&1
 	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -65,14 +68,33 @@ start_gw() { # gateway [extra args]
 	[ -S "$work/gw$g.sock" ] || { echo "gateway $g did not start"; cat "$work/gw$g.log"; exit 1; }
 }
 
-truncate -s 64M "$work/volume.img"
 bdev=${BDEV:-uring}
+case $bdev in
+uring | aio) truncate -s 64M "$work/volume.img" ;;
+rbd)
+	for b in ceph-mon ceph-osd rbd; do
+		command -v $b >/dev/null || { echo "e2e-failover: SKIPPED: BDEV=rbd needs $b (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common librbd1 librados2)"; exit 0; }
+	done
+	echo "== starting a dev Ceph cluster"
+	conf=$("$root/scripts/ceph-dev-cluster.sh" start "$work/ceph") || exit 1
+	rbd -c "$conf" create --size 64M --image-feature layering rbd/ha || exit 1
+	;;
+*) echo "BDEV: $bdev is not uring, aio or rbd"; exit 2 ;;
+esac
+create_volume() { # gateway
+	if [ "$bdev" = rbd ]; then
+		rpc "$1" bdev_rbd_register_cluster ceph0 --config-file "$conf" >/dev/null &&
+			rpc "$1" bdev_rbd_create -b Vol0 -c ceph0 rbd ha 4096 >/dev/null
+	else
+		rpc "$1" bdev_"${bdev}"_create "$work/volume.img" Vol0 4096 >/dev/null
+	fi
+}
 for g in 1 2; do
 	other=$((3 - g))
 	echo "== gateway $g on 127.0.0.1:${port[$g]}"
 	start_gw $g
 	set -e
-	rpc $g bdev_${bdev}_create "$work/volume.img" Vol0 4096 >/dev/null
+	create_volume $g
 	rpc $g nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
 	rpc $g nvmf_create_subsystem "$nqn" -a -s POLLUXHA0001 -d "pollux ha" -r -m 4 \
 		-i $((g * 1000 - 999)) -I $((g * 1000))
@@ -106,7 +128,7 @@ vm=$!
 # wait_for MARKER: until the guest printed it (or the VM ended).
 wait_for() {
 	for _ in $(seq 1 3000); do
-		grep -q "$1" "$work/vm.log" && return 0
+		grep -qE "$1" "$work/vm.log" && return 0
 		kill -0 "$vm" 2>/dev/null || return 1
 		sleep 0.1
 	done
@@ -116,7 +138,7 @@ fails=0
 act() { # case description commands...
 	local c=$1 what=$2
 	shift 2
-	if ! wait_for "READY-$c"; then
+	if ! wait_for "READY-$c\s*\$"; then
 		echo "   the guest never reached case $c"
 		fails=$((fails + 1))
 		return 1
@@ -194,10 +216,10 @@ echo "== longest I/O pause per case"
 python3 - "$work/vm" <<'EOF' | tee "$work/pauses.txt" || fails=$((fails + 1))
 import glob, json, os, sys
 d = sys.argv[1]
-names = {"base": "baseline, no failover", "a": "(a) ANA change by RPC",
+names = {"0": "baseline, no failover", "a": "(a) ANA change by RPC",
          "b": "(b) gateway SIGKILL", "c": "(c) gateway restart"}
 bad = 0
-for c in ("base", "a", "b", "c"):
+for c in ("0", "a", "b", "c"):
     try:
         j = json.load(open(os.path.join(d, f"fio-{c}.json")))
     except Exception as e:

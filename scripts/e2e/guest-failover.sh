@@ -110,7 +110,7 @@ run_case() {
 }
 
 step baseline-no-failover
-run_case base true
+run_case 0 true
 
 step case-a-ana-change-by-rpc
 run_case a '[ "$(path_state "$P1")" = inaccessible ] && [ "$(path_state "$P2")" = optimized ]'
