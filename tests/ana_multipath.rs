@@ -202,6 +202,14 @@ fn ana_paths_identify_log_aen_path_status_and_config() {
     assert!(e
         .nvme_status()
         .is_some_and(|s| s.same_code(Status::ANA_INACCESSIBLE)));
+    let mut sqe = Sqe::new(admin_opc::GET_FEATURES, 0, 2);
+    sqe.cdw10 = (feat::ERROR_RECOVERY as u32).into();
+    let d = admin.run(sqe, None, 0);
+    assert!(
+        d.cqe.status().same_code(Status::ANA_INACCESSIBLE),
+        "a namespace feature through an inaccessible path: {:?}",
+        d.cqe.status()
+    );
     // Change and persistent loss have their own statuses.
     set_state(&app, pa, "change", Some(5));
     assert!(read(&mut io, 2).same_code(Status::ANA_TRANSITION));

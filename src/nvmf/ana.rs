@@ -8,7 +8,8 @@
 //! NANAGRPID, OAES; ANAGRPID and NUSE of a namespace), in the ANA log page (0x0C) and in the
 //! status of its I/O: a command to a namespace whose group is inaccessible, in persistent
 //! loss or in change on that path fails with the path status (SCT 3h) the base
-//! specification gives, without DNR, so the host retries on another path. Changes are made
+//! specification gives, without DNR, so the host retries on another path (so does Get
+//! Features of a namespace-specific feature of such a namespace, as SPDK). Changes are made
 //! on the main reactor like every edit of a subsystem and reach the reactors with the next
 //! view; a controller whose view of the log page changed gets an ANA change notice (AEN).
 //! Without `ana_reporting` every path is optimized and nothing here shows.

@@ -334,7 +334,7 @@ impl Ctrlr {
                     AdminOutcome::KeepAer
                 }
             }
-            admin_opc::GET_FEATURES => self.get_features(sqe, out),
+            admin_opc::GET_FEATURES => self.get_features(sqe, out, env),
             admin_opc::SET_FEATURES => self.set_features(sqe, env),
             admin_opc::ABORT if !discovery => AdminOutcome::Abort {
                 sqid: sqe.cdw10.get() as u16,
@@ -449,8 +449,18 @@ impl Ctrlr {
         id
     }
 
-    fn get_features(&mut self, sqe: &Sqe, out: &mut [u8]) -> AdminOutcome {
+    fn get_features(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         let cmd = FeaturesCmd::parse(sqe);
+        // Namespace-specific features of a namespace this path cannot reach answer the
+        // path status (as SPDK).
+        if !self.discovery && matches!(cmd.fid, feat::ERROR_RECOVERY | feat::WRITE_ATOMICITY) {
+            if let Some(ns) = self.active_ns(env.subsys, sqe.nsid.get()) {
+                let state = super::ana::state_of(env.subsys, self.listen.as_ref(), ns.anagrpid);
+                if let Some(st) = state.path_status() {
+                    return AdminOutcome::status(st);
+                }
+            }
+        }
         if cmd.sel == 3 {
             // Supported capabilities: every feature here is changeable, none saveable.
             return AdminOutcome::ok_dw0(1 << 2);
