@@ -2,7 +2,8 @@
 //! (sock options and default impl, bdev options, every bdev module (split included),
 //! transport options,
 //! subsystems with hosts, namespaces with their identifiers, listeners on both socket
-//! implementations, the discovery subsystem's own listener) saves a config; a second
+//! implementations, the discovery subsystem's own listener, ANA reporting with namespace
+//! groups and per-listener group states) saves a config; a second
 //! pollux started from it with `--json` saves the same document (order within a module
 //! aside), and serves the same exports.
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2016-06.io.pollux:roundtrip";
 const NQN2: &str = "nqn.2016-06.io.pollux:roundtrip2";
+const NQN3: &str = "nqn.2016-06.io.pollux:roundtrip-ana";
 const DISCOVERY: &str = "nqn.2014-08.org.nvmexpress.discovery";
 
 /// What `rpc.py save_config` builds: every framework subsystem with its config.
@@ -57,6 +59,7 @@ fn save_config_restart_save_config_is_the_same_document() {
     std::fs::write(&aio, vec![0u8; 4 << 20]).unwrap();
     std::fs::write(&uring, vec![0u8; 4 << 20]).unwrap();
     let (port, port2, dport) = (free_port(), free_port(), free_port());
+    let (aport1, aport2) = (free_port(), free_port());
 
     let mut opts = test_options("roundtrip-a");
     opts.wait_for_rpc = true;
@@ -210,6 +213,49 @@ fn save_config_restart_save_config_is_the_same_document() {
             "nvmf_subsystem_add_host",
             json!({"nqn": NQN, "host": "nqn.2014-08.org.nvmexpress:uuid:0000-other"}),
         ),
+        (
+            "bdev_malloc_create",
+            json!({"name": "Malloc3", "num_blocks": 256, "block_size": 4096}),
+        ),
+        (
+            "nvmf_create_subsystem",
+            json!({"nqn": NQN3, "allow_any_host": true, "ana_reporting": true,
+                   "max_namespaces": 4, "min_cntlid": 1000, "max_cntlid": 1999}),
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN3, "namespace": {"bdev_name": "Malloc3", "nsid": 2, "anagrpid": 3}}),
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN3, "namespace": {"bdev_name": "Malloc2p2", "nsid": 1}}),
+        ),
+        (
+            "nvmf_subsystem_set_ns_ana_group",
+            json!({"nqn": NQN3, "nsid": 1, "anagrpid": 4}),
+        ),
+        ("nvmf_subsystem_add_listener", listen(NQN3, aport1, "posix")),
+        ("nvmf_subsystem_add_listener", {
+            let mut l = listen(NQN3, aport2, "posix");
+            l["ana_state"] = json!("non_optimized");
+            l
+        }),
+        ("nvmf_subsystem_listener_set_ana_state", {
+            let mut l = listen(NQN3, aport1, "posix");
+            l.as_object_mut().unwrap().remove("sock_impl");
+            l["ana_state"] = json!("inaccessible");
+            l["anagrpid"] = json!(3);
+            l
+        }),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4431"}}),
+        ),
+        (
+            "nvmf_discovery_add_referral",
+            json!({"address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "4432",
+                   "adrfam": "ipv4"}, "subnqn": NQN3, "secure_channel": true}),
+        ),
         ("nvmf_subsystem_add_listener", listen(NQN, port, "posix")),
         ("nvmf_subsystem_add_listener", listen(NQN2, port2, "uring")),
         (
@@ -253,6 +299,12 @@ fn save_config_restart_save_config_is_the_same_document() {
         "\"w_mbytes_per_sec\":20",
         "bdev_enable_histogram",
         "nvmf_ns_add_host",
+        "\"ana_reporting\":true",
+        "\"anagrpid\":4",
+        "\"ana_state\":\"non_optimized\"",
+        "nvmf_subsystem_listener_set_ana_state",
+        "nvmf_discovery_add_referral",
+        "\"trsvcid\":\"4432\"",
     ] {
         assert!(text.contains(needle), "{needle} missing from {first:#}");
     }
@@ -264,7 +316,25 @@ fn save_config_restart_save_config_is_the_same_document() {
     let mut disc = Host::admin_connect(dport, DISCOVERY, false, 0);
     let log = disc.get_log(0x70, 0, 0, 1024);
     assert!(log.ok(), "discovery log page on the discovery listener");
-    drop((admin, admin2, disc));
+    let log = disc.get_log(0x70, 0, 0, 8192);
+    let (_, entries) = pollux::nvmf::wire::decode_discovery_log(&log.data).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| pollux::nvmf::field_str(&e.trsvcid) == Some("4432") && e.treq == 1),
+        "the referral is in the restarted discovery log"
+    );
+    // ANA: group 3 (nsid 2) inaccessible through the first listener, group 4 (nsid 1)
+    // optimized.
+    let mut ana = Host::admin_connect(aport1, NQN3, false, 0);
+    let page = ana.get_log(0x0c, 0, 0, 4096);
+    let (_, groups) = pollux::nvmf::wire::decode_ana_log(&page.data).expect("ANA log");
+    let seen: Vec<(u32, u8, Vec<u32>)> = groups
+        .into_iter()
+        .map(|g| (g.anagrpid, g.state, g.nsids))
+        .collect();
+    assert_eq!(seen, vec![(3, 3, vec![2]), (4, 1, vec![1])]);
+    drop((admin, admin2, disc, ana));
     app.shutdown_and_wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 /// The secret in the session's key file (`keyring_file_add_key key0 {FILE}.key`).
 const KEY_SECRET: &str = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+/// The session's subsystem with ANA reporting.
+const ANA_NQN: &str = "nqn.2016-06.io.spdk:ana";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:7f2d3c4b-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
 
 fn releases_dir() -> PathBuf {
@@ -116,7 +118,7 @@ fn json(out: &str, what: &str) -> Value {
 /// Runs the whole session with one release; returns the failures (empty: all went well).
 fn drive(release: &str, spdk_rpc: &Path) -> Vec<String> {
     let pollux = Pollux::start(&format!("rel-{release}"));
-    let (port, dport) = (free_port(), free_port());
+    let (port, dport, aport) = (free_port(), free_port(), free_port());
     let file = std::env::temp_dir().join(format!(
         "pollux-rel-{}-{release}.backing",
         std::process::id()
@@ -139,6 +141,7 @@ fn drive(release: &str, spdk_rpc: &Path) -> Vec<String> {
             .replace("{HOST}", HOST)
             .replace("{PORT}", &port.to_string())
             .replace("{DPORT}", &dport.to_string())
+            .replace("{APORT}", &aport.to_string())
             .replace("{FILE}", file.to_str().unwrap());
         let args: Vec<&str> = line.split_whitespace().collect();
         if args[0] == "nvmf_subsystem_get_controllers" {
@@ -239,6 +242,47 @@ fn check_result(
                     .as_array()
                     .is_some_and(|h| h.iter().any(|h| h["nqn"] == HOST)),
                 "the added host",
+            );
+        }
+        ["nvmf_subsystem_get_listeners", nqn] if *nqn == ANA_NQN => {
+            let l = &json(out, "nvmf_subsystem_get_listeners")[0];
+            let states = &l["ana_states"];
+            expect(
+                states.as_array().map(Vec::len) == Some(8),
+                "one state per group 1..=8",
+            );
+            expect(
+                states[0]["ana_state"] == "non_optimized",
+                "the listener's initial state (-n non_optimized)",
+            );
+            expect(
+                states[3] == serde_json::json!({"ana_group": 4, "ana_state": "inaccessible"}),
+                "group 4 inaccessible (-g 4)",
+            );
+        }
+        ["nvmf_discovery_get_referrals"] => {
+            let r = json(out, "nvmf_discovery_get_referrals");
+            expect(
+                r.as_array().map(Vec::len) == Some(1),
+                "one referral left after the removal",
+            );
+            expect(
+                r[0]["subnqn"] == ANA_NQN
+                    && r[0]["secure_channel"] == true
+                    && r[0]["address"]["trsvcid"] == "4432",
+                "the referral to the ANA subsystem's port, secure channel (-k)",
+            );
+        }
+        ["nvmf_get_subsystems", nqn] if *nqn == ANA_NQN => {
+            let s = &json(out, "nvmf_get_subsystems")[0];
+            expect(s["ana_reporting"] == true, "ana_reporting (-r)");
+            expect(
+                s["namespaces"][0]["anagrpid"] == 4,
+                "namespace moved to group 4",
+            );
+            expect(
+                s["min_cntlid"] == 2000 && s["max_cntlid"] == 2999,
+                "cntlid range",
             );
         }
         ["nvmf_subsystem_get_controllers", ..] => {
@@ -402,11 +446,6 @@ fn unimplemented_params_are_refused_by_name_defaults_accepted() {
         "no_auto_visible": false}});
     assert_eq!(c.call("nvmf_subsystem_add_ns", Some(ns)), 1);
     let refused: &[(&str, Value, &str)] = &[
-        (
-            "nvmf_create_subsystem",
-            serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "ana_reporting": true}),
-            "ana_reporting",
-        ),
         (
             "nvmf_create_subsystem",
             serde_json::json!({"nqn": "nqn.2016-06.io.x:a", "dmrsl": 8}),

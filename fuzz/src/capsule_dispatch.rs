@@ -13,7 +13,9 @@
 //! namespaces) stay bounded.
 //!
 //! Input layout: byte 0 configures (bit 0 discovery controller, bit 1 start enabled, bits
-//! 2-3 the namespaces' capabilities); then records of `kind u8, sqe [64], buf_len u16 LE,
+//! 2-3 the namespaces' capabilities, bit 4 ANA reporting with the controller's listener in
+//! the state of bits 5-7, group 2 inaccessible; the view always holds one discovery
+//! referral); then records of `kind u8, sqe [64], buf_len u16 LE,
 //! data_len u16 LE, data` until the input runs out.
 
 use pollux::app::{self, AppOptions, RunningApp};
@@ -22,7 +24,9 @@ use pollux::bdev::{self, BdevHandle};
 use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
 use pollux::nvmf::io::{self, IoPlan, NsGeometry};
 use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
-use pollux::nvmf::subsystem::{Namespace, SubType, Subsystem};
+use pollux::nvmf::ana::{self, AnaState};
+use pollux::nvmf::referral::Referral;
+use pollux::nvmf::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use pollux::nvmf::target::{TargetView, TransportOpts};
 use pollux::reactor::IdleStrategy;
 use pollux::rpc::{self, Responder};
@@ -131,7 +135,12 @@ fn geometry(b: &BdevHandle, caps: u8) -> NsGeometry {
     }
 }
 
-fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
+/// The controller's listener (ANA states are per listener).
+fn listener() -> ListenAddr {
+    ListenAddr::tcp("127.0.0.1", 4420)
+}
+
+fn subsystem(bdevs: &[BdevHandle], discovery: bool, ana: Option<u8>) -> Subsystem {
     if discovery {
         return Subsystem::new(1, wire::DISCOVERY_NQN, SubType::Discovery);
     }
@@ -149,11 +158,19 @@ fn subsystem(bdevs: &[BdevHandle], discovery: bool) -> Subsystem {
                 uuid: [0x40 + nsid as u8; 16],
                 size_blocks: b.num_blocks(),
                 visible_hosts: None,
+                anagrpid: nsid,
             },
         );
     }
     s.namespaces = namespaces;
     s.max_namespaces = 32;
+    if let Some(bits) = ana {
+        s.ana_reporting = true;
+        let state = AnaState::ALL[bits as usize % AnaState::ALL.len()];
+        s.listeners.push(listener());
+        s.ana.add_listener(&listener(), state);
+        let _ = ana::set_state(&mut s, &listener(), AnaState::Inaccessible, Some(2));
+    }
     s
 }
 
@@ -165,12 +182,18 @@ pub fn check(data: &[u8]) {
         return;
     };
     let opts = TransportOpts::default();
-    let subsys = Arc::new(subsystem(&h.bdevs, config & 1 != 0));
+    let ana_bits = (config & 0x10 != 0).then_some(config >> 5);
+    let subsys = Arc::new(subsystem(&h.bdevs, config & 1 != 0, ana_bits));
     let view = TargetView {
         version: 1,
         genctr: 3,
         transport: Some(opts.clone()),
         subsystems: vec![subsys.clone()],
+        referrals: Arc::new(vec![Referral {
+            addr: ListenAddr::tcp("127.0.0.1", 4430),
+            subnqn: wire::DISCOVERY_NQN.into(),
+            secure_channel: false,
+        }]),
     };
     let env = AdminEnv {
         view: &view,
@@ -186,6 +209,7 @@ pub fn check(data: &[u8]) {
         0,
         &opts,
     );
+    c.listen = Some(listener());
     if config & 2 != 0 {
         let (st, _) = c.property_set(&PropertySetCmd {
             cid: 0,

@@ -4,7 +4,9 @@ nvmf_subsystem_add_listener, nvmf_subsystem_remove_listener, nvmf_subsystem_add_
 nvmf_subsystem_remove_ns, nvmf_subsystem_add_host, nvmf_subsystem_remove_host,
 nvmf_subsystem_allow_any_host, nvmf_get_subsystems, nvmf_subsystem_get_listeners,
 nvmf_subsystem_get_controllers, nvmf_subsystem_get_qpairs, nvmf_get_stats,
-nvmf_set_max_subsystems, nvmf_ns_add_host, nvmf_ns_remove_host."""
+nvmf_set_max_subsystems, nvmf_ns_add_host, nvmf_ns_remove_host,
+nvmf_subsystem_listener_set_ana_state, nvmf_subsystem_set_ns_ana_group,
+nvmf_discovery_add_referral, nvmf_discovery_remove_referral, nvmf_discovery_get_referrals."""
 
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
@@ -56,7 +58,37 @@ def _listen_params(args):
     params = {"nqn": _nqn(args.nqn), "listen_address": addr}
     if getattr(args, "sock_impl", None):
         params["sock_impl"] = args.sock_impl
+    if getattr(args, "ana_state", None):
+        params["ana_state"] = args.ana_state
+    if getattr(args, "anagrpid", None) is not None:
+        params["anagrpid"] = args.anagrpid
     return params
+
+
+def _referral_params(args):
+    addr = {"trtype": args.trtype, "traddr": args.traddr}
+    if args.trsvcid is not None:
+        addr["trsvcid"] = args.trsvcid
+    if args.adrfam is not None:
+        addr["adrfam"] = args.adrfam
+    params = {"address": addr}
+    if args.subnqn:
+        params["subnqn"] = _nqn(args.subnqn)
+    if getattr(args, "secure_channel", False):
+        params["secure_channel"] = True
+    return params
+
+
+def _referral_args(p, add):
+    p.add_argument("-t", "--trtype", required=True, help="transport type, e.g. tcp")
+    p.add_argument("-a", "--traddr", required=True, help="transport address, e.g. 127.0.0.1")
+    p.add_argument("-f", "--adrfam", help="address family: IPv4 or IPv6")
+    p.add_argument("-s", "--trsvcid", help="transport service id (port)")
+    p.add_argument("-n", "--subnqn",
+                   help="subsystem NQN of the entry (default: the discovery subsystem)")
+    if add:
+        p.add_argument("-k", "--secure-channel", dest="secure_channel", action="store_true",
+                       help="the referred port requires a secure channel")
 
 
 def _listen_args(p, with_impl):
@@ -68,6 +100,11 @@ def _listen_args(p, with_impl):
     if with_impl:
         p.add_argument("-S", "--sock-impl", dest="sock_impl",
                        help="socket implementation: posix or uring")
+        p.add_argument("-n", "--ana-state", dest="ana_state",
+                       choices=ANA_STATES, help="ANA state of every group on this listener")
+
+
+ANA_STATES = ["optimized", "non_optimized", "inaccessible", "persistent_loss", "change"]
 
 
 def _ns_params(args):
@@ -78,6 +115,8 @@ def _ns_params(args):
             ns[n] = v
     if args.no_auto_visible:
         ns["no_auto_visible"] = True
+    if args.anagrpid is not None:
+        ns["anagrpid"] = args.anagrpid
     return {"nqn": args.nqn, "namespace": ns}
 
 
@@ -168,6 +207,33 @@ def add_commands(subparsers):
     p.add_argument("-u", "--uuid", help="namespace UUID")
     p.add_argument("-i", "--no-auto-visible", action="store_true",
                    help="visible only to the hosts nvmf_ns_add_host lists")
+    p.add_argument("-a", "--anagrpid", type=int,
+                   help="ANA group (default: the nsid; needs ana_reporting)")
+
+    p = _add(subparsers, "nvmf_subsystem_set_ns_ana_group",
+             "move a namespace to another ANA group",
+             lambda a: {"nqn": a.nqn, "nsid": a.nsid, "anagrpid": a.anagrpid})
+    p.add_argument("nqn", help="subsystem NQN")
+    p.add_argument("nsid", type=int, help="namespace id")
+    p.add_argument("anagrpid", type=int, help="ANA group id")
+
+    p = _add(subparsers, "nvmf_subsystem_listener_set_ana_state",
+             "set the ANA state of a listener's groups (all, or -g one)", _listen_params)
+    _listen_args(p, False)
+    p.add_argument("-n", "--ana-state", dest="ana_state", required=True, choices=ANA_STATES)
+    p.add_argument("-g", "--anagrpid", type=int, help="only this ANA group")
+
+    p = _add(subparsers, "nvmf_discovery_add_referral",
+             "list another discovery service (or subsystem port) in the discovery log",
+             _referral_params)
+    _referral_args(p, True)
+
+    p = _add(subparsers, "nvmf_discovery_remove_referral", "remove a discovery referral",
+             _referral_params)
+    _referral_args(p, False)
+
+    _add(subparsers, "nvmf_discovery_get_referrals", "list the discovery referrals",
+         lambda a: None)
 
     for name, text in (("nvmf_ns_add_host", "make a no_auto_visible namespace visible to a host"),
                        ("nvmf_ns_remove_host", "hide a no_auto_visible namespace from a host")):

@@ -5,22 +5,26 @@
 //! digests (`pdu` and `digest` are re-exported here). The target on top of it: `target` (the
 //! registry on the main reactor and its snapshots pushed to every reactor, acceptors),
 //! `subsystem` (subsystems, namespaces, hosts, listeners, the controller directory,
-//! discovery), `target_ctrlr` (the target's controller: admin commands, properties,
+//! discovery), `ana` (Asymmetric Namespace Access: per-listener group states, the ANA log
+//! page, path statuses), `target_ctrlr` (the target's controller: admin commands, properties,
 //! features, log pages, keep-alive, AER), `io` (NVMe I/O commands mapped to bdev I/O), `tcp`
 //! (per-reactor poll groups and the queue pairs: `protocol`, `rx`, `rx_landing`, `tx`,
-//! `connect`, `dispatch`, `view`), `pdu_tx` (PDU headers encoded into socket write chunks)
+//! `connect`, `dispatch`, `view`), `pdu_tx` (PDU headers encoded into socket write chunks), `referral` (discovery
+//! referrals)
 //! and `rpc` (SPDK's nvmf_* methods and the default export). `host` is the initiator used by
 //! the tests and pollux-perf.
 
 pub mod wire;
 
 pub use wire::{ascii_field, digest, field_str, nul_field, pdu};
+pub mod ana;
 pub mod auth;
 pub mod host;
 pub mod io;
 pub mod target_ctrlr;
 
 pub mod pdu_tx;
+pub mod referral;
 pub mod reservation;
 pub mod rpc;
 pub mod secret;

@@ -3,12 +3,16 @@
 //! other transports), `nvmf_get_transports`, `nvmf_create_subsystem`,
 //! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
 //! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
-//! `_allow_any_host`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
+//! `_allow_any_host`, `nvmf_subsystem_listener_set_ana_state`,
+//! `nvmf_subsystem_set_ns_ana_group`, `nvmf_discovery_add_referral` / `_remove_referral`
+//! / `_get_referrals`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
 //! `_get_controllers` / `_get_qpairs`, `nvmf_get_stats`, plus the `nvmf` framework
 //! subsystem whose config writer recreates the transport and every subsystem. Mutations
 //! answer once the new target view reached every reactor. Also the embedded default
 //! configuration (`default_config`).
 
+use super::ana::{self, AnaState};
+use super::referral::Referral;
 use super::subsystem::{self, ListenAddr, SubType, Subsystem};
 use super::target::{self, publish, with_target, TransportOpts};
 use super::tcp;
@@ -255,12 +259,10 @@ impl ListenerParams {
         if self.secure_channel == Some(true) {
             return Err("secure_channel: TLS is not supported".into());
         }
-        if let Some(state) = self.ana_state.as_deref() {
-            if state != "optimized" {
-                return Err(format!(
-                    "ana_state: {state}: ANA reporting is not supported (every path is optimized)"
-                ));
-            }
+        if self.ana_state.is_some() && method != "nvmf_subsystem_add_listener" {
+            return Err(format!(
+                "ana_state: not a parameter of {method} (see nvmf_subsystem_listener_set_ana_state)"
+            ));
         }
         if self.numa_id.is_some_and(|n| n >= 0) {
             rpc::without_effect(
@@ -271,6 +273,62 @@ impl ListenerParams {
         }
         Ok(())
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetAnaState {
+    nqn: String,
+    listen_address: ListenAddress,
+    ana_state: String,
+    anagrpid: Option<u32>,
+    tgt_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferralParams {
+    address: ListenAddress,
+    subnqn: Option<String>,
+    secure_channel: Option<bool>,
+    tgt_name: Option<String>,
+}
+
+impl ReferralParams {
+    /// The referral's address and NQN (the discovery NQN by default), checked.
+    fn parse(self) -> Result<(Referral, Option<String>), String> {
+        if !self.address.trtype.eq_ignore_ascii_case("tcp") {
+            return Err(format!(
+                "address.trtype: {} is not supported (only TCP)",
+                self.address.trtype
+            ));
+        }
+        if self.address.trsvcid.as_deref().is_none_or(str::is_empty) {
+            return Err("address.trsvcid: the service id (port) is required for TCP".into());
+        }
+        let subnqn = self
+            .subnqn
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| crate::nvmf::wire::DISCOVERY_NQN.to_string());
+        subsystem::valid_nqn(&subnqn).map_err(|e| format!("sub{e}"))?;
+        let mut addr = self.address.into_addr();
+        addr.trtype = "TCP".into();
+        let r = Referral {
+            addr,
+            subnqn,
+            secure_channel: self.secure_channel.unwrap_or(false),
+        };
+        Ok((r, self.tgt_name))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetNsAnaGroup {
+    nqn: String,
+    nsid: u32,
+    anagrpid: u32,
+    tgt_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -418,11 +476,6 @@ pub fn register() {
     rpc::register_async("nvmf_create_subsystem", Allowed::RuntimeOnly, |p, r| {
         let p: CreateSubsystem = params!(p, r);
         let _ = p.tgt_name;
-        if p.ana_reporting {
-            return r.err(failed(
-                "ana_reporting: ANA reporting is not supported".into(),
-            ));
-        }
         for (field, value) in [
             ("dmrsl", p.dmrsl.map(u64::from)),
             ("wzsl", p.wzsl.map(u64::from)),
@@ -477,6 +530,12 @@ pub fn register() {
         }
         s.allow_any_host = p.allow_any_host;
         s.max_namespaces = p.max_namespaces;
+        if p.ana_reporting && subtype == SubType::Discovery {
+            return r.err(failed(
+                "ana_reporting: the discovery subsystem has no namespaces to report ANA of".into(),
+            ));
+        }
+        s.ana_reporting = p.ana_reporting;
         s.min_cntlid = p.min_cntlid.unwrap_or(1);
         s.max_cntlid = p.max_cntlid.unwrap_or(0xffef);
         mutate(r, |t| t.create_subsystem(s))
@@ -497,9 +556,27 @@ pub fn register() {
             if let Err(e) = p.check("nvmf_subsystem_add_listener") {
                 return r.err(failed(e));
             }
+            let state = match p
+                .ana_state
+                .as_deref()
+                .map(|s| AnaState::parse("ana_state", s))
+            {
+                Some(Err(e)) => return r.err(failed(e)),
+                Some(Ok(s)) => Some(s),
+                None => None,
+            };
             let addr = p.listen_address.into_addr();
             mutate(r, |t| {
-                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref())
+                let reporting = t.subsystem(&p.nqn).is_some_and(|s| s.ana_reporting);
+                if let Some(st) = state.filter(|st| !reporting && *st != AnaState::Optimized) {
+                    return Err(format!(
+                        "ana_state: {} needs a subsystem created with ana_reporting (without it \
+                         every path is optimized)",
+                        st.name()
+                    ));
+                }
+                let state = state.unwrap_or(AnaState::Optimized);
+                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref(), state)
                     .map(drop)
             })
         },
@@ -520,12 +597,17 @@ pub fn register() {
 
     rpc::register_async("nvmf_subsystem_add_ns", Allowed::RuntimeOnly, |p, r| {
         let p: AddNs = params!(p, r);
-        let ns = p.namespace;
+        let mut ns = p.namespace;
         let _ = p.tgt_name;
-        if ns.anagrpid.is_some() {
-            return r.err(failed(
-                "namespace.anagrpid: ANA groups are not supported".into(),
-            ));
+        // As in SPDK, group 0 means the default (the nsid).
+        ns.anagrpid = ns.anagrpid.filter(|g| *g != 0);
+        if ns.anagrpid.is_some()
+            && !with_target(|t| t.subsystem(&p.nqn).is_some_and(|s| s.ana_reporting))
+        {
+            return r.err(failed(format!(
+                "namespace.anagrpid: {} was not created with ana_reporting (no ANA groups)",
+                p.nqn
+            )));
         }
         if ns.hide_metadata.is_some() {
             rpc::without_effect(
@@ -556,12 +638,102 @@ pub fn register() {
         };
         match with_target(|t| {
             let auto_visible = ns.no_auto_visible != Some(true);
-            let ids = target::NsIds { nguid, eui64, uuid };
+            let ids = target::NsIds {
+                nguid,
+                eui64,
+                uuid,
+                anagrpid: ns.anagrpid,
+            };
             t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, ids, auto_visible)
         }) {
             Ok(nsid) => publish_then(r, json!(nsid)),
             Err(e) => r.err(failed(e)),
         }
+    });
+
+    rpc::register_async(
+        "nvmf_subsystem_listener_set_ana_state",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: SetAnaState = params!(p, r);
+            let _ = p.tgt_name;
+            let state = match AnaState::parse("ana_state", &p.ana_state) {
+                Ok(s) => s,
+                Err(e) => return r.err(failed(e)),
+            };
+            let addr = p.listen_address.into_addr();
+            mutate(r, |t| {
+                let s = t.nvme_subsystem_mut(&p.nqn)?;
+                if ana::set_state(s, &addr, state, p.anagrpid)? {
+                    tracing::info!(nqn = %p.nqn, traddr = %addr.traddr, trsvcid = %addr.trsvcid,
+                        state = state.name(), anagrpid = ?p.anagrpid, "ANA state changed");
+                }
+                Ok(())
+            })
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_subsystem_set_ns_ana_group",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: SetNsAnaGroup = params!(p, r);
+            let _ = p.tgt_name;
+            mutate(r, |t| {
+                ana::set_ns_group(t.nvme_subsystem_mut(&p.nqn)?, p.nsid, p.anagrpid).map(drop)
+            })
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_discovery_add_referral",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ReferralParams = params!(p, r);
+            match p.parse() {
+                Ok((referral, _)) => mutate(r, |t| {
+                    t.add_referral(referral);
+                    Ok(())
+                }),
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
+
+    rpc::register_async(
+        "nvmf_discovery_remove_referral",
+        Allowed::RuntimeOnly,
+        |p, r| {
+            let p: ReferralParams = params!(p, r);
+            if p.secure_channel.is_some() {
+                return r.err(failed(
+                    "secure_channel: not a parameter of nvmf_discovery_remove_referral".into(),
+                ));
+            }
+            match p.parse() {
+                Ok((referral, _)) => {
+                    mutate(r, |t| t.remove_referral(&referral.addr, &referral.subnqn))
+                }
+                Err(e) => r.err(failed(e)),
+            }
+        },
+    );
+
+    rpc::register("nvmf_discovery_get_referrals", Allowed::RuntimeOnly, |p| {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct TgtOnly {
+            tgt_name: Option<String>,
+        }
+        let p: TgtOnly = parse_or_empty(p)?;
+        let _ = p.tgt_name;
+        Ok(with_target(|t| {
+            json!(t
+                .referrals()
+                .iter()
+                .map(Referral::to_json)
+                .collect::<Vec<_>>())
+        }))
     });
 
     rpc::register_async("nvmf_subsystem_remove_ns", Allowed::RuntimeOnly, |p, r| {
@@ -646,7 +818,13 @@ pub fn register() {
             json!(s
                 .listeners
                 .iter()
-                .map(|l| json!({"address": l.to_json(), "ana_state": "optimized"}))
+                .map(|l| {
+                    if s.ana_reporting {
+                        json!({"address": l.to_json(), "ana_states": ana::listener_json(s, l)})
+                    } else {
+                        json!({"address": l.to_json(), "ana_state": "optimized"})
+                    }
+                })
                 .collect::<Vec<_>>())
         })
     });
@@ -728,15 +906,34 @@ pub fn write_config() -> Vec<Value> {
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
         }
-        let listener = |nqn: &str, l: &subsystem::ListenAddr| {
-            let mut p = json!({"nqn": nqn, "listen_address": l.to_json()});
+        out.extend(
+            t.referrals()
+                .iter()
+                .map(|r| config_entry("nvmf_discovery_add_referral", r.to_json())),
+        );
+        let listener = |s: &Subsystem, l: &subsystem::ListenAddr| {
+            let mut p = json!({"nqn": s.nqn, "listen_address": l.to_json()});
             if let Some(name) = t.listener_sock_impl(l) {
                 p["sock_impl"] = json!(name);
             }
-            config_entry("nvmf_subsystem_add_listener", p)
+            let mut out = Vec::new();
+            if s.ana_reporting {
+                if let Some(st) = ana::base_state(s, l) {
+                    p["ana_state"] = json!(st.name());
+                }
+            }
+            out.push(config_entry("nvmf_subsystem_add_listener", p));
+            if s.ana_reporting {
+                out.extend(
+                    ana::config_overrides(s, l)
+                        .into_iter()
+                        .map(|p| config_entry("nvmf_subsystem_listener_set_ana_state", p)),
+                );
+            }
+            out
         };
         for s in t.subsystems().iter().filter(|s| s.is_discovery()) {
-            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
+            out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
         }
         for s in t.subsystems().iter().filter(|s| !s.is_discovery()) {
             out.push(config_entry(
@@ -749,9 +946,10 @@ pub fn write_config() -> Vec<Value> {
                     "max_namespaces": s.max_namespaces,
                     "min_cntlid": s.min_cntlid,
                     "max_cntlid": s.max_cntlid,
+                    "ana_reporting": s.ana_reporting,
                 }),
             ));
-            out.extend(s.listeners.iter().map(|l| listener(&s.nqn, l)));
+            out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
                 out.push(config_entry(
                     "nvmf_subsystem_add_host",
@@ -766,6 +964,9 @@ pub fn write_config() -> Vec<Value> {
                     "no_auto_visible": ns.visible_hosts.is_some(),
                 });
                 ns.put_ids(&mut namespace);
+                if s.ana_reporting {
+                    namespace["anagrpid"] = json!(ns.anagrpid);
+                }
                 out.push(config_entry(
                     "nvmf_subsystem_add_ns",
                     json!({"nqn": s.nqn, "namespace": namespace}),

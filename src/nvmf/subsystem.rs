@@ -94,6 +94,8 @@ pub struct Namespace {
     /// Which hosts see the namespace: `None` every allowed host; `Some` only the listed
     /// ones (created with `no_auto_visible`, hosts added by `nvmf_ns_add_host`).
     pub visible_hosts: Option<Arc<BTreeSet<String>>>,
+    /// The ANA group (its nsid unless set otherwise; meaningful with `ana_reporting`).
+    pub anagrpid: u32,
 }
 
 impl Namespace {
@@ -208,6 +210,8 @@ pub struct Subsystem {
     pub min_cntlid: u16,
     pub max_cntlid: u16,
     pub ana_reporting: bool,
+    /// ANA states of the listeners (see `ana.rs`).
+    pub ana: super::ana::SubsystemAna,
     pub directory: Arc<Directory>,
 }
 
@@ -234,6 +238,7 @@ impl Subsystem {
             min_cntlid: 1,
             max_cntlid: 0xffef,
             ana_reporting: false,
+            ana: Default::default(),
             directory: Arc::new(Directory::default()),
         }
     }
@@ -288,9 +293,13 @@ impl Subsystem {
                             .map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
                     });
                     ns.put_ids(&mut n);
+                    if self.ana_reporting {
+                        n["anagrpid"] = json!(ns.anagrpid);
+                    }
                     n
                 })
                 .collect();
+            v["ana_reporting"] = json!(self.ana_reporting);
         }
         v
     }

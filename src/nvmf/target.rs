@@ -11,6 +11,8 @@
 //! the operations here and answers once the view reached every reactor. Acceptors accept on
 //! the main reactor and hand each new socket to the next reactor round-robin.
 
+use super::ana::AnaState;
+use super::referral::Referral;
 use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use super::tcp;
 use crate::bdev::{self, BdevEvent};
@@ -136,6 +138,8 @@ pub struct TargetView {
     pub genctr: u64,
     pub transport: Option<TransportOpts>,
     pub subsystems: Vec<Arc<Subsystem>>,
+    /// Discovery referrals (listed in every discovery log page).
+    pub referrals: Arc<Vec<Referral>>,
 }
 
 impl TargetView {
@@ -145,6 +149,7 @@ impl TargetView {
             genctr: 0,
             transport: None,
             subsystems: Vec::new(),
+            referrals: Default::default(),
         }
     }
 
@@ -183,6 +188,7 @@ pub struct Target {
     max_subsystems: u32,
     /// The main reactor's descriptor of each namespace's bdev (hot remove events).
     descs: HashMap<(u64, u32), bdev::Desc>,
+    referrals: Arc<Vec<Referral>>,
     rr: Rc<Cell<usize>>,
 }
 
@@ -206,6 +212,7 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
                 acceptors: Vec::new(),
                 max_subsystems: DEFAULT_MAX_SUBSYSTEMS,
                 descs: HashMap::new(),
+                referrals: Default::default(),
                 rr: Rc::new(Cell::new(0)),
             }
         });
@@ -219,6 +226,8 @@ pub struct NsIds {
     pub nguid: Option<[u8; 16]>,
     pub eui64: Option<[u8; 8]>,
     pub uuid: Option<[u8; 16]>,
+    /// The ANA group (`None`: the nsid).
+    pub anagrpid: Option<u32>,
 }
 
 /// SPDK's default bound on the number of NVMe subsystems.
@@ -250,6 +259,7 @@ pub fn publish(done: impl FnOnce() + Send + 'static) {
             genctr: t.genctr,
             transport: t.transport.clone(),
             subsystems: t.subsystems.iter().cloned().map(Arc::new).collect(),
+            referrals: t.referrals.clone(),
         })
     });
     reactor::for_each_reactor(move || tcp::apply_view(view.clone()), done);
@@ -275,7 +285,8 @@ impl Target {
             .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))
     }
 
-    fn nvme_subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
+    /// The NVMe subsystem `nqn` to edit (the caller publishes the change).
+    pub(super) fn nvme_subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
         let s = self.subsystem_mut(nqn)?;
         if s.is_discovery() {
             return Err(format!("{nqn} is the discovery subsystem"));
@@ -339,12 +350,14 @@ impl Target {
     }
 
     /// Adds a listener (opening the socket if no subsystem listens there yet) and returns
-    /// the address as bound (a port of 0 becomes the port the kernel chose).
+    /// the address as bound (a port of 0 becomes the port the kernel chose). Every ANA
+    /// group is in `ana_state` through it.
     pub fn add_listener(
         &mut self,
         nqn: &str,
         mut addr: ListenAddr,
         sock_impl: Option<&str>,
+        ana_state: AnaState,
     ) -> Result<ListenAddr, String> {
         if self.transport.is_none() {
             return Err(
@@ -393,6 +406,7 @@ impl Target {
             adrfam: addr.adrfam.clone(),
             ..bound.clone()
         });
+        s.ana.add_listener(&bound, ana_state);
         self.genctr += 1;
         Ok(bound)
     }
@@ -451,6 +465,7 @@ impl Target {
                 addr.traddr, addr.trsvcid
             ));
         }
+        s.ana.remove_listener(addr);
         self.genctr += 1;
         self.prune_acceptors();
         Ok(())
@@ -478,8 +493,16 @@ impl Target {
         ids: NsIds,
         auto_visible: bool,
     ) -> Result<u32, String> {
-        let NsIds { nguid, eui64, uuid } = ids;
+        let NsIds {
+            nguid,
+            eui64,
+            uuid,
+            anagrpid,
+        } = ids;
         let s = self.nvme_subsystem_mut(nqn)?;
+        if let Some(g) = anagrpid {
+            super::ana::check_group(s, "namespace.anagrpid", g)?;
+        }
         let max = s.max_nsid();
         let nsid = match nsid.filter(|n| *n != 0) {
             Some(n) if n > max || n == u32::MAX => {
@@ -508,6 +531,8 @@ impl Target {
         desc.claim("NVMe-oF Target").map_err(|e| e.to_string())?;
         let s = self.nvme_subsystem_mut(nqn)?;
         let size_blocks = handle.num_blocks();
+        let anagrpid = anagrpid.unwrap_or(nsid);
+        s.ana.membership_changed(anagrpid);
         s.namespaces.insert(
             nsid,
             Namespace {
@@ -518,6 +543,7 @@ impl Target {
                 eui64: eui64.unwrap_or([0; 8]),
                 uuid,
                 visible_hosts: (!auto_visible).then(Default::default),
+                anagrpid,
             },
         );
         self.descs.insert((sid, nsid), desc);
@@ -558,9 +584,10 @@ impl Target {
 
     pub fn remove_ns(&mut self, nqn: &str, nsid: u32) -> Result<(), String> {
         let s = self.nvme_subsystem_mut(nqn)?;
-        if s.namespaces.remove(&nsid).is_none() {
+        let Some(ns) = s.namespaces.remove(&nsid) else {
             return Err(format!("nsid: namespace {nsid} not found in {nqn}"));
-        }
+        };
+        s.ana.membership_changed(ns.anagrpid);
         let id = s.id;
         self.descs.remove(&(id, nsid));
         Ok(())
@@ -589,6 +616,32 @@ impl Target {
 
     pub fn allow_any_host(&mut self, nqn: &str, allow: bool) -> Result<(), String> {
         self.nvme_subsystem_mut(nqn)?.allow_any_host = allow;
+        self.genctr += 1;
+        Ok(())
+    }
+
+    pub fn referrals(&self) -> &[Referral] {
+        &self.referrals
+    }
+
+    /// Adds a discovery referral (an existing one is kept as it is, as SPDK).
+    pub fn add_referral(&mut self, r: Referral) {
+        if self.referrals.iter().any(|x| x.same(&r.addr, &r.subnqn)) {
+            return;
+        }
+        Arc::make_mut(&mut self.referrals).push(r);
+        self.genctr += 1;
+    }
+
+    pub fn remove_referral(&mut self, addr: &ListenAddr, subnqn: &str) -> Result<(), String> {
+        let before = self.referrals.len();
+        Arc::make_mut(&mut self.referrals).retain(|r| !r.same(addr, subnqn));
+        if self.referrals.len() == before {
+            return Err(format!(
+                "address: no referral to {}:{} for {subnqn}",
+                addr.traddr, addr.trsvcid
+            ));
+        }
         self.genctr += 1;
         Ok(())
     }

@@ -12,7 +12,7 @@
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.
 
-use super::subsystem::{visible_nsids, Namespace, Subsystem};
+use super::subsystem::{visible_nsids, ListenAddr, Namespace, Subsystem};
 use super::target::{TargetView, TransportOpts};
 use super::wire::{
     self, admin_opc, aen, cns, feat, log_id, prop, Cap, Cc, Csts, FeaturesCmd, GetLogPageCmd,
@@ -112,6 +112,10 @@ pub struct Ctrlr {
     /// are masked until then).
     pub ns_notice_outstanding: bool,
     pub changed_ns: Vec<u32>,
+    /// An ANA change notice was sent and the ANA log not read yet (masked until then).
+    pub ana_notice_outstanding: bool,
+    /// The listener the admin queue connected on (the path whose ANA states it reports).
+    pub listen: Option<ListenAddr>,
     pub error_count: u64,
     pub errors: VecDeque<wire::ErrorLogEntry>,
 }
@@ -151,6 +155,8 @@ impl Ctrlr {
             pending_events: VecDeque::new(),
             ns_notice_outstanding: false,
             changed_ns: Vec::new(),
+            ana_notice_outstanding: false,
+            listen: None,
             error_count: 0,
             errors: VecDeque::new(),
         }
@@ -263,6 +269,25 @@ impl Ctrlr {
         self.take_event()
     }
 
+    /// The ANA log page as this controller sees it changed: queues an ANA change notice
+    /// (unless disabled, or one is outstanding). Returns whether one was queued; the caller
+    /// completes an AER with [`Ctrlr::take_event`].
+    pub fn queue_ana_change(&mut self) -> bool {
+        if self.discovery
+            || self.async_event_config & aen::CONFIG_ANA_CHANGE == 0
+            || self.ana_notice_outstanding
+        {
+            return false;
+        }
+        self.ana_notice_outstanding = true;
+        self.pending_events.push_back(aen::dw0(
+            aen::TYPE_NOTICE,
+            aen::NOTICE_ANA_CHANGE,
+            log_id::ANA,
+        ));
+        true
+    }
+
     /// The discovery log changed (listeners, subsystems, hosts).
     pub fn discovery_changed(&mut self) -> Option<u32> {
         if !self.discovery || self.async_event_config & aen::CONFIG_DISCOVERY_LOG_CHANGE == 0 {
@@ -309,7 +334,7 @@ impl Ctrlr {
                     AdminOutcome::KeepAer
                 }
             }
-            admin_opc::GET_FEATURES => self.get_features(sqe, out),
+            admin_opc::GET_FEATURES => self.get_features(sqe, out, env),
             admin_opc::SET_FEATURES => self.set_features(sqe, env),
             admin_opc::ABORT if !discovery => AdminOutcome::Abort {
                 sqid: sqe.cdw10.get() as u16,
@@ -330,7 +355,9 @@ impl Ctrlr {
                     return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
                 }
                 if let Some(ns) = self.active_ns(subsys, cmd.nsid) {
-                    identify_namespace(ns).encode(&mut page);
+                    let mut id = identify_namespace(ns);
+                    super::ana::identify_namespace(&mut id, subsys, ns, self.listen.as_ref());
+                    id.encode(&mut page);
                 }
             }
             cns::ACTIVE_NS_LIST if !self.discovery => {
@@ -416,11 +443,24 @@ impl Ctrlr {
             id.cctemp = 0x0175.into();
         }
         id.psd[0].mp = 2500.into();
+        if !self.discovery {
+            super::ana::identify_controller(&mut id, s);
+        }
         id
     }
 
-    fn get_features(&mut self, sqe: &Sqe, out: &mut [u8]) -> AdminOutcome {
+    fn get_features(&mut self, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) -> AdminOutcome {
         let cmd = FeaturesCmd::parse(sqe);
+        // Namespace-specific features of a namespace this path cannot reach answer the
+        // path status (as SPDK).
+        if !self.discovery && matches!(cmd.fid, feat::ERROR_RECOVERY | feat::WRITE_ATOMICITY) {
+            if let Some(ns) = self.active_ns(env.subsys, sqe.nsid.get()) {
+                let state = super::ana::state_of(env.subsys, self.listen.as_ref(), ns.anagrpid);
+                if let Some(st) = state.path_status() {
+                    return AdminOutcome::status(st);
+                }
+            }
+        }
         if cmd.sel == 3 {
             // Supported capabilities: every feature here is changeable, none saveable.
             return AdminOutcome::ok_dw0(1 << 2);
@@ -555,9 +595,18 @@ impl Ctrlr {
                 }
                 p.to_vec()
             }
+            log_id::ANA if !self.discovery && env.subsys.ana_reporting => {
+                if !cmd.rae {
+                    self.ana_notice_outstanding = false;
+                }
+                // LSP bit 0: Return Groups Only.
+                let rgo = cmd.lsp & 1 != 0;
+                super::ana::log_page(env.subsys, self.listen.as_ref(), &self.hostnqn, rgo)
+            }
             log_id::DISCOVERY if self.discovery => {
-                let entries =
+                let mut entries =
                     super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
+                entries.extend(env.view.referrals.iter().map(|r| r.entry()));
                 wire::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),

@@ -152,14 +152,9 @@ impl PollGroup {
                 .directory
                 .allocate(s.min_cntlid, s.max_cntlid, entry)
                 .ok_or((Status::CONNECT_CONTROLLER_BUSY, 0))?;
-            qp.ctrlr = Some(Box::new(Ctrlr::new(
-                cntlid,
-                s,
-                &hostnqn,
-                data.hostid,
-                c.kato,
-                &opts,
-            )));
+            let mut ctrlr = Box::new(Ctrlr::new(cntlid, s, &hostnqn, data.hostid, c.kato, &opts));
+            ctrlr.listen = Some(qp.listen.clone());
+            qp.ctrlr = Some(ctrlr);
             self.stats.admin_qpairs += 1;
             self.stats.current_admin_qpairs += 1;
             tracing::info!(cntlid, subnqn, hostnqn, peer = %qp.peer, hdgst = qp.tx.hdgst, ddgst = qp.tx.ddgst, "controller created");
@@ -181,6 +176,16 @@ impl PollGroup {
             if !e.enabled {
                 return Err((Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0));
             }
+            // An I/O queue belongs to the path (listener) of its controller's admin queue:
+            // its ANA states are that path's.
+            if !e.listen.same_endpoint(&qp.listen) {
+                tracing::info!(
+                    subnqn,
+                    cntlid = data.cntlid.get(),
+                    "I/O queue Connect on a listener other than the admin queue's"
+                );
+                return Err(invalid(false, connect_off::QID));
+            }
             if c.qid > e.max_io_queues || e.io_qpairs.contains_key(&c.qid) {
                 return Err(invalid(false, connect_off::QID));
             }
@@ -198,6 +203,7 @@ impl PollGroup {
         qp.cntlid = cntlid;
         qp.hostnqn = Some(Arc::from(hostnqn.as_str()));
         qp.directory = Some(s.directory.clone());
+        qp.ana = crate::nvmf::ana::path_view(s, &qp.listen);
         let mut rx = *qp.dec.config();
         rx.max_in_capsule = if c.qid == 0 {
             ADMIN_IN_CAPSULE

@@ -159,6 +159,14 @@ impl PollGroup {
             .filter(|c| c.visible_to(qp.hostnqn.as_deref()));
         let geom = chan.map(NsChan::geometry);
         let req = &mut qp.reqs[slot as usize];
+        // A namespace whose ANA group this path cannot reach: the path status, so the host
+        // retries on another path.
+        if let (Some(ana), Some(c)) = (qp.ana.as_deref(), chan) {
+            if let Some(st) = ana.state(c.anagrpid).path_status() {
+                req.status = st;
+                return self.respond(idx, slot);
+            }
+        }
         let data: &[u8] = req.buf.as_deref().unwrap_or(&[]);
         let plan = io::plan(sqe, geom.as_ref(), req.xfer, max_io, data);
         let plan = match plan {

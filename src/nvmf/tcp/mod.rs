@@ -211,6 +211,8 @@ struct Qpair {
     /// The host NQN its Connect named (namespace visibility is per host).
     hostnqn: Option<Arc<str>>,
     directory: Option<Arc<Directory>>,
+    /// The ANA states of this queue's path (`None`: the subsystem does not report ANA).
+    ana: Option<Arc<crate::nvmf::ana::ListenerAna>>,
     ctrlr: Option<Box<Ctrlr>>,
     opts: TransportOpts,
     /// Chunks of the write requests queued on the socket and not completed yet.
@@ -252,6 +254,7 @@ impl Qpair {
             cntlid: 0,
             hostnqn: None,
             directory: None,
+            ana: None,
             ctrlr: None,
             opts: TransportOpts::default(),
             writes_in_flight: 0,
@@ -308,6 +311,8 @@ struct NsChan {
     _desc: bdev::Desc,
     /// The hosts that see the namespace (`None`: all), as of the current view.
     visible_hosts: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// The namespace's ANA group, as of the current view.
+    anagrpid: u32,
 }
 
 impl NsChan {

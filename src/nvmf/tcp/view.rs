@@ -25,6 +25,7 @@ impl PollGroup {
         for (k, ns) in wanted {
             if let Some(c) = self.ns.get_mut(&k) {
                 c.visible_hosts = ns.visible_hosts.clone();
+                c.anagrpid = ns.anagrpid;
                 continue;
             }
             let b = &ns.bdev;
@@ -46,6 +47,7 @@ impl PollGroup {
                             chan,
                             _desc: d,
                             visible_hosts: ns.visible_hosts.clone(),
+                            anagrpid: ns.anagrpid,
                         },
                     );
                 }
@@ -73,6 +75,7 @@ impl PollGroup {
                 close.push(idx);
                 continue;
             }
+            qp.ana = crate::nvmf::ana::path_view(s, &qp.listen);
             let Some(c) = qp.ctrlr.as_mut() else { continue };
             if !s.host_allowed(&c.hostnqn) {
                 close.push(idx);
@@ -88,10 +91,18 @@ impl PollGroup {
             }
             let changed =
                 changed_namespaces(old.subsystem(s.id).map(|o| o.as_ref()), s, &c.hostnqn);
+            let mut event = None;
             if !changed.is_empty() {
-                if let Some(dw0) = c.namespaces_changed(&changed) {
-                    aens.push((idx, dw0));
-                }
+                event = c.namespaces_changed(&changed);
+            }
+            let ana_changed = old
+                .subsystem(s.id)
+                .is_some_and(|o| crate::nvmf::ana::changed(o, s, &qp.listen, &c.hostnqn));
+            if ana_changed && c.queue_ana_change() && event.is_none() {
+                event = c.take_event();
+            }
+            if let Some(dw0) = event {
+                aens.push((idx, dw0));
             }
         }
         for (idx, dw0) in aens {

@@ -1,7 +1,7 @@
 //! Log pages.
 //!
-//! Log pages: error information, SMART / health, firmware slot, changed namespace list
-//! and the discovery log.
+//! Log pages: error information, SMART / health, firmware slot, changed namespace list,
+//! Asymmetric Namespace Access and the discovery log.
 
 use super::*;
 
@@ -212,6 +212,111 @@ pub fn decode_discovery_log(b: &[u8]) -> Option<(DiscoveryLogHeader, Vec<Discove
     Some((hdr, entries))
 }
 
+/// Asymmetric Namespace Access log page header (16 bytes); the group descriptors follow.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct AnaLogHeader {
+    pub change_count: U64,
+    pub num_descriptors: U16,
+    pub rsvd10: [u8; 6],
+}
+
+wire_layout!(AnaLogHeader = 16);
+
+assert_offsets!(AnaLogHeader;
+    change_count 0, num_descriptors 8,
+);
+
+/// One ANA group descriptor (32 bytes), followed by `num_nsids` NSIDs of 4 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct AnaGroupDescriptor {
+    pub anagrpid: U32,
+    pub num_nsids: U32,
+    pub change_count: U64,
+    /// ANA state in bits 3:0 (see [`ana_state`]).
+    pub state: u8,
+    pub rsvd17: [u8; 15],
+}
+
+wire_layout!(AnaGroupDescriptor = 32);
+
+assert_offsets!(AnaGroupDescriptor;
+    anagrpid 0, num_nsids 4, change_count 8, state 16,
+);
+
+/// ANA states (the descriptor's state field).
+pub mod ana_state {
+    pub const OPTIMIZED: u8 = 0x1;
+    pub const NON_OPTIMIZED: u8 = 0x2;
+    pub const INACCESSIBLE: u8 = 0x3;
+    pub const PERSISTENT_LOSS: u8 = 0x4;
+    pub const CHANGE: u8 = 0xf;
+}
+
+/// A decoded ANA group descriptor with its NSIDs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnaGroup {
+    pub anagrpid: u32,
+    pub change_count: u64,
+    pub state: u8,
+    pub nsids: Vec<u32>,
+}
+
+/// Encodes an ANA log page: the header and each group with its NSIDs.
+pub fn encode_ana_log(change_count: u64, groups: &[AnaGroup]) -> Vec<u8> {
+    let len = AnaLogHeader::SIZE
+        + groups
+            .iter()
+            .map(|g| AnaGroupDescriptor::SIZE + 4 * g.nsids.len())
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    let hdr = AnaLogHeader {
+        change_count: change_count.into(),
+        num_descriptors: (groups.len() as u16).into(),
+        ..Default::default()
+    };
+    out.extend_from_slice(hdr.as_bytes());
+    for g in groups {
+        let d = AnaGroupDescriptor {
+            anagrpid: g.anagrpid.into(),
+            num_nsids: (g.nsids.len() as u32).into(),
+            change_count: g.change_count.into(),
+            state: g.state & 0xf,
+            ..Default::default()
+        };
+        out.extend_from_slice(d.as_bytes());
+        for n in &g.nsids {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes an ANA log page: the change count and the groups `b` holds completely.
+pub fn decode_ana_log(b: &[u8]) -> Option<(u64, Vec<AnaGroup>)> {
+    let hdr = AnaLogHeader::decode_slice(b)?;
+    let mut rest = &b[AnaLogHeader::SIZE..];
+    let mut groups = Vec::new();
+    for _ in 0..hdr.num_descriptors.get() {
+        let d = AnaGroupDescriptor::decode_slice(rest)?;
+        rest = &rest[AnaGroupDescriptor::SIZE..];
+        let n = d.num_nsids.get() as usize;
+        let ids = rest.get(..n.checked_mul(4)?)?;
+        rest = &rest[n * 4..];
+        groups.push(AnaGroup {
+            anagrpid: d.anagrpid.get(),
+            change_count: d.change_count.get(),
+            state: d.state & 0xf,
+            nsids: ids
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        });
+    }
+    Some((hdr.change_count.get(), groups))
+}
+
 /// Compile-time size checks of the wire layouts (the macro also checks field offsets).
 const _: () = {
     assert!(Sqe::SIZE == 64);
@@ -228,4 +333,6 @@ const _: () = {
     assert!(DiscoveryLogHeader::SIZE == 1024);
     assert!(DiscoveryLogEntry::SIZE == 1024);
     assert!(DsmRange::SIZE == 16);
+    assert!(AnaLogHeader::SIZE == 16);
+    assert!(AnaGroupDescriptor::SIZE == 32);
 };

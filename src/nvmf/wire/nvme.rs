@@ -154,6 +154,8 @@ pub mod aen {
     pub const NOTICE_DISCOVERY_LOG_CHANGE: u8 = 0xf0;
     /// Async Event Configuration bit enabling the namespace attribute notice.
     pub const CONFIG_NS_ATTRIBUTE: u32 = 1 << 8;
+    /// Async Event Configuration bit enabling the ANA change notice (also OAES bit 11).
+    pub const CONFIG_ANA_CHANGE: u32 = 1 << 11;
     /// Async Event Configuration bit enabling the discovery log change notice.
     pub const CONFIG_DISCOVERY_LOG_CHANGE: u32 = 1 << 31;
 
