@@ -556,8 +556,7 @@ impl Ctrlr {
                 p.to_vec()
             }
             log_id::DISCOVERY if self.discovery => {
-                let entries =
-                    super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
+                let entries = super::subsystem::discovery_entries(env.view.iter(), &self.hostnqn);
                 wire::encode_discovery_log(env.view.genctr, &entries)
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
