@@ -31,6 +31,14 @@
 //! `io_done`. Latency in iostat is timed per layer (stacked bdevs: each layer from its own
 //! submit). Read data of a malloc bdev can later be sent without a copy through
 //! `handle.module_as::<malloc::MallocBdev>()` and its `Arc`'d `MallocRegion`.
+//!
+//! **Cost per object** (measured by bench/scale.sh, one reactor): a registered null bdev
+//! ~0.8 KiB in all (its handle, info and statistics of closed channels, ~300 B while it has
+//! seen no I/O, plus one name entry per reactor); a malloc bdev that much beyond its data.
+//! An [`IoChannel`] costs ~1 KiB while idle (its queues start empty and grow to the depth
+//! the I/O needs; its latency histograms, ~62 KiB, come with its first read or write):
+//! users open channels only while they do I/O (the NVMe-oF target: while an I/O queue of
+//! the namespace's subsystem is connected on that reactor).
 
 pub mod aio;
 pub mod delay;
@@ -885,8 +893,9 @@ impl IoChannel {
         let core = Rc::new(ChannelCore {
             sink,
             block_size: bdev.info.block_size as u64,
-            ready: RefCell::new(VecDeque::with_capacity(256)),
-            nomem: RefCell::new(VecDeque::with_capacity(64)),
+            // Grown by the first I/O (then kept): an idle channel holds no queue memory.
+            ready: RefCell::new(VecDeque::new()),
+            nomem: RefCell::new(VecDeque::new()),
             in_module: Cell::new(0),
             outstanding: Cell::new(0),
             stats: RefCell::new(IoStats::new()),
