@@ -2,20 +2,27 @@
 # pollux-bdevperf on malloc and on uring (a temp file), 4 KiB random reads at QD1 and QD32,
 # one core. Prints each run's result table; no thresholds — numbers to compare, not to gate.
 # Usage: bench/bdevperf.sh [seconds per run, default 3] [core mask, default 0x1]
+#   POLLUX_BIN_DIR=DIR   run DIR/pollux-bdevperf instead of building the release one
+#   BDEVPERF_FILE_MIB=N  size of the uring bdev's file (default 1024)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-3}"
 MASK="${2:-0x1}"
+MIB="${BDEVPERF_FILE_MIB:-1024}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet --bin pollux-bdevperf
-BIN="$CARGO_TARGET_DIR/release/pollux-bdevperf"
+if [ -n "${POLLUX_BIN_DIR:-}" ]; then
+  BIN="$POLLUX_BIN_DIR/pollux-bdevperf"
+else
+  cargo build --release --quiet --bin pollux-bdevperf
+  BIN="$CARGO_TARGET_DIR/release/pollux-bdevperf"
+fi
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 FILE="$WORK/uring.img"
-truncate -s 1G "$FILE"
+truncate -s "${MIB}M" "$FILE"
 # Fill the file so reads hit allocated blocks rather than holes.
-dd if=/dev/zero of="$FILE" bs=1M count=1024 conv=notrunc status=none
+dd if=/dev/zero of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
 
 cat >"$WORK/malloc.json" <<JSON
 {"subsystems":[{"subsystem":"bdev","config":[

@@ -174,7 +174,7 @@ impl ListenerAna {
 
 /// The ANA configuration of a subsystem: each listener's states and how often the
 /// namespaces of each group changed (the change counts of the log page).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubsystemAna {
     listeners: Vec<(ListenAddr, Arc<ListenerAna>)>,
     membership: BTreeMap<u32, u64>,

@@ -129,17 +129,94 @@ impl TransportOpts {
     }
 }
 
-/// What every reactor knows of the target: pushed whole on every change.
-#[derive(Debug)]
+/// The subsystems of a view by id: a persistent ordered map (ids grow with creation, so
+/// this is creation order, the discovery subsystem first), cloned in O(1).
+pub type SubsystemMap = imbl::OrdMap<u64, Arc<Subsystem>>;
+
+/// A listen endpoint as the listener index keys it (transport, address, port).
+type EndpointKey = (String, String);
+
+fn endpoint_key(addr: &ListenAddr) -> EndpointKey {
+    (addr.traddr.clone(), addr.trsvcid.clone())
+}
+
+/// What every reactor knows of the target. Built of persistent maps: the main reactor
+/// keeps one, changes it in place (O(log n) per change) and publishes an O(1) clone, so
+/// every unchanged subsystem's `Arc` is the same object in the old and the new view, and
+/// a reactor applies only what [`TargetView::changed`] names.
+#[derive(Debug, Clone)]
 pub struct TargetView {
     /// Increases with every publication.
     pub version: u64,
     /// Discovery log generation counter.
     pub genctr: u64,
     pub transport: Option<TransportOpts>,
-    pub subsystems: Vec<Arc<Subsystem>>,
+    pub subsystems: SubsystemMap,
     /// Discovery referrals (listed in every discovery log page).
     pub referrals: Arc<Vec<Referral>>,
+    /// NQN → subsystem id.
+    by_nqn: imbl::HashMap<String, u64>,
+    /// Listen endpoint → number of subsystems listening there.
+    listeners: imbl::HashMap<EndpointKey, u32>,
+    /// The subsystems (ids) created, changed or deleted since the previous version, and
+    /// whether any listener came or went: a reactor holding exactly the previous version
+    /// applies only these (any other compares every subsystem's `Arc`).
+    pub changed: Arc<[u64]>,
+    pub listeners_changed: bool,
+}
+
+impl PartialEq for TargetView {
+    /// The same target state (version and change notes aside): every subsystem the same
+    /// object or equal field by field (the tests' "incremental = fresh" check).
+    fn eq(&self, other: &Self) -> bool {
+        self.genctr == other.genctr
+            && self.referrals == other.referrals
+            && self.transport == other.transport
+            && self.by_nqn == other.by_nqn
+            && self.listeners == other.listeners
+            && self.subsystems.len() == other.subsystems.len()
+            && self
+                .subsystems
+                .iter()
+                .zip(other.subsystems.iter())
+                .all(|((a_id, a), (b_id, b))| a_id == b_id && same_subsystem(a, b))
+    }
+}
+
+/// Two snapshots of a subsystem describe the same state.
+fn same_subsystem(a: &Arc<Subsystem>, b: &Arc<Subsystem>) -> bool {
+    if Arc::ptr_eq(a, b) {
+        return true;
+    }
+    let ns_eq = a.namespaces.len() == b.namespaces.len()
+        && a.namespaces
+            .iter()
+            .zip(b.namespaces.iter())
+            .all(|((x, n), (y, m))| {
+                x == y
+                    && Arc::ptr_eq(&n.bdev, &m.bdev)
+                    && n.size_blocks == m.size_blocks
+                    && n.nguid == m.nguid
+                    && n.eui64 == m.eui64
+                    && n.uuid == m.uuid
+                    && n.visible_hosts == m.visible_hosts
+                    && n.anagrpid == m.anagrpid
+            });
+    ns_eq
+        && a.id == b.id
+        && a.nqn == b.nqn
+        && a.subtype == b.subtype
+        && a.serial_number == b.serial_number
+        && a.model_number == b.model_number
+        && a.allow_any_host == b.allow_any_host
+        && a.hosts == b.hosts
+        && a.listeners == b.listeners
+        && a.max_namespaces == b.max_namespaces
+        && a.min_cntlid == b.min_cntlid
+        && a.max_cntlid == b.max_cntlid
+        && a.ana_reporting == b.ana_reporting
+        && a.ana == b.ana
+        && Arc::ptr_eq(&a.directory, &b.directory)
 }
 
 impl TargetView {
@@ -148,23 +225,74 @@ impl TargetView {
             version: 0,
             genctr: 0,
             transport: None,
-            subsystems: Vec::new(),
+            subsystems: SubsystemMap::new(),
             referrals: Default::default(),
+            by_nqn: Default::default(),
+            listeners: Default::default(),
+            changed: Arc::new([]),
+            listeners_changed: false,
         }
     }
 
-    pub fn subsystem(&self, id: u64) -> Option<&Arc<Subsystem>> {
-        self.subsystems.iter().find(|s| s.id == id)
+    /// A view built from scratch from `subsystems` (what the incremental one must equal).
+    pub fn build(
+        genctr: u64,
+        transport: Option<TransportOpts>,
+        subsystems: impl IntoIterator<Item = Arc<Subsystem>>,
+    ) -> Self {
+        let mut v = Self::empty();
+        v.genctr = genctr;
+        v.transport = transport;
+        for s in subsystems {
+            v.count_listeners(&s.listeners, 1);
+            v.insert(s);
+        }
+        v
     }
 
+    /// Subsystem by id: O(log n).
+    pub fn subsystem(&self, id: u64) -> Option<&Arc<Subsystem>> {
+        self.subsystems.get(&id)
+    }
+
+    /// Subsystem by NQN: O(1).
     pub fn by_nqn(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
-        self.subsystems.iter().find(|s| s.nqn == nqn)
+        self.by_nqn.get(nqn).and_then(|id| self.subsystems.get(id))
+    }
+
+    /// Every subsystem, in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Subsystem>> {
+        self.subsystems.values()
     }
 
     /// Whether any subsystem listens on `addr` (discovery connections are accepted on any
-    /// listener of the target).
+    /// listener of the target): O(1).
     pub fn has_listener(&self, addr: &ListenAddr) -> bool {
-        self.subsystems.iter().any(|s| s.has_listener(addr))
+        self.listeners.contains_key(&endpoint_key(addr))
+    }
+
+    fn count_listeners(&mut self, listeners: &[ListenAddr], delta: i64) {
+        for l in listeners {
+            let k = endpoint_key(l);
+            let n = self.listeners.get(&k).copied().unwrap_or(0) as i64 + delta;
+            if n > 0 {
+                self.listeners.insert(k, n as u32);
+            } else {
+                self.listeners.remove(&k);
+            }
+        }
+    }
+
+    /// Inserts a subsystem and its NQN (the listener index is the caller's).
+    fn insert(&mut self, s: Arc<Subsystem>) {
+        self.by_nqn.insert(s.nqn.clone(), s.id);
+        self.subsystems.insert(s.id, s);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Arc<Subsystem>> {
+        let old = self.subsystems.remove(&id)?;
+        self.by_nqn.remove(&old.nqn);
+        Some(old)
     }
 }
 
@@ -178,17 +306,21 @@ struct Acceptor {
 
 /// The registry (main reactor only).
 pub struct Target {
-    transport: Option<TransportOpts>,
-    subsystems: Vec<Subsystem>,
+    /// The state every reactor gets (persistent maps; a publication clones it in O(1)).
+    view: TargetView,
+    /// Subsystems changed since the last publication, and whether a listener came or went.
+    dirty: Vec<u64>,
+    listeners_dirty: bool,
+    /// Subsystems changed since the listener index last saw them, and the listeners it
+    /// counted for each (see `reindex`).
+    unindexed: Vec<u64>,
+    indexed_listeners: HashMap<u64, Vec<ListenAddr>>,
     next_id: u64,
-    genctr: u64,
-    version: u64,
     acceptors: Vec<Acceptor>,
     /// Most NVMe subsystems (`nvmf_set_max_subsystems`, SPDK's default 1024).
     max_subsystems: u32,
     /// The main reactor's descriptor of each namespace's bdev (hot remove events).
     descs: HashMap<(u64, u32), bdev::Desc>,
-    referrals: Arc<Vec<Referral>>,
     rr: Rc<Cell<usize>>,
 }
 
@@ -204,15 +336,15 @@ pub fn with_target<R>(f: impl FnOnce(&mut Target) -> R) -> R {
             let mut discovery = Subsystem::new(0, super::wire::DISCOVERY_NQN, SubType::Discovery);
             discovery.allow_any_host = true;
             Target {
-                transport: None,
-                subsystems: vec![discovery],
+                view: TargetView::build(0, None, [Arc::new(discovery)]),
+                dirty: Vec::new(),
+                listeners_dirty: false,
+                unindexed: Vec::new(),
+                indexed_listeners: HashMap::new(),
                 next_id: 1,
-                genctr: 0,
-                version: 0,
                 acceptors: Vec::new(),
                 max_subsystems: DEFAULT_MAX_SUBSYSTEMS,
                 descs: HashMap::new(),
-                referrals: Default::default(),
                 rr: Rc::new(Cell::new(0)),
             }
         });
@@ -249,40 +381,110 @@ impl Target {
     }
 }
 
-/// Builds the current view and pushes it to every reactor; `done` runs on the main reactor
-/// once all of them applied it.
+/// Publishes the current view to every reactor (an O(1) clone of the registry's persistent
+/// maps, with the list of subsystems changed since the previous publication); `done` runs
+/// on the main reactor once all of them applied it. Each reactor's work is proportional to
+/// what changed (see `tcp/view.rs`).
 pub fn publish(done: impl FnOnce() + Send + 'static) {
-    let view = with_target(|t| {
-        t.version += 1;
-        Arc::new(TargetView {
-            version: t.version,
-            genctr: t.genctr,
-            transport: t.transport.clone(),
-            subsystems: t.subsystems.iter().cloned().map(Arc::new).collect(),
-            referrals: t.referrals.clone(),
-        })
-    });
+    let view = Arc::new(with_target(Target::snapshot));
     reactor::for_each_reactor(move || tcp::apply_view(view.clone()), done);
 }
 
+/// The subsystems of the registry, in creation order (`Target::subsystems`).
+pub struct Subsystems<'a>(&'a SubsystemMap);
+
+impl<'a> Subsystems<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a Subsystem> + 'a {
+        self.0.values().map(|s| s.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Target {
+    /// The next version of the view, carrying the changes made since the previous one.
+    pub fn snapshot(&mut self) -> TargetView {
+        self.reindex();
+        self.view.version += 1;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        self.view.changed = dirty.into();
+        self.view.listeners_changed = std::mem::take(&mut self.listeners_dirty);
+        self.view.clone()
+    }
+
+    /// The registry's state as it would be published now (tests compare it with a view
+    /// built from scratch, and with a reactor's).
+    pub fn view(&self) -> &TargetView {
+        &self.view
+    }
+
     pub fn transport(&self) -> Option<&TransportOpts> {
-        self.transport.as_ref()
+        self.view.transport.as_ref()
     }
 
-    pub fn subsystems(&self) -> &[Subsystem] {
-        &self.subsystems
+    pub fn subsystems(&self) -> Subsystems<'_> {
+        Subsystems(&self.view.subsystems)
     }
 
+    /// Subsystem by NQN: O(1).
     pub fn subsystem(&self, nqn: &str) -> Option<&Subsystem> {
-        self.subsystems.iter().find(|s| s.nqn == nqn)
+        self.view.by_nqn(nqn).map(|s| s.as_ref())
     }
 
+    /// The subsystem named `nqn`, to change (any field but its NQN and id): marks it changed
+    /// for the next publication and copies it only if a published view still shares it.
     fn subsystem_mut(&mut self, nqn: &str) -> Result<&mut Subsystem, String> {
-        self.subsystems
-            .iter_mut()
-            .find(|s| s.nqn == nqn)
-            .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))
+        let id = *self
+            .view
+            .by_nqn
+            .get(nqn)
+            .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))?;
+        self.dirty.push(id);
+        self.unindexed.push(id);
+        let s = self
+            .view
+            .subsystems
+            .get_mut(&id)
+            .ok_or_else(|| format!("Unable to find subsystem with NQN {nqn}"))?;
+        Ok(Arc::make_mut(s))
+    }
+
+    /// Applies `f` to subsystem `id` (by id: hot remove and resize events), marking it
+    /// changed.
+    fn subsystem_by_id_mut(&mut self, id: u64) -> Option<&mut Subsystem> {
+        let s = self.view.subsystems.get_mut(&id)?;
+        self.dirty.push(id);
+        self.unindexed.push(id);
+        Some(Arc::make_mut(s))
+    }
+
+    /// Brings the listener index (endpoint → subsystems listening) in step with the
+    /// subsystems changed since it last ran: O(listeners of those subsystems).
+    fn reindex(&mut self) {
+        for id in std::mem::take(&mut self.unindexed) {
+            let old = self.indexed_listeners.remove(&id).unwrap_or_default();
+            let new = self
+                .view
+                .subsystem(id)
+                .map(|s| s.listeners.clone())
+                .unwrap_or_default();
+            if old != new {
+                self.listeners_dirty = true;
+                self.view.count_listeners(&old, -1);
+                self.view.count_listeners(&new, 1);
+            }
+            if !new.is_empty() {
+                self.indexed_listeners.insert(id, new);
+            }
+        }
     }
 
     /// The NVMe subsystem `nqn` to edit (the caller publishes the change).
@@ -295,11 +497,11 @@ impl Target {
     }
 
     pub fn create_transport(&mut self, opts: TransportOpts) -> Result<(), String> {
-        if self.transport.is_some() {
+        if self.view.transport.is_some() {
             return Err("Transport type 'TCP' already exists".into());
         }
         opts.validate()?;
-        self.transport = Some(opts);
+        self.view.transport = Some(opts);
         Ok(())
     }
 
@@ -307,7 +509,8 @@ impl Target {
         if self.subsystem(&sub.nqn).is_some() {
             return Err(format!("Unable to create subsystem {}: it exists", sub.nqn));
         }
-        let existing = self.subsystems.iter().filter(|s| !s.is_discovery()).count();
+        let discovery = self.view.by_nqn(super::wire::DISCOVERY_NQN).is_some() as usize;
+        let existing = self.view.subsystems.len() - discovery;
         if existing >= self.max_subsystems as usize {
             return Err(format!(
                 "Unable to create subsystem {}: the target holds its maximum of {} \
@@ -323,8 +526,10 @@ impl Target {
         }
         sub.id = self.next_id;
         self.next_id += 1;
-        self.subsystems.push(sub);
-        self.genctr += 1;
+        self.dirty.push(sub.id);
+        self.unindexed.push(sub.id);
+        self.view.insert(Arc::new(sub));
+        self.view.genctr += 1;
         Ok(())
     }
 
@@ -332,11 +537,13 @@ impl Target {
     /// listeners close, and Connects to the discovery NQN are refused until it is created
     /// again.
     pub fn delete_subsystem(&mut self, nqn: &str) -> Result<(), String> {
-        let s = self.subsystem_mut(nqn)?;
-        let id = s.id;
-        self.subsystems.retain(|s| s.id != id);
-        self.descs.retain(|(sid, _), _| *sid != id);
-        self.genctr += 1;
+        let id = self.subsystem_mut(nqn)?.id;
+        if let Some(old) = self.view.remove(id) {
+            for nsid in old.namespaces.keys() {
+                self.descs.remove(&(id, *nsid));
+            }
+        }
+        self.view.genctr += 1;
         self.prune_acceptors();
         Ok(())
     }
@@ -359,7 +566,7 @@ impl Target {
         sock_impl: Option<&str>,
         ana_state: AnaState,
     ) -> Result<ListenAddr, String> {
-        if self.transport.is_none() {
+        if self.view.transport.is_none() {
             return Err(
                 "Unable to find TCP transport: create it with nvmf_create_transport first".into(),
             );
@@ -407,7 +614,7 @@ impl Target {
             ..bound.clone()
         });
         s.ana.add_listener(&bound, ana_state);
-        self.genctr += 1;
+        self.view.genctr += 1;
         Ok(bound)
     }
 
@@ -466,17 +673,18 @@ impl Target {
             ));
         }
         s.ana.remove_listener(addr);
-        self.genctr += 1;
+        self.view.genctr += 1;
         self.prune_acceptors();
         Ok(())
     }
 
-    /// Closes listening sockets no subsystem uses any more.
+    /// Closes listening sockets no subsystem uses any more (O(listening sockets)).
     fn prune_acceptors(&mut self) {
-        let subs = &self.subsystems;
+        self.reindex();
+        let view = &self.view;
         let (keep, close): (Vec<Acceptor>, Vec<Acceptor>) = std::mem::take(&mut self.acceptors)
             .into_iter()
-            .partition(|a| subs.iter().any(|s| s.has_listener(&a.addr)));
+            .partition(|a| view.has_listener(&a.addr));
         self.acceptors = keep;
         for a in close {
             tracing::info!(traddr = %a.addr.traddr, trsvcid = %a.addr.trsvcid, "NVMe/TCP listener closed");
@@ -599,7 +807,7 @@ impl Target {
             return Err(format!("host: {host} is already allowed in {nqn}"));
         }
         s.hosts.push(host.to_string());
-        self.genctr += 1;
+        self.view.genctr += 1;
         Ok(())
     }
 
@@ -610,39 +818,44 @@ impl Target {
         if before == s.hosts.len() {
             return Err(format!("host: {host} is not in the allowed list of {nqn}"));
         }
-        self.genctr += 1;
+        self.view.genctr += 1;
         Ok(())
     }
 
     pub fn allow_any_host(&mut self, nqn: &str, allow: bool) -> Result<(), String> {
         self.nvme_subsystem_mut(nqn)?.allow_any_host = allow;
-        self.genctr += 1;
+        self.view.genctr += 1;
         Ok(())
     }
 
     pub fn referrals(&self) -> &[Referral] {
-        &self.referrals
+        &self.view.referrals
     }
 
     /// Adds a discovery referral (an existing one is kept as it is, as SPDK).
     pub fn add_referral(&mut self, r: Referral) {
-        if self.referrals.iter().any(|x| x.same(&r.addr, &r.subnqn)) {
+        if self
+            .view
+            .referrals
+            .iter()
+            .any(|x| x.same(&r.addr, &r.subnqn))
+        {
             return;
         }
-        Arc::make_mut(&mut self.referrals).push(r);
-        self.genctr += 1;
+        Arc::make_mut(&mut self.view.referrals).push(r);
+        self.view.genctr += 1;
     }
 
     pub fn remove_referral(&mut self, addr: &ListenAddr, subnqn: &str) -> Result<(), String> {
-        let before = self.referrals.len();
-        Arc::make_mut(&mut self.referrals).retain(|r| !r.same(addr, subnqn));
-        if self.referrals.len() == before {
+        let before = self.view.referrals.len();
+        Arc::make_mut(&mut self.view.referrals).retain(|r| !r.same(addr, subnqn));
+        if self.view.referrals.len() == before {
             return Err(format!(
                 "address: no referral to {}:{} for {subnqn}",
                 addr.traddr, addr.trsvcid
             ));
         }
-        self.genctr += 1;
+        self.view.genctr += 1;
         Ok(())
     }
 
@@ -652,16 +865,26 @@ impl Target {
             a.poller.unregister();
         }
         self.descs.clear();
-        self.subsystems.retain(Subsystem::is_discovery);
+        let nvme: Vec<u64> = self
+            .view
+            .iter()
+            .filter(|s| !s.is_discovery())
+            .map(|s| s.id)
+            .collect();
+        for id in nvme {
+            self.view.remove(id);
+            self.dirty.push(id);
+            self.unindexed.push(id);
+        }
     }
 }
 
 /// A bdev under a namespace is going away: remove the namespace (AEN to hosts).
 fn hot_remove(subsys_id: u64, nsid: u32) {
     let nqn = with_target(|t| {
-        t.subsystems
-            .iter()
-            .find(|s| s.id == subsys_id && s.namespaces.contains_key(&nsid))
+        t.view
+            .subsystem(subsys_id)
+            .filter(|s| s.namespaces.contains_key(&nsid))
             .map(|s| s.nqn.clone())
     });
     if let Some(nqn) = nqn {
@@ -676,16 +899,16 @@ fn hot_remove(subsys_id: u64, nsid: u32) {
 /// the controllers raise a Namespace Attribute Changed event for it.
 fn ns_resized(subsys_id: u64, nsid: u32) {
     let changed = with_target(|t| {
-        let ns = t
-            .subsystems
-            .iter_mut()
-            .find(|s| s.id == subsys_id)
-            .and_then(|s| s.namespaces.get_mut(&nsid))?;
+        let ns = t.view.subsystem(subsys_id)?.namespaces.get(&nsid)?;
         let blocks = ns.bdev.num_blocks();
-        (ns.size_blocks != blocks).then(|| {
-            ns.size_blocks = blocks;
-            blocks
-        })
+        if ns.size_blocks == blocks {
+            return None;
+        }
+        t.subsystem_by_id_mut(subsys_id)?
+            .namespaces
+            .get_mut(&nsid)?
+            .size_blocks = blocks;
+        Some(blocks)
     });
     if let Some(blocks) = changed {
         tracing::info!(nsid, blocks, "namespace resized: telling the hosts");

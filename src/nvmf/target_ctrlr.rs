@@ -605,7 +605,7 @@ impl Ctrlr {
             }
             log_id::DISCOVERY if self.discovery => {
                 let mut entries =
-                    super::subsystem::discovery_entries(&env.view.subsystems, &self.hostnqn);
+                    super::subsystem::discovery_entries(env.view.iter(), &self.hostnqn);
                 entries.extend(env.view.referrals.iter().map(|r| r.entry()));
                 wire::encode_discovery_log(env.view.genctr, &entries)
             }

@@ -674,6 +674,8 @@ struct Member {
     /// Closed by `SockGroup::close`: the slot (and so the key) stays reserved until the next
     /// poll has reported the socket's cancelled writes, so a new socket never inherits them.
     closed: bool,
+    /// On the group's `active` list.
+    in_active: bool,
 }
 
 /// An epoll-driven group of posix sockets.
@@ -690,6 +692,13 @@ pub struct PosixGroup {
     closing: Vec<SockKey>,
     /// Scratch list of EPOLLOUT interest changes (kept to avoid allocating per poll).
     changes: Vec<(SockKey, RawFd, bool)>,
+    /// Sockets the next poll looks at for writes to flush, EPOLLOUT interest to change and
+    /// completions to report: those handed out by `sock()` (the only way to queue a write)
+    /// or added since the last poll, those with an EPOLLOUT or error event, and those still
+    /// holding unsent data. An idle socket is on no list: a poll costs O(active sockets),
+    /// not O(members). `active_next` is the spare list the two swap with.
+    active: Vec<SockKey>,
+    active_next: Vec<SockKey>,
     _wake: Option<crate::reactor::WakeSource>,
     events: Vec<EpollEvent>,
 }
@@ -707,6 +716,8 @@ impl PosixGroup {
             orphaned: Vec::new(),
             closing: Vec::new(),
             changes: Vec::new(),
+            active: Vec::new(),
+            active_next: Vec::new(),
             _wake: wake,
             events: vec![EpollEvent::EMPTY; 128],
         })
@@ -715,6 +726,15 @@ impl PosixGroup {
     /// Read interest always, write interest while `out`.
     fn interest(out: bool) -> u32 {
         READABLE | if out { WRITABLE } else { 0 }
+    }
+
+    fn mark_active(&mut self, key: SockKey) {
+        if let Some(m) = self.members.get_mut(key) {
+            if !m.in_active {
+                m.in_active = true;
+                self.active.push(key);
+            }
+        }
     }
 
     fn mark_ready(&mut self, key: SockKey) {
@@ -756,7 +776,9 @@ impl SockGroup for PosixGroup {
             in_ready: false,
             epoll_out: out,
             closed: false,
+            in_active: false,
         });
+        self.mark_active(key);
         if let Err(e) = self.epoll.add(fd, key as u64, Self::interest(out)) {
             let mut m = self.members.remove(key);
             m.sock.in_group = false;
@@ -770,10 +792,13 @@ impl SockGroup for PosixGroup {
     }
 
     fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock> {
-        self.members
-            .get_mut(key)
-            .filter(|m| !m.closed)
-            .map(|m| &mut m.sock as &mut dyn Sock)
+        // The caller may queue a write: the next poll looks at this socket.
+        let m = self.members.get_mut(key).filter(|m| !m.closed)?;
+        if !m.in_active {
+            m.in_active = true;
+            self.active.push(key);
+        }
+        Some(&mut m.sock as &mut dyn Sock)
     }
 
     fn close(&mut self, key: SockKey) {
@@ -823,9 +848,13 @@ impl SockGroup for PosixGroup {
         }
         last.clear();
         self.reported = last;
-        // Flush queued writes.
+        // Flush queued writes of the active sockets.
         let mut changes = std::mem::take(&mut self.changes);
-        for (key, m) in self.members.iter_mut() {
+        let mut active = std::mem::take(&mut self.active);
+        for &key in &active {
+            let Some(m) = self.members.get_mut(key).filter(|m| !m.closed) else {
+                continue;
+            };
             if m.sock.wq.has_unsent() || m.sock.is_connecting() {
                 let _ = m.sock.do_flush();
             }
@@ -856,6 +885,10 @@ impl SockGroup for PosixGroup {
             if flags & libc::EPOLLOUT != 0 && (m.sock.wq.has_unsent() || m.sock.is_connecting()) {
                 let _ = m.sock.do_flush();
             }
+            if (zc_err || flags & libc::EPOLLOUT != 0) && !m.in_active {
+                m.in_active = true;
+                active.push(key);
+            }
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLRDHUP) != 0
                 || (flags & libc::EPOLLERR != 0 && !zc_err)
             {
@@ -863,12 +896,31 @@ impl SockGroup for PosixGroup {
                 self.mark_ready(key);
             }
         }
-        // Completions.
-        for (key, m) in self.members.iter_mut() {
+        // Completions; the sockets with unsent data (or an EPOLLOUT interest to drop) stay
+        // active for the next poll, the others leave the list.
+        let mut next = std::mem::take(&mut self.active_next);
+        for key in active.drain(..) {
+            let Some(m) = self.members.get_mut(key) else {
+                continue;
+            };
+            if !m.in_active {
+                continue;
+            }
             while let Some(req) = m.sock.wq.done.pop_front() {
                 events.push(SockEvent::WriteDone(key, req));
             }
+            let busy = !m.closed
+                && (m.sock.wq.has_unsent()
+                    || m.sock.is_connecting()
+                    || m.sock.wants_pollout() != m.epoll_out);
+            if busy {
+                next.push(key);
+            } else {
+                m.in_active = false;
+            }
         }
+        self.active_next = active;
+        self.active = next;
         // Readable sockets, at most `max`, oldest first.
         let mut reported = 0;
         while reported < max {

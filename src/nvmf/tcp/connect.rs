@@ -14,7 +14,10 @@ impl PollGroup {
                 (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0)
             }
             FabricsCommand::Connect(c) => match self.connect(idx, slot, &c) {
-                Ok(dw0) => (Status::SUCCESS, dw0 as u64),
+                Ok(dw0) => {
+                    self.attach_qpair(idx);
+                    (Status::SUCCESS, dw0 as u64)
+                }
                 Err((st, dw0)) => (st, dw0 as u64),
             },
             FabricsCommand::PropertyGet(p) => match (qp.qid, qp.ctrlr.as_ref()) {

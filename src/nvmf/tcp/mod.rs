@@ -413,6 +413,8 @@ struct PollGroup {
     qpairs: Slab<Qpair>,
     next_gen: u64,
     ns: NsMap<NsChan>,
+    /// Connected queues per subsystem id (see `view.rs`).
+    users: HashMap<u64, view::SubUsers>,
     sink: Rc<dyn IoSink>,
     events: Vec<SockEvent>,
     to_close: Vec<(usize, u64)>,
@@ -490,6 +492,7 @@ impl PollGroup {
             qpairs: Slab::new(),
             next_gen: 1,
             ns: NsMap::default(),
+            users: HashMap::new(),
             sink: Rc::new(GroupSink),
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
@@ -548,6 +551,9 @@ impl PollGroup {
             return;
         }
         let qp = self.qpairs.remove(idx);
+        if let Some(qid) = qp.qid {
+            self.detach_qpair(idx, qp.subsys_id, qid);
+        }
         let net = &mut self.nets[qp.net];
         net.owners.remove(qp.key);
         net.group.close(qp.key);
@@ -718,6 +724,7 @@ impl PollGroup {
         }
         self.process_closes();
         self.ns.clear();
+        self.users.clear();
         for p in self.pollers.drain(..) {
             p.unregister();
         }
@@ -753,6 +760,19 @@ pub fn add_connection(sock: Box<dyn Sock>, listen: ListenAddr) {
 /// A new snapshot of the target for this reactor.
 pub fn apply_view(view: Arc<TargetView>) {
     with_group(|g| g.apply_view(view));
+}
+
+/// A namespace channel's key: (subsystem id, nsid).
+pub type NsKey = (u64, u32);
+
+/// This reactor's snapshot of the target and the namespace channels it has open, if it has
+/// a poll group (tests, inspection).
+pub fn local_view() -> Option<(Arc<TargetView>, Vec<NsKey>)> {
+    try_group(|g| {
+        let mut chans: Vec<NsKey> = g.ns.keys().copied().collect();
+        chans.sort_unstable();
+        (g.view().clone(), chans)
+    })
 }
 
 /// Closes a queue pair of this reactor (controller teardown from another reactor).

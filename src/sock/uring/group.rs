@@ -12,6 +12,13 @@ pub struct UringGroup {
     /// Reused buffers of `process_completions` (no allocation per poll).
     pub(super) completions: Vec<Completion>,
     pub(super) kinds: Vec<(SockKey, OpKind)>,
+    /// Sockets the next poll looks at (connect to check, receive to re-arm, send to
+    /// start, completions to report, close to finish): those handed out by `sock()`,
+    /// added, closed or with a ring completion since the last poll, and those still
+    /// needing it. An idle socket with its receive armed is on no list: a poll costs
+    /// O(active sockets), not O(members). `active_next` is the spare the two swap with.
+    pub(super) active: Vec<SockKey>,
+    pub(super) active_next: Vec<SockKey>,
 }
 
 impl UringGroup {
@@ -24,7 +31,18 @@ impl UringGroup {
             reported: Vec::new(),
             completions: Vec::with_capacity(256),
             kinds: Vec::with_capacity(256),
+            active: Vec::new(),
+            active_next: Vec::new(),
         })
+    }
+
+    pub(super) fn mark_active(&mut self, key: SockKey) {
+        if let Some(s) = self.socks.get_mut(key) {
+            if !s.in_active {
+                s.in_active = true;
+                self.active.push(key);
+            }
+        }
     }
 
     pub(super) fn mark_ready(&mut self, key: SockKey) {
@@ -70,7 +88,9 @@ impl UringGroup {
             let Some(s) = self.socks.get_mut(key) else {
                 continue;
             };
-            if s.on_completion(kind, comp) {
+            let readable = s.on_completion(kind, comp);
+            self.mark_active(key);
+            if readable {
                 self.mark_ready(key);
             }
         }
@@ -118,21 +138,26 @@ impl SockGroup for UringGroup {
         s.arm_recv();
         let _ = s.start_send();
         entry.insert(s);
+        self.mark_active(key);
         let _ = with_ctx(|c| c.submit_now());
         Ok(key)
     }
 
     fn sock(&mut self, key: SockKey) -> Option<&mut dyn Sock> {
-        self.socks
-            .get_mut(key)
-            .filter(|s| s.closing.is_none())
-            .map(|s| s as &mut dyn Sock)
+        // The caller may queue a write or consume received data: the next poll looks.
+        let s = self.socks.get_mut(key).filter(|s| s.closing.is_none())?;
+        if !s.in_active {
+            s.in_active = true;
+            self.active.push(key);
+        }
+        Some(s as &mut dyn Sock)
     }
 
     fn close(&mut self, key: SockKey) {
         if let Some(s) = self.socks.get_mut(key) {
             s.begin_close();
         }
+        self.mark_active(key);
         self.ready.retain(|&k| k != key);
     }
 
@@ -149,11 +174,22 @@ impl SockGroup for UringGroup {
         self.reported = last;
         self.process_completions();
         let mut finished = Vec::new();
-        for (key, s) in self.socks.iter_mut() {
+        let mut active = std::mem::take(&mut self.active);
+        let mut next = std::mem::take(&mut self.active_next);
+        for key in active.drain(..) {
+            let Some(s) = self.socks.get_mut(key) else {
+                continue;
+            };
+            if !s.in_active {
+                continue;
+            }
             if s.closing.is_some() {
                 if s.busy() {
                     s.abort_if_stuck();
+                    // Still closing: looked at again next poll.
+                    next.push(key);
                 } else {
+                    s.in_active = false;
                     finished.push(key);
                 }
                 continue;
@@ -170,7 +206,16 @@ impl SockGroup for UringGroup {
             while let Some(req) = s.wq.done.pop_front() {
                 events.push(SockEvent::WriteDone(key, req));
             }
+            // Stays on the list while it still needs a poll's attention (a connect not
+            // done yet, a receive or send that could not be started).
+            if s.connecting || s.recv_op.is_none() || (s.send_op.is_none() && s.wq.has_unsent()) {
+                next.push(key);
+            } else {
+                s.in_active = false;
+            }
         }
+        self.active = next;
+        self.active_next = active;
         for key in finished {
             let mut s = self.socks.remove(key);
             s.fd = None; // closes the fd, exactly once

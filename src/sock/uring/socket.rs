@@ -45,6 +45,8 @@ pub struct UringSock {
     pub(super) closing: Option<Instant>,
     pub(super) aborted: bool,
     pub(super) in_ready: bool,
+    /// On its group's `active` list.
+    pub(super) in_active: bool,
 }
 
 impl UringSock {
@@ -82,6 +84,7 @@ impl UringSock {
             closing: None,
             aborted: false,
             in_ready: false,
+            in_active: false,
         })
     }
 
