@@ -72,7 +72,8 @@ BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
 # POLLUX_CEILING_BIN: run a prebuilt bench/ceiling binary (the quick CI test of the bench
 # scripts uses the one its test build made); by default `cargo bench` builds and runs it.
 if [ -n "${POLLUX_CEILING_BIN:-}" ]; then
-    CEILING=("$POLLUX_CEILING_BIN")
+    # A bench binary measures only when given --bench (as `cargo bench` does).
+    CEILING=("$POLLUX_CEILING_BIN" --bench)
 else
     CEILING=(cargo bench -q --bench ceiling --)
     [ "$NO_CEILING" = 1 ] || cargo bench --bench ceiling --no-run -q 2>/dev/null
