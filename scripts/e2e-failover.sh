@@ -17,7 +17,8 @@
 # ends without errors, that the guest's dmesg shows no I/O errors, and prints the longest
 # I/O pause of each case (fio's completion latency max, and the longest gap in its 100 ms
 # IOPS log), with a baseline job without failover for comparison. Skips (exit 0) when the harness is absent. Env: PROFILE=release|dev (default
-# dev), KEEP=1 keeps logs, BDEV=uring|aio|rbd.
+# dev), KEEP=1 keeps logs, BDEV=uring|aio|rbd, RBD_FEATURES (default layering; e.g.
+# layering,exclusive-lock to see the lock pass between the gateways).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -77,7 +78,7 @@ rbd)
 	done
 	echo "== starting a dev Ceph cluster"
 	conf=$("$root/scripts/ceph-dev-cluster.sh" start "$work/ceph") || exit 1
-	rbd -c "$conf" create --size 64M --image-feature layering rbd/ha || exit 1
+	rbd -c "$conf" create --size 64M --image-feature "${RBD_FEATURES:-layering}" rbd/ha || exit 1
 	;;
 *) echo "BDEV: $bdev is not uring, aio or rbd"; exit 2 ;;
 esac
@@ -238,6 +239,8 @@ for c in ("0", "a", "b", "c"):
             if len(parts) > 1 and int(parts[1]) > 0:
                 times.append(int(parts[0]))
     times.sort()
+    # fio stops logging at the runtime: an I/O stalled past it shows as the job's overrun.
+    times.append(max(job.get("job_runtime", 0), times[-1] if times else 0))
     gap = max((b - a for a, b in zip(times, times[1:])), default=0)
     gap = max(gap - 100, 0)
     print(f"   {names[c]}: longest I/O latency {lat:.0f} ms, longest gap in completions "
