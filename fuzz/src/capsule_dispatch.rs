@@ -21,13 +21,13 @@
 use pollux::app::{self, AppOptions, RunningApp};
 use pollux::bdev::iostat::IoStats;
 use pollux::bdev::{self, BdevHandle};
-use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
-use pollux::nvmf::io::{self, IoPlan, NsGeometry};
-use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
 use pollux::nvmf::ana::{self, AnaState};
+use pollux::nvmf::io::{self, IoPlan, NsGeometry};
 use pollux::nvmf::referral::Referral;
 use pollux::nvmf::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use pollux::nvmf::target::{TargetView, TransportOpts};
+use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
+use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
 use pollux::reactor::IdleStrategy;
 use pollux::rpc::{self, Responder};
 use serde_json::json;
@@ -162,7 +162,7 @@ fn subsystem(bdevs: &[BdevHandle], discovery: bool, ana: Option<u8>) -> Subsyste
             },
         );
     }
-    s.namespaces = namespaces;
+    s.namespaces = namespaces.into_iter().collect();
     s.max_namespaces = 32;
     if let Some(bits) = ana {
         s.ana_reporting = true;
@@ -184,17 +184,13 @@ pub fn check(data: &[u8]) {
     let opts = TransportOpts::default();
     let ana_bits = (config & 0x10 != 0).then_some(config >> 5);
     let subsys = Arc::new(subsystem(&h.bdevs, config & 1 != 0, ana_bits));
-    let view = TargetView {
-        version: 1,
-        genctr: 3,
-        transport: Some(opts.clone()),
-        subsystems: vec![subsys.clone()],
-        referrals: Arc::new(vec![Referral {
-            addr: ListenAddr::tcp("127.0.0.1", 4430),
-            subnqn: wire::DISCOVERY_NQN.into(),
-            secure_channel: false,
-        }]),
-    };
+    let mut view = TargetView::build(3, Some(opts.clone()), [subsys.clone()]);
+    view.version = 1;
+    view.referrals = Arc::new(vec![Referral {
+        addr: ListenAddr::tcp("127.0.0.1", 4430),
+        subnqn: wire::DISCOVERY_NQN.into(),
+        secure_channel: false,
+    }]);
     let env = AdminEnv {
         view: &view,
         subsys: &subsys,
