@@ -220,3 +220,20 @@ fn bdevperf_sh_shortest_run() {
         "{out}"
     );
 }
+#[test]
+fn scale_sh_quick() {
+    if let Some(why) = missing_tool() {
+        return common::skip("scale_sh_quick", &why);
+    }
+    let (ok, out, err) = run(
+        "bench/scale.sh",
+        &["--quick"],
+        &[],
+        Duration::from_secs(120),
+    );
+    assert!(
+        ok,
+        "bench/scale.sh --quick failed\nstdout: {out}\nstderr: {err}"
+    );
+    assert!(out.contains("per change"), "{out}");
+}
