@@ -1,15 +1,23 @@
 //! The NVMe-oF target registry on the main reactor and its snapshots pushed to every reactor.
 //!
-//! The NVMe-oF target registry, on the main reactor: the TCP transport options, the list of
-//! subsystems (the discovery subsystem first), and one acceptor per listen address. Every
-//! change edits the registry, builds an immutable [`TargetView`] (transport options plus an
-//! `Arc<Subsystem>` snapshot of each subsystem) and pushes it to every reactor with
-//! `for_each_reactor`; each reactor's poll group (`tcp/`) then opens or closes its bdev
-//! channels, raises namespace-change AENs and closes the queues a change invalidates
-//! (deleted subsystem, removed listener) before the next reactor gets the view — SPDK's
-//! pause/update/resume of every poll group, done by message. The RPC layer (`rpc.rs`) calls
-//! the operations here and answers once the view reached every reactor. Acceptors accept on
-//! the main reactor and hand each new socket to the next reactor round-robin.
+//! The NVMe-oF target registry, on the main reactor: the TCP transport options, the
+//! subsystems (the discovery subsystem first), and one acceptor per listen address. The
+//! registry *is* a [`TargetView`] made of persistent maps (subsystems by id, an NQN index,
+//! listener counts; each subsystem's namespaces too), edited in place: a change copies only
+//! the subsystem it touches (`Arc::make_mut`) and the O(log n) map nodes above it, and
+//! records its id. `publish` pushes an O(1) clone of the view, naming the subsystems changed
+//! since the previous one, to every reactor with `for_each_reactor`; each poll group
+//! (`tcp/view.rs`) re-syncs only those: its namespace channels (open only while an I/O queue
+//! of the subsystem is there), namespace-change AENs, and the queues a change invalidates
+//! (deleted subsystem, removed listener or host) — SPDK's pause/update/resume of every poll
+//! group, done by message, at the cost of what changed. Lookups: by NQN O(1), by id
+//! O(log n), "does any subsystem listen here" O(1). The RPC layer (`rpc.rs`) calls the
+//! operations here and answers once the view reached every reactor. Acceptors accept on the
+//! main reactor and hand each new socket to the next reactor round-robin.
+//!
+//! To extend a subsystem (per-listener or per-namespace state, e.g. ANA): add the field to
+//! `Subsystem`/`Namespace` and change it through `Target::subsystem_mut` (which marks the
+//! subsystem changed); a reactor sees the new snapshot of that subsystem in its next view.
 
 use super::ana::AnaState;
 use super::referral::Referral;

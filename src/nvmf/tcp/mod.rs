@@ -9,7 +9,8 @@
 //!
 //! A poll group (thread-local on its reactor) owns a `SockGroup` per socket implementation,
 //! the queue pairs whose sockets the acceptor handed to this reactor, the reactor's snapshot
-//! of the target ([`TargetView`]) and one bdev `IoChannel` per namespace. A queue pair goes
+//! of the target ([`TargetView`]) and one bdev `IoChannel` per namespace in use here (see
+//! `view.rs`). A queue pair goes
 //! through `AwaitIcReq` (ICReq → ICResp with the negotiated digests, CPDA 0 and
 //! MAXH2CDATA) to `Ready`, where capsules are decoded incrementally: each command takes a
 //! slot of the queue's request pool (sized by the transport's queue depths, allocated once),
