@@ -424,3 +424,42 @@ fn random_bytes_never_hurt_the_server() {
     assert!(good.call("spdk_get_version", None).is_object());
     app.shutdown_and_wait();
 }
+
+/// A method answering with JSON text already serialized (`register_serialized`) answers
+/// alone, inside a batch (where it is parsed back into the array) and as a notification
+/// (no answer), with string and numeric ids.
+#[test]
+fn serialized_answers_alone_in_batches_and_as_notifications() {
+    let mut opts = test_options("serialized");
+    opts.extra_init = Some(Box::new(|| {
+        rpc::register_serialized("test_serialized", Allowed::Both, |p| {
+            let n = p.and_then(|v| v["n"].as_u64()).unwrap_or(0);
+            if n == 13 {
+                return Err(RpcError::invalid_params("n: unlucky"));
+            }
+            rpc::RawValue::from_string(format!("[{n},{{\"x\":\"y\"}}]"))
+                .map_err(|e| RpcError::internal(e.to_string()))
+        });
+    }));
+    let app = start(opts);
+    let mut c = Client::connect(app.rpc_socket());
+    c.send(br#"{"jsonrpc":"2.0","method":"test_serialized","params":{"n":4},"id":"a"}"#);
+    let a = c.read();
+    assert_eq!(
+        a,
+        json!({"jsonrpc": "2.0", "id": "a", "result": [4, {"x": "y"}]})
+    );
+    c.send(
+        br#"[{"jsonrpc":"2.0","method":"test_serialized","params":{"n":5},"id":1},
+            {"jsonrpc":"2.0","method":"test_serialized","params":{"n":6}},
+            {"jsonrpc":"2.0","method":"test_serialized","params":{"n":13},"id":2}]"#,
+    );
+    let b = c.read();
+    let answers = b.as_array().expect("a batch answer is an array");
+    assert_eq!(answers.len(), 2, "{b}");
+    assert_eq!(answers[0]["result"], json!([5, {"x": "y"}]));
+    assert_eq!(answers[1]["error"]["code"], -32602);
+    c.send(br#"{"jsonrpc":"2.0","method":"test_serialized","params":{"n":7}}{"jsonrpc":"2.0","method":"spdk_get_version","id":9}"#);
+    assert_eq!(c.read()["id"], 9, "the notification got no answer");
+    app.shutdown_and_wait();
+}

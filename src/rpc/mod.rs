@@ -148,12 +148,44 @@ impl Allowed {
 /// may answer from another reactor after a fan-out.
 pub struct Responder {
     deliver: Option<Box<dyn FnOnce(RpcResult) + Send>>,
+    /// Where an answer already serialized goes (the RPC server writes it out as it is);
+    /// without one, `ok_serialized` parses it back into a `Value`.
+    deliver_serialized: Option<Box<dyn FnOnce(Box<RawValue>) + Send>>,
 }
+
+/// A result already serialized to JSON text (large answers skip the `Value` tree).
+pub use serde_json::value::RawValue;
 
 impl Responder {
     pub fn new(deliver: impl FnOnce(RpcResult) + Send + 'static) -> Self {
         Self {
             deliver: Some(Box::new(deliver)),
+            deliver_serialized: None,
+        }
+    }
+
+    /// A responder that also takes answers already serialized (the RPC server's).
+    pub fn with_serialized(
+        deliver: impl FnOnce(RpcResult) + Send + 'static,
+        deliver_serialized: impl FnOnce(Box<RawValue>) + Send + 'static,
+    ) -> Self {
+        Self {
+            deliver: Some(Box::new(deliver)),
+            deliver_serialized: Some(Box::new(deliver_serialized)),
+        }
+    }
+
+    /// Answers with a result already serialized to JSON text.
+    pub fn ok_serialized(mut self, json: Box<RawValue>) {
+        match self.deliver_serialized.take() {
+            Some(d) => {
+                self.deliver = None;
+                d(json)
+            }
+            None => match serde_json::from_str(json.get()) {
+                Ok(v) => self.ok(v),
+                Err(e) => self.err(RpcError::internal(format!("answer: {e}"))),
+            },
         }
     }
 
@@ -237,6 +269,21 @@ pub fn register_async(
 }
 
 /// Adds a deprecated alias for an existing method.
+/// Registers a synchronous method whose result is already JSON text (large answers: the
+/// server writes the text out without building a `Value` tree).
+pub fn register_serialized(
+    name: &str,
+    allowed: Allowed,
+    handler: impl Fn(Option<Value>) -> Result<Box<RawValue>, RpcError> + 'static,
+) {
+    register_async(name, allowed, move |params, responder| {
+        match handler(params) {
+            Ok(text) => responder.ok_serialized(text),
+            Err(e) => responder.err(e),
+        }
+    });
+}
+
 pub fn register_alias(alias: &str, method: &str) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();

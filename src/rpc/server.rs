@@ -68,7 +68,28 @@ pub enum ServerError {
 struct Answer {
     client: u64,
     slot: u64,
-    result: RpcResult,
+    result: Reply,
+}
+
+/// A method's answer: a result, or a result already serialized (written out as it is).
+enum Reply {
+    Result(RpcResult),
+    Serialized(Box<super::RawValue>),
+}
+
+impl Reply {
+    fn is_err(&self) -> bool {
+        matches!(self, Self::Result(Err(_)))
+    }
+
+    /// The answer as a result (a serialized one parsed back: batches hold `Value`s).
+    fn into_result(self) -> RpcResult {
+        match self {
+            Self::Result(r) => r,
+            Self::Serialized(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| RpcError::internal(format!("answer: {e}"))),
+        }
+    }
 }
 
 /// The queue answers travel through. Answers from the main reactor's thread are simply
@@ -190,13 +211,28 @@ impl Client {
     }
 
     fn queue_value(&mut self, value: &Value) {
+        self.reuse_output();
+        // Serializing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.output, value);
+        self.output.push(b'\n');
+    }
+
+    /// Queues a success answer whose result is already JSON text, copied as it is.
+    fn queue_serialized(&mut self, id: &Value, result: &super::RawValue) {
+        self.reuse_output();
+        self.output.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        let _ = serde_json::to_writer(&mut self.output, id);
+        self.output.extend_from_slice(br#","result":"#);
+        self.output.extend_from_slice(result.get().as_bytes());
+        self.output.extend_from_slice(b"}\n");
+    }
+
+    /// Starts the output buffer over when everything in it was sent.
+    fn reuse_output(&mut self) {
         if self.output_sent > 0 && self.output_sent == self.output.len() {
             self.output.clear();
             self.output_sent = 0;
         }
-        // Serializing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.output, value);
-        self.output.push(b'\n');
     }
 
     /// Writes buffered answers until done or the socket is full.
@@ -684,7 +720,10 @@ impl Server {
             None => return false,
             Some(Slot::Single { id, notification }) => {
                 if !notification || answer.result.is_err() {
-                    client.queue_response(id, answer.result);
+                    match answer.result {
+                        Reply::Serialized(raw) => client.queue_serialized(&id, &raw),
+                        Reply::Result(r) => client.queue_response(id, r),
+                    }
                 }
             }
             Some(Slot::InBatch {
@@ -695,7 +734,7 @@ impl Server {
             }) => {
                 let done = if let Some(b) = client.batches.get_mut(&batch) {
                     if !notification || answer.result.is_err() {
-                        b.answers[index] = Some(response_value(id, answer.result));
+                        b.answers[index] = Some(response_value(id, answer.result.into_result()));
                     }
                     b.remaining -= 1;
                     b.remaining == 0
@@ -844,13 +883,23 @@ fn poll(server: &Rc<RefCell<Server>>) -> PollStatus {
         work += 1;
         let queue = answers.clone();
         let (client, slot) = (call.client, call.slot);
-        let responder = Responder::new(move |result| {
-            queue.deliver(Answer {
-                client,
-                slot,
-                result,
-            })
-        });
+        let queue_serialized = queue.clone();
+        let responder = Responder::with_serialized(
+            move |result| {
+                queue.deliver(Answer {
+                    client,
+                    slot,
+                    result: Reply::Result(result),
+                })
+            },
+            move |raw| {
+                queue_serialized.deliver(Answer {
+                    client,
+                    slot,
+                    result: Reply::Serialized(raw),
+                })
+            },
+        );
         super::call(&call.method, call.params, responder);
     }
     let mut s = server.borrow_mut();
