@@ -2,7 +2,8 @@
 //! reactor's.
 //!
 //! One thread accepts; each connection gets a thread of its own, at most
-//! `MAX_CONNECTIONS` at once (more are answered 503 and closed). A request head is parsed
+//! `MAX_CONNECTIONS` at once (up to `MAX_REJECTING` more are answered 503, beyond that
+//! they are closed at once). A request head is parsed
 //! with `httparse`, bounded in size (`MAX_HEAD_BYTES`, else 431) and in time (the whole
 //! head within `HEAD_TIMEOUT`, else 408: a slow client cannot hold a thread longer), and
 //! every answer closes the connection. Only `GET` and `HEAD` of `/metrics` are served
@@ -28,6 +29,11 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Connections beyond `MAX_CONNECTIONS` answered 503 at once (more are closed at once).
+pub const MAX_REJECTING: usize = 16;
+/// Input discarded at most after an answer, and for how long, before closing.
+const DRAIN_BYTES: usize = 4 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// Time a client has to send its whole request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the answer.
@@ -111,28 +117,60 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        let active = shared.active.fetch_add(1, Ordering::SeqCst);
+        if active >= MAX_CONNECTIONS + MAX_REJECTING {
+            // Not even a thread to say no: close at once.
             shared.active.fetch_sub(1, Ordering::SeqCst);
-            let mut stream = stream;
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = respond(
-                &mut stream,
-                503,
-                "text/plain",
-                b"too many connections\n",
-                &[],
-            );
+            drop(stream);
             continue;
         }
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("pollux-metrics-conn".into())
             .spawn(move || {
-                serve(stream, &s);
+                if active >= MAX_CONNECTIONS {
+                    reject(stream);
+                } else {
+                    serve(stream, &s);
+                }
                 s.active.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             shared.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Answers 503 to a connection beyond `MAX_CONNECTIONS`, after a short look at its request
+/// (so that the close is not a reset that would lose the answer).
+fn reject(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut head = [0u8; 1024];
+    let _ = stream.read(&mut head);
+    let _ = respond(
+        &mut stream,
+        503,
+        "text/plain",
+        b"too many connections\n",
+        &[],
+    );
+    close_gracefully(stream);
+}
+
+/// Shuts the sending side, then reads and discards what the peer still sends (at most
+/// `DRAIN_BYTES` within `DRAIN_TIME`) so unread input does not turn the close into a reset
+/// that could destroy the answer before the peer reads it.
+fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let until = Instant::now() + DRAIN_TIME;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < DRAIN_BYTES && Instant::now() < until {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
         }
     }
 }
@@ -238,17 +276,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
             let _ = respond(&mut stream, status, "text/plain", text.as_bytes(), extra);
         }
     }
-    let _ = stream.shutdown(Shutdown::Write);
-    // Let the peer read the answer before the close: drain what it still sends, briefly,
-    // so unread request bytes do not turn the close into a reset.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = [0u8; 1024];
-    for _ in 0..8 {
-        match stream.read(&mut sink) {
-            Ok(n) if n > 0 => continue,
-            _ => break,
-        }
-    }
+    close_gracefully(stream);
 }
 
 fn respond_head_or_body(stream: &mut TcpStream, head_only: bool, body: &str) -> io::Result<()> {
