@@ -45,7 +45,11 @@ impl TargetProc {
     /// Starts pollux (one unpinned reactor on core 0, the config above) with `extra` flags
     /// and waits until its RPC socket answers.
     pub fn start(tag: &str, extra: &[&str]) -> TargetProc {
-        let sock = sock_path(tag);
+        Self::start_on(sock_path(tag), extra)
+    }
+
+    /// As `start`, with the RPC socket at `sock`.
+    pub fn start_on(sock: PathBuf, extra: &[&str]) -> TargetProc {
         let dir = sock.with_extension("d");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
