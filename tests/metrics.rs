@@ -389,3 +389,86 @@ fn metrics_addr_in_use_is_a_clear_start_up_error() {
         "{stderr}"
     );
 }
+
+/// The value of an unlabelled-or-labelled sample line `name{...} value` in `text`.
+fn sample_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn digest_errors_and_term_reqs_are_counted() {
+    use common::nvme::{call, export, rw, Host};
+    use pollux::nvmf::pdu::{self, PduHeader};
+    use pollux::nvmf::wire::{io_opc, SglDescriptor, Status};
+
+    let app = common::start(common::test_options("metrics-digest"));
+    let nqn = "nqn.2016-06.io.pollux:digest";
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        nqn,
+        "Malloc0",
+        16,
+        serde_json::json!({}),
+        true,
+    );
+    // The in-process endpoint on a port the kernel picks.
+    let server = pollux::metrics::start("127.0.0.1:0".parse().unwrap(), app.handle().clone())
+        .expect("metrics endpoint");
+    let mport = server.local_addr().port();
+    let group = "{poll_group=\"nvmf_tgt_poll_group_0\"}";
+    let text = scrape(mport);
+    for m in ["hdr_digest_errors", "data_digest_errors", "term_reqs_sent"] {
+        let name = format!("pollux_nvmf_tcp_{m}_total{group}");
+        assert_eq!(sample_value(&text, &name), Some(0.0), "{name} in\n{text}");
+    }
+
+    // A write whose data digest is wrong: the command fails, the queue lives on.
+    let admin = Host::admin_connect(port, nqn, true, 0);
+    let mut io = Host::io_connect(port, nqn, admin.cntlid, 1, true);
+    let data = vec![0x5au8; 4096];
+    let mut w = rw(io_opc::WRITE, 0, 1);
+    w.cid = 9.into();
+    w.dptr = SglDescriptor::in_capsule(0, 4096);
+    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    io.send_raw(&bytes).unwrap();
+    let d = io.wait_completion(9);
+    assert!(d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR));
+    // A capsule whose header digest is wrong: a Term Req and a close.
+    let mut bad = Host::connect(port, true, false);
+    let mut bytes =
+        pdu::encode_pdu(&PduHeader::CapsuleCmd(rw(io_opc::READ, 0, 1)), &[], &bad.tx).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    bad.send_raw(&bytes).unwrap();
+    let pdus = bad.drain_until_closed();
+    assert!(pdus
+        .iter()
+        .any(|p| matches!(p.header, PduHeader::C2HTermReq(_))));
+
+    // Past the 100 ms reuse of the last snapshot.
+    std::thread::sleep(Duration::from_millis(150));
+    let text = scrape(mport);
+    for (m, want) in [
+        ("hdr_digest_errors", 1.0),
+        ("data_digest_errors", 1.0),
+        ("term_reqs_sent", 1.0),
+    ] {
+        let name = format!("pollux_nvmf_tcp_{m}_total{group}");
+        assert_eq!(sample_value(&text, &name), Some(want), "{name} in\n{text}");
+    }
+    let stats = call(&app, "nvmf_get_stats", serde_json::json!({})).unwrap();
+    let tcp = &stats["poll_groups"][0]["transports"][0];
+    assert_eq!(tcp["hdr_digest_errors"], 1);
+    assert_eq!(tcp["data_digest_errors"], 1);
+    drop(io);
+    drop(admin);
+    drop(server);
+    // Dropped: the port no longer accepts.
+    assert!(TcpStream::connect(("127.0.0.1", mport)).is_err());
+    app.shutdown_and_wait();
+}
