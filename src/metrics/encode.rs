@@ -42,6 +42,8 @@ pub fn encode(snap: Arc<Snapshot>) -> String {
 struct SnapshotCollector(Arc<Snapshot>);
 
 type Labels = Vec<(&'static str, String)>;
+/// A metric read from one record: name, help, and the accessor.
+type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// Writes one metric family: its descriptor, then one sample per label set.
 fn family<T>(
@@ -207,7 +209,7 @@ impl Collector for SnapshotCollector {
                 .map(|g| (group(&g.name), f(g)))
                 .collect::<Vec<_>>()
         };
-        let group_counters: [(&str, &str, fn(&G) -> u64); 7] = [
+        let group_counters: [Field<G>; 7] = [
             (
                 "pollux_nvmf_admin_qpairs",
                 "Admin queue pairs a poll group accepted",
@@ -247,7 +249,7 @@ impl Collector for SnapshotCollector {
         for (name, help, f) in group_counters {
             counters(e, name, help, per_group(f))?;
         }
-        let group_gauges: [(&str, &str, fn(&G) -> u64); 4] = [
+        let group_gauges: [Field<G>; 4] = [
             (
                 "pollux_nvmf_current_admin_qpairs",
                 "Admin queue pairs open on a poll group",
@@ -284,7 +286,7 @@ impl Collector for SnapshotCollector {
                 })
                 .collect::<Vec<_>>()
         };
-        let subsystem_gauges: [(&str, &str, fn(&S) -> u64); 4] = [
+        let subsystem_gauges: [Field<S>; 4] = [
             (
                 "pollux_nvmf_subsystem_namespaces",
                 "Namespaces of a subsystem",
