@@ -10,7 +10,8 @@
 //! knows no transport); `sock` (posix and io_uring sockets) and `bdev` (block devices; they
 //! know no network); `nvmf` (the NVMe/TCP codec, the target and the host) and `rpc` (the
 //! JSON-RPC control plane); `app` and `log` tie them together for the binaries.
-//! `alloc_count` is the counting allocator of the zero-allocation checks.
+//! `alloc_count` is the counting allocator of the zero-allocation checks. `metrics` (the
+//! Prometheus endpoint) and `service` (systemd's readiness protocol) serve operators.
 
 // Modules that need no `unsafe` forbid it here, whole (their files need not repeat it);
 // the others confine it to their syscall and ring-memory wrappers (see README "Layout").
@@ -24,10 +25,14 @@ pub mod keyring;
 #[forbid(unsafe_code)]
 pub mod log;
 #[forbid(unsafe_code)]
+pub mod metrics;
+#[forbid(unsafe_code)]
 pub mod nvmf;
 #[forbid(unsafe_code)]
 pub mod reactor;
 #[forbid(unsafe_code)]
 pub mod rpc;
+#[forbid(unsafe_code)]
+pub mod service;
 pub mod sock;
 pub mod sys;

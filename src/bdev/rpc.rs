@@ -904,6 +904,24 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
     if p.per_channel {
         return per_channel_iostat(bdevs[0].clone(), mode, responder);
     }
+    gather_iostats(bdevs, mode, move |stats| {
+        let list: Vec<Value> = stats.iter().map(|(b, s)| s.to_json(b.name())).collect();
+        responder.ok(json!({
+            "tick_rate": iostat::TICK_RATE,
+            "ticks": ticks_now(),
+            "bdevs": list,
+        }))
+    });
+}
+
+/// Merges the statistics of each of `bdevs` over every reactor (and of its closed
+/// channels), resetting what `mode` names as it reads, and hands them to `done` on the
+/// calling (main) reactor. `bdev_get_iostat` and the metrics endpoint read them this way.
+pub fn gather_iostats(
+    bdevs: Vec<BdevHandle>,
+    mode: iostat::ResetMode,
+    done: impl FnOnce(Vec<(BdevHandle, iostat::IoStats)>) + Send + 'static,
+) {
     let totals: Arc<Mutex<Vec<iostat::IoStats>>> = Arc::new(Mutex::new(
         bdevs
             .iter()
@@ -926,17 +944,8 @@ fn get_iostat(params: Option<Value>, responder: Responder) {
             }
         },
         move || {
-            let t = totals.lock().unwrap_or_else(|e| e.into_inner());
-            let list: Vec<Value> = bdevs
-                .iter()
-                .zip(t.iter())
-                .map(|(b, s)| s.to_json(b.name()))
-                .collect();
-            responder.ok(json!({
-                "tick_rate": iostat::TICK_RATE,
-                "ticks": ticks_now(),
-                "bdevs": list,
-            }))
+            let t = std::mem::take(&mut *totals.lock().unwrap_or_else(|e| e.into_inner()));
+            done(bdevs.into_iter().zip(t).collect())
         },
     );
 }

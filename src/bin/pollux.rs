@@ -51,6 +51,9 @@ struct Args {
     /// Start without the embedded default configuration.
     #[arg(long)]
     no_default: bool,
+    /// Serve Prometheus metrics over HTTP at ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     spdk: SpdkAppFlags,
 }
@@ -217,7 +220,26 @@ fn main() {
         }
     };
     on_signals(running.handle());
+    // Before readiness: a service that says it is ready serves everything it was asked to.
+    let metrics = match args.metrics_addr {
+        Some(addr) => match pollux::metrics::start(addr, running.handle().clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("pollux: --metrics-addr {addr}: {e}");
+                running.shutdown_and_wait();
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
+    // The RPC socket listens and the initial configuration (listeners included) is applied.
+    pollux::service::notify_ready(&format!(
+        "serving RPC at {}",
+        running.rpc_socket().display()
+    ));
+    pollux::service::notify_stopping_on_shutdown(running.handle());
     running.wait();
+    drop(metrics);
     tracing::info!("pollux stopped");
     std::process::exit(0);
 }

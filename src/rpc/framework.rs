@@ -129,7 +129,7 @@ fn framework_get_subsystems(params: Option<Value>) -> RpcResult {
 
 /// Collects `reactor::stats()` from every reactor (main first) and hands them to `done`
 /// back on the main reactor.
-fn gather_stats(done: impl FnOnce(Vec<ReactorStats>) + Send + 'static) {
+pub fn gather_stats(done: impl FnOnce(Vec<ReactorStats>) + Send + 'static) {
     let collected: Arc<Mutex<Vec<ReactorStats>>> = Arc::default();
     let sink = collected.clone();
     reactor::for_each_reactor(

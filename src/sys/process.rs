@@ -2,7 +2,8 @@
 //!
 //! CPU time of the process and of the calling thread; the shutdown signals (SIGINT,
 //! SIGTERM), blocked in every thread and waited for by one; raising the soft limit of open
-//! files to the hard one (the tests that open thousands of connections).
+//! files to the hard one (the tests that open thousands of connections); the clock tick of
+//! `/proc` times.
 
 use std::time::Duration;
 
@@ -85,6 +86,12 @@ pub fn raise_nofile_limit() -> u64 {
 pub fn online_cpus() -> u32 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32
+}
+
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`_SC_CLK_TCK`, at least 1).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
 }
 
 /// Lets the calling thread run on `cores` only (cores beyond the set size are ignored).

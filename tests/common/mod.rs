@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nvme;
+pub mod target_proc;
 
 use pollux::app::{self, AppOptions, RunningApp};
 use pollux::reactor::IdleStrategy;

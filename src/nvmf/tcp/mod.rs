@@ -402,6 +402,11 @@ struct GroupStats {
     pending_bdev_io: u64,
     completed_nvme_io: u64,
     term_reqs_sent: u64,
+    /// PDUs whose header digest did not match (each answered with a Term Req).
+    hdr_digest_errors: u64,
+    /// Data PDUs whose data digest did not match (the command fails with a transient
+    /// transport error).
+    data_digest_errors: u64,
     /// In-capsule writes whose data the receive landed in the command's buffer.
     in_capsule_landed: u64,
     connections: u64,
@@ -713,6 +718,8 @@ impl PollGroup {
                 "connections": s.connections,
                 "open_connections": self.qpairs.len(),
                 "term_reqs_sent": s.term_reqs_sent,
+                "hdr_digest_errors": s.hdr_digest_errors,
+                "data_digest_errors": s.data_digest_errors,
                 "in_capsule_landed": s.in_capsule_landed,
             }],
         })

@@ -205,6 +205,9 @@ impl PollGroup {
     }
 
     pub(super) fn on_data_end(&mut self, idx: usize, digest_ok: bool) -> Result<(), Fatal> {
+        if !digest_ok {
+            self.stats.data_digest_errors += 1;
+        }
         let qp = &mut self.qpairs[idx];
         let cur = std::mem::replace(&mut qp.cur, DataDest::None);
         match cur {

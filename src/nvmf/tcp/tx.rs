@@ -25,6 +25,9 @@ impl PollGroup {
         };
         qp.term_sent = true;
         self.stats.term_reqs_sent += 1;
+        if err.fes == pdu::Fes::HEADER_DIGEST_ERROR {
+            self.stats.hdr_digest_errors += 1;
+        }
         self.queue_write(idx, w);
         self.flush(idx);
     }
