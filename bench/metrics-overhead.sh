@@ -2,7 +2,8 @@
 # bench/metrics-overhead.sh — does a Prometheus scrape slow the data path? QD32 4 KiB
 # random-read IOPS against one pollux (pinned to core 0, --metrics-addr on) with a scrape of
 # /metrics every second vs without, alternating ROUNDS pairs of SECS-second runs in one
-# invocation (pollux-perf on core 1), then the median IOPS of each and their ratio.
+# invocation (pollux-perf on core 1), then the median IOPS of each and the median of the
+# paired ratios.
 # usage: bench/metrics-overhead.sh [ROUNDS] [SECS]
 #   METRICS_SCRAPE_PERIOD=1   seconds between scrapes in the "with" runs
 # Run it under `flock /tmp/pollux-bench.lock` when others may be benchmarking too.
@@ -33,7 +34,7 @@ for _ in $(seq 100); do [[ -S "$WORK/p.sock" ]] && break; sleep 0.1; done
 TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$NQN"
 perf() { "$BIN/pollux-perf" -c '[1]' -r "$TRID" "$@" --json 2>/dev/null; }
 # Reads of written blocks (a never-written malloc block is the kernel's zero page).
-perf -q 32 -o 1048576 -w write -t 2 >/dev/null
+perf -q 32 -o 131072 -w write -t 2 >/dev/null
 iops() { perf -q 32 -o 4096 -w randread -t "$SECS" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["total"]["iops"]))'; }
 scrapes=0
 without=(); with=()
@@ -52,4 +53,7 @@ scrapes=$(wc -l <"$WORK/scrapes")
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 mw=$(median "${without[@]}"); mm=$(median "${with[@]}")
 echo "median QD32 randread IOPS: without scrapes $mw, with $mm ($scrapes scrapes answered)"
-python3 -c "print(f'ratio with/without: {$mm/$mw:.3f}')"
+# Each round's pair ran back to back: the median of the paired ratios is the least
+# sensitive to the machine's load drifting between rounds.
+ratios=(); for i in "${!with[@]}"; do ratios+=("$(python3 -c "print(${with[$i]}/${without[$i]})")"); done
+echo "median of the paired ratios with/without: $(median "${ratios[@]}" | xargs printf '%.3f')"
