@@ -3,6 +3,7 @@
 //! other transports), `nvmf_get_transports`, `nvmf_create_subsystem`,
 //! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
 //! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
+//! `_set_keys` (DH-HMAC-CHAP key names resolved in the keyring) /
 //! `_allow_any_host`, `nvmf_subsystem_listener_set_ana_state`,
 //! `nvmf_subsystem_set_ns_ana_group`, `nvmf_discovery_add_referral` / `_remove_referral`
 //! / `_get_referrals`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
@@ -371,6 +372,37 @@ struct HostParams {
     psk: Option<String>,
     dhchap_key: Option<String>,
     dhchap_ctrlr_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetKeys {
+    nqn: String,
+    host: String,
+    tgt_name: Option<TargetName>,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
+}
+
+/// Resolves the keyring names of a host's DH-HMAC-CHAP keys (main reactor): an unknown
+/// name, or a controller key without a host key, is an error naming the field.
+fn host_keys(
+    key: Option<&str>,
+    ctrlr_key: Option<&str>,
+) -> Result<Option<subsystem::HostKeys>, RpcError> {
+    let resolve = |field: &str, name: &str| {
+        crate::keyring::lookup(name).map_err(|e| failed(format!("{field}: {e}")))
+    };
+    match (key, ctrlr_key) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(failed(
+            "dhchap_ctrlr_key: a controller key needs a host key (dhchap_key)".into(),
+        )),
+        (Some(k), c) => Ok(Some(subsystem::HostKeys {
+            key: resolve("dhchap_key", k)?,
+            ctrlr_key: c.map(|c| resolve("dhchap_ctrlr_key", c)).transpose()?,
+        })),
+    }
 }
 
 #[derive(Deserialize)]
@@ -747,18 +779,22 @@ pub fn register() {
         if p.psk.is_some() {
             return r.err(failed("psk: TLS is not supported".into()));
         }
-        if p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
-            let field = if p.dhchap_key.is_some() {
-                "dhchap_key"
-            } else {
-                "dhchap_ctrlr_key"
-            };
-            return r.err(failed(format!(
-                "{field}: DH-HMAC-CHAP authentication is not supported"
-            )));
-        }
+        let keys = match host_keys(p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return r.err(e),
+        };
         let _ = p.tgt_name;
-        mutate(r, |t| t.add_host(&p.nqn, &p.host))
+        mutate(r, |t| t.add_host(&p.nqn, &p.host, keys))
+    });
+
+    rpc::register_async("nvmf_subsystem_set_keys", Allowed::RuntimeOnly, |p, r| {
+        let p: SetKeys = params!(p, r);
+        let _ = p.tgt_name;
+        let keys = match host_keys(p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return r.err(e),
+        };
+        mutate(r, |t| t.set_host_keys(&p.nqn, &p.host, keys))
     });
 
     rpc::register_async(
@@ -892,7 +928,7 @@ pub fn register() {
         );
     });
 
-    rpc::register_subsystem("nvmf", &["bdev", "sock"], write_config);
+    rpc::register_subsystem("nvmf", &["bdev", "sock", "keyring"], write_config);
 }
 
 /// The `nvmf` subsystem's config: the transport, then each subsystem with its listeners,
@@ -951,10 +987,14 @@ pub fn write_config() -> Vec<Value> {
             ));
             out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
-                out.push(config_entry(
-                    "nvmf_subsystem_add_host",
-                    json!({"nqn": s.nqn, "host": h}),
-                ));
+                let mut params = json!({"nqn": s.nqn, "host": h});
+                if let Some(keys) = s.host_keys.get(h) {
+                    params["dhchap_key"] = json!(keys.key.name);
+                    if let Some(c) = &keys.ctrlr_key {
+                        params["dhchap_ctrlr_key"] = json!(c.name);
+                    }
+                }
+                out.push(config_entry("nvmf_subsystem_add_host", params));
             }
             for ns in s.namespaces.values() {
                 let mut namespace = json!({

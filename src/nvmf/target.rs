@@ -21,7 +21,7 @@
 
 use super::ana::AnaState;
 use super::referral::Referral;
-use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
+use super::subsystem::{HostKeys, ListenAddr, Namespace, SubType, Subsystem};
 use super::tcp;
 use crate::bdev::{self, BdevEvent};
 use crate::reactor::{self, PollStatus, PollerHandle, WakeSource};
@@ -218,6 +218,7 @@ fn same_subsystem(a: &Arc<Subsystem>, b: &Arc<Subsystem>) -> bool {
         && a.model_number == b.model_number
         && a.allow_any_host == b.allow_any_host
         && a.hosts == b.hosts
+        && a.host_keys == b.host_keys
         && a.listeners == b.listeners
         && a.max_namespaces == b.max_namespaces
         && a.min_cntlid == b.min_cntlid
@@ -809,13 +810,41 @@ impl Target {
         Ok(())
     }
 
-    pub fn add_host(&mut self, nqn: &str, host: &str) -> Result<(), String> {
+    pub fn add_host(
+        &mut self,
+        nqn: &str,
+        host: &str,
+        keys: Option<HostKeys>,
+    ) -> Result<(), String> {
         let s = self.nvme_subsystem_mut(nqn)?;
         if s.hosts.iter().any(|h| h == host) {
             return Err(format!("host: {host} is already allowed in {nqn}"));
         }
         s.hosts.push(host.to_string());
+        if let Some(keys) = keys {
+            s.host_keys.insert(host.to_string(), keys);
+        }
         self.view.genctr += 1;
+        Ok(())
+    }
+
+    /// `nvmf_subsystem_set_keys`: replaces an allowed host's DH-HMAC-CHAP keys (`None`:
+    /// the host no longer authenticates). Queues already connected keep their state; the
+    /// new keys apply from the next Connect.
+    pub fn set_host_keys(
+        &mut self,
+        nqn: &str,
+        host: &str,
+        keys: Option<HostKeys>,
+    ) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        if !s.hosts.iter().any(|h| h == host) {
+            return Err(format!("host: {host} is not in the allowed list of {nqn}"));
+        }
+        match keys {
+            Some(k) => s.host_keys.insert(host.to_string(), k),
+            None => s.host_keys.remove(host),
+        };
         Ok(())
     }
 
@@ -826,6 +855,7 @@ impl Target {
         if before == s.hosts.len() {
             return Err(format!("host: {host} is not in the allowed list of {nqn}"));
         }
+        s.host_keys.remove(host);
         self.view.genctr += 1;
         Ok(())
     }
