@@ -12,7 +12,7 @@
 use super::*;
 use crate::nvmf::auth::dhchap::{AuthConfig, ControllerAuth, Outcome};
 use crate::nvmf::auth::messages::{FailureReason, Message, SECP};
-use crate::nvmf::secret::{DhchapSecret, Hash};
+use crate::nvmf::secret::DhchapSecret;
 use crate::nvmf::subsystem::HostKeys;
 
 /// The authentication state of one queue.
@@ -65,14 +65,19 @@ fn read_secret(key: &crate::keyring::KeyInfo) -> Result<DhchapSecret, String> {
     DhchapSecret::parse(&text).map_err(|e| format!("key '{}': {e}", key.name))
 }
 
-fn auth_config(keys: &HostKeys, hostnqn: &str, subnqn: &str) -> Result<AuthConfig, String> {
+fn auth_config(
+    keys: &HostKeys,
+    hostnqn: &str,
+    subnqn: &str,
+    policy: &crate::nvmf::target::DhchapPolicy,
+) -> Result<AuthConfig, String> {
     Ok(AuthConfig {
         hostnqn: hostnqn.to_string(),
         subnqn: subnqn.to_string(),
         host_key: read_secret(&keys.key)?,
         ctrl_key: keys.ctrlr_key.as_ref().map(read_secret).transpose()?,
-        hashes: vec![Hash::Sha256, Hash::Sha384, Hash::Sha512],
-        dhgroups: vec![0, 1, 2, 3, 4, 5],
+        hashes: policy.digests.clone(),
+        dhgroups: policy.dhgroups.clone(),
     })
 }
 
@@ -87,6 +92,7 @@ fn check_fields(a: &wire::AuthCmd) -> Result<(), Status> {
 impl PollGroup {
     /// Authentication Send: the host's Negotiate, Reply, Success2 or Failure2.
     pub(super) fn auth_send(&mut self, idx: usize, slot: u16, a: &wire::AuthCmd) -> (Status, u64) {
+        let policy = self.view.dhchap.clone();
         let qp = &mut self.qpairs[idx];
         if qp.qid.is_none() {
             return (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0);
@@ -142,7 +148,7 @@ impl PollGroup {
                     }
                     QpAuth::NotRequired => unreachable!("handled above"),
                 };
-                match auth_config(&keys, &hostnqn, &subnqn) {
+                match auth_config(&keys, &hostnqn, &subnqn, &policy) {
                     Ok(cfg) => {
                         let mut txn = Box::new(ControllerAuth::new(cfg));
                         txn.on_send(payload);
