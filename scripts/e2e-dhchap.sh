@@ -5,10 +5,11 @@
 # for the bidirectional cases) from its keyring; the ../shared/nvmf-vm guest (GUEST_KERNEL=6.12,
 # nvme-cli 2.3) runs scripts/e2e/guest-dhchap.sh: no key and a wrong key must be refused
 # (dmesg: authentication failed), the right key connects (one-way, then bidirectional) and a
-# short crc32c-verified fio job runs on each connection. DH groups: DHGROUPS (default "null",
-# what the Linux host offers first); each run sets nvmf_set_config dhchap_dhgroups to the one
-# group so the host must use it. Skips (exit 0) when the harness is absent. Env: PROFILE,
-# KEEP=1, DHGROUPS="null ffdhe2048".
+# short crc32c-verified fio job runs on each connection. Each VM run is one CASE
+# "dhgroup:digest" (default "null:sha256 ffdhe2048:sha384 ffdhe3072:sha512"): the run sets
+# nvmf_set_config dhchap_dhgroups / dhchap_digests to that one group and digest, so the host
+# must use them (it offers null and sha256 first). Skips (exit 0) when the harness is absent.
+# Env: PROFILE, KEEP=1, CASES.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -67,26 +68,30 @@ rpc call nvmf_subsystem_add_host "{\"nqn\": \"$nqn\", \"host\": \"$hostnqn\", \"
 set +e
 
 fails=0
-for group in ${DHGROUPS:-null}; do
-	if ! rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$group\"]}" >/dev/null 2>&1; then
-		[ "$group" = null ] || { echo "FAIL: nvmf_set_config dhchap_dhgroups [$group] refused"; fails=$((fails + 1)); continue; }
+for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
+	group=${case%%:*}
+	digest=${case#*:}
+	if ! rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$group\"], \"dhchap_digests\": [\"$digest\"]}" >/dev/null; then
+		echo "FAIL: nvmf_set_config [$group] [$digest] refused"
+		fails=$((fails + 1))
+		continue
 	fi
 	g="$work/guest-$group.sh"
 	{
 		echo "HKEY='$hkey'; CKEY='$ckey'; WKEY='$wkey'"
 		cat "$here/e2e/guest-dhchap.sh"
 	} >"$g"
-	echo "== Linux 6.12 guest, DH group $group"
+	echo "== Linux 6.12 guest, DH group $group, digest $digest"
 	GUEST_KERNEL=6.12 HOSTNQN=$hostnqn HOSTID=$hostid "$harness" --guest-script "$g" -n "$nqn" -s "$port" -t 240 \
 		-o "$work/vm-$group" >"$work/vm-$group.log" 2>&1
 	rc=$?
 	grep -a "guest-script\]" "$work/vm-$group.log" | sed 's/^/  /'
 	if [ $rc -ne 0 ]; then
-		echo "FAIL: group $group (harness rc=$rc)"
+		echo "FAIL: group $group, digest $digest (harness rc=$rc)"
 		tail -20 "$work/vm-$group.log"
 		fails=$((fails + 1))
 	else
-		echo "ok: group $group"
+		echo "ok: group $group, digest $digest"
 	fi
 done
 grep -a -i "auth" "$work/pollux.log" | tail -20 | sed 's/^/  pollux: /'
