@@ -146,7 +146,7 @@ impl PollGroup {
                         let ok = txn.outcome() == Outcome::Authenticated;
                         (keys, subnqn, ok)
                     }
-                    QpAuth::NotRequired => unreachable!("handled above"),
+                    QpAuth::NotRequired => return (Status::INVALID_FIELD.with_dnr(), 0),
                 };
                 match auth_config(&keys, &hostnqn, &subnqn, &policy) {
                     Ok(cfg) => {
