@@ -579,6 +579,7 @@ fn discovery_log_lists_the_subsystem_listeners() {
         methods,
         [
             "nvmf_set_max_subsystems",
+            "nvmf_set_config",
             "nvmf_create_transport",
             "nvmf_create_subsystem",
             "nvmf_subsystem_add_ns"

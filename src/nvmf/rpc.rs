@@ -3,6 +3,8 @@
 //! other transports), `nvmf_get_transports`, `nvmf_create_subsystem`,
 //! `nvmf_delete_subsystem`, `nvmf_subsystem_add_listener` / `_remove_listener`,
 //! `nvmf_subsystem_add_ns` / `_remove_ns`, `nvmf_subsystem_add_host` / `_remove_host` /
+//! `_set_keys` (DH-HMAC-CHAP key names resolved in the keyring), `nvmf_set_config`
+//! (`dhchap_digests`, `dhchap_dhgroups`) /
 //! `_allow_any_host`, `nvmf_subsystem_listener_set_ana_state`,
 //! `nvmf_subsystem_set_ns_ana_group`, `nvmf_discovery_add_referral` / `_remove_referral`
 //! / `_get_referrals`, `nvmf_get_subsystems`, `nvmf_subsystem_get_listeners` /
@@ -13,6 +15,7 @@
 
 use super::ana::{self, AnaState};
 use super::referral::Referral;
+use super::secret::Hash;
 use super::subsystem::{self, ListenAddr, SubType, Subsystem};
 use super::target::{self, publish, with_target, TransportOpts};
 use super::tcp;
@@ -371,6 +374,106 @@ struct HostParams {
     psk: Option<String>,
     dhchap_key: Option<String>,
     dhchap_ctrlr_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetKeys {
+    nqn: String,
+    host: String,
+    tgt_name: Option<TargetName>,
+    dhchap_key: Option<String>,
+    dhchap_ctrlr_key: Option<String>,
+}
+
+/// `nvmf_set_config`: of SPDK's params pollux implements the DH-HMAC-CHAP lists; the
+/// others (admin_cmd_passthru, poll_groups_mask, discovery_filter) are refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetConfig {
+    dhchap_digests: Option<Vec<String>>,
+    dhchap_dhgroups: Option<Vec<String>>,
+    admin_cmd_passthru: Option<Value>,
+    poll_groups_mask: Option<Value>,
+    discovery_filter: Option<Value>,
+}
+
+impl SetConfig {
+    fn dhchap_policy(&self) -> Result<Option<target::DhchapPolicy>, RpcError> {
+        for (field, v) in [
+            ("admin_cmd_passthru", &self.admin_cmd_passthru),
+            ("poll_groups_mask", &self.poll_groups_mask),
+            ("discovery_filter", &self.discovery_filter),
+        ] {
+            if v.is_some() {
+                return Err(failed(format!("{field}: not supported by pollux")));
+            }
+        }
+        if self.dhchap_digests.is_none() && self.dhchap_dhgroups.is_none() {
+            return Ok(None);
+        }
+        let mut policy = with_target(|t| (*t.view().dhchap).clone());
+        if let Some(d) = &self.dhchap_digests {
+            policy.digests = d
+                .iter()
+                .map(|name| {
+                    [Hash::Sha256, Hash::Sha384, Hash::Sha512]
+                        .into_iter()
+                        .find(|h| h.name() == name)
+                        .ok_or_else(|| {
+                            failed(format!(
+                                "dhchap_digests: unknown digest '{name}' (sha256, sha384, sha512)"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            if policy.digests.is_empty() {
+                return Err(failed("dhchap_digests: the list is empty".into()));
+            }
+        }
+        if let Some(g) = &self.dhchap_dhgroups {
+            policy.dhgroups = g
+                .iter()
+                .map(|name| {
+                    target::DHGROUP_NAMES
+                        .iter()
+                        .position(|n| n == name)
+                        .map(|i| i as u8)
+                        .ok_or_else(|| {
+                            failed(format!(
+                                "dhchap_dhgroups: unknown DH group '{name}' ({})",
+                                target::DHGROUP_NAMES.join(", ")
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            if policy.dhgroups.is_empty() {
+                return Err(failed("dhchap_dhgroups: the list is empty".into()));
+            }
+        }
+        Ok(Some(policy))
+    }
+}
+
+/// Resolves the keyring names of a host's DH-HMAC-CHAP keys (main reactor): an unknown
+/// name, or a controller key without a host key, is an error naming the field.
+fn host_keys(
+    key: Option<&str>,
+    ctrlr_key: Option<&str>,
+) -> Result<Option<subsystem::HostKeys>, RpcError> {
+    let resolve = |field: &str, name: &str| {
+        crate::keyring::lookup(name).map_err(|e| failed(format!("{field}: {e}")))
+    };
+    match (key, ctrlr_key) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(failed(
+            "dhchap_ctrlr_key: a controller key needs a host key (dhchap_key)".into(),
+        )),
+        (Some(k), c) => Ok(Some(subsystem::HostKeys {
+            key: resolve("dhchap_key", k)?,
+            ctrlr_key: c.map(|c| resolve("dhchap_ctrlr_key", c)).transpose()?,
+        })),
+    }
 }
 
 #[derive(Deserialize)]
@@ -747,18 +850,36 @@ pub fn register() {
         if p.psk.is_some() {
             return r.err(failed("psk: TLS is not supported".into()));
         }
-        if p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
-            let field = if p.dhchap_key.is_some() {
-                "dhchap_key"
-            } else {
-                "dhchap_ctrlr_key"
-            };
-            return r.err(failed(format!(
-                "{field}: DH-HMAC-CHAP authentication is not supported"
-            )));
-        }
+        let keys = match host_keys(p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return r.err(e),
+        };
         let _ = p.tgt_name;
-        mutate(r, |t| t.add_host(&p.nqn, &p.host))
+        mutate(r, |t| t.add_host(&p.nqn, &p.host, keys))
+    });
+
+    rpc::register_async("nvmf_set_config", Allowed::Both, |p, r| {
+        let p: SetConfig = params!(p, r);
+        let policy = match p.dhchap_policy() {
+            Ok(v) => v,
+            Err(e) => return r.err(e),
+        };
+        mutate(r, |t| {
+            if let Some(policy) = policy {
+                t.set_dhchap_policy(policy);
+            }
+            Ok(())
+        })
+    });
+
+    rpc::register_async("nvmf_subsystem_set_keys", Allowed::RuntimeOnly, |p, r| {
+        let p: SetKeys = params!(p, r);
+        let _ = p.tgt_name;
+        let keys = match host_keys(p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref()) {
+            Ok(k) => k,
+            Err(e) => return r.err(e),
+        };
+        mutate(r, |t| t.set_host_keys(&p.nqn, &p.host, keys))
     });
 
     rpc::register_async(
@@ -892,7 +1013,7 @@ pub fn register() {
         );
     });
 
-    rpc::register_subsystem("nvmf", &["bdev", "sock"], write_config);
+    rpc::register_subsystem("nvmf", &["bdev", "sock", "keyring"], write_config);
 }
 
 /// The `nvmf` subsystem's config: the transport, then each subsystem with its listeners,
@@ -903,6 +1024,15 @@ pub fn write_config() -> Vec<Value> {
             "nvmf_set_max_subsystems",
             json!({"max_subsystems": t.max_subsystems()}),
         )];
+        let dhchap = &t.view().dhchap;
+        out.push(config_entry(
+            "nvmf_set_config",
+            json!({
+                "dhchap_digests": dhchap.digests.iter().map(|h| h.name()).collect::<Vec<_>>(),
+                "dhchap_dhgroups": dhchap.dhgroups.iter()
+                    .map(|&g| target::DHGROUP_NAMES[g as usize]).collect::<Vec<_>>(),
+            }),
+        ));
         if let Some(o) = t.transport() {
             out.push(config_entry("nvmf_create_transport", transport_json(o)));
         }
@@ -951,10 +1081,14 @@ pub fn write_config() -> Vec<Value> {
             ));
             out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
-                out.push(config_entry(
-                    "nvmf_subsystem_add_host",
-                    json!({"nqn": s.nqn, "host": h}),
-                ));
+                let mut params = json!({"nqn": s.nqn, "host": h});
+                if let Some(keys) = s.host_keys.get(h) {
+                    params["dhchap_key"] = json!(keys.key.name);
+                    if let Some(c) = &keys.ctrlr_key {
+                        params["dhchap_ctrlr_key"] = json!(c.name);
+                    }
+                }
+                out.push(config_entry("nvmf_subsystem_add_host", params));
             }
             for ns in s.namespaces.values() {
                 let mut namespace = json!({

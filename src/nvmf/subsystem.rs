@@ -202,6 +202,14 @@ impl Directory {
     }
 }
 
+/// The DH-HMAC-CHAP keys a host authenticates with: `key` proves the host to the
+/// controller; `ctrlr_key`, when set, makes the authentication bidirectional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeys {
+    pub key: crate::keyring::KeyInfo,
+    pub ctrlr_key: Option<crate::keyring::KeyInfo>,
+}
+
 /// One subsystem (immutable snapshot; the main reactor edits a copy and republishes).
 #[derive(Debug, Clone)]
 pub struct Subsystem {
@@ -213,6 +221,10 @@ pub struct Subsystem {
     pub model_number: String,
     pub allow_any_host: bool,
     pub hosts: Vec<String>,
+    /// DH-HMAC-CHAP keys of allowed hosts (by host NQN); a host listed here must
+    /// authenticate on every queue. Names and paths only: the secret is read from the file
+    /// when a queue authenticates.
+    pub host_keys: BTreeMap<String, HostKeys>,
     pub listeners: Vec<ListenAddr>,
     pub namespaces: Namespaces,
     /// 0 = unlimited (SPDK's default); nsids are then limited to `MAX_NSID`.
@@ -242,6 +254,7 @@ impl Subsystem {
             model_number: DEFAULT_MODEL.into(),
             allow_any_host: subtype == SubType::Discovery,
             hosts: Vec::new(),
+            host_keys: BTreeMap::new(),
             listeners: Vec::new(),
             namespaces: Namespaces::new(),
             max_namespaces: 0,
@@ -270,6 +283,19 @@ impl Subsystem {
         self.is_discovery() || self.allow_any_host || self.hosts.iter().any(|h| h == hostnqn)
     }
 
+    /// A host as `nvmf_get_subsystems` and the saved config show it: its NQN and, when it
+    /// must authenticate, the names of its keys (SPDK's `dhchap_key`, `dhchap_ctrlr_key`).
+    pub fn host_json(&self, hostnqn: &str) -> Value {
+        let mut v = json!({ "nqn": hostnqn });
+        if let Some(keys) = self.host_keys.get(hostnqn) {
+            v["dhchap_key"] = json!(keys.key.name);
+            if let Some(c) = &keys.ctrlr_key {
+                v["dhchap_ctrlr_key"] = json!(c.name);
+            }
+        }
+        v
+    }
+
     pub fn has_listener(&self, addr: &ListenAddr) -> bool {
         self.listeners.iter().any(|l| l.same_endpoint(addr))
     }
@@ -281,7 +307,7 @@ impl Subsystem {
             "subtype": if self.is_discovery() { "Discovery" } else { "NVMe" },
             "listen_addresses": self.listeners.iter().map(ListenAddr::to_json).collect::<Vec<_>>(),
             "allow_any_host": self.allow_any_host,
-            "hosts": self.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+            "hosts": self.hosts.iter().map(|h| self.host_json(h)).collect::<Vec<_>>(),
         });
         if !self.is_discovery() {
             v["serial_number"] = json!(self.serial_number);

@@ -21,7 +21,7 @@
 
 use super::ana::AnaState;
 use super::referral::Referral;
-use super::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
+use super::subsystem::{HostKeys, ListenAddr, Namespace, SubType, Subsystem};
 use super::tcp;
 use crate::bdev::{self, BdevEvent};
 use crate::reactor::{self, PollStatus, PollerHandle, WakeSource};
@@ -159,6 +159,8 @@ pub struct TargetView {
     /// Discovery log generation counter.
     pub genctr: u64,
     pub transport: Option<TransportOpts>,
+    /// The DH-HMAC-CHAP digests and DH groups the target allows (`nvmf_set_config`).
+    pub dhchap: Arc<DhchapPolicy>,
     pub subsystems: SubsystemMap,
     /// Discovery referrals (listed in every discovery log page).
     pub referrals: Arc<Vec<Referral>>,
@@ -173,6 +175,35 @@ pub struct TargetView {
     pub listeners_changed: bool,
 }
 
+/// The DH-HMAC-CHAP digests and DH groups a controller accepts, in its order of
+/// preference (SPDK's `nvmf_set_config` `dhchap_digests` / `dhchap_dhgroups`; default: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhchapPolicy {
+    pub digests: Vec<crate::nvmf::secret::Hash>,
+    /// Group ids: 0 the NULL group, 1-5 ffdhe2048..ffdhe8192.
+    pub dhgroups: Vec<u8>,
+}
+
+impl Default for DhchapPolicy {
+    fn default() -> Self {
+        use crate::nvmf::secret::Hash;
+        Self {
+            digests: vec![Hash::Sha256, Hash::Sha384, Hash::Sha512],
+            dhgroups: vec![0, 1, 2, 3, 4, 5],
+        }
+    }
+}
+
+/// SPDK's names of the DH groups (`nvmf_set_config dhchap_dhgroups`), by group id.
+pub const DHGROUP_NAMES: [&str; 6] = [
+    "null",
+    "ffdhe2048",
+    "ffdhe3072",
+    "ffdhe4096",
+    "ffdhe6144",
+    "ffdhe8192",
+];
+
 impl PartialEq for TargetView {
     /// The same target state (version and change notes aside): every subsystem the same
     /// object or equal field by field (the tests' "incremental = fresh" check).
@@ -180,6 +211,7 @@ impl PartialEq for TargetView {
         self.genctr == other.genctr
             && self.referrals == other.referrals
             && self.transport == other.transport
+            && self.dhchap == other.dhchap
             && self.by_nqn == other.by_nqn
             && self.listeners == other.listeners
             && self.subsystems.len() == other.subsystems.len()
@@ -218,6 +250,7 @@ fn same_subsystem(a: &Arc<Subsystem>, b: &Arc<Subsystem>) -> bool {
         && a.model_number == b.model_number
         && a.allow_any_host == b.allow_any_host
         && a.hosts == b.hosts
+        && a.host_keys == b.host_keys
         && a.listeners == b.listeners
         && a.max_namespaces == b.max_namespaces
         && a.min_cntlid == b.min_cntlid
@@ -233,6 +266,7 @@ impl TargetView {
             version: 0,
             genctr: 0,
             transport: None,
+            dhchap: Default::default(),
             subsystems: SubsystemMap::new(),
             referrals: Default::default(),
             by_nqn: Default::default(),
@@ -430,6 +464,11 @@ impl Target {
 
     /// The registry's state as it would be published now (tests compare it with a view
     /// built from scratch, and with a reactor's).
+    /// `nvmf_set_config`'s DH-HMAC-CHAP lists; they apply from the next transaction.
+    pub fn set_dhchap_policy(&mut self, policy: DhchapPolicy) {
+        self.view.dhchap = Arc::new(policy);
+    }
+
     pub fn view(&self) -> &TargetView {
         &self.view
     }
@@ -809,13 +848,41 @@ impl Target {
         Ok(())
     }
 
-    pub fn add_host(&mut self, nqn: &str, host: &str) -> Result<(), String> {
+    pub fn add_host(
+        &mut self,
+        nqn: &str,
+        host: &str,
+        keys: Option<HostKeys>,
+    ) -> Result<(), String> {
         let s = self.nvme_subsystem_mut(nqn)?;
         if s.hosts.iter().any(|h| h == host) {
             return Err(format!("host: {host} is already allowed in {nqn}"));
         }
         s.hosts.push(host.to_string());
+        if let Some(keys) = keys {
+            s.host_keys.insert(host.to_string(), keys);
+        }
         self.view.genctr += 1;
+        Ok(())
+    }
+
+    /// `nvmf_subsystem_set_keys`: replaces an allowed host's DH-HMAC-CHAP keys (`None`:
+    /// the host no longer authenticates). Queues already connected keep their state; the
+    /// new keys apply from the next Connect.
+    pub fn set_host_keys(
+        &mut self,
+        nqn: &str,
+        host: &str,
+        keys: Option<HostKeys>,
+    ) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        if !s.hosts.iter().any(|h| h == host) {
+            return Err(format!("host: {host} is not in the allowed list of {nqn}"));
+        }
+        match keys {
+            Some(k) => s.host_keys.insert(host.to_string(), k),
+            None => s.host_keys.remove(host),
+        };
         Ok(())
     }
 
@@ -826,6 +893,7 @@ impl Target {
         if before == s.hosts.len() {
             return Err(format!("host: {host} is not in the allowed list of {nqn}"));
         }
+        s.host_keys.remove(host);
         self.view.genctr += 1;
         Ok(())
     }

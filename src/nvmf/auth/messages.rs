@@ -224,7 +224,7 @@ impl Message {
                 let mut out = header(TYPE_DHCHAP, id::SUCCESS1, *tid, 16);
                 out[6] = *hl;
                 if let Some(r) = response {
-                    out[10] = 1;
+                    out[8] = 1;
                     out.extend_from_slice(r);
                 }
                 out
@@ -318,7 +318,7 @@ impl Message {
             (TYPE_DHCHAP, id::SUCCESS1) => {
                 need(16, "Success1")?;
                 let hl = b[6];
-                let rvalid = b[10] != 0;
+                let rvalid = b[8] != 0;
                 if rvalid {
                     need(16 + hl as usize, "Success1")?;
                 }
@@ -353,6 +353,22 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Success1 as Linux's `struct nvmf_auth_dhchap_success1_data` lays it out: HL at
+    /// byte 6, RVALID at byte 8, the response from byte 16 (the Linux host refused a
+    /// controller response whose flag sat at byte 10).
+    #[test]
+    fn success1_layout() {
+        let b = Message::Success1 {
+            tid: 0x0102,
+            hl: 32,
+            response: Some(vec![9; 32]),
+        }
+        .encode();
+        assert_eq!(b.len(), 48);
+        assert_eq!((b[4], b[5], b[6], b[8], b[10]), (0x02, 0x01, 32, 1, 0));
+        assert_eq!(&b[16..], &[9; 32]);
+    }
 
     fn all() -> Vec<Message> {
         vec![

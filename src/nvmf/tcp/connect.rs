@@ -1,4 +1,5 @@
-//! Fabrics commands on a queue pair: Connect with every check, Property Get/Set, Disconnect.
+//! Fabrics commands on a queue pair: Connect with every check, Property Get/Set, Disconnect
+//! (Authentication Send/Receive are in `auth.rs`).
 
 use super::*;
 
@@ -9,6 +10,7 @@ impl PollGroup {
             qp.reqs[slot as usize].status = Status::INVALID_OPCODE.with_dnr();
             return self.respond(idx, slot);
         };
+        let mut c2h_len = 0;
         let (status, value) = match cmd {
             FabricsCommand::Connect(_) if qp.qid.is_some() => {
                 (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0)
@@ -39,6 +41,12 @@ impl PollGroup {
                 (None, _) => (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0),
                 _ => (Status::INVALID_OPCODE.with_dnr(), 0),
             },
+            FabricsCommand::AuthenticationSend(a) => self.auth_send(idx, slot, &a),
+            FabricsCommand::AuthenticationReceive(a) => {
+                let (st, len) = self.auth_receive(idx, slot, &a);
+                c2h_len = len;
+                (st, 0)
+            }
             FabricsCommand::Disconnect { .. } => {
                 qp.state = QpState::Closing {
                     deadline: Instant::now() + CLOSE_LINGER,
@@ -51,7 +59,7 @@ impl PollGroup {
         let req = &mut qp.reqs[slot as usize];
         req.status = status;
         req.dw0 = value as u32;
-        req.c2h_len = 0;
+        req.c2h_len = if status.is_success() { c2h_len } else { 0 };
         if let Some(c) = qp.ctrlr.as_mut() {
             c.last_keep_alive = Instant::now();
         }
@@ -215,6 +223,19 @@ impl PollGroup {
         };
         qp.dec.configure(rx);
         qp.opts = opts;
-        Ok(wire::connect_success_dw0(cntlid))
+        // A host with a DH-HMAC-CHAP key authenticates every queue before using it.
+        qp.auth = match s.host_keys.get(&hostnqn) {
+            Some(keys) => auth::QpAuth::Required {
+                keys: Box::new(keys.clone()),
+                subnqn: Arc::from(subnqn),
+            },
+            None => auth::QpAuth::NotRequired,
+        };
+        let authreq = if qp.auth.allows_commands() {
+            0
+        } else {
+            wire::CONNECT_AUTHREQ_ATR
+        };
+        Ok(wire::connect_success_dw0(cntlid) | authreq)
     }
 }

@@ -59,6 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zerocopy::little_endian::U16;
 
+mod auth;
 mod connect;
 mod dispatch;
 mod protocol;
@@ -225,6 +226,8 @@ struct Qpair {
     term_sent: bool,
     /// In-capsule write data received straight into command buffers.
     landing: Landing,
+    /// DH-HMAC-CHAP state of the queue (see `auth.rs`).
+    auth: auth::QpAuth,
 }
 
 impl Qpair {
@@ -260,6 +263,7 @@ impl Qpair {
             opts: TransportOpts::default(),
             writes_in_flight: 0,
             tx_batch: None,
+            auth: auth::QpAuth::NotRequired,
             term_sent: false,
             landing: Landing::default(),
         }

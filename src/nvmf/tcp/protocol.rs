@@ -108,7 +108,7 @@ impl PollGroup {
                     }
                     DataDirection::ControllerToHost => {
                         // Admin data is built in this buffer; reads allocate at submit.
-                        if qp.qid.is_none_or(|q| q == 0) {
+                        if qp.qid.is_none_or(|q| q == 0) || sqe.is_fabrics() {
                             req.buf = Some(IoBuf::zeroed(req.xfer as usize));
                         }
                         self.execute(idx, slot)
@@ -251,6 +251,10 @@ impl PollGroup {
         let sqe = qp.reqs[slot as usize].sqe;
         if sqe.is_fabrics() {
             return self.fabrics(idx, slot, &sqe);
+        }
+        if !qp.auth.allows_commands() {
+            qp.reqs[slot as usize].status = Status::AUTHENTICATION_REQUIRED.with_dnr();
+            return self.respond(idx, slot);
         }
         match qp.qid {
             None => {

@@ -362,6 +362,10 @@ pub const fn connect_success_dw0(cntlid: u16) -> u32 {
     cntlid as u32
 }
 
+/// Connect response DW0 AUTHREQ bit ATR: the host must authenticate (DH-HMAC-CHAP) on
+/// this queue before any other command but Property Get/Set.
+pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
+
 /// CQE DW0 of a Connect answered with Invalid Parameters: IPO (the byte offset of the bad
 /// field, bits 15:0) and IATTR (bit 16: the offset is in the Connect data, else the SQE).
 pub const fn connect_invalid_param_dw0(in_data: bool, offset: u16) -> u32 {

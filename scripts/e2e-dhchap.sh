@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# e2e-dhchap.sh - the real Linux host (6.12 guest) authenticating to pollux with DH-HMAC-CHAP.
+#
+# pollux exports a malloc namespace to one host NQN with a host key (and a controller key
+# for the bidirectional cases) from its keyring; the ../shared/nvmf-vm guest (GUEST_KERNEL=6.12,
+# nvme-cli 2.3) runs scripts/e2e/guest-dhchap.sh: no key and a wrong key must be refused
+# (dmesg: authentication failed), the right key connects (one-way, then bidirectional) and a
+# short crc32c-verified fio job runs on each connection. Each VM run is one CASE
+# "dhgroup:digest" (default "null:sha256 ffdhe2048:sha384 ffdhe3072:sha512"): the run sets
+# nvmf_set_config dhchap_dhgroups / dhchap_digests to that one group and digest, so the host
+# must use them (it offers null and sha256 first). Skips (exit 0) when the harness is absent.
+# Env: PROFILE, KEEP=1, CASES.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
+if [ ! -x "$harness" ]; then
+	echo "e2e-dhchap: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
+	exit 0
+fi
+profile=${PROFILE:-dev}
+if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
+tdir=${CARGO_TARGET_DIR:-$root/target}
+echo "== building pollux ($profile)"
+(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
+bin=$tdir/$sub/pollux
+
+work=$(mktemp -d /tmp/pollux-e2e-dhchap.XXXXXX)
+sock=$work/rpc.sock
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nqn=nqn.2016-06.io.pollux:e2e-auth
+hostid=$(python3 -c 'import uuid; print(uuid.uuid4())')
+hostnqn=nqn.2014-08.org.nvmexpress:uuid:$hostid
+rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
+# DHHC-1 secret: hash id, random key of the hash's length, CRC-32 (LE) appended, base64.
+gen_key() { # hmac-id
+	python3 -c 'import base64,os,sys,zlib
+h=int(sys.argv[1]); k=os.urandom({0:32,1:32,2:48,3:64}[h])
+print("DHHC-1:%02x:%s:" % (h, base64.b64encode(k+zlib.crc32(k).to_bytes(4,"little")).decode()))' "$1"
+}
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+echo "== starting pollux on 127.0.0.1:$port"
+"$bin" -m 0x1 -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; exit 1; }
+hkey=$(gen_key 1)
+ckey=$(gen_key 2)
+wkey=$(gen_key 1)
+umask 077
+echo "$hkey" >"$work/host.key"
+echo "$ckey" >"$work/ctrl.key"
+set -e
+rpc call keyring_file_add_key "{\"name\": \"hkey\", \"path\": \"$work/host.key\"}" >/dev/null
+rpc call keyring_file_add_key "{\"name\": \"ckey\", \"path\": \"$work/ctrl.key\"}" >/dev/null
+rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
+rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
+rpc nvmf_create_subsystem "$nqn" -s POLLUXAUTH0001 -d "pollux auth"
+rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
+rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
+rpc call nvmf_subsystem_add_host "{\"nqn\": \"$nqn\", \"host\": \"$hostnqn\", \"dhchap_key\": \"hkey\", \"dhchap_ctrlr_key\": \"ckey\"}" >/dev/null
+set +e
+
+fails=0
+for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
+	group=${case%%:*}
+	digest=${case#*:}
+	if ! rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$group\"], \"dhchap_digests\": [\"$digest\"]}" >/dev/null; then
+		echo "FAIL: nvmf_set_config [$group] [$digest] refused"
+		fails=$((fails + 1))
+		continue
+	fi
+	g="$work/guest-$group.sh"
+	{
+		echo "HKEY='$hkey'; CKEY='$ckey'; WKEY='$wkey'"
+		cat "$here/e2e/guest-dhchap.sh"
+	} >"$g"
+	echo "== Linux 6.12 guest, DH group $group, digest $digest"
+	GUEST_KERNEL=6.12 HOSTNQN=$hostnqn HOSTID=$hostid "$harness" --guest-script "$g" -n "$nqn" -s "$port" -t 240 \
+		-o "$work/vm-$group" >"$work/vm-$group.log" 2>&1
+	rc=$?
+	grep -a "guest-script\]" "$work/vm-$group.log" | sed 's/^/  /'
+	if [ $rc -ne 0 ]; then
+		echo "FAIL: group $group, digest $digest (harness rc=$rc)"
+		tail -20 "$work/vm-$group.log"
+		fails=$((fails + 1))
+	else
+		echo "ok: group $group, digest $digest"
+	fi
+done
+grep -a -i "auth" "$work/pollux.log" | tail -20 | sed 's/^/  pollux: /'
+[ $fails -eq 0 ] && echo "e2e-dhchap: all passed" || echo "e2e-dhchap: $fails failed"
+[ $fails -eq 0 ]
