@@ -6,7 +6,8 @@ nvmf_subsystem_allow_any_host, nvmf_get_subsystems, nvmf_subsystem_get_listeners
 nvmf_subsystem_get_controllers, nvmf_subsystem_get_qpairs, nvmf_get_stats,
 nvmf_set_max_subsystems, nvmf_ns_add_host, nvmf_ns_remove_host,
 nvmf_subsystem_listener_set_ana_state, nvmf_subsystem_set_ns_ana_group,
-nvmf_discovery_add_referral, nvmf_discovery_remove_referral, nvmf_discovery_get_referrals."""
+nvmf_discovery_add_referral, nvmf_discovery_remove_referral, nvmf_discovery_get_referrals,
+nvmf_subsystem_set_keys, nvmf_set_config."""
 
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
@@ -248,10 +249,34 @@ def add_commands(subparsers):
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("nsid", type=int, help="namespace id")
 
-    p = _add(subparsers, "nvmf_subsystem_add_host", "allow a host to connect",
-             lambda a: {"nqn": a.nqn, "host": a.host})
-    p.add_argument("nqn", help="subsystem NQN")
-    p.add_argument("host", help="host NQN")
+    def _host_keys(a):
+        params = {"nqn": a.nqn, "host": a.host}
+        for k in ("dhchap_key", "dhchap_ctrlr_key"):
+            if getattr(a, k) is not None:
+                params[k] = getattr(a, k)
+        return params
+
+    for name, text in (("nvmf_subsystem_add_host", "allow a host to connect"),
+                       ("nvmf_subsystem_set_keys", "set the DH-HMAC-CHAP keys a host must prove")):
+        p = _add(subparsers, name, text, _host_keys)
+        p.add_argument("nqn", help="subsystem NQN")
+        p.add_argument("host", help="host NQN")
+        p.add_argument("--dhchap-key", help="keyring name of the host's DH-HMAC-CHAP key")
+        p.add_argument("--dhchap-ctrlr-key",
+                       help="keyring name of the controller's key (bidirectional)")
+
+    def _set_config(a):
+        params = {}
+        for k in ("dhchap_digests", "dhchap_dhgroups"):
+            if getattr(a, k) is not None:
+                params[k] = getattr(a, k).split(",")
+        return params
+
+    p = _add(subparsers, "nvmf_set_config", "limit the DH-HMAC-CHAP digests and DH groups",
+             _set_config)
+    p.add_argument("--dhchap-digests", help="comma-separated: sha256,sha384,sha512")
+    p.add_argument("--dhchap-dhgroups",
+                   help="comma-separated: null,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192")
 
     p = _add(subparsers, "nvmf_subsystem_remove_host", "stop allowing a host",
              lambda a: {"nqn": a.nqn, "host": a.host})
