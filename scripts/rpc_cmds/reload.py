@@ -69,7 +69,8 @@ def plan(file_entries, running_entries):
 def _is_setting(method):
     """Calls that set options every running pollux has (not objects one could remove)."""
     return method.endswith("_options") or method in (
-        "sock_set_default_impl", "nvmf_set_max_subsystems", "bdev_wait_for_examine")
+        "sock_set_default_impl", "nvmf_set_max_subsystems", "nvmf_set_config",
+        "bdev_wait_for_examine")
 
 
 def _reload(client, args):
