@@ -85,6 +85,12 @@ for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
 	GUEST_KERNEL=6.12 HOSTNQN=$hostnqn HOSTID=$hostid "$harness" --guest-script "$g" -n "$nqn" -s "$port" -t 240 \
 		-o "$work/vm-$group" >"$work/vm-$group.log" 2>&1
 	rc=$?
+	# Exit 3 is the harness failing to install what it needs; for the 6.12 guest that is
+	# fetching Debian 13's kernel from the host's mirror: a missing dependency, said loudly.
+	if [ $rc -eq 3 ] && grep -aqE "ERROR: (GUEST_KERNEL=6.12|apt-get update for trixie|no trixie|download of .* failed|unpacking .* failed)" "$work/vm-$group.log"; then
+		echo "e2e-dhchap: SKIPPED: the Linux 6.12 guest kernel is not available: $(grep -a 'ERROR:' "$work/vm-$group.log" | tail -1)"
+		exit 0
+	fi
 	grep -a "guest-script\]" "$work/vm-$group.log" | sed 's/^/  /'
 	if [ $rc -ne 0 ]; then
 		echo "FAIL: group $group, digest $digest (harness rc=$rc)"
