@@ -229,4 +229,22 @@ mod tests {
         assert_eq!(DhGroup::Ffdhe8192.size(), 1024);
         assert_eq!(DhGroup::from_id(6), None);
     }
+
+    /// Every group of the five: its prime has the size its name says, and two key pairs
+    /// agree (the Linux host was checked with 2048, 3072 and 4096 only).
+    #[test]
+    fn every_group_agrees_at_its_size() {
+        for (id, bits) in [(1, 2048), (2, 3072), (3, 4096), (4, 6144), (5, 8192)] {
+            let g = DhGroup::from_id(id).unwrap();
+            assert_eq!(g.size() * 8, bits, "{}", g.name());
+            assert_eq!(g.name(), format!("ffdhe{bits}"));
+            let (a, b) = (g.key_pair().unwrap(), g.key_pair().unwrap());
+            assert_eq!(
+                a.shared_secret(&b.public).unwrap(),
+                b.shared_secret(&a.public).unwrap(),
+                "{}",
+                g.name()
+            );
+        }
+    }
 }
