@@ -341,6 +341,12 @@ impl ControllerAuth {
     pub fn on_receive(&mut self) -> Option<Vec<u8>> {
         self.pending.take().map(|m| m.encode())
     }
+
+    /// The length of what the next AUTH_Receive returns, left pending (a receive whose
+    /// allocation length is too short is refused and the host may ask again).
+    pub fn pending_len(&self) -> Option<usize> {
+        self.pending.as_ref().map(|m| m.encode().len())
+    }
 }
 
 /// A host's side of one transaction (pollux's host library, tests).
@@ -558,6 +564,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `pending_len` looks without taking: the message is still there for the receive.
+    #[test]
+    fn pending_length_leaves_the_message_pending() {
+        let mut ctrl = ControllerAuth::new(config(None));
+        let host = HostAuth::new(HOSTNQN, SUBNQN, secret(None, 1, 32), None, 1);
+        assert_eq!(ctrl.pending_len(), None);
+        ctrl.on_send(&host.negotiate());
+        let len = ctrl.pending_len().expect("a challenge is pending");
+        assert_eq!(ctrl.pending_len(), Some(len));
+        assert_eq!(ctrl.on_receive().map(|m| m.len()), Some(len));
+        assert_eq!(ctrl.pending_len(), None);
     }
 
     #[test]

@@ -198,21 +198,27 @@ impl PollGroup {
         if let Err(st) = check_fields(a) {
             return (st, 0);
         }
+        let pending = match &qp.auth {
+            QpAuth::Running { txn, .. } => txn.pending_len(),
+            QpAuth::Refused { failure1, .. } => failure1.as_ref().map(Vec::len),
+            QpAuth::NotRequired | QpAuth::Required { .. } => None,
+        };
+        let Some(len) = pending else {
+            return (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0);
+        };
+        let room = qp.reqs[slot as usize].buf.as_ref().map_or(0, |b| b.len());
+        if len > room || len > a.length as usize {
+            // Too short to hold it: refused, the message stays pending for another try.
+            return (Status::INVALID_FIELD.with_dnr(), 0);
+        }
         let msg = match &mut qp.auth {
             QpAuth::Running { txn, .. } => txn.on_receive(),
             QpAuth::Refused { failure1, .. } => failure1.take(),
             QpAuth::NotRequired | QpAuth::Required { .. } => None,
         };
-        let Some(msg) = msg else {
+        let (Some(msg), Some(buf)) = (msg, qp.reqs[slot as usize].buf.as_mut()) else {
             return (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0);
         };
-        let req = &mut qp.reqs[slot as usize];
-        let Some(buf) = req.buf.as_mut() else {
-            return (Status::DATA_SGL_LENGTH_INVALID.with_dnr(), 0);
-        };
-        if msg.len() > buf.len() || msg.len() > a.length as usize {
-            return (Status::INVALID_FIELD.with_dnr(), 0);
-        }
         buf.as_mut_slice()[..msg.len()].copy_from_slice(&msg);
         (Status::SUCCESS, msg.len())
     }
