@@ -120,7 +120,8 @@ impl AioChannel {
                 };
                 self.zero_chunk(idx)
             }
-            IoType::Reset => None,
+            // Compares are emulated by the layer (this module does not advertise them).
+            IoType::Reset | IoType::Compare | IoType::CompareAndWrite => None,
         }
     }
 

@@ -129,7 +129,7 @@ struct DelaySink {
 
 impl IoSink for DelaySink {
     fn io_done(&self, io: BdevIo) {
-        if io.status() == IoStatus::Success && io.io_type.carries_data() {
+        if io.status() == IoStatus::Success && matches!(io.io_type, IoType::Read | IoType::Write) {
             self.held.borrow_mut().hold(io);
         } else {
             let upper = self.held.borrow().upper.clone();

@@ -253,13 +253,19 @@ pub struct ErrorOpts {
 pub fn create(opts: ErrorOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + Send + 'static) {
     let made = (|| {
         let name = format!("{NAME_PREFIX}{}", opts.base_name);
-        let (info, base) = super::stack::open_stacked(
+        let (mut info, base) = super::stack::open_stacked(
             &name,
             &opts.base_name,
             "bdev_error",
             PRODUCT_NAME,
             opts.uuid.as_deref(),
         )?;
+        // Compares run as the layer's reads and writes through this bdev, so that errors
+        // injected into reads and writes reach them too.
+        info.io_types = info
+            .io_types
+            .without(IoType::Compare)
+            .without(IoType::CompareAndWrite);
         Ok((
             info,
             ErrorBdev {

@@ -51,7 +51,7 @@ pub struct TypeStats {
 /// (a channel allocates them once, on its first I/O, like its other warm-up state).
 #[derive(Debug, Clone)]
 pub struct IoStats {
-    pub per_type: [TypeStats; 6],
+    pub per_type: [TypeStats; IoType::COUNT],
     hists: Option<Box<Hists>>,
 }
 
@@ -74,7 +74,7 @@ impl Default for IoStats {
 impl IoStats {
     pub fn new() -> Self {
         Self {
-            per_type: [TypeStats::default(); 6],
+            per_type: [TypeStats::default(); IoType::COUNT],
             hists: None,
         }
     }
@@ -145,7 +145,7 @@ impl IoStats {
     }
 
     pub fn clear(&mut self) {
-        self.per_type = [TypeStats::default(); 6];
+        self.per_type = [TypeStats::default(); IoType::COUNT];
         if let Some(h) = self.hists.as_mut() {
             h.read.reset();
             h.write.reset();

@@ -162,6 +162,8 @@ pub(crate) fn execute_on_region(
         }
         IoType::Unmap | IoType::WriteZeroes => region.zero(start, len),
         IoType::Flush | IoType::Reset => true,
+        // Emulated by the layer (not advertised).
+        IoType::Compare | IoType::CompareAndWrite => false,
     };
     if ok {
         IoStatus::Success

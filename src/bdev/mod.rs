@@ -41,6 +41,7 @@
 //! the namespace's subsystem is connected on that reactor).
 
 pub mod aio;
+pub mod compare;
 pub mod delay;
 pub mod error;
 pub mod histogram;
@@ -49,6 +50,7 @@ pub mod malloc;
 pub mod null;
 pub mod passthru;
 pub mod qos;
+pub mod range_lock;
 pub mod rbd;
 pub mod rpc;
 pub mod split;
@@ -81,9 +83,22 @@ pub enum IoType {
     Unmap,
     WriteZeroes,
     Reset,
+    /// Compare the data in `bufs` with the blocks (NVMe Compare): `Miscompare` if they
+    /// differ. Modules may implement it; the layer falls back to read + compare.
+    Compare,
+    /// Atomically compare the blocks with the first `num_blocks` of data in `bufs` and,
+    /// if equal, write the second `num_blocks` (NVMe fused Compare and Write); the split
+    /// falls on a buffer boundary. Modules may implement it; the layer falls back to a
+    /// range lock on every channel of the bdev (see `compare.rs`).
+    CompareAndWrite,
 }
 
 impl IoType {
+    /// Number of I/O types (array sizes of per-type statistics).
+    pub const COUNT: usize = 8;
+
+    /// The basic types (what a module answering everything itself supports; compare and
+    /// compare-and-write are native only where a module says so).
     pub const ALL: [IoType; 6] = [
         IoType::Read,
         IoType::Write,
@@ -106,19 +121,43 @@ impl IoType {
             IoType::Unmap => "unmap",
             IoType::WriteZeroes => "write_zeroes",
             IoType::Reset => "reset",
+            IoType::Compare => "compare",
+            IoType::CompareAndWrite => "compare_and_write",
         }
     }
 
-    /// Read and write move data through the scatter list; the others carry none.
+    /// Read, write and the compares move data through the scatter list; the others carry
+    /// none.
     pub fn carries_data(self) -> bool {
-        matches!(self, IoType::Read | IoType::Write)
+        matches!(
+            self,
+            IoType::Read | IoType::Write | IoType::Compare | IoType::CompareAndWrite
+        )
+    }
+
+    /// Whether the I/O changes blocks (what a range lock holds back).
+    pub fn modifies_blocks(self) -> bool {
+        matches!(
+            self,
+            IoType::Write | IoType::WriteZeroes | IoType::Unmap | IoType::CompareAndWrite
+        )
+    }
+
+    /// Compare and compare-and-write (the layer implements them when the module does not).
+    pub fn is_compare(self) -> bool {
+        matches!(self, IoType::Compare | IoType::CompareAndWrite)
     }
 
     /// Whether the I/O addresses a block range that must lie inside the bdev.
     pub fn has_range(self) -> bool {
         matches!(
             self,
-            IoType::Read | IoType::Write | IoType::Unmap | IoType::WriteZeroes
+            IoType::Read
+                | IoType::Write
+                | IoType::Unmap
+                | IoType::WriteZeroes
+                | IoType::Compare
+                | IoType::CompareAndWrite
         )
     }
 }
@@ -133,6 +172,10 @@ impl IoTypes {
     }
     pub fn contains(self, t: IoType) -> bool {
         self.0 & (1 << t.index()) != 0
+    }
+    /// The set without `t`.
+    pub fn without(self, t: IoType) -> Self {
+        Self(self.0 & !(1 << t.index()))
     }
 }
 
@@ -156,6 +199,8 @@ pub enum IoStatus {
     Aborted,
     /// Out of resources: retry later. The channel retries it; users never see it.
     NoMem,
+    /// Compare or compare-and-write: the data differ (nothing was written).
+    Miscompare,
 }
 
 /// An NVMe status: status code type, status code, and whether the host should not retry.
@@ -183,6 +228,7 @@ impl IoStatus {
             IoStatus::InvalidLbaRange => (0, 0x80, true), // LBA Out of Range
             IoStatus::NoMem => (0, 0x82, false),      // Namespace Not Ready (retry)
             IoStatus::MediaError => (2, 0x81, false), // Unrecovered Read Error
+            IoStatus::Miscompare => (2, 0x85, false), // Compare Failure
         };
         NvmeStatus { sct, sc, dnr }
     }
@@ -226,6 +272,8 @@ pub struct BdevIo {
     /// Submission times, one per bdev layer the I/O passed (stacked bdevs).
     stamps: [Option<Instant>; MAX_STACK],
     depth: u8,
+    /// Range-lock bookkeeping of a block-modifying I/O (see `range_lock`).
+    lock: range_lock::IoMark,
 }
 
 /// Stacked bdev layers whose latency is timed separately.
@@ -244,6 +292,7 @@ impl BdevIo {
             status: IoStatus::Pending,
             stamps: [None; MAX_STACK],
             depth: 0,
+            lock: range_lock::IoMark::default(),
         }
     }
 
@@ -470,6 +519,8 @@ pub struct BdevHandleInner {
     /// While the latency histogram is enabled: its configuration and the counts of
     /// channels already closed.
     histogram: Mutex<Option<histogram::Histogram>>,
+    /// Block ranges locked by compare-and-write fallbacks (control path only).
+    range_locks: Mutex<range_lock::BdevLocks>,
 }
 
 /// A reference to a registered bdev (cheap to clone, usable on any reactor).
@@ -600,6 +651,7 @@ pub fn register(
         main_core: reactor::current_core().unwrap_or(0),
         qos: Mutex::new(None),
         histogram: Mutex::new(None),
+        range_locks: Mutex::new(range_lock::BdevLocks::default()),
     });
     ORDER.with(|o| o.borrow_mut().push(handle.clone()));
     let h = handle.clone();
@@ -810,6 +862,8 @@ struct ChannelCore {
     own_poller: bool,
     scheduled: Cell<bool>,
     owner: RefCell<Weak<ChannelShared>>,
+    /// Range locks on this channel and the writes they hold back (see `range_lock`).
+    locks: range_lock::ChannelLocks,
 }
 
 /// A module's handle for completing I/O of one channel.
@@ -863,6 +917,7 @@ impl ChannelCore {
     /// serves a whole batch of deliveries).
     fn deliver(&self, mut io: BdevIo, now: Instant) {
         self.outstanding.set(self.outstanding.get() - 1);
+        self.locks.write_left(&mut io);
         let lat = io.leave_layer(now);
         if io.status == IoStatus::Success {
             let bytes = match io.io_type {
@@ -896,6 +951,9 @@ struct ChannelShared {
     qos: RefCell<Option<Arc<qos::Qos>>>,
     qos_wait: RefCell<VecDeque<BdevIo>>,
     qos_poller: RefCell<Option<PollerHandle>>,
+    /// The layer's compare / compare-and-write for a module without them (opened by the
+    /// first such I/O).
+    fallback: RefCell<Option<Rc<compare::Fallback>>>,
 }
 
 /// A bdev's I/O channel on one reactor. Dropping it closes it: I/O still in flight
@@ -927,6 +985,7 @@ impl IoChannel {
             own_poller: true,
             scheduled: Cell::new(false),
             owner: RefCell::new(Weak::new()),
+            locks: range_lock::ChannelLocks::new(bdev),
         });
         let module = bdev.module.open_channel(bdev, &Completer(core.clone()))?;
         let module_polled = module.needs_poll();
@@ -950,6 +1009,7 @@ impl IoChannel {
             qos: RefCell::new(None),
             qos_wait: RefCell::new(VecDeque::new()),
             qos_poller: RefCell::new(None),
+            fallback: RefCell::new(None),
         });
         *shared.core.owner.borrow_mut() = Rc::downgrade(&shared);
         shared.set_qos(bdev.qos());
@@ -1012,14 +1072,10 @@ impl IoChannel {
             core.schedule();
             return;
         }
-        if let Some(q) = s.qos.borrow().as_ref() {
-            let mut wait = s.qos_wait.borrow_mut();
-            if !wait.is_empty() || !q.admit(&io, core.block_size) {
-                wait.push_back(io);
-                return;
-            }
+        if io.io_type.is_compare() && !s.bdev.supports(io.io_type) {
+            return compare::Fallback::submit(s, io);
         }
-        s.submit_to_module(io);
+        s.submit_admitted(io);
     }
 }
 
@@ -1028,7 +1084,7 @@ fn validate(bdev: &BdevHandle, io: &BdevIo) -> IoStatus {
     if bdev.is_removed() {
         return IoStatus::Aborted;
     }
-    if !bdev.supports(io.io_type) {
+    if !bdev.supports(io.io_type) && !compare::Fallback::serves(bdev, io.io_type) {
         return IoStatus::Unsupported;
     }
     if io.io_type.has_range() {
@@ -1042,7 +1098,10 @@ fn validate(bdev: &BdevHandle, io: &BdevIo) -> IoStatus {
     }
     if io.io_type.carries_data() {
         let want = io.num_blocks.checked_mul(bdev.info.block_size as u64);
-        if want != Some(io.buf_len() as u64) {
+        if want != Some(io.buf_len() as u64 / compare::data_copies(io.io_type)) {
+            return IoStatus::InvalidRequest;
+        }
+        if io.io_type == IoType::CompareAndWrite && compare::split_at(io).is_none() {
             return IoStatus::InvalidRequest;
         }
     }
@@ -1050,6 +1109,24 @@ fn validate(bdev: &BdevHandle, io: &BdevIo) -> IoStatus {
 }
 
 impl ChannelShared {
+    /// Submits an accepted I/O: held back by a range lock it overlaps (block-modifying
+    /// I/O), then by the rate limits, then to the module.
+    fn submit_admitted(&self, mut io: BdevIo) {
+        let core = &self.core;
+        if io.io_type.modifies_blocks() && core.locks.holds_back(&mut io) {
+            core.locks.hold(io);
+            return;
+        }
+        if let Some(q) = self.qos.borrow().as_ref() {
+            let mut wait = self.qos_wait.borrow_mut();
+            if !wait.is_empty() || !q.admit(&io, core.block_size) {
+                wait.push_back(io);
+                return;
+            }
+        }
+        self.submit_to_module(io);
+    }
+
     fn submit_to_module(&self, io: BdevIo) {
         let core = &self.core;
         let completer = Completer(core.clone());
@@ -1172,6 +1249,7 @@ impl ChannelShared {
             p.unregister();
         }
         drop(self.module.borrow_mut().take());
+        drop(self.fallback.borrow_mut().take());
         self.bdev.closed_stats().merge(&self.core.stats.borrow());
         if let Some(h) = self.core.histogram.borrow_mut().take() {
             if let Some(closed) = self.bdev.histogram_lock().as_mut() {

@@ -67,7 +67,8 @@ impl UringChannel {
                 .offset(off)
                 .mode(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
                 .build(),
-            IoType::Reset => return None,
+            // Compares are emulated by the layer (this module does not advertise them).
+            IoType::Reset | IoType::Compare | IoType::CompareAndWrite => return None,
         };
         Some(entry.user_data(idx as u64))
     }

@@ -802,7 +802,7 @@ impl RbdChannel {
             IoType::Flush => image.aio_flush(c),
             IoType::Unmap => image.aio_discard(off, len, c),
             IoType::WriteZeroes => image.aio_write_zeroes(off, len, c),
-            IoType::Reset => -libc::EOPNOTSUPP,
+            IoType::Reset | IoType::Compare | IoType::CompareAndWrite => -libc::EOPNOTSUPP,
         };
         if r < 0 {
             image.release(c);
