@@ -1,7 +1,8 @@
 //! NVMe I/O commands mapped to bdev I/O.
 //!
-//! NVMe I/O commands mapped to bdev I/O: Read, Write, Flush, Write Zeroes and Dataset
-//! Management (deallocate → unmap). [`plan`] validates a command against its namespace
+//! NVMe I/O commands mapped to bdev I/O: Read, Write, Compare, Flush, Write Zeroes and
+//! Dataset Management (deallocate → unmap); the fused Compare and Write pair becomes one
+//! bdev compare-and-write (see [`fused_status`]). [`plan`] validates a command against its namespace
 //! (block size and count, transfer length, transport limits) and says which bdev
 //! operations execute it, or with which exact NVMe status it fails; the transport then
 //! submits them on the reactor's channel and maps each bdev completion back with
@@ -31,6 +32,12 @@ pub enum IoPlan {
     },
     /// Write the received data (`len` bytes) at `offset_blocks`.
     Write {
+        offset_blocks: u64,
+        num_blocks: u64,
+        len: usize,
+    },
+    /// Compare the received data (`len` bytes) with the blocks at `offset_blocks`.
+    Compare {
         offset_blocks: u64,
         num_blocks: u64,
         len: usize,
@@ -92,6 +99,14 @@ pub fn plan(
                 len,
             })
         }
+        io_opc::COMPARE => {
+            let (offset_blocks, num_blocks, len) = range()?;
+            Ok(IoPlan::Compare {
+                offset_blocks,
+                num_blocks,
+                len,
+            })
+        }
         io_opc::FLUSH => Ok(if ns.supports_flush {
             IoPlan::Flush
         } else {
@@ -136,6 +151,55 @@ pub fn plan(
     }
 }
 
+/// Validates a fused Compare (`first`) and Write (`second`) for a namespace, each with its
+/// transfer length: the blocks and data length of the compare-and-write, or the statuses
+/// of the two commands (NVMe base spec, Fused Operations: the one that is wrong gets its
+/// error, the other Command Aborted due to Failed Fused Command; both Invalid Field when
+/// they name different namespaces or LBA ranges).
+pub fn plan_fused(
+    first: &Sqe,
+    second: &Sqe,
+    ns: Option<&NsGeometry>,
+    xfers: (u32, u32),
+    max_io_size: u32,
+) -> Result<(u64, u64, usize), (Status, Status)> {
+    let failed = Status::ABORTED_FAILED_FUSED;
+    if first.opcode != io_opc::COMPARE {
+        return Err((Status::INVALID_OPCODE.with_dnr(), failed));
+    }
+    if second.opcode != io_opc::WRITE {
+        return Err((failed, Status::INVALID_OPCODE.with_dnr()));
+    }
+    if first.nsid != second.nsid || first.slba() != second.slba() || first.nlb() != second.nlb() {
+        let st = Status::INVALID_FIELD.with_dnr();
+        return Err((st, st));
+    }
+    let cmp = plan(first, ns, xfers.0, max_io_size, &[]).map_err(|st| (st, failed))?;
+    let write = plan(second, ns, xfers.1, max_io_size, &[]).map_err(|st| (failed, st))?;
+    match (cmp, write) {
+        (
+            IoPlan::Compare {
+                offset_blocks,
+                num_blocks,
+                len,
+            },
+            IoPlan::Write { .. },
+        ) => Ok((offset_blocks, num_blocks, len)),
+        _ => Err((Status::INTERNAL_ERROR, failed)),
+    }
+}
+
+/// The statuses of a fused Compare and Write from its compare-and-write's completion:
+/// data that differ fail the Compare (Compare Failure) and abort the Write (Failed Fused
+/// Command); any other error is the Compare's (the pair failed as one) and aborts the
+/// Write.
+pub fn fused_status(s: IoStatus) -> (Status, Status) {
+    match s {
+        IoStatus::Success => (Status::SUCCESS, Status::SUCCESS),
+        other => (status_of(other), Status::ABORTED_FAILED_FUSED),
+    }
+}
+
 /// The (SLBA, block count) of a read/write-like command, checked against the namespace
 /// (overflow included).
 fn lba_range(sqe: &Sqe, ns: &NsGeometry) -> Result<(u64, u64), Status> {
@@ -166,6 +230,7 @@ pub fn io_type(plan: &IoPlan) -> Option<IoType> {
     Some(match plan {
         IoPlan::Read { .. } => IoType::Read,
         IoPlan::Write { .. } => IoType::Write,
+        IoPlan::Compare { .. } => IoType::Compare,
         IoPlan::Flush => IoType::Flush,
         IoPlan::WriteZeroes { .. } => IoType::WriteZeroes,
         IoPlan::Unmap(_) => IoType::Unmap,

@@ -130,7 +130,7 @@ impl CreateTransport {
             return Err("masked_oncs: masking ONCS features is not supported".into());
         }
         if self.masked_fuses.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err("masked_fuses: fused commands are not supported (nothing to mask)".into());
+            return Err("masked_fuses: masking fused operations is not supported".into());
         }
         let _ignored = (
             self.iobuf_small_cache_size,

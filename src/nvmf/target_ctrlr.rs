@@ -437,7 +437,14 @@ impl Ctrlr {
             id.frmw = 1 | 1 << 1; // slot 1 read-only, one slot
             id.nn = (s.max_nsid()).into();
             id.mnan = (s.max_nsid()).into();
-            id.oncs = (wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES).into();
+            // Compare and the fused Compare and Write run on every bdev (the bdev layer
+            // emulates what a module lacks); ACWU 0: one block is guaranteed atomic
+            // (longer pairs are atomic too, under the bdev layer's range lock).
+            id.oncs =
+                (wire::oncs::COMPARE | wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES)
+                    .into();
+            id.fuses = 1.into();
+            id.acwu = 0.into();
             id.vwc = 1;
             id.wctemp = 0x0157.into();
             id.cctemp = 0x0175.into();

@@ -554,6 +554,102 @@ impl Controller {
         );
     }
 
+    /// Compares `buf` (a whole number of blocks) with the blocks at `slba`: Compare
+    /// Failure (SCT 2h, SC 85h) as [`HostError::Nvme`] when they differ.
+    pub fn compare(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        buf: IoBuf,
+        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+    ) {
+        self.data_command(
+            qid,
+            io_opc::COMPARE,
+            nsid,
+            slba,
+            blocks,
+            DataBuf::Write(buf),
+            cb,
+        );
+    }
+
+    /// Submits two commands adjacent on queue `qid` (nothing of this host between them);
+    /// `cb` gets both completions. Both are refused at once when the queue lacks room for
+    /// two.
+    pub fn submit_pair(
+        &self,
+        qid: u16,
+        first: Request,
+        second: Request,
+        cb: impl FnOnce(Completion, Completion) + 'static,
+    ) {
+        let room = {
+            let inner = self.inner.borrow();
+            let q = if qid == 0 {
+                Some(&inner.admin)
+            } else {
+                inner.io.get(qid as usize - 1)
+            };
+            q.is_some_and(|q| q.outstanding() + 2 <= q.depth())
+        };
+        if !room {
+            let fail = |req: Request| Completion {
+                tag: 0,
+                result: Err(HostError::QueueFull),
+                buf: req.into_buf(),
+            };
+            return cb(fail(first), fail(second));
+        }
+        let both: Rc<RefCell<(Option<Completion>, Option<Completion>)>> = Rc::default();
+        let cb = Rc::new(RefCell::new(Some(cb)));
+        let finish = move |both: &Rc<RefCell<(Option<Completion>, Option<Completion>)>>| {
+            let mut b = both.borrow_mut();
+            if b.0.is_some() && b.1.is_some() {
+                let (Some(c1), Some(c2)) = (b.0.take(), b.1.take()) else {
+                    return;
+                };
+                drop(b);
+                if let Some(cb) = cb.borrow_mut().take() {
+                    cb(c1, c2);
+                }
+            }
+        };
+        let (b1, f1) = (both.clone(), finish.clone());
+        self.submit(qid, first, move |c| {
+            b1.borrow_mut().0 = Some(c);
+            f1(&b1);
+        });
+        let b2 = both;
+        self.submit(qid, second, move |c| {
+            b2.borrow_mut().1 = Some(c);
+            finish(&b2);
+        });
+    }
+
+    /// The fused Compare and Write: writes `data` at `slba` only if the blocks equal
+    /// `expect`, atomically. `cb` gets the Compare's and the Write's results (a mismatch:
+    /// the Compare fails with Compare Failure, the Write with Command Aborted due to Failed
+    /// Fused Command).
+    #[allow(clippy::too_many_arguments)]
+    pub fn compare_and_write(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        expect: IoBuf,
+        data: IoBuf,
+        cb: impl FnOnce(Result<u32, HostError>, Result<u32, HostError>) + 'static,
+    ) {
+        let (first, second) = compare_and_write_pair(nsid, slba, blocks, expect, data);
+        self.submit_pair(qid, first, second, move |c1, c2| {
+            cb(c1.status(), c2.status())
+        });
+    }
+
     /// A read or write of `blocks` blocks at `slba`; the callback gets the buffer back.
     #[allow(clippy::too_many_arguments)]
     fn data_command(
@@ -923,4 +1019,36 @@ fn finish(c: Rc<Controller>, done: Done<Rc<Controller>>) {
         c.inner.borrow_mut().keep_alive = Some(p);
     }
     done(Ok(c))
+}
+
+/// The two commands of a fused Compare and Write (FUSE 01b Compare, FUSE 10b Write).
+pub fn compare_and_write_pair(
+    nsid: u32,
+    slba: u64,
+    blocks: u32,
+    expect: IoBuf,
+    data: IoBuf,
+) -> (Request, Request) {
+    let mut cmp = Sqe::rw(
+        io_opc::COMPARE,
+        0,
+        nsid,
+        slba,
+        blocks,
+        SglDescriptor::default(),
+    );
+    cmp.flags = cmp.flags.with_fuse(crate::nvmf::wire::fuse::FIRST);
+    let mut write = Sqe::rw(
+        io_opc::WRITE,
+        0,
+        nsid,
+        slba,
+        blocks,
+        SglDescriptor::default(),
+    );
+    write.flags = write.flags.with_fuse(crate::nvmf::wire::fuse::SECOND);
+    (
+        Request::new(cmp, DataBuf::Write(expect)),
+        Request::new(write, DataBuf::Write(data)),
+    )
 }

@@ -203,6 +203,54 @@ impl SyncController {
         })
     }
 
+    /// Compares `data` (a whole number of blocks) with the blocks at `slba` on I/O queue
+    /// `qid`: Compare Failure as [`HostError::Nvme`] when they differ.
+    pub fn compare(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        let mut buf = IoBuf::with_len(data.len());
+        buf.copy_from_slice(data);
+        self.call(move |c, done| {
+            c.compare(qid, nsid, slba, blocks, buf, move |r| done(r.map(|_| ())))
+        })
+    }
+
+    /// The fused Compare and Write on I/O queue `qid`: the Compare's and the Write's
+    /// results.
+    pub fn compare_and_write(
+        &self,
+        qid: u16,
+        nsid: u32,
+        slba: u64,
+        blocks: u32,
+        expect: &[u8],
+        data: &[u8],
+    ) -> Result<(Result<u32, HostError>, Result<u32, HostError>), HostError> {
+        let (mut e, mut d) = (IoBuf::with_len(expect.len()), IoBuf::with_len(data.len()));
+        e.copy_from_slice(expect);
+        d.copy_from_slice(data);
+        self.call(move |c, done| {
+            c.compare_and_write(qid, nsid, slba, blocks, e, d, move |r1, r2| {
+                done(Ok((r1, r2)))
+            })
+        })
+    }
+
+    /// Submits two commands adjacent on queue `qid` and returns both completions.
+    pub fn submit_pair(
+        &self,
+        qid: u16,
+        first: Request,
+        second: Request,
+    ) -> Result<(Completion, Completion), HostError> {
+        self.call(move |c, done| c.submit_pair(qid, first, second, move |a, b| done(Ok((a, b)))))
+    }
+
     pub fn flush(&self, qid: u16, nsid: u32) -> Result<(), HostError> {
         self.call(move |c, done| c.flush(qid, nsid, done))
     }

@@ -150,6 +150,9 @@ impl PollGroup {
 
     pub(super) fn io(&mut self, idx: usize, slot: u16, sqe: &Sqe) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
+        if qp.reqs[slot as usize].fused != fused::Fused::None {
+            return self.fused_io(idx, slot);
+        }
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
         let qp_ddgst = qp.tx.ddgst;
@@ -168,6 +171,11 @@ impl PollGroup {
             }
         }
         let data: &[u8] = req.buf.as_deref().unwrap_or(&[]);
+        if sqe.fuse() != wire::fuse::NORMAL {
+            // Reached only by a fused command on a queue that does not pair them.
+            req.status = Status::INVALID_FIELD.with_dnr();
+            return self.respond(idx, slot);
+        }
         let plan = io::plan(sqe, geom.as_ref(), req.xfer, max_io, data);
         let plan = match plan {
             Ok(p) => p,
@@ -207,8 +215,17 @@ impl PollGroup {
                 offset_blocks,
                 num_blocks,
                 len,
+            }
+            | IoPlan::Compare {
+                offset_blocks,
+                num_blocks,
+                len,
             } => {
-                bio.reset_to(IoType::Write, offset_blocks, num_blocks);
+                let t = match plan {
+                    IoPlan::Compare { .. } => IoType::Compare,
+                    _ => IoType::Write,
+                };
+                bio.reset_to(t, offset_blocks, num_blocks);
                 let Some(mut buf) = req.buf.take() else {
                     req.status = Status::INTERNAL_ERROR;
                     req.io = Some(bio);
@@ -257,6 +274,14 @@ impl PollGroup {
         }
         req.pending -= 1;
         let st = bio.status();
+        if bio.io_type == IoType::CompareAndWrite {
+            bio.bufs.clear();
+            if req.io.is_none() {
+                req.io = Some(bio);
+            }
+            self.stats.completed_nvme_io += 1;
+            return self.fused_done(idx, slot, st);
+        }
         if !st.is_success() && req.status.is_success() {
             req.status = io::status_of(st);
         }

@@ -62,6 +62,7 @@ use zerocopy::little_endian::U16;
 mod auth;
 mod connect;
 mod dispatch;
+mod fused;
 mod protocol;
 mod rx;
 mod rx_landing;
@@ -119,6 +120,8 @@ enum ReqState {
     Executing,
     /// An Asynchronous Event Request kept by the controller.
     Aer,
+    /// Half of a fused pair, ready, waiting for the other half (see `fused.rs`).
+    AwaitFused,
 }
 
 struct Request {
@@ -141,6 +144,8 @@ struct Request {
     pending: u32,
     /// Reused bdev I/O object.
     io: Option<BdevIo>,
+    /// Its part in a fused operation (see `fused.rs`).
+    fused: fused::Fused,
 }
 
 impl Request {
@@ -158,6 +163,7 @@ impl Request {
             shared: None,
             pending: 0,
             io: None,
+            fused: fused::Fused::None,
         }
     }
 }
@@ -228,6 +234,9 @@ struct Qpair {
     landing: Landing,
     /// DH-HMAC-CHAP state of the queue (see `auth.rs`).
     auth: auth::QpAuth,
+    /// The last command received, if it was the first of a fused pair: the next one
+    /// decides whether it is paired (see `fused.rs`).
+    fused_first: Option<u16>,
 }
 
 impl Qpair {
@@ -266,6 +275,7 @@ impl Qpair {
             auth: auth::QpAuth::NotRequired,
             term_sent: false,
             landing: Landing::default(),
+            fused_first: None,
         }
     }
 

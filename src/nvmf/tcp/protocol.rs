@@ -69,6 +69,10 @@ impl PollGroup {
                 req.received = 0;
                 req.pending = 0;
                 req.buf = None;
+                req.fused = fused::Fused::None;
+                self.pair_fused(idx, slot)?;
+                let qp = &mut self.qpairs[idx];
+                let req = &mut qp.reqs[slot as usize];
                 if data_len > 0 {
                     req.state = ReqState::Capsule;
                     req.xfer = data_len;
@@ -259,6 +263,11 @@ impl PollGroup {
         match qp.qid {
             None => {
                 qp.reqs[slot as usize].status = Status::COMMAND_SEQUENCE_ERROR.with_dnr();
+                self.respond(idx, slot)
+            }
+            Some(0) if sqe.fuse() != wire::fuse::NORMAL => {
+                // No admin command is fused (as SPDK).
+                qp.reqs[slot as usize].status = Status::INVALID_FIELD.with_dnr();
                 self.respond(idx, slot)
             }
             Some(0) => self.admin(idx, slot, &sqe),

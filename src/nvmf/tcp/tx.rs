@@ -79,6 +79,16 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx) else {
             return;
         };
+        // A half of a fused pair answered alone fails the other half.
+        let orphan = if qp.reqs[slot as usize].fused.is_paired() {
+            fused::unlink(qp, slot)
+        } else {
+            None
+        };
+        if let Some(o) = orphan {
+            self.send_response(idx, slot, dw1);
+            return self.send_response(idx, o, 0);
+        }
         if qp.term_sent {
             // Commands completing after a Term Req are dropped with the connection.
             qp.free_slot(slot);
