@@ -29,18 +29,41 @@ struct Target {
 
 impl Target {
     fn start(tag: &str) -> Target {
-        let sock = sock_path(tag);
-        let dir = sock.with_extension("d");
+        let dir = sock_path(tag).with_extension("d");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("disk.img");
         std::fs::File::create(&file)
             .and_then(|f| f.set_len(16 << 20))
             .unwrap();
+        let bdevs = vec![
+            json!({"method": "bdev_malloc_create",
+                   "params": {"name": "Malloc0", "num_blocks": 32768, "block_size": 512}}),
+            json!({"method": "bdev_uring_create",
+                   "params": {"name": "File0", "filename": file.to_str().unwrap(), "block_size": 4096}}),
+        ];
+        Self::start_with(
+            tag,
+            dir,
+            bdevs,
+            &[(MALLOC_NQN, "Malloc0"), (FILE_NQN, "File0")],
+        )
+    }
+
+    /// pollux on two reactors with `bdevs` (config calls), each export a subsystem with
+    /// the bdev as namespace 1.
+    fn start_with(
+        tag: &str,
+        dir: PathBuf,
+        bdevs: Vec<serde_json::Value>,
+        exports: &[(&str, &str)],
+    ) -> Target {
+        let sock = sock_path(tag);
+        std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let mut nvmf =
             vec![json!({"method": "nvmf_create_transport", "params": {"trtype": "TCP"}})];
-        for (nqn, bdev) in [(MALLOC_NQN, "Malloc0"), (FILE_NQN, "File0")] {
+        for (nqn, bdev) in exports {
             nvmf.push(json!({"method": "nvmf_create_subsystem",
                 "params": {"nqn": nqn, "allow_any_host": true}}));
             nvmf.push(json!({"method": "nvmf_subsystem_add_ns",
@@ -50,11 +73,7 @@ impl Target {
                     "traddr": "127.0.0.1", "trsvcid": port.to_string()}}}));
         }
         let config = json!({"subsystems": [
-            {"subsystem": "bdev", "config": [
-                {"method": "bdev_malloc_create",
-                 "params": {"name": "Malloc0", "num_blocks": 32768, "block_size": 512}},
-                {"method": "bdev_uring_create",
-                 "params": {"name": "File0", "filename": file.to_str().unwrap(), "block_size": 4096}}]},
+            {"subsystem": "bdev", "config": bdevs},
             {"subsystem": "nvmf", "config": nvmf}
         ]});
         let cfg = dir.join("pollux.json");
@@ -161,7 +180,10 @@ fn identify_reports_compare_and_fused_compare_and_write() {
 }
 
 fn compare_statuses(nqn: &str) {
-    let t = Target::start("caw-cmp");
+    compare_statuses_on(&Target::start("caw-cmp"), nqn);
+}
+
+fn compare_statuses_on(t: &Target, nqn: &str) {
     let c = t.connect(nqn, "cmp", 1);
     let bs = block_size(&c) as usize;
     // One block (in-capsule) and 64 KiB (beyond the in-capsule size: R2T).
@@ -201,7 +223,10 @@ fn compare_succeeds_and_fails_on_a_uring_file() {
 }
 
 fn fused_statuses(nqn: &str) {
-    let t = Target::start("caw-fused");
+    fused_statuses_on(&Target::start("caw-fused"), nqn);
+}
+
+fn fused_statuses_on(t: &Target, nqn: &str) {
     let c = t.connect(nqn, "fused", 1);
     let bs = block_size(&c) as usize;
     let old = pattern(1, bs);
@@ -377,8 +402,10 @@ fn increment(c: &SyncController, qid: u16, slba: u64, bs: u32, n: u64) -> u64 {
 }
 
 fn counter_race(nqn: &str) {
-    const N: u64 = 150;
-    let t = Target::start("caw-race");
+    counter_race_on(&Target::start("caw-race"), nqn, 150);
+}
+
+fn counter_race_on(t: &Target, nqn: &str, n: u64) {
     // Two hosts with two I/O queues each: connections alternate between the two reactors
     // (round robin), so each host has a queue on each reactor.
     let hosts: Vec<Arc<SyncController>> = ["race-a", "race-b"]
@@ -408,18 +435,18 @@ fn counter_race(nqn: &str) {
     let workers: Vec<_> = hosts
         .iter()
         .flat_map(|h| [(h.clone(), 1u16), (h.clone(), 2u16)])
-        .map(|(h, qid)| std::thread::spawn(move || increment(&h, qid, slba, bs, N)))
+        .map(|(h, qid)| std::thread::spawn(move || increment(&h, qid, slba, bs, n)))
         .collect();
     let retries: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let noise_writes = noise.join().unwrap();
     let data = hosts[0].read(1, 1, slba, 1, bs).unwrap();
     let count = u64::from_le_bytes(data[..8].try_into().unwrap());
-    assert_eq!(count, 4 * N, "lost updates ({retries} retries)");
+    assert_eq!(count, 4 * n, "lost updates ({retries} retries)");
     assert!(noise_writes > 0);
     eprintln!(
         "{nqn}: {} increments, {retries} retries, {noise_writes} plain writes",
-        4 * N
+        4 * n
     );
 }
 
@@ -431,4 +458,33 @@ fn compare_and_write_races_never_lose_an_update_on_malloc() {
 #[test]
 fn compare_and_write_races_never_lose_an_update_on_a_uring_file() {
     counter_race(FILE_NQN);
+}
+
+/// The same on an RBD image of a throw-away single-node Ceph cluster, where librbd (Ceph
+/// 16+) compares and writes atomically in the OSDs: skipped loudly without the Ceph
+/// packages.
+#[test]
+fn compare_and_fused_compare_and_write_on_rbd() {
+    use pollux::bdev::rbd::DevCluster;
+    const RBD_NQN: &str = "nqn.2016-06.io.pollux:caw-rbd";
+    if let Some(why) = DevCluster::unavailable_or_panic() {
+        common::skip("compare_and_fused_compare_and_write_on_rbd", &why);
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-dev-cluster.sh");
+    let cluster = DevCluster::start(&script, "caw").expect("start the dev Ceph cluster");
+    cluster.create_image("caw0", 16).unwrap();
+    let dir = sock_path("caw-rbd").with_extension("d");
+    let bdevs = vec![
+        json!({"method": "bdev_rbd_register_cluster",
+               "params": {"name": "c0", "config_file": cluster.conf}}),
+        json!({"method": "bdev_rbd_create",
+               "params": {"name": "rbd0", "pool_name": "rbd", "rbd_name": "caw0",
+                          "block_size": 4096, "cluster_name": "c0"}}),
+    ];
+    let t = Target::start_with("caw-rbd", dir, bdevs, &[(RBD_NQN, "rbd0")]);
+    compare_statuses_on(&t, RBD_NQN);
+    fused_statuses_on(&t, RBD_NQN);
+    counter_race_on(&t, RBD_NQN, 25);
 }

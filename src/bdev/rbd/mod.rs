@@ -408,13 +408,19 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
             let types = if opts.read_only {
                 IoTypes::of(&[IoType::Read])
             } else {
-                IoTypes::of(&[
+                let mut types = vec![
                     IoType::Read,
                     IoType::Write,
                     IoType::Flush,
                     IoType::Unmap,
                     IoType::WriteZeroes,
-                ])
+                ];
+                // Atomic in the OSDs, so against other gateways too (the bdev layer's
+                // emulation would only exclude this process's writes).
+                if ffi::has_compare_and_write() {
+                    types.push(IoType::CompareAndWrite);
+                }
+                IoTypes::of(&types)
             };
             let mut info = BdevInfo::new(
                 opts.name.clone(),
@@ -802,7 +808,24 @@ impl RbdChannel {
             IoType::Flush => image.aio_flush(c),
             IoType::Unmap => image.aio_discard(off, len, c),
             IoType::WriteZeroes => image.aio_write_zeroes(off, len, c),
-            IoType::Reset | IoType::Compare | IoType::CompareAndWrite => -libc::EOPNOTSUPP,
+            IoType::CompareAndWrite => {
+                let Some(at) = super::compare::split_at(io) else {
+                    image.release(c);
+                    return -libc::EINVAL;
+                };
+                slot.iov.clear();
+                for b in &io.bufs {
+                    slot.iov.push(libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    });
+                }
+                let (cmp, data) = slot.iov.split_at(at);
+                // SAFETY: as for writes: the iovecs point at the I/O's buffers, which stay
+                // in this slot until the completion is polled; librbd only reads them.
+                unsafe { image.compare_and_writev(cmp, data, off, c) }
+            }
+            IoType::Reset | IoType::Compare => -libc::EOPNOTSUPP,
         };
         if r < 0 {
             image.release(c);
@@ -841,7 +864,14 @@ impl RbdChannel {
                 let (Some(io), Some(done)) = (io, done) else {
                     continue; // answered on timeout already
                 };
-                let status = if ret < 0 {
+                let status = if ret == -(libc::EILSEQ as isize)
+                    && io.io_type == IoType::CompareAndWrite
+                {
+                    IoStatus::Miscompare
+                } else if ret == -(libc::EINVAL as isize) && io.io_type == IoType::CompareAndWrite {
+                    // Crossing an object boundary (librbd compares within one object).
+                    IoStatus::InvalidRequest
+                } else if ret < 0 {
                     status_of_errno(-ret as i32)
                 } else if io.io_type == IoType::Read
                     && ret as u64 != io.num_blocks * self.block_size
