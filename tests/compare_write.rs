@@ -25,6 +25,7 @@ struct Target {
     child: Child,
     port: u16,
     dir: PathBuf,
+    sock: PathBuf,
 }
 
 impl Target {
@@ -89,7 +90,12 @@ impl Target {
             .stderr(log)
             .spawn()
             .expect("spawn pollux");
-        let mut t = Target { child, port, dir };
+        let mut t = Target {
+            child,
+            port,
+            dir,
+            sock,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(st) = t.child.try_wait().unwrap() {
@@ -125,6 +131,9 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pollux log:\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -223,10 +232,12 @@ fn compare_succeeds_and_fails_on_a_uring_file() {
 }
 
 fn fused_statuses(nqn: &str) {
-    fused_statuses_on(&Target::start("caw-fused"), nqn);
+    fused_statuses_on(&Target::start("caw-fused"), nqn, true);
 }
 
-fn fused_statuses_on(t: &Target, nqn: &str) {
+/// `atomic_beyond_a_sector`: whether a 64 KiB pair runs (false for librbd's own
+/// compare-and-write, which compares within one 512-byte sector: Invalid Field).
+fn fused_statuses_on(t: &Target, nqn: &str, atomic_beyond_a_sector: bool) {
     let c = t.connect(nqn, "fused", 1);
     let bs = block_size(&c) as usize;
     let old = pattern(1, bs);
@@ -255,9 +266,23 @@ fn fused_statuses_on(t: &Target, nqn: &str) {
     let (r1, r2) = c
         .compare_and_write(1, 1, 64, blocks as u32, &big_old, &big_new)
         .unwrap();
-    assert_status(&r1, Status::SUCCESS, "compare of a large pair");
-    assert_status(&r2, Status::SUCCESS, "write of a large pair");
-    assert!(c.read(1, 1, 64, blocks as u32, bs as u32).unwrap()[..] == big_new[..]);
+    if atomic_beyond_a_sector {
+        assert_status(&r1, Status::SUCCESS, "compare of a large pair");
+        assert_status(&r2, Status::SUCCESS, "write of a large pair");
+        assert!(c.read(1, 1, 64, blocks as u32, bs as u32).unwrap()[..] == big_new[..]);
+    } else {
+        assert_status(
+            &r1,
+            Status::INVALID_FIELD,
+            "compare of a pair beyond a sector",
+        );
+        assert_status(
+            &r2,
+            Status::ABORTED_FAILED_FUSED,
+            "write of a pair beyond a sector",
+        );
+        assert!(c.read(1, 1, 64, blocks as u32, bs as u32).unwrap()[..] == big_old[..]);
+    }
 
     // A lone second command.
     let lone = fused(io_opc::WRITE, fuse::SECOND, 1, 20, 1, &old);
@@ -475,16 +500,57 @@ fn compare_and_fused_compare_and_write_on_rbd() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-dev-cluster.sh");
     let cluster = DevCluster::start(&script, "caw").expect("start the dev Ceph cluster");
     cluster.create_image("caw0", 16).unwrap();
+    // 4 KiB blocks: emulated by the bdev layer (librbd compares within a 512-byte
+    // sector); 512-byte blocks: librbd's own compare-and-write.
+    cluster.create_image("caw1", 16).unwrap();
     let dir = sock_path("caw-rbd").with_extension("d");
     let bdevs = vec![
         json!({"method": "bdev_rbd_register_cluster",
                "params": {"name": "c0", "config_file": cluster.conf}}),
         json!({"method": "bdev_rbd_create",
                "params": {"name": "rbd0", "pool_name": "rbd", "rbd_name": "caw0",
+                          "block_size": 512, "cluster_name": "c0"}}),
+        json!({"method": "bdev_rbd_create",
+               "params": {"name": "rbd1", "pool_name": "rbd", "rbd_name": "caw1",
                           "block_size": 4096, "cluster_name": "c0"}}),
     ];
-    let t = Target::start_with("caw-rbd", dir, bdevs, &[(RBD_NQN, "rbd0")]);
-    compare_statuses_on(&t, RBD_NQN);
-    fused_statuses_on(&t, RBD_NQN);
-    counter_race_on(&t, RBD_NQN, 25);
+    const RBD4K_NQN: &str = "nqn.2016-06.io.pollux:caw-rbd4k";
+    let t = Target::start_with(
+        "caw-rbd",
+        dir,
+        bdevs,
+        &[(RBD_NQN, "rbd0"), (RBD4K_NQN, "rbd1")],
+    );
+    for (nqn, native) in [(RBD4K_NQN, false), (RBD_NQN, true)] {
+        compare_statuses_on(&t, nqn);
+        fused_statuses_on(&t, nqn, !native);
+        counter_race_on(&t, nqn, 25);
+    }
+
+    // librbd does the compare itself: pairs cost the bdev no read (the layer's emulation
+    // would read once per pair).
+    let reads = |t: &Target| {
+        let mut rpc = common::Client::connect(&t.sock);
+        let v = rpc.call("bdev_get_iostat", Some(json!({"name": "rbd0"})));
+        v["bdevs"][0]["num_read_ops"]
+            .as_u64()
+            .expect("num_read_ops")
+    };
+    let c = t.connect(RBD_NQN, "native", 1);
+    let bs = block_size(&c) as usize;
+    let (a, b) = (pattern(7, bs), pattern(8, bs));
+    c.write(1, 1, 100, 1, &a).unwrap();
+    let before = reads(&t);
+    for i in 0..10 {
+        let (old, new) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (r1, r2) = c.compare_and_write(1, 1, 100, 1, old, new).unwrap();
+        assert_status(&r1, Status::SUCCESS, "native compare");
+        assert_status(&r2, Status::SUCCESS, "native write");
+    }
+    assert_eq!(
+        reads(&t),
+        before,
+        "compare-and-write on RBD read through the bdev layer"
+    );
+    c.disconnect().unwrap();
 }

@@ -43,6 +43,7 @@ pub struct Lib {
     rbd_aio_get_return_value: unsafe extern "C" fn(CompletionT) -> isize,
     rbd_aio_get_arg: unsafe extern "C" fn(CompletionT) -> *mut c_void,
     rbd_aio_release: unsafe extern "C" fn(CompletionT),
+    rbd_aio_is_complete: unsafe extern "C" fn(CompletionT) -> c_int,
     rbd_aio_readv:
         unsafe extern "C" fn(ImageT, *const libc::iovec, c_int, u64, CompletionT) -> c_int,
     rbd_aio_writev:
@@ -54,10 +55,23 @@ pub struct Lib {
     rbd_update_watch:
         unsafe extern "C" fn(ImageT, *mut u64, Option<UpdateCallback>, *mut c_void) -> c_int,
     rbd_update_unwatch: unsafe extern "C" fn(ImageT, u64) -> c_int,
-    /// Ceph 16 and later (absent before: compare-and-write is then emulated by the bdev
-    /// layer).
+    /// Ceph 17 and later; Ceph 12 to 16 have only `rbd_aio_compare_and_write` (one
+    /// contiguous buffer each). With neither, the bdev layer emulates compare-and-write.
     rbd_aio_compare_and_writev: Option<CompareAndWritev>,
+    rbd_aio_compare_and_write: Option<CompareAndWrite>,
 }
+
+/// `rbd_aio_compare_and_write(image, off, len, cmp_buf, buf, c, mismatch_off, op_flags)`.
+type CompareAndWrite = unsafe extern "C" fn(
+    ImageT,
+    u64,
+    usize,
+    *const libc::c_char,
+    *const libc::c_char,
+    CompletionT,
+    *mut u64,
+    c_int,
+) -> isize;
 
 /// `rbd_aio_compare_and_writev(image, off, cmp_iov, cmp_iovcnt, iov, iovcnt, c,
 /// mismatch_off, op_flags)`: the write is done only if the compare data match; the
@@ -84,7 +98,9 @@ pub fn lib() -> Result<&'static Lib, String> {
 
 /// Whether the loaded librbd compares and writes atomically itself (Ceph 16+).
 pub fn has_compare_and_write() -> bool {
-    lib().is_ok_and(|l| l.rbd_aio_compare_and_writev.is_some())
+    lib().is_ok_and(|l| {
+        l.rbd_aio_compare_and_writev.is_some() || l.rbd_aio_compare_and_write.is_some()
+    })
 }
 
 fn load() -> Result<Lib, String> {
@@ -139,6 +155,7 @@ fn load_named(rados_name: &str, rbd_name: &str) -> Result<Lib, String> {
         rbd_aio_get_return_value: sym!(rbd, rbd_aio_get_return_value),
         rbd_aio_get_arg: sym!(rbd, rbd_aio_get_arg),
         rbd_aio_release: sym!(rbd, rbd_aio_release),
+        rbd_aio_is_complete: sym!(rbd, rbd_aio_is_complete),
         rbd_aio_readv: sym!(rbd, rbd_aio_readv),
         rbd_aio_writev: sym!(rbd, rbd_aio_writev),
         rbd_aio_flush: sym!(rbd, rbd_aio_flush),
@@ -151,6 +168,10 @@ fn load_named(rados_name: &str, rbd_name: &str) -> Result<Lib, String> {
         rbd_aio_compare_and_writev: unsafe { rbd.get(b"rbd_aio_compare_and_writev\0") }
             .ok()
             .map(|s: libloading::Symbol<'_, CompareAndWritev>| *s),
+        // SAFETY: as above (librbd.h of Ceph 12+).
+        rbd_aio_compare_and_write: unsafe { rbd.get(b"rbd_aio_compare_and_write\0") }
+            .ok()
+            .map(|s: libloading::Symbol<'_, CompareAndWrite>| *s),
         _rados: rados,
         _rbd: rbd,
     })
@@ -346,6 +367,44 @@ impl Image {
         Ok(c)
     }
 
+    /// A completion whose end only writes 1 to the eventfd `fd` (from librbd's thread),
+    /// for a call librbd does not announce on the image's event queue (its C
+    /// compare-and-write, Ceph 16): the owner finds it done with [`Image::try_finish`].
+    pub fn completion_waking(&self, fd: c_int) -> Result<CompletionT, i32> {
+        let mut c: CompletionT = std::ptr::null_mut();
+        // SAFETY: c a valid out pointer; the argument is the fd as an integer, which the
+        // callback only writes to (the image's eventfd, open while the image is).
+        rc(unsafe {
+            (self.lib.rbd_aio_create_completion)(
+                fd as isize as *mut c_void,
+                Some(wake_eventfd),
+                &mut c,
+            )
+        })?;
+        Ok(c)
+    }
+
+    /// The return value of a `completion_waking` completion once it is done (then it is
+    /// released), or `None` while it runs.
+    pub fn try_finish(&self, c: CompletionT) -> Option<isize> {
+        // SAFETY: c is a live completion this image's owner submitted and releases exactly
+        // once, here, once it is complete.
+        unsafe {
+            if (self.lib.rbd_aio_is_complete)(c) == 0 {
+                return None;
+            }
+            let ret = (self.lib.rbd_aio_get_return_value)(c);
+            (self.lib.rbd_aio_release)(c);
+            Some(ret)
+        }
+    }
+
+    /// The argument of a polled completion (without releasing it).
+    pub fn arg_of(&self, c: CompletionT) -> usize {
+        // SAFETY: c came from poll_events and is not released yet.
+        unsafe { (self.lib.rbd_aio_get_arg)(c) as usize }
+    }
+
     /// The return value and tag of a polled completion, then releases it.
     pub fn finish(&self, c: CompletionT) -> (isize, usize) {
         // SAFETY: c came from poll_events and is released exactly once, here.
@@ -388,32 +447,58 @@ impl Image {
         unsafe { (self.lib.rbd_aio_discard)(self.h, off, len, c) }
     }
 
+    /// Compares the blocks at `off` with `cmp` and writes `data` if they match, in the
+    /// OSDs; the completion returns -EILSEQ (and `*mismatch` the offset) when they differ.
+    /// Without the iovec call (Ceph < 17) each side must be one buffer (-EINVAL otherwise).
+    ///
     /// # Safety
-    /// As `readv`, for both iovec arrays (librbd only reads them).
+    /// As `readv`, for both iovec arrays (librbd only reads them) and for `mismatch`,
+    /// which librbd may write until the completion.
     pub unsafe fn compare_and_writev(
         &self,
         cmp: &[libc::iovec],
         data: &[libc::iovec],
         off: u64,
         c: CompletionT,
+        mismatch: *mut u64,
     ) -> i32 {
-        let Some(f) = self.lib.rbd_aio_compare_and_writev else {
-            return -libc::EOPNOTSUPP;
-        };
-        // SAFETY: per this fn's contract; a null mismatch offset is allowed (SPDK passes
-        // one too).
-        let r = unsafe {
-            f(
-                self.h,
-                off,
-                cmp.as_ptr(),
-                cmp.len() as c_int,
-                data.as_ptr(),
-                data.len() as c_int,
-                c,
-                std::ptr::null_mut(),
-                0,
-            )
+        let r = if let Some(f) = self.lib.rbd_aio_compare_and_writev {
+            // SAFETY: per this fn's contract.
+            unsafe {
+                f(
+                    self.h,
+                    off,
+                    cmp.as_ptr(),
+                    cmp.len() as c_int,
+                    data.as_ptr(),
+                    data.len() as c_int,
+                    c,
+                    mismatch,
+                    0,
+                )
+            }
+        } else if let Some(f) = self.lib.rbd_aio_compare_and_write {
+            let ([cmp], [data]) = (cmp, data) else {
+                return -libc::EINVAL;
+            };
+            if cmp.iov_len != data.iov_len {
+                return -libc::EINVAL;
+            }
+            // SAFETY: per this fn's contract; both buffers are `iov_len` bytes.
+            unsafe {
+                f(
+                    self.h,
+                    off,
+                    cmp.iov_len,
+                    cmp.iov_base as *const libc::c_char,
+                    data.iov_base as *const libc::c_char,
+                    c,
+                    mismatch,
+                    0,
+                )
+            }
+        } else {
+            -(libc::EOPNOTSUPP as isize)
         };
         r.clamp(i32::MIN as isize, 0) as i32
     }
@@ -467,4 +552,12 @@ mod tests {
         assert!(e.contains("libpollux-no-such-rados.so.2"), "{e}");
         assert!(e.contains("librbd1 librados2"), "{e}");
     }
+}
+
+/// The callback of `completion_waking`: wakes the reactor owning the eventfd `arg`.
+unsafe extern "C" fn wake_eventfd(_c: CompletionT, arg: *mut c_void) {
+    let one: u64 = 1;
+    // SAFETY: arg is the fd integer given to `completion_waking` (an eventfd open while
+    // the image is); 8 bytes from a local.
+    unsafe { libc::write(arg as isize as c_int, (&one as *const u64).cast(), 8) };
 }

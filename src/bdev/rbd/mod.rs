@@ -416,9 +416,19 @@ pub fn create(opts: RbdOpts, done: impl FnOnce(Result<BdevHandle, BdevError>) + 
                     IoType::WriteZeroes,
                 ];
                 // Atomic in the OSDs, so against other gateways too (the bdev layer's
-                // emulation would only exclude this process's writes).
-                if ffi::has_compare_and_write() {
+                // emulation only excludes this process's writes). librbd (Ceph 16)
+                // compares within one 512-byte sector only (-EINVAL beyond it), so only a
+                // bdev of 512-byte blocks gets it, for one block at a time (ACWU 0).
+                if ffi::has_compare_and_write() && bs == NATIVE_CAW_SECTOR {
                     types.push(IoType::CompareAndWrite);
+                } else if ffi::has_compare_and_write() {
+                    tracing::warn!(
+                        bdev = %opts.name,
+                        block_size = bs,
+                        "compare-and-write is emulated by the bdev layer (librbd compares \
+                         within one 512-byte sector): atomic against writes through this \
+                         process only, not through other gateways of the image"
+                    );
                 }
                 IoTypes::of(&types)
             };
@@ -633,6 +643,7 @@ impl super::Bdev for RbdBdev {
                     next_check: Instant::now(),
                     gen: NEXT_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     drain_until: None,
+                    unannounced: 0,
                     _wake: wake,
                 }));
                 LOCAL.with(|l| {
@@ -722,7 +733,16 @@ struct Slot {
     /// Buffers of an I/O answered on timeout, kept until librbd completes it.
     orphan: Option<Vec<crate::buf::IoBuf>>,
     busy: bool,
+    /// Where librbd reports a compare-and-write's first differing byte (boxed: its
+    /// address must not move while librbd may write it).
+    mismatch: Box<u64>,
+    /// The completion of a compare-and-write in flight (found done by polling it: librbd
+    /// does not put it on the image's event queue), as an address.
+    unannounced: Option<usize>,
 }
+
+/// librbd's compare-and-write unit: a request must lie within one such sector.
+const NATIVE_CAW_SECTOR: u32 = 512;
 
 static NEXT_GEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
@@ -739,6 +759,8 @@ struct CoreState {
     gen: usize,
     /// Keep draining the eventfd while idle until then (see `poll`).
     drain_until: Option<Instant>,
+    /// Compare-and-writes in flight whose completions are polled (`Slot::unannounced`).
+    unannounced: usize,
     _wake: WakeSource,
 }
 
@@ -820,10 +842,23 @@ impl RbdChannel {
                         iov_len: b.len(),
                     });
                 }
+                image.release(c);
+                let c = match image.completion_waking(st.efd.as_raw_fd()) {
+                    Ok(c) => c,
+                    Err(r) => return r,
+                };
+                let slot = &mut st.slots[idx as usize];
                 let (cmp, data) = slot.iov.split_at(at);
                 // SAFETY: as for writes: the iovecs point at the I/O's buffers, which stay
                 // in this slot until the completion is polled; librbd only reads them.
-                unsafe { image.compare_and_writev(cmp, data, off, c) }
+                let r = unsafe { image.compare_and_writev(cmp, data, off, c, &mut *slot.mismatch) };
+                if r < 0 {
+                    image.release(c);
+                } else {
+                    slot.unannounced = Some(c as usize);
+                    st.unannounced += 1;
+                }
+                return r;
             }
             IoType::Reset | IoType::Compare => -libc::EOPNOTSUPP,
         };
@@ -833,14 +868,67 @@ impl RbdChannel {
         r
     }
 
+    /// Frees slot `idx`, whose I/O librbd completed with `ret`, and queues its answer.
+    fn finish_slot(&mut self, st: &mut CoreState, idx: usize, ret: isize) {
+        let slot = &mut st.slots[idx];
+        slot.busy = false;
+        slot.deadline = None;
+        slot.orphan = None;
+        let io = slot.io.take();
+        let done = slot.done.take();
+        st.free.push(idx as u32);
+        let (Some(io), Some(done)) = (io, done) else {
+            return; // answered on timeout already
+        };
+        let status = if ret == -(libc::EILSEQ as isize) && io.io_type == IoType::CompareAndWrite {
+            IoStatus::Miscompare
+        } else if ret == -(libc::EINVAL as isize) && io.io_type == IoType::CompareAndWrite {
+            // Beyond one 512-byte sector (librbd compares within one).
+            IoStatus::InvalidRequest
+        } else if ret < 0 {
+            status_of_errno(-ret as i32)
+        } else if io.io_type == IoType::Read && ret as u64 != io.num_blocks * self.block_size {
+            IoStatus::Failed
+        } else {
+            IoStatus::Success
+        };
+        self.done_buf.push((io, done, status));
+    }
+
+    /// Finishes the compare-and-writes librbd completed without announcing them.
+    fn reap_unannounced(&mut self, st: &mut CoreState) -> usize {
+        let mut found = 0;
+        for idx in 0..st.slots.len() {
+            let Some(c) = st.slots[idx].unannounced else {
+                continue;
+            };
+            let Some(ret) = st.image.try_finish(c as ffi::CompletionT) else {
+                continue;
+            };
+            st.slots[idx].unannounced = None;
+            st.unannounced -= 1;
+            found += 1;
+            self.finish_slot(st, idx, ret);
+        }
+        found
+    }
+
     /// Collects completed AIO into `done_buf` (state borrowed); returns the count.
     fn reap(&mut self, st: &mut CoreState) -> usize {
         drain(&st.efd);
         let image = st.image.clone();
         let mut total = 0;
+        if st.unannounced > 0 {
+            total += self.reap_unannounced(st);
+        }
         loop {
             let n = image.poll_events(&mut st.comps);
             for i in 0..n {
+                if image.arg_of(st.comps[i]) == st.efd.as_raw_fd() as usize {
+                    // A compare-and-write's (should librbd announce it after all): it is
+                    // found and released by `reap_unannounced`.
+                    continue;
+                }
                 let (ret, tag) = image.finish(st.comps[i]);
                 total += 1;
                 let idx = if tag >> 16 == st.gen {
@@ -848,39 +936,14 @@ impl RbdChannel {
                 } else {
                     usize::MAX // an earlier generation's: see below
                 };
-                let Some(slot) = st.slots.get_mut(idx).filter(|s| s.busy) else {
+                if st.slots.get(idx).is_none_or(|s| !s.busy) {
                     // A completion of an earlier generation of this reactor's state (an I/O
                     // that timed out before its channels closed; its buffers were kept
                     // forever): nothing of ours is in it.
                     tracing::warn!(idx, "rbd completion for no I/O in flight");
                     continue;
-                };
-                slot.busy = false;
-                slot.deadline = None;
-                slot.orphan = None;
-                let io = slot.io.take();
-                let done = slot.done.take();
-                st.free.push(idx as u32);
-                let (Some(io), Some(done)) = (io, done) else {
-                    continue; // answered on timeout already
-                };
-                let status = if ret == -(libc::EILSEQ as isize)
-                    && io.io_type == IoType::CompareAndWrite
-                {
-                    IoStatus::Miscompare
-                } else if ret == -(libc::EINVAL as isize) && io.io_type == IoType::CompareAndWrite {
-                    // Crossing an object boundary (librbd compares within one object).
-                    IoStatus::InvalidRequest
-                } else if ret < 0 {
-                    status_of_errno(-ret as i32)
-                } else if io.io_type == IoType::Read
-                    && ret as u64 != io.num_blocks * self.block_size
-                {
-                    IoStatus::Failed
-                } else {
-                    IoStatus::Success
-                };
-                self.done_buf.push((io, done, status));
+                }
+                self.finish_slot(st, idx, ret);
             }
             if n < st.comps.len() {
                 break;
