@@ -542,6 +542,14 @@ pub fn errno_text(r: i32) -> String {
     }
 }
 
+/// The callback of `completion_waking`: wakes the reactor owning the eventfd `arg`.
+unsafe extern "C" fn wake_eventfd(_c: CompletionT, arg: *mut c_void) {
+    let one: u64 = 1;
+    // SAFETY: arg is the fd integer given to `completion_waking` (an eventfd open while
+    // the image is); 8 bytes from a local.
+    unsafe { libc::write(arg as isize as c_int, (&one as *const u64).cast(), 8) };
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -552,12 +560,4 @@ mod tests {
         assert!(e.contains("libpollux-no-such-rados.so.2"), "{e}");
         assert!(e.contains("librbd1 librados2"), "{e}");
     }
-}
-
-/// The callback of `completion_waking`: wakes the reactor owning the eventfd `arg`.
-unsafe extern "C" fn wake_eventfd(_c: CompletionT, arg: *mut c_void) {
-    let one: u64 = 1;
-    // SAFETY: arg is the fd integer given to `completion_waking` (an eventfd open while
-    // the image is); 8 bytes from a local.
-    unsafe { libc::write(arg as isize as c_int, (&one as *const u64).cast(), 8) };
 }

@@ -20,6 +20,9 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The results of the two commands of a fused pair (each DW0 or its error).
+pub type PairResult = (Result<u32, HostError>, Result<u32, HostError>);
+
 thread_local! {
     /// Controllers owned by `SyncController`s, on their reactor.
     static CONTROLLERS: RefCell<Slab<Rc<Controller>>> = const { RefCell::new(Slab::new()) };
@@ -230,7 +233,7 @@ impl SyncController {
         blocks: u32,
         expect: &[u8],
         data: &[u8],
-    ) -> Result<(Result<u32, HostError>, Result<u32, HostError>), HostError> {
+    ) -> Result<PairResult, HostError> {
         let (mut e, mut d) = (IoBuf::with_len(expect.len()), IoBuf::with_len(data.len()));
         e.copy_from_slice(expect);
         d.copy_from_slice(data);
