@@ -247,3 +247,76 @@ fn rpc_params_seeds_are_request_objects() {
         assert!(!req.method.is_empty(), "{name}");
     }
 }
+
+/// The capsule_dispatch seed of Compare and fused Compare and Write (see
+/// fuzz/src/capsule_dispatch.rs for the layout): a lone Compare, a matching fused pair, a
+/// pair whose second names another LBA, and a first that is a Write. Regenerated with
+/// `POLLUX_WRITE_SEEDS=1`; checked here against `io::plan` / `io::plan_fused` on a namespace
+/// of either block size the harness has.
+#[test]
+fn capsule_dispatch_compare_seed_holds_compares_and_fused_pairs() {
+    use pollux::nvmf::io::{plan, plan_fused, IoPlan, NsGeometry};
+    use pollux::nvmf::wire::fuse;
+    use zerocopy::IntoBytes;
+    let cmd = |op: u8, fuse_bits: u8, slba: u64| {
+        let mut s = Sqe::rw(op, 1, 1, slba, 1, SglDescriptor::in_capsule(0, 4096));
+        s.flags = s.flags.with_fuse(fuse_bits);
+        s
+    };
+    let records = [
+        cmd(io_opc::COMPARE, fuse::NORMAL, 8),
+        cmd(io_opc::COMPARE, fuse::FIRST, 8),
+        cmd(io_opc::WRITE, fuse::SECOND, 8),
+        cmd(io_opc::WRITE, fuse::SECOND, 9),
+        cmd(io_opc::WRITE, fuse::FIRST, 8),
+        cmd(io_opc::WRITE, fuse::SECOND, 8),
+    ];
+    // Config: start enabled, namespaces with every capability (as the `io` seed).
+    let mut seed = vec![0x06u8];
+    for sqe in &records {
+        seed.push(2); // an I/O record
+        seed.extend_from_slice(sqe.as_bytes());
+        seed.extend_from_slice(&0xffffu16.to_le_bytes()); // transfer: the SGL's length
+        seed.extend_from_slice(&4096u16.to_le_bytes());
+        seed.extend((0..4096u32).map(|i| (i % 251) as u8));
+    }
+    let path = seeds_dir("capsule_dispatch").join("compare");
+    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
+        std::fs::write(&path, &seed).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+            path.display()
+        )
+    });
+    assert!(
+        committed == seed,
+        "compare seed is stale: regenerate with POLLUX_WRITE_SEEDS=1"
+    );
+    for block_size in [512u32, 4096] {
+        let ns = NsGeometry {
+            block_size,
+            num_blocks: 1024,
+            supports_flush: true,
+            supports_unmap: true,
+            supports_write_zeroes: true,
+        };
+        assert!(matches!(
+            plan(&records[0], Some(&ns), 4096, 131072, &[]),
+            Ok(IoPlan::Compare {
+                offset_blocks: 8,
+                num_blocks: 1,
+                ..
+            })
+        ));
+        let pair = |a: usize, b: usize| {
+            plan_fused(&records[a], &records[b], Some(&ns), (4096, 4096), 131072)
+        };
+        assert_eq!(pair(1, 2).unwrap().0, 8);
+        let (s1, s2) = pair(1, 3).unwrap_err();
+        assert!(s1.same_code(Status::INVALID_FIELD) && s2.same_code(Status::INVALID_FIELD));
+        let (s1, s2) = pair(4, 5).unwrap_err();
+        assert!(s1.same_code(Status::INVALID_OPCODE) && s2.same_code(Status::ABORTED_FAILED_FUSED));
+    }
+}

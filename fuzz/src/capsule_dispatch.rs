@@ -9,7 +9,10 @@
 //! input: no panic; an admin answer never claims more data than the buffer it was given;
 //! a failed plan is never SUCCESS; a planned read/write/write-zeroes/unmap lies inside the
 //! namespace, moves exactly blocks × block size bytes, no more than the transfer length or
-//! the transport's max I/O size; the controller's bounded lists (AERs, error log, changed
+//! the transport's max I/O size (compares too); each I/O record with the one before it as
+//! a fused Compare and Write pair (`io::plan_fused`) is either refused with two non-SUCCESS
+//! statuses or one in-range compare-and-write within both transfer lengths; the
+//! controller's bounded lists (AERs, error log, changed
 //! namespaces) stay bounded.
 //!
 //! Input layout: byte 0 configures (bit 0 discovery controller, bit 1 start enabled, bits
@@ -216,6 +219,7 @@ pub fn check(data: &[u8]) {
         assert!(st.is_success(), "enabling with valid CC values succeeds");
     }
     let mut buf = vec![0u8; MAX_BUF];
+    let mut prev_io = None;
     while let Some(kind) = cur.u8() {
         let Some(raw) = cur.take(64) else {
             return;
@@ -237,6 +241,7 @@ pub fn check(data: &[u8]) {
                 buf_len as u32,
                 payload,
                 &opts,
+                &mut prev_io,
             ),
             _ => events(&mut c, &sqe),
         }
@@ -312,6 +317,7 @@ fn admin(c: &mut Ctrlr, sqe: &Sqe, out: &mut [u8], env: &AdminEnv<'_>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan(
     sqe: &Sqe,
     bdevs: &[BdevHandle],
@@ -320,6 +326,7 @@ fn plan(
     xfer: u32,
     payload: &[u8],
     opts: &TransportOpts,
+    prev: &mut Option<(Sqe, u32)>,
 ) {
     let geom = subsys
         .namespaces
@@ -332,6 +339,23 @@ fn plan(
         xfer
     };
     let _ = bdevs;
+    // The previous I/O record and this one as a fused pair (first, second), as the
+    // transport checks adjacent FUSE 01b / 10b commands.
+    if let Some((first, first_xfer)) = prev.replace((*sqe, xfer)) {
+        match io::plan_fused(&first, sqe, geom.as_ref(), (first_xfer, xfer), opts.max_io_size) {
+            Err((s1, s2)) => assert!(!s1.is_success() && !s2.is_success()),
+            Ok((offset_blocks, num_blocks, len)) => {
+                let g = geom.expect("a pair needs a namespace");
+                assert!(num_blocks > 0);
+                assert!(offset_blocks
+                    .checked_add(num_blocks)
+                    .is_some_and(|e| e <= g.num_blocks));
+                assert_eq!(len as u64, num_blocks * g.block_size as u64);
+                assert!(len as u64 <= first_xfer.min(xfer) as u64);
+                assert!(len as u64 <= opts.max_io_size as u64);
+            }
+        }
+    }
     match io::plan(sqe, geom.as_ref(), xfer, opts.max_io_size, payload) {
         Err(st) => assert!(!st.is_success(), "a failed plan is not SUCCESS"),
         Ok(p) => {
@@ -344,6 +368,11 @@ fn plan(
                     len,
                 }
                 | IoPlan::Write {
+                    offset_blocks,
+                    num_blocks,
+                    len,
+                }
+                | IoPlan::Compare {
                     offset_blocks,
                     num_blocks,
                     len,

@@ -4,7 +4,8 @@
 # data just written and fail with Compare Failure on other data, for one block (in-capsule)
 # and for 32 KiB (R2T), and the failed compare must change nothing.
 # Exit codes: 1 connect, 2 no namespace, 3 write, 4 a matching compare failed, 5 a
-# differing compare succeeded, 6 its status was not Compare Failure, 7 data changed.
+# differing compare succeeded, 6 its status was not Compare Failure (SCT 2h SC 85h: 0x285),
+# 7 data changed.
 ADDR=${NVMF_ADDR:-10.0.2.2}
 PORT=${NVMF_PORT:-4420}
 NQN=${NVMF_NQN:-}
@@ -44,7 +45,7 @@ for blocks in 1 8; do
 	cat "$RES/cmp-ne-$blocks.txt"
 	echo "(nvme compare exit code $rc)"
 	[ $rc -ne 0 ] || fail 5
-	grep -qi "compare" "$RES/cmp-ne-$blocks.txt" || fail 6
+	grep -q "(0x285)" "$RES/cmp-ne-$blocks.txt" || fail 6
 	nvme read "$dev" -s 16 -c $c -z $size -d /tmp/back >/dev/null 2>&1 || fail 7
 	cmp /tmp/data /tmp/back || fail 7
 done
