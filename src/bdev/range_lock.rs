@@ -340,4 +340,188 @@ mod tests {
         assert_eq!(near.end, u64::MAX);
         assert!(near.overlaps(u64::MAX - 1, u64::MAX));
     }
+
+    /// Completions seen by the test's channel, on its reactor.
+    struct Seen(RefCell<Vec<(u64, super::super::IoStatus)>>);
+
+    impl super::super::IoSink for Seen {
+        fn io_done(&self, io: BdevIo) {
+            self.0.borrow_mut().push((io.token, io.status()));
+        }
+    }
+
+    struct Held {
+        chan: super::super::IoChannel,
+        seen: std::rc::Rc<Seen>,
+        _desc: super::super::Desc,
+        bdev: BdevHandle,
+        lock: u64,
+    }
+
+    thread_local! {
+        static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+    }
+
+    fn write(off: u64, token: u64, owner: u64) -> BdevIo {
+        let mut io = BdevIo::new(super::super::IoType::Write, off, 1)
+            .with_bufs(vec![crate::buf::IoBuf::zeroed(512)])
+            .with_token(token);
+        io.lock.owner = owner;
+        io
+    }
+
+    fn tokens_done() -> Vec<u64> {
+        HELD.with(|h| {
+            h.borrow()
+                .as_ref()
+                .map(|h| h.seen.0.borrow().iter().map(|(t, _)| *t).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// A locked range holds back overlapping writes of every channel (not the owner's, not
+    /// writes elsewhere) until it is released; a lock overlapping a held one waits for it.
+    #[test]
+    fn a_locked_range_holds_back_overlapping_writes_until_released() {
+        use crate::reactor::{self, IdleStrategy, ReactorConfig};
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let app = reactor::start(
+            ReactorConfig {
+                cores: vec![0],
+                idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+                pin: false,
+            },
+            || {},
+        )
+        .expect("start a reactor");
+        let on = |f: Box<dyn FnOnce(mpsc::Sender<Vec<u64>>) + Send>| {
+            let (tx, rx) = mpsc::channel();
+            app.send_to(0, move || f(tx)).unwrap();
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the reactor answered")
+        };
+        let settle = || std::thread::sleep(Duration::from_millis(100));
+        // A malloc bdev, a channel, and a lock on blocks 10..12 (granted: nothing in flight).
+        on(Box::new(|tx| {
+            let opts = crate::bdev::malloc::MallocOpts {
+                name: "lock0".into(),
+                num_blocks: 64,
+                block_size: 512,
+                uuid: None,
+                optimal_io_boundary: 0,
+            };
+            crate::bdev::malloc::create(opts, move |r| {
+                let bdev = r.expect("malloc");
+                let desc = super::super::open_handle(&bdev, |_| {}).unwrap();
+                let seen = std::rc::Rc::new(Seen(RefCell::new(Vec::new())));
+                let chan = desc.open_channel(seen.clone()).unwrap();
+                let granted = std::rc::Rc::new(std::cell::Cell::new(false));
+                let g = granted.clone();
+                let lock = acquire(&bdev, 10, 2, move || {
+                    g.set(true);
+                    let _ = tx.send(vec![]);
+                });
+                HELD.with(|h| {
+                    *h.borrow_mut() = Some(Held {
+                        chan,
+                        seen,
+                        _desc: desc,
+                        bdev,
+                        lock,
+                    })
+                });
+            });
+        }));
+        // Overlapping (held back), elsewhere (done), the owner's own (done).
+        on(Box::new(|tx| {
+            HELD.with(|h| {
+                let h = h.borrow();
+                let h = h.as_ref().unwrap();
+                h.chan.submit(write(11, 1, 0));
+                h.chan.submit(write(30, 2, 0));
+                h.chan.submit(write(10, 3, h.lock));
+            });
+            let _ = tx.send(vec![]);
+        }));
+        settle();
+        let mut done = on(Box::new(|tx| {
+            let _ = tx.send(tokens_done());
+        }));
+        done.sort();
+        assert_eq!(done, vec![2, 3], "only the overlapping write waits");
+        // A second lock on 11..13 waits for the first one.
+        on(Box::new(|tx| {
+            HELD.with(|h| {
+                let h = h.borrow();
+                let h = h.as_ref().unwrap();
+                let id = acquire(&h.bdev, 11, 2, || SECOND.with(|s| s.set(true)));
+                SECOND_ID.with(|s| s.set(id));
+            });
+            let _ = tx.send(vec![]);
+        }));
+        settle();
+        let second = on(Box::new(|tx| {
+            let _ = tx.send(vec![SECOND.with(|s| s.get()) as u64]);
+        }));
+        assert_eq!(second, vec![0], "the overlapping lock waits");
+        // Release: the held-back write goes, the second lock is granted (and holds back a
+        // new overlapping write), a write elsewhere still passes.
+        on(Box::new(|tx| {
+            HELD.with(|h| {
+                let h = h.borrow();
+                let h = h.as_ref().unwrap();
+                release(&h.bdev, h.lock);
+            });
+            let _ = tx.send(vec![]);
+        }));
+        settle();
+        let state = on(Box::new(|tx| {
+            let mut done = tokens_done();
+            done.sort();
+            done.push(100 + SECOND.with(|s| s.get()) as u64);
+            let _ = tx.send(done);
+        }));
+        assert_eq!(
+            state,
+            vec![1, 2, 3, 101],
+            "released: write 1 done, lock 2 granted"
+        );
+        on(Box::new(|tx| {
+            HELD.with(|h| {
+                let h = h.borrow();
+                let h = h.as_ref().unwrap();
+                h.chan.submit(write(12, 4, 0));
+            });
+            let _ = tx.send(vec![]);
+        }));
+        settle();
+        let done = on(Box::new(|tx| {
+            let _ = tx.send(tokens_done());
+        }));
+        assert!(!done.contains(&4), "the second lock holds back block 12");
+        on(Box::new(|tx| {
+            HELD.with(|h| {
+                let h = h.borrow();
+                let h = h.as_ref().unwrap();
+                release(&h.bdev, SECOND_ID.with(|s| s.get()));
+            });
+            let _ = tx.send(vec![]);
+        }));
+        settle();
+        let done = on(Box::new(|tx| {
+            let _ = tx.send(tokens_done());
+        }));
+        assert!(done.contains(&4), "released: block 12 written");
+        on(Box::new(|tx| {
+            HELD.with(|h| drop(h.borrow_mut().take()));
+            let _ = tx.send(vec![]);
+        }));
+        app.shutdown();
+    }
+
+    thread_local! {
+        static SECOND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static SECOND_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 }
