@@ -234,6 +234,7 @@ pub fn frame_requests(input: &[u8], max_values: usize) -> Framed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// Feeds `stream` to a gated framer `step` bytes at a time; returns the values framed
     /// and how many parses ran.
