@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::nvme::{call, export};
+use common::nvme::{call, start_exporting_malloc};
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -33,15 +33,7 @@ fn perf(port: u16, sock: &str, digests: bool) -> Value {
 
 #[test]
 fn pollux_perf_steady_state_allocates_nothing() {
-    let app = common::start(common::test_options("perf-alloc"));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("perf-alloc", NQN);
     let uring = call(
         &app,
         "nvmf_subsystem_add_listener",
