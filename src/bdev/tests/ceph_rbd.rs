@@ -24,6 +24,15 @@ fn ceph_cluster(tag: &str) -> Option<rbd::DevCluster> {
     Some(rbd::DevCluster::start(&script, tag).expect("start the dev Ceph cluster"))
 }
 
+/// How many clusters `bdev_rbd_get_clusters_info` lists.
+fn registered_clusters(t: &TestApp) -> usize {
+    t.rpc("bdev_rbd_get_clusters_info", json!({}))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 #[test]
 fn rbd_suite_resize_and_errors() {
     let Some(c) = ceph_cluster("suite") else {
@@ -56,14 +65,7 @@ fn rbd_suite_resize_and_errors() {
         .unwrap();
     assert_eq!(ci["cluster_name"], "c0");
     assert_eq!(ci["config_file"], json!(c.conf));
-    assert_eq!(
-        t.rpc("bdev_rbd_get_clusters_info", json!({}))
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(registered_clusters(&t), 1);
     let e = t
         .rpc("bdev_rbd_unregister_cluster", json!({"name": "c0"}))
         .unwrap_err();
@@ -177,14 +179,7 @@ fn rbd_suite_resize_and_errors() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        t.rpc("bdev_rbd_get_clusters_info", json!({}))
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(registered_clusters(&t), 1);
     let e = t
         .rpc(
             "bdev_rbd_register_cluster",
