@@ -74,13 +74,13 @@ thread_local! {
     static OPTIONS: RefCell<BdevOptions> = RefCell::new(BdevOptions::default());
 }
 
-pub(super) fn bdev_wait_for_examine(p: Option<Value>) -> RpcResult {
-    rpc::no_params(&p)?;
+pub(super) fn bdev_wait_for_examine(params: Option<Value>) -> RpcResult {
+    rpc::no_params(&params)?;
     Ok(json!(true))
 }
 
-pub(super) fn bdev_set_options(p: Option<Value>) -> RpcResult {
-    let o: BdevOptions = parse_params(p)?;
+pub(super) fn bdev_set_options(params: Option<Value>) -> RpcResult {
+    let o: BdevOptions = parse_params(params)?;
     OPTIONS.with(|cur| *cur.borrow_mut() = o);
     Ok(json!(true))
 }

@@ -13,8 +13,8 @@ struct GetBdevs {
 }
 
 /// `bdev_get_bdevs`: one bdev (`name`) or all of them.
-pub(super) fn bdev_get_bdevs(p: Option<Value>) -> Result<Box<RawValue>, RpcError> {
-    let p: GetBdevs = parse_params(p)?;
+pub(super) fn bdev_get_bdevs(params: Option<Value>) -> Result<Box<RawValue>, RpcError> {
+    let p: GetBdevs = parse_params(params)?;
     let _ = p.timeout;
     let list = match &p.name {
         Some(n) => vec![bdev::lookup(n).ok_or_else(|| {

@@ -223,16 +223,16 @@ fn next_malloc_name() -> String {
         .unwrap_or_else(|| "Malloc".into())
 }
 
-pub(super) fn bdev_malloc_create(p: Option<Value>, r: Responder) {
-    let p: MallocCreate = match parse_params(p) {
+pub(super) fn bdev_malloc_create(params: Option<Value>, responder: Responder) {
+    let p: MallocCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
-        return r.err(e);
+        return responder.err(e);
     }
     if let Some(n) = p.numa_id.filter(|n| *n >= 0) {
-        return r.err(RpcError::invalid_params(format!(
+        return responder.err(RpcError::invalid_params(format!(
             "invalid params: numa_id: {n}: placing memory on a NUMA node is not supported \
              (-1 = any)"
         )));
@@ -242,7 +242,7 @@ pub(super) fn bdev_malloc_create(p: Option<Value>, r: Responder) {
         ("dif_is_head_of_md", p.dif_is_head_of_md),
     ];
     if let Err(e) = plain_layout(p.block_size, p.physical_block_size, &flags) {
-        return r.err(e);
+        return responder.err(e);
     }
     let name = p.name.unwrap_or_else(next_malloc_name);
     malloc::create(
@@ -253,21 +253,21 @@ pub(super) fn bdev_malloc_create(p: Option<Value>, r: Responder) {
             uuid: p.uuid,
             optimal_io_boundary: p.optimal_io_boundary,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_malloc_delete(p: Option<Value>, r: Responder) {
-    delete_of(malloc::PRODUCT_NAME, p, r)
+pub(super) fn bdev_malloc_delete(params: Option<Value>, responder: Responder) {
+    delete_of(malloc::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_null_create(p: Option<Value>, r: Responder) {
-    let p: NullCreate = match parse_params(p) {
+pub(super) fn bdev_null_create(params: Option<Value>, responder: Responder) {
+    let p: NullCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     if let Err(e) = no_metadata(p.md_size, p.dif_type, p.dif_pi_format) {
-        return r.err(e);
+        return responder.err(e);
     }
     let hints = [
         ("optimal_write_size", p.optimal_write_size),
@@ -278,11 +278,11 @@ pub(super) fn bdev_null_create(p: Option<Value>, r: Responder) {
     ]
     .map(|(n, v)| (n, v.map(i64::from)));
     if let Err(e) = refuse_set(&hints, "write/unmap hints are not supported (0 = none)") {
-        return r.err(e);
+        return responder.err(e);
     }
     let flags = [("dif_is_head_of_md", p.dif_is_head_of_md)];
     if let Err(e) = plain_layout(p.block_size, p.physical_block_size, &flags) {
-        return r.err(e);
+        return responder.err(e);
     }
     null::create(
         null::NullOpts {
@@ -291,25 +291,25 @@ pub(super) fn bdev_null_create(p: Option<Value>, r: Responder) {
             block_size: p.block_size,
             uuid: p.uuid,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_null_delete(p: Option<Value>, r: Responder) {
-    delete_of(null::PRODUCT_NAME, p, r)
+pub(super) fn bdev_null_delete(params: Option<Value>, responder: Responder) {
+    delete_of(null::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_null_resize(p: Option<Value>) -> RpcResult {
-    let p: NullResize = parse_params(p)?;
+pub(super) fn bdev_null_resize(params: Option<Value>) -> RpcResult {
+    let p: NullResize = parse_params(params)?;
     let h = bdev::lookup(&p.name).ok_or_else(|| to_rpc(BdevError::NotFound(p.name.clone())))?;
     null::resize(&h, p.new_size).map_err(to_rpc)?;
     Ok(json!(true))
 }
 
-pub(super) fn bdev_uring_create(p: Option<Value>, r: Responder) {
-    let p: UringCreate = match parse_params(p) {
+pub(super) fn bdev_uring_create(params: Option<Value>, responder: Responder) {
+    let p: UringCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     uring::create(
         uring::UringOpts {
@@ -318,18 +318,18 @@ pub(super) fn bdev_uring_create(p: Option<Value>, r: Responder) {
             block_size: p.block_size,
             uuid: p.uuid,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_uring_delete(p: Option<Value>, r: Responder) {
-    delete_of(uring::PRODUCT_NAME, p, r)
+pub(super) fn bdev_uring_delete(params: Option<Value>, responder: Responder) {
+    delete_of(uring::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_aio_create(p: Option<Value>, r: Responder) {
-    let p: AioCreate = match parse_params(p) {
+pub(super) fn bdev_aio_create(params: Option<Value>, responder: Responder) {
+    let p: AioCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     if p.fallocate {
         rpc::without_effect(
@@ -339,7 +339,7 @@ pub(super) fn bdev_aio_create(p: Option<Value>, r: Responder) {
         );
     }
     if p.nowait == Some(true) {
-        return r.err(RpcError::invalid_params(
+        return responder.err(RpcError::invalid_params(
             "invalid params: nowait: RWF_NOWAIT submission is not supported",
         ));
     }
@@ -351,18 +351,18 @@ pub(super) fn bdev_aio_create(p: Option<Value>, r: Responder) {
             readonly: p.readonly,
             uuid: p.uuid,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_aio_delete(p: Option<Value>, r: Responder) {
-    delete_of(aio::PRODUCT_NAME, p, r)
+pub(super) fn bdev_aio_delete(params: Option<Value>, responder: Responder) {
+    delete_of(aio::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_delay_create(p: Option<Value>, r: Responder) {
-    let p: DelayCreate = match parse_params(p) {
+pub(super) fn bdev_delay_create(params: Option<Value>, responder: Responder) {
+    let p: DelayCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     delay::create(
         delay::DelayOpts {
@@ -374,16 +374,16 @@ pub(super) fn bdev_delay_create(p: Option<Value>, r: Responder) {
             p99_write_latency: p.p99_write_latency,
             uuid: p.uuid,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_delay_delete(p: Option<Value>, r: Responder) {
-    delete_of(delay::PRODUCT_NAME, p, r)
+pub(super) fn bdev_delay_delete(params: Option<Value>, responder: Responder) {
+    delete_of(delay::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_delay_update_latency(p: Option<Value>) -> RpcResult {
-    let p: DelayUpdate = parse_params(p)?;
+pub(super) fn bdev_delay_update_latency(params: Option<Value>) -> RpcResult {
+    let p: DelayUpdate = parse_params(params)?;
     let kind = delay::LatencyKind::parse(&p.latency_type).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "invalid params: latency_type: {:?} is not avg_read, p99_read, avg_write or p99_write",
@@ -399,10 +399,10 @@ pub(super) fn bdev_delay_update_latency(p: Option<Value>) -> RpcResult {
     Ok(json!(true))
 }
 
-pub(super) fn bdev_error_create(p: Option<Value>, r: Responder) {
-    let p: ErrorCreate = match parse_params(p) {
+pub(super) fn bdev_error_create(params: Option<Value>, responder: Responder) {
+    let p: ErrorCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     error::create(
         error::ErrorOpts {
@@ -410,18 +410,18 @@ pub(super) fn bdev_error_create(p: Option<Value>, r: Responder) {
             uuid: p.uuid,
         },
         move |res| match res {
-            Ok(_) => r.ok(json!(true)),
-            Err(e) => r.err(to_rpc(e)),
+            Ok(_) => responder.ok(json!(true)),
+            Err(e) => responder.err(to_rpc(e)),
         },
     )
 }
 
-pub(super) fn bdev_error_delete(p: Option<Value>, r: Responder) {
-    delete_of(error::PRODUCT_NAME, p, r)
+pub(super) fn bdev_error_delete(params: Option<Value>, responder: Responder) {
+    delete_of(error::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_error_inject_error(p: Option<Value>) -> RpcResult {
-    let p: ErrorInject = parse_params(p)?;
+pub(super) fn bdev_error_inject_error(params: Option<Value>) -> RpcResult {
+    let p: ErrorInject = parse_params(params)?;
     let depth = p.queue_depth.map(|q| q.min(i64::MAX as u64) as i64);
     refuse_set(
         &[("queue_depth", depth)],
@@ -465,10 +465,10 @@ pub(super) fn bdev_error_inject_error(p: Option<Value>) -> RpcResult {
     Ok(json!(true))
 }
 
-pub(super) fn bdev_passthru_create(p: Option<Value>, r: Responder) {
-    let p: PassthruCreate = match parse_params(p) {
+pub(super) fn bdev_passthru_create(params: Option<Value>, responder: Responder) {
+    let p: PassthruCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     passthru::create(
         passthru::PassthruOpts {
@@ -476,18 +476,18 @@ pub(super) fn bdev_passthru_create(p: Option<Value>, r: Responder) {
             base_bdev_name: p.base_bdev_name,
             uuid: p.uuid,
         },
-        answer_name(r),
+        answer_name(responder),
     )
 }
 
-pub(super) fn bdev_passthru_delete(p: Option<Value>, r: Responder) {
-    delete_of(passthru::PRODUCT_NAME, p, r)
+pub(super) fn bdev_passthru_delete(params: Option<Value>, responder: Responder) {
+    delete_of(passthru::PRODUCT_NAME, params, responder)
 }
 
-pub(super) fn bdev_split_create(p: Option<Value>, r: Responder) {
-    let p: SplitCreate = match parse_params(p) {
+pub(super) fn bdev_split_create(params: Option<Value>, responder: Responder) {
+    let p: SplitCreate = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
     split::create(
         split::SplitOpts {
@@ -496,16 +496,16 @@ pub(super) fn bdev_split_create(p: Option<Value>, r: Responder) {
             split_size_mb: p.split_size_mb.unwrap_or(0),
         },
         move |res| match res {
-            Ok(names) => r.ok(json!(names)),
-            Err(e) => r.err(to_rpc(e)),
+            Ok(names) => responder.ok(json!(names)),
+            Err(e) => responder.err(to_rpc(e)),
         },
     )
 }
 
-pub(super) fn bdev_split_delete(p: Option<Value>, r: Responder) {
-    let p: SplitDelete = match parse_params(p) {
+pub(super) fn bdev_split_delete(params: Option<Value>, responder: Responder) {
+    let p: SplitDelete = match parse_params(params) {
         Ok(p) => p,
-        Err(e) => return r.err(e),
+        Err(e) => return responder.err(e),
     };
-    split::delete(&p.base_bdev, answer_true(r))
+    split::delete(&p.base_bdev, answer_true(responder))
 }
