@@ -159,6 +159,8 @@ fn subsystem(bdevs: &[BdevHandle], discovery: bool, ana: Option<u8>) -> Subsyste
                 size_blocks: b.num_blocks(),
                 visible_hosts: None,
                 anagrpid: nsid,
+                reservations: Default::default(),
+                ptpl_file: None,
             },
         );
     }

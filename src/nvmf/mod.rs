@@ -26,6 +26,8 @@ pub mod target_ctrlr;
 pub mod pdu_tx;
 pub mod referral;
 pub mod reservation;
+pub mod reservation_target;
+pub mod reservation_wire;
 pub mod rpc;
 pub mod secret;
 pub mod subsystem;

@@ -182,6 +182,11 @@ impl Reservations {
         self.ptpl
     }
 
+    /// Turns Persist Through Power Loss on or off (Set Features Reservation Persistence).
+    pub fn set_ptpl(&mut self, on: bool) {
+        self.ptpl = on;
+    }
+
     /// Whether `host` may do `access` (the specification's table of command behaviour in the
     /// presence of a reservation).
     pub fn allows(&self, host: &HostId, access: Access) -> bool {

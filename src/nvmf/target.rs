@@ -799,6 +799,8 @@ impl Target {
                 uuid,
                 visible_hosts: (!auto_visible).then(Default::default),
                 anagrpid,
+                reservations: Default::default(),
+                ptpl_file: None,
             },
         );
         self.descs.insert((sid, nsid), desc);
@@ -834,6 +836,35 @@ impl Target {
         if !changed && !visible {
             return Err(format!("host: {host} does not see namespace {nsid}"));
         }
+        Ok(())
+    }
+
+    /// Namespace `nsid` of subsystem `id`, as the registry holds it now.
+    pub fn namespace(&self, id: u64, nsid: u32) -> Option<&Namespace> {
+        self.view.subsystem(id)?.namespaces.get(&nsid)
+    }
+
+    /// Namespace `nsid` of subsystem `id`, to change (marks the subsystem changed).
+    pub(super) fn namespace_mut(&mut self, id: u64, nsid: u32) -> Option<&mut Namespace> {
+        self.view.subsystem(id)?.namespaces.get(&nsid)?;
+        self.subsystem_by_id_mut(id)?.namespaces.get_mut(&nsid)
+    }
+
+    /// Gives namespace `nsid` of `nqn` a PTPL file and the reservation state restored from it.
+    pub fn set_ns_ptpl(
+        &mut self,
+        nqn: &str,
+        nsid: u32,
+        file: &str,
+        state: super::reservation::Reservations,
+    ) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        let ns = s
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+        ns.ptpl_file = Some(Arc::from(file));
+        ns.reservations = Arc::new(state);
         Ok(())
     }
 

@@ -221,6 +221,7 @@ impl PollGroup {
             if Arc::ptr_eq(&c.bdev, &ns.bdev) {
                 c.visible_hosts = ns.visible_hosts.clone();
                 c.anagrpid = ns.anagrpid;
+                c.reservations = ns.reservations.clone();
                 return;
             }
             self.ns.remove(&k);
@@ -245,6 +246,7 @@ impl PollGroup {
                         _desc: d,
                         visible_hosts: ns.visible_hosts.clone(),
                         anagrpid: ns.anagrpid,
+                        reservations: ns.reservations.clone(),
                     },
                 );
             }
