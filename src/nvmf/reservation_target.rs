@@ -81,10 +81,9 @@ fn apply(t: &mut target::Target, req: &PrRequest) -> Result<Applied, Status> {
         .map_err(wire_pr::status_of)?;
     let changed = new != *old;
     let save = match &ptpl_file {
-        Some(path) if changed && (new.ptpl() || old.ptpl()) => Some((
-            PathBuf::from(path.as_ref()),
-            new.to_ptpl_file(&bdev_uuid),
-        )),
+        Some(path) if changed && (new.ptpl() || old.ptpl()) => {
+            Some((PathBuf::from(path.as_ref()), new.to_ptpl_file(&bdev_uuid)))
+        }
         _ => None,
     };
     if changed {

@@ -13,7 +13,7 @@
 //! does not silence another's.
 
 use super::reservation::{
-    AcquireAction, Access, HostId, Notice, Notices, PrError, PtplChange, Register, RegisterAction,
+    Access, AcquireAction, HostId, Notice, Notices, PrError, PtplChange, Register, RegisterAction,
     ReleaseAction, Reservations,
 };
 use super::wire::{aen, io_opc, log_id, Sqe, Status};
@@ -347,7 +347,10 @@ mod tests {
                 prkey: 2
             }))
         );
-        let c = decode(&sqe(io_opc::RESERVATION_RELEASE, 1 | 2 << 8), &keys(9, 0)[..8]);
+        let c = decode(
+            &sqe(io_opc::RESERVATION_RELEASE, 1 | 2 << 8),
+            &keys(9, 0)[..8],
+        );
         assert!(matches!(
             c,
             Some(Ok(PrCommand::Release {
@@ -413,7 +416,10 @@ mod tests {
         let mut log = NoticeLog::default();
         assert_eq!(log.read(false), [0; 64], "empty log: a zeroed page");
         assert!(log.push(1, Notice::ReservationReleased));
-        assert!(!log.push(2, Notice::RegistrationPreempted), "AEN outstanding");
+        assert!(
+            !log.push(2, Notice::RegistrationPreempted),
+            "AEN outstanding"
+        );
         let p = log.read(false);
         assert_eq!(u64::from_le_bytes(p[0..8].try_into().unwrap()), 1);
         assert_eq!(p[8], Notice::ReservationReleased as u8);
@@ -421,7 +427,10 @@ mod tests {
         assert_eq!(u32::from_le_bytes(p[12..16].try_into().unwrap()), 1);
         log.set_mask(3, 1 << Notice::ReservationPreempted as u32);
         assert!(!log.push(3, Notice::ReservationPreempted), "masked");
-        assert!(log.push(3, Notice::ReservationReleased), "read unmasked the AEN");
+        assert!(
+            log.push(3, Notice::ReservationReleased),
+            "read unmasked the AEN"
+        );
         assert_eq!(log.len(), 2);
         for _ in 0..300 {
             log.push(1, Notice::ReservationReleased);

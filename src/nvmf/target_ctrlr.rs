@@ -508,9 +508,7 @@ impl Ctrlr {
                 match self.active_ns(env.subsys, sqe.nsid.get()) {
                     Some(ns) => ns.reservations.ptpl() as u32,
                     None => {
-                        return AdminOutcome::status(
-                            Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr(),
-                        )
+                        return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
                     }
                 }
             }
@@ -583,13 +581,14 @@ impl Ctrlr {
                 let nsid = sqe.nsid.get();
                 match self.active_ns(env.subsys, nsid) {
                     Some(ns) if ns.ptpl_file.is_some() => {
-                        return AdminOutcome::SetPtpl { nsid, on: v & 1 != 0 }
+                        return AdminOutcome::SetPtpl {
+                            nsid,
+                            on: v & 1 != 0,
+                        }
                     }
                     Some(_) => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
                     None => {
-                        return AdminOutcome::status(
-                            Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr(),
-                        )
+                        return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
                     }
                 }
             }
@@ -660,9 +659,7 @@ impl Ctrlr {
                 let rgo = cmd.lsp & 1 != 0;
                 super::ana::log_page(env.subsys, self.listen.as_ref(), &self.hostnqn, rgo)
             }
-            log_id::RESERVATION_NOTIFICATION if !self.discovery => {
-                self.resv.read(cmd.rae).to_vec()
-            }
+            log_id::RESERVATION_NOTIFICATION if !self.discovery => self.resv.read(cmd.rae).to_vec(),
             log_id::DISCOVERY if self.discovery => {
                 let mut entries =
                     super::subsystem::discovery_entries(env.view.iter(), &self.hostnqn);
