@@ -95,7 +95,8 @@ impl Pollux {
         std::fs::read_to_string(self.dir.join("pollux.log")).unwrap_or_default()
     }
 
-    /// Connects host `n` (host NQN and host id derived from `n`) with one I/O queue.
+    /// Connects host `n` (host NQN and host id derived from `n`) with two I/O queues (the
+    /// target spreads a host's connections over its two reactors).
     fn host(&self, n: u8) -> SyncController {
         self.host_as(n, n)
     }
@@ -105,7 +106,7 @@ impl Pollux {
         let opts = ConnectOpts {
             hostnqn: Some(format!("nqn.2014-08.io.pollux:resv-host{id}")),
             hostid: Some(host_id(id)),
-            io_queues: 1,
+            io_queues: 2,
             timeout: Duration::from_secs(20),
             ..Default::default()
         };
@@ -171,16 +172,30 @@ fn assert_status<T: std::fmt::Debug>(r: Result<T, HostError>, want: Status, what
 
 const CONFLICT: Status = Status::RESERVATION_CONFLICT;
 
+/// The status of a read on each I/O queue of `h` (they live on different reactors and
+/// must agree).
 fn may_read(h: &SyncController) -> Option<Status> {
-    status(h.read(1, NSID, 7, 1, BS))
+    let on = |q| status(h.read(q, NSID, 7, 1, BS));
+    let first = on(1);
+    assert_eq!(on(2), first, "both reactors see the same reservation");
+    first
 }
 
 fn may_write(h: &SyncController) -> Option<Status> {
-    status(h.write(1, NSID, 7, 1, &[0xab; BS as usize]))
+    let on = |q| status(h.write(q, NSID, 7, 1, &[0xab; BS as usize]));
+    let first = on(1);
+    assert_eq!(on(2), first, "both reactors see the same reservation");
+    first
 }
 
 fn report(h: &SyncController) -> ReservationStatus {
-    h.reservation_report(1, NSID).unwrap()
+    let r = h.reservation_report(1, NSID).unwrap();
+    assert_eq!(
+        h.reservation_report(2, NSID).unwrap(),
+        r,
+        "both reactors agree"
+    );
+    r
 }
 
 #[test]
@@ -188,6 +203,17 @@ fn every_type_decides_who_reads_and_writes() {
     let dir = test_dir("types");
     let p = Pollux::start(&dir, false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
+    // The hosts' I/O queues live on both reactors: a change applied on one is seen on the
+    // other as soon as the command that made it completed.
+    let stats = Client::connect(&p.sock).call("nvmf_get_stats", None);
+    let groups = stats["poll_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{stats}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["current_io_qpairs"].as_u64() >= Some(2)),
+        "I/O queues on both reactors: {stats}"
+    );
     // (rtype, registrant reads, registrant writes, stranger reads, stranger writes)
     let table = [
         (1, true, false, true, false),

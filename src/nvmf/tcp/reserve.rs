@@ -55,8 +55,7 @@ impl PollGroup {
             return self.respond(idx, slot);
         }
         if sqe.opcode == io_opc::RESERVATION_REPORT {
-            match reservation_wire::report(&chan.reservations, sqe, req.xfer, qp.opts.max_io_size)
-            {
+            match reservation_wire::report(&chan.reservations, sqe, req.xfer, qp.opts.max_io_size) {
                 Ok(data) => {
                     let mut buf = IoBuf::with_len(data.len());
                     buf.as_mut_slice().copy_from_slice(&data);
