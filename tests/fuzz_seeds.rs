@@ -247,3 +247,175 @@ fn rpc_params_seeds_are_request_objects() {
         assert!(!req.method.is_empty(), "{name}");
     }
 }
+
+/// One capsule_dispatch record: kind (0 fabrics, 1 admin, 2 I/O, 3 events), the SQE,
+/// the buffer (transfer) length and the in-capsule data.
+fn dispatch_record(out: &mut Vec<u8>, kind: u8, sqe: &Sqe, buf_len: u16, data: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&sqe.to_bytes());
+    out.extend_from_slice(&buf_len.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// The capsule_dispatch reservation seed: an enabled controller, then three hosts (CDW2)
+/// register, acquire, report, write under the reservation, preempt (and abort), release and
+/// clear; the controller reads the notification log and the reservation features, masks,
+/// and receives notices (event records).
+fn reservation_seed() -> Vec<u8> {
+    use pollux::nvmf::wire::{feat, log_id, FeaturesCmd, GetLogPageCmd};
+    let mut out = vec![0x02];
+    let keys = |a: u64, b: u64| [a.to_le_bytes(), b.to_le_bytes()].concat();
+    let cmd = |opcode: u8, host: u32, cdw10: u32| {
+        let mut s = Sqe::new(opcode, 1, 1);
+        s.cdw2 = host.into();
+        s.cdw3 = 1.into();
+        s.cdw10 = cdw10.into();
+        s
+    };
+    let io = |out: &mut Vec<u8>, s: Sqe, data: &[u8]| dispatch_record(out, 2, &s, 16, data);
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_REGISTER, 0, 3 << 30),
+        &keys(0, 0xa),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_REGISTER, 1, 0),
+        &keys(0, 0xb),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_REGISTER, 2, 0),
+        &keys(0, 0xc),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_REGISTER, 2, 2 | 1 << 3),
+        &keys(0, 0xc2),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_ACQUIRE, 0, 3 << 8),
+        &keys(0xa, 0),
+    );
+    let mut report = cmd(io_opc::RESERVATION_REPORT, 1, 63);
+    report.cdw11 = 1.into();
+    dispatch_record(&mut out, 2, &report, 256, &[]);
+    let mut write = Sqe::rw(io_opc::WRITE, 2, 1, 0, 1, SglDescriptor::in_capsule(0, 512));
+    write.cdw2 = 2.into();
+    io(&mut out, write, &[0x5a; 512]);
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_ACQUIRE, 1, 1 | 6 << 8),
+        &keys(0xb, 0xa),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_ACQUIRE, 2, 2 | 6 << 8),
+        &keys(0xc2, 0),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_RELEASE, 1, 6 << 8),
+        &keys(0xb, 0),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_RELEASE, 2, 1),
+        &keys(0xc2, 0),
+    );
+    io(
+        &mut out,
+        cmd(io_opc::RESERVATION_REGISTER, 0, 1),
+        &keys(0xa, 0),
+    );
+    let log = GetLogPageCmd::new(u32::MAX, log_id::RESERVATION_NOTIFICATION, 0, 64)
+        .to_sqe(1, SglDescriptor::transport_data_block(64));
+    dispatch_record(&mut out, 1, &log, 64, &[]);
+    for (opc, fid, cdw11) in [
+        (
+            admin_opc::SET_FEATURES,
+            feat::RESERVATION_NOTIFICATION_MASK,
+            0b0100,
+        ),
+        (
+            admin_opc::GET_FEATURES,
+            feat::RESERVATION_NOTIFICATION_MASK,
+            0,
+        ),
+        (admin_opc::GET_FEATURES, feat::RESERVATION_PERSISTENCE, 0),
+        (admin_opc::SET_FEATURES, feat::RESERVATION_PERSISTENCE, 1),
+        (admin_opc::GET_FEATURES, feat::HOST_IDENTIFIER, 1),
+    ] {
+        let f = FeaturesCmd {
+            nsid: 1,
+            fid,
+            sel: 0,
+            save: false,
+            cdw11,
+        }
+        .to_sqe(opc, 1);
+        dispatch_record(&mut out, 1, &f, 16, &[]);
+    }
+    let mut aer = Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 3, 0);
+    dispatch_record(&mut out, 1, &aer, 0, &[]);
+    aer.opcode = 2; // an events record: take an event, after a notice (CDW13 bit 0)
+    aer.cdw13 = (1 | 1 << 1).into();
+    aer.cdw14 = 1.into();
+    dispatch_record(&mut out, 3, &aer, 0, &[]);
+    dispatch_record(&mut out, 1, &log, 64, &[]);
+    out
+}
+
+/// Splits a capsule_dispatch seed into its records; `None` if the layout is broken.
+fn dispatch_records(seed: &[u8]) -> Option<Vec<(u8, Sqe, Vec<u8>)>> {
+    let mut rest = seed.get(1..)?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let kind = rest[0];
+        let sqe = Sqe::decode_slice(rest.get(1..65)?)?;
+        let data_len = u16::from_le_bytes([*rest.get(67)?, *rest.get(68)?]) as usize;
+        let data = rest.get(69..69 + data_len)?.to_vec();
+        out.push((kind, sqe, data));
+        rest = &rest[69 + data_len..];
+    }
+    Some(out)
+}
+
+#[test]
+fn capsule_dispatch_seeds_are_whole_records_and_cover_reservations() {
+    let seed = reservation_seed();
+    let path = seeds_dir("capsule_dispatch").join("reservations");
+    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
+        std::fs::write(&path, &seed).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        committed, seed,
+        "stale: regenerate with POLLUX_WRITE_SEEDS=1"
+    );
+    for (name, seed) in seed_files("capsule_dispatch") {
+        let records = dispatch_records(&seed).unwrap_or_else(|| panic!("{name}: broken record"));
+        assert!(!records.is_empty(), "{name}");
+    }
+    let records = dispatch_records(&seed).unwrap();
+    for opc in [
+        io_opc::RESERVATION_REGISTER,
+        io_opc::RESERVATION_REPORT,
+        io_opc::RESERVATION_ACQUIRE,
+        io_opc::RESERVATION_RELEASE,
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|(k, s, _)| k % 4 == 2 && s.opcode == opc),
+            "the seed has opcode {opc:#x}"
+        );
+    }
+}
