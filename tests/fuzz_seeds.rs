@@ -273,63 +273,37 @@ fn reservation_seed() -> Vec<u8> {
         s.cdw10 = cdw10.into();
         s
     };
-    let io = |out: &mut Vec<u8>, s: Sqe, data: &[u8]| dispatch_record(out, 2, &s, 16, data);
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_REGISTER, 0, 3 << 30),
-        &keys(0, 0xa),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_REGISTER, 1, 0),
-        &keys(0, 0xb),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_REGISTER, 2, 0),
-        &keys(0, 0xc),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_REGISTER, 2, 2 | 1 << 3),
-        &keys(0, 0xc2),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_ACQUIRE, 0, 3 << 8),
-        &keys(0xa, 0),
-    );
+    // (opcode, host, CDW10, CRKEY, NRKEY/PRKEY); a report and a write in between.
+    use io_opc::{
+        RESERVATION_ACQUIRE as ACQ, RESERVATION_REGISTER as REG, RESERVATION_RELEASE as REL,
+    };
+    let before: [(u8, u32, u32, u64, u64); 5] = [
+        (REG, 0, 3 << 30, 0, 0xa),
+        (REG, 1, 0, 0, 0xb),
+        (REG, 2, 0, 0, 0xc),
+        (REG, 2, 2 | 1 << 3, 0, 0xc2),
+        (ACQ, 0, 3 << 8, 0xa, 0),
+    ];
+    let after: [(u8, u32, u32, u64, u64); 5] = [
+        (ACQ, 1, 1 | 6 << 8, 0xb, 0xa),
+        (ACQ, 2, 2 | 6 << 8, 0xc2, 0),
+        (REL, 1, 6 << 8, 0xb, 0),
+        (REL, 2, 1, 0xc2, 0),
+        (REG, 0, 1, 0xa, 0),
+    ];
+    let records = |out: &mut Vec<u8>, list: &[(u8, u32, u32, u64, u64)]| {
+        for &(opc, host, cdw10, k1, k2) in list {
+            dispatch_record(out, 2, &cmd(opc, host, cdw10), 16, &keys(k1, k2));
+        }
+    };
+    records(&mut out, &before);
     let mut report = cmd(io_opc::RESERVATION_REPORT, 1, 63);
     report.cdw11 = 1.into();
     dispatch_record(&mut out, 2, &report, 256, &[]);
     let mut write = Sqe::rw(io_opc::WRITE, 2, 1, 0, 1, SglDescriptor::in_capsule(0, 512));
     write.cdw2 = 2.into();
-    io(&mut out, write, &[0x5a; 512]);
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_ACQUIRE, 1, 1 | 6 << 8),
-        &keys(0xb, 0xa),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_ACQUIRE, 2, 2 | 6 << 8),
-        &keys(0xc2, 0),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_RELEASE, 1, 6 << 8),
-        &keys(0xb, 0),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_RELEASE, 2, 1),
-        &keys(0xc2, 0),
-    );
-    io(
-        &mut out,
-        cmd(io_opc::RESERVATION_REGISTER, 0, 1),
-        &keys(0xa, 0),
-    );
+    dispatch_record(&mut out, 2, &write, 16, &[0x5a; 512]);
+    records(&mut out, &after);
     let log = GetLogPageCmd::new(u32::MAX, log_id::RESERVATION_NOTIFICATION, 0, 64)
         .to_sqe(1, SglDescriptor::transport_data_block(64));
     dispatch_record(&mut out, 1, &log, 64, &[]);

@@ -816,11 +816,7 @@ impl Target {
         host: &str,
         visible: bool,
     ) -> Result<(), String> {
-        let s = self.nvme_subsystem_mut(nqn)?;
-        let ns = s
-            .namespaces
-            .get_mut(&nsid)
-            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+        let ns = self.nvme_ns_mut(nqn, nsid)?;
         let Some(hosts) = ns.visible_hosts.as_mut() else {
             return Err(format!(
                 "nsid: namespace {nsid} is visible to every host (add it with no_auto_visible \
@@ -837,6 +833,14 @@ impl Target {
             return Err(format!("host: {host} does not see namespace {nsid}"));
         }
         Ok(())
+    }
+
+    /// Namespace `nsid` of the NVMe subsystem `nqn`, to change (the caller publishes).
+    fn nvme_ns_mut(&mut self, nqn: &str, nsid: u32) -> Result<&mut Namespace, String> {
+        self.nvme_subsystem_mut(nqn)?
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))
     }
 
     /// Namespace `nsid` of subsystem `id`, as the registry holds it now.
@@ -858,11 +862,7 @@ impl Target {
         file: &str,
         state: super::reservation::Reservations,
     ) -> Result<(), String> {
-        let s = self.nvme_subsystem_mut(nqn)?;
-        let ns = s
-            .namespaces
-            .get_mut(&nsid)
-            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+        let ns = self.nvme_ns_mut(nqn, nsid)?;
         ns.ptpl_file = Some(Arc::from(file));
         ns.reservations = Arc::new(state);
         Ok(())
