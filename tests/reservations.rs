@@ -88,6 +88,8 @@ impl Pollux {
             assert!(Instant::now() < deadline, "pollux never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The socket answers while the config is still being applied: wait for RUNTIME.
+        Client::connect(&p.sock).call("framework_wait_init", None);
         p
     }
 
@@ -668,6 +670,96 @@ fn ptpl_survives_a_restart_and_a_corrupt_file_is_refused() {
         config.to_string().contains("ptpl_file"),
         "saved config: {config}"
     );
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `nvmf_subsystem_add_ns -p FILE` from pollux's scripts/rpc.py and from SPDK's own rpc.py
+/// (POLLUX_SPDK_RPC; skipped loudly without it) gives the namespace its PTPL file.
+#[test]
+fn rpc_py_ptpl_file_flag() {
+    let dir = test_dir("rpcpy");
+    let p = Pollux::start(&dir, false, false);
+    let file = dir.join("ns1.ptpl");
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
+    let mut clients = vec![("scripts/rpc.py", {
+        let mut c = Command::new("python3");
+        c.arg(&ours);
+        c
+    })];
+    match std::env::var_os("POLLUX_SPDK_RPC") {
+        Some(spdk) => clients.push(("SPDK's rpc.py", Command::new(spdk))),
+        None => common::skip(
+            "rpc_py_ptpl_file_flag",
+            "POLLUX_SPDK_RPC is not set: SPDK's rpc.py -p/--ptpl-file not checked",
+        ),
+    }
+    for (name, mut cmd) in clients {
+        let out = cmd
+            .arg("-s")
+            .arg(&p.sock)
+            .args(["nvmf_subsystem_add_ns", "-n", "1", "-p"])
+            .arg(&file)
+            .args([NQN, "Malloc0"])
+            .output()
+            .expect("run rpc.py");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut rpc = Client::connect(&p.sock);
+        let config = rpc.call("framework_get_config", Some(json!({"name": "nvmf"})));
+        assert!(
+            config.to_string().contains(file.to_str().unwrap()),
+            "{name}: {config}"
+        );
+        let a = p.host(1);
+        assert_eq!(a.identify_namespace(NSID).unwrap().rescap, 0xff, "{name}");
+        drop(a);
+        rpc.call(
+            "nvmf_subsystem_remove_ns",
+            Some(json!({"nqn": NQN, "nsid": NSID})),
+        );
+    }
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two hosts take the reservation from each other 100 times; after each completion the
+/// loser's writes are refused and the winner's accepted on both reactors at once.
+#[test]
+fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
+    let dir = test_dir("pingpong");
+    let p = Pollux::start(&dir, false, true);
+    let hosts = [p.host(1), p.host(2)];
+    let keys = [0x1u64, 0x2u64];
+    for (h, k) in hosts.iter().zip(keys) {
+        h.reservation_register(1, NSID, REGISTER, false, 0, k)
+            .unwrap();
+    }
+    hosts[0]
+        .reservation_acquire(1, NSID, ACQUIRE, 1, keys[0], 0)
+        .unwrap();
+    for round in 0..100 {
+        let (w, l) = if round % 2 == 0 { (1, 0) } else { (0, 1) };
+        // The winner preempts the loser's key on alternating queues (reactors); the loser
+        // registers again right after, so the next round can take it back.
+        let q = 1 + (round % 2) as u16;
+        hosts[w]
+            .reservation_acquire(q, NSID, PREEMPT, 1, keys[w], keys[l])
+            .unwrap();
+        assert_eq!(
+            may_write(&hosts[l]),
+            Some(CONFLICT.with_dnr()),
+            "round {round}"
+        );
+        assert_eq!(may_write(&hosts[w]), None, "round {round}");
+        hosts[l]
+            .reservation_register(q, NSID, REGISTER, false, 0, keys[l])
+            .unwrap();
+    }
+    drop(hosts);
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
