@@ -630,8 +630,11 @@ fn ptpl_survives_a_restart_and_a_corrupt_file_is_refused() {
         .unwrap();
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["ptpl"], json!(false));
-    a.ns_features(true, NSID, feat::RESERVATION_PERSISTENCE, 1)
+    // Every namespace with a PTPL file at once (nsid FFFFFFFFh, as SPDK).
+    a.ns_features(true, u32::MAX, feat::RESERVATION_PERSISTENCE, 1)
         .unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["ptpl"], json!(true));
     drop((a, b));
     p.stop();
 

@@ -42,31 +42,54 @@ struct Applied {
 }
 
 /// Applies `req` on the main reactor; `done` runs there with the command's status, after
-/// the new state reached every reactor (and the PTPL file, if any, was written).
+/// the new state reached every reactor (and the PTPL files, if any, were written). Set
+/// Features Reservation Persistence for nsid FFFFFFFFh applies to every namespace of the
+/// subsystem that has a PTPL file (as SPDK).
 pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
-    let applied = with_target(|t| apply(t, &req));
-    let a = match applied {
-        Ok(a) => a,
-        Err(st) => return done(st),
+    let nsids = match req.cmd {
+        PrCommand::SetPtpl(_) if req.nsid == u32::MAX => with_target(|t| {
+            t.view()
+                .subsystem(req.subsys_id)
+                .map(|s| {
+                    s.namespaces
+                        .values()
+                        .filter(|ns| ns.ptpl_file.is_some())
+                        .map(|ns| ns.nsid)
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
+        _ => vec![req.nsid],
     };
-    notify(req.subsys_id, req.nsid, &a.notices);
-    if !a.changed {
+    let mut changed = false;
+    let mut saves = Vec::new();
+    for nsid in nsids {
+        let one = PrRequest { nsid, ..req };
+        let a = match with_target(|t| apply(t, &one)) {
+            Ok(a) => a,
+            Err(st) => return done(st),
+        };
+        notify(req.subsys_id, nsid, &a.notices);
+        changed |= a.changed;
+        saves.extend(a.save);
+    }
+    if !changed {
         return done(Status::SUCCESS);
     }
     let publish = move |st: Status| target::publish(move || done(st));
-    match a.save {
-        Some((path, file)) => save_ptpl(path, file, move |r| {
-            let st = match r {
-                Ok(()) => Status::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot save a namespace's reservations");
-                    Status::INTERNAL_ERROR
-                }
-            };
-            publish(st)
-        }),
-        None => publish(Status::SUCCESS),
+    if saves.is_empty() {
+        return publish(Status::SUCCESS);
     }
+    save_ptpl(saves, move |r| {
+        let st = match r {
+            Ok(()) => Status::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save a namespace's reservations");
+                Status::INTERNAL_ERROR
+            }
+        };
+        publish(st)
+    })
 }
 
 fn apply(t: &mut target::Target, req: &PrRequest) -> Result<Applied, Status> {
@@ -185,17 +208,18 @@ fn worker() -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Writes `file` to `path` off the reactors; `done` runs on the main reactor with the
-/// outcome.
+/// Writes each file to its path off the reactors; `done` runs on the main reactor with the
+/// outcome (the first error).
 fn save_ptpl(
-    path: PathBuf,
-    file: PtplFile,
+    files: Vec<(PathBuf, PtplFile)>,
     done: impl FnOnce(Result<(), String>) + Send + 'static,
 ) {
     let app = reactor::app();
     let main = reactor::main_core();
     let job: Job = Box::new(move || {
-        let r = write_ptpl(&path, &file).map_err(|e| format!("{}: {e}", path.display()));
+        let r = files.iter().try_for_each(|(path, file)| {
+            write_ptpl(path, file).map_err(|e| format!("{}: {e}", path.display()))
+        });
         let _ = app.send_to(main, move || done(r));
     });
     if let Err(e) = worker().send(job) {

@@ -579,6 +579,12 @@ impl Ctrlr {
             }
             feat::RESERVATION_PERSISTENCE if !self.discovery => {
                 let nsid = sqe.nsid.get();
+                if nsid == u32::MAX {
+                    return AdminOutcome::SetPtpl {
+                        nsid,
+                        on: v & 1 != 0,
+                    };
+                }
                 match self.active_ns(env.subsys, nsid) {
                     Some(ns) if ns.ptpl_file.is_some() => {
                         return AdminOutcome::SetPtpl {
