@@ -97,14 +97,10 @@ impl Pollux {
         std::fs::read_to_string(self.dir.join("pollux.log")).unwrap_or_default()
     }
 
-    /// Connects host `n` (host NQN and host id derived from `n`) with two I/O queues (the
-    /// target spreads a host's connections over its two reactors).
-    fn host(&self, n: u8) -> SyncController {
-        self.host_as(n, n)
-    }
-
-    /// A controller of host `id` (another controller of the same host if `id` repeats).
-    fn host_as(&self, id: u8, _controller: u8) -> SyncController {
+    /// Connects a controller of host `id` (host NQN and host id derived from `id`; calling
+    /// it again makes another controller of the same host) with two I/O queues (the target
+    /// spreads a host's connections over its two reactors).
+    fn host(&self, id: u8) -> SyncController {
         let opts = ConnectOpts {
             hostnqn: Some(format!("nqn.2014-08.io.pollux:resv-host{id}")),
             hostid: Some(host_id(id)),
@@ -281,7 +277,7 @@ fn register_acquire_preempt_release_clear_sequences() {
     let p = Pollux::start(&dir, false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
     // A second controller of host A shares its registration.
-    let a2 = p.host_as(1, 2);
+    let a2 = p.host(1);
 
     // Register: the same key again is fine, another is a conflict; Replace checks CRKEY
     // unless IEKEY; Unregister of a host not registered is a conflict.
@@ -434,6 +430,8 @@ fn notifications_log_page_mask_and_aen() {
     let dir = test_dir("notify");
     let p = Pollux::start(&dir, false, true);
     let (a, b) = (p.host(1), p.host(2));
+    // A second controller of host B (its admin queue on the other reactor) is told too.
+    let b2 = p.host(2);
     a.reservation_register(1, NSID, REGISTER, false, 0, 0xa)
         .unwrap();
     b.reservation_register(1, NSID, REGISTER, false, 0, 0xb)
@@ -465,6 +463,12 @@ fn notifications_log_page_mask_and_aen() {
         b.reservation_notification().unwrap().log_type,
         0,
         "read once"
+    );
+    let page2 = b2.reservation_notification().unwrap();
+    assert_eq!(
+        (page2.log_type, page2.count),
+        (2, 1),
+        "every controller of the host has its own log"
     );
     assert_eq!(
         a.reservation_notification().unwrap().log_type,
@@ -508,7 +512,7 @@ fn notifications_log_page_mask_and_aen() {
     a.reservation_acquire(1, NSID, ACQUIRE, 1, 0xa, 0).unwrap();
     a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
     assert_eq!(b.reservation_notification().unwrap().log_type, 3);
-    drop((a, b));
+    drop((a, b, b2));
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
