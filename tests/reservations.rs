@@ -770,3 +770,63 @@ fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
     p.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Preempt and Abort completes only after the preempted host's write, started before on a
+/// slow (1 s delay) namespace, finished; a plain Preempt does not wait for it.
+#[test]
+fn preempt_and_abort_waits_for_the_preempted_hosts_io() {
+    let dir = test_dir("abort");
+    let p = Pollux::start(&dir, false, false);
+    let mut rpc = Client::connect(&p.sock);
+    rpc.call(
+        "bdev_delay_create",
+        Some(json!({"base_bdev_name": "Malloc0", "name": "Slow0",
+                    "avg_read_latency": 0, "p99_read_latency": 0,
+                    "avg_write_latency": 1_000_000, "p99_write_latency": 1_000_000})),
+    );
+    rpc.call(
+        "nvmf_subsystem_add_ns",
+        Some(json!({"nqn": NQN, "namespace": {"bdev_name": "Slow0", "nsid": NSID}})),
+    );
+    let (a, b) = (p.host(1), p.host(2));
+    let slow_write = |h: &SyncController| {
+        let sqe = Sqe::rw(io_opc::WRITE, 0, NSID, 3, 1, Default::default());
+        let buf = pollux::buf::IoBuf::zeroed(BS as usize);
+        h.submit_later(1, Request::new(sqe, DataBuf::Write(buf)))
+    };
+    for action in [PREEMPT, PREEMPT_AND_ABORT] {
+        a.reservation_register(1, NSID, REGISTER, false, 0, 0xa)
+            .unwrap();
+        b.reservation_register(1, NSID, REGISTER, false, 0, 0xb)
+            .unwrap();
+        b.reservation_acquire(1, NSID, ACQUIRE, 1, 0xb, 0).unwrap();
+        let write = slow_write(&b);
+        // The write has reached the (slow) bdev before the preempt is sent.
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        a.reservation_acquire(1, NSID, action, 1, 0xa, 0xb).unwrap();
+        let took = started.elapsed();
+        // The write's completion travels on B's own connection: it may reach B a moment
+        // after A's; what counts is that it ended before A's command did.
+        write
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the write ends")
+            .unwrap();
+        let write_after = started.elapsed().saturating_sub(took);
+        if action == PREEMPT_AND_ABORT {
+            assert!(
+                took > Duration::from_millis(500) && write_after < Duration::from_millis(200),
+                "Preempt and Abort took {took:?}, the write ended {write_after:?} after it"
+            );
+        } else {
+            assert!(
+                write_after > Duration::from_millis(500),
+                "plain Preempt took {took:?} and should not wait ({write_after:?})"
+            );
+        }
+        a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
+    }
+    drop((a, b));
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

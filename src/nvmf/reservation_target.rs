@@ -8,7 +8,8 @@
 //! state, sends each notification to every controller of the host it concerns (found in
 //! the subsystem's directory) on whatever reactor it lives, writes the PTPL file if the
 //! namespace has one (on a worker thread: temp file, fsync, rename), then publishes the
-//! view and completes the command once every reactor holds it: an I/O that arrives
+//! view (for Preempt and Abort, also waits for the preempted hosts' bdev I/O started
+//! before, on every reactor) and completes the command once every reactor holds it: an I/O that arrives
 //! anywhere after the completion sees the new state. Commands are applied in the order the
 //! main reactor receives them, so every reactor sees one order of events.
 //!
@@ -16,14 +17,15 @@
 //! `nvmf_subsystem_add_ns`: a missing file is an empty state, an unreadable or corrupt one
 //! an error naming the file.
 
-use super::reservation::{HostId, Notice, PtplFile, Reservations};
+use super::reservation::{AcquireAction, HostId, Notice, PtplFile, Reservations};
 use super::reservation_wire::{self as wire_pr, PrCommand};
 use super::subsystem::Namespace;
 use super::target::{self, with_target};
 use super::wire::Status;
 use crate::reactor;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 /// A state-changing reservation command, as the main reactor receives it.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +65,7 @@ pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
     };
     let mut changed = false;
     let mut saves = Vec::new();
+    let mut preempted = Vec::new();
     for nsid in nsids {
         let one = PrRequest { nsid, ..req };
         let a = match with_target(|t| apply(t, &one)) {
@@ -72,11 +75,33 @@ pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
         notify(req.subsys_id, nsid, &a.notices);
         changed |= a.changed;
         saves.extend(a.save);
+        preempted.extend(
+            a.notices
+                .iter()
+                .filter(|(_, n)| *n == Notice::RegistrationPreempted)
+                .map(|(h, _)| *h),
+        );
     }
     if !changed {
         return done(Status::SUCCESS);
     }
-    let publish = move |st: Status| target::publish(move || done(st));
+    let abort = matches!(
+        req.cmd,
+        PrCommand::Acquire {
+            action: AcquireAction::PreemptAndAbort,
+            ..
+        }
+    ) && !preempted.is_empty();
+    let (sid, nsid) = (req.subsys_id, req.nsid);
+    let publish = move |st: Status| {
+        target::publish(move || {
+            if abort && st.is_success() {
+                drain(sid, nsid, preempted, move || done(st))
+            } else {
+                done(st)
+            }
+        })
+    };
     if saves.is_empty() {
         return publish(Status::SUCCESS);
     }
@@ -119,6 +144,33 @@ fn apply(t: &mut target::Target, req: &PrRequest) -> Result<Applied, Status> {
         changed,
         save,
     })
+}
+
+/// Preempt and Abort: once the new state is on every reactor, waits on each for the bdev
+/// I/O the preempted `hosts` started on the namespace before, then runs `done` (main
+/// reactor).
+fn drain(sid: u64, nsid: u32, hosts: Vec<HostId>, done: impl FnOnce() + Send + 'static) {
+    let cores = reactor::cores();
+    let left = Arc::new(AtomicUsize::new(cores.len()));
+    let done: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>> =
+        Arc::new(Mutex::new(Some(Box::new(done))));
+    let main = reactor::main_core();
+    for core in cores {
+        let (left, done, hosts) = (left.clone(), done.clone(), hosts.clone());
+        reactor::send_to(core, move || {
+            let reply = Box::new(move || {
+                reactor::send_to(main, move || {
+                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let f = done.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some(f) = f {
+                            f();
+                        }
+                    }
+                })
+            });
+            super::tcp::drain_hosts(sid, nsid, hosts, reply)
+        });
+    }
 }
 
 /// Sends each notice to every enabled controller of its host (the admin queue's reactor

@@ -252,6 +252,9 @@ impl PollGroup {
 
     pub(super) fn io_done(&mut self, mut bio: BdevIo) {
         self.stats.pending_bdev_io = self.stats.pending_bdev_io.saturating_sub(1);
+        if !self.drains.is_empty() {
+            self.drain_progress(bio.token);
+        }
         let (idx, gen, slot) = split_token(bio.token);
         let Some(qp) = self
             .qpairs

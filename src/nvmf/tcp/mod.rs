@@ -64,7 +64,7 @@ mod connect;
 mod dispatch;
 mod protocol;
 mod reserve;
-pub use reserve::reservation_notice;
+pub use reserve::{drain_hosts, reservation_notice};
 mod rx;
 mod rx_landing;
 mod state;
@@ -439,6 +439,8 @@ struct PollGroup {
     tx_open: Vec<(usize, u64)>,
     stats: GroupStats,
     pollers: Vec<PollerHandle>,
+    /// Preempt-and-Abort barriers waiting for bdev I/O of preempted hosts (`reserve.rs`).
+    drains: Vec<reserve::Drain>,
 }
 
 thread_local! {
@@ -514,6 +516,7 @@ impl PollGroup {
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
             tx_open: Vec::new(),
+            drains: Vec::new(),
             stats: GroupStats::default(),
             pollers: vec![poller, timer],
         }

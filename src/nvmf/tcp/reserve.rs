@@ -5,7 +5,10 @@
 //! with no reservation held, nothing more. Register, Acquire, Release and Set Features
 //! Reservation Persistence go to `reservation_target::execute` on the main reactor; the
 //! command stays `Executing` here until the answer comes back by message, after the new
-//! state reached every reactor.
+//! state reached every reactor. A Preempt and Abort then waits, on every reactor, for the
+//! bdev I/O the preempted hosts had started on the namespace before the new state arrived
+//! ([`drain_hosts`]): pollux cannot recall a bdev I/O, so it lets it finish, and the command
+//! completes only after (as the Linux target waits for the preempted controllers' commands).
 
 use super::*;
 use crate::nvmf::reservation::Notice;
@@ -151,6 +154,86 @@ impl PollGroup {
             self.complete_aer(idx, dw0);
             self.flush(idx);
         }
+    }
+}
+
+/// A Preempt and Abort barrier on this reactor: the bdev I/O (by token, with the number of
+/// bdev completions each still waits for) to see finish before answering.
+pub(super) struct Drain {
+    waiting: Vec<(u64, u32)>,
+    reply: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl PollGroup {
+    /// A bdev completion while barriers wait: counts it against them, answers the finished.
+    pub(super) fn drain_progress(&mut self, token: u64) {
+        for d in &mut self.drains {
+            if let Some(pos) = d.waiting.iter().position(|(t, _)| *t == token) {
+                d.waiting[pos].1 -= 1;
+                if d.waiting[pos].1 == 0 {
+                    d.waiting.swap_remove(pos);
+                }
+            }
+        }
+        self.drains.retain_mut(|d| {
+            if d.waiting.is_empty() {
+                if let Some(reply) = d.reply.take() {
+                    reply();
+                }
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Starts a barrier for the I/O of `hosts` on namespace `nsid` of subsystem `sid` that
+    /// is executing here now; `reply` runs once it all finished (at once if none is).
+    fn start_drain(
+        &mut self,
+        sid: u64,
+        nsid: u32,
+        hosts: &[[u8; 16]],
+        reply: Box<dyn FnOnce() + Send>,
+    ) {
+        let mut waiting = Vec::new();
+        if let Some(users) = self.users.get(&sid) {
+            for &idx in users.qpairs_iter() {
+                let Some(qp) = self.qpairs.get(idx) else {
+                    continue;
+                };
+                if qp.qid.is_none_or(|q| q == 0) || !hosts.contains(&qp.hostid) {
+                    continue;
+                }
+                for (slot, r) in qp.reqs.iter().enumerate() {
+                    if r.state == ReqState::Executing && r.pending > 0 && r.sqe.nsid.get() == nsid {
+                        waiting.push((io_token(idx, qp.gen, slot as u16), r.pending));
+                    }
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return reply();
+        }
+        self.drains.push(Drain {
+            waiting,
+            reply: Some(reply),
+        });
+    }
+}
+
+/// The Preempt and Abort barrier (a message from the main reactor): `reply` runs on this
+/// reactor once the preempted `hosts`' bdev I/O on the namespace, started before, finished.
+pub fn drain_hosts(sid: u64, nsid: u32, hosts: Vec<[u8; 16]>, reply: Box<dyn FnOnce() + Send>) {
+    let mut reply = Some(reply);
+    let _ = try_group(|g| {
+        if let Some(r) = reply.take() {
+            g.start_drain(sid, nsid, &hosts, r)
+        }
+    });
+    // No poll group here (no queue ever connected): nothing to wait for.
+    if let Some(r) = reply {
+        r();
     }
 }
 

@@ -27,6 +27,13 @@ pub(super) struct SubUsers {
     io: usize,
 }
 
+impl SubUsers {
+    /// Slab indices of the subsystem's connected queue pairs here.
+    pub(super) fn qpairs_iter(&self) -> impl Iterator<Item = &usize> {
+        self.qpairs.iter()
+    }
+}
+
 impl PollGroup {
     pub(super) fn apply_view(&mut self, view: Arc<TargetView>) {
         if view.version <= self.view.version {
