@@ -102,8 +102,9 @@ pub enum RegisterAction {
 pub enum AcquireAction {
     Acquire,
     Preempt,
-    /// As Preempt; the preempted hosts' commands are not aborted (pollux completes every
-    /// command it has started; none waits behind a reservation).
+    /// As Preempt here; the target then lets the preempted hosts' started commands finish
+    /// before completing it (pollux cannot recall a bdev I/O; none waits behind a
+    /// reservation). See `reservation_target.rs`.
     PreemptAndAbort,
 }
 
