@@ -152,8 +152,7 @@ fn apply(t: &mut target::Target, req: &PrRequest) -> Result<Applied, Status> {
 fn drain(sid: u64, nsid: u32, hosts: Vec<HostId>, done: impl FnOnce() + Send + 'static) {
     let cores = reactor::cores();
     let left = Arc::new(AtomicUsize::new(cores.len()));
-    let done: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>> =
-        Arc::new(Mutex::new(Some(Box::new(done))));
+    let done: Arc<Mutex<Option<Reply>>> = Arc::new(Mutex::new(Some(Box::new(done))));
     let main = reactor::main_core();
     for core in cores {
         let (left, done, hosts) = (left.clone(), done.clone(), hosts.clone());
@@ -241,6 +240,8 @@ fn write_ptpl(path: &Path, file: &PtplFile) -> std::io::Result<()> {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+/// The continuation of a Preempt and Abort once every reactor drained.
+type Reply = Box<dyn FnOnce() + Send>;
 
 /// The PTPL writer: one thread for the process, jobs in order (so two saves of a namespace
 /// land in the order they were applied).
