@@ -181,7 +181,6 @@ fn pdu_seeds() -> Vec<(String, Role, u8, Vec<u8>, usize)> {
 
 #[test]
 fn pdu_seeds_are_complete_valid_exchanges() {
-    let write = std::env::var_os("POLLUX_WRITE_SEEDS").is_some();
     let dir = seeds_dir("pdu_decode");
     for (i, (name, role, pda, stream, count)) in pdu_seeds().into_iter().enumerate() {
         let (pdus, result) = decode_all(role, rx_config(pda), &stream);
@@ -190,22 +189,28 @@ fn pdu_seeds_are_complete_valid_exchanges() {
         assert!(pdus.iter().all(|p| p.data_digest_ok), "{name}");
         let mut seed = pdu_setup(role, pda, 0x9e37_79b9u32.wrapping_mul(i as u32 + 1));
         seed.extend_from_slice(&stream);
-        let path = dir.join(&name);
-        if write {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &seed).unwrap();
-        }
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            committed, seed,
-            "{name} is stale: regenerate with POLLUX_WRITE_SEEDS=1"
-        );
+        write_or_check_seed(&dir.join(&name), &seed);
     }
+}
+
+/// With `POLLUX_WRITE_SEEDS` set writes `seed` to `path`; either way the committed file
+/// must be exactly `seed`.
+fn write_or_check_seed(path: &Path, seed: &[u8]) {
+    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, seed).unwrap();
+    }
+    let committed = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+            path.display()
+        )
+    });
+    assert!(
+        committed == seed,
+        "{} is stale: regenerate with POLLUX_WRITE_SEEDS=1",
+        path.display()
+    );
 }
 
 fn seed_files(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -360,20 +365,7 @@ fn dispatch_records(seed: &[u8]) -> Option<Vec<(u8, Sqe, Vec<u8>)>> {
 #[test]
 fn capsule_dispatch_seeds_are_whole_records_and_cover_reservations() {
     let seed = reservation_seed();
-    let path = seeds_dir("capsule_dispatch").join("reservations");
-    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
-        std::fs::write(&path, &seed).unwrap();
-    }
-    let committed = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
-            path.display()
-        )
-    });
-    assert_eq!(
-        committed, seed,
-        "stale: regenerate with POLLUX_WRITE_SEEDS=1"
-    );
+    write_or_check_seed(&seeds_dir("capsule_dispatch").join("reservations"), &seed);
     for (name, seed) in seed_files("capsule_dispatch") {
         let records = dispatch_records(&seed).unwrap_or_else(|| panic!("{name}: broken record"));
         assert!(!records.is_empty(), "{name}");
