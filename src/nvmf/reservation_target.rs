@@ -5,13 +5,13 @@
 //! published view), so the I/O path checks access without a lock. A state-changing command
 //! (Register, Acquire, Release, Set Features Reservation Persistence) travels from its
 //! queue's reactor to the main reactor ([`execute`]), which applies it to the registry's
-//! state, sends each notification to every controller of the host it concerns (found in
-//! the subsystem's directory) on whatever reactor it lives, writes the PTPL file if the
-//! namespace has one (on a worker thread: temp file, fsync, rename), then publishes the
-//! view (for Preempt and Abort, also waits for the preempted hosts' bdev I/O started
-//! before, on every reactor) and completes the command once every reactor holds it: an I/O that arrives
-//! anywhere after the completion sees the new state. Commands are applied in the order the
-//! main reactor receives them, so every reactor sees one order of events.
+//! state, writes the PTPL file if the namespace has one (on a worker thread: temp file,
+//! fsync, rename), publishes the view, then sends each notification to every controller
+//! of the host it concerns (found in the subsystem's directory) on whatever reactor it
+//! lives (for Preempt and Abort, also waits for the preempted hosts' bdev I/O started
+//! before, on every reactor) and completes the command: an I/O that arrives anywhere after
+//! the completion, or after a notification, sees the new state. Commands are applied in the
+//! order the main reactor receives them, so every reactor sees one order of events.
 //!
 //! The PTPL file is SPDK's JSON ([`PtplFile`]); [`load_ptpl`] reads it for
 //! `nvmf_subsystem_add_ns`: a missing file is an empty state, an unreadable or corrupt one
@@ -63,28 +63,33 @@ pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
         }),
         _ => vec![req.nsid],
     };
+    let mut status = Status::SUCCESS;
     let mut changed = false;
     let mut saves = Vec::new();
-    let mut preempted = Vec::new();
+    let mut notices = Vec::new();
     for nsid in nsids {
         let one = PrRequest { nsid, ..req };
-        let a = match with_target(|t| apply(t, &one)) {
-            Ok(a) => a,
-            Err(st) => return done(st),
-        };
-        notify(req.subsys_id, nsid, &a.notices);
-        changed |= a.changed;
-        saves.extend(a.save);
-        preempted.extend(
-            a.notices
-                .iter()
-                .filter(|(_, n)| *n == Notice::RegistrationPreempted)
-                .map(|(h, _)| *h),
-        );
+        match with_target(|t| apply(t, &one)) {
+            Ok(a) => {
+                changed |= a.changed;
+                saves.extend(a.save);
+                notices.push((nsid, a.notices));
+            }
+            Err(st) => {
+                status = st;
+                break;
+            }
+        }
     }
     if !changed {
-        return done(Status::SUCCESS);
+        return done(status);
     }
+    let preempted: Vec<HostId> = notices
+        .iter()
+        .flat_map(|(_, n)| n.iter())
+        .filter(|(_, n)| *n == Notice::RegistrationPreempted)
+        .map(|(h, _)| *h)
+        .collect();
     let abort = matches!(
         req.cmd,
         PrCommand::Acquire {
@@ -93,8 +98,13 @@ pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
         }
     ) && !preempted.is_empty();
     let (sid, nsid) = (req.subsys_id, req.nsid);
+    // Once every reactor has the new state: the other hosts are told (a host that reads
+    // the state when told sees the new one), then the command completes.
     let publish = move |st: Status| {
         target::publish(move || {
+            for (nsid, n) in &notices {
+                notify(sid, *nsid, n);
+            }
             if abort && st.is_success() {
                 drain(sid, nsid, preempted, move || done(st))
             } else {
@@ -103,11 +113,11 @@ pub fn execute(req: PrRequest, done: impl FnOnce(Status) + Send + 'static) {
         })
     };
     if saves.is_empty() {
-        return publish(Status::SUCCESS);
+        return publish(status);
     }
     save_ptpl(saves, move |r| {
         let st = match r {
-            Ok(()) => Status::SUCCESS,
+            Ok(()) => status,
             Err(e) => {
                 tracing::error!(error = %e, "cannot save a namespace's reservations");
                 Status::INTERNAL_ERROR
