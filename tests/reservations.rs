@@ -88,8 +88,17 @@ impl Pollux {
             assert!(Instant::now() < deadline, "pollux never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The socket answers while the config is still being applied: wait for RUNTIME.
+        // The socket answers while the config is still being applied: wait for RUNTIME
+        // and for the listener (the config's last entry).
         Client::connect(&p.sock).call("framework_wait_init", None);
+        while std::net::TcpStream::connect(("127.0.0.1", p.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pollux never listened on {}",
+                p.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         p
     }
 
