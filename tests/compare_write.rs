@@ -118,7 +118,13 @@ impl Target {
     fn connect(&self, nqn: &str, host: &str, io_queues: u16) -> SyncController {
         let mut trid = TransportId::tcp("127.0.0.1", self.port, nqn);
         trid.hostnqn = Some(format!("nqn.2014-08.org.nvmexpress:uuid:{host}"));
+        // A host identifier of its own per host name (reservations tell hosts apart by it).
+        let mut hostid = [0u8; 16];
+        for (i, b) in host.bytes().enumerate() {
+            hostid[i % 16] ^= b.wrapping_add(i as u8);
+        }
         let opts = ConnectOpts {
+            hostid: Some(hostid),
             io_queues,
             queue_depth: 32,
             timeout: Duration::from_secs(10),
@@ -553,4 +559,50 @@ fn compare_and_fused_compare_and_write_on_rbd() {
         "compare-and-write on RBD read through the bdev layer"
     );
     c.disconnect().unwrap();
+}
+
+/// Reservations apply to the pair: under Write Exclusive another host's Compare runs but
+/// its pair's Write is refused (Reservation Conflict; the Compare aborted), under Exclusive
+/// Access its Compare is refused (the Write aborted); the holder's pairs run.
+#[test]
+fn reservations_apply_to_fused_pairs() {
+    let t = Target::start("caw-resv");
+    let holder = t.connect(MALLOC_NQN, "holder", 1);
+    let other = t.connect(MALLOC_NQN, "other", 1);
+    let bs = block_size(&holder) as usize;
+    let (a, b) = (pattern(1, bs), pattern(2, bs));
+    holder.write(1, 1, 3, 1, &a).unwrap();
+    holder.reservation_register(1, 1, 0, false, 0, 0xA).unwrap();
+    // Acquire, Write Exclusive.
+    holder.reservation_acquire(1, 1, 0, 1, 0xA, 0).unwrap();
+    other
+        .compare(1, 1, 3, 1, &a)
+        .expect("reads are allowed under Write Exclusive");
+    let (r1, r2) = other.compare_and_write(1, 1, 3, 1, &a, &b).unwrap();
+    assert_status(
+        &r1,
+        Status::ABORTED_FAILED_FUSED,
+        "compare of a pair without write access",
+    );
+    assert_status(
+        &r2,
+        Status::RESERVATION_CONFLICT,
+        "write without write access",
+    );
+    let (r1, r2) = holder.compare_and_write(1, 1, 3, 1, &a, &b).unwrap();
+    assert_status(&r1, Status::SUCCESS, "the holder's compare");
+    assert_status(&r2, Status::SUCCESS, "the holder's write");
+    // Release, then Exclusive Access.
+    holder.reservation_release(1, 1, 0, 1, 0xA).unwrap();
+    holder.reservation_acquire(1, 1, 0, 2, 0xA, 0).unwrap();
+    let (r1, r2) = other.compare_and_write(1, 1, 3, 1, &b, &a).unwrap();
+    assert_status(
+        &r1,
+        Status::RESERVATION_CONFLICT,
+        "compare without read access",
+    );
+    assert_status(&r2, Status::ABORTED_FAILED_FUSED, "the write of that pair");
+    assert!(holder.read(1, 1, 3, 1, bs as u32).unwrap()[..] == b[..]);
+    other.disconnect().unwrap();
+    holder.disconnect().unwrap();
 }

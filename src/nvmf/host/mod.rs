@@ -16,6 +16,7 @@
 mod ctrlr;
 pub mod fake;
 mod qpair;
+pub mod reservation;
 mod sync;
 #[cfg(test)]
 mod tests;

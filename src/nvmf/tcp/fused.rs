@@ -160,6 +160,16 @@ impl PollGroup {
                 verdict = Err((st, st));
             }
         }
+        // Reservations: the Compare needs read access, the Write write access.
+        if let (Ok(_), Some(ch)) = (&verdict, chan) {
+            let conflict = Status::RESERVATION_CONFLICT.with_dnr();
+            let failed = Status::ABORTED_FAILED_FUSED;
+            if super::reserve::conflicts(ch, &qp.hostid, c.opcode) {
+                verdict = Err((conflict, failed));
+            } else if super::reserve::conflicts(ch, &qp.hostid, w.opcode) {
+                verdict = Err((failed, conflict));
+            }
+        }
         let (Ok((offset, blocks, len)), Some(chan)) = (verdict, chan) else {
             let (s1, s2) = verdict
                 .err()
