@@ -96,8 +96,12 @@ impl Target {
             dir,
             sock,
         };
+        // Ready once this process applied its config (its listener is up), not merely when
+        // something answers on the port (another test's target could hold it).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !t.log().contains("pollux started")
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
             if let Some(st) = t.child.try_wait().unwrap() {
                 panic!("pollux exited ({st}): {}", t.log());
             }
