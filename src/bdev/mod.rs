@@ -1097,8 +1097,10 @@ fn validate(bdev: &BdevHandle, io: &BdevIo) -> IoStatus {
         }
     }
     if io.io_type.carries_data() {
-        let want = io.num_blocks.checked_mul(bdev.info.block_size as u64);
-        if want != Some(io.buf_len() as u64 / compare::data_copies(io.io_type)) {
+        let want = io
+            .num_blocks
+            .checked_mul(bdev.info.block_size as u64 * compare::data_copies(io.io_type));
+        if want != Some(io.buf_len() as u64) {
             return IoStatus::InvalidRequest;
         }
         if io.io_type == IoType::CompareAndWrite && compare::split_at(io).is_none() {
