@@ -50,6 +50,8 @@ pub struct ConnectOpts {
     pub max_transfer: u32,
     /// Bound of the bring-up and of each blocking call of [`super::SyncController`].
     pub timeout: Duration,
+    /// DH-HMAC-CHAP secrets for a subsystem that requires authentication (every queue).
+    pub dhchap: Option<super::DhchapOpts>,
 }
 
 impl Default for ConnectOpts {
@@ -66,6 +68,7 @@ impl Default for ConnectOpts {
             kato_ms: 10_000,
             max_transfer: 128 * 1024,
             timeout: Duration::from_secs(10),
+            dhchap: None,
         }
     }
 }
@@ -148,6 +151,7 @@ impl Controller {
         cfg.hdgst = opts.hdgst;
         cfg.ddgst = opts.ddgst;
         cfg.max_transfer = opts.max_transfer;
+        cfg.dhchap = opts.dhchap.clone().map(std::sync::Arc::new);
         let admin = match Qpair::connect(cfg) {
             Ok(q) => q,
             Err(e) => return done(Err(e)),
@@ -322,6 +326,7 @@ impl Controller {
             max_in_capsule: info.map_or(0, |i| i.io_in_capsule),
             max_transfer: info.map_or(inner.opts.max_transfer, |i| i.max_transfer),
             disable_sq_flow_control: true,
+            dhchap: inner.opts.dhchap.clone().map(std::sync::Arc::new),
         }
     }
 
