@@ -48,7 +48,7 @@ fn other_secret() -> DhchapSecret {
 
 /// A running pollux with the subsystem, its hosts and their keys.
 struct Target {
-    _app: pollux::app::RunningApp,
+    app: pollux::app::RunningApp,
     port: u16,
     dir: std::path::PathBuf,
 }
@@ -84,11 +84,7 @@ impl Target {
         ] {
             rpc("nvmf_subsystem_add_host", params).unwrap();
         }
-        Target {
-            _app: app,
-            port,
-            dir,
-        }
+        Target { app, port, dir }
     }
 
     fn trid(&self) -> TransportId {
@@ -382,4 +378,77 @@ fn raw_bad_messages_get_their_failure_reason() {
     send(&mut h, &Message::Success2 { tid: 0 }.encode());
     expect_failure1(&mut h, FailureReason::IncorrectProtocolMessage);
     assert_auth_required(&identify(&mut h), "after an out-of-sequence message");
+}
+
+/// Runs a re-authentication with `secret` on an authenticated raw queue; returns the
+/// controller's last message.
+fn reauthenticate(h: &mut Host, secret: DhchapSecret, tid: u16) -> Message {
+    let mut txn = HostAuth::new(HOSTNQN, NQN, secret, None, tid);
+    send(h, &txn.negotiate());
+    let challenge = receive(h);
+    if let Message::Failure1 { .. } = challenge {
+        return challenge;
+    }
+    send(h, &txn.reply(&challenge.encode()).unwrap());
+    receive(h)
+}
+
+/// As SPDK: each transaction takes the host's keys as the subsystem holds them then, so
+/// `nvmf_subsystem_set_keys` applies to the next re-authentication of a connected
+/// controller, and a key removed from the keyring fails it.
+#[test]
+fn set_keys_and_key_removal_apply_to_connected_controllers() {
+    let t = Target::start("dhchap-host-keys");
+    let mut h = admin_queue(t.port);
+    authenticate(&mut h, &mut raw_host(30));
+    let rpc = |m: &str, p| common::nvme::call(&t.app, m, p);
+    rpc(
+        "nvmf_subsystem_set_keys",
+        json!({"nqn": NQN, "host": HOSTNQN, "dhchap_key": "ck"}),
+    )
+    .unwrap();
+    assert!(matches!(
+        reauthenticate(&mut h, host_secret(), 31),
+        Message::Failure1 {
+            reason: FailureReason::Failed,
+            ..
+        }
+    ));
+    assert_auth_required(
+        &identify(&mut h),
+        "after re-authenticating with the old key",
+    );
+    assert!(matches!(
+        reauthenticate(&mut h, ctrl_secret(), 32),
+        Message::Success1 { .. }
+    ));
+    assert!(!matches!(
+        identify(&mut h).cqe.status(),
+        s if s == Status::AUTHENTICATION_REQUIRED.with_dnr()
+    ));
+    rpc("keyring_file_remove_key", json!({"name": "ck"})).unwrap();
+    assert!(matches!(
+        reauthenticate(&mut h, ctrl_secret(), 33),
+        Message::Failure1 {
+            reason: FailureReason::Failed,
+            ..
+        }
+    ));
+    assert_auth_required(&identify(&mut h), "after the key was removed");
+
+    // A key file that does not hold a DHHC-1 secret is refused when a host names it.
+    let bad = t.dir.join("bad");
+    std::fs::write(&bad, "not a secret").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    rpc(
+        "keyring_file_add_key",
+        json!({"name": "bad", "path": bad.display().to_string()}),
+    )
+    .unwrap();
+    let e = rpc(
+        "nvmf_subsystem_set_keys",
+        json!({"nqn": NQN, "host": HOSTNQN, "dhchap_key": "bad"}),
+    )
+    .unwrap_err();
+    assert!(e["message"].as_str().unwrap().contains("dhchap_key"), "{e}");
 }
