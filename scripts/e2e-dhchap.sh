@@ -6,8 +6,9 @@
 # nvme-cli 2.3) runs scripts/e2e/guest-dhchap.sh: no key and a wrong key must be refused
 # (dmesg: authentication failed), the right key connects (one-way, then bidirectional) and a
 # short crc32c-verified fio job runs on each connection. Each VM run is one CASE
-# "dhgroup:digest" (default "null:sha256 ffdhe2048:sha384 ffdhe3072:sha512"): the run sets
-# nvmf_set_config dhchap_dhgroups / dhchap_digests to that one group and digest, so the host
+# "dhgroup:digest" (default "null:sha256 ffdhe2048:sha384 ffdhe3072:sha512"): each case starts
+# pollux --wait-for-rpc and sets nvmf_set_config dhchap_dhgroups / dhchap_digests (a STARTUP
+# method) to that one group and digest before framework_start_init, so the host
 # must use them (it offers null and sha256 first). Skips (exit 0) when the harness is absent.
 # Env: PROFILE, KEEP=1, CASES.
 set -u
@@ -45,34 +46,48 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting pollux on 127.0.0.1:$port"
-"$bin" -m 0x1 -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; exit 1; }
 hkey=$(gen_key 1)
 ckey=$(gen_key 2)
 wkey=$(gen_key 1)
 umask 077
 echo "$hkey" >"$work/host.key"
 echo "$ckey" >"$work/ctrl.key"
-set -e
-rpc call keyring_file_add_key "{\"name\": \"hkey\", \"path\": \"$work/host.key\"}" >/dev/null
-rpc call keyring_file_add_key "{\"name\": \"ckey\", \"path\": \"$work/ctrl.key\"}" >/dev/null
-rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
-rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
-rpc nvmf_create_subsystem "$nqn" -s POLLUXAUTH0001 -d "pollux auth"
-rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
-rpc call nvmf_subsystem_add_host "{\"nqn\": \"$nqn\", \"host\": \"$hostnqn\", \"dhchap_key\": \"hkey\", \"dhchap_ctrlr_key\": \"ckey\"}" >/dev/null
-set +e
+
+# nvmf_set_config is a STARTUP method (as in SPDK): each case starts its own pollux with
+# --wait-for-rpc, sets the one group and digest, then framework_start_init.
+start_pollux() { # group digest
+	echo "== starting pollux on 127.0.0.1:$port (DH group $1, digest $2)"
+	rm -f "$sock"
+	"$bin" -m 0x1 -r "$sock" --no-default --no-pin --wait-for-rpc >>"$work/pollux.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+	[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; return 1; }
+	rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$1\"], \"dhchap_digests\": [\"$2\"]}" >/dev/null || {
+		echo "nvmf_set_config [$1] [$2] refused"
+		return 1
+	}
+	rpc framework_start_init &&
+		rpc call keyring_file_add_key "{\"name\": \"hkey\", \"path\": \"$work/host.key\"}" >/dev/null &&
+		rpc call keyring_file_add_key "{\"name\": \"ckey\", \"path\": \"$work/ctrl.key\"}" >/dev/null &&
+		rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null &&
+		rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192 &&
+		rpc nvmf_create_subsystem "$nqn" -s POLLUXAUTH0001 -d "pollux auth" &&
+		rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null &&
+		rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4 &&
+		rpc call nvmf_subsystem_add_host "{\"nqn\": \"$nqn\", \"host\": \"$hostnqn\", \"dhchap_key\": \"hkey\", \"dhchap_ctrlr_key\": \"ckey\"}" >/dev/null
+}
+stop_pollux() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	pid=
+}
 
 fails=0
 for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
 	group=${case%%:*}
 	digest=${case#*:}
-	if ! rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$group\"], \"dhchap_digests\": [\"$digest\"]}" >/dev/null; then
-		echo "FAIL: nvmf_set_config [$group] [$digest] refused"
+	if ! start_pollux "$group" "$digest"; then
+		echo "FAIL: pollux setup for group $group, digest $digest"
+		stop_pollux
 		fails=$((fails + 1))
 		continue
 	fi
@@ -99,6 +114,7 @@ for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
 	else
 		echo "ok: group $group, digest $digest"
 	fi
+	stop_pollux
 done
 grep -a -i "auth" "$work/pollux.log" | tail -20 | sed 's/^/  pollux: /'
 [ $fails -eq 0 ] && echo "e2e-dhchap: all passed" || echo "e2e-dhchap: $fails failed"

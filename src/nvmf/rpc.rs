@@ -387,7 +387,8 @@ struct SetKeys {
 }
 
 /// `nvmf_set_config`: of SPDK's params pollux implements the DH-HMAC-CHAP lists; the
-/// others (admin_cmd_passthru, poll_groups_mask, discovery_filter) are refused by name.
+/// others (admin_cmd_passthru, poll_groups_mask, discovery_filter) are refused by name. As in
+/// SPDK it is a STARTUP method (`--wait-for-rpc`, before `framework_start_init`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetConfig {
@@ -876,7 +877,7 @@ pub fn register() {
         mutate(r, |t| t.add_host(&p.nqn, &p.host, keys))
     });
 
-    rpc::register_async("nvmf_set_config", Allowed::Both, |p, r| {
+    rpc::register_async("nvmf_set_config", Allowed::StartupOnly, |p, r| {
         let p: SetConfig = params!(p, r);
         let policy = match p.dhchap_policy() {
             Ok(v) => v,
