@@ -452,3 +452,72 @@ fn set_keys_and_key_removal_apply_to_connected_controllers() {
     .unwrap_err();
     assert!(e["message"].as_str().unwrap().contains("dhchap_key"), "{e}");
 }
+
+/// pollux-perf authenticates every queue with nvme-cli's flags, and a wrong secret ends the
+/// run with the reason.
+#[test]
+fn perf_authenticates_with_nvme_cli_flags() {
+    let t = Target::start("dhchap-host-perf");
+    let trid = format!(
+        "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{} subnqn:{NQN} hostnqn:{HOST_BOTH_WAYS}",
+        t.port
+    );
+    let perf = |secret: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-r",
+            &trid,
+            "-q",
+            "4",
+            "-o",
+            "4096",
+            "-w",
+            "randread",
+            "-t",
+            "1",
+            "--no-pin",
+            "-P",
+            "2",
+            "--dhchap-secret",
+            secret,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let good = host_secret().format();
+    let ctrl = ctrl_secret().format();
+    let out = perf(
+        &good,
+        &[
+            "--dhchap-ctrl-secret",
+            &ctrl,
+            "--dhchap-digests",
+            "sha384",
+            "--dhchap-dhgroups",
+            "ffdhe2048",
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["total"]["errors"], 0, "{v}");
+
+    let out = perf(&other_secret().format(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("DH-HMAC-CHAP authentication failed"),
+        "{stderr}"
+    );
+    let out = perf("DHHC-1:01:nonsense:", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret"));
+}
