@@ -20,7 +20,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "dhchap-connect", about = "DH-HMAC-CHAP connect latency per DH group")]
+#[command(
+    name = "dhchap-connect",
+    about = "DH-HMAC-CHAP connect latency per DH group"
+)]
 struct Args {
     /// Connects per case.
     #[arg(long, default_value_t = 15)]
@@ -165,10 +168,8 @@ fn run(args: &Args) -> Result<(), String> {
             let (hostnqn, dhchap) = if case == 0 {
                 (HOST_PLAIN, None)
             } else {
-                let mut o = DhchapOpts::new(
-                    secret(1, 32),
-                    args.bidirectional.then(|| secret(2, 32)),
-                );
+                let mut o =
+                    DhchapOpts::new(secret(1, 32), args.bidirectional.then(|| secret(2, 32)));
                 o.digests = vec![digest];
                 o.dhgroups = vec![case as u8 - 1];
                 (HOST_AUTH, Some(o))
