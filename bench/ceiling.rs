@@ -66,19 +66,16 @@ fn touched_region(len: usize) -> IoBuf {
     region
 }
 
-/// The next value of a xorshift64 generator: cheap, and plenty random for spreading
-/// accesses and mixing request shapes.
-fn xorshift(rng: &mut u64) -> u64 {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
-    *rng
+/// The generator spreading accesses and mixing request shapes: the project's one PRNG
+/// (`fastrand`), seeded so every run makes the same choices.
+fn seeded_rng() -> fastrand::Rng {
+    fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15)
 }
 
 /// A random 4 KiB-aligned offset where `len` bytes fit in a region of `region` bytes.
-fn random_offset(rng: &mut u64, region: usize, len: usize) -> usize {
+fn random_offset(rng: &mut fastrand::Rng, region: usize, len: usize) -> usize {
     let slots = (region.saturating_sub(len) / 4096).max(1);
-    (xorshift(rng) as usize % slots) * 4096
+    rng.usize(..slots) * 4096
 }
 
 /// The target side: parse requests by their length words, copy a write's payload into the
@@ -104,7 +101,7 @@ fn target(
     };
     let read_len = read_region.len();
     let data: Arc<dyn SharedBytes> = Arc::new(read_region);
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = seeded_rng();
     // Capsule bytes of the current request still to discard, then payload bytes to store
     // at `sink_at`.
     let mut payload_left = 0usize;
@@ -218,8 +215,8 @@ fn host(cell: &Cell, port: u16) -> io::Result<Outcome> {
     // In flight, oldest first: (sent at, answer length). The target answers in order.
     let mut in_flight: VecDeque<(Instant, usize)> = VecDeque::with_capacity(cell.qd);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
-    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    let next_is_read = |rng: &mut u64| (xorshift(rng) % 100) < cell.read_pct as u64;
+    let mut rng = seeded_rng();
+    let next_is_read = |rng: &mut fastrand::Rng| rng.u64(..100) < cell.read_pct as u64;
     let send = |group: &mut dyn SockGroup,
                 pool: &mut Vec<WriteRequest>,
                 in_flight: &mut VecDeque<(Instant, usize)>,

@@ -12,39 +12,22 @@
 # must use them (it offers null and sha256 first). Skips (exit 0) when the harness is absent.
 # Env: PROFILE, KEEP=1, CASES.
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
-if [ ! -x "$harness" ]; then
-	echo "e2e-dhchap: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
-	exit 0
-fi
-profile=${PROFILE:-dev}
-if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
-tdir=${CARGO_TARGET_DIR:-$root/target}
-echo "== building pollux ($profile)"
-(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
-bin=$tdir/$sub/pollux
+. "$(dirname "$0")/e2e/lib.sh"
+e2e_init e2e-dhchap
+e2e_build
 
-work=$(mktemp -d /tmp/pollux-e2e-dhchap.XXXXXX)
+e2e_workdir pollux-e2e-dhchap
 sock=$work/rpc.sock
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e-auth
 hostid=$(python3 -c 'import uuid; print(uuid.uuid4())')
 hostnqn=nqn.2014-08.org.nvmexpress:uuid:$hostid
-rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
 # DHHC-1 secret: hash id, random key of the hash's length, CRC-32 (LE) appended, base64.
 gen_key() { # hmac-id
 	python3 -c 'import base64,os,sys,zlib
 h=int(sys.argv[1]); k=os.urandom({0:32,1:32,2:48,3:64}[h])
 print("DHHC-1:%02x:%s:" % (h, base64.b64encode(k+zlib.crc32(k).to_bytes(4,"little")).decode()))' "$1"
 }
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 hkey=$(gen_key 1)
 ckey=$(gen_key 2)
@@ -55,18 +38,11 @@ echo "$ckey" >"$work/ctrl.key"
 
 # nvmf_set_config is a STARTUP method (as in SPDK): each case starts its own pollux with
 # --wait-for-rpc, sets the one group and digest, then framework_start_init.
-start_pollux() { # group digest
+start_case() { # group digest
 	echo "== starting pollux on 127.0.0.1:$port (DH group $1, digest $2)"
-	rm -f "$sock"
-	"$bin" -m 0x1 -r "$sock" --no-default --no-pin --wait-for-rpc >>"$work/pollux.log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-	[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; return 1; }
-	rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$1\"], \"dhchap_digests\": [\"$2\"]}" >/dev/null || {
-		echo "nvmf_set_config [$1] [$2] refused"
-		return 1
-	}
-	rpc framework_start_init &&
+	e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x1 --wait-for-rpc
+	rpc call nvmf_set_config "{\"dhchap_dhgroups\": [\"$1\"], \"dhchap_digests\": [\"$2\"]}" >/dev/null &&
+		rpc framework_start_init &&
 		rpc call keyring_file_add_key "{\"name\": \"hkey\", \"path\": \"$work/host.key\"}" >/dev/null &&
 		rpc call keyring_file_add_key "{\"name\": \"ckey\", \"path\": \"$work/ctrl.key\"}" >/dev/null &&
 		rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null &&
@@ -76,18 +52,14 @@ start_pollux() { # group digest
 		rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4 &&
 		rpc call nvmf_subsystem_add_host "{\"nqn\": \"$nqn\", \"host\": \"$hostnqn\", \"dhchap_key\": \"hkey\", \"dhchap_ctrlr_key\": \"ckey\"}" >/dev/null
 }
-stop_pollux() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	pid=
-}
 
 fails=0
 for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
 	group=${case%%:*}
 	digest=${case#*:}
-	if ! start_pollux "$group" "$digest"; then
-		echo "FAIL: pollux setup for group $group, digest $digest"
-		stop_pollux
+	if ! start_case "$group" "$digest"; then
+		echo "FAIL: pollux setup for group $group, digest $digest refused"
+		e2e_stop_pollux "$pid"
 		fails=$((fails + 1))
 		continue
 	fi
@@ -114,7 +86,7 @@ for case in ${CASES:-null:sha256 ffdhe2048:sha384 ffdhe3072:sha512}; do
 	else
 		echo "ok: group $group, digest $digest"
 	fi
-	stop_pollux
+	e2e_stop_pollux "$pid"
 done
 grep -a -i "auth" "$work/pollux.log" | tail -20 | sed 's/^/  pollux: /'
 [ $fails -eq 0 ] && echo "e2e-dhchap: all passed" || echo "e2e-dhchap: $fails failed"

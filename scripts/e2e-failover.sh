@@ -20,27 +20,16 @@
 # dev), KEEP=1 keeps logs, BDEV=uring|aio|rbd, RBD_FEATURES (default layering; e.g.
 # layering,exclusive-lock to see the lock pass between the gateways).
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
-if [ ! -x "$harness" ]; then
-	echo "e2e-failover: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
-	exit 0
-fi
-profile=${PROFILE:-dev}
-if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
-tdir=${CARGO_TARGET_DIR:-$root/target}
-echo "== building pollux ($profile)"
-(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
-bin=$tdir/$sub/pollux
+. "$(dirname "$0")/e2e/lib.sh"
+e2e_init e2e-failover
+e2e_build
 
-work=$(mktemp -d /tmp/pollux-e2e-failover.XXXXXX)
+e2e_workdir pollux-e2e-failover
 nqn=nqn.2016-06.io.pollux:e2e-ha
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-p1=$(free_port)
-p2=$(free_port)
-while [ "$p2" = "$p1" ]; do p2=$(free_port); done
-declare -A pid port
+p1=$(e2e_free_port)
+p2=$(e2e_free_port)
+while [ "$p2" = "$p1" ]; do p2=$(e2e_free_port); done
+declare -A gw_pid port
 port[1]=$p1
 port[2]=$p2
 rpc() { # gateway method args...
@@ -49,35 +38,23 @@ rpc() { # gateway method args...
 	python3 "$root/scripts/rpc.py" -s "$work/gw$g.sock" "$@"
 }
 vm=
-cleanup() {
-	for g in 1 2; do
-		[ -n "${pid[$g]:-}" ] && kill "${pid[$g]}" 2>/dev/null && wait "${pid[$g]}" 2>/dev/null
-	done
+e2e_cleanup_hook() {
 	[ -n "$vm" ] && kill "$vm" 2>/dev/null && wait "$vm" 2>/dev/null
-	[ -d "$work/ceph" ] && "$root/scripts/ceph-dev-cluster.sh" stop "$work/ceph" >/dev/null 2>&1
-	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
 
 start_gw() { # gateway [extra args]
 	local g=$1
 	shift
-	rm -f "$work/gw$g.sock"
-	"$bin" -m 0x1 -r "$work/gw$g.sock" --no-default --no-pin "$@" >>"$work/gw$g.log" 2>&1 &
-	pid[$g]=$!
-	for _ in $(seq 1 200); do [ -S "$work/gw$g.sock" ] && break; sleep 0.05; done
-	[ -S "$work/gw$g.sock" ] || { echo "gateway $g did not start"; cat "$work/gw$g.log"; exit 1; }
+	e2e_start_pollux "gateway $g" "$work/gw$g.sock" "$work/gw$g.log" -m 0x1 "$@"
+	gw_pid[$g]=$pid
 }
 
 bdev=${BDEV:-uring}
 case $bdev in
 uring | aio) truncate -s 64M "$work/volume.img" ;;
 rbd)
-	for b in ceph-mon ceph-osd rbd; do
-		command -v $b >/dev/null || { echo "e2e-failover: SKIPPED: BDEV=rbd needs $b (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common librbd1 librados2)"; exit 0; }
-	done
-	echo "== starting a dev Ceph cluster"
-	conf=$("$root/scripts/ceph-dev-cluster.sh" start "$work/ceph") || exit 1
+	e2e_require_ceph BDEV=rbd
+	e2e_start_ceph
 	rbd -c "$conf" create --size 64M --image-feature "${RBD_FEATURES:-layering}" rbd/ha || exit 1
 	;;
 *) echo "BDEV: $bdev is not uring, aio or rbd"; exit 2 ;;
@@ -179,9 +156,8 @@ case_a() {
 }
 case_b() {
 	carrier 2
-	kill -9 "${pid[2]}"
-	wait "${pid[2]}" 2>/dev/null
-	pid[2]=
+	e2e_stop_pollux "${gw_pid[2]}" KILL
+	gw_pid[2]=
 }
 case_c() {
 	start_gw 2 --json "$work/gw2.json"

@@ -9,55 +9,21 @@
 # a verify-only pass that reads back what the first process wrote. Skips (exit 0) when the
 # harness or the Ceph packages are absent. Env: PROFILE=release|dev (default dev), KEEP=1.
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
-if [ ! -x "$harness" ]; then
-	echo "e2e-rbd-linux-host: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
-	exit 0
-fi
-for b in ceph-mon ceph-osd rbd; do
-	if ! command -v $b >/dev/null; then
-		echo "e2e-rbd-linux-host: SKIPPED: $b is not installed (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common librbd1 librados2)"
-		exit 0
-	fi
-done
-profile=${PROFILE:-dev}
-if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
-tdir=${CARGO_TARGET_DIR:-$root/target}
-echo "== building pollux ($profile)"
-(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
-bin=$tdir/$sub/pollux
+. "$(dirname "$0")/e2e/lib.sh"
+e2e_init e2e-rbd-linux-host
+e2e_require_ceph
+e2e_build
 
-work=$(mktemp -d /tmp/pollux-e2e-rbd.XXXXXX)
+e2e_workdir pollux-e2e-rbd
 sock=$work/rpc.sock
 nqn=nqn.2016-06.io.pollux:e2e-rbd
-rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	"$root/scripts/ceph-dev-cluster.sh" stop "$work/ceph" >/dev/null 2>&1
-	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
-echo "== starting a dev Ceph cluster"
-conf=$("$root/scripts/ceph-dev-cluster.sh" start "$work/ceph") || exit 1
+e2e_start_ceph
 rbd -c "$conf" create --size 32M --image-feature layering rbd/e2e || exit 1
 
-start_pollux() { # log-name [extra args]
-	local log=$1
-	shift
-	rm -f "$sock"
-	"$bin" -m 0x1 -r "$sock" --no-default --no-pin "$@" >"$work/$log" 2>&1 &
-	pid=$!
-	for _ in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
-	[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/$log"; exit 1; }
-}
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(e2e_free_port)
 echo "== pollux #1 on 127.0.0.1:$port"
-start_pollux pollux1.log
+e2e_start_pollux pollux "$sock" "$work/pollux1.log" -m 0x1
 set -e
 rpc bdev_rbd_register_cluster ceph0 --config-file "$conf" >/dev/null
 rpc bdev_rbd_create -b Rbd0 -c ceph0 rbd e2e 4096 >/dev/null
@@ -89,8 +55,8 @@ run_vm() { # name mode
 run_vm write write
 echo "== save_config, stop pollux #1, start pollux #2 from the saved config"
 rpc save_config >"$work/config.json" || fails=$((fails + 1))
-kill "$pid"; wait "$pid" 2>/dev/null; pid=
-start_pollux pollux2.log --json "$work/config.json"
+e2e_stop_pollux "$pid"
+e2e_start_pollux pollux "$sock" "$work/pollux2.log" -m 0x1 --json "$work/config.json"
 rpc bdev_get_bdevs -b Rbd0 >/dev/null || { echo "   Rbd0 not recreated from the config"; fails=$((fails + 1)); }
 run_vm verify verify
 if grep -iE "panick" "$work"/pollux*.log; then fails=$((fails + 1)); fi

@@ -4,6 +4,8 @@
 //! temp files. After a warm-up (queues, caches, histograms sized), 2000 further completions
 //! must cost zero allocations on the reactor.
 
+mod common;
+
 use pollux::alloc_count::{self, CountingAlloc};
 use pollux::bdev::{self, BdevIo, IoSink, IoStatus, IoType};
 use pollux::buf::IoBuf;
@@ -232,8 +234,7 @@ fn file_bdevs_do_not_allocate_per_io() {
 fn rbd_does_not_allocate_per_io() {
     use pollux::bdev::rbd::DevCluster;
     if let Some(why) = DevCluster::unavailable_or_panic() {
-        eprintln!("\n*** SKIPPING the RBD allocation test: {why} ***\n");
-        return;
+        return common::skip("rbd_does_not_allocate_per_io", &why);
     }
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-dev-cluster.sh");

@@ -69,6 +69,13 @@ fn bad_config_fails_cleanly() {
         &cfg.replace("\"num_blocks\":0", "\"num_blocks\":64"),
         &["-w", "sideways"],
     );
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("unknown workload"), "{out}");
+    // clap refuses the value and lists the workloads (its usage-error status, 2).
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("invalid value 'sideways'") && out.contains("randread"),
+        "{out}"
+    );
+    let (code, out) = run("badm", cfg, &["-w", "randrw", "-M", "101"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("-M"), "{out}");
 }

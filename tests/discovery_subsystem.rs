@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::nvme::{call, export, Host, HOSTNQN};
-use common::{start, test_options};
+use common::nvme::{call, start_exporting_malloc, Host, HOSTNQN};
 use serde_json::json;
 
 const NQN: &str = "nqn.2016-06.io.pollux:disc";
@@ -18,15 +17,7 @@ fn discovery_connect_ok(port: u16) -> bool {
 
 #[test]
 fn deleting_the_discovery_subsystem_turns_discovery_off() {
-    let app = start(test_options("disc-delete"));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("disc-delete", NQN);
     // Its own listener on another port.
     let dport = common::free_port();
     call(

@@ -185,7 +185,6 @@ fn pdu_seeds() -> Vec<(String, Role, u8, Vec<u8>, usize)> {
 
 #[test]
 fn pdu_seeds_are_complete_valid_exchanges() {
-    let write = std::env::var_os("POLLUX_WRITE_SEEDS").is_some();
     let dir = seeds_dir("pdu_decode");
     for (i, (name, role, pda, stream, count)) in pdu_seeds().into_iter().enumerate() {
         let (pdus, result) = decode_all(role, rx_config(pda), &stream);
@@ -194,22 +193,28 @@ fn pdu_seeds_are_complete_valid_exchanges() {
         assert!(pdus.iter().all(|p| p.data_digest_ok), "{name}");
         let mut seed = pdu_setup(role, pda, 0x9e37_79b9u32.wrapping_mul(i as u32 + 1));
         seed.extend_from_slice(&stream);
-        let path = dir.join(&name);
-        if write {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &seed).unwrap();
-        }
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            committed, seed,
-            "{name} is stale: regenerate with POLLUX_WRITE_SEEDS=1"
-        );
+        write_or_check_seed(&dir.join(&name), &seed);
     }
+}
+
+/// With `POLLUX_WRITE_SEEDS` set writes `seed` to `path`; either way the committed file
+/// must be exactly `seed`.
+fn write_or_check_seed(path: &Path, seed: &[u8]) {
+    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, seed).unwrap();
+    }
+    let committed = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+            path.display()
+        )
+    });
+    assert!(
+        committed == seed,
+        "{} is stale: regenerate with POLLUX_WRITE_SEEDS=1",
+        path.display()
+    );
 }
 
 fn seed_files(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -396,5 +401,138 @@ fn auth_seeds_decode_and_never_authenticate() {
             }
             assert_ne!(ctrl.outcome(), Outcome::Authenticated, "{name}");
         }
+    }
+}
+
+/// One capsule_dispatch record: kind (0 fabrics, 1 admin, 2 I/O, 3 events), the SQE,
+/// the buffer (transfer) length and the in-capsule data.
+fn dispatch_record(out: &mut Vec<u8>, kind: u8, sqe: &Sqe, buf_len: u16, data: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&sqe.to_bytes());
+    out.extend_from_slice(&buf_len.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// The capsule_dispatch reservation seed: an enabled controller, then three hosts (CDW2)
+/// register, acquire, report, write under the reservation, preempt (and abort), release and
+/// clear; the controller reads the notification log and the reservation features, masks,
+/// and receives notices (event records).
+fn reservation_seed() -> Vec<u8> {
+    use pollux::nvmf::wire::{feat, log_id, FeaturesCmd, GetLogPageCmd};
+    let mut out = vec![0x02];
+    let keys = |a: u64, b: u64| [a.to_le_bytes(), b.to_le_bytes()].concat();
+    let cmd = |opcode: u8, host: u32, cdw10: u32| {
+        let mut s = Sqe::new(opcode, 1, 1);
+        s.cdw2 = host.into();
+        s.cdw3 = 1.into();
+        s.cdw10 = cdw10.into();
+        s
+    };
+    // (opcode, host, CDW10, CRKEY, NRKEY/PRKEY); a report and a write in between.
+    use io_opc::{
+        RESERVATION_ACQUIRE as ACQ, RESERVATION_REGISTER as REG, RESERVATION_RELEASE as REL,
+    };
+    let before: [(u8, u32, u32, u64, u64); 5] = [
+        (REG, 0, 3 << 30, 0, 0xa),
+        (REG, 1, 0, 0, 0xb),
+        (REG, 2, 0, 0, 0xc),
+        (REG, 2, 2 | 1 << 3, 0, 0xc2),
+        (ACQ, 0, 3 << 8, 0xa, 0),
+    ];
+    let after: [(u8, u32, u32, u64, u64); 5] = [
+        (ACQ, 1, 1 | 6 << 8, 0xb, 0xa),
+        (ACQ, 2, 2 | 6 << 8, 0xc2, 0),
+        (REL, 1, 6 << 8, 0xb, 0),
+        (REL, 2, 1, 0xc2, 0),
+        (REG, 0, 1, 0xa, 0),
+    ];
+    let records = |out: &mut Vec<u8>, list: &[(u8, u32, u32, u64, u64)]| {
+        for &(opc, host, cdw10, k1, k2) in list {
+            dispatch_record(out, 2, &cmd(opc, host, cdw10), 16, &keys(k1, k2));
+        }
+    };
+    records(&mut out, &before);
+    let mut report = cmd(io_opc::RESERVATION_REPORT, 1, 63);
+    report.cdw11 = 1.into();
+    dispatch_record(&mut out, 2, &report, 256, &[]);
+    let mut write = Sqe::rw(io_opc::WRITE, 2, 1, 0, 1, SglDescriptor::in_capsule(0, 512));
+    write.cdw2 = 2.into();
+    dispatch_record(&mut out, 2, &write, 16, &[0x5a; 512]);
+    records(&mut out, &after);
+    let log = GetLogPageCmd::new(u32::MAX, log_id::RESERVATION_NOTIFICATION, 0, 64)
+        .to_sqe(1, SglDescriptor::transport_data_block(64));
+    dispatch_record(&mut out, 1, &log, 64, &[]);
+    for (opc, fid, cdw11) in [
+        (
+            admin_opc::SET_FEATURES,
+            feat::RESERVATION_NOTIFICATION_MASK,
+            0b0100,
+        ),
+        (
+            admin_opc::GET_FEATURES,
+            feat::RESERVATION_NOTIFICATION_MASK,
+            0,
+        ),
+        (admin_opc::GET_FEATURES, feat::RESERVATION_PERSISTENCE, 0),
+        (admin_opc::SET_FEATURES, feat::RESERVATION_PERSISTENCE, 1),
+        (admin_opc::GET_FEATURES, feat::HOST_IDENTIFIER, 1),
+    ] {
+        let f = FeaturesCmd {
+            nsid: 1,
+            fid,
+            sel: 0,
+            save: false,
+            cdw11,
+        }
+        .to_sqe(opc, 1);
+        dispatch_record(&mut out, 1, &f, 16, &[]);
+    }
+    let mut aer = Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 3, 0);
+    dispatch_record(&mut out, 1, &aer, 0, &[]);
+    aer.opcode = 2; // an events record: take an event, after a notice (CDW13 bit 0)
+    aer.cdw13 = (1 | 1 << 1).into();
+    aer.cdw14 = 1.into();
+    dispatch_record(&mut out, 3, &aer, 0, &[]);
+    dispatch_record(&mut out, 1, &log, 64, &[]);
+    out
+}
+
+/// Splits a capsule_dispatch seed into its records; `None` if the layout is broken.
+fn dispatch_records(seed: &[u8]) -> Option<Vec<(u8, Sqe, Vec<u8>)>> {
+    let mut rest = seed.get(1..)?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let kind = rest[0];
+        let sqe = Sqe::decode_slice(rest.get(1..65)?)?;
+        let data_len = u16::from_le_bytes([*rest.get(67)?, *rest.get(68)?]) as usize;
+        let data = rest.get(69..69 + data_len)?.to_vec();
+        out.push((kind, sqe, data));
+        rest = &rest[69 + data_len..];
+    }
+    Some(out)
+}
+
+#[test]
+fn capsule_dispatch_seeds_are_whole_records_and_cover_reservations() {
+    let seed = reservation_seed();
+    write_or_check_seed(&seeds_dir("capsule_dispatch").join("reservations"), &seed);
+    for (name, seed) in seed_files("capsule_dispatch") {
+        let records = dispatch_records(&seed).unwrap_or_else(|| panic!("{name}: broken record"));
+        assert!(!records.is_empty(), "{name}");
+    }
+    let records = dispatch_records(&seed).unwrap();
+    for opc in [
+        io_opc::RESERVATION_REGISTER,
+        io_opc::RESERVATION_REPORT,
+        io_opc::RESERVATION_ACQUIRE,
+        io_opc::RESERVATION_RELEASE,
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|(k, s, _)| k % 4 == 2 && s.opcode == opc),
+            "the seed has opcode {opc:#x}"
+        );
     }
 }

@@ -400,20 +400,12 @@ fn sample_value(text: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn digest_errors_and_term_reqs_are_counted() {
-    use common::nvme::{call, export, rw, Host};
+    use common::nvme::{call, rw, start_exporting_malloc, Host};
     use pollux::nvmf::pdu::{self, PduHeader};
     use pollux::nvmf::wire::{io_opc, SglDescriptor, Status};
 
-    let app = common::start(common::test_options("metrics-digest"));
     let nqn = "nqn.2016-06.io.pollux:digest";
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        nqn,
-        "Malloc0",
-        16,
-        serde_json::json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("metrics-digest", nqn);
     // The in-process endpoint on a port the kernel picks.
     let server = pollux::metrics::start("127.0.0.1:0".parse().unwrap(), app.handle().clone())
         .expect("metrics endpoint");

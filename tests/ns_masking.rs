@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host, HOSTNQN};
-use common::{start, test_options};
+use common::nvme::{call, rw, start_exporting_malloc, Host, HOSTNQN};
 use pollux::nvmf::wire::{self, admin_opc, aen, cns, feat, io_opc, log_id, Sqe};
 use serde_json::json;
 
@@ -28,15 +27,7 @@ fn read_ok(io: &mut Host, nsid: u32) -> bool {
 
 #[test]
 fn a_masked_namespace_is_seen_only_by_its_hosts() {
-    let app = start(test_options("ns-mask"));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("ns-mask", NQN);
     call(
         &app,
         "bdev_malloc_create",

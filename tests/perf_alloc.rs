@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::nvme::{call, export};
+use common::nvme::{call, start_exporting_malloc};
+use common::target_proc::load_result;
 use serde_json::{json, Value};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const NQN: &str = "nqn.2016-06.io.pollux:perf-alloc";
 
@@ -22,26 +23,17 @@ fn perf(port: u16, sock: &str, digests: bool) -> Value {
     if digests {
         cmd.args(["-H", "-I"]);
     }
-    let out = cmd.output().expect("run pollux-perf");
-    assert!(
-        out.status.success(),
-        "pollux-perf failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pollux-perf");
+    load_result(child)
 }
 
 #[test]
 fn pollux_perf_steady_state_allocates_nothing() {
-    let app = common::start(common::test_options("perf-alloc"));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("perf-alloc", NQN);
     let uring = call(
         &app,
         "nvmf_subsystem_add_listener",

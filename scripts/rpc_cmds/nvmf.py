@@ -110,7 +110,7 @@ ANA_STATES = ["optimized", "non_optimized", "inaccessible", "persistent_loss", "
 
 def _ns_params(args):
     ns = {"bdev_name": args.bdev_name}
-    for n in ("nsid", "nguid", "eui64", "uuid"):
+    for n in ("nsid", "nguid", "eui64", "uuid", "ptpl_file"):
         v = getattr(args, n)
         if v:
             ns[n] = v
@@ -210,6 +210,8 @@ def add_commands(subparsers):
                    help="visible only to the hosts nvmf_ns_add_host lists")
     p.add_argument("-a", "--anagrpid", type=int,
                    help="ANA group (default: the nsid; needs ana_reporting)")
+    p.add_argument("-p", "--ptpl-file", dest="ptpl_file",
+                   help="file keeping the namespace's reservations (Persist Through Power Loss)")
 
     p = _add(subparsers, "nvmf_subsystem_set_ns_ana_group",
              "move a namespace to another ANA group",

@@ -12,7 +12,7 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use pollux::bdev::{self, util::FastRng, BdevIo, Desc, IoChannel, IoSink, IoStatus, IoType};
 use pollux::buf::IoBuf;
@@ -37,13 +37,13 @@ struct Args {
     #[arg(short = 'q', default_value_t = 32)]
     queue_depth: usize,
     /// I/O size in bytes (a multiple of the block size).
-    #[arg(short = 'o', default_value_t = 4096)]
+    #[arg(short = 'o', default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=MAX_IO_SIZE))]
     io_size: u64,
-    /// Workload: read, write, randread, randwrite, rw, randrw, verify, unmap, flush.
-    #[arg(short = 'w', default_value = "randread")]
-    workload: String,
+    /// Workload.
+    #[arg(short = 'w', value_enum, default_value_t = Pattern::RandRead)]
+    workload: Pattern,
     /// Read percentage of rw/randrw.
-    #[arg(short = 'M', default_value_t = 50)]
+    #[arg(short = 'M', default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
     rw_mix_read: u64,
     /// Run time in seconds.
     #[arg(short = 't', default_value_t = 5)]
@@ -56,7 +56,9 @@ struct Args {
     no_pin: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The workload (`-w`), spelled as bdevperf spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
 enum Pattern {
     Read,
     Write,
@@ -70,20 +72,6 @@ enum Pattern {
 }
 
 impl Pattern {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "read" => Pattern::Read,
-            "write" => Pattern::Write,
-            "randread" => Pattern::RandRead,
-            "randwrite" => Pattern::RandWrite,
-            "rw" => Pattern::Rw,
-            "randrw" => Pattern::RandRw,
-            "verify" => Pattern::Verify,
-            "unmap" => Pattern::Unmap,
-            "flush" => Pattern::Flush,
-            _ => return None,
-        })
-    }
     fn random(self) -> bool {
         matches!(
             self,
@@ -555,19 +543,9 @@ fn main() {
 }
 
 fn run(args: Args, exit: Arc<AtomicI32>) -> Result<(), String> {
-    let pattern = Pattern::parse(&args.workload)
-        .ok_or_else(|| format!("unknown workload {:?}", args.workload))?;
+    let pattern = args.workload;
     if args.queue_depth == 0 || args.queue_depth >= 1 << SLOT_BITS {
         return Err(format!("queue depth {} out of range", args.queue_depth));
-    }
-    if args.io_size == 0 || args.io_size > MAX_IO_SIZE {
-        return Err(format!(
-            "-o {} must be 1..={MAX_IO_SIZE} bytes",
-            args.io_size
-        ));
-    }
-    if args.rw_mix_read > 100 {
-        return Err("-M must be 0..=100".into());
     }
     let cores = reactor::parse_core_mask(&args.core_mask)?;
     let calls = load_config(&args.json)?;

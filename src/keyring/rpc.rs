@@ -6,7 +6,7 @@
 //! error code with the reason as the message.
 
 use super::KeyringError;
-use crate::rpc::{self, config_entry, parse_params, Allowed, RpcError, RpcResult};
+use crate::rpc::{self, config_entry, parse_params, Allowed, MethodEntry, RpcError, RpcResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -65,11 +65,16 @@ fn write_config() -> Vec<Value> {
         .collect()
 }
 
+/// The keyring methods (usable before and after `framework_start_init`, as in SPDK).
+const METHODS: &[MethodEntry] = &[
+    MethodEntry::sync("keyring_file_add_key", Allowed::Both, add_key),
+    MethodEntry::sync("keyring_file_remove_key", Allowed::Both, remove_key),
+    MethodEntry::sync("keyring_get_keys", Allowed::Both, get_keys),
+];
+
 /// Registers the keyring methods and the `keyring` subsystem (on the main reactor).
 pub fn register() {
-    rpc::register("keyring_file_add_key", Allowed::Both, add_key);
-    rpc::register("keyring_file_remove_key", Allowed::Both, remove_key);
-    rpc::register("keyring_get_keys", Allowed::Both, get_keys);
+    rpc::register_table(METHODS);
     rpc::register_subsystem("keyring", &[], write_config);
     crate::reactor::register_shutdown_hook("keyring", |done| {
         super::clear();

@@ -7,7 +7,10 @@
 //! `subsystem` (subsystems, namespaces, hosts, listeners, the controller directory,
 //! discovery), `ana` (Asymmetric Namespace Access: per-listener group states, the ANA log
 //! page, path statuses), `target_ctrlr` (the target's controller: admin commands, properties,
-//! features, log pages, keep-alive, AER), `io` (NVMe I/O commands mapped to bdev I/O), `tcp`
+//! features, log pages, keep-alive, AER), `io` (NVMe I/O commands mapped to bdev I/O),
+//! `reservation` / `reservation_wire` / `reservation_target` (NVMe reservations: the state
+//! machine, the commands and notification log, the changes applied on the main reactor and
+//! persisted), `tcp`
 //! (per-reactor poll groups and the queue pairs: `protocol`, `rx`, `rx_landing`, `tx`,
 //! `connect`, `dispatch`, `view`), `pdu_tx` (PDU headers encoded into socket write chunks), `referral` (discovery
 //! referrals)
@@ -26,6 +29,8 @@ pub mod target_ctrlr;
 pub mod pdu_tx;
 pub mod referral;
 pub mod reservation;
+pub mod reservation_target;
+pub mod reservation_wire;
 pub mod rpc;
 pub mod secret;
 pub mod subsystem;

@@ -102,8 +102,9 @@ pub enum RegisterAction {
 pub enum AcquireAction {
     Acquire,
     Preempt,
-    /// As Preempt; the preempted hosts' commands are not aborted (pollux completes every
-    /// command it has started; none waits behind a reservation).
+    /// As Preempt here; the target then lets the preempted hosts' started commands finish
+    /// before completing it (pollux cannot recall a bdev I/O; none waits behind a
+    /// reservation). See `reservation_target.rs`.
     PreemptAndAbort,
 }
 
@@ -180,6 +181,11 @@ impl Reservations {
     /// Persist Through Power Loss is on.
     pub fn ptpl(&self) -> bool {
         self.ptpl
+    }
+
+    /// Turns Persist Through Power Loss on or off (Set Features Reservation Persistence).
+    pub fn set_ptpl(&mut self, on: bool) {
+        self.ptpl = on;
     }
 
     /// Whether `host` may do `access` (the specification's table of command behaviour in the

@@ -738,11 +738,6 @@ pub fn register() {
                 "pollux bdevs carry no metadata",
             );
         }
-        if ns.ptpl_file.is_some() {
-            return r.err(failed(
-                "namespace.ptpl_file: reservations are not supported".into(),
-            ));
-        }
         let nguid = match ns.nguid.as_deref().map(subsystem::parse_hex::<16>) {
             Some(None) => return r.err(failed("namespace.nguid: not 16 bytes of hex".into())),
             Some(v) => v,
@@ -766,7 +761,14 @@ pub fn register() {
                 uuid,
                 anagrpid: ns.anagrpid,
             };
-            t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, ids, auto_visible)
+            let nsid = t.add_ns(&p.nqn, &ns.bdev_name, ns.nsid, ids, auto_visible)?;
+            if let Some(path) = ns.ptpl_file.as_deref().filter(|p| !p.is_empty()) {
+                if let Err(e) = restore_ptpl(t, &p.nqn, nsid, path) {
+                    let _ = t.remove_ns(&p.nqn, nsid);
+                    return Err(e);
+                }
+            }
+            Ok(nsid)
         }) {
             Ok(nsid) => publish_then(r, json!(nsid)),
             Err(e) => r.err(failed(e)),
@@ -1120,6 +1122,9 @@ pub fn write_config() -> Vec<Value> {
                 if s.ana_reporting {
                     namespace["anagrpid"] = json!(ns.anagrpid);
                 }
+                if let Some(f) = &ns.ptpl_file {
+                    namespace["ptpl_file"] = json!(f.as_ref());
+                }
                 out.push(config_entry(
                     "nvmf_subsystem_add_ns",
                     json!({"nqn": s.nqn, "namespace": namespace}),
@@ -1134,6 +1139,18 @@ pub fn write_config() -> Vec<Value> {
         }
         out
     })
+}
+
+/// Gives a new namespace its PTPL file and the reservations the file holds (read here, on
+/// the main reactor, as SPDK does at `nvmf_subsystem_add_ns`; a few hundred bytes).
+fn restore_ptpl(t: &mut target::Target, nqn: &str, nsid: u32, path: &str) -> Result<(), String> {
+    let uuid = t
+        .subsystem(nqn)
+        .and_then(|s| s.namespaces.get(&nsid))
+        .map(|ns| ns.bdev.info.uuid.to_string())
+        .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+    let state = crate::nvmf::reservation_target::load_ptpl(path, &uuid)?.unwrap_or_default();
+    t.set_ns_ptpl(nqn, nsid, path, state)
 }
 
 /// The default export's NQN.

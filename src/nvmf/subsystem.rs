@@ -106,6 +106,10 @@ pub struct Namespace {
     pub visible_hosts: Option<Arc<BTreeSet<String>>>,
     /// The ANA group (its nsid unless set otherwise; meaningful with `ana_reporting`).
     pub anagrpid: u32,
+    /// Its reservations (changed on the main reactor only, see `reservation_target.rs`).
+    pub reservations: Arc<super::reservation::Reservations>,
+    /// The Persist Through Power Loss file (`ptpl_file` of `nvmf_subsystem_add_ns`).
+    pub ptpl_file: Option<Arc<str>>,
 }
 
 impl Namespace {

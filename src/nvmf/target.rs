@@ -799,6 +799,8 @@ impl Target {
                 uuid,
                 visible_hosts: (!auto_visible).then(Default::default),
                 anagrpid,
+                reservations: Default::default(),
+                ptpl_file: None,
             },
         );
         self.descs.insert((sid, nsid), desc);
@@ -814,11 +816,7 @@ impl Target {
         host: &str,
         visible: bool,
     ) -> Result<(), String> {
-        let s = self.nvme_subsystem_mut(nqn)?;
-        let ns = s
-            .namespaces
-            .get_mut(&nsid)
-            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))?;
+        let ns = self.nvme_ns_mut(nqn, nsid)?;
         let Some(hosts) = ns.visible_hosts.as_mut() else {
             return Err(format!(
                 "nsid: namespace {nsid} is visible to every host (add it with no_auto_visible \
@@ -834,6 +832,39 @@ impl Target {
         if !changed && !visible {
             return Err(format!("host: {host} does not see namespace {nsid}"));
         }
+        Ok(())
+    }
+
+    /// Namespace `nsid` of the NVMe subsystem `nqn`, to change (the caller publishes).
+    fn nvme_ns_mut(&mut self, nqn: &str, nsid: u32) -> Result<&mut Namespace, String> {
+        self.nvme_subsystem_mut(nqn)?
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or_else(|| format!("nsid: namespace {nsid} of {nqn} not found"))
+    }
+
+    /// Namespace `nsid` of subsystem `id`, as the registry holds it now.
+    pub fn namespace(&self, id: u64, nsid: u32) -> Option<&Namespace> {
+        self.view.subsystem(id)?.namespaces.get(&nsid)
+    }
+
+    /// Namespace `nsid` of subsystem `id`, to change (marks the subsystem changed).
+    pub(super) fn namespace_mut(&mut self, id: u64, nsid: u32) -> Option<&mut Namespace> {
+        self.view.subsystem(id)?.namespaces.get(&nsid)?;
+        self.subsystem_by_id_mut(id)?.namespaces.get_mut(&nsid)
+    }
+
+    /// Gives namespace `nsid` of `nqn` a PTPL file and the reservation state restored from it.
+    pub fn set_ns_ptpl(
+        &mut self,
+        nqn: &str,
+        nsid: u32,
+        file: &str,
+        state: super::reservation::Reservations,
+    ) -> Result<(), String> {
+        let ns = self.nvme_ns_mut(nqn, nsid)?;
+        ns.ptpl_file = Some(Arc::from(file));
+        ns.reservations = Arc::new(state);
         Ok(())
     }
 

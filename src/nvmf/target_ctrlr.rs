@@ -12,6 +12,7 @@
 //! reactor's bdev channels). Functions take decoded commands and output buffers, so they can
 //! be driven by a fuzzer without sockets.
 
+use super::reservation_wire::{self, NoticeLog};
 use super::subsystem::{visible_nsids, ListenAddr, Namespace, Subsystem};
 use super::target::{TargetView, TransportOpts};
 use super::wire::{
@@ -57,6 +58,9 @@ pub enum AdminOutcome {
     Smart { offset: u64, len: usize },
     /// Abort of the command with this cid on this queue (the transport decides).
     Abort { sqid: u16, cid: u16 },
+    /// Set Features Reservation Persistence: the namespace's state changes on the main
+    /// reactor (see `reservation_target.rs`).
+    SetPtpl { nsid: u32, on: bool },
 }
 
 impl AdminOutcome {
@@ -118,6 +122,8 @@ pub struct Ctrlr {
     pub listen: Option<ListenAddr>,
     pub error_count: u64,
     pub errors: VecDeque<wire::ErrorLogEntry>,
+    /// Reservation notifications (log page 0x80) and their masks (feature 0x82).
+    pub resv: NoticeLog,
 }
 
 impl Ctrlr {
@@ -159,6 +165,7 @@ impl Ctrlr {
             listen: None,
             error_count: 0,
             errors: VecDeque::new(),
+            resv: NoticeLog::default(),
         }
     }
 
@@ -437,7 +444,10 @@ impl Ctrlr {
             id.frmw = 1 | 1 << 1; // slot 1 read-only, one slot
             id.nn = (s.max_nsid()).into();
             id.mnan = (s.max_nsid()).into();
-            id.oncs = (wire::oncs::DATASET_MANAGEMENT | wire::oncs::WRITE_ZEROES).into();
+            id.oncs = (wire::oncs::DATASET_MANAGEMENT
+                | wire::oncs::WRITE_ZEROES
+                | wire::oncs::RESERVATIONS)
+                .into();
             id.vwc = 1;
             id.wctemp = 0x0157.into();
             id.cctemp = 0x0175.into();
@@ -487,6 +497,21 @@ impl Ctrlr {
                 out[..n].copy_from_slice(&self.hostid[..n]);
                 return AdminOutcome::data(n);
             }
+            feat::RESERVATION_NOTIFICATION_MASK if !self.discovery => {
+                let nsid = sqe.nsid.get();
+                if self.active_ns(env.subsys, nsid).is_none() {
+                    return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
+                }
+                self.resv.mask(nsid)
+            }
+            feat::RESERVATION_PERSISTENCE if !self.discovery => {
+                match self.active_ns(env.subsys, sqe.nsid.get()) {
+                    Some(ns) => ns.reservations.ptpl() as u32,
+                    None => {
+                        return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
+                    }
+                }
+            }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         };
         AdminOutcome::ok_dw0(value)
@@ -535,6 +560,43 @@ impl Ctrlr {
             }
             feat::HOST_IDENTIFIER if !self.discovery => {
                 return AdminOutcome::status(Status::COMMAND_SEQUENCE_ERROR.with_dnr())
+            }
+            feat::RESERVATION_NOTIFICATION_MASK if !self.discovery => {
+                if v & !reservation_wire::MASK_ALL != 0 {
+                    return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
+                }
+                let nsid = sqe.nsid.get();
+                if nsid == u32::MAX {
+                    for n in visible_nsids(env.subsys, &self.hostnqn).collect::<Vec<_>>() {
+                        self.resv.set_mask(n, v);
+                    }
+                } else if self.active_ns(env.subsys, nsid).is_some() {
+                    self.resv.set_mask(nsid, v);
+                } else {
+                    return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr());
+                }
+                return AdminOutcome::ok_dw0(v);
+            }
+            feat::RESERVATION_PERSISTENCE if !self.discovery => {
+                let nsid = sqe.nsid.get();
+                if nsid == u32::MAX {
+                    return AdminOutcome::SetPtpl {
+                        nsid,
+                        on: v & 1 != 0,
+                    };
+                }
+                match self.active_ns(env.subsys, nsid) {
+                    Some(ns) if ns.ptpl_file.is_some() => {
+                        return AdminOutcome::SetPtpl {
+                            nsid,
+                            on: v & 1 != 0,
+                        }
+                    }
+                    Some(_) => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
+                    None => {
+                        return AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
+                    }
+                }
             }
             _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         }
@@ -603,6 +665,7 @@ impl Ctrlr {
                 let rgo = cmd.lsp & 1 != 0;
                 super::ana::log_page(env.subsys, self.listen.as_ref(), &self.hostnqn, rgo)
             }
+            log_id::RESERVATION_NOTIFICATION if !self.discovery => self.resv.read(cmd.rae).to_vec(),
             log_id::DISCOVERY if self.discovery => {
                 let mut entries =
                     super::subsystem::discovery_entries(env.view.iter(), &self.hostnqn);
@@ -631,7 +694,14 @@ fn copy_window(page: &[u8], offset: u64, len: usize, out: &mut [u8]) -> AdminOut
 /// Identify Namespace data of a namespace.
 pub fn identify_namespace(ns: &super::subsystem::Namespace) -> IdentifyNamespace {
     let blocks = ns.bdev.num_blocks();
+    let rescap = reservation_wire::RESCAP_TYPES_AND_IEKEY
+        | if ns.ptpl_file.is_some() {
+            reservation_wire::RESCAP_PTPL
+        } else {
+            0
+        };
     let mut id = IdentifyNamespace {
+        rescap,
         nsze: blocks.into(),
         ncap: blocks.into(),
         nuse: blocks.into(),

@@ -1,6 +1,7 @@
 use super::*;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
+use std::sync::Mutex;
 
 fn two_cores() -> Vec<u32> {
     let avail: Vec<u32> = core_affinity::get_core_ids()

@@ -9,8 +9,7 @@
 //! SPDK's sense, named `reactor_<core>`.
 
 use super::{
-    no_params, parse_params, register_alias, register_async, Allowed, Responder, RpcError,
-    RpcResult, RpcState,
+    no_params, parse_params, Allowed, MethodEntry, Responder, RpcError, RpcResult, RpcState,
 };
 use crate::reactor::{self, ReactorStats};
 use serde::Deserialize;
@@ -253,12 +252,47 @@ fn thread_pollers_result(all: &[ReactorStats]) -> Value {
     json!({"tick_rate": TICK_RATE, "threads": threads})
 }
 
-fn stats_method(shape: fn(&[ReactorStats]) -> Value) -> impl Fn(Option<Value>, Responder) {
-    move |params, responder| {
-        if let Err(e) = no_params(&params) {
-            return responder.err(e);
-        }
-        gather_stats(move |stats| responder.ok(shape(&stats)));
+/// Answers a statistics method: checks it has no params, gathers every reactor's stats and
+/// shapes them with `shape`.
+fn answer_stats(params: Option<Value>, responder: Responder, shape: fn(&[ReactorStats]) -> Value) {
+    if let Err(e) = no_params(&params) {
+        return responder.err(e);
+    }
+    gather_stats(move |stats| responder.ok(shape(&stats)));
+}
+
+fn framework_get_reactors(params: Option<Value>, responder: Responder) {
+    answer_stats(params, responder, reactors_result)
+}
+
+fn thread_get_stats(params: Option<Value>, responder: Responder) {
+    answer_stats(params, responder, thread_stats_result)
+}
+
+fn thread_get_pollers(params: Option<Value>, responder: Responder) {
+    answer_stats(params, responder, thread_pollers_result)
+}
+
+fn spdk_get_version(params: Option<Value>) -> RpcResult {
+    no_params(&params)?;
+    Ok(version())
+}
+
+fn framework_start_init(params: Option<Value>) -> RpcResult {
+    no_params(&params)?;
+    start_init();
+    Ok(Value::Bool(true))
+}
+
+/// Answers once the application is initialized (parked until `framework_start_init`).
+fn framework_wait_init(params: Option<Value>, responder: Responder) {
+    if let Err(e) = no_params(&params) {
+        return responder.err(e);
+    }
+    if super::state() == RpcState::Runtime {
+        responder.ok(Value::Bool(true));
+    } else {
+        INIT_WAITERS.with(|w| w.borrow_mut().push(responder));
     }
 }
 
@@ -311,95 +345,99 @@ fn log_get_level(params: Option<Value>) -> RpcResult {
     Ok(json!(crate::log::level().name()))
 }
 
-fn log_flag(enabled: bool) -> impl Fn(Option<Value>) -> RpcResult {
-    move |params| {
-        let p: FlagParams = parse_params(params)?;
-        crate::log::set_flag(&p.flag, enabled)
-            .map_err(|e| RpcError::invalid_params(format!("invalid params: flag: {e}")))?;
-        Ok(Value::Bool(true))
-    }
+fn set_log_flag(params: Option<Value>, enabled: bool) -> RpcResult {
+    let p: FlagParams = parse_params(params)?;
+    crate::log::set_flag(&p.flag, enabled)
+        .map_err(|e| RpcError::invalid_params(format!("invalid params: flag: {e}")))?;
+    Ok(Value::Bool(true))
 }
 
-/// Registers every framework method on the current (main) reactor.
-pub fn register() {
-    super::register("spdk_get_version", Allowed::Both, |params| {
-        no_params(&params)?;
-        Ok(version())
-    });
-    super::register("rpc_get_methods", Allowed::Both, rpc_get_methods);
-    super::register("framework_start_init", Allowed::StartupOnly, |params| {
-        no_params(&params)?;
-        start_init();
-        Ok(Value::Bool(true))
-    });
-    register_async("framework_wait_init", Allowed::Both, |params, responder| {
-        if let Err(e) = no_params(&params) {
-            return responder.err(e);
-        }
-        if super::state() == RpcState::Runtime {
-            responder.ok(Value::Bool(true));
-        } else {
-            INIT_WAITERS.with(|w| w.borrow_mut().push(responder));
-        }
-    });
-    super::register(
+fn log_set_flag(params: Option<Value>) -> RpcResult {
+    set_log_flag(params, true)
+}
+
+fn log_clear_flag(params: Option<Value>) -> RpcResult {
+    set_log_flag(params, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableParams {
+    enabled: bool,
+}
+
+fn log_enable_timestamps(params: Option<Value>) -> RpcResult {
+    let p: EnableParams = parse_params(params)?;
+    crate::log::set_timestamps(p.enabled);
+    Ok(Value::Bool(true))
+}
+
+fn log_get_flags(params: Option<Value>) -> RpcResult {
+    no_params(&params)?;
+    Ok(json!(crate::log::flags()))
+}
+
+/// The framework's methods (SPDK's names; the print-level pair shares the level handlers).
+const METHODS: &[MethodEntry] = &[
+    MethodEntry::sync("spdk_get_version", Allowed::Both, spdk_get_version),
+    MethodEntry::sync("rpc_get_methods", Allowed::Both, rpc_get_methods),
+    MethodEntry::sync(
+        "framework_start_init",
+        Allowed::StartupOnly,
+        framework_start_init,
+    ),
+    MethodEntry::with_responder("framework_wait_init", Allowed::Both, framework_wait_init),
+    MethodEntry::sync(
         "framework_get_subsystems",
         Allowed::RuntimeOnly,
         framework_get_subsystems,
-    );
-    super::register(
+    ),
+    MethodEntry::sync(
         "framework_get_config",
         Allowed::RuntimeOnly,
         framework_get_config,
-    );
-    register_async(
+    ),
+    MethodEntry::with_responder(
         "framework_get_reactors",
         Allowed::RuntimeOnly,
-        stats_method(reactors_result),
-    );
-    register_async(
-        "thread_get_stats",
-        Allowed::RuntimeOnly,
-        stats_method(thread_stats_result),
-    );
-    register_async(
+        framework_get_reactors,
+    ),
+    MethodEntry::with_responder("thread_get_stats", Allowed::RuntimeOnly, thread_get_stats),
+    MethodEntry::with_responder(
         "thread_get_pollers",
         Allowed::RuntimeOnly,
-        stats_method(thread_pollers_result),
-    );
-    register_async("spdk_kill_instance", Allowed::Both, spdk_kill_instance);
-    super::register("log_set_level", Allowed::Both, log_set_level);
-    super::register("log_get_level", Allowed::Both, log_get_level);
-    super::register("log_set_print_level", Allowed::Both, log_set_level);
-    super::register("log_get_print_level", Allowed::Both, log_get_level);
-    super::register("log_set_flag", Allowed::Both, log_flag(true));
-    super::register("log_clear_flag", Allowed::Both, log_flag(false));
-    super::register("log_enable_timestamps", Allowed::Both, |params| {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Enable {
-            enabled: bool,
-        }
-        let p: Enable = parse_params(params)?;
-        crate::log::set_timestamps(p.enabled);
-        Ok(Value::Bool(true))
-    });
-    super::register("log_get_flags", Allowed::Both, |params| {
-        no_params(&params)?;
-        Ok(json!(crate::log::flags()))
-    });
-    // The deprecated names older SPDK automation still sends.
-    for (alias, method) in [
-        ("get_spdk_version", "spdk_get_version"),
-        ("get_rpc_methods", "rpc_get_methods"),
-        ("start_subsystem_init", "framework_start_init"),
-        ("wait_subsystem_init", "framework_wait_init"),
-        ("get_subsystems", "framework_get_subsystems"),
-        ("get_subsystem_config", "framework_get_config"),
-        ("kill_instance", "spdk_kill_instance"),
-    ] {
-        register_alias(alias, method);
-    }
+        thread_get_pollers,
+    ),
+    MethodEntry::with_responder("spdk_kill_instance", Allowed::Both, spdk_kill_instance),
+    MethodEntry::sync("log_set_level", Allowed::Both, log_set_level),
+    MethodEntry::sync("log_get_level", Allowed::Both, log_get_level),
+    MethodEntry::sync("log_set_print_level", Allowed::Both, log_set_level),
+    MethodEntry::sync("log_get_print_level", Allowed::Both, log_get_level),
+    MethodEntry::sync("log_set_flag", Allowed::Both, log_set_flag),
+    MethodEntry::sync("log_clear_flag", Allowed::Both, log_clear_flag),
+    MethodEntry::sync(
+        "log_enable_timestamps",
+        Allowed::Both,
+        log_enable_timestamps,
+    ),
+    MethodEntry::sync("log_get_flags", Allowed::Both, log_get_flags),
+];
+
+/// The deprecated names older SPDK automation still sends, as `(alias, method)`.
+const ALIASES: &[(&str, &str)] = &[
+    ("get_spdk_version", "spdk_get_version"),
+    ("get_rpc_methods", "rpc_get_methods"),
+    ("start_subsystem_init", "framework_start_init"),
+    ("wait_subsystem_init", "framework_wait_init"),
+    ("get_subsystems", "framework_get_subsystems"),
+    ("get_subsystem_config", "framework_get_config"),
+    ("kill_instance", "spdk_kill_instance"),
+];
+
+/// Registers every framework method on the current (main) reactor.
+pub fn register() {
+    super::register_table(METHODS);
+    super::register_aliases(ALIASES);
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //!   out from a reactor's cache, `main` buffers allocated fresh, `retry` waits for a buffer
 //!   (always 0: allocation falls back to the allocator instead of waiting).
 
-use super::{config_entry, parse_params, Allowed, RpcError, RpcResult};
+use super::{config_entry, parse_params, Allowed, MethodEntry, RpcError, RpcResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -161,9 +161,14 @@ fn write_config() -> Vec<Value> {
     )]
 }
 
+/// The iobuf methods.
+const METHODS: &[MethodEntry] = &[
+    MethodEntry::sync("iobuf_set_options", Allowed::StartupOnly, set_options),
+    MethodEntry::sync("iobuf_get_stats", Allowed::RuntimeOnly, get_stats),
+];
+
 /// Registers the iobuf methods and the `iobuf` subsystem (on the main reactor).
 pub fn register() {
-    super::register("iobuf_set_options", Allowed::StartupOnly, set_options);
-    super::register("iobuf_get_stats", Allowed::RuntimeOnly, get_stats);
+    super::register_table(METHODS);
     super::register_subsystem("iobuf", &[], write_config);
 }

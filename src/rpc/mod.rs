@@ -8,6 +8,37 @@
 //!
 //! The registries live on the main reactor (thread-local there); modules register into them
 //! from `register_*` functions the application calls at start-up. The server knows no module.
+//!
+//! # How a module registers its methods
+//!
+//! Each method is a named handler function, listed with its name and allowed states in one
+//! table per module, so the list of what a module offers reads in one screen and each
+//! method can be found (and tested) by its name:
+//!
+//! ```ignore
+//! fn bdev_null_resize(params: Option<Value>) -> RpcResult { .. }          // answers at once
+//! fn bdev_malloc_create(params: Option<Value>, responder: Responder) { .. } // answers later
+//! fn bdev_get_bdevs(params: Option<Value>) -> Result<Box<RawValue>, RpcError> { .. } // JSON text
+//!
+//! const METHODS: &[MethodEntry] = &[
+//!     MethodEntry::sync("bdev_null_resize", Allowed::RuntimeOnly, bdev_null_resize),
+//!     MethodEntry::with_responder("bdev_malloc_create", Allowed::RuntimeOnly, bdev_malloc_create),
+//!     MethodEntry::serialized("bdev_get_bdevs", Allowed::RuntimeOnly, bdev_get_bdevs),
+//! ];
+//!
+//! pub fn register() {
+//!     rpc::register_table(METHODS);
+//!     rpc::register_aliases(ALIASES);          // deprecated names, if any
+//!     rpc::register_subsystem("bdev", &[], write_config);
+//! }
+//! ```
+//!
+//! `sync` is `register`'s shape (the result is the answer), `with_responder` is
+//! `register_async`'s (answer through the `Responder`, possibly from another reactor after a
+//! fan-out), `serialized` is `register_serialized`'s (the answer is JSON text the server
+//! writes as it is). A family of methods that differ by one value (every module's
+//! `<module>_delete`) gets one small named function each that calls the shared one. The
+//! closure-taking `register*` functions stay for tests and one-off registrations.
 
 pub mod config;
 pub mod framework;
@@ -268,7 +299,6 @@ pub fn register_async(
     });
 }
 
-/// Adds a deprecated alias for an existing method.
 /// Registers a synchronous method whose result is already JSON text (large answers: the
 /// server writes the text out without building a `Value` tree).
 pub fn register_serialized(
@@ -284,6 +314,86 @@ pub fn register_serialized(
     });
 }
 
+/// How a named handler in a method table answers (see the module doc).
+#[derive(Clone, Copy)]
+pub enum HandlerFn {
+    /// Answers at once with its result (`register`).
+    Sync(fn(Option<Value>) -> RpcResult),
+    /// Answers through its responder, possibly later (`register_async`).
+    WithResponder(fn(Option<Value>, Responder)),
+    /// Answers at once with JSON text (`register_serialized`).
+    Serialized(fn(Option<Value>) -> Result<Box<RawValue>, RpcError>),
+}
+
+/// One row of a module's method table: the method's name, the states it runs in and its
+/// named handler.
+#[derive(Clone, Copy)]
+pub struct MethodEntry {
+    pub name: &'static str,
+    pub allowed: Allowed,
+    pub handler: HandlerFn,
+}
+
+impl MethodEntry {
+    /// A method whose handler returns its answer.
+    pub const fn sync(
+        name: &'static str,
+        allowed: Allowed,
+        handler: fn(Option<Value>) -> RpcResult,
+    ) -> Self {
+        Self {
+            name,
+            allowed,
+            handler: HandlerFn::Sync(handler),
+        }
+    }
+
+    /// A method whose handler answers through its responder, possibly later.
+    pub const fn with_responder(
+        name: &'static str,
+        allowed: Allowed,
+        handler: fn(Option<Value>, Responder),
+    ) -> Self {
+        Self {
+            name,
+            allowed,
+            handler: HandlerFn::WithResponder(handler),
+        }
+    }
+
+    /// A method whose handler returns its answer as JSON text.
+    pub const fn serialized(
+        name: &'static str,
+        allowed: Allowed,
+        handler: fn(Option<Value>) -> Result<Box<RawValue>, RpcError>,
+    ) -> Self {
+        Self {
+            name,
+            allowed,
+            handler: HandlerFn::Serialized(handler),
+        }
+    }
+}
+
+/// Registers every method of a module's table (main reactor, at start-up).
+pub fn register_table(table: &[MethodEntry]) {
+    for entry in table {
+        match entry.handler {
+            HandlerFn::Sync(f) => register(entry.name, entry.allowed, f),
+            HandlerFn::WithResponder(f) => register_async(entry.name, entry.allowed, f),
+            HandlerFn::Serialized(f) => register_serialized(entry.name, entry.allowed, f),
+        }
+    }
+}
+
+/// Registers each `(alias, method)` pair of a table of deprecated names.
+pub fn register_aliases(table: &[(&str, &str)]) {
+    for (alias, method) in table {
+        register_alias(alias, method);
+    }
+}
+
+/// Adds a deprecated alias for an existing method.
 pub fn register_alias(alias: &str, method: &str) {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();

@@ -484,6 +484,21 @@ pub fn export(
         .expect("port")
 }
 
+/// Starts an in-process app (`test_options(tag)`) that exports a 16 MiB malloc bdev
+/// `Malloc0` as a namespace of `nqn` to any host; returns the app and the listener's port.
+pub fn start_exporting_malloc(tag: &str, nqn: &str) -> (pollux::app::RunningApp, u16) {
+    let app = super::start(super::test_options(tag));
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        nqn,
+        "Malloc0",
+        16,
+        json!({}),
+        true,
+    );
+    (app, port)
+}
+
 /// Makes the next close of `s` a reset (SO_LINGER 0) instead of an orderly FIN.
 pub fn reset_on_close(s: &TcpStream) {
     use std::os::fd::AsRawFd;

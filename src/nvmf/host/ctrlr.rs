@@ -32,6 +32,9 @@ use zerocopy::IntoBytes;
 pub struct ConnectOpts {
     /// Host NQN (default: a random `nqn.2014-08.org.nvmexpress:uuid:` one per process).
     pub hostnqn: Option<String>,
+    /// Host identifier sent in Connect (default: the process's random one). Reservations
+    /// are per host identifier.
+    pub hostid: Option<[u8; 16]>,
     pub hdgst: bool,
     pub ddgst: bool,
     /// Sock impl by name; `None` is the default impl.
@@ -58,6 +61,7 @@ impl Default for ConnectOpts {
     fn default() -> Self {
         Self {
             hostnqn: None,
+            hostid: None,
             hdgst: false,
             ddgst: false,
             sock_impl: None,
@@ -137,7 +141,8 @@ impl Controller {
         opts: ConnectOpts,
         done: impl FnOnce(Result<Rc<Controller>, HostError>) + 'static,
     ) {
-        let (default_nqn, hostid) = default_host_identity();
+        let (default_nqn, default_hostid) = default_host_identity();
+        let hostid = opts.hostid.unwrap_or(default_hostid);
         let hostnqn = opts
             .hostnqn
             .clone()

@@ -19,6 +19,7 @@ mod auth;
 mod ctrlr;
 pub mod fake;
 mod qpair;
+pub mod reservation;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,34 @@ impl SyncController {
         self.call(move |c, done| c.submit(qid, req, move |cpl| done(Ok(cpl))))
     }
 
+    /// Submits a raw command on queue `qid` without waiting: its completion arrives on the
+    /// returned channel (e.g. an Asynchronous Event Request, answered when an event comes).
+    pub fn submit_later(
+        &self,
+        qid: u16,
+        req: Request,
+    ) -> mpsc::Receiver<Result<Completion, HostError>> {
+        let (tx, rx) = mpsc::channel();
+        let slot = self.slot;
+        let tx2 = tx.clone();
+        let sent = self.app.send_to(self.core, move || {
+            let submitted = with_ctrl(slot, |c| {
+                c.submit(qid, req, move |cpl| {
+                    let _ = tx.send(Ok(cpl));
+                })
+            });
+            if submitted.is_none() {
+                let _ = tx2.send(Err(HostError::NotReady("controller closed".into())));
+            }
+        });
+        if sent.is_err() {
+            let (tx, rx) = mpsc::channel();
+            let _ = tx.send(Err(HostError::NotReady("host reactor stopped".into())));
+            return rx;
+        }
+        rx
+    }
+
     pub fn identify_controller(&self) -> Result<IdentifyController, HostError> {
         self.call(|c, done| c.identify_controller(done))
     }

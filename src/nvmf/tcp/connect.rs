@@ -213,6 +213,7 @@ impl PollGroup {
         qp.subsys_id = s.id;
         qp.cntlid = cntlid;
         qp.hostnqn = Some(Arc::from(hostnqn.as_str()));
+        qp.hostid = data.hostid;
         qp.directory = Some(s.directory.clone());
         qp.ana = crate::nvmf::ana::path_view(s, &qp.listen);
         let mut rx = *qp.dec.config();

@@ -79,6 +79,10 @@ impl PollGroup {
                 }
                 Ok(())
             }
+            AdminOutcome::SetPtpl { nsid, on } => {
+                self.set_ptpl(idx, slot, nsid, on);
+                Ok(())
+            }
             AdminOutcome::Smart { offset, len } => {
                 req.state = ReqState::Executing;
                 let bdevs: Vec<BdevHandle> = subsys
@@ -149,6 +153,9 @@ impl PollGroup {
     }
 
     pub(super) fn io(&mut self, idx: usize, slot: u16, sqe: &Sqe) -> Result<(), Fatal> {
+        if reserve::is_reservation(sqe.opcode) {
+            return self.reservation(idx, slot, sqe);
+        }
         let qp = &mut self.qpairs[idx];
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
@@ -166,6 +173,10 @@ impl PollGroup {
                 req.status = st;
                 return self.respond(idx, slot);
             }
+        }
+        if chan.is_some_and(|c| reserve::conflicts(c, &qp.hostid, sqe.opcode)) {
+            req.status = Status::RESERVATION_CONFLICT.with_dnr();
+            return self.respond(idx, slot);
         }
         let data: &[u8] = req.buf.as_deref().unwrap_or(&[]);
         let plan = io::plan(sqe, geom.as_ref(), req.xfer, max_io, data);
@@ -241,6 +252,9 @@ impl PollGroup {
 
     pub(super) fn io_done(&mut self, mut bio: BdevIo) {
         self.stats.pending_bdev_io = self.stats.pending_bdev_io.saturating_sub(1);
+        if !self.drains.is_empty() {
+            self.drain_progress(bio.token);
+        }
         let (idx, gen, slot) = split_token(bio.token);
         let Some(qp) = self
             .qpairs

@@ -63,6 +63,8 @@ mod auth;
 mod connect;
 mod dispatch;
 mod protocol;
+mod reserve;
+pub use reserve::{drain_hosts, reservation_notice};
 mod rx;
 mod rx_landing;
 mod state;
@@ -212,6 +214,8 @@ struct Qpair {
     cntlid: u16,
     /// The host NQN its Connect named (namespace visibility is per host).
     hostnqn: Option<Arc<str>>,
+    /// The host identifier its Connect named (reservations are per host).
+    hostid: [u8; 16],
     directory: Option<Arc<Directory>>,
     /// The ANA states of this queue's path (`None`: the subsystem does not report ANA).
     ana: Option<Arc<crate::nvmf::ana::ListenerAna>>,
@@ -257,6 +261,7 @@ impl Qpair {
             subsys_id: 0,
             cntlid: 0,
             hostnqn: None,
+            hostid: [0; 16],
             directory: None,
             ana: None,
             ctrlr: None,
@@ -318,6 +323,8 @@ struct NsChan {
     visible_hosts: Option<Arc<std::collections::BTreeSet<String>>>,
     /// The namespace's ANA group, as of the current view.
     anagrpid: u32,
+    /// The namespace's reservations, as of the current view.
+    reservations: Arc<super::reservation::Reservations>,
 }
 
 impl NsChan {
@@ -432,6 +439,8 @@ struct PollGroup {
     tx_open: Vec<(usize, u64)>,
     stats: GroupStats,
     pollers: Vec<PollerHandle>,
+    /// Preempt-and-Abort barriers waiting for bdev I/O of preempted hosts (`reserve.rs`).
+    drains: Vec<reserve::Drain>,
 }
 
 thread_local! {
@@ -507,6 +516,7 @@ impl PollGroup {
             events: Vec::with_capacity(EVENTS_PER_POLL * 2),
             to_close: Vec::new(),
             tx_open: Vec::new(),
+            drains: Vec::new(),
             stats: GroupStats::default(),
             pollers: vec![poller, timer],
         }

@@ -27,6 +27,13 @@ pub(super) struct SubUsers {
     io: usize,
 }
 
+impl SubUsers {
+    /// Slab indices of the subsystem's connected queue pairs here.
+    pub(super) fn qpairs_iter(&self) -> impl Iterator<Item = &usize> {
+        self.qpairs.iter()
+    }
+}
+
 impl PollGroup {
     pub(super) fn apply_view(&mut self, view: Arc<TargetView>) {
         if view.version <= self.view.version {
@@ -221,6 +228,7 @@ impl PollGroup {
             if Arc::ptr_eq(&c.bdev, &ns.bdev) {
                 c.visible_hosts = ns.visible_hosts.clone();
                 c.anagrpid = ns.anagrpid;
+                c.reservations = ns.reservations.clone();
                 return;
             }
             self.ns.remove(&k);
@@ -245,6 +253,7 @@ impl PollGroup {
                         _desc: d,
                         visible_hosts: ns.visible_hosts.clone(),
                         anagrpid: ns.anagrpid,
+                        reservations: ns.reservations.clone(),
                     },
                 );
             }
