@@ -116,6 +116,9 @@ struct Inner {
     info: Option<ControllerInfo>,
     poller: Option<PollerHandle>,
     keep_alive: Option<PollerHandle>,
+    /// During a bring-up with DH-HMAC-CHAP secrets: a timer that polls the queues so that
+    /// an unanswered transaction reaches its deadline on a reactor that sleeps when idle.
+    auth_timer: Option<PollerHandle>,
     cc: Cc,
 }
 
@@ -174,6 +177,7 @@ impl Controller {
                 info: None,
                 poller: None,
                 keep_alive: None,
+                auth_timer: None,
                 cc: Cc::default(),
             }),
             me: me.clone(),
@@ -184,6 +188,16 @@ impl Controller {
             None => PollStatus::Idle,
         });
         ctrl.inner.borrow_mut().poller = Some(poller);
+        if ctrl.inner.borrow().opts.dhchap.is_some() {
+            let weak = Rc::downgrade(&ctrl);
+            let timer = reactor::register_poller("nvmf_host_auth_deadline", 50_000, move || {
+                match weak.upgrade() {
+                    Some(c) => c.poll(),
+                    None => PollStatus::Idle,
+                }
+            });
+            ctrl.inner.borrow_mut().auth_timer = Some(timer);
+        }
         let c = ctrl.clone();
         let done: Done<Rc<Controller>> = Box::new(done);
         ctrl.wait_ready(
@@ -685,6 +699,9 @@ impl Controller {
             if let Some(p) = inner.keep_alive.take() {
                 p.unregister();
             }
+            if let Some(p) = inner.auth_timer.take() {
+                p.unregister();
+            }
         }
         for c in out {
             let cb = self.inner.borrow_mut().callbacks.try_remove(c.tag as usize);
@@ -916,6 +933,9 @@ fn connect_io_queues(c: Rc<Controller>, count: u16, done: Done<Rc<Controller>>) 
 
 /// Starts the keep-alive timer and reports the controller.
 fn finish(c: Rc<Controller>, done: Done<Rc<Controller>>) {
+    if let Some(p) = c.inner.borrow_mut().auth_timer.take() {
+        p.unregister();
+    }
     let kato = c.inner.borrow().opts.kato_ms;
     if kato > 0 {
         let weak = Rc::downgrade(&c);
