@@ -20,10 +20,39 @@ fn key_file(dir: &std::path::Path, name: &str) -> String {
     p.display().to_string()
 }
 
+/// SPDK's answer to a method called after framework_start_init that only STARTUP allows.
+const STARTUP_ONLY: &str = "Method may only be called before framework is initialized. Use \
+    --wait-for-rpc command line parameter and then issue this RPC before the \
+    framework_start_init RPC.";
+
 #[test]
 fn host_keys_by_name_errors_and_saved_config() {
-    let app = common::start(common::test_options("dhchap-rpc"));
+    // nvmf_set_config is a STARTUP method (as in SPDK): set before framework_start_init.
+    let mut opts = common::test_options("dhchap-rpc");
+    opts.wait_for_rpc = true;
+    let app = common::start(opts);
     let mut c = common::Client::connect(app.rpc_socket());
+    for (params, field) in [
+        (json!({"dhchap_digests": ["md5"]}), "dhchap_digests"),
+        (json!({"dhchap_dhgroups": ["ffdhe1024"]}), "dhchap_dhgroups"),
+        (json!({"dhchap_dhgroups": []}), "dhchap_dhgroups"),
+        (json!({"poll_groups_mask": "0x1"}), "poll_groups_mask"),
+    ] {
+        let (code, msg) = c.call_err("nvmf_set_config", Some(params.clone()));
+        assert_eq!(code, -32602, "nvmf_set_config {params}: {msg}");
+        assert!(msg.contains(field), "nvmf_set_config {params}: {msg}");
+    }
+    c.call(
+        "nvmf_set_config",
+        Some(json!({"dhchap_digests": ["sha384"], "dhchap_dhgroups": ["null", "ffdhe2048"]})),
+    );
+    c.call("framework_start_init", None);
+    let (code, msg) = c.call_err(
+        "nvmf_set_config",
+        Some(json!({"dhchap_digests": ["sha256"]})),
+    );
+    assert_eq!((code, msg.as_str()), (-1, STARTUP_ONLY));
+
     let dir = std::env::temp_dir().join(format!("pollux-dhchap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for k in ["hk", "ck"] {
@@ -61,26 +90,6 @@ fn host_keys_by_name_errors_and_saved_config() {
             json!({"nqn": NQN, "host": HOST, "dhchap_key": "hk"}),
             "host",
         ),
-        (
-            "nvmf_set_config",
-            json!({"dhchap_digests": ["md5"]}),
-            "dhchap_digests",
-        ),
-        (
-            "nvmf_set_config",
-            json!({"dhchap_dhgroups": ["ffdhe1024"]}),
-            "dhchap_dhgroups",
-        ),
-        (
-            "nvmf_set_config",
-            json!({"dhchap_dhgroups": []}),
-            "dhchap_dhgroups",
-        ),
-        (
-            "nvmf_set_config",
-            json!({"poll_groups_mask": "0x1"}),
-            "poll_groups_mask",
-        ),
     ];
     for (method, params, field) in refused {
         let (code, msg) = c.call_err(method, Some(params.clone()));
@@ -91,10 +100,6 @@ fn host_keys_by_name_errors_and_saved_config() {
     c.call(
         "nvmf_subsystem_add_host",
         Some(json!({"nqn": NQN, "host": HOST, "dhchap_key": "hk", "dhchap_ctrlr_key": "ck"})),
-    );
-    c.call(
-        "nvmf_set_config",
-        Some(json!({"dhchap_digests": ["sha384"], "dhchap_dhgroups": ["null", "ffdhe2048"]})),
     );
     let subs = c.call("nvmf_get_subsystems", None);
     let s = subs

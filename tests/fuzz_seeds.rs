@@ -3,13 +3,17 @@
 //! `POLLUX_WRITE_SEEDS=1`; the RPC seeds are captured from rpc.py by
 //! fuzz/seeds/capture_rpc.py. Either way, this test checks that every committed seed is what
 //! it claims to be: each PDU stream decodes completely in its role with no error, each RPC
-//! framing seed frames into valid JSON-RPC requests, each params seed is a request object.
+//! framing seed frames into valid JSON-RPC requests, each params seed is a request object,
+//! each DH-HMAC-CHAP seed's messages decode and run through a controller transaction.
 //! A seed that the decoder rejects would only teach the fuzzer the error path.
 
+use pollux::nvmf::auth::dhchap::{AuthConfig, ControllerAuth, Outcome};
+use pollux::nvmf::auth::messages::{FailureReason, Message};
 use pollux::nvmf::pdu::{
     decode_all, encode_pdu, C2HData, Fes, H2CData, IcReq, IcResp, PduHeader, Role, RxConfig,
     TermReq, TxConfig, R2T,
 };
+use pollux::nvmf::secret::{DhchapSecret, Hash};
 use pollux::nvmf::wire::{admin_opc, fctype, io_opc, Cqe, SglDescriptor, Sqe, Status};
 use pollux::rpc::server::{frame_requests, validate, FrameEnd};
 use serde_json::Value;
@@ -307,6 +311,153 @@ fn capsule_dispatch_compare_seed_holds_compares_and_fused_pairs() {
         assert!(s1.same_code(Status::INVALID_FIELD) && s2.same_code(Status::INVALID_FIELD));
         let (s1, s2) = pair(4, 5).unwrap_err();
         assert!(s1.same_code(Status::INVALID_OPCODE) && s2.same_code(Status::ABORTED_FAILED_FUSED));
+    }
+}
+
+/// An auth_messages seed: the configuration byte, then `len u16 LE, payload` records (see
+/// fuzz/src/auth.rs).
+fn auth_seed(cfg: u8, messages: &[Message]) -> Vec<u8> {
+    let mut out = vec![cfg];
+    for m in messages {
+        let bytes = m.encode();
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// A transaction's messages in and out of order, one-way and both ways, NULL and ffdhe2048
+/// (a DH value of the group's size), and the controller's messages for the host's paths.
+fn auth_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let negotiate = |dhgroups: Vec<u8>, sc_c| Message::Negotiate {
+        tid: 1,
+        sc_c,
+        hashes: vec![1, 2, 3],
+        dhgroups,
+    };
+    let reply = |hl: usize, c2: bool, dh: usize| Message::Reply {
+        tid: 1,
+        seqnum: if c2 { 7 } else { 0 },
+        response: vec![0x11; hl],
+        challenge: c2.then(|| vec![0x22; hl]),
+        dh_value: {
+            let mut v = vec![0u8; dh];
+            if let Some(last) = v.last_mut() {
+                *last = 2;
+            }
+            v
+        },
+    };
+    let failure2 = Message::Failure2 {
+        tid: 1,
+        reason: FailureReason::Failed,
+    };
+    vec![
+        (
+            "null_one_way",
+            auth_seed(
+                0x07,
+                &[negotiate(vec![0], 0), reply(32, false, 0), failure2.clone()],
+            ),
+        ),
+        (
+            "ffdhe2048_both_ways",
+            auth_seed(
+                0x1f,
+                &[
+                    negotiate(vec![1, 0], 0),
+                    reply(32, true, 256),
+                    Message::Success2 { tid: 1 },
+                ],
+            ),
+        ),
+        (
+            "out_of_order",
+            auth_seed(
+                0x01,
+                &[
+                    Message::Success2 { tid: 0 },
+                    reply(32, false, 0),
+                    negotiate(vec![0], 1),
+                    negotiate(vec![9], 0),
+                ],
+            ),
+        ),
+        (
+            "controller_messages",
+            auth_seed(
+                0x0f,
+                &[
+                    Message::Challenge {
+                        tid: 1,
+                        hash: 1,
+                        dhgroup: 0,
+                        seqnum: 5,
+                        challenge: vec![0x33; 32],
+                        dh_value: Vec::new(),
+                    },
+                    Message::Success1 {
+                        tid: 1,
+                        hl: 32,
+                        response: Some(vec![0x44; 32]),
+                    },
+                    Message::Failure1 {
+                        tid: 1,
+                        reason: FailureReason::HashUnusable,
+                    },
+                ],
+            ),
+        ),
+    ]
+}
+
+/// Every record of every auth seed decodes; run through a controller transaction (as the
+/// fuzz target does) none authenticates, and the controller answers each with a message.
+#[test]
+fn auth_seeds_decode_and_never_authenticate() {
+    let write = std::env::var_os("POLLUX_WRITE_SEEDS").is_some();
+    let dir = seeds_dir("auth_messages");
+    for (name, seed) in auth_seeds() {
+        let path = dir.join(name);
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &seed).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate with POLLUX_WRITE_SEEDS=1)",
+                path.display()
+            )
+        });
+        assert!(
+            committed == seed,
+            "{name} is stale: regenerate with POLLUX_WRITE_SEEDS=1"
+        );
+        let cfg = AuthConfig {
+            hostnqn: "nqn.2014-08.org.nvmexpress:uuid:fuzz-host".into(),
+            subnqn: "nqn.2016-06.io.pollux:fuzz-auth".into(),
+            host_key: DhchapSecret {
+                transform: Some(Hash::Sha256),
+                key: vec![1; 32],
+            },
+            ctrl_key: None,
+            hashes: vec![Hash::Sha256, Hash::Sha384, Hash::Sha512],
+            dhgroups: vec![0, 1],
+        };
+        let mut ctrl = ControllerAuth::new(cfg);
+        let mut rest = &seed[1..];
+        while !rest.is_empty() {
+            let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+            let payload = &rest[2..2 + len];
+            rest = &rest[2 + len..];
+            let msg = Message::decode(payload).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(Message::decode(&msg.encode()), Ok(msg), "{name}");
+            ctrl.on_send(payload);
+            if let Some(answer) = ctrl.on_receive() {
+                Message::decode(&answer).unwrap_or_else(|e| panic!("{name}: answer {e}"));
+            }
+            assert_ne!(ctrl.outcome(), Outcome::Authenticated, "{name}");
+        }
     }
 }
 

@@ -101,10 +101,14 @@ fn wait_for_rpc_state_rules() {
     opts.wait_for_rpc = true;
     let app = start(opts);
     let mut c = Client::connect(app.rpc_socket());
-    // RUNTIME-only methods are refused with -1 in STARTUP.
+    // RUNTIME-only methods are refused with -1 in STARTUP, in SPDK's words.
     let (code, msg) = c.call_err("framework_get_reactors", None);
     assert_eq!(code, -1);
-    assert!(msg.contains("STARTUP"), "{msg}");
+    assert_eq!(
+        msg,
+        "Method may only be called after framework is initialized using \
+         framework_start_init RPC."
+    );
     assert!(c.call("spdk_get_version", None).is_object());
     let current = c.call("rpc_get_methods", Some(json!({"current": true})));
     let current = current.as_array().unwrap();

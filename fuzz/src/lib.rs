@@ -5,6 +5,7 @@
 //! is one more file in `src/bin/` (cargo discovers it) plus, optionally, a module here and
 //! seeds in `seeds/<target>/`.
 
+pub mod auth;
 pub mod capsule_dispatch;
 pub mod pdu;
 pub mod rpc_framing;

@@ -27,9 +27,10 @@ use pollux::alloc_count;
 use pollux::bdev::util::FastRng;
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::{
-    Completion, ConnectOpts, Controller, DataBuf, HostError, Qpair, QpairConfig, Request,
-    TransportId,
+    dhgroup_by_name, hash_by_name, Completion, ConnectOpts, Controller, DataBuf, DhchapOpts,
+    HostError, Qpair, QpairConfig, Request, TransportId,
 };
+use pollux::nvmf::secret::Hash;
 use pollux::nvmf::wire::{io_opc, SglDescriptor, Sqe};
 use pollux::reactor::{self, IdleStrategy, PollStatus, PollerHandle, ReactorConfig};
 use std::cell::RefCell;
@@ -99,6 +100,45 @@ struct Args {
     /// Never sleep when idle (like SPDK's reactors).
     #[arg(long)]
     poll_only: bool,
+    /// DH-HMAC-CHAP host secret (`DHHC-1:XX:...:`, as nvme-cli's --dhchap-secret): used
+    /// on every queue when the subsystem requires authentication (the host NQN is the
+    /// transport id's `hostnqn`).
+    #[arg(long, value_name = "DHHC-1")]
+    dhchap_secret: Option<String>,
+    /// DH-HMAC-CHAP controller secret (nvme-cli's --dhchap-ctrl-secret): the controller
+    /// must prove it too (bidirectional authentication).
+    #[arg(long, value_name = "DHHC-1", requires = "dhchap_secret")]
+    dhchap_ctrl_secret: Option<String>,
+    /// DH-HMAC-CHAP hashes offered, in order (sha256,sha384,sha512; default all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_digest, requires = "dhchap_secret")]
+    dhchap_digests: Vec<Hash>,
+    /// DH-HMAC-CHAP DH groups offered, in order (null,ffdhe2048,...,ffdhe8192; default all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_dhgroup, requires = "dhchap_secret")]
+    dhchap_dhgroups: Vec<u8>,
+}
+
+fn parse_digest(name: &str) -> Result<Hash, String> {
+    hash_by_name(name).ok_or_else(|| format!("unknown digest {name:?} (sha256, sha384, sha512)"))
+}
+
+fn parse_dhgroup(name: &str) -> Result<u8, String> {
+    dhgroup_by_name(name)
+        .ok_or_else(|| format!("unknown DH group {name:?} (null, ffdhe2048 ... ffdhe8192)"))
+}
+
+/// The DH-HMAC-CHAP options of the command line (none without a secret).
+fn dhchap_opts(args: &Args) -> Result<Option<DhchapOpts>, String> {
+    let Some(secret) = &args.dhchap_secret else {
+        return Ok(None);
+    };
+    let mut opts = DhchapOpts::parse(secret, args.dhchap_ctrl_secret.as_deref())?;
+    if !args.dhchap_digests.is_empty() {
+        opts.digests = args.dhchap_digests.clone();
+    }
+    if !args.dhchap_dhgroups.is_empty() {
+        opts.dhgroups = args.dhchap_dhgroups.clone();
+    }
+    Ok(Some(opts))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -454,7 +494,15 @@ fn start_worker(
 fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mpsc::Sender<Event>) {
     let cores = reactor::cores();
     let queues = cores.len() as u16 * args.qpairs;
+    let dhchap = match dhchap_opts(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = events.send(Event::Fatal(e));
+            return;
+        }
+    };
     let opts = ConnectOpts {
+        dhchap,
         hdgst: args.hdgst,
         ddgst: args.ddgst,
         sock_impl: Some(args.sock_impl.to_string()),
@@ -609,6 +657,8 @@ fn main() {
 /// Returns Ok(false) when the run completed with I/O errors.
 fn run(args: Args) -> Result<bool, String> {
     let trid: TransportId = args.trid.parse()?;
+    // A malformed secret is refused before any connection.
+    dhchap_opts(&args)?;
     let cores = reactor::parse_core_mask(&args.core_mask)?;
     let progress = Arc::new(Progress {
         ios: AtomicU64::new(0),

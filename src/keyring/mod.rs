@@ -2,9 +2,12 @@
 //!
 //! A key is a name and the absolute path of a file that only its owner — the user pollux
 //! runs as — may read or write (mode `0600` or stricter; checked when the key is added and
-//! again on every read, as SPDK does). The file is read each time the key is used, so a
-//! rotated file takes effect without re-adding the key, and the secret never enters a saved
-//! configuration: configs and `keyring_get_keys` carry names and paths only. `key0` and
+//! again on every read, as SPDK does). The file is read when a user reads the secret
+//! ([`KeyInfo::secret`], on the main reactor: nvmf reads DH-HMAC-CHAP secrets when a host's
+//! keys are named and hands the poll groups copies), and the secret never enters a saved
+//! configuration: configs and `keyring_get_keys` carry names and paths only. A removed key
+//! is marked so in every copy of its [`KeyInfo`] (SPDK's removed keys refuse later use):
+//! nvmf fails the next authentication of a host that uses it. `key0` and
 //! `:key0` name the same key of the one (global) keyring; a name with another keyring before
 //! the colon is refused. The keyring lives on the main reactor (where the RPC methods and
 //! the configuration that names keys run) and is emptied when the application stops; users
@@ -16,6 +19,8 @@ pub mod rpc;
 use std::cell::RefCell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Why a keyring operation failed, with the errno SPDK answers it with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,12 +59,24 @@ impl KeyringError {
     }
 }
 
-/// What `keyring_get_keys` shows of a key (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `keyring_get_keys` shows of a key (never the secret), and whether it was removed
+/// since (users that hold it see the removal, as SPDK's removed keys refuse every use).
+#[derive(Debug, Clone)]
 pub struct KeyInfo {
     pub name: String,
     pub path: PathBuf,
+    removed: Arc<AtomicBool>,
 }
+
+impl PartialEq for KeyInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.path == other.path
+            && Arc::ptr_eq(&self.removed, &other.removed)
+    }
+}
+
+impl Eq for KeyInfo {}
 
 thread_local! {
     static KEYS: RefCell<Vec<KeyInfo>> = const { RefCell::new(Vec::new()) };
@@ -108,6 +125,7 @@ pub fn add_file_key(name: &str, path: &Path) -> Result<(), KeyringError> {
         keys.push(KeyInfo {
             name: name.to_string(),
             path: path.to_path_buf(),
+            removed: Arc::new(AtomicBool::new(false)),
         });
         Ok(())
     })
@@ -120,7 +138,7 @@ pub fn remove_key(name: &str) -> Result<(), KeyringError> {
             .iter()
             .position(|k| key_name(&k.name) == key_name(name))
             .ok_or_else(|| KeyringError::NotFound(name.to_string()))?;
-        keys.remove(at);
+        keys.remove(at).removed.store(true, Ordering::Release);
         Ok(())
     })
 }
@@ -154,6 +172,11 @@ impl KeyInfo {
     /// surrounding whitespace trimmed.
     pub fn secret(&self) -> Result<String, KeyringError> {
         read_secret(&self.name, &self.path)
+    }
+
+    /// Whether the key was removed from the keyring since it was looked up (any thread).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 }
 

@@ -387,7 +387,8 @@ struct SetKeys {
 }
 
 /// `nvmf_set_config`: of SPDK's params pollux implements the DH-HMAC-CHAP lists; the
-/// others (admin_cmd_passthru, poll_groups_mask, discovery_filter) are refused by name.
+/// others (admin_cmd_passthru, poll_groups_mask, discovery_filter) are refused by name. As in
+/// SPDK it is a STARTUP method (`--wait-for-rpc`, before `framework_start_init`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetConfig {
@@ -455,24 +456,42 @@ impl SetConfig {
     }
 }
 
-/// Resolves the keyring names of a host's DH-HMAC-CHAP keys (main reactor): an unknown
-/// name, or a controller key without a host key, is an error naming the field.
+/// Resolves the keyring names of a host's DH-HMAC-CHAP keys and reads their secrets (main
+/// reactor: the poll groups get these copies and never read a file): an unknown name, a
+/// file that cannot be read or does not hold a DHHC-1 secret, or a controller key without
+/// a host key, is an error naming the field.
 fn host_keys(
     key: Option<&str>,
     ctrlr_key: Option<&str>,
 ) -> Result<Option<subsystem::HostKeys>, RpcError> {
     let resolve = |field: &str, name: &str| {
-        crate::keyring::lookup(name).map_err(|e| failed(format!("{field}: {e}")))
+        let info = crate::keyring::lookup(name).map_err(|e| failed(format!("{field}: {e}")))?;
+        let text = info.secret().map_err(|e| failed(format!("{field}: {e}")))?;
+        let secret = super::secret::DhchapSecret::parse(&text)
+            .map_err(|e| failed(format!("{field}: key '{name}' is not a DHHC-1 secret: {e}")))?;
+        Ok::<_, RpcError>((info, secret))
     };
     match (key, ctrlr_key) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(failed(
             "dhchap_ctrlr_key: a controller key needs a host key (dhchap_key)".into(),
         )),
-        (Some(k), c) => Ok(Some(subsystem::HostKeys {
-            key: resolve("dhchap_key", k)?,
-            ctrlr_key: c.map(|c| resolve("dhchap_ctrlr_key", c)).transpose()?,
-        })),
+        (Some(k), c) => {
+            let (key, secret) = resolve("dhchap_key", k)?;
+            let (ctrlr_key, ctrlr_secret) = match c {
+                Some(c) => {
+                    let (i, s) = resolve("dhchap_ctrlr_key", c)?;
+                    (Some(i), Some(s))
+                }
+                None => (None, None),
+            };
+            Ok(Some(subsystem::HostKeys {
+                key,
+                ctrlr_key,
+                secret,
+                ctrlr_secret,
+            }))
+        }
     }
 }
 
@@ -860,7 +879,7 @@ pub fn register() {
         mutate(r, |t| t.add_host(&p.nqn, &p.host, keys))
     });
 
-    rpc::register_async("nvmf_set_config", Allowed::Both, |p, r| {
+    rpc::register_async("nvmf_set_config", Allowed::StartupOnly, |p, r| {
         let p: SetConfig = params!(p, r);
         let policy = match p.dhchap_policy() {
             Ok(v) => v,

@@ -207,11 +207,15 @@ impl Directory {
 }
 
 /// The DH-HMAC-CHAP keys a host authenticates with: `key` proves the host to the
-/// controller; `ctrlr_key`, when set, makes the authentication bidirectional.
+/// controller; `ctrlr_key`, when set, makes the authentication bidirectional. The secrets
+/// were read from the key files on the main reactor when the keys were named (add_host,
+/// set_keys): the poll groups use these copies and never read a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostKeys {
     pub key: crate::keyring::KeyInfo,
     pub ctrlr_key: Option<crate::keyring::KeyInfo>,
+    pub secret: crate::nvmf::secret::DhchapSecret,
+    pub ctrlr_secret: Option<crate::nvmf::secret::DhchapSecret>,
 }
 
 /// One subsystem (immutable snapshot; the main reactor edits a copy and republishes).

@@ -434,14 +434,19 @@ pub fn call(method: &str, params: Option<Value>, responder: Responder) {
     };
     let state = state();
     if !m.allowed.permits(state) {
-        let when = match state {
-            RpcState::Startup => "STARTUP",
-            RpcState::Runtime => "RUNTIME",
+        // SPDK's answers, word for word (clients match them).
+        let why = match state {
+            RpcState::Startup => {
+                "Method may only be called after framework is initialized using \
+                 framework_start_init RPC."
+            }
+            RpcState::Runtime => {
+                "Method may only be called before framework is initialized. Use \
+                 --wait-for-rpc command line parameter and then issue this RPC before the \
+                 framework_start_init RPC."
+            }
         };
-        return responder.err(RpcError::new(
-            code::INVALID_STATE,
-            format!("Method {method} may not be called in {when} state"),
-        ));
+        return responder.err(RpcError::new(code::INVALID_STATE, why.to_string()));
     }
     (m.handler)(params, responder)
 }

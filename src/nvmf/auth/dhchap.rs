@@ -415,7 +415,13 @@ impl HostAuth {
             Message::Failure1 { reason, .. } => return Err(reason),
             _ => return Err(FailureReason::IncorrectProtocolMessage),
         };
-        let hash = Hash::from_id(hash).ok_or(FailureReason::HashUnusable)?;
+        // Only what the host offered is acceptable.
+        let hash = Hash::from_id(hash)
+            .filter(|h| self.hashes.contains(h))
+            .ok_or(FailureReason::HashUnusable)?;
+        if !self.dhgroups.contains(&group) {
+            return Err(FailureReason::DhGroupUnusable);
+        }
         let (session_key, my_dh) = match group {
             0 => (None, Vec::new()),
             id => {

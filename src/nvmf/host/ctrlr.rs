@@ -53,6 +53,8 @@ pub struct ConnectOpts {
     pub max_transfer: u32,
     /// Bound of the bring-up and of each blocking call of [`super::SyncController`].
     pub timeout: Duration,
+    /// DH-HMAC-CHAP secrets for a subsystem that requires authentication (every queue).
+    pub dhchap: Option<super::DhchapOpts>,
 }
 
 impl Default for ConnectOpts {
@@ -70,6 +72,7 @@ impl Default for ConnectOpts {
             kato_ms: 10_000,
             max_transfer: 128 * 1024,
             timeout: Duration::from_secs(10),
+            dhchap: None,
         }
     }
 }
@@ -113,6 +116,9 @@ struct Inner {
     info: Option<ControllerInfo>,
     poller: Option<PollerHandle>,
     keep_alive: Option<PollerHandle>,
+    /// During a bring-up with DH-HMAC-CHAP secrets: a timer that polls the queues so that
+    /// an unanswered transaction reaches its deadline on a reactor that sleeps when idle.
+    auth_timer: Option<PollerHandle>,
     cc: Cc,
 }
 
@@ -153,6 +159,7 @@ impl Controller {
         cfg.hdgst = opts.hdgst;
         cfg.ddgst = opts.ddgst;
         cfg.max_transfer = opts.max_transfer;
+        cfg.dhchap = opts.dhchap.clone().map(std::sync::Arc::new);
         let admin = match Qpair::connect(cfg) {
             Ok(q) => q,
             Err(e) => return done(Err(e)),
@@ -170,6 +177,7 @@ impl Controller {
                 info: None,
                 poller: None,
                 keep_alive: None,
+                auth_timer: None,
                 cc: Cc::default(),
             }),
             me: me.clone(),
@@ -180,6 +188,16 @@ impl Controller {
             None => PollStatus::Idle,
         });
         ctrl.inner.borrow_mut().poller = Some(poller);
+        if ctrl.inner.borrow().opts.dhchap.is_some() {
+            let weak = Rc::downgrade(&ctrl);
+            let timer = reactor::register_poller("nvmf_host_auth_deadline", 50_000, move || {
+                match weak.upgrade() {
+                    Some(c) => c.poll(),
+                    None => PollStatus::Idle,
+                }
+            });
+            ctrl.inner.borrow_mut().auth_timer = Some(timer);
+        }
         let c = ctrl.clone();
         let done: Done<Rc<Controller>> = Box::new(done);
         ctrl.wait_ready(
@@ -327,6 +345,7 @@ impl Controller {
             max_in_capsule: info.map_or(0, |i| i.io_in_capsule),
             max_transfer: info.map_or(inner.opts.max_transfer, |i| i.max_transfer),
             disable_sq_flow_control: true,
+            dhchap: inner.opts.dhchap.clone().map(std::sync::Arc::new),
         }
     }
 
@@ -776,6 +795,9 @@ impl Controller {
             if let Some(p) = inner.keep_alive.take() {
                 p.unregister();
             }
+            if let Some(p) = inner.auth_timer.take() {
+                p.unregister();
+            }
         }
         for c in out {
             let cb = self.inner.borrow_mut().callbacks.try_remove(c.tag as usize);
@@ -1007,6 +1029,9 @@ fn connect_io_queues(c: Rc<Controller>, count: u16, done: Done<Rc<Controller>>) 
 
 /// Starts the keep-alive timer and reports the controller.
 fn finish(c: Rc<Controller>, done: Done<Rc<Controller>>) {
+    if let Some(p) = c.inner.borrow_mut().auth_timer.take() {
+        p.unregister();
+    }
     let kato = c.inner.borrow().opts.kato_ms;
     if kato > 0 {
         let weak = Rc::downgrade(&c);

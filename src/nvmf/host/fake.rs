@@ -110,8 +110,15 @@ impl FakeConn {
                     self.qid = (sqe.cdw10 >> 16).get() as u16;
                     let cattr = (sqe.cdw11 >> 16).get() as u8;
                     st.connects.lock().unwrap().push((self.qid, cattr));
-                    self.respond(cid, Status::SUCCESS, 7)
+                    let atr = if st.mode.load(Ordering::SeqCst) == Misbehavior::AuthSilent as u8 {
+                        crate::nvmf::wire::CONNECT_AUTHREQ_ATR
+                    } else {
+                        0
+                    };
+                    self.respond(cid, Status::SUCCESS, 7 | atr)
                 }
+                fctype::AUTHENTICATION_SEND | fctype::AUTHENTICATION_RECEIVE
+                    if st.mode.load(Ordering::SeqCst) == Misbehavior::AuthSilent as u8 => {}
                 fctype::PROPERTY_GET => {
                     let v = match sqe.cdw11.get() {
                         prop::CAP => Cap::new().with_mqes(127).with_to(1).with_css(1).to_u64(),
@@ -323,6 +330,9 @@ pub enum Misbehavior {
     HangUp = 2,
     /// Commands are swallowed: no answer, ever.
     Silent = 3,
+    /// Every Connect response asks for DH-HMAC-CHAP (AUTHREQ.ATR), and authentication
+    /// commands are swallowed (on the admin queue too).
+    AuthSilent = 4,
 }
 
 /// A running fake controller (its threads end with the process).

@@ -12,7 +12,10 @@
 //! and I/O commands whose NVMe errors are typed ([`HostError::Nvme`]); [`SyncController`]
 //! runs a controller on its own one-reactor application and exposes blocking calls with
 //! timeouts, for tests and tools. [`discover`] fetches and decodes a discovery log page.
+//! A queue whose Connect response asks for DH-HMAC-CHAP authenticates before it is ready
+//! (`auth.rs`, with the secrets of [`DhchapOpts`]).
 
+mod auth;
 mod ctrlr;
 pub mod fake;
 mod qpair;
@@ -21,6 +24,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{dhgroup_by_name, hash_by_name, DhchapOpts};
 pub use ctrlr::{ConnectOpts, Controller, ControllerInfo};
 pub use qpair::{Completion, DataBuf, Qpair, QpairConfig, QpairState, Request};
 pub use sync::{discover, SyncController};
@@ -53,6 +57,13 @@ pub enum HostError {
     /// A caller mistake (bad length, buffer too small, unknown queue, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// DH-HMAC-CHAP authentication failed: the AUTH_Failure reason code explanation
+    /// (the controller's Failure1, or the Failure2 the host sent) when there is one.
+    #[error("DH-HMAC-CHAP authentication failed: {detail}")]
+    Auth {
+        reason: Option<crate::nvmf::auth::messages::FailureReason>,
+        detail: String,
+    },
     /// No answer within the allowed time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

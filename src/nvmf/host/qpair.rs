@@ -15,9 +15,11 @@
 //! fails the queue (an H2CTermReq is sent when the decoder found it) and every outstanding
 //! command completes with the error.
 
+use super::auth::{self, AuthAction, DhchapOpts, QueueAuth};
 use super::HostError;
 use crate::buf::Chunk;
 use crate::buf::IoBuf;
+use crate::nvmf::auth::messages::SECP;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
     check_c2h_data, check_r2t, encode_term_req, field_off, host_negotiate, H2CData, IcReq,
@@ -26,10 +28,14 @@ use crate::nvmf::pdu::{
 };
 use crate::nvmf::pdu_tx::push_header_chunk;
 use crate::nvmf::wire::nul_field;
-use crate::nvmf::wire::{ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status};
+use crate::nvmf::wire::{
+    AuthCmd, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
+    CONNECT_AUTHREQ_ATR,
+};
 use crate::sock::{self, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
 use slab::Slab;
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 use zerocopy::IntoBytes;
 
 /// Size of the receive staging buffer: many PDUs per system call, and at least the posix
@@ -42,6 +48,8 @@ const STAGING_LEN: usize = 64 * 1024;
 const DIRECT_RECV_MIN: u32 = STAGING_LEN as u32;
 /// Tag of the queue's own fabrics Connect command.
 const CONNECT_TAG: u64 = u64::MAX;
+/// Tag of the queue's own authentication commands (AUTH_Send / AUTH_Receive).
+const AUTH_TAG: u64 = u64::MAX - 1;
 /// Token bit of a write request that carries the command's data buffer.
 const TOKEN_HAS_BUF: u64 = 1 << 16;
 /// Readable events handled per poll.
@@ -76,6 +84,8 @@ pub struct QpairConfig {
     /// `depth`), and without SQ flow control a controller may complete a successful read
     /// with the C2HData SUCCESS flag alone, sparing a response PDU per read on both sides.
     pub disable_sq_flow_control: bool,
+    /// DH-HMAC-CHAP secrets, used when the Connect response asks for authentication.
+    pub dhchap: Option<Arc<DhchapOpts>>,
 }
 
 /// Connect CATTR bit: disable SQ flow control.
@@ -100,6 +110,7 @@ impl QpairConfig {
             max_in_capsule: 4096,
             max_transfer: 128 * 1024,
             disable_sq_flow_control: false,
+            dhchap: None,
         }
     }
 }
@@ -113,6 +124,8 @@ pub enum QpairState {
     Initializing,
     /// Fabrics Connect sent.
     FabricsConnect,
+    /// The controller asked for authentication; a DH-HMAC-CHAP transaction is running.
+    Authenticating,
     Ready,
     Failed(HostError),
     Closed,
@@ -226,6 +239,8 @@ pub struct Qpair {
     events: Vec<SockEvent>,
     staging: Vec<u8>,
     rx: Option<RxData>,
+    /// The DH-HMAC-CHAP transaction while the queue authenticates.
+    auth: Option<Box<QueueAuth>>,
 }
 
 impl Qpair {
@@ -274,6 +289,7 @@ impl Qpair {
             events: Vec::with_capacity(EVENTS_PER_POLL + depth * 2),
             staging: vec![0u8; STAGING_LEN],
             rx: None,
+            auth: None,
         })
     }
 
@@ -331,8 +347,11 @@ impl Qpair {
     // queue-full path, which a load generator may hit on purpose.
     #[allow(clippy::result_large_err)]
     pub fn submit(&mut self, req: Request, tag: u64) -> Result<(), (HostError, Request)> {
-        if tag == CONNECT_TAG {
-            return Err((HostError::Invalid("tag u64::MAX is reserved".into()), req));
+        if tag >= AUTH_TAG {
+            return Err((
+                HostError::Invalid("tags u64::MAX - 1 and u64::MAX are reserved".into()),
+                req,
+            ));
         }
         if self.state != QpairState::Ready {
             let why = match &self.state {
@@ -474,6 +493,16 @@ impl Qpair {
                 }
                 return 0;
             }
+            QpairState::Authenticating => {
+                if let Some(auth) = &self.auth {
+                    if std::time::Instant::now() >= auth.deadline {
+                        let err = auth.timed_out();
+                        self.auth = None;
+                        self.fail(err, out);
+                        return 1;
+                    }
+                }
+            }
             _ => {}
         }
         let mut events = std::mem::take(&mut self.events);
@@ -538,7 +567,10 @@ impl Qpair {
         let mut staging = std::mem::take(&mut self.staging);
         while matches!(
             self.state,
-            QpairState::Initializing | QpairState::FabricsConnect | QpairState::Ready
+            QpairState::Initializing
+                | QpairState::FabricsConnect
+                | QpairState::Authenticating
+                | QpairState::Ready
         ) {
             if self.recv_direct(out) {
                 continue;
@@ -904,9 +936,11 @@ impl Qpair {
         let result = match cmd.error {
             Some(e) => Err(e),
             // A successful read must have delivered every byte.
+            // An AUTH_Receive returns the message, shorter than its allocation length.
             None if cmd.dir == Dir::Read
                 && cqe.status().is_success()
-                && cmd.received != cmd.len =>
+                && cmd.received != cmd.len
+                && cmd.tag != AUTH_TAG =>
             {
                 Err(HostError::Protocol(format!(
                     "read completed successfully with {} of {} data bytes",
@@ -916,7 +950,27 @@ impl Qpair {
             None => Ok(cqe),
         };
         if cmd.tag == CONNECT_TAG {
-            self.on_connect_done(result);
+            self.on_connect_done(result, out);
+            return;
+        }
+        if cmd.tag == AUTH_TAG {
+            let received = cmd.received as usize;
+            let data = cmd
+                .buf
+                .as_ref()
+                .map_or(&[][..], |b| &b[..received.min(b.len())]);
+            let status = result.and_then(|cqe| match cqe.status() {
+                s if s.is_success() => Ok(()),
+                status => Err(HostError::Nvme {
+                    status,
+                    dw0: cqe.dw0.get(),
+                }),
+            });
+            let action = match self.auth.as_mut() {
+                Some(a) => a.on_completion(status.map(|()| data)),
+                None => return,
+            };
+            self.on_auth_action(action, out);
             return;
         }
         out.push(Completion {
@@ -960,11 +1014,29 @@ impl Qpair {
         }
     }
 
-    fn on_connect_done(&mut self, result: Result<Cqe, HostError>) {
+    fn on_connect_done(&mut self, result: Result<Cqe, HostError>, out: &mut Vec<Completion>) {
         match result {
             Ok(cqe) if cqe.status().is_success() => {
                 self.cntlid = cqe.dw0.get() as u16;
-                self.state = QpairState::Ready;
+                if cqe.dw0.get() & CONNECT_AUTHREQ_ATR == 0 {
+                    self.state = QpairState::Ready;
+                    return;
+                }
+                let Some(opts) = self.cfg.dhchap.clone() else {
+                    return self.fail(
+                        HostError::Auth {
+                            reason: None,
+                            detail: "the controller requires authentication and no \
+                                     DH-HMAC-CHAP secret was given"
+                                .into(),
+                        },
+                        out,
+                    );
+                };
+                let (auth, action) = QueueAuth::start(&opts, &self.cfg.hostnqn, &self.cfg.subnqn);
+                self.auth = Some(Box::new(auth));
+                self.state = QpairState::Authenticating;
+                self.on_auth_action(action, out);
             }
             Ok(cqe) => self.fail(
                 HostError::Nvme {
@@ -974,6 +1046,49 @@ impl Qpair {
                 &mut Vec::new(),
             ),
             Err(e) => self.fail(e, &mut Vec::new()),
+        }
+    }
+
+    /// Carries out the transaction's next step: an authentication command, or the end.
+    fn on_auth_action(&mut self, action: AuthAction, out: &mut Vec<Completion>) {
+        let auth_cmd = |fctype_send: bool, length: usize| {
+            let a = AuthCmd {
+                cid: 0,
+                sgl: SglDescriptor::default(),
+                secp: SECP,
+                spsp0: 0x01,
+                spsp1: 0x01,
+                length: length as u32,
+            };
+            if fctype_send {
+                FabricsCommand::AuthenticationSend(a).to_sqe()
+            } else {
+                FabricsCommand::AuthenticationReceive(a).to_sqe()
+            }
+        };
+        let req = match action {
+            AuthAction::Send(payload) => {
+                let mut buf = IoBuf::with_len(payload.len());
+                buf[..payload.len()].copy_from_slice(&payload);
+                Request::new(auth_cmd(true, payload.len()), DataBuf::Write(buf))
+            }
+            AuthAction::Receive => {
+                let len = auth::RECEIVE_LEN.min(self.cfg.max_transfer as usize);
+                Request::new(auth_cmd(false, len), DataBuf::Read(IoBuf::with_len(len)))
+            }
+            AuthAction::Done => {
+                self.auth = None;
+                self.state = QpairState::Ready;
+                return;
+            }
+            AuthAction::Fail(e) => {
+                self.auth = None;
+                return self.fail(e, out);
+            }
+        };
+        if let Err((e, _)) = self.submit_inner(req, AUTH_TAG) {
+            self.auth = None;
+            self.fail(e, out);
         }
     }
 
@@ -995,7 +1110,7 @@ impl Qpair {
         self.state = QpairState::Failed(err.clone());
         self.close_sock();
         for cmd in self.cmds.drain() {
-            if cmd.tag == CONNECT_TAG {
+            if cmd.tag >= AUTH_TAG {
                 continue;
             }
             out.push(Completion {

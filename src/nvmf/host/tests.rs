@@ -202,3 +202,46 @@ fn silent_controller_times_out_in_bounded_time() {
         "teardown with a command in flight"
     );
 }
+
+/// A controller that asks for authentication and never answers it: the connect fails with
+/// an authentication error within the transaction's bound; a host without a secret fails
+/// at once.
+#[test]
+fn unanswered_authentication_fails_in_bounded_time() {
+    let fake = FakeTarget::start();
+    fake.set_misbehavior(Misbehavior::AuthSilent);
+    let mut dhchap = DhchapOpts::new(
+        crate::nvmf::secret::DhchapSecret {
+            transform: None,
+            key: vec![1; 32],
+        },
+        None,
+    );
+    dhchap.timeout = Duration::from_millis(300);
+    let opts = ConnectOpts {
+        dhchap: Some(dhchap),
+        ..fake_opts("posix", false)
+    };
+    let started = std::time::Instant::now();
+    match SyncController::connect(&fake.trid(), opts) {
+        Err(HostError::Auth {
+            reason: None,
+            detail,
+        }) => assert!(detail.contains("no answer"), "{detail}"),
+        other => panic!("expected an authentication timeout, got {:?}", other.err()),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    match SyncController::connect(&fake.trid(), fake_opts("posix", false)) {
+        Err(HostError::Auth {
+            reason: None,
+            detail,
+        }) => {
+            assert!(detail.contains("requires authentication"), "{detail}")
+        }
+        other => panic!("expected an authentication error, got {:?}", other.err()),
+    }
+}

@@ -4,15 +4,23 @@
 //! AUTHREQ.ATR set in the Connect response and stays [`QpAuth::Required`] until a
 //! transaction ([`ControllerAuth`]) succeeds; until then every command but the fabrics ones
 //! (Property Get/Set, Authentication Send/Receive, Disconnect) answers Authentication
-//! Required, as the Linux target does. The secrets are read from their key files when a
-//! transaction starts (the host's Negotiate); a file that cannot be read or parsed fails the
-//! transaction (Failure1 "authentication failed") with a log line naming why. A Negotiate
-//! on an authenticated queue starts a re-authentication.
+//! Required, as the Linux target does. A Negotiate on an authenticated queue starts a
+//! re-authentication.
+//!
+//! Keys, as SPDK uses them: each transaction (the host's Negotiate) takes the host's keys
+//! as the subsystem holds them *now*, so `nvmf_subsystem_set_keys` applies to the next
+//! re-authentication of controllers already connected, and a host whose keys were taken
+//! away, or whose key was removed from the keyring (`keyring_file_remove_key`; SPDK's
+//! removed keys answer -ENOKEY to every later use), fails its next transaction with
+//! Failure1 "authentication failed" and a log line naming why. Unlike SPDK, which reads the
+//! key file at every use, the reactor never touches the filesystem: the secrets were read
+//! and parsed on the main reactor when `nvmf_subsystem_add_host` / `_set_keys` named the
+//! keys, and reach the poll groups in the published target view (so a rotated key file
+//! takes effect with the next `_set_keys`, not by itself).
 
 use super::*;
 use crate::nvmf::auth::dhchap::{AuthConfig, ControllerAuth, Outcome};
 use crate::nvmf::auth::messages::{FailureReason, Message, SECP};
-use crate::nvmf::secret::DhchapSecret;
 use crate::nvmf::subsystem::HostKeys;
 
 /// The authentication state of one queue.
@@ -20,21 +28,16 @@ pub(super) enum QpAuth {
     /// The host has no key: the queue needs no authentication.
     NotRequired,
     /// The host must authenticate; no transaction has started.
-    Required {
-        keys: Box<HostKeys>,
-        subnqn: Arc<str>,
-    },
+    Required { subnqn: Arc<str> },
     /// A transaction is under way (or ended; its outcome says how).
     Running {
-        keys: Box<HostKeys>,
         subnqn: Arc<str>,
         txn: Box<ControllerAuth>,
         /// The queue was authenticated before this transaction (re-authentication).
         was_authenticated: bool,
     },
-    /// The secrets could not be read: the next AUTH_Receive returns this Failure1.
+    /// The keys could not be used: the next AUTH_Receive returns this Failure1.
     Refused {
-        keys: Box<HostKeys>,
         subnqn: Arc<str>,
         failure1: Option<Vec<u8>>,
     },
@@ -59,23 +62,24 @@ impl QpAuth {
     }
 }
 
-/// Reads and parses one key's secret (the file is read now, at transaction start).
-fn read_secret(key: &crate::keyring::KeyInfo) -> Result<DhchapSecret, String> {
-    let text = key.secret().map_err(|e| e.to_string())?;
-    DhchapSecret::parse(&text).map_err(|e| format!("key '{}': {e}", key.name))
-}
-
+/// The transaction's configuration from the host's keys as the subsystem holds them now.
 fn auth_config(
-    keys: &HostKeys,
+    keys: Option<&HostKeys>,
     hostnqn: &str,
     subnqn: &str,
     policy: &crate::nvmf::target::DhchapPolicy,
 ) -> Result<AuthConfig, String> {
+    let keys = keys.ok_or("the host no longer has a DH-HMAC-CHAP key")?;
+    for k in std::iter::once(&keys.key).chain(keys.ctrlr_key.as_ref()) {
+        if k.is_removed() {
+            return Err(format!("key '{}' was removed from the keyring", k.name));
+        }
+    }
     Ok(AuthConfig {
         hostnqn: hostnqn.to_string(),
         subnqn: subnqn.to_string(),
-        host_key: read_secret(&keys.key)?,
-        ctrl_key: keys.ctrlr_key.as_ref().map(read_secret).transpose()?,
+        host_key: keys.secret.clone(),
+        ctrl_key: keys.ctrlr_secret.clone(),
         hashes: policy.digests.clone(),
         dhgroups: policy.dhgroups.clone(),
     })
@@ -108,7 +112,7 @@ impl PollGroup {
             return (Status::DATA_SGL_LENGTH_INVALID.with_dnr(), 0);
         }
         let hostnqn = qp.hostnqn.clone().unwrap_or_else(|| Arc::from(""));
-        let (qid, cntlid) = (qp.qid.unwrap_or(0), qp.cntlid);
+        let (qid, cntlid, subsys_id) = (qp.qid.unwrap_or(0), qp.cntlid, qp.subsys_id);
         let state = std::mem::replace(&mut qp.auth, QpAuth::NotRequired);
         let is_negotiate = matches!(Message::decode(payload), Ok(Message::Negotiate { .. }));
         qp.auth = match state {
@@ -119,7 +123,6 @@ impl PollGroup {
             }
             QpAuth::Running {
                 mut txn,
-                keys,
                 subnqn,
                 was_authenticated,
             } if !is_negotiate => {
@@ -129,26 +132,25 @@ impl PollGroup {
                 }
                 QpAuth::Running {
                     txn,
-                    keys,
                     subnqn,
                     was_authenticated,
                 }
             }
             // A Negotiate starts a transaction (again, on an authenticated queue).
             other => {
-                let (keys, subnqn, was_authenticated) = match other {
-                    QpAuth::Required { keys, subnqn } | QpAuth::Refused { keys, subnqn, .. } => {
-                        (keys, subnqn, false)
-                    }
-                    QpAuth::Running {
-                        keys, subnqn, txn, ..
-                    } => {
+                let (subnqn, was_authenticated) = match other {
+                    QpAuth::Required { subnqn } | QpAuth::Refused { subnqn, .. } => (subnqn, false),
+                    QpAuth::Running { subnqn, txn, .. } => {
                         let ok = txn.outcome() == Outcome::Authenticated;
-                        (keys, subnqn, ok)
+                        (subnqn, ok)
                     }
                     QpAuth::NotRequired => return (Status::INVALID_FIELD.with_dnr(), 0),
                 };
-                match auth_config(&keys, &hostnqn, &subnqn, &policy) {
+                let keys = self
+                    .view
+                    .subsystem(subsys_id)
+                    .and_then(|s| s.host_keys.get(&*hostnqn));
+                match auth_config(keys, &hostnqn, &subnqn, &policy) {
                     Ok(cfg) => {
                         let mut txn = Box::new(ControllerAuth::new(cfg));
                         txn.on_send(payload);
@@ -156,7 +158,6 @@ impl PollGroup {
                             tracing::info!(cntlid, qid, %hostnqn, %reason, "DH-HMAC-CHAP negotiation failed");
                         }
                         QpAuth::Running {
-                            keys,
                             subnqn,
                             txn,
                             was_authenticated,
@@ -166,7 +167,6 @@ impl PollGroup {
                         tracing::warn!(cntlid, qid, %hostnqn, reason = %why, "DH-HMAC-CHAP transaction failed: the key could not be used");
                         let tid = Message::decode(payload).map(|m| m.tid()).unwrap_or(0);
                         QpAuth::Refused {
-                            keys,
                             subnqn,
                             failure1: Some(
                                 Message::Failure1 {

@@ -226,8 +226,7 @@ impl PollGroup {
         qp.opts = opts;
         // A host with a DH-HMAC-CHAP key authenticates every queue before using it.
         qp.auth = match s.host_keys.get(&hostnqn) {
-            Some(keys) => auth::QpAuth::Required {
-                keys: Box::new(keys.clone()),
+            Some(_) => auth::QpAuth::Required {
                 subnqn: Arc::from(subnqn),
             },
             None => auth::QpAuth::NotRequired,
