@@ -37,6 +37,7 @@ pub mod posix;
 pub mod rpc;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod uring;
 
 use crate::buf::Chunk;
