@@ -35,6 +35,7 @@
 
 pub mod posix;
 pub mod rpc;
+pub mod ssl;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -149,6 +150,8 @@ pub struct SockOpts {
     /// Overrides the impl's SO_SNDBUF / SO_RCVBUF sizes.
     pub send_buf_size: Option<u32>,
     pub recv_buf_size: Option<u32>,
+    /// TLS for the `ssl` impl: a listener's PSK lookup or a client's PSK (others ignore it).
+    pub tls: Option<tls::TlsOpts>,
 }
 
 /// SPDK's `sock_impl_get_options` / `sock_impl_set_options` fields.
@@ -302,6 +305,10 @@ pub trait Sock: Send + 'static {
     fn fd(&self) -> RawFd;
     /// Counters of this socket (zero-copy completions and fallbacks).
     fn stats(&self) -> SockStats;
+    /// The TLS PSK identity of the connection (`ssl` sockets, once the handshake is done).
+    fn tls_identity(&self) -> Option<String> {
+        None
+    }
     /// Closes the socket; every request not yet completed comes back in `out` with an error.
     fn close(&mut self, out: &mut Vec<WriteRequest>);
     #[doc(hidden)]
@@ -352,7 +359,7 @@ pub trait NetImpl: Sync + 'static {
     }
 }
 
-static IMPLS: [&dyn NetImpl; 2] = [&posix::PosixImpl, &uring::UringImpl];
+static IMPLS: [&dyn NetImpl; 3] = [&posix::PosixImpl, &uring::UringImpl, &ssl::SslImpl];
 
 /// Every registered impl, highest priority first.
 pub fn impls() -> Vec<&'static dyn NetImpl> {
@@ -699,7 +706,7 @@ mod unit_tests {
     #[test]
     fn registry_orders_by_priority_and_finds_the_default() {
         let names: Vec<&str> = impls().iter().map(|i| i.name()).collect();
-        assert_eq!(names, vec!["posix", "uring"]);
+        assert_eq!(names, vec!["posix", "uring", "ssl"]);
         assert_eq!(impl_or_default(None).unwrap().name(), "posix");
         assert_eq!(impl_or_default(Some("uring")).unwrap().name(), "uring");
         assert!(impl_or_default(Some("nope")).is_none());
