@@ -488,9 +488,7 @@ fn host_keys(
 /// checked now (interchange format and CRC) so handshakes read no file.
 fn host_psk(name: &str) -> Result<subsystem::HostPsk, RpcError> {
     let key = crate::keyring::lookup(name).map_err(|e| failed(format!("psk: {e}")))?;
-    let text = key
-        .secret()
-        .map_err(|e| failed(format!("psk: {e}")))?;
+    let text = key.secret().map_err(|e| failed(format!("psk: {e}")))?;
     let psk = crate::nvmf::psk::ConfiguredPsk::parse(&text)
         .map_err(|e| failed(format!("psk: key {name}: {e}")))?;
     Ok(subsystem::HostPsk {

@@ -50,6 +50,8 @@ pub struct ConnectOpts {
     pub max_transfer: u32,
     /// Bound of the bring-up and of each blocking call of [`super::SyncController`].
     pub timeout: Duration,
+    /// TLS with a PSK on every queue (the `ssl` sock impl).
+    pub tls: Option<super::qpair::HostTls>,
 }
 
 impl Default for ConnectOpts {
@@ -66,6 +68,7 @@ impl Default for ConnectOpts {
             kato_ms: 10_000,
             max_transfer: 128 * 1024,
             timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -142,6 +145,7 @@ impl Controller {
             .unwrap_or(default_nqn);
         let mut cfg = QpairConfig::admin(&trid.traddr, trid.trsvcid, &trid.subnqn, &hostnqn);
         cfg.sock_impl = opts.sock_impl.clone();
+        cfg.tls = opts.tls.clone();
         cfg.hostid = hostid;
         cfg.depth = opts.admin_depth.max(4);
         cfg.kato_ms = opts.kato_ms;
@@ -305,6 +309,7 @@ impl Controller {
         let info = inner.info.as_ref();
         QpairConfig {
             sock_impl: inner.opts.sock_impl.clone(),
+            tls: inner.opts.tls.clone(),
             traddr: inner.trid.traddr.clone(),
             trsvcid: inner.trid.trsvcid,
             subnqn: inner.trid.subnqn.clone(),

@@ -21,7 +21,7 @@ mod sync;
 mod tests;
 
 pub use ctrlr::{ConnectOpts, Controller, ControllerInfo};
-pub use qpair::{Completion, DataBuf, Qpair, QpairConfig, QpairState, Request};
+pub use qpair::{Completion, DataBuf, HostTls, Qpair, QpairConfig, QpairState, Request};
 pub use sync::{discover, SyncController};
 
 use super::pdu::PduError;

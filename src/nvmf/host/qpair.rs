@@ -76,6 +76,36 @@ pub struct QpairConfig {
     /// `depth`), and without SQ flow control a controller may complete a successful read
     /// with the C2HData SUCCESS flag alone, sparing a response PDU per read on both sides.
     pub disable_sq_flow_control: bool,
+    /// TLS with this PSK (the `ssl` sock impl); `None`: plaintext.
+    pub tls: Option<HostTls>,
+}
+
+/// The TLS side of a host's queues: its configured PSK and the identity form it offers
+/// (the TLS PSK and the identity are derived per queue from the host and subsystem NQNs).
+#[derive(Debug, Clone)]
+pub struct HostTls {
+    pub psk: std::sync::Arc<crate::nvmf::psk::ConfiguredPsk>,
+    pub identity: crate::nvmf::psk::IdentityVersion,
+}
+
+impl HostTls {
+    /// Reads `--psk`: an interchange key (`NVMeTLSkey-1:...`) or the path of a file holding one.
+    pub fn from_arg(
+        psk: &str,
+        identity: crate::nvmf::psk::IdentityVersion,
+    ) -> Result<Self, String> {
+        let text = if psk.starts_with("NVMeTLSkey-1:") {
+            psk.to_string()
+        } else {
+            std::fs::read_to_string(psk).map_err(|e| format!("--psk {psk}: {e}"))?
+        };
+        let psk =
+            crate::nvmf::psk::ConfiguredPsk::parse(&text).map_err(|e| format!("--psk: {e}"))?;
+        Ok(Self {
+            psk: std::sync::Arc::new(psk),
+            identity,
+        })
+    }
 }
 
 /// Connect CATTR bit: disable SQ flow control.
@@ -100,6 +130,7 @@ impl QpairConfig {
             max_in_capsule: 4096,
             max_transfer: 128 * 1024,
             disable_sq_flow_control: false,
+            tls: None,
         }
     }
 }
@@ -232,24 +263,40 @@ impl Qpair {
     /// Starts connecting (non-blocking). Must run on a reactor thread (the sock group
     /// registers its wake fd there).
     pub fn connect(cfg: QpairConfig) -> Result<Self, HostError> {
-        let net: &'static dyn NetImpl = sock::impl_or_default(cfg.sock_impl.as_deref())
-            .ok_or_else(|| {
-                HostError::Invalid(format!(
-                    "unknown sock impl {:?}",
-                    cfg.sock_impl.as_deref().unwrap_or("")
-                ))
-            })?;
+        let mut opts = SockOpts::default();
+        let mut impl_name = cfg.sock_impl.as_deref();
+        if let Some(tls) = &cfg.tls {
+            if impl_name.is_some_and(|n| n != "ssl") {
+                return Err(HostError::Invalid(format!(
+                    "TLS needs the ssl sock impl, not {}",
+                    impl_name.unwrap_or_default()
+                )));
+            }
+            impl_name = Some("ssl");
+            let creds = tls
+                .psk
+                .credentials(tls.identity, &cfg.hostnqn, &cfg.subnqn)
+                .map_err(|e| HostError::Invalid(format!("TLS PSK: {e}")))?;
+            opts.tls = Some(sock::tls::TlsOpts::Client(sock::tls::ExternalPsk {
+                identity: creds.identity,
+                key: creds.psk,
+            }));
+        }
+        let net: &'static dyn NetImpl = sock::impl_or_default(impl_name).ok_or_else(|| {
+            HostError::Invalid(format!(
+                "unknown sock impl {:?}",
+                cfg.sock_impl.as_deref().unwrap_or("")
+            ))
+        })?;
         if cfg.depth < 2 {
             return Err(HostError::Invalid("queue depth must be at least 2".into()));
         }
         let group = net
             .create_group()
             .map_err(|e| HostError::Connection(format!("creating a sock group: {e}")))?;
-        let sock = net
-            .connect(&cfg.traddr, cfg.trsvcid, &SockOpts::default())
-            .map_err(|e| {
-                HostError::Connection(format!("connect to {}:{}: {e}", cfg.traddr, cfg.trsvcid))
-            })?;
+        let sock = net.connect(&cfg.traddr, cfg.trsvcid, &opts).map_err(|e| {
+            HostError::Connection(format!("connect to {}:{}: {e}", cfg.traddr, cfg.trsvcid))
+        })?;
         let icreq = IcReq {
             pfv: 0,
             hpda: 0,

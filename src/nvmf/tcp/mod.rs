@@ -66,8 +66,8 @@ mod protocol;
 mod rx;
 mod rx_landing;
 mod state;
-mod tx;
 mod tls;
+mod tx;
 mod view;
 pub use self::tls::TargetPskLookup;
 
