@@ -1117,6 +1117,9 @@ pub fn write_config() -> Vec<Value> {
             out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
                 let mut params = json!({"nqn": s.nqn, "host": h});
+                if let Some(p) = s.host_psks.get(h) {
+                    params["psk"] = json!(p.key.name);
+                }
                 if let Some(keys) = s.host_keys.get(h) {
                     params["dhchap_key"] = json!(keys.key.name);
                     if let Some(c) = &keys.ctrlr_key {

@@ -86,6 +86,10 @@ pub struct QpairConfig {
 pub struct HostTls {
     pub psk: std::sync::Arc<crate::nvmf::psk::ConfiguredPsk>,
     pub identity: crate::nvmf::psk::IdentityVersion,
+    /// The host NQN the identity and TLS PSK are derived for; `None` (normal): the one the
+    /// queue's Connect names. (Set otherwise, it shows that a target refuses a Connect whose
+    /// host is not the TLS identity's.)
+    pub psk_hostnqn: Option<String>,
 }
 
 impl HostTls {
@@ -104,6 +108,7 @@ impl HostTls {
         Ok(Self {
             psk: std::sync::Arc::new(psk),
             identity,
+            psk_hostnqn: None,
         })
     }
 }
@@ -275,7 +280,11 @@ impl Qpair {
             impl_name = Some("ssl");
             let creds = tls
                 .psk
-                .credentials(tls.identity, &cfg.hostnqn, &cfg.subnqn)
+                .credentials(
+                    tls.identity,
+                    tls.psk_hostnqn.as_deref().unwrap_or(&cfg.hostnqn),
+                    &cfg.subnqn,
+                )
                 .map_err(|e| HostError::Invalid(format!("TLS PSK: {e}")))?;
             opts.tls = Some(sock::tls::TlsOpts::Client(sock::tls::ExternalPsk {
                 identity: creds.identity,
