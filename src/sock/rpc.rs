@@ -114,6 +114,14 @@ fn set_default_impl(params: Option<Value>, responder: Responder) {
     if get_impl(&p.impl_name).is_none() {
         return responder.err(no_such_impl(&p.impl_name));
     }
+    if p.impl_name == "ssl" {
+        return responder.err(RpcError::errno(
+            libc::EINVAL,
+            "impl_name: ssl cannot be the default impl (a TLS socket needs a PSK: give the \
+             listener secure_channel)"
+                .to_string(),
+        ));
+    }
     let mut s = settings();
     s.default_impl = p.impl_name;
     apply_everywhere(s, responder);
@@ -203,6 +211,8 @@ mod tests {
         let d = call("sock_get_default_impl", json!({})).unwrap();
         assert_eq!(d, json!({"impl_name": "uring"}));
         assert!(call("sock_set_default_impl", json!({"impl_name": "x"})).is_err());
+        let e = call("sock_set_default_impl", json!({"impl_name": "ssl"})).unwrap_err();
+        assert!(e.message.contains("impl_name"), "{}", e.message);
 
         let cfg = write_config();
         assert_eq!(cfg[0]["method"], json!("sock_set_default_impl"));
