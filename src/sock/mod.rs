@@ -1,7 +1,8 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
 //!
 //! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
-//! per-application default: `posix`, `uring`) listens, connects without blocking and creates
+//! per-application default: `posix`, `uring`; `ssl`, TLS 1.3 with a PSK over posix sockets,
+//! is only ever asked for by name) listens, connects without blocking and creates
 //! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
 //! like this: an acceptor poller polls a [`Listener`] (registering [`Listener::wake_fd`] with
 //! `reactor::add_wake_fd` when it is `Some`); an accepted [`Sock`] is `Send`, so it is moved by
