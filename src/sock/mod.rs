@@ -174,6 +174,13 @@ pub struct ImplOptions {
 impl ImplOptions {
     pub fn defaults_for(impl_name: &str) -> Self {
         let uring = impl_name == "uring";
+        if impl_name == "ssl" {
+            return Self {
+                enable_zerocopy_send_server: false,
+                tls_version: 13,
+                ..Self::defaults_for("posix")
+            };
+        }
         Self {
             recv_buf_size: 2 * 1024 * 1024,
             send_buf_size: 2 * 1024 * 1024,
@@ -197,14 +204,19 @@ impl ImplOptions {
                 self.enable_placement_id
             ));
         }
+        if impl_name == "ssl" {
+            return self.validate_ssl();
+        }
         if self.tls_version != 0 {
             return Err(format!(
-                "tls_version: {} is not supported (only 0: TLS is not implemented)",
+                "tls_version: {} is not supported by {impl_name} (TLS is the ssl impl's)",
                 self.tls_version
             ));
         }
         if self.enable_ktls {
-            return Err("enable_ktls: true is not supported (kTLS is not implemented)".into());
+            return Err(format!(
+                "enable_ktls: true is not supported by {impl_name} (TLS is the ssl impl's)"
+            ));
         }
         if impl_name == "uring" && !self.enable_recv_pipe {
             return Err(
@@ -229,11 +241,60 @@ impl ImplOptions {
     }
 }
 
+impl ImplOptions {
+    /// The `ssl` impl honours the buffer sizes and TLS 1.3; what it cannot do is refused.
+    fn validate_ssl(&self) -> Result<(), String> {
+        if self.tls_version != 0 && self.tls_version != 13 {
+            return Err(format!(
+                "tls_version: {} is not supported by ssl (TLS 1.3 only: 0 or 13)",
+                self.tls_version
+            ));
+        }
+        if self.enable_ktls {
+            return Err(
+                "enable_ktls: true is not supported (this kernel has no kTLS: records are sealed \
+                 in user space)"
+                    .into(),
+            );
+        }
+        if self.enable_zerocopy_send_server || self.enable_zerocopy_send_client {
+            return Err(
+                "enable_zerocopy_send_server/client: ssl sends sealed records from its own \
+                 buffer, never zero-copy"
+                    .into(),
+            );
+        }
+        if self.enable_quickack || self.enable_placement_id != 0 {
+            return Err(
+                "enable_quickack/enable_placement_id: not supported by ssl (posix options apply \
+                 to its TCP sockets)"
+                    .into(),
+            );
+        }
+        if !self.enable_recv_pipe {
+            return Err(
+                "enable_recv_pipe: false is not supported by ssl (it always buffers ciphertext)"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("recv_buf_size", self.recv_buf_size),
+            ("send_buf_size", self.send_buf_size),
+        ] {
+            if v > 0 && v < 1024 {
+                return Err(format!("{name}: {v} is below the minimum of 1024"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-thread copy of the application's sock settings (pushed to every reactor on change).
 #[derive(Debug, Clone)]
 pub struct SockSettings {
     pub posix: ImplOptions,
     pub uring: ImplOptions,
+    pub ssl: ImplOptions,
     pub default_impl: String,
 }
 
@@ -242,6 +303,7 @@ impl Default for SockSettings {
         Self {
             posix: ImplOptions::defaults_for("posix"),
             uring: ImplOptions::defaults_for("uring"),
+            ssl: ImplOptions::defaults_for("ssl"),
             default_impl: "posix".into(),
         }
     }
@@ -352,10 +414,10 @@ pub trait NetImpl: Sync + 'static {
     }
     fn get_options(&self) -> ImplOptions {
         let s = settings();
-        if self.name() == "uring" {
-            s.uring
-        } else {
-            s.posix
+        match self.name() {
+            "uring" => s.uring,
+            "ssl" => s.ssl,
+            _ => s.posix,
         }
     }
 }
@@ -695,6 +757,13 @@ mod unit_tests {
         o.validate("posix").unwrap();
         o.tls_version = 13;
         assert!(o.validate("posix").unwrap_err().starts_with("tls_version"));
+        let mut t = ImplOptions::defaults_for("ssl");
+        t.validate("ssl").unwrap();
+        t.tls_version = 12;
+        assert!(t.validate("ssl").unwrap_err().starts_with("tls_version"));
+        t.tls_version = 0;
+        t.enable_ktls = true;
+        assert!(t.validate("ssl").unwrap_err().starts_with("enable_ktls"));
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
         u.enable_recv_pipe = false;

@@ -49,6 +49,7 @@ fn options_of(s: &SockSettings, name: &str) -> Option<ImplOptions> {
     match name {
         "posix" => Some(s.posix.clone()),
         "uring" => Some(s.uring.clone()),
+        "ssl" => Some(s.ssl.clone()),
         _ => None,
     }
 }
@@ -92,10 +93,10 @@ fn set_options(params: Option<Value>, responder: Responder) {
     if let Err(msg) = o.validate(&p.impl_name) {
         return responder.err(RpcError::invalid_params(msg));
     }
-    if p.impl_name == "uring" {
-        s.uring = o;
-    } else {
-        s.posix = o;
+    match p.impl_name.as_str() {
+        "uring" => s.uring = o,
+        "ssl" => s.ssl = o,
+        _ => s.posix = o,
     }
     apply_everywhere(s, responder);
 }
@@ -139,7 +140,7 @@ pub fn write_config() -> Vec<Value> {
         "sock_set_default_impl",
         json!({ "impl_name": s.default_impl }),
     )];
-    for (name, o) in [("posix", &s.posix), ("uring", &s.uring)] {
+    for (name, o) in [("posix", &s.posix), ("uring", &s.uring), ("ssl", &s.ssl)] {
         let mut params = serde_json::to_value(o).unwrap_or_else(|_| json!({}));
         if let Value::Object(m) = &mut params {
             m.insert("impl_name".into(), json!(name));

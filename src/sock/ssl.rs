@@ -35,6 +35,18 @@ const MAX_UNOPENED: usize = 512 * 1024;
 
 pub struct SslImpl;
 
+/// The options of the inner TCP socket: the ssl impl's buffer sizes, never zero-copy.
+fn inner_opts(opts: &SockOpts) -> SockOpts {
+    let o = SslImpl.get_options();
+    let size = |v: u32| (v > 0).then_some(v);
+    SockOpts {
+        zerocopy: Some(false),
+        recv_buf_size: opts.recv_buf_size.or(size(o.recv_buf_size)),
+        send_buf_size: opts.send_buf_size.or(size(o.send_buf_size)),
+        ..opts.clone()
+    }
+}
+
 fn missing_tls() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -56,7 +68,7 @@ impl NetImpl for SslImpl {
             _ => return Err(missing_tls()),
         };
         Ok(Box::new(SslListener {
-            inner: PosixListener::bind(addr, port, opts, "posix")?,
+            inner: PosixListener::bind(addr, port, &inner_opts(opts), "posix")?,
             tls,
         }))
     }
@@ -65,7 +77,7 @@ impl NetImpl for SslImpl {
             Some(t @ TlsOpts::Client(_)) => t,
             _ => return Err(missing_tls()),
         };
-        let inner = PosixSock::connect(addr, port, opts, "posix")?;
+        let inner = PosixSock::connect(addr, port, &inner_opts(opts), "posix")?;
         Ok(Box::new(SslSock::new(inner, tls)?))
     }
     fn create_group(&self) -> io::Result<Box<dyn SockGroup>> {
