@@ -593,3 +593,68 @@ fn capsule_dispatch_seeds_are_whole_records_and_cover_reservations() {
         );
     }
 }
+
+/// The tls_handshake harness's server identity and key (see fuzz/src/tls.rs).
+const TLS_FUZZ_IDENTITY: &str =
+    "NVMe0R01 nqn.2014-08.org.nvmexpress:uuid:fuzz nqn.2016-06.io.pollux:fuzz";
+const TLS_FUZZ_KEY: [u8; 32] = [0x42; 32];
+
+struct TlsFuzzKey;
+
+impl pollux::sock::tls::PskLookup for TlsFuzzKey {
+    fn lookup(&self, identity: &str) -> Option<pollux::sock::tls::ExternalPsk> {
+        (identity == TLS_FUZZ_IDENTITY).then(|| pollux::sock::tls::ExternalPsk {
+            identity: TLS_FUZZ_IDENTITY.into(),
+            key: TLS_FUZZ_KEY.to_vec(),
+        })
+    }
+}
+
+/// Each tls_handshake seed (4 split-seed bytes, then a client's first flight: a ClientHello
+/// offering the harness's identity) makes the harness's server answer with its ServerHello
+/// flight, so the fuzzer starts past the record layer, inside the PSK path. ClientHellos carry
+/// fresh randoms, so `POLLUX_WRITE_SEEDS=1` writes new ones rather than comparing.
+#[test]
+fn tls_handshake_seeds_reach_the_psk_path() {
+    use pollux::sock::tls::{ExternalPsk, TlsOpts, TlsSession, TlsState};
+    use std::sync::Arc;
+    if std::env::var_os("POLLUX_WRITE_SEEDS").is_some() {
+        for (name, split) in [("client_hello", 0x0100_0000u32), ("client_hello_split", 7)] {
+            let mut c = TlsSession::new(&TlsOpts::Client(ExternalPsk {
+                identity: TLS_FUZZ_IDENTITY.into(),
+                key: TLS_FUZZ_KEY.to_vec(),
+            }))
+            .unwrap();
+            assert!(!c.handshake().unwrap());
+            let mut seed = split.to_le_bytes().to_vec();
+            seed.extend_from_slice(c.outgoing());
+            std::fs::write(seeds_dir("tls_handshake").join(name), seed).unwrap();
+        }
+    }
+    for (name, seed) in seed_files("tls_handshake") {
+        let hello = &seed[4..];
+        assert_eq!(hello[0], 0x16, "{name}: not a handshake record");
+        assert_eq!(hello[5], 0x01, "{name}: not a ClientHello");
+        let mut s = TlsSession::new(&TlsOpts::Server(Arc::new(TlsFuzzKey))).unwrap();
+        s.feed(hello);
+        assert!(!s.handshake().unwrap(), "{name}");
+        assert_eq!(s.state(), TlsState::Handshaking, "{name}");
+        assert!(s.outgoing().len() > 90, "{name}: no ServerHello");
+        assert_eq!(
+            s.identity(),
+            Some(TLS_FUZZ_IDENTITY),
+            "{name}: PSK not accepted"
+        );
+    }
+}
+
+/// The tls_psk seeds are libnvme's published interchange keys and identities: each parses.
+#[test]
+fn tls_psk_seeds_parse() {
+    for (name, seed) in seed_files("tls_psk") {
+        let text = std::str::from_utf8(&seed).unwrap();
+        let ok = pollux::nvmf::psk::ConfiguredPsk::parse(text).is_ok()
+            || pollux::nvmf::psk::parse_identity(text).is_ok();
+        assert!(ok, "{name}");
+    }
+}

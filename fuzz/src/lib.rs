@@ -10,6 +10,7 @@ pub mod capsule_dispatch;
 pub mod pdu;
 pub mod rpc_framing;
 pub mod rpc_params;
+pub mod tls;
 
 /// Split sizes drawn from a seed taken from the input itself, so a crash replays exactly:
 /// a small xorshift generator yielding chunk lengths in `1..=max`.

@@ -59,6 +59,8 @@ def _listen_params(args):
     params = {"nqn": _nqn(args.nqn), "listen_address": addr}
     if getattr(args, "sock_impl", None):
         params["sock_impl"] = args.sock_impl
+    if getattr(args, "secure_channel", False):
+        params["secure_channel"] = True
     if getattr(args, "ana_state", None):
         params["ana_state"] = args.ana_state
     if getattr(args, "anagrpid", None) is not None:
@@ -100,7 +102,9 @@ def _listen_args(p, with_impl):
     p.add_argument("-s", "--trsvcid", help="transport service id (port)")
     if with_impl:
         p.add_argument("-S", "--sock-impl", dest="sock_impl",
-                       help="socket implementation: posix or uring")
+                       help="socket implementation: posix, uring or ssl")
+        p.add_argument("-k", "--secure-channel", dest="secure_channel", action="store_true",
+                       help="TLS only (the ssl sock impl): plaintext connections are refused")
         p.add_argument("-n", "--ana-state", dest="ana_state",
                        choices=ANA_STATES, help="ANA state of every group on this listener")
 
@@ -253,8 +257,8 @@ def add_commands(subparsers):
 
     def _host_keys(a):
         params = {"nqn": a.nqn, "host": a.host}
-        for k in ("dhchap_key", "dhchap_ctrlr_key"):
-            if getattr(a, k) is not None:
+        for k in ("dhchap_key", "dhchap_ctrlr_key", "psk"):
+            if getattr(a, k, None) is not None:
                 params[k] = getattr(a, k)
         return params
 
@@ -266,6 +270,8 @@ def add_commands(subparsers):
         p.add_argument("--dhchap-key", help="keyring name of the host's DH-HMAC-CHAP key")
         p.add_argument("--dhchap-ctrlr-key",
                        help="keyring name of the controller's key (bidirectional)")
+        if name == "nvmf_subsystem_add_host":
+            p.add_argument("--psk", help="keyring name of the host's TLS PSK (NVMeTLSkey-1)")
 
     def _set_config(a):
         params = {}

@@ -115,6 +115,14 @@ struct Args {
     /// DH-HMAC-CHAP DH groups offered, in order (null,ffdhe2048,...,ffdhe8192; default all).
     #[arg(long, value_delimiter = ',', value_parser = parse_dhgroup, requires = "dhchap_secret")]
     dhchap_dhgroups: Vec<u8>,
+    /// TLS 1.3 with this PSK (an NVMeTLSkey-1 interchange key, or a file holding one); the
+    /// host NQN comes from the transport id's `hostnqn:`. Uses the ssl sock impl.
+    #[arg(long)]
+    psk: Option<String>,
+    /// The PSK identity form offered: v0 `NVMe0R0<h> <hostnqn> <subnqn>` (SPDK's) or v1
+    /// `NVMe1R0<h> <hostnqn> <subnqn> <digest>` (Linux's). The PSK's length picks the cipher.
+    #[arg(long, value_enum, default_value_t = PskIdentity::V0, requires = "psk")]
+    psk_identity: PskIdentity,
 }
 
 fn parse_digest(name: &str) -> Result<Hash, String> {
@@ -143,6 +151,13 @@ fn dhchap_opts(args: &Args) -> Result<Option<DhchapOpts>, String> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "lower")]
+enum PskIdentity {
+    V0,
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
 enum Pattern {
     Read,
     Write,
@@ -156,6 +171,7 @@ enum Pattern {
 enum SockImpl {
     Posix,
     Uring,
+    Ssl,
 }
 
 /// Prints a flag's value as it is given on the command line.
@@ -171,7 +187,7 @@ macro_rules! display_as_value {
         }
     )*};
 }
-display_as_value!(Pattern, SockImpl);
+display_as_value!(Pattern, SockImpl, PskIdentity);
 
 impl Pattern {
     fn random(self) -> bool {
@@ -490,6 +506,34 @@ fn start_worker(
     WORKERS.with(|ws| ws.borrow_mut().push(worker));
 }
 
+/// The sock impl the run uses (`--psk` means ssl).
+fn sock_impl_name(args: &Args) -> String {
+    if args.psk.is_some() {
+        "ssl".into()
+    } else {
+        args.sock_impl.to_string()
+    }
+}
+
+/// The TLS side of `--psk` / `--psk-identity` (TLS runs over the ssl sock impl only).
+fn psk_config(args: &Args) -> Result<Option<pollux::nvmf::host::HostTls>, String> {
+    let Some(psk) = &args.psk else {
+        return if args.sock_impl == SockImpl::Ssl {
+            Err("-S ssl needs --psk".into())
+        } else {
+            Ok(None)
+        };
+    };
+    if args.sock_impl == SockImpl::Uring {
+        return Err("--psk needs the ssl sock impl (-S ssl or no -S), not uring".into());
+    }
+    let identity = match args.psk_identity {
+        PskIdentity::V0 => pollux::nvmf::psk::IdentityVersion::V0,
+        PskIdentity::V1 => pollux::nvmf::psk::IdentityVersion::V1,
+    };
+    pollux::nvmf::host::HostTls::from_arg(psk, identity).map(Some)
+}
+
 /// Main reactor: connect, identify, then fan out the workers.
 fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mpsc::Sender<Event>) {
     let cores = reactor::cores();
@@ -501,11 +545,19 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
             return;
         }
     };
+    let tls = match psk_config(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = events.send(Event::Fatal(e));
+            return;
+        }
+    };
     let opts = ConnectOpts {
         dhchap,
         hdgst: args.hdgst,
         ddgst: args.ddgst,
-        sock_impl: Some(args.sock_impl.to_string()),
+        sock_impl: Some(sock_impl_name(&args).to_string()),
+        tls,
         io_queues: 0,
         request_io_queues: queues,
         queue_depth: args.queue_depth.saturating_add(1),
@@ -609,7 +661,7 @@ fn start_main(args: Args, trid: TransportId, progress: Arc<Progress>, events: mp
                     },
                     if info.hdgst { "on" } else { "off" },
                     if info.ddgst { "on" } else { "off" },
-                    args.sock_impl,
+                    sock_impl_name(&args),
                 )));
                 for (i, &core) in cores.iter().enumerate() {
                     let configs: Vec<QpairConfig> = (0..args.qpairs)
@@ -829,7 +881,8 @@ fn report(args: &Args, results: &[WorkerResult]) -> Result<bool, String> {
             "queue_depth": args.queue_depth,
             "io_size": args.io_size,
             "qpairs_per_core": args.qpairs,
-            "sock_impl": args.sock_impl.to_string(),
+            "sock_impl": sock_impl_name(args),
+            "tls": args.psk.is_some(),
             "hdgst": args.hdgst,
             "ddgst": args.ddgst,
             "seconds": secs,

@@ -134,6 +134,25 @@ impl Chunk {
         }
     }
 
+    /// Appends the chunk's bytes to `out` (shared memory is copied with a raw copy: the
+    /// bytes may be torn by a concurrent writer, exactly as the kernel would have sent them).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        if let Some(b) = self.owned_bytes() {
+            out.extend_from_slice(b);
+            return;
+        }
+        let (ptr, len) = self.raw_parts();
+        out.reserve(len);
+        let at = out.len();
+        // SAFETY: `raw_parts` is clamped to memory the chunk keeps allocated (SharedBytes'
+        // contract); `reserve` made room for `len` bytes after `at`, which the copy
+        // initialises before `set_len` exposes them; no reference to the shared memory exists.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(at), len);
+            out.set_len(at + len);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.raw_parts().1
     }

@@ -27,6 +27,7 @@ pub mod io;
 pub mod target_ctrlr;
 
 pub mod pdu_tx;
+pub mod psk;
 pub mod referral;
 pub mod reservation;
 pub mod reservation_target;

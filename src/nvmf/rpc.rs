@@ -257,11 +257,19 @@ struct ListenerParams {
 }
 
 impl ListenerParams {
+    /// The sock impl of the listener: a secure channel is the `ssl` impl (as in SPDK).
+    fn sock_impl(&self) -> Result<Option<&str>, String> {
+        match (self.secure_channel, self.sock_impl.as_deref()) {
+            (Some(true), None | Some("ssl")) => Ok(Some("ssl")),
+            (Some(true), Some(other)) => Err(format!(
+                "sock_impl: {other} cannot carry a secure channel (TLS needs the ssl impl)"
+            )),
+            (_, name) => Ok(name),
+        }
+    }
+
     /// Refuses what pollux does not implement; notes what has no effect here.
     fn check(&self, method: &str) -> Result<(), String> {
-        if self.secure_channel == Some(true) {
-            return Err("secure_channel: TLS is not supported".into());
-        }
         if self.ana_state.is_some() && method != "nvmf_subsystem_add_listener" {
             return Err(format!(
                 "ana_state: not a parameter of {method} (see nvmf_subsystem_listener_set_ana_state)"
@@ -495,6 +503,19 @@ fn host_keys(
     }
 }
 
+/// The TLS PSK named `name` in the keyring (SPDK >= 24.01 takes a key name), read and
+/// checked now (interchange format and CRC) so handshakes read no file.
+fn host_psk(name: &str) -> Result<subsystem::HostPsk, RpcError> {
+    let key = crate::keyring::lookup(name).map_err(|e| failed(format!("psk: {e}")))?;
+    let text = key.secret().map_err(|e| failed(format!("psk: {e}")))?;
+    let psk = crate::nvmf::psk::ConfiguredPsk::parse(&text)
+        .map_err(|e| failed(format!("psk: key {name}: {e}")))?;
+    Ok(subsystem::HostPsk {
+        key,
+        psk: std::sync::Arc::new(psk),
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoveHost {
@@ -687,6 +708,10 @@ pub fn register() {
                 Some(Ok(s)) => Some(s),
                 None => None,
             };
+            let sock_impl = match p.sock_impl() {
+                Ok(i) => i.map(str::to_string),
+                Err(e) => return r.err(failed(e)),
+            };
             let addr = p.listen_address.into_addr();
             mutate(r, |t| {
                 let reporting = t.subsystem(&p.nqn).is_some_and(|s| s.ana_reporting);
@@ -698,7 +723,7 @@ pub fn register() {
                     ));
                 }
                 let state = state.unwrap_or(AnaState::Optimized);
-                t.add_listener(&p.nqn, addr, p.sock_impl.as_deref(), state)
+                t.add_listener(&p.nqn, addr, sock_impl.as_deref(), state)
                     .map(drop)
             })
         },
@@ -868,15 +893,22 @@ pub fn register() {
 
     rpc::register_async("nvmf_subsystem_add_host", Allowed::RuntimeOnly, |p, r| {
         let p: HostParams = params!(p, r);
-        if p.psk.is_some() {
-            return r.err(failed("psk: TLS is not supported".into()));
-        }
+        let psk = match p.psk.as_deref().map(host_psk).transpose() {
+            Ok(k) => k,
+            Err(e) => return r.err(e),
+        };
         let keys = match host_keys(p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref()) {
             Ok(k) => k,
             Err(e) => return r.err(e),
         };
         let _ = p.tgt_name;
-        mutate(r, |t| t.add_host(&p.nqn, &p.host, keys))
+        mutate(r, |t| {
+            t.add_host(&p.nqn, &p.host, keys)?;
+            match psk {
+                Some(psk) => t.set_host_psk(&p.nqn, &p.host, psk),
+                None => Ok(()),
+            }
+        })
     });
 
     rpc::register_async("nvmf_set_config", Allowed::StartupOnly, |p, r| {
@@ -1066,6 +1098,9 @@ pub fn write_config() -> Vec<Value> {
             let mut p = json!({"nqn": s.nqn, "listen_address": l.to_json()});
             if let Some(name) = t.listener_sock_impl(l) {
                 p["sock_impl"] = json!(name);
+                if name == "ssl" {
+                    p["secure_channel"] = json!(true);
+                }
             }
             let mut out = Vec::new();
             if s.ana_reporting {
@@ -1103,6 +1138,9 @@ pub fn write_config() -> Vec<Value> {
             out.extend(s.listeners.iter().flat_map(|l| listener(s, l)));
             for h in &s.hosts {
                 let mut params = json!({"nqn": s.nqn, "host": h});
+                if let Some(p) = s.host_psks.get(h) {
+                    params["psk"] = json!(p.key.name);
+                }
                 if let Some(keys) = s.host_keys.get(h) {
                     params["dhchap_key"] = json!(keys.key.name);
                     if let Some(c) = &keys.ctrlr_key {

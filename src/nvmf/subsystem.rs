@@ -218,6 +218,14 @@ pub struct HostKeys {
     pub ctrlr_secret: Option<crate::nvmf::secret::DhchapSecret>,
 }
 
+/// The TLS PSK of an allowed host: the keyring key it was read from (saved configs name it)
+/// and the parsed PSK (kept in memory so a handshake reads no file).
+#[derive(Debug, Clone)]
+pub struct HostPsk {
+    pub key: crate::keyring::KeyInfo,
+    pub psk: Arc<crate::nvmf::psk::ConfiguredPsk>,
+}
+
 /// One subsystem (immutable snapshot; the main reactor edits a copy and republishes).
 #[derive(Debug, Clone)]
 pub struct Subsystem {
@@ -233,6 +241,8 @@ pub struct Subsystem {
     /// authenticate on every queue. Names and paths only: the secret is read from the file
     /// when a queue authenticates.
     pub host_keys: BTreeMap<String, HostKeys>,
+    /// TLS PSKs of allowed hosts (by host NQN): such a host must connect over TLS.
+    pub host_psks: BTreeMap<String, HostPsk>,
     pub listeners: Vec<ListenAddr>,
     pub namespaces: Namespaces,
     /// 0 = unlimited (SPDK's default); nsids are then limited to `MAX_NSID`.
@@ -263,6 +273,7 @@ impl Subsystem {
             allow_any_host: subtype == SubType::Discovery,
             hosts: Vec::new(),
             host_keys: BTreeMap::new(),
+            host_psks: BTreeMap::new(),
             listeners: Vec::new(),
             namespaces: Namespaces::new(),
             max_namespaces: 0,
@@ -295,6 +306,9 @@ impl Subsystem {
     /// must authenticate, the names of its keys (SPDK's `dhchap_key`, `dhchap_ctrlr_key`).
     pub fn host_json(&self, hostnqn: &str) -> Value {
         let mut v = json!({ "nqn": hostnqn });
+        if let Some(p) = self.host_psks.get(hostnqn) {
+            v["psk"] = json!(p.key.name);
+        }
         if let Some(keys) = self.host_keys.get(hostnqn) {
             v["dhchap_key"] = json!(keys.key.name);
             if let Some(c) = &keys.ctrlr_key {

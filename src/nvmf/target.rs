@@ -674,8 +674,17 @@ impl Target {
         let net = sock::impl_or_default(sock_impl)
             .ok_or_else(|| format!("sock_impl: {} is not known", sock_impl.unwrap_or("?")))?;
         let traddr = addr.traddr.clone();
+        let opts = SockOpts {
+            // A secure channel: every handshake looks its PSK up in the reactor's view.
+            tls: (net.name() == "ssl").then(|| {
+                crate::sock::tls::TlsOpts::Server(std::sync::Arc::new(
+                    crate::nvmf::tcp::TargetPskLookup,
+                ))
+            }),
+            ..SockOpts::default()
+        };
         let listener = net
-            .listen(&traddr, port, &SockOpts::default())
+            .listen(&traddr, port, &opts)
             .map_err(|e| format!("Unable to listen on {traddr}:{port}: {e}"))?;
         let local = listener
             .local_addr()
@@ -917,6 +926,22 @@ impl Target {
         Ok(())
     }
 
+    /// Gives an allowed host a TLS PSK (`nvmf_subsystem_add_host ... psk`).
+    pub fn set_host_psk(
+        &mut self,
+        nqn: &str,
+        host: &str,
+        psk: crate::nvmf::subsystem::HostPsk,
+    ) -> Result<(), String> {
+        let s = self.nvme_subsystem_mut(nqn)?;
+        if !s.hosts.iter().any(|h| h == host) {
+            return Err(format!("host: {host} is not in the allowed list of {nqn}"));
+        }
+        s.host_psks.insert(host.to_string(), psk);
+        self.view.genctr += 1;
+        Ok(())
+    }
+
     pub fn remove_host(&mut self, nqn: &str, host: &str) -> Result<(), String> {
         let s = self.nvme_subsystem_mut(nqn)?;
         let before = s.hosts.len();
@@ -925,6 +950,7 @@ impl Target {
             return Err(format!("host: {host} is not in the allowed list of {nqn}"));
         }
         s.host_keys.remove(host);
+        s.host_psks.remove(host);
         self.view.genctr += 1;
         Ok(())
     }

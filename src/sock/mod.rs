@@ -1,7 +1,8 @@
 //! sock: the socket layer every transport talks to, in the shape of SPDK's net_impl table.
 //!
 //! A [`NetImpl`] (chosen by name at run time from a registry ordered by priority, with a
-//! per-application default: `posix`, `uring`) listens, connects without blocking and creates
+//! per-application default: `posix`, `uring`; `ssl`, TLS 1.3 with a PSK over posix sockets,
+//! is only ever asked for by name) listens, connects without blocking and creates
 //! per-reactor [`SockGroup`]s. Consumers (the NVMe-oF/TCP target, the NVMe/TCP host) use it
 //! like this: an acceptor poller polls a [`Listener`] (registering [`Listener::wake_fd`] with
 //! `reactor::add_wake_fd` when it is `Some`); an accepted [`Sock`] is `Send`, so it is moved by
@@ -35,8 +36,10 @@
 
 pub mod posix;
 pub mod rpc;
+pub mod ssl;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod uring;
 
 use crate::buf::Chunk;
@@ -148,6 +151,8 @@ pub struct SockOpts {
     /// Overrides the impl's SO_SNDBUF / SO_RCVBUF sizes.
     pub send_buf_size: Option<u32>,
     pub recv_buf_size: Option<u32>,
+    /// TLS for the `ssl` impl: a listener's PSK lookup or a client's PSK (others ignore it).
+    pub tls: Option<tls::TlsOpts>,
 }
 
 /// SPDK's `sock_impl_get_options` / `sock_impl_set_options` fields.
@@ -169,6 +174,13 @@ pub struct ImplOptions {
 impl ImplOptions {
     pub fn defaults_for(impl_name: &str) -> Self {
         let uring = impl_name == "uring";
+        if impl_name == "ssl" {
+            return Self {
+                enable_zerocopy_send_server: false,
+                tls_version: 13,
+                ..Self::defaults_for("posix")
+            };
+        }
         Self {
             recv_buf_size: 2 * 1024 * 1024,
             send_buf_size: 2 * 1024 * 1024,
@@ -192,14 +204,19 @@ impl ImplOptions {
                 self.enable_placement_id
             ));
         }
+        if impl_name == "ssl" {
+            return self.validate_ssl();
+        }
         if self.tls_version != 0 {
             return Err(format!(
-                "tls_version: {} is not supported (only 0: TLS is not implemented)",
+                "tls_version: {} is not supported by {impl_name} (TLS is the ssl impl's)",
                 self.tls_version
             ));
         }
         if self.enable_ktls {
-            return Err("enable_ktls: true is not supported (kTLS is not implemented)".into());
+            return Err(format!(
+                "enable_ktls: true is not supported by {impl_name} (TLS is the ssl impl's)"
+            ));
         }
         if impl_name == "uring" && !self.enable_recv_pipe {
             return Err(
@@ -224,11 +241,60 @@ impl ImplOptions {
     }
 }
 
+impl ImplOptions {
+    /// The `ssl` impl honours the buffer sizes and TLS 1.3; what it cannot do is refused.
+    fn validate_ssl(&self) -> Result<(), String> {
+        if self.tls_version != 0 && self.tls_version != 13 {
+            return Err(format!(
+                "tls_version: {} is not supported by ssl (TLS 1.3 only: 0 or 13)",
+                self.tls_version
+            ));
+        }
+        if self.enable_ktls {
+            return Err(
+                "enable_ktls: true is not supported (this kernel has no kTLS: records are sealed \
+                 in user space)"
+                    .into(),
+            );
+        }
+        if self.enable_zerocopy_send_server || self.enable_zerocopy_send_client {
+            return Err(
+                "enable_zerocopy_send_server/client: ssl sends sealed records from its own \
+                 buffer, never zero-copy"
+                    .into(),
+            );
+        }
+        if self.enable_quickack || self.enable_placement_id != 0 {
+            return Err(
+                "enable_quickack/enable_placement_id: not supported by ssl (posix options apply \
+                 to its TCP sockets)"
+                    .into(),
+            );
+        }
+        if !self.enable_recv_pipe {
+            return Err(
+                "enable_recv_pipe: false is not supported by ssl (it always buffers ciphertext)"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("recv_buf_size", self.recv_buf_size),
+            ("send_buf_size", self.send_buf_size),
+        ] {
+            if v > 0 && v < 1024 {
+                return Err(format!("{name}: {v} is below the minimum of 1024"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-thread copy of the application's sock settings (pushed to every reactor on change).
 #[derive(Debug, Clone)]
 pub struct SockSettings {
     pub posix: ImplOptions,
     pub uring: ImplOptions,
+    pub ssl: ImplOptions,
     pub default_impl: String,
 }
 
@@ -237,6 +303,7 @@ impl Default for SockSettings {
         Self {
             posix: ImplOptions::defaults_for("posix"),
             uring: ImplOptions::defaults_for("uring"),
+            ssl: ImplOptions::defaults_for("ssl"),
             default_impl: "posix".into(),
         }
     }
@@ -301,6 +368,10 @@ pub trait Sock: Send + 'static {
     fn fd(&self) -> RawFd;
     /// Counters of this socket (zero-copy completions and fallbacks).
     fn stats(&self) -> SockStats;
+    /// The TLS PSK identity of the connection (`ssl` sockets, once the handshake is done).
+    fn tls_identity(&self) -> Option<String> {
+        None
+    }
     /// Closes the socket; every request not yet completed comes back in `out` with an error.
     fn close(&mut self, out: &mut Vec<WriteRequest>);
     #[doc(hidden)]
@@ -343,15 +414,15 @@ pub trait NetImpl: Sync + 'static {
     }
     fn get_options(&self) -> ImplOptions {
         let s = settings();
-        if self.name() == "uring" {
-            s.uring
-        } else {
-            s.posix
+        match self.name() {
+            "uring" => s.uring,
+            "ssl" => s.ssl,
+            _ => s.posix,
         }
     }
 }
 
-static IMPLS: [&dyn NetImpl; 2] = [&posix::PosixImpl, &uring::UringImpl];
+static IMPLS: [&dyn NetImpl; 3] = [&posix::PosixImpl, &uring::UringImpl, &ssl::SslImpl];
 
 /// Every registered impl, highest priority first.
 pub fn impls() -> Vec<&'static dyn NetImpl> {
@@ -686,6 +757,13 @@ mod unit_tests {
         o.validate("posix").unwrap();
         o.tls_version = 13;
         assert!(o.validate("posix").unwrap_err().starts_with("tls_version"));
+        let mut t = ImplOptions::defaults_for("ssl");
+        t.validate("ssl").unwrap();
+        t.tls_version = 12;
+        assert!(t.validate("ssl").unwrap_err().starts_with("tls_version"));
+        t.tls_version = 0;
+        t.enable_ktls = true;
+        assert!(t.validate("ssl").unwrap_err().starts_with("enable_ktls"));
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
         u.enable_recv_pipe = false;
@@ -698,7 +776,7 @@ mod unit_tests {
     #[test]
     fn registry_orders_by_priority_and_finds_the_default() {
         let names: Vec<&str> = impls().iter().map(|i| i.name()).collect();
-        assert_eq!(names, vec!["posix", "uring"]);
+        assert_eq!(names, vec!["posix", "uring", "ssl"]);
         assert_eq!(impl_or_default(None).unwrap().name(), "posix");
         assert_eq!(impl_or_default(Some("uring")).unwrap().name(), "uring");
         assert!(impl_or_default(Some("nope")).is_none());

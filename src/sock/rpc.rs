@@ -49,6 +49,7 @@ fn options_of(s: &SockSettings, name: &str) -> Option<ImplOptions> {
     match name {
         "posix" => Some(s.posix.clone()),
         "uring" => Some(s.uring.clone()),
+        "ssl" => Some(s.ssl.clone()),
         _ => None,
     }
 }
@@ -92,10 +93,10 @@ fn set_options(params: Option<Value>, responder: Responder) {
     if let Err(msg) = o.validate(&p.impl_name) {
         return responder.err(RpcError::invalid_params(msg));
     }
-    if p.impl_name == "uring" {
-        s.uring = o;
-    } else {
-        s.posix = o;
+    match p.impl_name.as_str() {
+        "uring" => s.uring = o,
+        "ssl" => s.ssl = o,
+        _ => s.posix = o,
     }
     apply_everywhere(s, responder);
 }
@@ -114,6 +115,14 @@ fn set_default_impl(params: Option<Value>, responder: Responder) {
     if get_impl(&p.impl_name).is_none() {
         return responder.err(no_such_impl(&p.impl_name));
     }
+    if p.impl_name == "ssl" {
+        return responder.err(RpcError::errno(
+            libc::EINVAL,
+            "impl_name: ssl cannot be the default impl (a TLS socket needs a PSK: give the \
+             listener secure_channel)"
+                .to_string(),
+        ));
+    }
     let mut s = settings();
     s.default_impl = p.impl_name;
     apply_everywhere(s, responder);
@@ -131,7 +140,7 @@ pub fn write_config() -> Vec<Value> {
         "sock_set_default_impl",
         json!({ "impl_name": s.default_impl }),
     )];
-    for (name, o) in [("posix", &s.posix), ("uring", &s.uring)] {
+    for (name, o) in [("posix", &s.posix), ("uring", &s.uring), ("ssl", &s.ssl)] {
         let mut params = serde_json::to_value(o).unwrap_or_else(|_| json!({}));
         if let Value::Object(m) = &mut params {
             m.insert("impl_name".into(), json!(name));
@@ -203,6 +212,8 @@ mod tests {
         let d = call("sock_get_default_impl", json!({})).unwrap();
         assert_eq!(d, json!({"impl_name": "uring"}));
         assert!(call("sock_set_default_impl", json!({"impl_name": "x"})).is_err());
+        let e = call("sock_set_default_impl", json!({"impl_name": "ssl"})).unwrap_err();
+        assert!(e.message.contains("impl_name"), "{}", e.message);
 
         let cfg = write_config();
         assert_eq!(cfg[0]["method"], json!("sock_set_default_impl"));

@@ -55,6 +55,8 @@ pub struct ConnectOpts {
     pub timeout: Duration,
     /// DH-HMAC-CHAP secrets for a subsystem that requires authentication (every queue).
     pub dhchap: Option<super::DhchapOpts>,
+    /// TLS with a PSK on every queue (the `ssl` sock impl).
+    pub tls: Option<super::qpair::HostTls>,
 }
 
 impl Default for ConnectOpts {
@@ -73,6 +75,7 @@ impl Default for ConnectOpts {
             max_transfer: 128 * 1024,
             timeout: Duration::from_secs(10),
             dhchap: None,
+            tls: None,
         }
     }
 }
@@ -153,6 +156,7 @@ impl Controller {
             .unwrap_or(default_nqn);
         let mut cfg = QpairConfig::admin(&trid.traddr, trid.trsvcid, &trid.subnqn, &hostnqn);
         cfg.sock_impl = opts.sock_impl.clone();
+        cfg.tls = opts.tls.clone();
         cfg.hostid = hostid;
         cfg.depth = opts.admin_depth.max(4);
         cfg.kato_ms = opts.kato_ms;
@@ -328,6 +332,7 @@ impl Controller {
         let info = inner.info.as_ref();
         QpairConfig {
             sock_impl: inner.opts.sock_impl.clone(),
+            tls: inner.opts.tls.clone(),
             traddr: inner.trid.traddr.clone(),
             trsvcid: inner.trid.trsvcid,
             subnqn: inner.trid.subnqn.clone(),

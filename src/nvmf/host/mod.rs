@@ -26,7 +26,7 @@ mod tests;
 
 pub use auth::{dhgroup_by_name, hash_by_name, DhchapOpts};
 pub use ctrlr::{ConnectOpts, Controller, ControllerInfo};
-pub use qpair::{Completion, DataBuf, Qpair, QpairConfig, QpairState, Request};
+pub use qpair::{Completion, DataBuf, HostTls, Qpair, QpairConfig, QpairState, Request};
 pub use sync::{discover, SyncController};
 
 use super::pdu::PduError;

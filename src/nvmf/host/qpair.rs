@@ -86,6 +86,41 @@ pub struct QpairConfig {
     pub disable_sq_flow_control: bool,
     /// DH-HMAC-CHAP secrets, used when the Connect response asks for authentication.
     pub dhchap: Option<Arc<DhchapOpts>>,
+    /// TLS with this PSK (the `ssl` sock impl); `None`: plaintext.
+    pub tls: Option<HostTls>,
+}
+
+/// The TLS side of a host's queues: its configured PSK and the identity form it offers
+/// (the TLS PSK and the identity are derived per queue from the host and subsystem NQNs).
+#[derive(Debug, Clone)]
+pub struct HostTls {
+    pub psk: std::sync::Arc<crate::nvmf::psk::ConfiguredPsk>,
+    pub identity: crate::nvmf::psk::IdentityVersion,
+    /// The host NQN the identity and TLS PSK are derived for; `None` (normal): the one the
+    /// queue's Connect names. (Set otherwise, it shows that a target refuses a Connect whose
+    /// host is not the TLS identity's.)
+    pub psk_hostnqn: Option<String>,
+}
+
+impl HostTls {
+    /// Reads `--psk`: an interchange key (`NVMeTLSkey-1:...`) or the path of a file holding one.
+    pub fn from_arg(
+        psk: &str,
+        identity: crate::nvmf::psk::IdentityVersion,
+    ) -> Result<Self, String> {
+        let text = if psk.starts_with("NVMeTLSkey-1:") {
+            psk.to_string()
+        } else {
+            std::fs::read_to_string(psk).map_err(|e| format!("--psk {psk}: {e}"))?
+        };
+        let psk =
+            crate::nvmf::psk::ConfiguredPsk::parse(&text).map_err(|e| format!("--psk: {e}"))?;
+        Ok(Self {
+            psk: std::sync::Arc::new(psk),
+            identity,
+            psk_hostnqn: None,
+        })
+    }
 }
 
 /// Connect CATTR bit: disable SQ flow control.
@@ -111,6 +146,7 @@ impl QpairConfig {
             max_transfer: 128 * 1024,
             disable_sq_flow_control: false,
             dhchap: None,
+            tls: None,
         }
     }
 }
@@ -247,24 +283,44 @@ impl Qpair {
     /// Starts connecting (non-blocking). Must run on a reactor thread (the sock group
     /// registers its wake fd there).
     pub fn connect(cfg: QpairConfig) -> Result<Self, HostError> {
-        let net: &'static dyn NetImpl = sock::impl_or_default(cfg.sock_impl.as_deref())
-            .ok_or_else(|| {
-                HostError::Invalid(format!(
-                    "unknown sock impl {:?}",
-                    cfg.sock_impl.as_deref().unwrap_or("")
-                ))
-            })?;
+        let mut opts = SockOpts::default();
+        let mut impl_name = cfg.sock_impl.as_deref();
+        if let Some(tls) = &cfg.tls {
+            if impl_name.is_some_and(|n| n != "ssl") {
+                return Err(HostError::Invalid(format!(
+                    "TLS needs the ssl sock impl, not {}",
+                    impl_name.unwrap_or_default()
+                )));
+            }
+            impl_name = Some("ssl");
+            let creds = tls
+                .psk
+                .credentials(
+                    tls.identity,
+                    tls.psk_hostnqn.as_deref().unwrap_or(&cfg.hostnqn),
+                    &cfg.subnqn,
+                )
+                .map_err(|e| HostError::Invalid(format!("TLS PSK: {e}")))?;
+            opts.tls = Some(sock::tls::TlsOpts::Client(sock::tls::ExternalPsk {
+                identity: creds.identity,
+                key: creds.psk,
+            }));
+        }
+        let net: &'static dyn NetImpl = sock::impl_or_default(impl_name).ok_or_else(|| {
+            HostError::Invalid(format!(
+                "unknown sock impl {:?}",
+                cfg.sock_impl.as_deref().unwrap_or("")
+            ))
+        })?;
         if cfg.depth < 2 {
             return Err(HostError::Invalid("queue depth must be at least 2".into()));
         }
         let group = net
             .create_group()
             .map_err(|e| HostError::Connection(format!("creating a sock group: {e}")))?;
-        let sock = net
-            .connect(&cfg.traddr, cfg.trsvcid, &SockOpts::default())
-            .map_err(|e| {
-                HostError::Connection(format!("connect to {}:{}: {e}", cfg.traddr, cfg.trsvcid))
-            })?;
+        let sock = net.connect(&cfg.traddr, cfg.trsvcid, &opts).map_err(|e| {
+            HostError::Connection(format!("connect to {}:{}: {e}", cfg.traddr, cfg.trsvcid))
+        })?;
         let icreq = IcReq {
             pfv: 0,
             hpda: 0,

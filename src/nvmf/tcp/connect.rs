@@ -88,6 +88,11 @@ impl PollGroup {
         let view = self.view.clone();
         let core = self.core;
         let gen = self.qpairs[idx].gen;
+        let (net, key) = (self.qpairs[idx].net, self.qpairs[idx].key);
+        let tls_identity = self.nets[net]
+            .group
+            .sock(key)
+            .and_then(|s| s.tls_identity());
         let qp = &mut self.qpairs[idx];
         if c.recfmt != 0 {
             return Err((Status::CONNECT_INCOMPATIBLE_FORMAT.with_dnr(), 0));
@@ -127,6 +132,13 @@ impl PollGroup {
         }
         if !s.host_allowed(&hostnqn) {
             tracing::info!(subnqn, hostnqn, "Connect from a host that is not allowed");
+            return Err((
+                Status::CONNECT_INVALID_HOST.with_dnr(),
+                wire::connect_invalid_param_dw0(true, connect_off::HOSTNQN),
+            ));
+        }
+        if let Err(why) = tls::check_connect(tls_identity.as_deref(), s, &hostnqn, subnqn) {
+            tracing::info!(subnqn, hostnqn, identity = ?tls_identity, ?why, "Connect refused for its transport security");
             return Err((
                 Status::CONNECT_INVALID_HOST.with_dnr(),
                 wire::connect_invalid_param_dw0(true, connect_off::HOSTNQN),

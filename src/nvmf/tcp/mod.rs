@@ -69,8 +69,10 @@ pub use reserve::{drain_hosts, reservation_notice};
 mod rx;
 mod rx_landing;
 mod state;
+mod tls;
 mod tx;
 mod view;
+pub use self::tls::TargetPskLookup;
 
 /// Bytes a queue pair receives at once into its staging buffer (headers and data of many
 /// PDUs per system call; allocated on the first receive). At least the posix sock's receive
@@ -791,6 +793,7 @@ pub fn add_connection(sock: Box<dyn Sock>, listen: ListenAddr) {
 
 /// A new snapshot of the target for this reactor.
 pub fn apply_view(view: Arc<TargetView>) {
+    tls::set_view(&view);
     with_group(|g| g.apply_view(view));
 }
 
