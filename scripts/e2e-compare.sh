@@ -7,37 +7,17 @@
 # change nothing), for one block (in-capsule data) and 8 blocks (R2T). Skips (exit 0) when
 # the harness is absent. Env: PROFILE (dev|release), KEEP=1 keeps the logs.
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-harness=${HARNESS:-$root/../shared/nvmf-vm/run-fio-vm.sh}
-if [ ! -x "$harness" ]; then
-	echo "e2e-compare: SKIPPED: $harness not found (the nvmf-vm harness is not installed)"
-	exit 0
-fi
-profile=${PROFILE:-dev}
-if [ "$profile" = release ]; then build_flag=--release; sub=release; else build_flag=; sub=debug; fi
-tdir=${CARGO_TARGET_DIR:-$root/target}
-echo "== building pollux ($profile)"
-(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
-bin=$tdir/$sub/pollux
+. "$(dirname "$0")/e2e/lib.sh"
+e2e_init e2e-compare
+e2e_build
 
-work=$(mktemp -d /tmp/pollux-e2e-compare.XXXXXX)
+e2e_workdir pollux-e2e-compare
 sock=$work/rpc.sock
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e-compare
-rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 echo "== starting pollux on 127.0.0.1:$port"
-"$bin" -m 0x3 -r "$sock" --no-default --no-pin >"$work/pollux.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { echo "pollux did not start"; cat "$work/pollux.log"; exit 1; }
+e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x3
 set -e
 rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
 rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
