@@ -537,6 +537,18 @@ fn compare_and_fused_compare_and_write_on_rbd() {
         counter_race_on(&t, nqn, 25);
     }
 
+    // bdev_get_bdevs says which bdev does compare-and-write natively (as SPDK, the
+    // emulated ones report false).
+    {
+        let mut rpc = common::Client::connect(&t.sock);
+        for (name, native) in [("rbd0", true), ("rbd1", false)] {
+            let v = rpc.call("bdev_get_bdevs", Some(json!({"name": name})));
+            let types = &v[0]["supported_io_types"];
+            assert_eq!(types["compare_and_write"], json!(native), "{name}: {types}");
+            assert_eq!(types["compare"], json!(false), "{name}: {types}");
+        }
+    }
+
     // librbd does the compare itself: pairs cost the bdev no read (the layer's emulation
     // would read once per pair).
     let reads = |t: &Target| {

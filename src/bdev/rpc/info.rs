@@ -48,7 +48,9 @@ struct BdevJson<'a> {
     driver_specific: Value,
 }
 
-/// The I/O types SPDK lists for a bdev (the last five pollux never supports).
+/// The I/O types SPDK lists for a bdev: what the module does natively (the layer emulates
+/// compare and compare-and-write for the others, as SPDK does; the last three pollux never
+/// supports).
 #[derive(Serialize)]
 struct IoTypesJson {
     read: bool,
@@ -85,8 +87,8 @@ impl<'a> BdevJson<'a> {
                 write_zeroes: h.supports(IoType::WriteZeroes),
                 flush: h.supports(IoType::Flush),
                 reset: h.supports(IoType::Reset),
-                compare: false,
-                compare_and_write: false,
+                compare: h.supports(IoType::Compare),
+                compare_and_write: h.supports(IoType::CompareAndWrite),
                 abort: false,
                 nvme_admin: false,
                 nvme_io: false,
