@@ -4,11 +4,12 @@
 //! the target, the host and the fuzzers all drive the same types. `nvme` holds the base
 //! structures (opcodes, status codes, SGL descriptor, SQE, CQE, admin / I/O command fields),
 //! `fabrics` the NVMe over Fabrics commands and controller properties, `identify` the
-//! Identify data, `log` the log pages, `tcp` the NVMe/TCP PDU header layouts, `pdu` the
-//! PDU encoder and the incremental, limit-checking decoder, and `digest` the CRC32C header
-//! and data digests. Field names follow the specification's abbreviations so they can be
-//! looked up there.
+//! Identify data, `log` the log pages, `auth` the DH-HMAC-CHAP messages, `tcp` the NVMe/TCP
+//! PDU header layouts, `pdu` the PDU encoder and the incremental, limit-checking decoder, and
+//! `digest` the CRC32C header and data digests. Field names follow the specification's
+//! abbreviations so they can be looked up there.
 
+pub mod auth;
 pub mod digest;
 pub mod fabrics;
 pub mod identify;
