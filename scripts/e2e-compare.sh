@@ -28,7 +28,8 @@ set +e
 
 echo "== Linux guest: nvme compare"
 start=$(date +%s)
-"$harness" --guest-script "$here/e2e/guest-compare.sh" -n "$nqn" -s "$port" -t 240 \
+e2e_guest_script "$here/e2e/guest-compare.sh" "$work/guest-compare.sh"
+"$harness" --guest-script "$work/guest-compare.sh" -n "$nqn" -s "$port" -t 240 \
 	-o "$work/vm" >"$work/vm.log" 2>&1
 rc=$?
 grep -a "guest-script\]" "$work/vm.log" | sed 's/^/  /'

@@ -37,6 +37,12 @@ e2e_init() {
 	hdir=$(cd "$(dirname "$harness")" && pwd)
 }
 
+# e2e_guest_script SCRIPT OUT: writes guest-lib.sh and then the guest script SCRIPT into
+# OUT (the harness copies a single file into the guest).
+e2e_guest_script() {
+	cat "$here/e2e/guest-lib.sh" "$1" >"$2"
+}
+
 # e2e_require_ceph [WHAT]: skips (exit 0) unless the dev Ceph cluster's commands are
 # installed; WHAT says what needs them ("BDEV=rbd") when not the whole script.
 e2e_require_ceph() {
