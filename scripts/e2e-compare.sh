@@ -19,11 +19,7 @@ nqn=nqn.2016-06.io.pollux:e2e-compare
 echo "== starting pollux on 127.0.0.1:$port"
 e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x3
 set -e
-rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
-rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
-rpc nvmf_create_subsystem "$nqn" -a -s POLLUXCMP0001 -d "pollux compare"
-rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
+e2e_export_malloc "$nqn" POLLUXCMP0001 "pollux compare" "$port"
 set +e
 
 echo "== Linux guest: nvme compare"
