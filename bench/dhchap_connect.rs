@@ -45,33 +45,13 @@ struct Args {
 const NQN: &str = "nqn.2016-06.io.pollux:dhchap-bench";
 const HOST_AUTH: &str = "nqn.2014-08.org.nvmexpress:uuid:dddddddd-0000-0000-0000-000000000001";
 const HOST_PLAIN: &str = "nqn.2014-08.org.nvmexpress:uuid:dddddddd-0000-0000-0000-000000000002";
-const GROUPS: [&str; 6] = [
-    "null",
-    "ffdhe2048",
-    "ffdhe3072",
-    "ffdhe4096",
-    "ffdhe6144",
-    "ffdhe8192",
-];
+/// The DH groups, by id, as the target's configuration names them.
+const GROUPS: [&str; 6] = pollux::nvmf::target::DHGROUP_NAMES;
 
 fn rpc(app: &RunningApp, method: &str, params: Value) -> Result<Value, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let m = method.to_string();
-    let main = app.handle().main_core();
-    app.handle()
-        .send_to(main, move || {
-            pollux::rpc::call(
-                &m,
-                Some(params),
-                pollux::rpc::Responder::new(move |r| {
-                    let _ = tx.send(r.map_err(|e| e.message));
-                }),
-            )
-        })
-        .map_err(|e| format!("{method}: {e:?}"))?;
-    rx.recv_timeout(Duration::from_secs(30))
-        .map_err(|_| format!("{method}: no answer"))?
-        .map_err(|e| format!("{method}: {e}"))
+    app.call(method, params, Duration::from_secs(30))
+        .ok_or_else(|| format!("{method}: no answer"))?
+        .map_err(|e| format!("{method}: {}", e.message))
 }
 
 fn secret(byte: u8, len: usize) -> DhchapSecret {

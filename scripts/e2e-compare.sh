@@ -19,16 +19,13 @@ nqn=nqn.2016-06.io.pollux:e2e-compare
 echo "== starting pollux on 127.0.0.1:$port"
 e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x3
 set -e
-rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
-rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
-rpc nvmf_create_subsystem "$nqn" -a -s POLLUXCMP0001 -d "pollux compare"
-rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
+e2e_export_malloc "$nqn" POLLUXCMP0001 "pollux compare" "$port"
 set +e
 
 echo "== Linux guest: nvme compare"
 start=$(date +%s)
-"$harness" --guest-script "$here/e2e/guest-compare.sh" -n "$nqn" -s "$port" -t 240 \
+e2e_guest_script "$here/e2e/guest-compare.sh" "$work/guest-compare.sh"
+"$harness" --guest-script "$work/guest-compare.sh" -n "$nqn" -s "$port" -t 240 \
 	-o "$work/vm" >"$work/vm.log" 2>&1
 rc=$?
 grep -a "guest-script\]" "$work/vm.log" | sed 's/^/  /'

@@ -38,7 +38,8 @@ run_vm() { # name mode
 	local name=$1 mode=$2 t0=$SECONDS rc
 	echo "== [$name] fio $mode in the guest"
 	# The harness passes only its own variables to the guest: bake the mode into a copy.
-	sed "s/^MODE=.*/MODE=$mode/" "$root/scripts/e2e/guest-rbd-verify.sh" >"$work/guest-$mode.sh"
+	e2e_guest_script "$root/scripts/e2e/guest-rbd-verify.sh" "$work/guest.sh"
+	sed "s/^MODE=.*/MODE=$mode/" "$work/guest.sh" >"$work/guest-$mode.sh"
 	"$harness" --guest-script "$work/guest-$mode.sh" \
 		-n "$nqn" -s "$port" -t 300 -o "$work/$name" >"$work/$name.log" 2>&1
 	rc=$?

@@ -27,12 +27,7 @@ h2=nqn.2014-08.org.nvmexpress:uuid:$id2
 echo "== starting pollux on 127.0.0.1:$port and :$port2 (two reactors)"
 e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x3
 set -e
-rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
-rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
-rpc nvmf_create_subsystem "$nqn" -a -s POLLUXRESV0001 -d "pollux resv"
-rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port" -f ipv4
-rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port2" -f ipv4
+e2e_export_malloc "$nqn" POLLUXRESV0001 "pollux resv" "$port" "$port2"
 set +e
 
 g="$work/guest.sh"

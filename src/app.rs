@@ -85,6 +85,27 @@ impl RunningApp {
         &self.rpc_socket
     }
 
+    /// Calls an RPC method in-process on the main reactor and waits up to `timeout` for
+    /// its answer (benches, tests); `None` when the reactors have stopped or no answer came.
+    pub fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+        timeout: Duration,
+    ) -> Option<rpc::RpcResult> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = method.to_string();
+        let deliver = rpc::Responder::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.handle
+            .send_to(self.handle.main_core(), move || {
+                rpc::call(&m, Some(params), deliver)
+            })
+            .ok()?;
+        rx.recv_timeout(timeout).ok()
+    }
+
     /// Starts an orderly shutdown (as SIGTERM does); returns at once.
     pub fn shutdown(&self) {
         self.handle.shutdown();

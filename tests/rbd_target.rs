@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:rbd";
 
-fn cluster(tag: &str) -> Option<DevCluster> {
+/// A dev cluster for `test`, or `None` after reporting the test skipped (Ceph absent).
+fn cluster(test: &str, tag: &str) -> Option<DevCluster> {
     if let Some(why) = DevCluster::unavailable_or_panic() {
-        eprintln!("\n*** SKIPPING the RBD test {tag}: {why} ***\n");
+        common::skip(test, &why);
         return None;
     }
     let script =
@@ -83,7 +84,9 @@ fn run_client(cmd: &mut std::process::Command, app: &RunningApp, args: &[&str]) 
 
 #[test]
 fn rbd_namespace_io_resize_aen_and_rpc_clients() {
-    let Some(c) = cluster("target") else { return };
+    let Some(c) = cluster("rbd_namespace_io_resize_aen_and_rpc_clients", "target") else {
+        return;
+    };
     c.create_image("img0", 16).unwrap();
     let app = start("rbd-target");
     assert_eq!(
@@ -209,7 +212,12 @@ fn rbd_namespace_io_resize_aen_and_rpc_clients() {
 /// every block reads back as the old or the new data, exactly.
 #[test]
 fn stalled_osd_is_answered_within_the_timeout_and_data_is_old_or_new() {
-    let Some(c) = cluster("fault") else { return };
+    let Some(c) = cluster(
+        "stalled_osd_is_answered_within_the_timeout_and_data_is_old_or_new",
+        "fault",
+    ) else {
+        return;
+    };
     c.create_image("img0", 16).unwrap();
     let app = start("rbd-fault");
     call(

@@ -1,5 +1,6 @@
 #!/bin/sh
-# guest-compare.sh - guest script (run-fio-vm.sh --guest-script, busybox sh) for
+# guest-compare.sh - guest script (run-fio-vm.sh --guest-script, busybox sh; run after
+# guest-lib.sh, see e2e_guest_script) for
 # scripts/e2e-compare.sh: `nvme compare` (nvme-cli 2.3) against pollux must succeed on the
 # data just written and fail with Compare Failure on other data, for one block (in-capsule)
 # and for 32 KiB (R2T), and the failed compare must change nothing.
@@ -11,18 +12,7 @@ PORT=${NVMF_PORT:-4420}
 NQN=${NVMF_NQN:-}
 RES=${RESULT_DIR:-/tmp}
 echo "=== connect $ADDR:$PORT $NQN"
-nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" || exit 1
-dev=
-for _ in $(seq 1 100); do
-	for b in /sys/block/nvme*n*; do
-		[ -e "$b" ] || continue
-		case ${b##*/} in nvme*c*n*) continue ;; esac
-		[ "$(cat "$b/size" 2>/dev/null || echo 0)" -gt 0 ] && dev=/dev/${b##*/} && break
-	done
-	[ -n "$dev" ] && break
-	sleep 0.1
-done
-[ -n "$dev" ] || { nvme disconnect -n "$NQN"; exit 2; }
+guest_connect
 nvme id-ctrl "$dev" | grep -E '^(oncs|fuses|acwu) ' | tee "$RES/id-ctrl.txt"
 fail() {
 	nvme disconnect -n "$NQN" >/dev/null 2>&1

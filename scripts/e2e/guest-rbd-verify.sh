@@ -1,5 +1,6 @@
 #!/bin/sh
-# guest-rbd-verify.sh - guest script (run-fio-vm.sh --guest-script, busybox sh) for
+# guest-rbd-verify.sh - guest script (run-fio-vm.sh --guest-script, busybox sh; run after
+# guest-lib.sh, see e2e_guest_script) for
 # scripts/e2e-rbd-linux-host.sh: fio crc32c verify on an RBD-backed namespace.
 #   MODE=write       16 MiB of random writes (bs 4k..64k) with verify=crc32c: fio writes,
 #                    then reads everything back and checks it
@@ -14,18 +15,7 @@ RES=${RESULT_DIR:-/tmp}
 MODE=${RBD_MODE:-write}
 SIZE=16m
 echo "=== connect $ADDR:$PORT $NQN ($MODE)"
-nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" || exit 1
-dev=
-for _ in $(seq 1 100); do
-	for b in /sys/block/nvme*n*; do
-		[ -e "$b" ] || continue
-		case ${b##*/} in nvme*c*n*) continue ;; esac
-		[ "$(cat "$b/size" 2>/dev/null || echo 0)" -gt 0 ] && dev=/dev/${b##*/} && break
-	done
-	[ -n "$dev" ] && break
-	sleep 0.1
-done
-[ -n "$dev" ] || { nvme disconnect -n "$NQN"; exit 2; }
+guest_connect
 echo "=== $dev: fio $MODE"
 extra=
 [ "$MODE" = verify ] && extra="--verify_only=1"

@@ -37,6 +37,12 @@ e2e_init() {
 	hdir=$(cd "$(dirname "$harness")" && pwd)
 }
 
+# e2e_guest_script SCRIPT OUT: writes guest-lib.sh and then the guest script SCRIPT into
+# OUT (the harness copies a single file into the guest).
+e2e_guest_script() {
+	cat "$here/e2e/guest-lib.sh" "$1" >"$2"
+}
+
 # e2e_require_ceph [WHAT]: skips (exit 0) unless the dev Ceph cluster's commands are
 # installed; WHAT says what needs them ("BDEV=rbd") when not the whole script.
 e2e_require_ceph() {
@@ -75,6 +81,21 @@ e2e_free_port() {
 # rpc ARGS...: scripts/rpc.py on the RPC socket $sock (scripts with several pollux
 # processes define their own rpc).
 rpc() { python3 "$root/scripts/rpc.py" -s "$sock" "$@"; }
+
+# e2e_export_malloc NQN SERIAL MODEL PORT...: a 64 MiB malloc bdev (4 KiB blocks) as the
+# namespace of NQN, open to any host, over TCP (16 KiB I/O unit, 8 KiB in-capsule data) on
+# 127.0.0.1 at each PORT.
+e2e_export_malloc() {
+	local nqn=$1 serial=$2 model=$3 p
+	shift 3
+	rpc bdev_malloc_create -b Malloc0 64 4096 >/dev/null
+	rpc nvmf_create_transport -t TCP -u 16384 -m 4 -c 8192
+	rpc nvmf_create_subsystem "$nqn" -a -s "$serial" -d "$model"
+	rpc nvmf_subsystem_add_ns "$nqn" Malloc0 >/dev/null
+	for p in "$@"; do
+		rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$p" -f ipv4
+	done
+}
 
 # e2e_start_pollux LABEL SOCK LOG ARGS...: starts pollux (--no-default --no-pin, RPC on
 # SOCK, output appended to LOG, ARGS such as -m 0x1 or --json) and waits for its socket;

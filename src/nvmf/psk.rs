@@ -17,7 +17,7 @@
 //!
 //! HKDF-Expand-Label is RFC 8446's (length-prefixed "tls13 " label and context).
 
-use crate::nvmf::secret::Hash;
+use crate::nvmf::secret::{from_interchange_error, Hash, Interchange};
 use base64::Engine;
 use sha2::{Sha256, Sha384};
 
@@ -82,6 +82,16 @@ pub enum PskError {
     Identity(String),
 }
 
+/// `NVMeTLSkey-1:` PSKs: no hash, SHA-256 or SHA-384; 32 or 48 bytes.
+const NVME_TLS_KEY_1: Interchange = Interchange {
+    prefix: "NVMeTLSkey-1:",
+    closing_colon_optional: false,
+    hashes: &[Hash::Sha256, Hash::Sha384],
+    key_lens: &[32, 48],
+};
+
+from_interchange_error!(PskError);
+
 /// A configured PSK parsed from the interchange format.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfiguredPsk {
@@ -141,51 +151,13 @@ impl std::fmt::Debug for TlsCredentials {
 impl ConfiguredPsk {
     /// Parses `NVMeTLSkey-1:HH:<base64>:`, checking the hash, the length and the CRC.
     pub fn parse(text: &str) -> Result<Self, PskError> {
-        let rest = text
-            .trim()
-            .strip_prefix("NVMeTLSkey-1:")
-            .ok_or(PskError::Format)?;
-        let (hash, rest) = rest.split_once(':').ok_or(PskError::Format)?;
-        let encoded = rest.strip_suffix(':').ok_or(PskError::Format)?;
-        if encoded.is_empty() || encoded.contains(':') {
-            return Err(PskError::Format);
-        }
-        let retained_hash = match hash {
-            "00" => None,
-            "01" => Some(Hash::Sha256),
-            "02" => Some(Hash::Sha384),
-            other => return Err(PskError::Hash(other.to_string())),
-        };
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| PskError::Base64(e.to_string()))?;
-        if raw.len() != 36 && raw.len() != 52 {
-            return Err(PskError::Length(raw.len()));
-        }
-        let (key, crc) = raw.split_at(raw.len() - 4);
-        let written = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        let computed = crc32fast::hash(key);
-        if written != computed {
-            return Err(PskError::Crc { written, computed });
-        }
-        Ok(Self {
-            retained_hash,
-            key: key.to_vec(),
-        })
+        let (retained_hash, key) = NVME_TLS_KEY_1.parse(text)?;
+        Ok(Self { retained_hash, key })
     }
 
     /// The interchange representation `parse` reads.
     pub fn format(&self) -> String {
-        let mut raw = self.key.clone();
-        raw.extend_from_slice(&crc32fast::hash(&self.key).to_le_bytes());
-        let hash = match self.retained_hash {
-            None => 0,
-            Some(h) => h as u8,
-        };
-        format!(
-            "NVMeTLSkey-1:{hash:02}:{}:",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        NVME_TLS_KEY_1.format(self.retained_hash, &self.key)
     }
 
     /// The cipher suite the key selects (its length was checked by `parse`).
@@ -382,40 +354,40 @@ mod tests {
     /// the digest is computed from the retained PSK derived with RFC 8446's labels.
     #[test]
     fn v1_identities_match_libnvme() {
-        let p32 = ConfiguredPsk {
-            retained_hash: Some(Hash::Sha256),
-            key: KEY32.to_vec(),
-        };
-        let c = p32
-            .credentials(
-                IdentityVersion::V1,
-                "nqn.psk-test-host",
-                "nqn.psk-test-subsys",
-            )
-            .unwrap();
-        assert_eq!(
-            c.identity,
-            "NVMe1R01 nqn.psk-test-host nqn.psk-test-subsys iSbjiStwJ/1TrTvDlt2fjFmzvsytOJelidNnA+X5lEU="
-        );
-        assert_eq!(c.suite, CipherSuite::Aes128GcmSha256);
-        assert_eq!(c.psk.len(), 32);
-        let p48 = ConfiguredPsk {
-            retained_hash: Some(Hash::Sha384),
-            key: key48(),
-        };
-        let c = p48
-            .credentials(
-                IdentityVersion::V1,
-                "nqn.psk-test-host",
-                "nqn.psk-test-subsys",
-            )
-            .unwrap();
-        assert_eq!(
-            c.identity,
-            "NVMe1R02 nqn.psk-test-host nqn.psk-test-subsys QhW2+Rp6RzHlNtCslyRxMnwJ11tKKhz8JCAQpQ+XUD8f9td1VeH5h53yz2wKJG1a"
-        );
-        assert_eq!(c.suite, CipherSuite::Aes256GcmSha384);
-        assert_eq!(c.psk.len(), 48);
+        let cases = [
+            (
+                Hash::Sha256,
+                KEY32.to_vec(),
+                "NVMe1R01 nqn.psk-test-host nqn.psk-test-subsys iSbjiStwJ/1TrTvDlt2fjFmzvsytOJelidNnA+X5lEU=",
+                CipherSuite::Aes128GcmSha256,
+            ),
+            (
+                Hash::Sha384,
+                key48(),
+                "NVMe1R02 nqn.psk-test-host nqn.psk-test-subsys QhW2+Rp6RzHlNtCslyRxMnwJ11tKKhz8JCAQpQ+XUD8f9td1VeH5h53yz2wKJG1a",
+                CipherSuite::Aes256GcmSha384,
+            ),
+        ];
+        let mut c = None;
+        for (hash, key, identity, suite) in cases {
+            let len = key.len();
+            let psk = ConfiguredPsk {
+                retained_hash: Some(hash),
+                key,
+            };
+            let creds = psk
+                .credentials(
+                    IdentityVersion::V1,
+                    "nqn.psk-test-host",
+                    "nqn.psk-test-subsys",
+                )
+                .unwrap();
+            assert_eq!(creds.identity, identity);
+            assert_eq!(creds.suite, suite);
+            assert_eq!(creds.psk.len(), len);
+            c = Some(creds);
+        }
+        let c = c.unwrap();
         let parsed = parse_identity(&c.identity).unwrap();
         assert_eq!(parsed.version, IdentityVersion::V1);
         assert_eq!(parsed.hostnqn, "nqn.psk-test-host");

@@ -15,7 +15,11 @@
 //!
 //! The state is saved for Persist Through Power Loss in SPDK's JSON format ([`PtplFile`]).
 
+use super::wire::{
+    RegistrantExtended, RegistrantStatus, ReservationStatus, ReservationStatusExtended,
+};
 use serde::{Deserialize, Serialize};
+use zerocopy::IntoBytes;
 
 /// A host identifier (the 128-bit Host Identifier of Connect).
 pub type HostId = [u8; 16];
@@ -454,17 +458,29 @@ impl Reservations {
     /// and one 64-byte Registered Controller Extended entry per registrant (CNTLID FFFFh: a
     /// host may have several controllers), cut to `len` bytes.
     pub fn report_extended(&self, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; 64 + 64 * self.registrants.len()];
-        out[0..4].copy_from_slice(&self.generation.to_le_bytes());
-        out[4] = self.rtype().map_or(0, |t| t as u8);
-        out[5..7].copy_from_slice(&(self.registrants.len() as u16).to_le_bytes());
-        out[9] = self.ptpl as u8;
-        for (i, r) in self.registrants.iter().enumerate() {
-            let e = &mut out[64 + 64 * i..128 + 64 * i];
-            e[0..2].copy_from_slice(&0xffffu16.to_le_bytes());
-            e[2] = self.holds(&r.host) as u8;
-            e[8..16].copy_from_slice(&r.key.to_le_bytes());
-            e[16..32].copy_from_slice(&r.host);
+        let header = ReservationStatusExtended {
+            status: ReservationStatus {
+                gen: self.generation.into(),
+                rtype: self.rtype().map_or(0, |t| t as u8),
+                regctl: (self.registrants.len() as u16).into(),
+                ptpls: self.ptpl as u8,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut out = Vec::with_capacity(len.max(ReservationStatusExtended::SIZE));
+        out.extend_from_slice(header.as_bytes());
+        for r in &self.registrants {
+            let mut rcsts = RegistrantStatus::empty();
+            rcsts.set(RegistrantStatus::HOLDS_RESERVATION, self.holds(&r.host));
+            let entry = RegistrantExtended {
+                cntlid: 0xffff.into(),
+                rcsts,
+                rkey: r.key.into(),
+                hostid: r.host,
+                ..Default::default()
+            };
+            out.extend_from_slice(entry.as_bytes());
         }
         out.resize(len, 0);
         out

@@ -16,14 +16,18 @@ use super::reservation::{
     Access, AcquireAction, HostId, Notice, Notices, PrError, PtplChange, Register, RegisterAction,
     ReleaseAction, Reservations,
 };
-use super::wire::{aen, io_opc, log_id, Sqe, Status};
+use super::wire::{
+    aen, io_opc, log_id, ReservationAcquireData, ReservationCmd, ReservationNotificationLog,
+    ReservationRegisterData, ReservationReleaseData, ReservationReportCmd,
+    ReservationStatusExtended, Sqe, Status,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Pending notifications a controller keeps (the log page's Number of Available Log Pages
 /// is one byte).
 pub const MAX_NOTICES: usize = 255;
 /// Size of one Reservation Notification log page.
-pub const NOTICE_PAGE_SIZE: usize = 64;
+pub const NOTICE_PAGE_SIZE: usize = ReservationNotificationLog::SIZE;
 /// Mask bits of feature 0x82 (bit 0 reserved): Registration Preempted, Reservation
 /// Released, Reservation Preempted.
 pub const MASK_ALL: u32 = 0b1110;
@@ -63,74 +67,76 @@ pub struct RegisterCmd {
     pub ptpl: PtplChange,
 }
 
-fn u64_at(data: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&data[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
 /// Decodes Register, Acquire or Release from its SQE and host data. `None` for any other
 /// opcode.
 pub fn decode(sqe: &Sqe, data: &[u8]) -> Option<Result<PrCommand, Status>> {
-    let cdw10 = sqe.cdw10.get();
-    let action = (cdw10 & 0x7) as u8;
-    let iekey = cdw10 & (1 << 3) != 0;
-    let rtype = (cdw10 >> 8) as u8;
-    let need = match sqe.opcode {
-        io_opc::RESERVATION_REGISTER | io_opc::RESERVATION_ACQUIRE => 16,
-        io_opc::RESERVATION_RELEASE => 8,
-        _ => return None,
-    };
-    if data.len() < need {
-        return Some(Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr()));
+    let f = ReservationCmd::parse(sqe);
+    match sqe.opcode {
+        io_opc::RESERVATION_REGISTER => Some(decode_register(f, data)),
+        io_opc::RESERVATION_ACQUIRE => Some(decode_acquire(f, data)),
+        io_opc::RESERVATION_RELEASE => Some(decode_release(f, data)),
+        _ => None,
     }
-    let invalid = Err(Status::INVALID_FIELD.with_dnr());
-    let cmd = match sqe.opcode {
-        io_opc::RESERVATION_REGISTER => {
-            let action = match action {
-                0 => RegisterAction::Register,
-                1 => RegisterAction::Unregister,
-                2 => RegisterAction::Replace,
-                _ => return Some(invalid),
-            };
-            let ptpl = match cdw10 >> 30 {
-                0 => PtplChange::NoChange,
-                2 => PtplChange::Clear,
-                3 => PtplChange::Set,
-                _ => return Some(invalid),
-            };
-            PrCommand::Register(RegisterCmd {
-                action,
-                iekey,
-                crkey: u64_at(data, 0),
-                nrkey: u64_at(data, 8),
-                ptpl,
-            })
-        }
-        io_opc::RESERVATION_ACQUIRE => PrCommand::Acquire {
-            action: match action {
-                0 => AcquireAction::Acquire,
-                1 => AcquireAction::Preempt,
-                2 => AcquireAction::PreemptAndAbort,
-                _ => return Some(invalid),
-            },
-            iekey,
-            rtype,
-            crkey: u64_at(data, 0),
-            prkey: u64_at(data, 8),
-        },
-        _ => PrCommand::Release {
-            action: match action {
-                0 => ReleaseAction::Release,
-                1 => ReleaseAction::Clear,
-                _ => return Some(invalid),
-            },
-            iekey,
-            rtype,
-            crkey: u64_at(data, 0),
-        },
+}
+
+/// A reserved action or CPTPL value.
+const INVALID: Status = Status::INVALID_FIELD.with_dnr();
+/// Host data shorter than the command's data structure.
+const SHORT_DATA: Status = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
+
+fn decode_register(f: ReservationCmd, data: &[u8]) -> Result<PrCommand, Status> {
+    let d = ReservationRegisterData::decode_slice(data).ok_or(SHORT_DATA)?;
+    let action = match f.action {
+        0 => RegisterAction::Register,
+        1 => RegisterAction::Unregister,
+        2 => RegisterAction::Replace,
+        _ => return Err(INVALID),
     };
-    Some(Ok(cmd))
+    let ptpl = match f.cptpl {
+        0 => PtplChange::NoChange,
+        2 => PtplChange::Clear,
+        3 => PtplChange::Set,
+        _ => return Err(INVALID),
+    };
+    Ok(PrCommand::Register(RegisterCmd {
+        action,
+        iekey: f.iekey,
+        crkey: d.crkey.get(),
+        nrkey: d.nrkey.get(),
+        ptpl,
+    }))
+}
+
+fn decode_acquire(f: ReservationCmd, data: &[u8]) -> Result<PrCommand, Status> {
+    let d = ReservationAcquireData::decode_slice(data).ok_or(SHORT_DATA)?;
+    let action = match f.action {
+        0 => AcquireAction::Acquire,
+        1 => AcquireAction::Preempt,
+        2 => AcquireAction::PreemptAndAbort,
+        _ => return Err(INVALID),
+    };
+    Ok(PrCommand::Acquire {
+        action,
+        iekey: f.iekey,
+        rtype: f.rtype,
+        crkey: d.crkey.get(),
+        prkey: d.prkey.get(),
+    })
+}
+
+fn decode_release(f: ReservationCmd, data: &[u8]) -> Result<PrCommand, Status> {
+    let d = ReservationReleaseData::decode_slice(data).ok_or(SHORT_DATA)?;
+    let action = match f.action {
+        0 => ReleaseAction::Release,
+        1 => ReleaseAction::Clear,
+        _ => return Err(INVALID),
+    };
+    Ok(PrCommand::Release {
+        action,
+        iekey: f.iekey,
+        rtype: f.rtype,
+        crkey: d.crkey.get(),
+    })
 }
 
 /// The NVMe status of a refused reservation command.
@@ -192,11 +198,12 @@ pub fn report(
     xfer: u32,
     max_io_size: u32,
 ) -> Result<Vec<u8>, Status> {
-    if sqe.cdw11.get() & 1 == 0 {
+    let cmd = ReservationReportCmd::parse(sqe);
+    if !cmd.eds {
         return Err(Status::HOST_ID_INCONSISTENT_FORMAT.with_dnr());
     }
-    let len = (sqe.cdw10.get() as u64 + 1) * 4;
-    if len < 64 || len > max_io_size as u64 {
+    let len = cmd.length();
+    if len < ReservationStatusExtended::SIZE as u64 || len > max_io_size as u64 {
         return Err(Status::INVALID_FIELD.with_dnr());
     }
     if len > xfer as u64 {
@@ -292,17 +299,17 @@ impl NoticeLog {
     /// the number of pages still pending after it. Without RAE the next notification
     /// raises an AEN again.
     pub fn read(&mut self, rae: bool) -> [u8; NOTICE_PAGE_SIZE] {
-        let mut page = [0u8; NOTICE_PAGE_SIZE];
+        let mut page = ReservationNotificationLog::default();
         if let Some(e) = self.entries.pop_front() {
-            page[0..8].copy_from_slice(&e.count.to_le_bytes());
-            page[8] = e.notice as u8;
-            page[9] = self.entries.len().min(255) as u8;
-            page[12..16].copy_from_slice(&e.nsid.to_le_bytes());
+            page.count = e.count.into();
+            page.rnlpt = e.notice as u8;
+            page.nalp = self.entries.len().min(255) as u8;
+            page.nsid = e.nsid.into();
         }
         if !rae {
             self.aen_outstanding = false;
         }
-        page
+        page.to_bytes()
     }
 }
 

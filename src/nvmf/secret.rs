@@ -87,6 +87,114 @@ pub enum SecretError {
     Crc { written: u32, computed: u32 },
 }
 
+/// Why an interchange representation was refused; each key format turns it into its own
+/// error, with its own wording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InterchangeError {
+    Format,
+    Hash(String),
+    Base64(String),
+    Length(usize),
+    Crc { written: u32, computed: u32 },
+}
+
+/// A key interchange representation shared by DH-HMAC-CHAP secrets and TLS PSKs:
+/// `<prefix>:<hash, two decimal digits>:<base64 of the key and its CRC-32 (IEEE,
+/// little-endian)>:`.
+pub(crate) struct Interchange {
+    /// The text before the hash, with its colon (`DHHC-1:`, `NVMeTLSkey-1:`).
+    pub prefix: &'static str,
+    /// The closing colon may be left out.
+    pub closing_colon_optional: bool,
+    /// The hashes the two digits may name beside 00 (no hash).
+    pub hashes: &'static [Hash],
+    /// The key lengths allowed, without the CRC.
+    pub key_lens: &'static [usize],
+}
+
+impl Interchange {
+    /// The hash (`None` for 00) and the key of `text`, its length and CRC checked.
+    pub fn parse(&self, text: &str) -> Result<(Option<Hash>, Vec<u8>), InterchangeError> {
+        use InterchangeError as E;
+        let rest = text.trim().strip_prefix(self.prefix).ok_or(E::Format)?;
+        let (hash, rest) = rest.split_once(':').ok_or(E::Format)?;
+        let encoded = match rest.strip_suffix(':') {
+            Some(encoded) => encoded,
+            None if self.closing_colon_optional => rest,
+            None => return Err(E::Format),
+        };
+        if encoded.is_empty() || encoded.contains(':') {
+            return Err(E::Format);
+        }
+        let hash = match hash {
+            "00" => None,
+            _ => Some(
+                *self
+                    .hashes
+                    .iter()
+                    .find(|h| hash == format!("{:02}", **h as u8))
+                    .ok_or_else(|| E::Hash(hash.to_string()))?,
+            ),
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| E::Base64(e.to_string()))?;
+        if !self.key_lens.iter().any(|&n| n + 4 == raw.len()) {
+            return Err(E::Length(raw.len()));
+        }
+        let (key, crc) = raw.split_at(raw.len() - 4);
+        let written = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        let computed = crc32fast::hash(key);
+        if written != computed {
+            return Err(E::Crc { written, computed });
+        }
+        Ok((hash, key.to_vec()))
+    }
+
+    /// The representation [`Interchange::parse`] reads.
+    pub fn format(&self, hash: Option<Hash>, key: &[u8]) -> String {
+        let mut raw = key.to_vec();
+        raw.extend_from_slice(&crc32fast::hash(key).to_le_bytes());
+        format!(
+            "{}{:02}:{}:",
+            self.prefix,
+            hash.map_or(0, |h| h as u8),
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// `DHHC-1:` secrets: any of the three hashes, 32, 48 or 64 bytes; nvme-cli accepts them
+/// without the closing colon.
+const DHHC_1: Interchange = Interchange {
+    prefix: "DHHC-1:",
+    closing_colon_optional: true,
+    hashes: &[Hash::Sha256, Hash::Sha384, Hash::Sha512],
+    key_lens: &[32, 48, 64],
+};
+
+/// Gives a key format's error type `From<InterchangeError>`: each variant of the shared
+/// parser maps to the format's variant of the same name.
+macro_rules! from_interchange_error {
+    ($E:ty) => {
+        impl From<$crate::nvmf::secret::InterchangeError> for $E {
+            fn from(e: $crate::nvmf::secret::InterchangeError) -> Self {
+                use $crate::nvmf::secret::InterchangeError as I;
+                match e {
+                    I::Format => Self::Format,
+                    I::Hash(h) => Self::Hash(h),
+                    I::Base64(b) => Self::Base64(b),
+                    I::Length(n) => Self::Length(n),
+                    I::Crc { written, computed } => Self::Crc { written, computed },
+                }
+            }
+        }
+    };
+}
+pub(crate) use from_interchange_error;
+
+from_interchange_error!(SecretError);
+
 /// A parsed DH-HMAC-CHAP secret: its bytes and the hash that transforms it (none for 00).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DhchapSecret {
@@ -106,47 +214,13 @@ impl std::fmt::Debug for DhchapSecret {
 impl DhchapSecret {
     /// Parses the `DHHC-1:XX:<base64>:` representation, checking the length and the CRC.
     pub fn parse(text: &str) -> Result<Self, SecretError> {
-        let rest = text
-            .trim()
-            .strip_prefix("DHHC-1:")
-            .ok_or(SecretError::Format)?;
-        let (hash, rest) = rest.split_once(':').ok_or(SecretError::Format)?;
-        let encoded = rest.strip_suffix(':').unwrap_or(rest);
-        if encoded.contains(':') || encoded.is_empty() {
-            return Err(SecretError::Format);
-        }
-        let transform = match hash {
-            "00" => None,
-            "01" | "02" | "03" => Hash::from_id(hash.as_bytes()[1] - b'0'),
-            other => return Err(SecretError::Hash(other.to_string())),
-        };
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| SecretError::Base64(e.to_string()))?;
-        if ![36, 52, 68].contains(&raw.len()) {
-            return Err(SecretError::Length(raw.len()));
-        }
-        let (key, crc) = raw.split_at(raw.len() - 4);
-        let written = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        let computed = crc32fast::hash(key);
-        if written != computed {
-            return Err(SecretError::Crc { written, computed });
-        }
-        Ok(Self {
-            transform,
-            key: key.to_vec(),
-        })
+        let (transform, key) = DHHC_1.parse(text)?;
+        Ok(Self { transform, key })
     }
 
     /// The representation `parse` reads.
     pub fn format(&self) -> String {
-        let mut raw = self.key.clone();
-        raw.extend_from_slice(&crc32fast::hash(&self.key).to_le_bytes());
-        format!(
-            "DHHC-1:{:02}:{}:",
-            self.transform.map_or(0, |h| h as u8),
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        DHHC_1.format(self.transform, &self.key)
     }
 
     /// The key used in the protocol: the secret transformed with `nqn` (the NQN of the side

@@ -378,6 +378,27 @@ pub trait Sock: Send + 'static {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
+/// `sock` as the concrete socket type `T` of impl `name`, for a group of that impl to take;
+/// a socket of another impl comes back with the error "a <impl> socket cannot join
+/// <group>".
+pub(crate) fn own_sock<T: Sock + 'static>(
+    sock: Box<dyn Sock>,
+    name: &str,
+    group: &str,
+) -> Result<Box<T>, (io::Error, Box<dyn Sock>)> {
+    if sock.impl_name() != name {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {} socket cannot join {group}", sock.impl_name()),
+        );
+        return Err((e, sock));
+    }
+    match sock.into_any().downcast::<T>() {
+        Ok(s) => Ok(s),
+        Err(_) => unreachable!("impl name {name} implies {}", std::any::type_name::<T>()),
+    }
+}
+
 /// A reactor's set of sockets of one impl, polled together.
 pub trait SockGroup {
     fn impl_name(&self) -> &'static str;

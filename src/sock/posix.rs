@@ -13,8 +13,8 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    is_loopback, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent, SockGroup,
-    SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
+    is_loopback, own_sock, parse_addr, settings, ImplOptions, Listener, NetImpl, Sock, SockEvent,
+    SockGroup, SockKey, SockOpts, SockStats, WriteQueue, WriteRequest, MAX_IOVECS,
 };
 use crate::buf::copy_bytes;
 use crate::sys::epoll::{Epoll, EpollEvent, READABLE, WRITABLE};
@@ -753,17 +753,7 @@ impl SockGroup for PosixGroup {
     }
 
     fn add(&mut self, sock: Box<dyn Sock>) -> Result<SockKey, (io::Error, Box<dyn Sock>)> {
-        if sock.impl_name() != "posix" {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a {} socket cannot join a posix group", sock.impl_name()),
-            );
-            return Err((e, sock));
-        }
-        let sock: Box<PosixSock> = match sock.into_any().downcast::<PosixSock>() {
-            Ok(s) => s,
-            Err(_) => unreachable!("posix impl name implies PosixSock"),
-        };
+        let sock: Box<PosixSock> = own_sock(sock, "posix", "a posix group")?;
         let entry = self.members.vacant_entry();
         let key = entry.key();
         let out = sock.wants_pollout();

@@ -18,8 +18,8 @@
 use super::posix::{PosixListener, PosixSock};
 use super::tls::{TlsOpts, TlsSession, TlsState, MAX_UNSENT_CIPHERTEXT};
 use super::{
-    readv_by_recv, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, SockStats,
-    WriteRequest,
+    own_sock, readv_by_recv, Listener, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts,
+    SockStats, WriteRequest,
 };
 use crate::sys::epoll::{Epoll, EpollEvent, READABLE, WRITABLE};
 use std::any::Any;
@@ -449,17 +449,7 @@ impl SockGroup for SslGroup {
     }
 
     fn add(&mut self, sock: Box<dyn Sock>) -> Result<SockKey, (io::Error, Box<dyn Sock>)> {
-        if sock.impl_name() != "ssl" {
-            let e = io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a {} socket cannot join an ssl group", sock.impl_name()),
-            );
-            return Err((e, sock));
-        }
-        let sock: Box<SslSock> = match sock.into_any().downcast::<SslSock>() {
-            Ok(s) => s,
-            Err(_) => unreachable!("ssl impl name implies SslSock"),
-        };
+        let sock: Box<SslSock> = own_sock(sock, "ssl", "an ssl group")?;
         let out = sock.wants_pollout();
         let fd = sock.fd();
         let key = self.members.insert(Member {
@@ -579,17 +569,10 @@ impl SockGroup for SslGroup {
 mod tests {
     use super::*;
     use crate::buf::Chunk;
-    use crate::sock::tls::{ExternalPsk, PskLookup};
+    use crate::sock::tls::tests::OneKey;
+    use crate::sock::tls::ExternalPsk;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-
-    struct OneKey(ExternalPsk);
-
-    impl PskLookup for OneKey {
-        fn lookup(&self, identity: &str) -> Option<ExternalPsk> {
-            (identity == self.0.identity).then(|| self.0.clone())
-        }
-    }
 
     fn key(len: usize, fill: u8) -> ExternalPsk {
         ExternalPsk {

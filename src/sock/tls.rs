@@ -497,10 +497,11 @@ mod ffi {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct OneKey(ExternalPsk);
+    /// A PSK lookup knowing one key (the ssl socket tests use it too).
+    pub(crate) struct OneKey(pub(crate) ExternalPsk);
 
     impl PskLookup for OneKey {
         fn lookup(&self, identity: &str) -> Option<ExternalPsk> {

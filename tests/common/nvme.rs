@@ -422,22 +422,9 @@ pub fn rw(op: u8, slba: u64, blocks: u32) -> Sqe {
 /// Calls a method in-process on the main reactor of `app`; errors come back as
 /// `{"code", "message"}`.
 pub fn call(app: &pollux::app::RunningApp, method: &str, params: Value) -> Result<Value, Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let m = method.to_string();
-    let main = app.handle().main_core();
-    app.handle()
-        .send_to(main, move || {
-            pollux::rpc::call(
-                &m,
-                Some(params),
-                pollux::rpc::Responder::new(move |r| {
-                    let _ = tx.send(r.map_err(|e| json!({"code": e.code, "message": e.message})));
-                }),
-            )
-        })
-        .expect("send to the main reactor");
-    rx.recv_timeout(Duration::from_secs(10))
+    app.call(method, params, Duration::from_secs(10))
         .expect("an RPC answer")
+        .map_err(|e| json!({"code": e.code, "message": e.message}))
 }
 
 /// Standard setup RPCs: transport, subsystem (any host unless `hosts`), a namespace on a

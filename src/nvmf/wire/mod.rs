@@ -4,10 +4,11 @@
 //! the target, the host and the fuzzers all drive the same types. `nvme` holds the base
 //! structures (opcodes, status codes, SGL descriptor, SQE, CQE, admin / I/O command fields),
 //! `fabrics` the NVMe over Fabrics commands and controller properties, `identify` the
-//! Identify data, `log` the log pages, `auth` the DH-HMAC-CHAP messages, `tcp` the NVMe/TCP
-//! PDU header layouts, `pdu` the PDU encoder and the incremental, limit-checking decoder, and
-//! `digest` the CRC32C header and data digests. Field names follow the specification's
-//! abbreviations so they can be looked up there.
+//! Identify data, `log` the log pages, `auth` the DH-HMAC-CHAP messages, `reservation`
+//! the reservation command data, status and notification page, `tcp` the NVMe/TCP PDU header
+//! layouts, `pdu` the PDU encoder and the incremental, limit-checking decoder, and `digest`
+//! the CRC32C header and data digests. Field names follow the specification's abbreviations
+//! so they can be looked up there.
 
 pub mod auth;
 pub mod digest;
@@ -16,6 +17,7 @@ pub mod identify;
 pub mod log;
 pub mod nvme;
 pub mod pdu;
+pub mod reservation;
 pub mod tcp;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,7 @@ pub use fabrics::*;
 pub use identify::*;
 pub use log::*;
 pub use nvme::*;
+pub use reservation::*;
 
 use zerocopy::little_endian::{U128, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

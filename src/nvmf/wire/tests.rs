@@ -510,3 +510,22 @@ fn admin_and_io_command_fields() {
     assert_eq!(decode_dsm_ranges(&data, 1).unwrap(), ranges);
     assert!(decode_dsm_ranges(&data[..31], 1).is_none());
 }
+
+#[test]
+fn reservation_structures_round_trip() {
+    let d = ReservationRegisterData {
+        crkey: 0x1122.into(),
+        nrkey: 0x3344.into(),
+    };
+    let b = d.to_bytes();
+    assert_eq!(&b[8..16], &0x3344u64.to_le_bytes());
+    assert_eq!(ReservationRegisterData::decode(&b), d);
+    assert_eq!(ReservationReleaseData::decode_slice(&b[..7]), None);
+    let p = pattern::<64>();
+    assert_eq!(RegistrantExtended::decode(&p).to_bytes(), p);
+    assert_eq!(ReservationNotificationLog::decode(&p).to_bytes(), p);
+    assert_eq!(
+        ReservationStatusExtended::decode(&p).status.regctl.get(),
+        u16::from_le_bytes([p[5], p[6]])
+    );
+}
