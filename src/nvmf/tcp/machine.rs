@@ -675,24 +675,16 @@ mod tests {
             admit_in_capsule(&SglDescriptor::transport_data_block(512), 512),
             Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr())
         );
-        // A write without in-capsule data: R2T for the SGL's length.
+        // Without in-capsule data: a write is asked for by R2T, a read sent as C2HData.
         let sgl = SglDescriptor::transport_data_block(8192);
-        let write = Sqe::rw(io_opc::WRITE, 1, 1, 0, 16, sgl);
-        assert_eq!(
-            plan_transfer(&write, max_io),
-            Ok(Transfer::Data {
-                dir: DataDirection::HostToController,
-                len: 8192
-            })
-        );
-        let read = Sqe::rw(io_opc::READ, 1, 1, 0, 16, sgl);
-        assert_eq!(
-            plan_transfer(&read, max_io),
-            Ok(Transfer::Data {
-                dir: DataDirection::ControllerToHost,
-                len: 8192
-            })
-        );
+        for (opc, dir) in [
+            (io_opc::WRITE, DataDirection::HostToController),
+            (io_opc::READ, DataDirection::ControllerToHost),
+        ] {
+            let sqe = Sqe::rw(opc, 1, 1, 0, 16, sgl);
+            let planned = plan_transfer(&sqe, max_io);
+            assert_eq!(planned, Ok(Transfer::Data { dir, len: 8192 }));
+        }
         // Flush moves no data; a transfer over the limit or a wrong SGL type is refused.
         let flush = Sqe::new(io_opc::FLUSH, 1, 1);
         assert_eq!(plan_transfer(&flush, max_io), Ok(Transfer::None));
@@ -810,6 +802,12 @@ mod tests {
         Sqe::rw(io_opc::WRITE, cid, 1, 0, len / 512 - 1, sgl)
     }
 
+    /// A write of `len` bytes of in-capsule data, its SGL at `offset`.
+    fn in_capsule(offset: u64, len: u32) -> Sqe {
+        let sgl = SglDescriptor::in_capsule(offset, len);
+        Sqe::rw(io_opc::WRITE, 3, 1, 0, len / 512 - 1, sgl)
+    }
+
     #[test]
     fn icreq_answers_icresp_and_opens_the_queue() {
         let opts = TransportOpts::default();
@@ -880,15 +878,8 @@ mod tests {
     #[test]
     fn in_capsule_write_executes_once_its_data_is_in() {
         let mut m = ready(4, 8192);
-        let sqe = Sqe::rw(
-            io_opc::WRITE,
-            3,
-            1,
-            0,
-            1,
-            SglDescriptor::in_capsule(0, 1024),
-        );
-        let Action::ReceiveCapsule { slot, len: 1024 } = capsule(&mut m, sqe, 1024) else {
+        let Action::ReceiveCapsule { slot, len: 1024 } = capsule(&mut m, in_capsule(0, 1024), 1024)
+        else {
             panic!("no in-capsule data expected");
         };
         assert!(m.reqs[slot as usize].status.is_success());
@@ -905,15 +896,7 @@ mod tests {
     #[test]
     fn in_capsule_data_with_a_bad_sgl_is_dropped_and_answered() {
         let mut m = ready(4, 8192);
-        let sqe = Sqe::rw(
-            io_opc::WRITE,
-            3,
-            1,
-            0,
-            1,
-            SglDescriptor::in_capsule(8, 1024),
-        );
-        let Action::ReceiveCapsule { slot, .. } = capsule(&mut m, sqe, 1024) else {
+        let Action::ReceiveCapsule { slot, .. } = capsule(&mut m, in_capsule(8, 1024), 1024) else {
             panic!("no in-capsule data expected");
         };
         m.on_data(0, &[1; 1024]);
@@ -956,8 +939,7 @@ mod tests {
     #[test]
     fn data_digest_error_answers_a_transient_transport_error() {
         let mut m = ready(4, 4096);
-        let sqe = Sqe::rw(io_opc::WRITE, 3, 1, 0, 0, SglDescriptor::in_capsule(0, 512));
-        let Action::ReceiveCapsule { slot, .. } = capsule(&mut m, sqe, 512) else {
+        let Action::ReceiveCapsule { slot, .. } = capsule(&mut m, in_capsule(0, 512), 512) else {
             panic!("no in-capsule data expected");
         };
         assert_eq!(m.on_data_end(false), Action::Respond(slot));
