@@ -191,6 +191,7 @@ impl QueueMachine {
         }
     }
 
+    /// An ICReq: the exchange settles the digests, MAXH2CDATA and the request slots.
     fn on_ic_req(&mut self, req: &IcReq, opts: &TransportOpts) -> Action {
         let IcOutcome {
             resp,
