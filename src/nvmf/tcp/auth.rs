@@ -104,7 +104,7 @@ impl PollGroup {
         if let Err(st) = check_fields(a) {
             return (st, 0);
         }
-        let req = &qp.reqs[slot as usize];
+        let req = &qp.machine.reqs[slot as usize];
         let Some(payload) = req.buf.as_deref() else {
             return (Status::DATA_SGL_LENGTH_INVALID.with_dnr(), 0);
         };
@@ -206,7 +206,10 @@ impl PollGroup {
         let Some(len) = pending else {
             return (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0);
         };
-        let room = qp.reqs[slot as usize].buf.as_ref().map_or(0, |b| b.len());
+        let room = qp.machine.reqs[slot as usize]
+            .buf
+            .as_ref()
+            .map_or(0, |b| b.len());
         if len > room || len > a.length as usize {
             // Too short to hold it: refused, the message stays pending for another try.
             return (Status::INVALID_FIELD.with_dnr(), 0);
@@ -216,7 +219,7 @@ impl PollGroup {
             QpAuth::Refused { failure1, .. } => failure1.take(),
             QpAuth::NotRequired | QpAuth::Required { .. } => None,
         };
-        let (Some(msg), Some(buf)) = (msg, qp.reqs[slot as usize].buf.as_mut()) else {
+        let (Some(msg), Some(buf)) = (msg, qp.machine.reqs[slot as usize].buf.as_mut()) else {
             return (Status::COMMAND_SEQUENCE_ERROR.with_dnr(), 0);
         };
         buf.as_mut_slice()[..msg.len()].copy_from_slice(&msg);

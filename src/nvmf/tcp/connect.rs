@@ -7,7 +7,7 @@ impl PollGroup {
     pub(super) fn fabrics(&mut self, idx: usize, slot: u16, sqe: &Sqe) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
         let Some(cmd) = FabricsCommand::parse(sqe) else {
-            qp.reqs[slot as usize].status = Status::INVALID_OPCODE.with_dnr();
+            qp.machine.reqs[slot as usize].status = Status::INVALID_OPCODE.with_dnr();
             return self.respond(idx, slot);
         };
         let mut c2h_len = 0;
@@ -48,15 +48,13 @@ impl PollGroup {
                 (st, 0)
             }
             FabricsCommand::Disconnect { .. } => {
-                qp.state = QpState::Closing {
-                    deadline: Instant::now() + CLOSE_LINGER,
-                };
+                qp.machine.close(Instant::now() + CLOSE_LINGER);
                 (Status::SUCCESS, 0)
             }
             _ => (Status::INVALID_OPCODE.with_dnr(), 0),
         };
         let qp = &mut self.qpairs[idx];
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         req.status = status;
         req.dw0 = value as u32;
         req.c2h_len = if status.is_success() { c2h_len } else { 0 };
@@ -97,7 +95,7 @@ impl PollGroup {
         if c.recfmt != 0 {
             return Err((Status::CONNECT_INCOMPATIBLE_FORMAT.with_dnr(), 0));
         }
-        let data = qp.reqs[slot as usize]
+        let data = qp.machine.reqs[slot as usize]
             .buf
             .as_deref()
             .and_then(ConnectData::decode_slice)
@@ -180,7 +178,7 @@ impl PollGroup {
             qp.ctrlr = Some(ctrlr);
             self.stats.admin_qpairs += 1;
             self.stats.current_admin_qpairs += 1;
-            tracing::info!(cntlid, subnqn, hostnqn, peer = %qp.peer, hdgst = qp.tx.hdgst, ddgst = qp.tx.ddgst, "controller created");
+            tracing::info!(cntlid, subnqn, hostnqn, peer = %qp.peer, hdgst = qp.machine.tx().hdgst, ddgst = qp.machine.tx().ddgst, "controller created");
             cntlid
         } else {
             if s.is_discovery() {
@@ -218,9 +216,7 @@ impl PollGroup {
             data.cntlid.get()
         };
         qp.qid = Some(c.qid);
-        qp.qsize = c.sqsize + 1;
-        // The Connect itself was the first entry of the queue.
-        qp.sqhd = 1 % qp.qsize;
+        qp.machine.on_connect(c.qid, c.sqsize, opts.max_io_size);
         qp.sq_flow_disabled = c.cattr & 0x4 != 0;
         qp.subsys_id = s.id;
         qp.cntlid = cntlid;

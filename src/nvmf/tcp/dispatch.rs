@@ -8,11 +8,11 @@ impl PollGroup {
         let view = self.view.clone();
         let qp = &mut self.qpairs[idx];
         let Some(subsys) = view.subsystem(qp.subsys_id).cloned() else {
-            qp.reqs[slot as usize].status = Status::INTERNAL_ERROR;
+            qp.machine.reqs[slot as usize].status = Status::INTERNAL_ERROR;
             return self.respond(idx, slot);
         };
         let Some(ctrlr) = qp.ctrlr.as_mut() else {
-            qp.reqs[slot as usize].status = Status::COMMAND_SEQUENCE_ERROR.with_dnr();
+            qp.machine.reqs[slot as usize].status = Status::COMMAND_SEQUENCE_ERROR.with_dnr();
             return self.respond(idx, slot);
         };
         let env = AdminEnv {
@@ -20,7 +20,7 @@ impl PollGroup {
             subsys: &subsys,
             opts: &qp.opts,
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         let mut empty: [u8; 0] = [];
         let out: &mut [u8] = match req.buf.as_mut() {
             Some(b) => b.as_mut_slice(),
@@ -64,17 +64,17 @@ impl PollGroup {
                     if let Some(pos) = ctrlr
                         .aers
                         .iter()
-                        .position(|s| qp.reqs[*s as usize].sqe.cid == cid)
+                        .position(|s| qp.machine.reqs[*s as usize].sqe.cid == cid)
                     {
                         aborted = ctrlr.aers.remove(pos);
                     }
                 }
-                let req = &mut qp.reqs[slot as usize];
+                let req = &mut qp.machine.reqs[slot as usize];
                 req.status = Status::SUCCESS;
                 req.dw0 = if aborted.is_some() { 0 } else { 1 };
                 self.respond(idx, slot)?;
                 if let Some(a) = aborted {
-                    self.qpairs[idx].reqs[a as usize].status = Status::ABORTED_BY_REQUEST;
+                    self.qpairs[idx].machine.reqs[a as usize].status = Status::ABORTED_BY_REQUEST;
                     self.respond(idx, a)?;
                 }
                 Ok(())
@@ -119,7 +119,7 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx).filter(|q| q.gen == gen) else {
             return;
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         if req.state != ReqState::Executing {
             return;
         }
@@ -145,7 +145,7 @@ impl PollGroup {
         let Some(slot) = qp.ctrlr.as_mut().and_then(|c| c.aers.pop_front()) else {
             return;
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         req.status = Status::SUCCESS;
         req.dw0 = dw0;
         req.c2h_len = 0;
@@ -157,18 +157,18 @@ impl PollGroup {
             return self.reservation(idx, slot, sqe);
         }
         let qp = &mut self.qpairs[idx];
-        if qp.reqs[slot as usize].fused != fused::Fused::None {
+        if qp.machine.reqs[slot as usize].fused != fused::Fused::None {
             return self.fused_io(idx, slot);
         }
         let token = io_token(idx, qp.gen, slot);
         let max_io = qp.opts.max_io_size;
-        let qp_ddgst = qp.tx.ddgst;
+        let qp_ddgst = qp.machine.tx().ddgst;
         let chan = self
             .ns
             .get(&(qp.subsys_id, sqe.nsid.get()))
             .filter(|c| c.visible_to(qp.hostnqn.as_deref()));
         let geom = chan.map(NsChan::geometry);
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         // A namespace whose ANA group this path cannot reach: the path status, so the host
         // retries on another path.
         if let (Some(ana), Some(c)) = (qp.ana.as_deref(), chan) {
@@ -280,7 +280,7 @@ impl PollGroup {
         else {
             return;
         };
-        let Some(req) = qp.reqs.get_mut(slot as usize) else {
+        let Some(req) = qp.machine.reqs.get_mut(slot as usize) else {
             return;
         };
         if req.state != ReqState::Executing || req.pending == 0 {

@@ -41,7 +41,7 @@ impl Fused {
 /// due to Failed Fused Command; returns that half if it is waiting and must be answered
 /// now.
 pub(super) fn unlink(qp: &mut Qpair, slot: u16) -> Option<u16> {
-    let me = std::mem::take(&mut qp.reqs[slot as usize].fused);
+    let me = std::mem::take(&mut qp.machine.reqs[slot as usize].fused);
     let other = match me {
         Fused::First { second: None } => {
             if qp.fused_first == Some(slot) {
@@ -53,7 +53,7 @@ pub(super) fn unlink(qp: &mut Qpair, slot: u16) -> Option<u16> {
         Fused::Second { first } => first,
         _ => return None,
     };
-    let o = qp.reqs.get_mut(other as usize)?;
+    let o = qp.machine.reqs.get_mut(other as usize)?;
     if !o.fused.is_paired() {
         return None;
     }
@@ -68,7 +68,7 @@ impl PollGroup {
         if qp.qid.is_none_or(|q| q == 0) {
             return Ok(());
         }
-        let sqe = qp.reqs[slot as usize].sqe;
+        let sqe = qp.machine.reqs[slot as usize].sqe;
         let fuse = if sqe.is_fabrics() {
             wire::fuse::NORMAL
         } else {
@@ -79,12 +79,12 @@ impl PollGroup {
         }
         if let Some(first) = qp.fused_first.take() {
             if fuse == wire::fuse::SECOND {
-                qp.reqs[first as usize].fused = Fused::First { second: Some(slot) };
-                qp.reqs[slot as usize].fused = Fused::Second { first };
+                qp.machine.reqs[first as usize].fused = Fused::First { second: Some(slot) };
+                qp.machine.reqs[slot as usize].fused = Fused::Second { first };
                 return Ok(());
             }
             // The first was not followed by its second.
-            let f = &mut qp.reqs[first as usize];
+            let f = &mut qp.machine.reqs[first as usize];
             f.fused = Fused::Failed(Status::ABORTED_MISSING_FUSED);
             if f.state == ReqState::AwaitFused {
                 f.status = Status::ABORTED_MISSING_FUSED;
@@ -92,7 +92,7 @@ impl PollGroup {
             }
         }
         let qp = &mut self.qpairs[idx];
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         match fuse {
             wire::fuse::NORMAL => {}
             wire::fuse::FIRST => {
@@ -108,8 +108,8 @@ impl PollGroup {
     /// Executes a half of a fused pair whose data is in: runs the pair once both are.
     pub(super) fn fused_io(&mut self, idx: usize, slot: u16) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
-        let waiting = |s: u16| qp.reqs[s as usize].state == ReqState::AwaitFused;
-        let fused = qp.reqs[slot as usize].fused;
+        let waiting = |s: u16| qp.machine.reqs[s as usize].state == ReqState::AwaitFused;
+        let fused = qp.machine.reqs[slot as usize].fused;
         let pair = match fused {
             Fused::First { second: Some(s) } if waiting(s) => Ok((slot, s)),
             Fused::Second { first } if waiting(first) => Ok((first, slot)),
@@ -117,7 +117,7 @@ impl PollGroup {
             Fused::Failed(st) => Err(Some(st)),
             Fused::None | Fused::Executing { .. } => Err(Some(Status::INTERNAL_ERROR)),
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         let (first, second) = match pair {
             Ok(p) => p,
             Err(None) => {
@@ -138,11 +138,14 @@ impl PollGroup {
     fn run_pair(&mut self, idx: usize, first: u16, second: u16) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
         for s in [first, second] {
-            let r = &mut qp.reqs[s as usize];
+            let r = &mut qp.machine.reqs[s as usize];
             r.fused = Fused::None;
             r.state = ReqState::Executing;
         }
-        let (c, w) = (qp.reqs[first as usize].sqe, qp.reqs[second as usize].sqe);
+        let (c, w) = (
+            qp.machine.reqs[first as usize].sqe,
+            qp.machine.reqs[second as usize].sqe,
+        );
         let chan = self
             .ns
             .get(&(qp.subsys_id, c.nsid.get()))
@@ -152,7 +155,10 @@ impl PollGroup {
             &c,
             &w,
             geom.as_ref(),
-            (qp.reqs[first as usize].xfer, qp.reqs[second as usize].xfer),
+            (
+                qp.machine.reqs[first as usize].xfer,
+                qp.machine.reqs[second as usize].xfer,
+            ),
             qp.opts.max_io_size,
         );
         if let (Ok(_), Some(ana), Some(ch)) = (&verdict, qp.ana.as_deref(), chan) {
@@ -177,8 +183,8 @@ impl PollGroup {
             return self.answer_pair(idx, first, second, s1, s2);
         };
         let (Some(mut cmp), Some(mut data)) = (
-            qp.reqs[first as usize].buf.take(),
-            qp.reqs[second as usize].buf.take(),
+            qp.machine.reqs[first as usize].buf.take(),
+            qp.machine.reqs[second as usize].buf.take(),
         ) else {
             let st = Status::INTERNAL_ERROR;
             return self.answer_pair(idx, first, second, st, st);
@@ -186,7 +192,7 @@ impl PollGroup {
         cmp.set_len(len);
         data.set_len(len);
         let token = io_token(idx, qp.gen, second);
-        let req = &mut qp.reqs[second as usize];
+        let req = &mut qp.machine.reqs[second as usize];
         let mut bio = req
             .io
             .take()
@@ -206,7 +212,8 @@ impl PollGroup {
     /// The compare-and-write of the pair whose second command is `slot` completed.
     pub(super) fn fused_done(&mut self, idx: usize, slot: u16, st: bdev::IoStatus) {
         let qp = &mut self.qpairs[idx];
-        let Fused::Executing { first } = std::mem::take(&mut qp.reqs[slot as usize].fused) else {
+        let Fused::Executing { first } = std::mem::take(&mut qp.machine.reqs[slot as usize].fused)
+        else {
             return;
         };
         let (s1, s2) = io::fused_status(st);
@@ -223,7 +230,7 @@ impl PollGroup {
     ) -> Result<(), Fatal> {
         let qp = &mut self.qpairs[idx];
         for (s, st) in [(first, s1), (second, s2)] {
-            let r = &mut qp.reqs[s as usize];
+            let r = &mut qp.machine.reqs[s as usize];
             r.status = st;
             r.c2h_len = 0;
             r.fused = Fused::None;

@@ -1,11 +1,13 @@
-//! The NVMe/TCP transport: one poll group per reactor and the queue-pair state machine.
+//! The NVMe/TCP transport: one poll group per reactor around each queue pair's protocol machine.
 //!
 //! The files: this one holds the state (requests, queue pairs, the poll group), accepting
-//! and closing connections, polling and the timer; `rx.rs` receives, `protocol.rs` is the
-//! PDU state machine (IC exchange, capsules, R2T/H2CData), `connect.rs` the fabrics
-//! commands, `dispatch.rs` admin and I/O execution, `tx.rs` responses and Term Reqs,
-//! `view.rs` configuration changes; `state.rs` holds the protocol decisions as plain
-//! functions of the queue's state, unit-tested without sockets.
+//! and closing connections, polling and the timer; `machine.rs` is the queue pair's PDU
+//! protocol as a state machine (IC exchange, capsules, R2T/H2CData, the request slots and SQ
+//! head: decoder events in, actions out, unit-tested without sockets), `actions.rs` the shell
+//! that feeds it and carries its actions out, `rx.rs` receives, `connect.rs` the fabrics
+//! commands, `dispatch.rs` admin and I/O execution, `fused.rs` fused pairs, `reserve.rs`
+//! reservations, `auth.rs` DH-HMAC-CHAP, `tls.rs` the TLS identity, `tx.rs` responses and
+//! Term Reqs, `view.rs` configuration changes.
 //!
 //! A poll group (thread-local on its reactor) owns a `SockGroup` per socket implementation,
 //! the queue pairs whose sockets the acceptor handed to this reactor, the reactor's snapshot
@@ -33,15 +35,14 @@ use self::view::gather_iostat;
 use super::digest::digest_of;
 use super::io::{self, IoPlan, NsGeometry};
 use super::pdu::{
-    self, encode_term_req, field_off, C2HData, EncodedHeader, IcReq, PduDecoder, PduError,
-    PduHeader, RxEvent, TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
+    self, encode_term_req, C2HData, EncodedHeader, PduDecoder, PduError, PduHeader, RxEvent,
+    TxConfig, R2T, TERM_REQ_HLEN, TERM_REQ_MAX_PLEN,
 };
 use super::subsystem::{CtrlrEntry, Directory, ListenAddr, QpairRef};
 use super::target::{TargetView, TransportOpts};
 use super::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr};
 use super::wire::{
-    self, admin_opc, connect_off, feat, ConnectData, Cqe, DataDirection, FabricsCommand, Sqe,
-    Status,
+    self, admin_opc, connect_off, feat, ConnectData, Cqe, FabricsCommand, Sqe, Status,
 };
 use crate::bdev::iostat::IoStats;
 use crate::bdev::{self, BdevEvent, BdevHandle, BdevIo, IoChannel, IoSink, IoType, SharedRange};
@@ -59,16 +60,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zerocopy::little_endian::U16;
 
+mod actions;
 mod auth;
 mod connect;
 mod dispatch;
 mod fused;
-mod protocol;
+mod machine;
+use self::machine::{Action, QpState, QueueMachine};
 mod reserve;
 pub use reserve::{drain_hosts, reservation_notice};
 mod rx;
 mod rx_landing;
-mod state;
 mod tls;
 mod tx;
 mod view;
@@ -113,6 +115,8 @@ const TOKEN_TERM: u64 = 1;
 // Requests and queue pairs
 // ---------------------------------------------------------------------------------------
 
+/// Where the command of a request slot is: receiving its data (decided by `machine.rs`),
+/// then executing as the shell runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReqState {
     Free,
@@ -128,6 +132,8 @@ enum ReqState {
     AwaitFused,
 }
 
+/// A request slot of a queue pair: its command, data and completion (the slots belong to
+/// the queue's protocol machine, which takes and frees them; the shell executes them).
 struct Request {
     state: ReqState,
     sqe: Sqe,
@@ -170,30 +176,18 @@ impl Request {
             fused: fused::Fused::None,
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QpState {
-    AwaitIcReq,
-    Ready,
-    /// A Term Req was sent (or the queue is being torn down): no more input is processed.
-    Closing {
-        deadline: Instant,
-    },
-}
-
-/// Where the data of the PDU being received goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DataDest {
-    None,
-    /// In-capsule data of this slot.
-    Capsule(u16),
-    /// H2CData for this slot, at `base` within the command's data.
-    H2C {
-        slot: u16,
-        base: u32,
-        len: u32,
-    },
+    /// Takes a new command: its SQE, with what the slot's last command left cleared.
+    fn start(&mut self, sqe: Sqe) {
+        self.sqe = sqe;
+        self.status = Status::SUCCESS;
+        self.dw0 = 0;
+        self.c2h_len = 0;
+        self.received = 0;
+        self.pending = 0;
+        self.buf = None;
+        self.fused = fused::Fused::None;
+    }
 }
 
 struct Qpair {
@@ -202,21 +196,15 @@ struct Qpair {
     key: SockKey,
     peer: String,
     listen: ListenAddr,
-    state: QpState,
     created: Instant,
     dec: PduDecoder,
-    tx: TxConfig,
-    maxh2cdata: u32,
+    /// The protocol state (see `machine.rs`).
+    machine: QueueMachine,
     rx: Vec<u8>,
     rx_pos: usize,
     rx_len: usize,
-    reqs: Vec<Request>,
-    free: Vec<u16>,
     wr_pool: Vec<WriteRequest>,
-    cur: DataDest,
     qid: Option<u16>,
-    sqhd: u16,
-    qsize: u16,
     sq_flow_disabled: bool,
     subsys_id: u64,
     cntlid: u16,
@@ -253,21 +241,14 @@ impl Qpair {
             key,
             peer,
             listen,
-            state: QpState::AwaitIcReq,
             created: Instant::now(),
             dec: PduDecoder::new(pdu::Role::Target),
-            tx: TxConfig::default(),
-            maxh2cdata: 0,
+            machine: QueueMachine::new(),
             rx: Vec::new(),
             rx_pos: 0,
             rx_len: 0,
-            reqs: Vec::new(),
-            free: Vec::new(),
             wr_pool: Vec::new(),
-            cur: DataDest::None,
             qid: None,
-            sqhd: 0,
-            qsize: 1,
             sq_flow_disabled: false,
             subsys_id: 0,
             cntlid: 0,
@@ -283,20 +264,6 @@ impl Qpair {
             term_sent: false,
             landing: Landing::default(),
             fused_first: None,
-        }
-    }
-
-    fn closing(&self) -> bool {
-        matches!(self.state, QpState::Closing { .. })
-    }
-
-    fn free_slot(&mut self, slot: u16) {
-        let r = &mut self.reqs[slot as usize];
-        if r.state != ReqState::Free {
-            r.state = ReqState::Free;
-            r.buf = None;
-            r.shared = None;
-            self.free.push(slot);
         }
     }
 
@@ -681,7 +648,7 @@ impl PollGroup {
         );
         let mut expired = Vec::new();
         for (idx, qp) in self.qpairs.iter() {
-            let dead = match qp.state {
+            let dead = match qp.machine.state() {
                 QpState::Closing { deadline } => now >= deadline,
                 // No IC exchange, or no Connect after it, within the handshake timeout.
                 QpState::AwaitIcReq => now.duration_since(qp.created) > handshake,
@@ -726,8 +693,8 @@ impl PollGroup {
         }
     }
 
-    // ----- statistics and shutdown (the protocol is in protocol.rs, rx.rs, tx.rs,
-    // connect.rs, dispatch.rs; configuration changes in view.rs) -----
+    // ----- statistics and shutdown (the protocol is in machine.rs, carried out by
+    // actions.rs, rx.rs, tx.rs, connect.rs, dispatch.rs; configuration changes in view.rs) -----
 
     fn stats_json(&self) -> Value {
         let s = &self.stats;
@@ -771,15 +738,6 @@ enum Fatal {
     Closed,
     /// A protocol violation: Term Req, then close.
     Protocol(PduError),
-}
-
-/// The slot and base offset the current PDU's data lands in.
-fn data_target(qp: &Qpair) -> Option<(u16, u32)> {
-    match qp.cur {
-        DataDest::Capsule(slot) => Some((slot, 0)),
-        DataDest::H2C { slot, base, .. } => Some((slot, base)),
-        DataDest::None => None,
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ impl PollGroup {
             .ns
             .get(&(qp.subsys_id, nsid))
             .filter(|c| c.visible_to(qp.hostnqn.as_deref()));
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         let Some(chan) = chan else {
             req.status = Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr();
             return self.respond(idx, slot);
@@ -106,8 +106,8 @@ impl PollGroup {
     /// Hands `request` to the main reactor; the command completes when it answers.
     fn send_reservation(&mut self, idx: usize, slot: u16, request: PrRequest) {
         let qp = &mut self.qpairs[idx];
-        qp.reqs[slot as usize].state = ReqState::Executing;
-        qp.reqs[slot as usize].c2h_len = 0;
+        qp.machine.reqs[slot as usize].state = ReqState::Executing;
+        qp.machine.reqs[slot as usize].c2h_len = 0;
         let (core, gen) = (self.core, qp.gen);
         reactor::send_to(reactor::main_core(), move || {
             reservation_target::execute(request, move |status| {
@@ -122,7 +122,7 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx).filter(|q| q.gen == gen) else {
             return;
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         if req.state != ReqState::Executing {
             return;
         }
@@ -205,7 +205,7 @@ impl PollGroup {
                 if qp.qid.is_none_or(|q| q == 0) || !hosts.contains(&qp.hostid) {
                     continue;
                 }
-                for (slot, r) in qp.reqs.iter().enumerate() {
+                for (slot, r) in qp.machine.reqs.iter().enumerate() {
                     if r.state == ReqState::Executing && r.pending > 0 && r.sqe.nsid.get() == nsid {
                         waiting.push((io_token(idx, qp.gen, slot as u16), r.pending));
                     }

@@ -9,7 +9,7 @@ impl PollGroup {
         let Some(qp) = self.qpairs.get_mut(idx) else {
             return;
         };
-        if qp.closing() {
+        if qp.machine.closing() {
             // Discard input while the Term Req leaves.
             let mut scratch = [0u8; 512];
             if let Some(sock) = self.nets[qp.net].group.sock(qp.key) {
@@ -46,7 +46,7 @@ impl PollGroup {
             // 1. Decode what is buffered.
             loop {
                 let qp = &mut self.qpairs[idx];
-                if qp.closing() {
+                if qp.machine.closing() {
                     return Ok(());
                 }
                 let (pos, len) = (qp.rx_pos, qp.rx_len);
@@ -63,7 +63,7 @@ impl PollGroup {
                 return Err(Fatal::Closed);
             };
             let landing = if qp.dec.at_pdu_start() {
-                qp.landing.plan(qp.free.len(), rx.len())
+                qp.landing.plan(qp.machine.free_slots(), rx.len())
             } else {
                 0
             };
@@ -80,24 +80,17 @@ impl PollGroup {
                 }
             }
             let pending = qp.dec.data_pending().filter(|p| p.len >= DIRECT_RECV_MIN);
-            if let (Some(p), Some((slot, base))) = (pending, data_target(qp)) {
-                let req = &mut qp.reqs[slot as usize];
-                if let Some(buf) = req.buf.as_mut() {
-                    let start = (base + p.offset) as usize;
-                    let end = start + p.len as usize;
-                    if end <= buf.len() {
-                        let dst = &mut buf.as_mut_slice()[start..end];
-                        match sock.recv(dst) {
-                            Ok(0) => return Err(Fatal::Closed),
-                            Ok(n) => {
-                                let _ = qp.dec.data_received(&dst[..n]);
-                                continue;
-                            }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                            Err(_) => return Err(Fatal::Closed),
-                        }
+            let direct = pending.and_then(|p| qp.machine.data_buffer(p.offset, p.len as usize));
+            if let Some(dst) = direct {
+                match sock.recv(dst) {
+                    Ok(0) => return Err(Fatal::Closed),
+                    Ok(n) => {
+                        let _ = qp.dec.data_received(&dst[..n]);
+                        continue;
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Fatal::Closed),
                 }
             }
             match sock.recv(rx) {
@@ -132,7 +125,7 @@ impl PollGroup {
         qp.rx_len = 0;
         for i in 0..landed.count {
             let qp = &mut self.qpairs[idx];
-            if left == 0 || qp.closing() {
+            if left == 0 || qp.machine.closing() {
                 break;
             }
             let h = left.min(shape.pdo);
@@ -156,10 +149,10 @@ impl PollGroup {
             match qp.landing.take_current() {
                 // The command took the landed buffer: its bytes are the PDU's data.
                 None => {
-                    let Some((slot, _)) = data_target(qp) else {
+                    let Some((slot, _)) = qp.machine.data_target() else {
                         return Err(Fatal::Closed);
                     };
-                    let Some(buf) = qp.reqs[slot as usize].buf.as_ref() else {
+                    let Some(buf) = qp.machine.reqs[slot as usize].buf.as_ref() else {
                         return Err(Fatal::Closed);
                     };
                     qp.dec.data_received(&buf[..d]).map_err(|_| Fatal::Closed)?;
@@ -191,7 +184,7 @@ impl PollGroup {
     pub(super) fn feed_slice(&mut self, idx: usize, mut bytes: &[u8]) -> Result<(), Fatal> {
         loop {
             let qp = &mut self.qpairs[idx];
-            if qp.closing() {
+            if qp.machine.closing() {
                 return Ok(());
             }
             let (used, ev) = qp.dec.feed(bytes).map_err(Fatal::Protocol)?;

@@ -20,9 +20,7 @@ impl PollGroup {
                 w.chunks.push(c);
             }
         }
-        qp.state = QpState::Closing {
-            deadline: Instant::now() + CLOSE_LINGER,
-        };
+        qp.machine.close(Instant::now() + CLOSE_LINGER);
         qp.term_sent = true;
         self.stats.term_reqs_sent += 1;
         if err.fes == pdu::Fes::HEADER_DIGEST_ERROR {
@@ -80,7 +78,7 @@ impl PollGroup {
             return;
         };
         // A half of a fused pair answered alone fails the other half.
-        let orphan = if qp.reqs[slot as usize].fused.is_paired() {
+        let orphan = if qp.machine.reqs[slot as usize].fused.is_paired() {
             fused::unlink(qp, slot)
         } else {
             None
@@ -91,13 +89,13 @@ impl PollGroup {
         }
         if qp.term_sent {
             // Commands completing after a Term Req are dropped with the connection.
-            qp.free_slot(slot);
+            qp.machine.release(slot);
             return;
         }
-        let closing = qp.closing();
-        let tx = qp.tx;
+        let closing = qp.machine.closing();
+        let tx = qp.machine.tx();
         let qid = qp.qid.unwrap_or(0);
-        let sqhd = qp.sqhd;
+        let sqhd = qp.machine.sqhd();
         let c2h_success_ok = qp.opts.c2h_success && qp.sq_flow_disabled;
         // Responses are appended to one open batch per queue pair, queued on the socket by
         // the next poll (or once full): one write request, one completion and one pool round
@@ -107,7 +105,7 @@ impl PollGroup {
             Some(w) => w,
             None => qp.write_request(TOKEN_PLAIN),
         };
-        let req = &mut qp.reqs[slot as usize];
+        let req = &mut qp.machine.reqs[slot as usize];
         let mut cqe = Cqe {
             dw0: req.dw0.into(),
             dw1: dw1.into(),
@@ -155,8 +153,8 @@ impl PollGroup {
         if need_resp {
             push_header(&mut w.chunks, &PduHeader::CapsuleResp(cqe), 0, &tx);
         }
-        qp.free_slot(slot);
-        if qp.writes_in_flight > MAX_CHUNKS_PER_SLOT * qp.reqs.len() + 48 {
+        qp.machine.release(slot);
+        if qp.writes_in_flight > MAX_CHUNKS_PER_SLOT * qp.machine.reqs.len() + 48 {
             // The host keeps sending commands but does not read the answers.
             tracing::warn!(peer = %qp.peer, "host does not read its completions: closing");
             self.to_close.push((idx, qp.gen));

@@ -83,7 +83,7 @@ impl std::fmt::Debug for Fes {
 /// A protocol violation found in received PDUs: the FES and FEI to report in the Term Req
 /// (FEI is the byte offset of the bad field for header-field and parameter errors, else 0)
 /// and a short description for logs. After an error the connection must be terminated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PduError {
     pub fes: Fes,
     pub fei: u32,

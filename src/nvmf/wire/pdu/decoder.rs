@@ -145,7 +145,7 @@ impl PduDecoder {
         let mut used = 0;
         loop {
             match self.state {
-                RxState::Failed(ref e) => return Err(e.clone()),
+                RxState::Failed(e) => return Err(e),
                 RxState::EndPending => {
                     self.reset_for_next_pdu();
                     return Ok((used, Some(RxEvent::DataEnd { digest_ok: true })));
@@ -264,7 +264,7 @@ impl PduDecoder {
     }
 
     fn fail(&mut self, e: PduError) -> PduError {
-        self.state = RxState::Failed(e.clone());
+        self.state = RxState::Failed(e);
         e
     }
 
