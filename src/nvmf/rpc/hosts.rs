@@ -32,6 +32,7 @@ struct SetKeys {
     dhchap_key: Option<String>,
     dhchap_ctrlr_key: Option<String>,
 }
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoveHost {
