@@ -50,13 +50,17 @@ def _transport_params(args):
     return params
 
 
-def _listen_params(args):
+def _address(args):
     addr = {"trtype": args.trtype, "traddr": args.traddr}
     if args.trsvcid is not None:
         addr["trsvcid"] = args.trsvcid
     if args.adrfam is not None:
         addr["adrfam"] = args.adrfam
-    params = {"nqn": _nqn(args.nqn), "listen_address": addr}
+    return addr
+
+
+def _listen_params(args):
+    params = {"nqn": _nqn(args.nqn), "listen_address": _address(args)}
     if getattr(args, "sock_impl", None):
         params["sock_impl"] = args.sock_impl
     if getattr(args, "secure_channel", False):
@@ -69,12 +73,7 @@ def _listen_params(args):
 
 
 def _referral_params(args):
-    addr = {"trtype": args.trtype, "traddr": args.traddr}
-    if args.trsvcid is not None:
-        addr["trsvcid"] = args.trsvcid
-    if args.adrfam is not None:
-        addr["adrfam"] = args.adrfam
-    params = {"address": addr}
+    params = {"address": _address(args)}
     if args.subnqn:
         params["subnqn"] = _nqn(args.subnqn)
     if getattr(args, "secure_channel", False):

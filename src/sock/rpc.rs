@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use super::{get_impl, set_settings, settings, ImplOptions, SockSettings};
-use crate::rpc::{self, parse_params, Allowed, Responder, RpcError};
+use crate::rpc::{self, parse_params, Allowed, MethodEntry, Responder, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -150,12 +150,17 @@ pub fn write_config() -> Vec<Value> {
     out
 }
 
+/// The sock methods (usable before and after `framework_start_init`, as in SPDK).
+const METHODS: &[MethodEntry] = &[
+    MethodEntry::with_responder("sock_impl_set_options", Allowed::Both, set_options),
+    MethodEntry::sync("sock_impl_get_options", Allowed::Both, get_options),
+    MethodEntry::with_responder("sock_set_default_impl", Allowed::Both, set_default_impl),
+    MethodEntry::sync("sock_get_default_impl", Allowed::Both, get_default_impl),
+];
+
 /// Registers the sock methods and the `sock` subsystem (on the main reactor).
 pub fn register() {
-    rpc::register_async("sock_impl_set_options", Allowed::Both, set_options);
-    rpc::register("sock_impl_get_options", Allowed::Both, get_options);
-    rpc::register_async("sock_set_default_impl", Allowed::Both, set_default_impl);
-    rpc::register("sock_get_default_impl", Allowed::Both, get_default_impl);
+    rpc::register_table(METHODS);
     rpc::register_subsystem("sock", &[], write_config);
 }
 

@@ -1,22 +1,19 @@
-//! JSON-RPC methods of the rbd module with SPDK's names, parameters and result shapes:
-//! `bdev_rbd_register_cluster`, `bdev_rbd_unregister_cluster`, `bdev_rbd_get_clusters_info`,
-//! `bdev_rbd_create`, `bdev_rbd_delete`, `bdev_rbd_resize`; plus the config entries of the
+//! JSON-RPC methods of the rbd module, with SPDK's names, parameters and result shapes.
+//!
+//! They are `bdev_rbd_register_cluster`, `bdev_rbd_unregister_cluster`,
+//! `bdev_rbd_get_clusters_info`, `bdev_rbd_create`, `bdev_rbd_delete` and `bdev_rbd_resize`,
+//! named handler functions in one table (`METHODS`); plus the config entries of the
 //! registered clusters (written before the bdevs by the `bdev` subsystem).
 
+#![forbid(unsafe_code)]
+
 use super::{ConnectOpts, RbdOpts, DEFAULT_IO_TIMEOUT, PRODUCT_NAME};
-use crate::bdev::{BdevError, BdevHandle};
-use crate::rpc::{self, parse_params, Allowed, RpcError};
+use crate::bdev::rpc::{answer_name, answer_true, to_rpc, NameParam};
+use crate::rpc::{self, parse_params, Allowed, MethodEntry, Responder, RpcError, RpcResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-fn to_rpc(e: BdevError) -> RpcError {
-    match e {
-        BdevError::Invalid(m) => RpcError::invalid_params(m),
-        e => RpcError::errno(e.errno(), e.to_string()),
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,12 +24,6 @@ struct RegisterCluster {
     config_file: Option<String>,
     key_file: Option<String>,
     core_mask: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameParam {
-    name: String,
 }
 
 #[derive(Deserialize)]
@@ -83,134 +74,161 @@ fn next_name() -> String {
         .unwrap_or_else(|| "Ceph".into())
 }
 
+fn bdev_rbd_register_cluster(params: Option<Value>, responder: Responder) {
+    let (name, opts, core_mask) = match cluster_params(params) {
+        Ok(c) => c,
+        Err(e) => return responder.err(e),
+    };
+    super::register_cluster(name, opts, core_mask, move |res| match res {
+        Ok(n) => responder.ok(json!(n)),
+        Err(e) => responder.err(to_rpc(e)),
+    })
+}
+
+/// The cluster `bdev_rbd_register_cluster` names, its connection options and its core mask
+/// as given, checked.
+fn cluster_params(
+    params: Option<Value>,
+) -> Result<(String, ConnectOpts, Option<String>), RpcError> {
+    let p: RegisterCluster = parse_params(params)?;
+    if p.name.is_empty() {
+        return Err(RpcError::invalid_params("name: must not be empty"));
+    }
+    let cores = match p.core_mask.as_deref().map(crate::reactor::parse_core_mask) {
+        Some(Ok(c)) if c.is_empty() => {
+            return Err(RpcError::invalid_params("core_mask: selects no core"))
+        }
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return Err(RpcError::invalid_params(format!("core_mask: {e}"))),
+        None => None,
+    };
+    let opts = ConnectOpts {
+        user_id: p.user_id,
+        config: p.config_param,
+        config_file: p.config_file,
+        key_file: p.key_file,
+        core_mask: cores,
+    };
+    Ok((p.name, opts, p.core_mask))
+}
+
+fn bdev_rbd_unregister_cluster(params: Option<Value>) -> RpcResult {
+    let p: NameParam = parse_params(params)?;
+    super::unregister_cluster(&p.name).map_err(to_rpc)?;
+    Ok(json!(true))
+}
+
+fn bdev_rbd_get_clusters_info(params: Option<Value>) -> RpcResult {
+    let p: OptName = parse_params(params)?;
+    match p.name {
+        Some(n) => {
+            let c = super::find_cluster(&n).ok_or_else(|| {
+                RpcError::errno(
+                    libc::ENOENT,
+                    format!("No such file or directory: rbd cluster {n} not found"),
+                )
+            })?;
+            Ok(cluster_json(&c))
+        }
+        None => Ok(Value::Array(
+            super::clusters().iter().map(|c| cluster_json(c)).collect(),
+        )),
+    }
+}
+
+fn bdev_rbd_create(params: Option<Value>, responder: Responder) {
+    match create_opts(params) {
+        Ok(opts) => super::create(opts, answer_name(responder)),
+        Err(e) => responder.err(e),
+    }
+}
+
+/// The bdev `bdev_rbd_create` describes, checked (named `Ceph<n>` if it has no name).
+fn create_opts(params: Option<Value>) -> Result<RbdOpts, RpcError> {
+    let p: Create = parse_params(params)?;
+    let uuid = match p.uuid.as_deref().map(crate::bdev::parse_uuid) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => return Err(RpcError::invalid_params(format!("uuid: {e}"))),
+        None => None,
+    };
+    if p.cluster_name.is_some() && (p.user_id.is_some() || p.config.is_some()) {
+        return Err(RpcError::invalid_params(
+            "cluster_name: user_id and config belong to the registered cluster; give either cluster_name or user_id/config",
+        ));
+    }
+    if p.timeout_s == Some(0) {
+        return Err(RpcError::invalid_params("timeout_s: must be at least 1"));
+    }
+    for (field, v) in [("pool_name", &p.pool_name), ("rbd_name", &p.rbd_name)] {
+        if v.is_empty() {
+            return Err(RpcError::invalid_params(format!(
+                "{field}: must not be empty"
+            )));
+        }
+    }
+    Ok(RbdOpts {
+        name: p.name.unwrap_or_else(next_name),
+        pool_name: p.pool_name,
+        rbd_name: p.rbd_name,
+        block_size: p.block_size,
+        user_id: p.user_id,
+        config: p.config,
+        cluster_name: p.cluster_name,
+        uuid,
+        read_only: p.read_only,
+        io_timeout: p.timeout_s.map_or(DEFAULT_IO_TIMEOUT, Duration::from_secs),
+    })
+}
+
+fn bdev_rbd_delete(params: Option<Value>, responder: Responder) {
+    let p: NameParam = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    match crate::bdev::lookup(&p.name) {
+        Some(h) if h.info.product_name == PRODUCT_NAME => {
+            crate::bdev::unregister(&p.name, answer_true(responder))
+        }
+        _ => responder.err(RpcError::errno(
+            libc::ENODEV,
+            format!("No such device: rbd bdev {} not found", p.name),
+        )),
+    }
+}
+
+fn bdev_rbd_resize(params: Option<Value>, responder: Responder) {
+    let p: Resize = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return responder.err(e),
+    };
+    super::resize(&p.name, p.new_size, answer_true(responder))
+}
+
+/// The rbd module's methods, in SPDK's names.
+const METHODS: &[MethodEntry] = &[
+    MethodEntry::with_responder(
+        "bdev_rbd_register_cluster",
+        Allowed::RuntimeOnly,
+        bdev_rbd_register_cluster,
+    ),
+    MethodEntry::sync(
+        "bdev_rbd_unregister_cluster",
+        Allowed::RuntimeOnly,
+        bdev_rbd_unregister_cluster,
+    ),
+    MethodEntry::sync(
+        "bdev_rbd_get_clusters_info",
+        Allowed::RuntimeOnly,
+        bdev_rbd_get_clusters_info,
+    ),
+    MethodEntry::with_responder("bdev_rbd_create", Allowed::RuntimeOnly, bdev_rbd_create),
+    MethodEntry::with_responder("bdev_rbd_delete", Allowed::RuntimeOnly, bdev_rbd_delete),
+    MethodEntry::with_responder("bdev_rbd_resize", Allowed::RuntimeOnly, bdev_rbd_resize),
+];
+
 /// Registers the methods (main reactor, at start-up; called by `bdev::rpc::register`).
 pub fn register() {
-    rpc::register_async("bdev_rbd_register_cluster", Allowed::RuntimeOnly, |p, r| {
-        let p: RegisterCluster = match parse_params(p) {
-            Ok(p) => p,
-            Err(e) => return r.err(e),
-        };
-        if p.name.is_empty() {
-            return r.err(RpcError::invalid_params("name: must not be empty"));
-        }
-        let cores = match p.core_mask.as_deref().map(crate::reactor::parse_core_mask) {
-            Some(Ok(c)) if c.is_empty() => {
-                return r.err(RpcError::invalid_params("core_mask: selects no core"))
-            }
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => return r.err(RpcError::invalid_params(format!("core_mask: {e}"))),
-            None => None,
-        };
-        super::register_cluster(
-            p.name,
-            ConnectOpts {
-                user_id: p.user_id,
-                config: p.config_param,
-                config_file: p.config_file,
-                key_file: p.key_file,
-                core_mask: cores,
-            },
-            p.core_mask,
-            move |res| match res {
-                Ok(n) => r.ok(json!(n)),
-                Err(e) => r.err(to_rpc(e)),
-            },
-        )
-    });
-    rpc::register("bdev_rbd_unregister_cluster", Allowed::RuntimeOnly, |p| {
-        let p: NameParam = parse_params(p)?;
-        super::unregister_cluster(&p.name).map_err(to_rpc)?;
-        Ok(json!(true))
-    });
-    rpc::register("bdev_rbd_get_clusters_info", Allowed::RuntimeOnly, |p| {
-        let p: OptName = parse_params(p)?;
-        match p.name {
-            Some(n) => {
-                let c = super::find_cluster(&n).ok_or_else(|| {
-                    RpcError::errno(
-                        libc::ENOENT,
-                        format!("No such file or directory: rbd cluster {n} not found"),
-                    )
-                })?;
-                Ok(cluster_json(&c))
-            }
-            None => Ok(Value::Array(
-                super::clusters().iter().map(|c| cluster_json(c)).collect(),
-            )),
-        }
-    });
-    rpc::register_async("bdev_rbd_create", Allowed::RuntimeOnly, |p, r| {
-        let p: Create = match parse_params(p) {
-            Ok(p) => p,
-            Err(e) => return r.err(e),
-        };
-        let uuid = match p.uuid.as_deref().map(crate::bdev::parse_uuid) {
-            Some(Ok(u)) => Some(u),
-            Some(Err(e)) => return r.err(RpcError::invalid_params(format!("uuid: {e}"))),
-            None => None,
-        };
-        if p.cluster_name.is_some() && (p.user_id.is_some() || p.config.is_some()) {
-            return r.err(RpcError::invalid_params(
-                "cluster_name: user_id and config belong to the registered cluster; give either cluster_name or user_id/config",
-            ));
-        }
-        if p.timeout_s == Some(0) {
-            return r.err(RpcError::invalid_params("timeout_s: must be at least 1"));
-        }
-        for (field, v) in [("pool_name", &p.pool_name), ("rbd_name", &p.rbd_name)] {
-            if v.is_empty() {
-                return r.err(RpcError::invalid_params(format!(
-                    "{field}: must not be empty"
-                )));
-            }
-        }
-        super::create(
-            RbdOpts {
-                name: p.name.unwrap_or_else(next_name),
-                pool_name: p.pool_name,
-                rbd_name: p.rbd_name,
-                block_size: p.block_size,
-                user_id: p.user_id,
-                config: p.config,
-                cluster_name: p.cluster_name,
-                uuid,
-                read_only: p.read_only,
-                io_timeout: p.timeout_s.map_or(DEFAULT_IO_TIMEOUT, Duration::from_secs),
-            },
-            move |res: Result<BdevHandle, BdevError>| match res {
-                Ok(h) => r.ok(json!(h.name())),
-                Err(e) => r.err(to_rpc(e)),
-            },
-        )
-    });
-    rpc::register_async("bdev_rbd_delete", Allowed::RuntimeOnly, |p, r| {
-        let p: NameParam = match parse_params(p) {
-            Ok(p) => p,
-            Err(e) => return r.err(e),
-        };
-        match crate::bdev::lookup(&p.name) {
-            Some(h) if h.info.product_name == PRODUCT_NAME => {
-                crate::bdev::unregister(&p.name, move |res| match res {
-                    Ok(()) => r.ok(json!(true)),
-                    Err(e) => r.err(to_rpc(e)),
-                })
-            }
-            _ => r.err(RpcError::errno(
-                libc::ENODEV,
-                format!("No such device: rbd bdev {} not found", p.name),
-            )),
-        }
-    });
-    rpc::register_async("bdev_rbd_resize", Allowed::RuntimeOnly, |p, r| {
-        let p: Resize = match parse_params(p) {
-            Ok(p) => p,
-            Err(e) => return r.err(e),
-        };
-        super::resize(&p.name, p.new_size, move |res| match res {
-            Ok(()) => r.ok(json!(true)),
-            Err(e) => r.err(to_rpc(e)),
-        })
-    });
+    rpc::register_table(METHODS);
 }
 
 /// `bdev_rbd_register_cluster` entries of the registered clusters (config writer).

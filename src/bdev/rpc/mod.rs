@@ -23,21 +23,25 @@ use crate::rpc::{self, Allowed, MethodEntry, Responder, RpcError, RpcResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-fn to_rpc(e: BdevError) -> RpcError {
+pub(in crate::bdev) fn to_rpc(e: BdevError) -> RpcError {
     match e {
         BdevError::Invalid(m) => RpcError::invalid_params(m),
         e => RpcError::errno(e.errno(), e.to_string()),
     }
 }
 
-fn answer_name(responder: Responder) -> impl FnOnce(Result<BdevHandle, BdevError>) + Send {
+pub(in crate::bdev) fn answer_name(
+    responder: Responder,
+) -> impl FnOnce(Result<BdevHandle, BdevError>) + Send {
     move |r| match r {
         Ok(h) => responder.ok(json!(h.name())),
         Err(e) => responder.err(to_rpc(e)),
     }
 }
 
-fn answer_true(responder: Responder) -> impl FnOnce(Result<(), BdevError>) + Send {
+pub(in crate::bdev) fn answer_true(
+    responder: Responder,
+) -> impl FnOnce(Result<(), BdevError>) + Send {
     move |r| match r {
         Ok(()) => responder.ok(json!(true)),
         Err(e) => responder.err(to_rpc(e)),
@@ -46,8 +50,8 @@ fn answer_true(responder: Responder) -> impl FnOnce(Result<(), BdevError>) + Sen
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NameParam {
-    name: String,
+pub(in crate::bdev) struct NameParam {
+    pub(in crate::bdev) name: String,
 }
 
 /// The bdev layer's methods, in SPDK's names.
