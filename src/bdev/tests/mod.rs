@@ -20,9 +20,13 @@ mod modules;
 mod stats;
 
 use super::*;
-use crate::reactor::{AppHandle, IdleStrategy, ReactorConfig};
-use serde_json::json;
-use std::collections::HashSet;
+use crate::buf::IoBuf;
+use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
