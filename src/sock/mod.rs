@@ -204,6 +204,14 @@ impl ImplOptions {
                 self.enable_placement_id
             ));
         }
+        for (name, v) in [
+            ("recv_buf_size", self.recv_buf_size),
+            ("send_buf_size", self.send_buf_size),
+        ] {
+            if v > 0 && v < 1024 {
+                return Err(format!("{name}: {v} is below the minimum of 1024"));
+            }
+        }
         if impl_name == "ssl" {
             return self.validate_ssl();
         }
@@ -224,18 +232,6 @@ impl ImplOptions {
                  provided buffer ring)"
                     .into(),
             );
-        }
-        if self.recv_buf_size > 0 && self.recv_buf_size < 1024 {
-            return Err(format!(
-                "recv_buf_size: {} is below the minimum of 1024",
-                self.recv_buf_size
-            ));
-        }
-        if self.send_buf_size > 0 && self.send_buf_size < 1024 {
-            return Err(format!(
-                "send_buf_size: {} is below the minimum of 1024",
-                self.send_buf_size
-            ));
         }
         Ok(())
     }
@@ -264,6 +260,13 @@ impl ImplOptions {
                     .into(),
             );
         }
+        if self.zerocopy_threshold != 0 {
+            return Err(format!(
+                "zerocopy_threshold: {} means nothing to ssl (it never sends zero-copy); only 0 \
+                 is accepted",
+                self.zerocopy_threshold
+            ));
+        }
         if self.enable_quickack || self.enable_placement_id != 0 {
             return Err(
                 "enable_quickack/enable_placement_id: not supported by ssl (posix options apply \
@@ -276,14 +279,6 @@ impl ImplOptions {
                 "enable_recv_pipe: false is not supported by ssl (it always buffers ciphertext)"
                     .into(),
             );
-        }
-        for (name, v) in [
-            ("recv_buf_size", self.recv_buf_size),
-            ("send_buf_size", self.send_buf_size),
-        ] {
-            if v > 0 && v < 1024 {
-                return Err(format!("{name}: {v} is below the minimum of 1024"));
-            }
         }
         Ok(())
     }
@@ -785,6 +780,15 @@ mod unit_tests {
         t.tls_version = 0;
         t.enable_ktls = true;
         assert!(t.validate("ssl").unwrap_err().starts_with("enable_ktls"));
+        t.enable_ktls = false;
+        t.zerocopy_threshold = 4096;
+        assert!(t
+            .validate("ssl")
+            .unwrap_err()
+            .starts_with("zerocopy_threshold"));
+        t.zerocopy_threshold = 0;
+        t.send_buf_size = 512;
+        assert!(t.validate("ssl").unwrap_err().starts_with("send_buf_size"));
         let mut u = ImplOptions::defaults_for("uring");
         u.validate("uring").unwrap();
         u.enable_recv_pipe = false;
