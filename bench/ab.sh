@@ -20,18 +20,10 @@ NQN=nqn.2016-06.io.pollux:ab
 WORK="$(mktemp -d /tmp/pollux-ab.XXXXXX)"
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
 start() { # dir name -> sets PORT
     local port; port=$(free_port)
-    cat >"$WORK/$2.json" <<JSON
-{"subsystems": [
- {"subsystem": "bdev", "config": [{"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
- {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
-  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0"}}},
-  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$port"}, "sock_impl": "$SOCK"}}]}]}
-JSON
+    malloc_target_config "$NQN" "$port:$SOCK" >"$WORK/$2.json"
     nice -n "$NICE" "$1/pollux" -m '[0]' -r "$WORK/$2.sock" --json "$WORK/$2.json" --log-level ERROR \
         >/dev/null 2>"$WORK/$2.log" &
     PIDS+=($!)

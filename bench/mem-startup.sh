@@ -13,9 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
 [ "${1:-}" = "--runs" ] && RUNS="$2"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
-[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
+. bench/lib.sh
+bench_bins
 WORK="$(mktemp -d /tmp/pollux-mem.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 exec python3 - "$BIN" "$WORK" "$RUNS" <<'EOF'

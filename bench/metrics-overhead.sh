@@ -14,19 +14,10 @@ NQN=nqn.2016-06.io.pollux:metrics-bench
 WORK="$(mktemp -d /tmp/pollux-metrics-bench.XXXXXX)"
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin pollux --bin pollux-perf
-BIN=target/release
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_bins pollux pollux-perf
 PORT=$(free_port); MPORT=$(free_port)
-cat >"$WORK/c.json" <<JSON
-{"subsystems": [
- {"subsystem": "bdev", "config": [{"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
- {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
-  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0"}}},
-  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$PORT"}}}]}]}
-JSON
+malloc_target_config "$NQN" "$PORT" >"$WORK/c.json"
 "$BIN/pollux" -m '[0]' -r "$WORK/p.sock" --json "$WORK/c.json" --log-level ERROR \
     --metrics-addr "127.0.0.1:$MPORT" >/dev/null 2>"$WORK/p.log" &
 PIDS+=($!)

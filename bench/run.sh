@@ -64,11 +64,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+. bench/lib.sh
 # POLLUX_BIN_DIR: run prebuilt pollux and pollux-perf binaries from there (e.g. to compare a
 # saved build of another commit); by default they are built here.
-BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
-[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bins -q
+bench_bins
 # POLLUX_CEILING_BIN: run a prebuilt bench/ceiling binary (the quick CI test of the bench
 # scripts uses the one its test build made); by default `cargo bench` builds and runs it.
 if [ -n "${POLLUX_CEILING_BIN:-}" ]; then
@@ -81,34 +80,18 @@ fi
 
 WORK="$(mktemp -d /tmp/pollux-bench.XXXXXX)"
 PIDS=()
-AUTOGROUP_FILE=/proc/sys/kernel/sched_autogroup_enabled
-AUTOGROUP_BEFORE="$(cat "$AUTOGROUP_FILE" 2>/dev/null || echo n/a)"
-DEMOTER_PID=""
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    [ -n "$DEMOTER_PID" ] && kill "$DEMOTER_PID" 2>/dev/null
-    [ "$ISOLATE" = 1 ] && [ "$AUTOGROUP_BEFORE" != n/a ] && echo "$AUTOGROUP_BEFORE" >"$AUTOGROUP_FILE" 2>/dev/null
+    isolate_sched_stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 NQN=nqn.2016-06.io.pollux:bench
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Writes a config (256 MiB malloc, TCP transport, one subsystem, a posix and a uring listener).
 write_config() { # file posix_port uring_port
-    cat >"$1" <<EOF
-{"subsystems": [
- {"subsystem": "bdev", "config": [
-  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}}]},
- {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "max_queue_depth": 256}},
-  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true, "serial_number": "POLLUXBENCH0001"}},
-  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
-  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$2"}, "sock_impl": "posix"}},
-  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$3"}, "sock_impl": "uring"}}]}
-]}
-EOF
+    malloc_target_config "$NQN" "$2:posix" "$3:uring" >"$1"
 }
 
 wait_port() { # port
@@ -170,17 +153,7 @@ else
     IMPLS="posix uring"; WORKLOADS="randread randwrite randrw"; SIZES="4096 131072"; QDS="1 32 128"; DIGESTS="0 1"
 fi
 
-if [ "$ISOLATE" = 1 ]; then
-    echo 0 >"$AUTOGROUP_FILE" || { echo "--isolate-sched needs root" >&2; exit 2; }
-    # Compilers started during the run are demoted too.
-    ( while true; do
-          for p in $(for n in rustc cc cc1 cc1plus ld ld.lld rust-lld collect2 as clippy-driver; do pgrep -x "$n"; done); do
-              chrt -i -p 0 "$p" 2>/dev/null
-          done
-          sleep 0.3
-      done ) &
-    DEMOTER_PID=$!
-fi
+[ "$ISOLATE" = 1 ] && isolate_sched_start
 # (Each test below is an `if`: a failing test as the last command of a substitution fails the
 # assignment, and `set -e` ended the script there, silently, without --isolate-sched.)
 SCHED_NOTE="kernel session autogroups $(if [ "$(cat "$AUTOGROUP_FILE" 2>/dev/null)" = 0 ]; then echo off; else echo on; fi)"

@@ -47,29 +47,15 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="${POLLUX_BIN_DIR:-$CARGO_TARGET_DIR/release}"
-[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release -q --bin pollux --bin pollux-perf --bin scale-conns
+. bench/lib.sh
+bench_bins pollux pollux-perf scale-conns
 WORK="$(mktemp -d /tmp/pollux-scale.XXXXXX)"
-AUTOGROUP_FILE=/proc/sys/kernel/sched_autogroup_enabled
-AUTOGROUP_BEFORE="$(cat "$AUTOGROUP_FILE" 2>/dev/null || echo n/a)"
-DEMOTER_PID=""
 cleanup() {
-    if [ -n "$DEMOTER_PID" ]; then kill "$DEMOTER_PID" 2>/dev/null || true; fi
-    if [ "$ISOLATE" = 1 ] && [ "$AUTOGROUP_BEFORE" != n/a ]; then echo "$AUTOGROUP_BEFORE" >"$AUTOGROUP_FILE" 2>/dev/null || true; fi
+    isolate_sched_stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-if [ "$ISOLATE" = 1 ]; then
-    echo 0 >"$AUTOGROUP_FILE" || { echo "--isolate-sched needs root" >&2; exit 2; }
-    ( while true; do
-          for p in $(for n in rustc cc cc1 cc1plus ld ld.lld rust-lld collect2 as clippy-driver; do pgrep -x "$n"; done); do
-              chrt -i -p 0 "$p" 2>/dev/null
-          done
-          sleep 0.3
-      done ) &
-    DEMOTER_PID=$!
-fi
+[ "$ISOLATE" = 1 ] && isolate_sched_start
 
 nice -n "$NICE" python3 - "$BIN" "$WORK" "$SUBS" "$NS" "$CORES" "$CONNS" "$QUEUES" "$SECS" "$ROUNDS" "$DO_CONNS" <<'EOF'
 import json, os, socket, statistics, subprocess, sys, time
@@ -121,12 +107,13 @@ def start(extra_cfg=None):
     p = subprocess.Popen(args, stderr=open(os.path.join(work, "pollux.log"), "a"))
     return p, Rpc(sock)
 
-def stop(p):
-    p.terminate()
+def stop(proc):
+    """SIGTERM, then SIGKILL if it has not exited within 10 s (its sockets close either way)."""
+    proc.terminate()
     try:
-        p.wait(10)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
-        p.kill(); p.wait(10)
+        proc.kill(); proc.wait(10)
 
 p, rpc = start()
 port = free_port()
@@ -182,14 +169,6 @@ for m, prm in (("nvmf_get_subsystems", None), ("bdev_get_bdevs", None), ("nvmf_g
     reads[m] = (statistics.median(ts) * 1e3, max(ts) * 1e3, size)
     print(f"{m}: median {reads[m][0]:.1f} ms, max {reads[m][1]:.1f} ms, answer {size / 1024:.0f} KiB")
 
-def stop_holder(proc):
-    """SIGTERM, then SIGKILL if it has not exited within 10 s (its sockets close either way)."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill(); proc.wait(10)
-
 def demote(proc):
     """Once connected, the holder (on the load generator's core) goes to SCHED_IDLE (nice 19
     without chrt): it runs only when pollux-perf leaves the core, so the ratio measures the
@@ -236,7 +215,7 @@ def conn_phase():
     with_idle, without = [], []
     for r in range(rounds):
         with_idle.append(perf())
-        stop_holder(holder)
+        stop(holder)
         time.sleep(0.5)
         without.append(perf())
         if r + 1 < rounds:

@@ -21,8 +21,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
-BIN="${POLLUX_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}"
-[ -n "${POLLUX_BIN_DIR:-}" ] || cargo build --release --bin pollux --bin pollux-perf -q
+. bench/lib.sh
+bench_bins pollux pollux-perf
 
 WORK="$(mktemp -d /tmp/pollux-tls-bench.XXXXXX)"
 POLLUX_PID=""

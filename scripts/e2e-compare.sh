@@ -9,11 +9,6 @@
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
 e2e_init e2e-compare
-e2e_build
-
-e2e_workdir pollux-e2e-compare
-sock=$work/rpc.sock
-port=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e-compare
 
 echo "== starting pollux on 127.0.0.1:$port"

@@ -14,11 +14,6 @@
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
 e2e_init e2e-dhchap
-e2e_build
-
-e2e_workdir pollux-e2e-dhchap
-sock=$work/rpc.sock
-port=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e-auth
 hostid=$(python3 -c 'import uuid; print(uuid.uuid4())')
 hostnqn=nqn.2014-08.org.nvmexpress:uuid:$hostid

@@ -22,9 +22,6 @@
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
 e2e_init e2e-failover
-e2e_build
-
-e2e_workdir pollux-e2e-failover
 nqn=nqn.2016-06.io.pollux:e2e-ha
 p1=$(e2e_free_port)
 p2=$(e2e_free_port)

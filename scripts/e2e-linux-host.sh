@@ -19,11 +19,6 @@
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
 e2e_init e2e-linux-host
-e2e_build
-
-e2e_workdir pollux-e2e
-sock=$work/rpc.sock
-port=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e
 
 echo "== starting pollux on 127.0.0.1:$port"

@@ -10,12 +10,7 @@
 # harness or the Ceph packages are absent. Env: PROFILE=release|dev (default dev), KEEP=1.
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
-e2e_init e2e-rbd-linux-host
-e2e_require_ceph
-e2e_build
-
-e2e_workdir pollux-e2e-rbd
-sock=$work/rpc.sock
+e2e_init e2e-rbd-linux-host ceph
 nqn=nqn.2016-06.io.pollux:e2e-rbd
 
 e2e_start_ceph

@@ -12,11 +12,6 @@
 set -u
 . "$(dirname "$0")/e2e/lib.sh"
 e2e_init e2e-reservations
-e2e_build
-
-e2e_workdir pollux-e2e-resv
-sock=$work/rpc.sock
-port=$(e2e_free_port)
 port2=$(e2e_free_port)
 nqn=nqn.2016-06.io.pollux:e2e-resv
 id1=$(python3 -c 'import uuid; print(uuid.uuid4())')

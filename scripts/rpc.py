@@ -4,9 +4,9 @@
     scripts/rpc.py [-s SOCK] [-t TIMEOUT] METHOD [args...]
     scripts/rpc.py call METHOD ['{"json": "params"}']
 
-Commands come from plugins: every scripts/rpc_cmds/*.py module (in name order) has an
-add_commands(subparsers) function; each command parser sets the defaults
-method="<rpc method>" and build_params=<function(args) -> dict or None>. This script calls
+Commands come from plugins: every scripts/rpc_cmds/*.py module (in name order; _common.py,
+what they share, is no plugin) has an add_commands(subparsers) function; each command
+parser sets the defaults method="<rpc method>" and build_params=<function(args) -> dict or None>. This script calls
 the method and prints the result: a str raw, True/None nothing, anything else as indented
 JSON. A JSON-RPC error goes to stderr as JSON and the exit status is 1. (A command may
 instead set run=<function(client, args) -> result> when it needs several calls.)
@@ -92,6 +92,7 @@ def load_plugins(subparsers):
     folder = os.path.join(here, "rpc_cmds")
     if not os.path.isdir(folder):
         return
+    sys.path.insert(0, folder)  # the plugins import their shared helpers from _common
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".py") or name.startswith("_"):
             continue

@@ -7,11 +7,8 @@
 #
 #     set -u
 #     . "$(dirname "$0")/e2e/lib.sh"
-#     e2e_init e2e-NAME                     # here, root, harness, hdir; skips without harness
-#     e2e_build                             # PROFILE=release|dev (default dev); sets bin
-#     e2e_workdir pollux-e2e-NAME           # work=/tmp/pollux-e2e-NAME.XXXXXX, exit trap set
-#     sock=$work/rpc.sock
-#     port=$(e2e_free_port)
+#     e2e_init e2e-NAME                     # skips without harness; builds; sets here, root,
+#                                           # harness, hdir, bin, work, sock, port; exit trap
 #     e2e_start_pollux pollux "$sock" "$work/pollux.log" -m 0x1   # sets pid
 #     rpc bdev_malloc_create -b Malloc0 64 4096                   # rpc.py on $sock
 #
@@ -23,8 +20,11 @@ e2e_pids=()
 e2e_ceph_dir=
 work=
 
-# e2e_init NAME: sets here (scripts/), root, harness and hdir; skips (exit 0) when the
-# harness (HARNESS, default ../shared/nvmf-vm/run-fio-vm.sh) is not there.
+# e2e_init NAME [ceph]: skips (exit 0) when the harness (HARNESS, default
+# ../shared/nvmf-vm/run-fio-vm.sh) is not there, or with `ceph` when the dev Ceph cluster's
+# commands are not installed; then builds pollux and makes the work directory. Sets here
+# (scripts/), root, harness, hdir, bin, work (/tmp/pollux-NAME.XXXXXX, removed by the exit
+# trap), sock ($work/rpc.sock, the first pollux's RPC socket) and port (a free TCP port).
 e2e_init() {
 	e2e_name=$1
 	here=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
@@ -35,6 +35,12 @@ e2e_init() {
 		exit 0
 	fi
 	hdir=$(cd "$(dirname "$harness")" && pwd)
+	[ "${2:-}" = ceph ] && e2e_require_ceph
+	e2e_build
+	work=$(mktemp -d "/tmp/pollux-$e2e_name.XXXXXX")
+	trap e2e_cleanup EXIT
+	sock=$work/rpc.sock
+	port=$(e2e_free_port)
 }
 
 # e2e_guest_script SCRIPT OUT: writes guest-lib.sh and then the guest script SCRIPT into
@@ -65,12 +71,6 @@ e2e_build() {
 	echo "== building pollux ($profile)"
 	(cd "$root" && cargo build $build_flag --bin pollux) || exit 1
 	bin=${CARGO_TARGET_DIR:-$root/target}/$sub/pollux
-}
-
-# e2e_workdir PREFIX: makes work=/tmp/PREFIX.XXXXXX and sets the exit trap that cleans up.
-e2e_workdir() {
-	work=$(mktemp -d "/tmp/$1.XXXXXX")
-	trap e2e_cleanup EXIT
 }
 
 # e2e_free_port: prints a TCP port free on 127.0.0.1 now.

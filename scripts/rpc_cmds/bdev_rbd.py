@@ -2,15 +2,9 @@
 bdev_rbd_register_cluster, bdev_rbd_unregister_cluster, bdev_rbd_get_clusters_info,
 bdev_rbd_create, bdev_rbd_delete and bdev_rbd_resize."""
 
-
-def _add(subparsers, name, help_text, build=lambda a: None, aliases=()):
-    p = subparsers.add_parser(name, help=help_text, aliases=list(aliases))
-    p.set_defaults(method=name, build_params=build)
-    return p
+from _common import add, drop_none
 
 
-def _drop_none(d):
-    return {k: v for k, v in d.items() if v is not None}
 
 
 def _pairs(items, what):
@@ -27,8 +21,8 @@ def _pairs(items, what):
 
 
 def add_commands(subparsers):
-    p = _add(subparsers, "bdev_rbd_register_cluster", "connect to a Ceph cluster for rbd bdevs",
-             build=lambda a: _drop_none({
+    p = add(subparsers, "bdev_rbd_register_cluster", "connect to a Ceph cluster for rbd bdevs",
+             build=lambda a: drop_none({
                  "name": a.name,
                  "user_id": a.user_id,
                  "config_param": _pairs(a.config_param, "--config-param"),
@@ -44,16 +38,16 @@ def add_commands(subparsers):
     p.add_argument("--key-file", help="keyring path")
     p.add_argument("--core-mask", help="cores for librados threads, e.g. 0x3")
 
-    p = _add(subparsers, "bdev_rbd_unregister_cluster", "disconnect a registered Ceph cluster",
+    p = add(subparsers, "bdev_rbd_unregister_cluster", "disconnect a registered Ceph cluster",
              build=lambda a: {"name": a.name})
     p.add_argument("name", help="cluster name")
 
-    p = _add(subparsers, "bdev_rbd_get_clusters_info", "show registered Ceph clusters",
-             build=lambda a: _drop_none({"name": a.name}))
+    p = add(subparsers, "bdev_rbd_get_clusters_info", "show registered Ceph clusters",
+             build=lambda a: drop_none({"name": a.name}))
     p.add_argument("-b", "--name", help="one cluster's name")
 
-    p = _add(subparsers, "bdev_rbd_create", "create a bdev on a Ceph RBD image",
-             build=lambda a: _drop_none({
+    p = add(subparsers, "bdev_rbd_create", "create a bdev on a Ceph RBD image",
+             build=lambda a: drop_none({
                  "name": a.name,
                  "user_id": a.user_id,
                  "pool_name": a.pool_name,
@@ -76,11 +70,11 @@ def add_commands(subparsers):
     p.add_argument("-r", "--readonly", "--read-only", dest="read_only", action="store_true",
                    help="read-only bdev")
 
-    p = _add(subparsers, "bdev_rbd_delete", "delete an rbd bdev",
+    p = add(subparsers, "bdev_rbd_delete", "delete an rbd bdev",
              build=lambda a: {"name": a.name}, aliases=["delete_rbd_bdev"])
     p.add_argument("name", help="bdev name")
 
-    p = _add(subparsers, "bdev_rbd_resize", "grow an rbd bdev (and its image)",
+    p = add(subparsers, "bdev_rbd_resize", "grow an rbd bdev (and its image)",
              build=lambda a: {"name": a.name, "new_size": a.new_size})
     p.add_argument("name", help="bdev name")
     p.add_argument("new_size", type=int, help="new size in MiB")

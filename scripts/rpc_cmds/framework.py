@@ -3,15 +3,7 @@ reactor/thread statistics, shutdown, logging and iobuf (SPDK's names and argumen
 
 import json
 
-
-def _none(args):
-    return None
-
-
-def _add(subparsers, name, help_text, build=_none, method=None, aliases=()):
-    p = subparsers.add_parser(name, help=help_text, aliases=list(aliases))
-    p.set_defaults(method=method or name, build_params=build)
-    return p
+from _common import add
 
 
 def _save_config(client, args):
@@ -48,47 +40,47 @@ def _load_config(client, args):
 
 
 def add_commands(subparsers):
-    _add(subparsers, "spdk_get_version", "pollux's version in SPDK's shape")
+    add(subparsers, "spdk_get_version", "pollux's version in SPDK's shape")
 
-    p = _add(subparsers, "rpc_get_methods", "list the RPC methods",
+    p = add(subparsers, "rpc_get_methods", "list the RPC methods",
              build=lambda a: {"current": a.current, "include_aliases": a.include_aliases})
     p.add_argument("--current", action="store_true",
                    help="only the methods allowed in the current state")
     p.add_argument("--include-aliases", action="store_true",
                    help="include deprecated aliases")
 
-    _add(subparsers, "framework_start_init", "leave the STARTUP state (after --wait-for-rpc)")
-    _add(subparsers, "framework_wait_init", "wait until the framework is initialized")
-    _add(subparsers, "framework_get_subsystems", "list subsystems and their dependencies")
+    add(subparsers, "framework_start_init", "leave the STARTUP state (after --wait-for-rpc)")
+    add(subparsers, "framework_wait_init", "wait until the framework is initialized")
+    add(subparsers, "framework_get_subsystems", "list subsystems and their dependencies")
 
-    p = _add(subparsers, "framework_get_config", "print one subsystem's config",
+    p = add(subparsers, "framework_get_config", "print one subsystem's config",
              build=lambda a: {"name": a.name})
     p.add_argument("name", help="subsystem name")
 
-    _add(subparsers, "framework_get_reactors", "reactor statistics")
-    _add(subparsers, "thread_get_stats", "per-thread (reactor) statistics")
-    _add(subparsers, "thread_get_pollers", "every poller with its counters")
-    _add(subparsers, "thread_get_io_channels", "the bdev I/O channels open on each reactor")
+    add(subparsers, "framework_get_reactors", "reactor statistics")
+    add(subparsers, "thread_get_stats", "per-thread (reactor) statistics")
+    add(subparsers, "thread_get_pollers", "every poller with its counters")
+    add(subparsers, "thread_get_io_channels", "the bdev I/O channels open on each reactor")
 
-    p = _add(subparsers, "spdk_kill_instance", "shut the application down",
+    p = add(subparsers, "spdk_kill_instance", "shut the application down",
              build=lambda a: {"sig_name": a.sig_name})
     p.add_argument("sig_name", help="SIGINT or SIGTERM")
 
     for name, what in (("log_set_level", "the log level"),
                        ("log_set_print_level", "the log print level")):
-        p = _add(subparsers, name, "set " + what, build=lambda a: {"level": a.level})
+        p = add(subparsers, name, "set " + what, build=lambda a: {"level": a.level})
         p.add_argument("level", help="ERROR, WARNING, NOTICE, INFO or DEBUG")
-    _add(subparsers, "log_get_level", "print the log level")
-    _add(subparsers, "log_get_print_level", "print the log print level")
-    p = _add(subparsers, "log_set_flag", "turn a module's debug log on",
+    add(subparsers, "log_get_level", "print the log level")
+    add(subparsers, "log_get_print_level", "print the log print level")
+    p = add(subparsers, "log_set_flag", "turn a module's debug log on",
              build=lambda a: {"flag": a.flag})
     p.add_argument("flag", help="module flag, or 'all'")
-    p = _add(subparsers, "log_clear_flag", "turn a module's debug log off",
+    p = add(subparsers, "log_clear_flag", "turn a module's debug log off",
              build=lambda a: {"flag": a.flag})
     p.add_argument("flag", help="module flag, or 'all'")
-    _add(subparsers, "log_get_flags", "print every log flag and its state")
+    add(subparsers, "log_get_flags", "print every log flag and its state")
 
-    p = _add(subparsers, "log_enable_timestamps", "turn log line timestamps on or off",
+    p = add(subparsers, "log_enable_timestamps", "turn log line timestamps on or off",
              build=lambda a: {"enabled": a.enabled})
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-e", "--enable", "--timestamps", dest="enabled", action="store_true",
@@ -103,7 +95,7 @@ def add_commands(subparsers):
             params["enable_numa"] = True
         return params
 
-    p = _add(subparsers, "iobuf_set_options", "set SPDK's iobuf pool options (STARTUP only; "
+    p = add(subparsers, "iobuf_set_options", "set SPDK's iobuf pool options (STARTUP only; "
              "small_bufsize splits the statistics, the rest is accepted without effect)",
              build=_iobuf_options)
     p.add_argument("--small-pool-count", type=int, help="at least 64")
@@ -111,12 +103,12 @@ def add_commands(subparsers):
     p.add_argument("--small-bufsize", type=int, help="small/large line of iobuf_get_stats")
     p.add_argument("--large-bufsize", type=int)
     p.add_argument("--enable-numa", action="store_true")
-    _add(subparsers, "iobuf_get_stats", "buffers handed out from reactor caches (cache) and "
+    add(subparsers, "iobuf_get_stats", "buffers handed out from reactor caches (cache) and "
          "allocated fresh (main)")
 
-    p = _add(subparsers, "save_config", "print the whole config (framework_get_config of "
+    p = add(subparsers, "save_config", "print the whole config (framework_get_config of "
              "every subsystem) in the --json file format")
     p.set_defaults(run=_save_config)
-    p = _add(subparsers, "load_config", "apply a config file saved by save_config")
+    p = add(subparsers, "load_config", "apply a config file saved by save_config")
     p.add_argument("filename", help="config file ('-' for stdin)")
     p.set_defaults(run=_load_config)

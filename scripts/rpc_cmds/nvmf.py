@@ -9,13 +9,10 @@ nvmf_subsystem_listener_set_ana_state, nvmf_subsystem_set_ns_ana_group,
 nvmf_discovery_add_referral, nvmf_discovery_remove_referral, nvmf_discovery_get_referrals,
 nvmf_subsystem_set_keys, nvmf_set_config."""
 
+from _common import add
+
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
-
-def _add(subparsers, name, help_text, build):
-    p = subparsers.add_parser(name, help=help_text)
-    p.set_defaults(method=name, build_params=build)
-    return p
 
 
 def _pick(args, names):
@@ -125,7 +122,7 @@ def _ns_params(args):
 
 
 def add_commands(subparsers):
-    p = _add(subparsers, "nvmf_create_transport", "create an NVMe-oF transport",
+    p = add(subparsers, "nvmf_create_transport", "create an NVMe-oF transport",
              _transport_params)
     p.add_argument("-t", "--trtype", required=True, help="transport type (TCP)")
     p.add_argument("-q", "--max-queue-depth", dest="max_queue_depth", type=int)
@@ -155,16 +152,16 @@ def add_commands(subparsers):
     p.add_argument("--handshake-timeout-ms", dest="handshake_timeout_ms", type=int,
                    help="close connections without IC exchange and Connect after this many ms")
 
-    p = _add(subparsers, "nvmf_set_max_subsystems",
+    p = add(subparsers, "nvmf_set_max_subsystems",
              "most NVMe subsystems the target accepts (before framework_start_init)",
              lambda a: {"max_subsystems": a.max_subsystems})
     p.add_argument("-x", "--max-subsystems", dest="max_subsystems", type=int, required=True)
 
-    p = _add(subparsers, "nvmf_get_transports", "list NVMe-oF transports",
+    p = add(subparsers, "nvmf_get_transports", "list NVMe-oF transports",
              lambda a: _pick(a, ["trtype"]) or None)
     p.add_argument("--trtype", help="transport type")
 
-    p = _add(subparsers, "nvmf_get_subsystems", "list NVMe-oF subsystems",
+    p = add(subparsers, "nvmf_get_subsystems", "list NVMe-oF subsystems",
              lambda a: {"nqn": a.nqn} if a.nqn else None)
     p.add_argument("nqn", nargs="?", help="only this subsystem")
 
@@ -178,7 +175,7 @@ def add_commands(subparsers):
             params["ana_reporting"] = True
         return params
 
-    p = _add(subparsers, "nvmf_create_subsystem", "create an NVMe-oF subsystem",
+    p = add(subparsers, "nvmf_create_subsystem", "create an NVMe-oF subsystem",
              create_subsystem)
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("-s", "--serial-number", dest="serial_number")
@@ -189,19 +186,19 @@ def add_commands(subparsers):
     p.add_argument("-i", "--min_cntlid", "--min-cntlid", dest="min_cntlid", type=int)
     p.add_argument("-I", "--max_cntlid", "--max-cntlid", dest="max_cntlid", type=int)
 
-    p = _add(subparsers, "nvmf_delete_subsystem", "delete an NVMe-oF subsystem",
+    p = add(subparsers, "nvmf_delete_subsystem", "delete an NVMe-oF subsystem",
              lambda a: {"nqn": a.subsystem_nqn})
     p.add_argument("subsystem_nqn", help="subsystem NQN")
 
-    p = _add(subparsers, "nvmf_subsystem_add_listener", "add a listener to a subsystem",
+    p = add(subparsers, "nvmf_subsystem_add_listener", "add a listener to a subsystem",
              _listen_params)
     _listen_args(p, True)
 
-    p = _add(subparsers, "nvmf_subsystem_remove_listener",
+    p = add(subparsers, "nvmf_subsystem_remove_listener",
              "remove a listener from a subsystem (closes its connections)", _listen_params)
     _listen_args(p, False)
 
-    p = _add(subparsers, "nvmf_subsystem_add_ns", "add a namespace to a subsystem",
+    p = add(subparsers, "nvmf_subsystem_add_ns", "add a namespace to a subsystem",
              _ns_params)
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("bdev_name", help="bdev to export")
@@ -216,40 +213,40 @@ def add_commands(subparsers):
     p.add_argument("-p", "--ptpl-file", dest="ptpl_file",
                    help="file keeping the namespace's reservations (Persist Through Power Loss)")
 
-    p = _add(subparsers, "nvmf_subsystem_set_ns_ana_group",
+    p = add(subparsers, "nvmf_subsystem_set_ns_ana_group",
              "move a namespace to another ANA group",
              lambda a: {"nqn": a.nqn, "nsid": a.nsid, "anagrpid": a.anagrpid})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("nsid", type=int, help="namespace id")
     p.add_argument("anagrpid", type=int, help="ANA group id")
 
-    p = _add(subparsers, "nvmf_subsystem_listener_set_ana_state",
+    p = add(subparsers, "nvmf_subsystem_listener_set_ana_state",
              "set the ANA state of a listener's groups (all, or -g one)", _listen_params)
     _listen_args(p, False)
     p.add_argument("-n", "--ana-state", dest="ana_state", required=True, choices=ANA_STATES)
     p.add_argument("-g", "--anagrpid", type=int, help="only this ANA group")
 
-    p = _add(subparsers, "nvmf_discovery_add_referral",
+    p = add(subparsers, "nvmf_discovery_add_referral",
              "list another discovery service (or subsystem port) in the discovery log",
              _referral_params)
     _referral_args(p, True)
 
-    p = _add(subparsers, "nvmf_discovery_remove_referral", "remove a discovery referral",
+    p = add(subparsers, "nvmf_discovery_remove_referral", "remove a discovery referral",
              _referral_params)
     _referral_args(p, False)
 
-    _add(subparsers, "nvmf_discovery_get_referrals", "list the discovery referrals",
+    add(subparsers, "nvmf_discovery_get_referrals", "list the discovery referrals",
          lambda a: None)
 
     for name, text in (("nvmf_ns_add_host", "make a no_auto_visible namespace visible to a host"),
                        ("nvmf_ns_remove_host", "hide a no_auto_visible namespace from a host")):
-        p = _add(subparsers, name, text,
+        p = add(subparsers, name, text,
                  lambda a: {"nqn": a.nqn, "nsid": a.nsid, "host": a.host})
         p.add_argument("nqn", help="subsystem NQN")
         p.add_argument("nsid", type=int, help="namespace id")
         p.add_argument("host", help="host NQN")
 
-    p = _add(subparsers, "nvmf_subsystem_remove_ns", "remove a namespace from a subsystem",
+    p = add(subparsers, "nvmf_subsystem_remove_ns", "remove a namespace from a subsystem",
              lambda a: {"nqn": a.nqn, "nsid": a.nsid})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("nsid", type=int, help="namespace id")
@@ -263,7 +260,7 @@ def add_commands(subparsers):
 
     for name, text in (("nvmf_subsystem_add_host", "allow a host to connect"),
                        ("nvmf_subsystem_set_keys", "set the DH-HMAC-CHAP keys a host must prove")):
-        p = _add(subparsers, name, text, _host_keys)
+        p = add(subparsers, name, text, _host_keys)
         p.add_argument("nqn", help="subsystem NQN")
         p.add_argument("host", help="host NQN")
         p.add_argument("--dhchap-key", help="keyring name of the host's DH-HMAC-CHAP key")
@@ -279,18 +276,18 @@ def add_commands(subparsers):
                 params[k] = getattr(a, k).split(",")
         return params
 
-    p = _add(subparsers, "nvmf_set_config", "limit the DH-HMAC-CHAP digests and DH groups",
+    p = add(subparsers, "nvmf_set_config", "limit the DH-HMAC-CHAP digests and DH groups",
              _set_config)
     p.add_argument("--dhchap-digests", help="comma-separated: sha256,sha384,sha512")
     p.add_argument("--dhchap-dhgroups",
                    help="comma-separated: null,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192")
 
-    p = _add(subparsers, "nvmf_subsystem_remove_host", "stop allowing a host",
+    p = add(subparsers, "nvmf_subsystem_remove_host", "stop allowing a host",
              lambda a: {"nqn": a.nqn, "host": a.host})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("host", help="host NQN")
 
-    p = _add(subparsers, "nvmf_subsystem_allow_any_host", "allow any host or only listed ones",
+    p = add(subparsers, "nvmf_subsystem_allow_any_host", "allow any host or only listed ones",
              lambda a: {"nqn": a.nqn, "allow_any_host": a.allow})
     p.add_argument("nqn", help="subsystem NQN")
     g = p.add_mutually_exclusive_group(required=True)
@@ -302,8 +299,8 @@ def add_commands(subparsers):
     for name, what in (("nvmf_subsystem_get_listeners", "listeners"),
                        ("nvmf_subsystem_get_controllers", "controllers"),
                        ("nvmf_subsystem_get_qpairs", "queue pairs")):
-        p = _add(subparsers, name, "list a subsystem's " + what,
+        p = add(subparsers, name, "list a subsystem's " + what,
                  lambda a: {"nqn": _nqn(a.nqn)})
         p.add_argument("nqn", help="subsystem NQN")
 
-    _add(subparsers, "nvmf_get_stats", "per poll group statistics", lambda a: None)
+    add(subparsers, "nvmf_get_stats", "per poll group statistics", lambda a: None)

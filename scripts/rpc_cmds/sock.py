@@ -1,11 +1,8 @@
 """rpc.py commands for the socket layer (SPDK's names and arguments): sock_impl_get_options,
 sock_impl_set_options, sock_set_default_impl, sock_get_default_impl."""
 
+from _common import add
 
-def _add(subparsers, name, help_text, build):
-    p = subparsers.add_parser(name, help=help_text)
-    p.set_defaults(method=name, build_params=build)
-    return p
 
 
 def _set_options_params(args):
@@ -28,11 +25,11 @@ def _toggle(p, name, dest, what):
 
 
 def add_commands(subparsers):
-    p = _add(subparsers, "sock_impl_get_options", "print a socket implementation's options",
+    p = add(subparsers, "sock_impl_get_options", "print a socket implementation's options",
              lambda a: {"impl_name": a.impl})
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
 
-    p = _add(subparsers, "sock_impl_set_options", "set a socket implementation's options",
+    p = add(subparsers, "sock_impl_set_options", "set a socket implementation's options",
              _set_options_params)
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
     p.add_argument("-r", "--recv-buf-size", dest="recv_buf_size", type=int,
@@ -53,9 +50,9 @@ def add_commands(subparsers):
                    help="TLS protocol version (only 0 is supported)")
     _toggle(p, "ktls", "enable_ktls", "kernel TLS (not supported)")
 
-    p = _add(subparsers, "sock_set_default_impl", "set the default socket implementation",
+    p = add(subparsers, "sock_set_default_impl", "set the default socket implementation",
              lambda a: {"impl_name": a.impl})
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
 
-    _add(subparsers, "sock_get_default_impl", "print the default socket implementation",
+    add(subparsers, "sock_get_default_impl", "print the default socket implementation",
          lambda a: None)
