@@ -43,7 +43,11 @@ pub fn config(byte: u8) -> AuthConfig {
         host_key: secret(1),
         ctrl_key: (byte & 0x10 != 0).then(|| secret(2)),
         hashes,
-        dhgroups: if byte & 0x08 != 0 { vec![0, 1] } else { vec![0] },
+        dhgroups: if byte & 0x08 != 0 {
+            vec![0, 1]
+        } else {
+            vec![0]
+        },
     }
 }
 

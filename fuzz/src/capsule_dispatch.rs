@@ -26,7 +26,7 @@
 //! referral); then records of `kind u8, sqe [64], buf_len u16 LE,
 //! data_len u16 LE, data` until the input runs out.
 
-use pollux::app::{self, AppOptions, RunningApp};
+use pollux::app::RunningApp;
 use pollux::bdev::iostat::IoStats;
 use pollux::bdev::{self, BdevHandle};
 use pollux::nvmf::ana::{self, AnaState};
@@ -38,7 +38,6 @@ use pollux::nvmf::subsystem::{ListenAddr, Namespace, SubType, Subsystem};
 use pollux::nvmf::target::{TargetView, TransportOpts};
 use pollux::nvmf::target_ctrlr::{self as ctrlr, AdminEnv, AdminOutcome, Ctrlr, MAX_AERS};
 use pollux::nvmf::wire::{self, prop, ConnectData, FabricsCommand, PropertySetCmd, Sqe};
-use pollux::reactor::IdleStrategy;
 use pollux::rpc::{self, Responder};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -61,17 +60,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let socket =
-            std::env::temp_dir().join(format!("pollux-fuzz-dispatch-{}.sock", std::process::id()));
-        let app = app::start(AppOptions {
-            cores: vec![0],
-            rpc_socket: socket,
-            pin: false,
-            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
-            no_default: true,
-            ..Default::default()
-        })
-        .expect("start the harness application");
+        let app = crate::start_app("pollux-fuzz-dispatch");
         // bdev_malloc_create answers asynchronously: wait for both answers, then look
         // the bdevs up on the main reactor.
         let specs = [("FuzzA", 2048u64, 512u32), ("FuzzB", 256, 4096)];
@@ -361,7 +350,13 @@ fn plan(
     // The previous I/O record and this one as a fused pair (first, second), as the
     // transport checks adjacent FUSE 01b / 10b commands.
     if let Some((first, first_xfer)) = prev.replace((*sqe, xfer)) {
-        match io::plan_fused(&first, sqe, geom.as_ref(), (first_xfer, xfer), opts.max_io_size) {
+        match io::plan_fused(
+            &first,
+            sqe,
+            geom.as_ref(),
+            (first_xfer, xfer),
+            opts.max_io_size,
+        ) {
             Err((s1, s2)) => assert!(!s1.is_success() && !s2.is_success()),
             Ok((offset_blocks, num_blocks, len)) => {
                 let g = geom.expect("a pair needs a namespace");

@@ -12,6 +12,26 @@ pub mod rpc_framing;
 pub mod rpc_params;
 pub mod tls;
 
+use pollux::app::{self, AppOptions, RunningApp};
+use pollux::reactor::IdleStrategy;
+use std::time::Duration;
+
+/// Starts the in-process application a harness drives for the whole run: one unpinned
+/// reactor that sleeps when idle, no default config, every module registered as `pollux`
+/// registers them, its RPC socket in the temp dir named after `label` and the process.
+pub fn start_app(label: &str) -> RunningApp {
+    let socket = std::env::temp_dir().join(format!("{label}-{}.sock", std::process::id()));
+    app::start(AppOptions {
+        cores: vec![0],
+        rpc_socket: socket,
+        pin: false,
+        idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+        no_default: true,
+        ..Default::default()
+    })
+    .expect("start the harness application")
+}
+
 /// Split sizes drawn from a seed taken from the input itself, so a crash replays exactly:
 /// a small xorshift generator yielding chunk lengths in `1..=max`.
 pub struct Splits {

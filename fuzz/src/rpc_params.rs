@@ -10,8 +10,7 @@
 //! message that names the offending field. Excluded: `spdk_kill_instance`, whose success
 //! stops the application the harness lives on.
 
-use pollux::app::{self, AppOptions, RunningApp};
-use pollux::reactor::IdleStrategy;
+use pollux::app::RunningApp;
 use pollux::rpc::{self, code, Responder, RpcResult, RpcState};
 use serde_json::Value;
 use std::sync::mpsc;
@@ -31,16 +30,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let socket = std::env::temp_dir().join(format!("pollux-fuzz-{}.sock", std::process::id()));
-        let app = app::start(AppOptions {
-            cores: vec![0],
-            rpc_socket: socket,
-            pin: false,
-            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
-            no_default: true,
-            ..Default::default()
-        })
-        .expect("start the harness application");
+        let app = crate::start_app("pollux-fuzz");
         let (tx, rx) = mpsc::channel();
         app.handle()
             .send_to(0, move || {
