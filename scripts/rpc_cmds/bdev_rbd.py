@@ -22,14 +22,14 @@ def _pairs(items, what):
 
 def add_commands(subparsers):
     p = add(subparsers, "bdev_rbd_register_cluster", "connect to a Ceph cluster for rbd bdevs",
-             build=lambda a: drop_none({
-                 "name": a.name,
-                 "user_id": a.user_id,
-                 "config_param": _pairs(a.config_param, "--config-param"),
-                 "config_file": a.config_file,
-                 "key_file": a.key_file,
-                 "core_mask": a.core_mask,
-             }))
+            build=lambda a: drop_none({
+                "name": a.name,
+                "user_id": a.user_id,
+                "config_param": _pairs(a.config_param, "--config-param"),
+                "config_file": a.config_file,
+                "key_file": a.key_file,
+                "core_mask": a.core_mask,
+            }))
     p.add_argument("name", help="cluster name")
     p.add_argument("--user-id", "--user", dest="user_id", help="Ceph user (without 'client.')")
     p.add_argument("--config-param", action="append", metavar="KEY=VALUE",
@@ -39,25 +39,25 @@ def add_commands(subparsers):
     p.add_argument("--core-mask", help="cores for librados threads, e.g. 0x3")
 
     p = add(subparsers, "bdev_rbd_unregister_cluster", "disconnect a registered Ceph cluster",
-             build=lambda a: {"name": a.name})
+            build=lambda a: {"name": a.name})
     p.add_argument("name", help="cluster name")
 
     p = add(subparsers, "bdev_rbd_get_clusters_info", "show registered Ceph clusters",
-             build=lambda a: drop_none({"name": a.name}))
+            build=lambda a: drop_none({"name": a.name}))
     p.add_argument("-b", "--name", help="one cluster's name")
 
     p = add(subparsers, "bdev_rbd_create", "create a bdev on a Ceph RBD image",
-             build=lambda a: drop_none({
-                 "name": a.name,
-                 "user_id": a.user_id,
-                 "pool_name": a.pool_name,
-                 "rbd_name": a.rbd_name,
-                 "block_size": a.block_size,
-                 "config": _pairs(a.config, "--config"),
-                 "cluster_name": a.cluster_name,
-                 "uuid": a.uuid,
-                 "read_only": a.read_only or None,
-             }), aliases=["construct_rbd_bdev"])
+            build=lambda a: drop_none({
+                "name": a.name,
+                "user_id": a.user_id,
+                "pool_name": a.pool_name,
+                "rbd_name": a.rbd_name,
+                "block_size": a.block_size,
+                "config": _pairs(a.config, "--config"),
+                "cluster_name": a.cluster_name,
+                "uuid": a.uuid,
+                "read_only": a.read_only or None,
+            }), aliases=["construct_rbd_bdev"])
     p.add_argument("pool_name", help="Ceph pool")
     p.add_argument("rbd_name", help="RBD image")
     p.add_argument("block_size", type=int, help="block size in bytes")
@@ -71,10 +71,10 @@ def add_commands(subparsers):
                    help="read-only bdev")
 
     p = add(subparsers, "bdev_rbd_delete", "delete an rbd bdev",
-             build=lambda a: {"name": a.name}, aliases=["delete_rbd_bdev"])
+            build=lambda a: {"name": a.name}, aliases=["delete_rbd_bdev"])
     p.add_argument("name", help="bdev name")
 
     p = add(subparsers, "bdev_rbd_resize", "grow an rbd bdev (and its image)",
-             build=lambda a: {"name": a.name, "new_size": a.new_size})
+            build=lambda a: {"name": a.name, "new_size": a.new_size})
     p.add_argument("name", help="bdev name")
     p.add_argument("new_size", type=int, help="new size in MiB")

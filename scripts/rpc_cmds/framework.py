@@ -43,7 +43,7 @@ def add_commands(subparsers):
     add(subparsers, "spdk_get_version", "pollux's version in SPDK's shape")
 
     p = add(subparsers, "rpc_get_methods", "list the RPC methods",
-             build=lambda a: {"current": a.current, "include_aliases": a.include_aliases})
+            build=lambda a: {"current": a.current, "include_aliases": a.include_aliases})
     p.add_argument("--current", action="store_true",
                    help="only the methods allowed in the current state")
     p.add_argument("--include-aliases", action="store_true",
@@ -54,7 +54,7 @@ def add_commands(subparsers):
     add(subparsers, "framework_get_subsystems", "list subsystems and their dependencies")
 
     p = add(subparsers, "framework_get_config", "print one subsystem's config",
-             build=lambda a: {"name": a.name})
+            build=lambda a: {"name": a.name})
     p.add_argument("name", help="subsystem name")
 
     add(subparsers, "framework_get_reactors", "reactor statistics")
@@ -63,7 +63,7 @@ def add_commands(subparsers):
     add(subparsers, "thread_get_io_channels", "the bdev I/O channels open on each reactor")
 
     p = add(subparsers, "spdk_kill_instance", "shut the application down",
-             build=lambda a: {"sig_name": a.sig_name})
+            build=lambda a: {"sig_name": a.sig_name})
     p.add_argument("sig_name", help="SIGINT or SIGTERM")
 
     for name, what in (("log_set_level", "the log level"),
@@ -73,15 +73,15 @@ def add_commands(subparsers):
     add(subparsers, "log_get_level", "print the log level")
     add(subparsers, "log_get_print_level", "print the log print level")
     p = add(subparsers, "log_set_flag", "turn a module's debug log on",
-             build=lambda a: {"flag": a.flag})
+            build=lambda a: {"flag": a.flag})
     p.add_argument("flag", help="module flag, or 'all'")
     p = add(subparsers, "log_clear_flag", "turn a module's debug log off",
-             build=lambda a: {"flag": a.flag})
+            build=lambda a: {"flag": a.flag})
     p.add_argument("flag", help="module flag, or 'all'")
     add(subparsers, "log_get_flags", "print every log flag and its state")
 
     p = add(subparsers, "log_enable_timestamps", "turn log line timestamps on or off",
-             build=lambda a: {"enabled": a.enabled})
+            build=lambda a: {"enabled": a.enabled})
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-e", "--enable", "--timestamps", dest="enabled", action="store_true",
                    default=None)
@@ -96,18 +96,18 @@ def add_commands(subparsers):
         return params
 
     p = add(subparsers, "iobuf_set_options", "set SPDK's iobuf pool options (STARTUP only; "
-             "small_bufsize splits the statistics, the rest is accepted without effect)",
-             build=_iobuf_options)
+            "small_bufsize splits the statistics, the rest is accepted without effect)",
+            build=_iobuf_options)
     p.add_argument("--small-pool-count", type=int, help="at least 64")
     p.add_argument("--large-pool-count", type=int, help="at least 8")
     p.add_argument("--small-bufsize", type=int, help="small/large line of iobuf_get_stats")
     p.add_argument("--large-bufsize", type=int)
     p.add_argument("--enable-numa", action="store_true")
     add(subparsers, "iobuf_get_stats", "buffers handed out from reactor caches (cache) and "
-         "allocated fresh (main)")
+        "allocated fresh (main)")
 
     p = add(subparsers, "save_config", "print the whole config (framework_get_config of "
-             "every subsystem) in the --json file format")
+            "every subsystem) in the --json file format")
     p.set_defaults(run=_save_config)
     p = add(subparsers, "load_config", "apply a config file saved by save_config")
     p.add_argument("filename", help="config file ('-' for stdin)")

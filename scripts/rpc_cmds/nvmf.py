@@ -123,7 +123,7 @@ def _ns_params(args):
 
 def add_commands(subparsers):
     p = add(subparsers, "nvmf_create_transport", "create an NVMe-oF transport",
-             _transport_params)
+            _transport_params)
     p.add_argument("-t", "--trtype", required=True, help="transport type (TCP)")
     p.add_argument("-q", "--max-queue-depth", dest="max_queue_depth", type=int)
     p.add_argument("-p", "--max-qpairs-per-ctrlr", dest="max_qpairs_per_ctrlr", type=int,
@@ -153,16 +153,16 @@ def add_commands(subparsers):
                    help="close connections without IC exchange and Connect after this many ms")
 
     p = add(subparsers, "nvmf_set_max_subsystems",
-             "most NVMe subsystems the target accepts (before framework_start_init)",
-             lambda a: {"max_subsystems": a.max_subsystems})
+            "most NVMe subsystems the target accepts (before framework_start_init)",
+            lambda a: {"max_subsystems": a.max_subsystems})
     p.add_argument("-x", "--max-subsystems", dest="max_subsystems", type=int, required=True)
 
     p = add(subparsers, "nvmf_get_transports", "list NVMe-oF transports",
-             lambda a: _pick(a, ["trtype"]) or None)
+            lambda a: _pick(a, ["trtype"]) or None)
     p.add_argument("--trtype", help="transport type")
 
     p = add(subparsers, "nvmf_get_subsystems", "list NVMe-oF subsystems",
-             lambda a: {"nqn": a.nqn} if a.nqn else None)
+            lambda a: {"nqn": a.nqn} if a.nqn else None)
     p.add_argument("nqn", nargs="?", help="only this subsystem")
 
     def create_subsystem(a):
@@ -176,7 +176,7 @@ def add_commands(subparsers):
         return params
 
     p = add(subparsers, "nvmf_create_subsystem", "create an NVMe-oF subsystem",
-             create_subsystem)
+            create_subsystem)
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("-s", "--serial-number", dest="serial_number")
     p.add_argument("-d", "--model-number", dest="model_number")
@@ -187,19 +187,19 @@ def add_commands(subparsers):
     p.add_argument("-I", "--max_cntlid", "--max-cntlid", dest="max_cntlid", type=int)
 
     p = add(subparsers, "nvmf_delete_subsystem", "delete an NVMe-oF subsystem",
-             lambda a: {"nqn": a.subsystem_nqn})
+            lambda a: {"nqn": a.subsystem_nqn})
     p.add_argument("subsystem_nqn", help="subsystem NQN")
 
     p = add(subparsers, "nvmf_subsystem_add_listener", "add a listener to a subsystem",
-             _listen_params)
+            _listen_params)
     _listen_args(p, True)
 
     p = add(subparsers, "nvmf_subsystem_remove_listener",
-             "remove a listener from a subsystem (closes its connections)", _listen_params)
+            "remove a listener from a subsystem (closes its connections)", _listen_params)
     _listen_args(p, False)
 
     p = add(subparsers, "nvmf_subsystem_add_ns", "add a namespace to a subsystem",
-             _ns_params)
+            _ns_params)
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("bdev_name", help="bdev to export")
     p.add_argument("-n", "--nsid", type=int, help="namespace id (default: lowest free)")
@@ -214,40 +214,40 @@ def add_commands(subparsers):
                    help="file keeping the namespace's reservations (Persist Through Power Loss)")
 
     p = add(subparsers, "nvmf_subsystem_set_ns_ana_group",
-             "move a namespace to another ANA group",
-             lambda a: {"nqn": a.nqn, "nsid": a.nsid, "anagrpid": a.anagrpid})
+            "move a namespace to another ANA group",
+            lambda a: {"nqn": a.nqn, "nsid": a.nsid, "anagrpid": a.anagrpid})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("nsid", type=int, help="namespace id")
     p.add_argument("anagrpid", type=int, help="ANA group id")
 
     p = add(subparsers, "nvmf_subsystem_listener_set_ana_state",
-             "set the ANA state of a listener's groups (all, or -g one)", _listen_params)
+            "set the ANA state of a listener's groups (all, or -g one)", _listen_params)
     _listen_args(p, False)
     p.add_argument("-n", "--ana-state", dest="ana_state", required=True, choices=ANA_STATES)
     p.add_argument("-g", "--anagrpid", type=int, help="only this ANA group")
 
     p = add(subparsers, "nvmf_discovery_add_referral",
-             "list another discovery service (or subsystem port) in the discovery log",
-             _referral_params)
+            "list another discovery service (or subsystem port) in the discovery log",
+            _referral_params)
     _referral_args(p, True)
 
     p = add(subparsers, "nvmf_discovery_remove_referral", "remove a discovery referral",
-             _referral_params)
+            _referral_params)
     _referral_args(p, False)
 
     add(subparsers, "nvmf_discovery_get_referrals", "list the discovery referrals",
-         lambda a: None)
+        lambda a: None)
 
     for name, text in (("nvmf_ns_add_host", "make a no_auto_visible namespace visible to a host"),
                        ("nvmf_ns_remove_host", "hide a no_auto_visible namespace from a host")):
         p = add(subparsers, name, text,
-                 lambda a: {"nqn": a.nqn, "nsid": a.nsid, "host": a.host})
+                lambda a: {"nqn": a.nqn, "nsid": a.nsid, "host": a.host})
         p.add_argument("nqn", help="subsystem NQN")
         p.add_argument("nsid", type=int, help="namespace id")
         p.add_argument("host", help="host NQN")
 
     p = add(subparsers, "nvmf_subsystem_remove_ns", "remove a namespace from a subsystem",
-             lambda a: {"nqn": a.nqn, "nsid": a.nsid})
+            lambda a: {"nqn": a.nqn, "nsid": a.nsid})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("nsid", type=int, help="namespace id")
 
@@ -277,18 +277,18 @@ def add_commands(subparsers):
         return params
 
     p = add(subparsers, "nvmf_set_config", "limit the DH-HMAC-CHAP digests and DH groups",
-             _set_config)
+            _set_config)
     p.add_argument("--dhchap-digests", help="comma-separated: sha256,sha384,sha512")
     p.add_argument("--dhchap-dhgroups",
                    help="comma-separated: null,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192")
 
     p = add(subparsers, "nvmf_subsystem_remove_host", "stop allowing a host",
-             lambda a: {"nqn": a.nqn, "host": a.host})
+            lambda a: {"nqn": a.nqn, "host": a.host})
     p.add_argument("nqn", help="subsystem NQN")
     p.add_argument("host", help="host NQN")
 
     p = add(subparsers, "nvmf_subsystem_allow_any_host", "allow any host or only listed ones",
-             lambda a: {"nqn": a.nqn, "allow_any_host": a.allow})
+            lambda a: {"nqn": a.nqn, "allow_any_host": a.allow})
     p.add_argument("nqn", help="subsystem NQN")
     g = p.add_mutually_exclusive_group(required=True)
     # Older SPDK spelled it -e/-d, newer --allow-any-host/--no-allow-any-host.
@@ -300,7 +300,7 @@ def add_commands(subparsers):
                        ("nvmf_subsystem_get_controllers", "controllers"),
                        ("nvmf_subsystem_get_qpairs", "queue pairs")):
         p = add(subparsers, name, "list a subsystem's " + what,
-                 lambda a: {"nqn": _nqn(a.nqn)})
+                lambda a: {"nqn": _nqn(a.nqn)})
         p.add_argument("nqn", help="subsystem NQN")
 
     add(subparsers, "nvmf_get_stats", "per poll group statistics", lambda a: None)

@@ -26,11 +26,11 @@ def _toggle(p, name, dest, what):
 
 def add_commands(subparsers):
     p = add(subparsers, "sock_impl_get_options", "print a socket implementation's options",
-             lambda a: {"impl_name": a.impl})
+            lambda a: {"impl_name": a.impl})
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
 
     p = add(subparsers, "sock_impl_set_options", "set a socket implementation's options",
-             _set_options_params)
+            _set_options_params)
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
     p.add_argument("-r", "--recv-buf-size", dest="recv_buf_size", type=int,
                    help="size of the socket receive buffer in bytes")
@@ -51,8 +51,8 @@ def add_commands(subparsers):
     _toggle(p, "ktls", "enable_ktls", "kernel TLS (not supported)")
 
     p = add(subparsers, "sock_set_default_impl", "set the default socket implementation",
-             lambda a: {"impl_name": a.impl})
+            lambda a: {"impl_name": a.impl})
     p.add_argument("-i", "--impl", required=True, help="socket implementation name, e.g. posix")
 
     add(subparsers, "sock_get_default_impl", "print the default socket implementation",
-         lambda a: None)
+        lambda a: None)
