@@ -543,6 +543,17 @@ mod tests {
         }
     }
 
+    /// The H2CData that answers `r2t` with all it asked for.
+    fn answer(r2t: &R2T) -> H2CData {
+        H2CData {
+            cccid: r2t.cccid,
+            ttag: r2t.ttag,
+            datao: r2t.r2to,
+            datal: r2t.r2tl,
+            last: true,
+        }
+    }
+
     /// Decodes every PDU of `bytes` with `dec`, or the first error.
     fn decode(dec: &mut PduDecoder, mut bytes: &[u8]) -> Result<Vec<PduHeader>, PduError> {
         let mut out = Vec::new();
@@ -626,13 +637,7 @@ mod tests {
             r2ts += 1;
             assert_eq!((r2t.cccid, r2t.ttag, r2t.r2to), (7, slot, received));
             // The host answers the R2T with one H2CData of the asked length.
-            let h = H2CData {
-                cccid: r2t.cccid,
-                ttag: r2t.ttag,
-                datao: r2t.r2to,
-                datal: r2t.r2tl,
-                last: true,
-            };
+            let h = answer(&r2t);
             let data = vec![0xa5; h.datal as usize];
             let pdu = encode_pdu(&PduHeader::H2CData(h), &[&data], &ic.tx).unwrap();
             assert_eq!(
@@ -1089,14 +1094,7 @@ mod tests {
                 }
                 14..=27 if !r2ts.is_empty() => {
                     let r2t = r2ts.swap_remove(rng.usize(..r2ts.len()));
-                    let h = H2CData {
-                        cccid: r2t.cccid,
-                        ttag: r2t.ttag,
-                        datao: r2t.r2to,
-                        datal: r2t.r2tl,
-                        last: true,
-                    };
-                    (PduHeader::H2CData(h), r2t.r2tl)
+                    (PduHeader::H2CData(answer(&r2t)), r2t.r2tl)
                 }
                 28 if rng.u8(0..4) == 0 => {
                     let h = H2CData {
