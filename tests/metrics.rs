@@ -429,7 +429,7 @@ fn digest_errors_and_term_reqs_are_counted() {
     bytes[n - 1] ^= 0xff;
     io.send_raw(&bytes).unwrap();
     let d = io.wait_completion(9);
-    assert!(d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR));
+    d.assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
     // A capsule whose header digest is wrong: a Term Req and a close.
     let mut bad = Host::connect(port, true, false);
     let mut bytes =

@@ -423,11 +423,7 @@ fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
         .map(|_| {
             let mut h = Host::connect(port, false, false);
             let d = h.run(rw(io_opc::READ, 0, 1), None, 4096);
-            assert!(
-                d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
-                "{:?}",
-                d.cqe.status()
-            );
+            d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
             h
         })
         .collect();
@@ -569,11 +565,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // A failed read: Internal Error, retryable (no DNR); the next read works.
     inject(&app, "read", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert!(!d.cqe.status().dnr());
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
@@ -584,17 +576,9 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     inject(&app, "write", "failure", 2);
     let other = pattern(8192, 43);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 2)), Some(&other), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 1)), Some(&other[..4096]), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
         data
@@ -603,18 +587,10 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // Flush, Write Zeroes and Deallocate failures are reported too.
     inject(&app, "flush", "failure", 1);
     let d = io.run(on_ns2(Sqe::new(io_opc::FLUSH, 0, 2)), None, 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     inject(&app, "write_zeroes", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::WRITE_ZEROES, 10, 1)), None, 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     inject(&app, "unmap", "failure", 1);
     let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT, 0, 2);
     dsm.cdw11 = pollux::nvmf::wire::dsm::DEALLOCATE.into();
@@ -622,11 +598,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     range[4..8].copy_from_slice(&2u32.to_le_bytes());
     range[8..16].copy_from_slice(&10u64.to_le_bytes());
     let d = io.run(dsm, Some(&range), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
         data
@@ -890,13 +862,7 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
     let answers = collect_answers(&mut io, &cids);
     let ok = answers.iter().filter(|s| s.is_success()).count();
     let d = io.run(on_ns2(rw(io_opc::READ, 0, 1)), None, 4096);
-    assert!(
-        d.cqe
-            .status()
-            .same_code(Status::INVALID_NAMESPACE_OR_FORMAT),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     still_served(&mut admin, &mut io, 11);
     // The removed namespace's bdev is free again.
     rpc(&app, "bdev_delay_delete", json!({"name": "Delay2"}));

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host, HOSTID, HOSTNQN};
+use common::nvme::{add_uring_listener, call, export, rw, Host, HOSTID, HOSTNQN};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, PduHeader};
 use pollux::nvmf::wire::{
@@ -86,10 +86,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
         .iter()
         .any(|d| matches!(d, wire::NsIdDescriptor::Uuid(_))));
     let d = admin.identify(cns::NAMESPACE, 0);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
 
     let d = admin.set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(3, 3));
     assert!(d.ok());
@@ -97,7 +94,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let d = admin.get_feature(feat::NUMBER_OF_QUEUES);
     assert_eq!(d.cqe.dw0, wire::num_queues_value(3, 3));
     let d = admin.get_feature(0x77);
-    assert!(d.cqe.status().same_code(Status::INVALID_FIELD));
+    d.assert_code(Status::INVALID_FIELD);
     let d = admin.run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0);
     assert!(d.ok());
 
@@ -133,21 +130,14 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert!(io.run(dsm, Some(&ranges), 0).ok());
     // Errors: LBA out of range, invalid namespace, invalid opcode.
     let d = io.run(rw(io_opc::READ, 64 * 256 - 1, 2), None, 8192);
-    assert!(
-        d.cqe.status().same_code(Status::LBA_OUT_OF_RANGE),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::LBA_OUT_OF_RANGE);
     assert!(d.cqe.status().dnr());
     let mut bad_ns = rw(io_opc::READ, 0, 1);
     bad_ns.nsid = 9.into();
     let d = io.run(bad_ns, None, 4096);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     let d = io.run(Sqe::new(0x7e, 0, 1), None, 0);
-    assert!(d.cqe.status().same_code(Status::INVALID_OPCODE));
+    d.assert_code(Status::INVALID_OPCODE);
     // SQ head moves with every command.
     let d = io.run(rw(io_opc::READ, 0, 1), None, 4096);
     assert!(d.ok());
@@ -260,11 +250,7 @@ fn io_queues_on_two_reactors() {
 }
 
 fn invalid_param(d: &common::nvme::Done) -> (bool, u16) {
-    assert!(
-        d.cqe.status().same_code(Status::CONNECT_INVALID_PARAMETERS),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::CONNECT_INVALID_PARAMETERS);
     wire::connect_invalid_param_from_dw0(d.cqe.dw0.get())
 }
 
@@ -279,11 +265,7 @@ fn connect_rejections() {
     // Host not allowed.
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(
-        d.cqe.status().same_code(Status::CONNECT_INVALID_HOST),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::CONNECT_INVALID_HOST);
     call(
         &app,
         "nvmf_subsystem_add_host",
@@ -300,7 +282,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 44));
     // A command before Connect: Command Sequence Error.
     let d = h.run(Sqe::new(admin_opc::IDENTIFY, 0, 0), None, 4096);
-    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
 
     // A controller, not yet enabled: an I/O connect is a Command Sequence Error.
     let mut admin = Host::connect(port, false, false);
@@ -308,11 +290,7 @@ fn connect_rejections() {
     let cntlid = admin.cntlid;
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(1, NQN, HOSTNQN, cntlid, 31, 0);
-    assert!(
-        d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
     assert!(admin.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20).ok());
     assert!(admin
         .set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(0, 0))
@@ -339,7 +317,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 42));
     // A second Connect on a connected queue.
     let d = admin.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
     app.shutdown_and_wait();
 }
 
@@ -428,10 +406,7 @@ fn live_namespace_add_and_remove_raise_aens() {
         vec![2]
     );
     let d = io.run(r, None, 4096);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     // Abort (best effort): a pending AER can be aborted, an unknown command cannot.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
     let mut abort = Sqe::new(admin_opc::ABORT, 0, 0);
@@ -440,7 +415,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     assert!(d.ok());
     assert_eq!(d.cqe.dw0 & 1, 0, "aborted");
     let a = admin.wait_completion(aer);
-    assert!(a.cqe.status().same_code(Status::ABORTED_BY_REQUEST));
+    a.assert_code(Status::ABORTED_BY_REQUEST);
     abort.cdw10 = (999 << 16).into();
     let d = admin.run(abort, None, 0);
     assert_eq!(d.cqe.dw0 & 1, 1, "not aborted");
@@ -622,11 +597,8 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
         wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![1]
     );
-    assert!(io
-        .run(r, None, 4096)
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    io.run(r, None, 4096)
+        .assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     // Deleting the subsystem disconnects its hosts.
     call(&app, "nvmf_delete_subsystem", json!({"nqn": NQN})).unwrap();
     admin.drain_until_closed();
@@ -718,24 +690,16 @@ fn embedded_default_exports_cnode1_on_4420() {
 fn uring_sockets_serve_the_same_protocol() {
     let app = start(vec![0], "nvmf-uring");
     let _ = setup(&app, json!({}));
-    let r = call(
-        &app,
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
-    );
-    if let Err(e) = r {
-        common::skip(
-            "uring_sockets_serve_the_same_protocol",
-            &format!("the uring sock impl is unavailable here: {e:?}"),
-        );
-        return;
-    }
-    let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
-    let port: u16 = l[1]["address"]["trsvcid"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = match add_uring_listener(&app, NQN) {
+        Ok(port) => port,
+        Err(e) => {
+            common::skip(
+                "uring_sockets_serve_the_same_protocol",
+                &format!("the uring sock impl is unavailable here: {e:?}"),
+            );
+            return;
+        }
+    };
     exercise(port, true, 131072);
     app.shutdown_and_wait();
 }
@@ -762,11 +726,7 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     bytes[n - 1] ^= 0x5a;
     io.send_raw(&bytes).unwrap();
     let d = io.wait_completion(77);
-    assert!(
-        d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
     // The queue still works.
     assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());
     // Removing the host from the allowed list disconnects its controller.
@@ -786,6 +746,23 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
 fn rpc_py(app: &RunningApp, args: &[&str]) -> (bool, String, String) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
     run_client(std::process::Command::new("python3").arg(script), app, args)
+}
+
+/// The rpc.py arguments of `method` (adding or removing a listener) for `NQN` on TCP/IPv4
+/// 127.0.0.1:`trsvcid`.
+fn listener_args<'a>(method: &'a str, trsvcid: &'a str) -> [&'a str; 10] {
+    [
+        method,
+        NQN,
+        "-t",
+        "tcp",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        trsvcid,
+        "-f",
+        "ipv4",
+    ]
 }
 
 fn run_client(
@@ -856,18 +833,7 @@ fn rpc_py_nvmf_commands() {
     assert_eq!(nsid.trim(), "3");
     ok(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
     ok(&["nvmf_subsystem_allow_any_host", NQN, "--enable"]);
-    ok(&[
-        "nvmf_subsystem_add_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-f",
-        "ipv4",
-    ]);
+    ok(&listener_args("nvmf_subsystem_add_listener", "0"));
     let t: Value = serde_json::from_str(&ok(&["nvmf_get_transports"])).unwrap();
     assert_eq!(t[0]["in_capsule_data_size"], json!(8192));
     assert_eq!(t[0]["min_kato"], json!(500));
@@ -904,18 +870,10 @@ fn rpc_py_nvmf_commands() {
     assert_eq!(st["poll_groups"][0]["current_admin_qpairs"], json!(1));
     ok(&["nvmf_subsystem_remove_ns", NQN, "3"]);
     ok(&["nvmf_subsystem_remove_host", NQN, HOSTNQN]);
-    ok(&[
+    ok(&listener_args(
         "nvmf_subsystem_remove_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
         &port.to_string(),
-        "-f",
-        "ipv4",
-    ]);
+    ));
     admin.drain_until_closed();
     ok(&["nvmf_delete_subsystem", NQN]);
     let (fine, _, err) = rpc_py(&app, &["nvmf_delete_subsystem", NQN]);
@@ -1004,18 +962,7 @@ fn spdk_rpc_py_nvmf_commands() {
         "SPDK_Controller1",
     ]);
     run(&["nvmf_subsystem_add_ns", NQN, "Malloc0"]);
-    run(&[
-        "nvmf_subsystem_add_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-f",
-        "ipv4",
-    ]);
+    run(&listener_args("nvmf_subsystem_add_listener", "0"));
     run(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
     run(&["nvmf_subsystem_allow_any_host", "--no-allow-any-host", NQN]);
     let s: Value = serde_json::from_str(&run(&["nvmf_get_subsystems", NQN])).unwrap();

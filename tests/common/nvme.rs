@@ -36,6 +36,12 @@ impl Done {
     pub fn ok(&self) -> bool {
         self.cqe.status().is_success()
     }
+
+    /// Panics, showing the status, unless the command failed with `expected`'s code.
+    pub fn assert_code(&self, expected: Status) {
+        let status = self.cqe.status();
+        assert!(status.same_code(expected), "{status:?}");
+    }
 }
 
 pub struct Host {
@@ -475,15 +481,37 @@ pub fn export(
 /// `Malloc0` as a namespace of `nqn` to any host; returns the app and the listener's port.
 pub fn start_exporting_malloc(tag: &str, nqn: &str) -> (pollux::app::RunningApp, u16) {
     let app = super::start(super::test_options(tag));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
+    let port = export_malloc(&app, nqn);
+    (app, port)
+}
+
+/// Exports a new 16 MiB malloc bdev `Malloc0` of `app` as a namespace of `nqn` to any
+/// host; returns the listener's port.
+pub fn export_malloc(app: &pollux::app::RunningApp, nqn: &str) -> u16 {
+    export(
+        &mut |m, p| call(app, m, p),
         nqn,
         "Malloc0",
         16,
         json!({}),
         true,
-    );
-    (app, port)
+    )
+}
+
+/// Adds a second listener of `nqn`, on the uring sock impl and an ephemeral port; returns
+/// its port, or the RPC error where uring is unavailable.
+pub fn add_uring_listener(app: &pollux::app::RunningApp, nqn: &str) -> Result<u16, Value> {
+    call(
+        app,
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": nqn, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    )?;
+    let l = call(app, "nvmf_subsystem_get_listeners", json!({"nqn": nqn})).unwrap();
+    Ok(l[1]["address"]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap())
 }
 
 /// Makes the next close of `s` a reset (SO_LINGER 0) instead of an orderly FIN.
