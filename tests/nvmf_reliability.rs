@@ -199,6 +199,30 @@ fn start_r2t_write(h: &mut Host, len: u32) -> (u16, pdu::R2T) {
     (77, r)
 }
 
+/// Starts an 8 KiB R2T write on a new I/O queue of controller `cntlid` and answers the R2T
+/// with one H2CData for all of it, changed by `spoil` and carrying its DATAL bytes of
+/// `fill`: the target must answer with a Term Req of `fes`.
+fn spoiled_h2c_gets_term_req(
+    port: u16,
+    cntlid: u16,
+    fill: u8,
+    fes: Fes,
+    spoil: impl FnOnce(&mut H2CData),
+) {
+    let mut bad = Host::io_connect(port, NQN, cntlid, 2, false);
+    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
+    let mut h2c = H2CData {
+        cccid: cid,
+        ttag: r2t.ttag,
+        datao: r2t.r2to,
+        datal: r2t.r2tl,
+        last: true,
+    };
+    spoil(&mut h2c);
+    bad.send_pdu(&PduHeader::H2CData(h2c), &vec![fill; h2c.datal as usize]);
+    expect_term_req(&mut bad, Some(fes));
+}
+
 #[test]
 fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
     let _serial = serial();
@@ -261,52 +285,35 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
     check_good(&mut admin, &mut io);
 
     // H2CData beyond what the R2T asked for.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    let past = r2t.r2tl + 512;
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid,
-            ttag: r2t.ttag,
-            datao: r2t.r2to,
-            datal: past,
-            last: true,
-        }),
-        &vec![0xab; past as usize],
+    spoiled_h2c_gets_term_req(
+        port,
+        admin.cntlid,
+        0xab,
+        Fes::DATA_TRANSFER_OUT_OF_RANGE,
+        |h| h.datal += 512,
     );
-    expect_term_req(&mut bad, Some(Fes::DATA_TRANSFER_OUT_OF_RANGE));
     check_good(&mut admin, &mut io);
 
     // H2CData at an offset the R2T did not ask for.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid,
-            ttag: r2t.ttag,
-            datao: r2t.r2to + 4096,
-            datal: 4096,
-            last: true,
-        }),
-        &[0xcd; 4096],
+    spoiled_h2c_gets_term_req(
+        port,
+        admin.cntlid,
+        0xcd,
+        Fes::DATA_TRANSFER_OUT_OF_RANGE,
+        |h| {
+            h.datao += 4096;
+            h.datal = 4096;
+        },
     );
-    expect_term_req(&mut bad, Some(Fes::DATA_TRANSFER_OUT_OF_RANGE));
     check_good(&mut admin, &mut io);
 
     // H2CData naming a command id that is not the one the transfer tag belongs to.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid + 1,
-            ttag: r2t.ttag,
-            datao: 0,
-            datal: 4096,
-            last: false,
-        }),
-        &[0xef; 4096],
-    );
-    expect_term_req(&mut bad, Some(Fes::INVALID_HEADER_FIELD));
+    spoiled_h2c_gets_term_req(port, admin.cntlid, 0xef, Fes::INVALID_HEADER_FIELD, |h| {
+        h.cccid += 1;
+        h.datao = 0;
+        h.datal = 4096;
+        h.last = false;
+    });
     check_good(&mut admin, &mut io);
 
     // H2CData with a wrong data digest: the write fails (never reaches the bdev) or the
@@ -315,7 +322,7 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
     let bad = Host::admin_connect(port, NQN, true, 0);
     let mut badio = Host::io_connect(port, NQN, bad.cntlid, 1, true);
     let (cid, r2t) = start_r2t_write(&mut badio, 8192);
-    let mut bytes = pdu::encode_pdu(
+    badio.send_spoiled_pdu(
         &PduHeader::H2CData(H2CData {
             cccid: cid,
             ttag: r2t.ttag,
@@ -323,13 +330,9 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
             datal: r2t.r2tl,
             last: true,
         }),
-        &[&vec![0x5a; r2t.r2tl as usize]],
-        &badio.tx,
-    )
-    .unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    badio.send_raw(&bytes).unwrap();
+        &vec![0x5a; r2t.r2tl as usize],
+        0xff,
+    );
     badio
         .stream
         .set_read_timeout(Some(Duration::from_secs(10)))

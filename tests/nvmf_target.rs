@@ -475,10 +475,7 @@ fn malformed_pdus_get_a_term_req_while_others_keep_working() {
     expect_term_req(&mut bad, Fes::INVALID_HEADER_FIELD);
     // A wrong header digest.
     let mut bad = Host::connect(port, true, false);
-    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(sqe), &[], &bad.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    bad.send_raw(&bytes).unwrap();
+    bad.send_spoiled_pdu(&PduHeader::CapsuleCmd(sqe), &[], 0xff);
     expect_term_req(&mut bad, Fes::HEADER_DIGEST_ERROR);
     // In-capsule data above the limit.
     let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
@@ -718,15 +715,9 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, true);
     // A 4 KiB in-capsule write whose data digest is wrong.
     let data = pattern(4096, 3);
-    let mut w = rw(io_opc::WRITE, 0, 1);
-    w.cid = 77.into();
-    w.dptr = SglDescriptor::in_capsule(0, 4096);
-    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0x5a;
-    io.send_raw(&bytes).unwrap();
-    let d = io.wait_completion(77);
-    d.assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
+    io.send_write_with_bad_ddgst(77, &data, 0x5a);
+    io.wait_completion(77)
+        .assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
     // The queue still works.
     assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());
     // Removing the host from the allowed list disconnects its controller.

@@ -126,6 +126,23 @@ impl Host {
         self.stream.write_all(&bytes).expect("send a PDU");
     }
 
+    /// Sends a PDU whose last byte (its data digest, or its header digest when it carries
+    /// no data) is XOR-ed with `flip`.
+    pub fn send_spoiled_pdu(&mut self, hdr: &PduHeader, data: &[u8], flip: u8) {
+        let mut bytes = encode_pdu(hdr, &[data], &self.tx).expect("encode");
+        *bytes.last_mut().unwrap() ^= flip;
+        self.stream.write_all(&bytes).expect("send a PDU");
+    }
+
+    /// Sends Write `cid` of one block at LBA 0 with `data` in the capsule and its data
+    /// digest spoiled by `flip`.
+    pub fn send_write_with_bad_ddgst(&mut self, cid: u16, data: &[u8], flip: u8) {
+        let mut w = rw(wire::io_opc::WRITE, 0, 1);
+        w.cid = cid.into();
+        w.dptr = SglDescriptor::in_capsule(0, data.len() as u32);
+        self.send_spoiled_pdu(&PduHeader::CapsuleCmd(w), data, flip);
+    }
+
     /// The next PDU from the target (`Err` on end of stream or timeout).
     pub fn recv_pdu(&mut self) -> io::Result<DecodedPdu> {
         loop {
