@@ -120,8 +120,8 @@ fn host_and_perf_against_pollux_target() {
         landed(&app) - before
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
-        .args([
+    let v = common::json_output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf")).args([
             "-r",
             &format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}"),
             "-q",
@@ -134,15 +134,8 @@ fn host_and_perf_against_pollux_target() {
             "1",
             "--no-pin",
             "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["total"]["ios"].as_u64().unwrap() > 0);
     assert_eq!(v["total"]["errors"].as_u64(), Some(0));
     app.shutdown_and_wait();

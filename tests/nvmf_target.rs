@@ -756,6 +756,13 @@ fn listener_args<'a>(method: &'a str, trsvcid: &'a str) -> [&'a str; 10] {
     ]
 }
 
+/// The stdout of a client run (`run_client`'s result) with `args`; panics, showing the
+/// stderr, unless it succeeded.
+fn succeeded(client: &str, args: &[&str], (ok, out, err): (bool, String, String)) -> String {
+    assert!(ok, "{client} {args:?}: {err}");
+    out
+}
+
 fn run_client(
     cmd: &mut std::process::Command,
     app: &RunningApp,
@@ -776,20 +783,15 @@ fn run_client(
 
 #[test]
 fn rpc_py_nvmf_commands() {
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        common::skip("rpc_py_nvmf_commands", "python3 is not installed");
+    if !common::have_tool(
+        "python3",
+        "rpc_py_nvmf_commands",
+        "python3 is not installed",
+    ) {
         return;
     }
     let app = start(vec![0], "nvmf-rpcpy");
-    let ok = |args: &[&str]| {
-        let (ok, out, err) = rpc_py(&app, args);
-        assert!(ok, "rpc.py {args:?}: {err}");
-        out
-    };
+    let ok = |args: &[&str]| succeeded("rpc.py", args, rpc_py(&app, args));
     ok(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
     ok(&[
         "nvmf_create_transport",
@@ -927,9 +929,8 @@ fn spdk_rpc_py_nvmf_commands() {
     };
     let app = start(vec![0], "nvmf-spdkrpc");
     let run = |args: &[&str]| {
-        let (ok, out, err) = run_client(&mut std::process::Command::new(&spdk), &app, args);
-        assert!(ok, "spdk rpc.py {args:?}: {err}");
-        out
+        let result = run_client(&mut std::process::Command::new(&spdk), &app, args);
+        succeeded("spdk rpc.py", args, result)
     };
     run(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
     run(&[

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -55,6 +56,28 @@ pub fn skip(test: &str, reason: &str) {
         panic!("{test}: {reason} (POLLUX_NO_SKIP is set, so this is a failure)");
     }
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
+/// Whether `tool` runs (as `tool -V`); where it does not, reports `test` skipped for
+/// `reason`.
+pub fn have_tool(tool: &str, test: &str, reason: &str) -> bool {
+    let found = Command::new(tool).arg("-V").output().is_ok();
+    if !found {
+        skip(test, reason);
+    }
+    found
+}
+
+/// Runs `cmd` to its end and returns what it printed on stdout, one JSON document; panics,
+/// showing its stderr, unless it succeeded.
+pub fn json_output(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
 pub fn start(opts: AppOptions) -> RunningApp {
