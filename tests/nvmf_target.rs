@@ -349,10 +349,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     let app = start(vec![0], "nvmf-aen");
     let port = setup(&app, json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
-    assert!(admin
-        .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
-        .ok());
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let aer = admin.arm_ns_notice();
     call(
         &app,
         "bdev_malloc_create",
@@ -366,21 +363,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     )
     .unwrap();
     assert_eq!(nsid, json!(2));
-    let c = admin.wait_completion(aer);
-    assert!(c.ok());
-    assert_eq!(
-        c.cqe.dw0,
-        aen::dw0(
-            aen::TYPE_NOTICE,
-            aen::NOTICE_NS_ATTRIBUTE_CHANGED,
-            log_id::CHANGED_NS_LIST
-        )
-    );
-    let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.expect_ns_notice(aer), vec![2]);
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
     assert_eq!(
         wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
@@ -392,7 +375,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Removal: another AER, another notice; the namespace is gone for I/O.
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let aer = admin.submit_aer();
     call(
         &app,
         "nvmf_subsystem_remove_ns",
@@ -400,11 +383,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     )
     .unwrap();
     assert!(admin.wait_completion(aer).ok());
-    let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.changed_ns_list(), vec![2]);
     let d = io.run(r, None, 4096);
     d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     // Abort (best effort): a pending AER can be aborted, an unknown command cannot.

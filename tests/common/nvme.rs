@@ -12,7 +12,8 @@ use pollux::nvmf::pdu::{
     PduHeader, Role, RxConfig, TxConfig,
 };
 use pollux::nvmf::wire::{
-    self, admin_opc, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
+    self, admin_opc, aen, feat, log_id, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe,
+    Status,
 };
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -427,6 +428,42 @@ impl Host {
         let mut sqe = Sqe::new(admin_opc::GET_FEATURES, 0, 0);
         sqe.cdw10 = (fid as u32).into();
         self.run(sqe, None, 0)
+    }
+
+    /// Submits an Asynchronous Event Request; returns its cid.
+    pub fn submit_aer(&mut self) -> u16 {
+        self.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0)
+    }
+
+    /// Enables namespace-attribute notices and submits an Asynchronous Event Request for
+    /// them; returns its cid.
+    pub fn arm_ns_notice(&mut self) -> u16 {
+        assert!(self
+            .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
+            .ok());
+        self.submit_aer()
+    }
+
+    /// Waits for AER `aer`, which must complete as a namespace-attribute notice naming the
+    /// Changed Namespace List; returns that list.
+    pub fn expect_ns_notice(&mut self, aer: u16) -> Vec<u32> {
+        let c = self.wait_completion(aer);
+        assert!(c.ok());
+        assert_eq!(
+            c.cqe.dw0,
+            aen::dw0(
+                aen::TYPE_NOTICE,
+                aen::NOTICE_NS_ATTRIBUTE_CHANGED,
+                log_id::CHANGED_NS_LIST
+            )
+        );
+        self.changed_ns_list()
+    }
+
+    /// The Changed Namespace List log page.
+    pub fn changed_ns_list(&mut self) -> Vec<u32> {
+        let d = self.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap())
     }
 }
 
