@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::target_proc::spawn_pollux;
 use common::{free_port, sock_path, Client};
 use pollux::nvmf::host::reservation::{
     self as resv, ReservationStatus, ACQUIRE, CLEAR, CPTPL_SET, PREEMPT, PREEMPT_AND_ABORT,
@@ -16,7 +17,7 @@ use pollux::nvmf::host::{ConnectOpts, DataBuf, HostError, Request, SyncControlle
 use pollux::nvmf::wire::{admin_opc, feat, io_opc, FeaturesCmd, Sqe, Status};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:resv";
@@ -63,17 +64,7 @@ impl Pollux {
             {"subsystem": "nvmf", "config": nvmf}]});
         let path = dir.join("pollux.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pollux"))
-            .args(["-m", "0x3", "--no-pin", "-r"])
-            .arg(&sock)
-            .arg("--json")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pollux");
+        let child = spawn_pollux(&["-m", "0x3", "--no-pin"], &sock, &path, &[], dir);
         let mut p = Pollux {
             child,
             port,

@@ -41,6 +41,30 @@ pub fn write_config(dir: &Path, port: u16) -> PathBuf {
     path
 }
 
+/// Spawns the pollux binary with `flags`, its RPC socket at `sock`, the config file `config`
+/// and then `extra`; its stderr goes to `dir`/pollux.log.
+pub fn spawn_pollux(
+    flags: &[&str],
+    sock: &Path,
+    config: &Path,
+    extra: &[&str],
+    dir: &Path,
+) -> Child {
+    let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_pollux"))
+        .args(flags)
+        .arg("-r")
+        .arg(sock)
+        .arg("--json")
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pollux")
+}
+
 impl TargetProc {
     /// Starts pollux (one unpinned reactor on core 0, the config above) with `extra` flags
     /// and waits until its RPC socket answers.
@@ -55,18 +79,7 @@ impl TargetProc {
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let config = write_config(&dir, port);
-        let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pollux"))
-            .args(["-m", "[0]", "--no-pin", "-r"])
-            .arg(&sock)
-            .arg("--json")
-            .arg(&config)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pollux");
+        let child = spawn_pollux(&["-m", "[0]", "--no-pin"], &sock, &config, extra, &dir);
         let mut t = TargetProc {
             child,
             sock,
