@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::target_proc::spawn_pollux;
+use common::target_proc::{kill_if_running, spawn_pollux};
 use common::{free_port, sock_path, Client};
 use pollux::nvmf::host::reservation::{
     self as resv, ReservationStatus, ACQUIRE, CLEAR, CPTPL_SET, PREEMPT, PREEMPT_AND_ABORT,
@@ -127,10 +127,7 @@ impl Pollux {
 
 impl Drop for Pollux {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
     }
 }

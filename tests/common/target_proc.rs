@@ -65,6 +65,14 @@ pub fn spawn_pollux(
         .expect("spawn pollux")
 }
 
+/// Kills `child` and reaps it, unless it has exited already.
+pub fn kill_if_running(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl TargetProc {
     /// Starts pollux (one unpinned reactor on core 0, the config above) with `extra` flags
     /// and waits until its RPC socket answers.
@@ -149,10 +157,7 @@ impl TargetProc {
 
 impl Drop for TargetProc {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
