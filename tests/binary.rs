@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{sock_path, start, test_options, Client};
+use common::{sock_path, start_waiting_for_rpc, Client};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -205,9 +205,7 @@ fn run_ok(program: &Path, sock: &Path, args: &[&str]) -> String {
 
 #[test]
 fn scripts_rpc_py_drives_the_server() {
-    let mut opts = test_options("rpcpy");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("rpcpy");
     let sock = app.rpc_socket().to_path_buf();
     let py = rpc_py();
     let methods = run_ok(&py, &sock, &["rpc_get_methods", "--current"]);
@@ -270,9 +268,7 @@ fn spdk_rpc_py_drives_the_server() {
         );
         return;
     };
-    let mut opts = test_options("spdkrpc");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("spdkrpc");
     let sock = app.rpc_socket().to_path_buf();
     let methods: Vec<String> =
         serde_json::from_str(&run_ok(&spdk, &sock, &["rpc_get_methods", "--current"])).unwrap();

@@ -28,9 +28,7 @@ const STARTUP_ONLY: &str = "Method may only be called before framework is initia
 #[test]
 fn host_keys_by_name_errors_and_saved_config() {
     // nvmf_set_config is a STARTUP method (as in SPDK): set before framework_start_init.
-    let mut opts = common::test_options("dhchap-rpc");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("dhchap-rpc");
     let mut c = common::Client::connect(app.rpc_socket());
     for (params, field) in [
         (json!({"dhchap_digests": ["md5"]}), "dhchap_digests"),

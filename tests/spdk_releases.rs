@@ -532,9 +532,7 @@ fn unimplemented_params_are_refused_by_name_defaults_accepted() {
 #[test]
 fn log_timestamps_max_subsystems_and_reactor_fields() {
     use serde_json::json;
-    let mut opts = common::test_options("rel-small");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("rel-small");
     let mut c = common::Client::connect(app.rpc_socket());
     assert_eq!(
         c.call(
@@ -599,9 +597,7 @@ fn log_timestamps_max_subsystems_and_reactor_fields() {
 #[test]
 fn iobuf_options_and_stats() {
     use serde_json::json;
-    let mut opts = common::test_options("rel-iobuf");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("rel-iobuf");
     let mut c = common::Client::connect(app.rpc_socket());
     for (bad, field) in [
         (json!({"small_pool_count": 63}), "small_pool_count"),

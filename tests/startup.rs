@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{start, test_options, Client, TIMEOUT};
+use common::{start, start_waiting_for_rpc, test_options, Client, TIMEOUT};
 use pollux::app::{self, AppError};
 use pollux::rpc::{self, Allowed, RpcError};
 use serde::Deserialize;
@@ -97,9 +97,7 @@ fn write_config(tag: &str, config: &Value) -> std::path::PathBuf {
 
 #[test]
 fn wait_for_rpc_state_rules() {
-    let mut opts = test_options("wait");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("wait");
     let mut c = Client::connect(app.rpc_socket());
     // RUNTIME-only methods are refused with -1 in STARTUP, in SPDK's words.
     let (code, msg) = c.call_err("framework_get_reactors", None);

@@ -80,6 +80,13 @@ pub fn json_output(cmd: &mut Command) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
+/// Starts an app with `test_options(tag)` that waits in STARTUP for framework_start_init.
+pub fn start_waiting_for_rpc(tag: &str) -> RunningApp {
+    let mut opts = test_options(tag);
+    opts.wait_for_rpc = true;
+    start(opts)
+}
+
 pub fn start(opts: AppOptions) -> RunningApp {
     app::start(opts).expect("start the app")
 }
