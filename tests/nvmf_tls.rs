@@ -245,20 +245,19 @@ fn tls_psk_end_to_end() {
     let text = cfg.to_string();
     assert!(!text.contains("NVMeTLSkey"), "{text}");
     let entries = cfg.as_array().unwrap();
-    let hosts: Vec<_> = entries
-        .iter()
-        .filter(|e| e["method"] == "nvmf_subsystem_add_host")
-        .map(|e| e["params"].clone())
-        .collect();
+    let params_of = |method: &str| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["method"] == method)
+            .map(|e| e["params"].clone())
+            .collect()
+    };
+    let hosts = params_of("nvmf_subsystem_add_host");
     assert!(
         hosts.contains(&json!({"nqn": NQN, "host": HOST_A, "psk": "ka"})),
         "{hosts:?}"
     );
-    let listeners: Vec<_> = entries
-        .iter()
-        .filter(|e| e["method"] == "nvmf_subsystem_add_listener")
-        .map(|e| e["params"].clone())
-        .collect();
+    let listeners = params_of("nvmf_subsystem_add_listener");
     assert!(
         listeners.iter().any(|l| l["secure_channel"] == json!(true)
             && l["listen_address"]["trsvcid"] == json!(secure.to_string())),
