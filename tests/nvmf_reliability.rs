@@ -34,14 +34,23 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn start(tag: &str) -> RunningApp {
+/// Takes the one-test-at-a-time lock and starts an app (`tag`) that exports a 16 MiB malloc
+/// namespace of `NQN` to any host, `extra` added to the transport's options; returns the
+/// lock, the app and the listener's port.
+fn start_exporting(tag: &str, extra: Value) -> (MutexGuard<'static, ()>, RunningApp, u16) {
+    let serial = serial();
     let mut o = common::test_options(tag);
     o.idle = IdleStrategy::SpinThenSleep(Duration::from_micros(50));
-    common::start(o)
-}
-
-fn setup(app: &RunningApp, extra: Value) -> u16 {
-    export(&mut |m, p| call(app, m, p), NQN, "Malloc0", 16, extra, true)
+    let app = common::start(o);
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        extra,
+        true,
+    );
+    (serial, app, port)
 }
 
 fn rpc(app: &RunningApp, method: &str, params: Value) -> Value {
@@ -225,9 +234,7 @@ fn spoiled_h2c_gets_term_req(
 
 #[test]
 fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
-    let _serial = serial();
-    let app = start("rel-malformed");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-malformed", json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut seed = 1;
@@ -391,9 +398,7 @@ fn idle_connection_count() -> usize {
 
 #[test]
 fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
-    let _serial = serial();
-    let app = start("rel-idle");
-    let port = setup(&app, json!({"handshake_timeout_ms": 1000}));
+    let (_serial, app, port) = start_exporting("rel-idle", json!({"handshake_timeout_ms": 1000}));
     let t = rpc(&app, "nvmf_get_transports", json!({}));
     assert_eq!(t[0]["handshake_timeout_ms"], json!(1000));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
@@ -462,9 +467,7 @@ fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
 
 #[test]
 fn hosts_that_stop_reading_are_dropped() {
-    let _serial = serial();
-    let app = start("rel-noread");
-    let port = setup(&app, json!({"min_kato": 100}));
+    let (_serial, app, port) = start_exporting("rel-noread", json!({"min_kato": 100}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
 
@@ -554,9 +557,7 @@ fn on_ns2(mut sqe: Sqe) -> Sqe {
 
 #[test]
 fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
-    let _serial = serial();
-    let app = start("rel-errbdev");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-errbdev", json!({}));
     error_namespace(&app);
     let admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
@@ -673,9 +674,7 @@ fn delay_namespace(app: &RunningApp, nsid: u32, latency_us: u64) {
 
 #[test]
 fn a_thousand_abrupt_disconnects_with_io_in_flight_leak_nothing() {
-    let _serial = serial();
-    let app = start("rel-disconnect");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-disconnect", json!({}));
     delay_namespace(&app, 2, 2000);
     let fds = warm_fd_baseline(&app, port);
     let rounds: usize = std::env::var("POLLUX_DISCONNECTS")
@@ -740,9 +739,7 @@ fn a_thousand_abrupt_disconnects_with_io_in_flight_leak_nothing() {
 
 #[test]
 fn keep_alive_expiry_during_io_tears_everything_down() {
-    let _serial = serial();
-    let app = start("rel-kato");
-    let port = setup(&app, json!({"min_kato": 100}));
+    let (_serial, app, port) = start_exporting("rel-kato", json!({"min_kato": 100}));
     delay_namespace(&app, 2, 1000);
     let fds = warm_fd_baseline(&app, port);
     let _admin = Host::admin_connect(port, NQN, false, 300);
@@ -840,9 +837,7 @@ fn collect_answers(h: &mut Host, cids: &[u16]) -> Vec<Status> {
 
 #[test]
 fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
-    let _serial = serial();
-    let app = start("rel-remove");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-remove", json!({}));
     delay_namespace(&app, 2, 100_000);
     delay_namespace(&app, 3, 100_000);
     let fds = warm_fd_baseline(&app, port);
@@ -894,9 +889,7 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
 /// within a second in every run before the fix.)
 #[test]
 fn cancelled_writes_of_a_closed_connection_do_not_close_the_next_one() {
-    let _serial = serial();
-    let app = start("rel-abandon");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-abandon", json!({}));
     let data = pattern(128 * 1024, 1);
     for round in 0..20u64 {
         let admin = Host::admin_connect(port, NQN, false, 0);
