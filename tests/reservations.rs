@@ -123,6 +123,13 @@ impl Pollux {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Stops pollux and removes its test directory.
+    fn stop_and_remove_dir(self) {
+        let dir = self.dir.clone();
+        self.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 impl Drop for Pollux {
@@ -195,8 +202,7 @@ fn report(h: &SyncController) -> ReservationStatus {
 
 #[test]
 fn every_type_decides_who_reads_and_writes() {
-    let dir = test_dir("types");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("types"), false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
     // The hosts' I/O queues live on both reactors: a change applied on one is seen on the
     // other as soon as the command that made it completed.
@@ -264,14 +270,12 @@ fn every_type_decides_who_reads_and_writes() {
     }
     assert_eq!(report(&a).registrants, 0);
     drop((a, b, c));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn register_acquire_preempt_release_clear_sequences() {
-    let dir = test_dir("seq");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("seq"), false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
     // A second controller of host A shares its registration.
     let a2 = p.host(1);
@@ -418,14 +422,12 @@ fn register_acquire_preempt_release_clear_sequences() {
         "CPTPL without ptpl_file",
     );
     drop((a, a2, b, c));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn notifications_log_page_mask_and_aen() {
-    let dir = test_dir("notify");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("notify"), false, true);
     let (a, b) = (p.host(1), p.host(2));
     // A second controller of host B (its admin queue on the other reactor) is told too.
     let b2 = p.host(2);
@@ -510,14 +512,12 @@ fn notifications_log_page_mask_and_aen() {
     a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
     assert_eq!(b.reservation_notification().unwrap().log_type, 3);
     drop((a, b, b2));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn identify_and_features() {
-    let dir = test_dir("ident");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("ident"), false, true);
     let a = p.host(1);
     let id = a.identify_controller().unwrap();
     assert_ne!(id.oncs.get() & 1 << 5, 0, "ONCS: reservations");
@@ -577,8 +577,7 @@ fn identify_and_features() {
         .same_code(Status::INVALID_OPCODE));
     let _ = io_opc::RESERVATION_REPORT;
     drop(a);
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
@@ -674,17 +673,15 @@ fn ptpl_survives_a_restart_and_a_corrupt_file_is_refused() {
         config.to_string().contains("ptpl_file"),
         "saved config: {config}"
     );
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// `nvmf_subsystem_add_ns -p FILE` from pollux's scripts/rpc.py and from SPDK's own rpc.py
 /// (POLLUX_SPDK_RPC; skipped loudly without it) gives the namespace its PTPL file.
 #[test]
 fn rpc_py_ptpl_file_flag() {
-    let dir = test_dir("rpcpy");
-    let p = Pollux::start(&dir, false, false);
-    let file = dir.join("ns1.ptpl");
+    let p = Pollux::start(&test_dir("rpcpy"), false, false);
+    let file = p.dir.join("ns1.ptpl");
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
     let mut clients = vec![("scripts/rpc.py", {
         let mut c = Command::new("python3");
@@ -726,16 +723,14 @@ fn rpc_py_ptpl_file_flag() {
             Some(json!({"nqn": NQN, "nsid": NSID})),
         );
     }
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// Two hosts take the reservation from each other 100 times; after each completion the
 /// loser's writes are refused and the winner's accepted on both reactors at once.
 #[test]
 fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
-    let dir = test_dir("pingpong");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("pingpong"), false, true);
     let hosts = [p.host(1), p.host(2)];
     let keys = [0x1u64, 0x2u64];
     for (h, k) in hosts.iter().zip(keys) {
@@ -764,16 +759,14 @@ fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
             .unwrap();
     }
     drop(hosts);
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// Preempt and Abort completes only after the preempted host's write, started before on a
 /// slow (1 s delay) namespace, finished; a plain Preempt does not wait for it.
 #[test]
 fn preempt_and_abort_waits_for_the_preempted_hosts_io() {
-    let dir = test_dir("abort");
-    let p = Pollux::start(&dir, false, false);
+    let p = Pollux::start(&test_dir("abort"), false, false);
     let mut rpc = Client::connect(&p.sock);
     rpc.call(
         "bdev_delay_create",
@@ -824,6 +817,5 @@ fn preempt_and_abort_waits_for_the_preempted_hosts_io() {
         a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
     }
     drop((a, b));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
