@@ -747,17 +747,7 @@ fn run_client(
     app: &RunningApp,
     args: &[&str],
 ) -> (bool, String, String) {
-    let out = cmd
-        .arg("-s")
-        .arg(app.rpc_socket())
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_rpc_client(cmd, app.rpc_socket(), args)
 }
 
 #[test]

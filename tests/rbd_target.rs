@@ -68,18 +68,9 @@ fn export_both(app: &RunningApp) -> u16 {
 }
 
 fn run_client(cmd: &mut std::process::Command, app: &RunningApp, args: &[&str]) -> String {
-    let out = cmd
-        .arg("-s")
-        .arg(app.rpc_socket())
-        .args(args)
-        .output()
-        .expect("the rpc client runs");
-    assert!(
-        out.status.success(),
-        "rpc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out, err) = common::run_rpc_client(cmd, app.rpc_socket(), args);
+    assert!(ok, "rpc {args:?}: {err}");
+    out
 }
 
 #[test]

@@ -696,19 +696,17 @@ fn rpc_py_ptpl_file_flag() {
         ),
     }
     for (name, mut cmd) in clients {
-        let out = cmd
-            .arg("-s")
-            .arg(&p.sock)
-            .args(["nvmf_subsystem_add_ns", "-n", "1", "-p"])
-            .arg(&file)
-            .args([NQN, "Malloc0"])
-            .output()
-            .expect("run rpc.py");
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let add_ns = [
+            "nvmf_subsystem_add_ns",
+            "-n",
+            "1",
+            "-p",
+            file.to_str().unwrap(),
+            NQN,
+            "Malloc0",
+        ];
+        let (ok, _, err) = common::run_rpc_client(&mut cmd, &p.sock, &add_ns);
+        assert!(ok, "{name}: {err}");
         let mut rpc = Client::connect(&p.sock);
         let config = rpc.call("framework_get_config", Some(json!({"name": "nvmf"})));
         assert!(

@@ -58,6 +58,22 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
 }
 
+/// Runs an RPC client `cmd` (an rpc.py) against the socket `sock` with `args`; returns
+/// whether it succeeded, its stdout and its stderr.
+pub fn run_rpc_client(cmd: &mut Command, sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = cmd
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("the rpc client runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Whether `tool` runs (as `tool -V`); where it does not, reports `test` skipped for
 /// `reason`.
 pub fn have_tool(tool: &str, test: &str, reason: &str) -> bool {
