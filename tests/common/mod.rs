@@ -8,13 +8,14 @@ pub mod nvme;
 pub mod target_proc;
 
 use pollux::app::{self, AppOptions, RunningApp};
-use pollux::reactor::IdleStrategy;
+use pollux::reactor::{self, IdleStrategy, ReactorConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,6 +102,29 @@ pub fn start_waiting_for_rpc(tag: &str) -> RunningApp {
     let mut opts = test_options(tag);
     opts.wait_for_rpc = true;
     start(opts)
+}
+
+/// Starts one unpinned reactor on `core` (sleeping when idle) and runs `init` there with the
+/// sender of a channel; waits up to `timeout` for what is sent on it, stops the reactor and
+/// returns that.
+pub fn run_on_one_reactor<T: Send + 'static>(
+    core: u32,
+    timeout: Duration,
+    init: impl FnOnce(mpsc::Sender<T>) + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let config = ReactorConfig {
+        cores: vec![core],
+        idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+        pin: false,
+    };
+    let app = reactor::start(config, move || init(tx)).unwrap();
+    let result = rx
+        .recv_timeout(timeout)
+        .expect("the reactor sent its result");
+    app.shutdown();
+    app.wait();
+    result
 }
 
 pub fn start(opts: AppOptions) -> RunningApp {
