@@ -110,6 +110,22 @@ fn uring_works() -> bool {
     io_uring::IoUring::new(2).is_ok()
 }
 
+/// Whether `test` cannot run here (reported as skipped): a tool the scripts need is
+/// missing, or io_uring is unavailable where `uring_use` says what needs it.
+fn cannot_run(test: &str, uring_use: Option<&str>) -> bool {
+    if let Some(why) = missing_tool() {
+        common::skip(test, &why);
+        return true;
+    }
+    match uring_use {
+        Some(what) if !uring_works() => {
+            common::skip(test, &format!("io_uring is not available ({what})"));
+            true
+        }
+        _ => false,
+    }
+}
+
 #[test]
 fn every_bench_script_parses() {
     for entry in std::fs::read_dir(root().join("bench")).expect("bench/") {
@@ -132,14 +148,8 @@ fn every_bench_script_parses() {
 
 #[test]
 fn run_sh_ratio_only_prints_the_ratio_table() {
-    if let Some(why) = missing_tool() {
-        return common::skip("run_sh_ratio_only", &why);
-    }
-    if !uring_works() {
-        return common::skip(
-            "run_sh_ratio_only",
-            "io_uring is not available (run.sh measures posix and uring)",
-        );
+    if cannot_run("run_sh_ratio_only", Some("run.sh measures posix and uring")) {
+        return;
     }
     let Some(ceiling) = ceiling_bin() else {
         return common::skip(
@@ -164,8 +174,8 @@ fn run_sh_ratio_only_prints_the_ratio_table() {
 
 #[test]
 fn ab_sh_one_round_compares_two_builds() {
-    if let Some(why) = missing_tool() {
-        return common::skip("ab_sh_one_round", &why);
+    if cannot_run("ab_sh_one_round", None) {
+        return;
     }
     let dir = bin_dir();
     let dir = dir.to_str().unwrap();
@@ -181,8 +191,8 @@ fn ab_sh_one_round_compares_two_builds() {
 
 #[test]
 fn mem_startup_sh_one_run() {
-    if let Some(why) = missing_tool() {
-        return common::skip("mem_startup_sh_one_run", &why);
+    if cannot_run("mem_startup_sh_one_run", None) {
+        return;
     }
     let (ok, out, err) = run(
         "bench/mem-startup.sh",
@@ -199,14 +209,8 @@ fn mem_startup_sh_one_run() {
 
 #[test]
 fn bdevperf_sh_shortest_run() {
-    if let Some(why) = missing_tool() {
-        return common::skip("bdevperf_sh_shortest_run", &why);
-    }
-    if !uring_works() {
-        return common::skip(
-            "bdevperf_sh_shortest_run",
-            "io_uring is not available (the uring bdev runs)",
-        );
+    if cannot_run("bdevperf_sh_shortest_run", Some("the uring bdev runs")) {
+        return;
     }
     let (ok, out, err) = run(
         "bench/bdevperf.sh",
@@ -222,8 +226,8 @@ fn bdevperf_sh_shortest_run() {
 }
 #[test]
 fn scale_sh_quick() {
-    if let Some(why) = missing_tool() {
-        return common::skip("scale_sh_quick", &why);
+    if cannot_run("scale_sh_quick", None) {
+        return;
     }
     let (ok, out, err) = run(
         "bench/scale.sh",
