@@ -127,6 +127,13 @@ pub fn run_on_one_reactor<T: Send + 'static>(
     result
 }
 
+/// Starts an app with `test_options(tag)` and connects a client to its RPC socket.
+pub fn start_with_client(tag: &str) -> (RunningApp, Client) {
+    let app = start(test_options(tag));
+    let client = Client::connect(app.rpc_socket());
+    (app, client)
+}
+
 pub fn start(opts: AppOptions) -> RunningApp {
     app::start(opts).expect("start the app")
 }
