@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::nvme::{call, rw, start_exporting_malloc, Host, HOSTNQN};
+use common::nvme::{add_malloc_namespace, call, rw, start_exporting_malloc, Host, HOSTNQN};
 use pollux::nvmf::wire::{self, admin_opc, cns, io_opc, Sqe};
 use serde_json::json;
 
@@ -28,18 +28,12 @@ fn read_ok(io: &mut Host, nsid: u32) -> bool {
 #[test]
 fn a_masked_namespace_is_seen_only_by_its_hosts() {
     let (app, port) = start_exporting_malloc("ns-mask", NQN);
-    call(
+    let nsid = add_malloc_namespace(
         &app,
-        "bdev_malloc_create",
+        NQN,
         json!({"name": "Masked", "num_blocks": 4096, "block_size": 4096}),
-    )
-    .unwrap();
-    let nsid = call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Masked", "nsid": 2, "no_auto_visible": true}}),
-    )
-    .unwrap();
+        json!({"nsid": 2, "no_auto_visible": true}),
+    );
     assert_eq!(nsid, 2);
 
     let mut admin = Host::admin_connect(port, NQN, false, 0);

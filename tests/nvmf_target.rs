@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::nvme::{add_uring_listener, call, export, rw, Host, HOSTID, HOSTNQN};
+use common::nvme::{
+    add_malloc_namespace, add_uring_listener, call, export, rw, Host, HOSTID, HOSTNQN,
+};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, PduHeader};
 use pollux::nvmf::wire::{
@@ -18,6 +20,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:test";
+
+/// The second bdev the namespace tests add: `Malloc1`, 512 KiB of 512-byte blocks.
+fn malloc1() -> Value {
+    json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512})
+}
 
 fn start(cores: Vec<u32>, tag: &str) -> RunningApp {
     let mut o = common::test_options(tag);
@@ -350,18 +357,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     let port = setup(&app, json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let aer = admin.arm_ns_notice();
-    call(
-        &app,
-        "bdev_malloc_create",
-        json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512}),
-    )
-    .unwrap();
-    let nsid = call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc1", "nsid": 2}}),
-    )
-    .unwrap();
+    let nsid = add_malloc_namespace(&app, NQN, malloc1(), json!({"nsid": 2}));
     assert_eq!(nsid, json!(2));
     assert_eq!(admin.expect_ns_notice(aer), vec![2]);
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
@@ -543,18 +539,7 @@ fn discovery_log_lists_the_subsystem_listeners() {
 fn deleting_the_bdev_or_the_subsystem_under_a_host() {
     let app = start(vec![0], "nvmf-delete");
     let port = setup(&app, json!({}));
-    call(
-        &app,
-        "bdev_malloc_create",
-        json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512}),
-    )
-    .unwrap();
-    call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc1"}}),
-    )
-    .unwrap();
+    add_malloc_namespace(&app, NQN, malloc1(), json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     assert!(admin
         .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)

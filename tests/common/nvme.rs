@@ -487,6 +487,21 @@ pub fn call(app: &pollux::app::RunningApp, method: &str, params: Value) -> Resul
         .map_err(|e| json!({"code": e.code, "message": e.message}))
 }
 
+/// Creates the malloc bdev `bdev` (`json!({"name", "num_blocks", "block_size"})`) and adds
+/// it to `nqn` as the namespace `namespace` describes beside its bdev_name; returns what
+/// nvmf_subsystem_add_ns answered (the nsid).
+pub fn add_malloc_namespace(
+    app: &pollux::app::RunningApp,
+    nqn: &str,
+    bdev: Value,
+    mut namespace: Value,
+) -> Value {
+    namespace["bdev_name"] = bdev["name"].clone();
+    call(app, "bdev_malloc_create", bdev).unwrap();
+    let ns = json!({"nqn": nqn, "namespace": namespace});
+    call(app, "nvmf_subsystem_add_ns", ns).unwrap()
+}
+
 /// Standard setup RPCs: transport, subsystem (any host unless `hosts`), a namespace on a
 /// new malloc bdev, a listener on an ephemeral port. Returns the port.
 pub fn export(
