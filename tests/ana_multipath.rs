@@ -252,7 +252,7 @@ fn ana_paths_identify_log_aen_path_status_and_config() {
     assert!(read(&mut b_io, 1).is_success());
     let mut wrong = Host::connect(pb, false, false);
     let d = wrong.fabric_connect(2, NQN, HOSTNQN, admin.cntlid, 31, 0);
-    assert!(d.cqe.status().same_code(Status::CONNECT_INVALID_PARAMETERS));
+    d.assert_code(Status::CONNECT_INVALID_PARAMETERS);
     assert_eq!(
         wire::connect_invalid_param_from_dw0(d.cqe.dw0.get()),
         (false, wire::connect_off::QID)

@@ -9,7 +9,7 @@ mod common;
 use pollux::alloc_count::{self, CountingAlloc};
 use pollux::bdev::{self, BdevIo, IoSink, IoStatus, IoType};
 use pollux::buf::IoBuf;
-use pollux::reactor::{self, IdleStrategy, ReactorConfig};
+use pollux::reactor;
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -114,24 +114,11 @@ thread_local! {
 }
 
 fn measure(configs: Vec<(&'static str, serde_json::Value)>, target: &'static str) -> u64 {
-    let (tx, rx) = mpsc::channel();
-    let app = reactor::start(
-        ReactorConfig {
-            cores: vec![core_affinity::get_core_ids().unwrap()[0].id as u32],
-            idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
-            pin: false,
-        },
-        move || {
-            bdev::rpc::register();
-            create_all(configs.into_iter(), target, tx);
-        },
-    )
-    .unwrap();
-    let r = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("loop finished");
-    app.shutdown();
-    app.wait();
+    let core = core_affinity::get_core_ids().unwrap()[0].id as u32;
+    let r = common::run_on_one_reactor(core, Duration::from_secs(30), move |tx| {
+        bdev::rpc::register();
+        create_all(configs.into_iter(), target, tx);
+    });
     r.unwrap_or_else(|e| panic!("{target}: {e}"))
 }
 

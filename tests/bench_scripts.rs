@@ -59,13 +59,8 @@ fn ceiling_bin() -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-/// Runs a bench script with a bound on its time; returns (exit ok, stdout, stderr).
-fn run(
-    script: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-    limit: Duration,
-) -> (bool, String, String) {
+/// Runs a bench script with a bound on its time; it must succeed. Returns its stdout.
+fn run(script: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> String {
     let mut cmd = Command::new("bash");
     cmd.arg(root().join(script))
         .args(args)
@@ -99,15 +94,33 @@ fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = waiter.join().expect("waiter").expect("output");
-    (
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        "{script} {args:?} failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 fn uring_works() -> bool {
     io_uring::IoUring::new(2).is_ok()
+}
+
+/// Whether `test` cannot run here (reported as skipped): a tool the scripts need is
+/// missing, or io_uring is unavailable where `uring_use` says what needs it.
+fn cannot_run(test: &str, uring_use: Option<&str>) -> bool {
+    if let Some(why) = missing_tool() {
+        common::skip(test, &why);
+        return true;
+    }
+    match uring_use {
+        Some(what) if !uring_works() => {
+            common::skip(test, &format!("io_uring is not available ({what})"));
+            true
+        }
+        _ => false,
+    }
 }
 
 #[test]
@@ -132,14 +145,8 @@ fn every_bench_script_parses() {
 
 #[test]
 fn run_sh_ratio_only_prints_the_ratio_table() {
-    if let Some(why) = missing_tool() {
-        return common::skip("run_sh_ratio_only", &why);
-    }
-    if !uring_works() {
-        return common::skip(
-            "run_sh_ratio_only",
-            "io_uring is not available (run.sh measures posix and uring)",
-        );
+    if cannot_run("run_sh_ratio_only", Some("run.sh measures posix and uring")) {
+        return;
     }
     let Some(ceiling) = ceiling_bin() else {
         return common::skip(
@@ -147,15 +154,11 @@ fn run_sh_ratio_only_prints_the_ratio_table() {
             "the ceiling bench binary is not built (cargo test --all-targets builds it)",
         );
     };
-    let (ok, out, err) = run(
+    let out = run(
         "bench/run.sh",
         &["--ratio-only", "--secs", "1", "--ratio-rounds", "1"],
         &[("POLLUX_CEILING_BIN", ceiling.to_str().unwrap())],
         Duration::from_secs(120),
-    );
-    assert!(
-        ok,
-        "bench/run.sh --ratio-only failed\nstdout: {out}\nstderr: {err}"
     );
     assert!(out.contains("| posix | 1 |"), "no posix row: {out}");
     assert!(out.contains("| uring | 1 |"), "no uring row: {out}");
@@ -164,57 +167,45 @@ fn run_sh_ratio_only_prints_the_ratio_table() {
 
 #[test]
 fn ab_sh_one_round_compares_two_builds() {
-    if let Some(why) = missing_tool() {
-        return common::skip("ab_sh_one_round", &why);
+    if cannot_run("ab_sh_one_round", None) {
+        return;
     }
     let dir = bin_dir();
     let dir = dir.to_str().unwrap();
-    let (ok, out, err) = run(
+    let out = run(
         "bench/ab.sh",
         &[dir, dir, "1", "1"],
         &[("AB_WORKLOADS", "randread 4096 4")],
         Duration::from_secs(60),
     );
-    assert!(ok, "bench/ab.sh failed\nstdout: {out}\nstderr: {err}");
     assert!(out.contains("randread") && out.contains("B/A"), "{out}");
 }
 
 #[test]
 fn mem_startup_sh_one_run() {
-    if let Some(why) = missing_tool() {
-        return common::skip("mem_startup_sh_one_run", &why);
+    if cannot_run("mem_startup_sh_one_run", None) {
+        return;
     }
-    let (ok, out, err) = run(
+    let out = run(
         "bench/mem-startup.sh",
         &["--runs", "1"],
         &[],
         Duration::from_secs(90),
-    );
-    assert!(
-        ok,
-        "bench/mem-startup.sh failed\nstdout: {out}\nstderr: {err}"
     );
     assert!(out.contains("RSS after start-up"), "{out}");
 }
 
 #[test]
 fn bdevperf_sh_shortest_run() {
-    if let Some(why) = missing_tool() {
-        return common::skip("bdevperf_sh_shortest_run", &why);
+    if cannot_run("bdevperf_sh_shortest_run", Some("the uring bdev runs")) {
+        return;
     }
-    if !uring_works() {
-        return common::skip(
-            "bdevperf_sh_shortest_run",
-            "io_uring is not available (the uring bdev runs)",
-        );
-    }
-    let (ok, out, err) = run(
+    let out = run(
         "bench/bdevperf.sh",
         &["1"],
         &[("BDEVPERF_FILE_MIB", "64")],
         Duration::from_secs(120),
     );
-    assert!(ok, "bench/bdevperf.sh failed\nstdout: {out}\nstderr: {err}");
     assert!(
         out.contains("=== malloc") && out.contains("=== uring"),
         "{out}"
@@ -222,18 +213,14 @@ fn bdevperf_sh_shortest_run() {
 }
 #[test]
 fn scale_sh_quick() {
-    if let Some(why) = missing_tool() {
-        return common::skip("scale_sh_quick", &why);
+    if cannot_run("scale_sh_quick", None) {
+        return;
     }
-    let (ok, out, err) = run(
+    let out = run(
         "bench/scale.sh",
         &["--quick"],
         &[],
         Duration::from_secs(120),
-    );
-    assert!(
-        ok,
-        "bench/scale.sh --quick failed\nstdout: {out}\nstderr: {err}"
     );
     assert!(out.contains("per change"), "{out}");
 }

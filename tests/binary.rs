@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{sock_path, start, test_options, Client};
+use common::{sock_path, start_waiting_for_rpc, Client};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn pollux(args: &[&str]) -> Command {
@@ -98,28 +98,38 @@ fn idle_pollux_sleeps_answers_at_once_and_exits_0_on_sigterm() {
     assert!(!path.exists(), "the socket file is removed on exit");
 }
 
+/// Writes a config file `file` whose log subsystem has the one entry `entry`.
+fn write_log_config(file: &Path, entry: Value) {
+    let config = json!({"subsystems": [{"subsystem": "log", "config": [entry]}]});
+    std::fs::write(file, config.to_string()).unwrap();
+}
+
+/// pollux, unpinned, with its RPC socket at `sock` and the config file `config` given by
+/// `flag` (`--json` or its short form `-c`).
+fn pollux_with_config(sock: &Path, flag: &str, config: &Path) -> Command {
+    let (sock, config) = (sock.to_str().unwrap(), config.to_str().unwrap());
+    pollux(&["--no-pin", "-r", sock, flag, config])
+}
+
+/// What a pollux that must exit with status 1 wrote on stderr.
+fn refused(out: Output) -> String {
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    msg
+}
+
 #[test]
 fn json_config_errors_and_the_socket_lock_with_the_binary() {
     let dir = std::env::temp_dir();
     let path = sock_path("json-bin");
     let config = dir.join(format!("pollux-bin-{}.json", std::process::id()));
-    std::fs::write(
+    write_log_config(
         &config,
-        json!({"subsystems": [{"subsystem": "log", "config": [
-            {"method": "log_set_flag", "params": {"flag": "app"}}
-        ]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let mut child = pollux(&[
-        "--no-pin",
-        "-r",
-        path.to_str().unwrap(),
-        "--json",
-        config.to_str().unwrap(),
-    ])
-    .spawn()
-    .unwrap();
+        json!({"method": "log_set_flag", "params": {"flag": "app"}}),
+    );
+    let mut child = pollux_with_config(&path, "--json", &config)
+        .spawn()
+        .unwrap();
     wait_for_socket(&mut child, &path);
     let mut c = Client::connect(&path);
     assert_eq!(c.call("log_get_flags", None)["app"], true);
@@ -127,9 +137,7 @@ fn json_config_errors_and_the_socket_lock_with_the_binary() {
     let second = pollux(&["--no-pin", "-r", path.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let out = second.wait_with_output().unwrap();
-    let msg = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{msg}");
+    let msg = refused(second.wait_with_output().unwrap());
     assert!(msg.contains("in use"), "{msg}");
     // log_set_flag changes the running filter: the RPC server's debug lines appear.
     assert_eq!(c.call("log_set_flag", Some(json!({"flag": "rpc"}))), true);
@@ -146,25 +154,11 @@ fn json_config_errors_and_the_socket_lock_with_the_binary() {
     assert!(log.contains("RPC client connected"), "{log}");
     assert!(log.contains("JSON config applied"), "{log}");
     // A config whose method fails aborts start-up, naming the method.
-    std::fs::write(
+    write_log_config(
         &config,
-        json!({"subsystems": [{"subsystem": "log", "config": [
-            {"method": "log_set_level", "params": {"level": "LOUD"}}
-        ]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let out = pollux(&[
-        "--no-pin",
-        "-r",
-        path.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    let msg = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{msg}");
+        json!({"method": "log_set_level", "params": {"level": "LOUD"}}),
+    );
+    let msg = refused(pollux_with_config(&path, "-c", &config).output().unwrap());
     assert!(
         msg.contains("log_set_level") && msg.contains("LOUD"),
         "{msg}"
@@ -205,9 +199,7 @@ fn run_ok(program: &Path, sock: &Path, args: &[&str]) -> String {
 
 #[test]
 fn scripts_rpc_py_drives_the_server() {
-    let mut opts = test_options("rpcpy");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("rpcpy");
     let sock = app.rpc_socket().to_path_buf();
     let py = rpc_py();
     let methods = run_ok(&py, &sock, &["rpc_get_methods", "--current"]);
@@ -270,9 +262,7 @@ fn spdk_rpc_py_drives_the_server() {
         );
         return;
     };
-    let mut opts = test_options("spdkrpc");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("spdkrpc");
     let sock = app.rpc_socket().to_path_buf();
     let methods: Vec<String> =
         serde_json::from_str(&run_ok(&spdk, &sock, &["rpc_get_methods", "--current"])).unwrap();

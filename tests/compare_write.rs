@@ -6,13 +6,14 @@
 
 mod common;
 
+use common::target_proc::spawn_pollux;
 use common::{free_port, sock_path};
 use pollux::buf::IoBuf;
 use pollux::nvmf::host::{ConnectOpts, DataBuf, HostError, Request, SyncController, TransportId};
 use pollux::nvmf::wire::{fuse, io_opc, SglDescriptor, Sqe, Status};
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,17 +80,8 @@ impl Target {
         ]});
         let cfg = dir.join("pollux.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pollux"))
-            .args(["-m", "0x3", "--no-pin", "--no-default", "-r"])
-            .arg(&sock)
-            .arg("--json")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pollux");
+        let flags = ["-m", "0x3", "--no-pin", "--no-default"];
+        let child = spawn_pollux(&flags, &sock, &cfg, &[], &dir);
         let mut t = Target {
             child,
             port,

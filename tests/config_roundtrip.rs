@@ -10,7 +10,7 @@
 mod common;
 
 use common::nvme::Host;
-use common::{free_port, start, test_options, Client};
+use common::{free_port, start, start_waiting_for_rpc, test_options, Client};
 use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2016-06.io.pollux:roundtrip";
@@ -61,9 +61,7 @@ fn save_config_restart_save_config_is_the_same_document() {
     let (port, port2, dport) = (free_port(), free_port(), free_port());
     let (aport1, aport2) = (free_port(), free_port());
 
-    let mut opts = test_options("roundtrip-a");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("roundtrip-a");
     let mut c = Client::connect(app.rpc_socket());
     // STARTUP methods.
     c.call(

@@ -13,6 +13,13 @@ const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000
 /// A NULL-transform secret of 32 zero bytes with its CRC-32 (as nvme gen-dhchap-key prints it).
 const SECRET: &str = "DHHC-1:00:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAACtVQoZ:";
 
+/// `NQN`'s hosts as nvmf_get_subsystems lists them.
+fn subsystem_hosts(c: &mut common::Client) -> Value {
+    let subs = c.call("nvmf_get_subsystems", None);
+    let s = subs.as_array().unwrap().iter().find(|s| s["nqn"] == NQN);
+    s.unwrap()["hosts"].clone()
+}
+
 fn key_file(dir: &std::path::Path, name: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, SECRET).unwrap();
@@ -28,9 +35,7 @@ const STARTUP_ONLY: &str = "Method may only be called before framework is initia
 #[test]
 fn host_keys_by_name_errors_and_saved_config() {
     // nvmf_set_config is a STARTUP method (as in SPDK): set before framework_start_init.
-    let mut opts = common::test_options("dhchap-rpc");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("dhchap-rpc");
     let mut c = common::Client::connect(app.rpc_socket());
     for (params, field) in [
         (json!({"dhchap_digests": ["md5"]}), "dhchap_digests"),
@@ -101,15 +106,8 @@ fn host_keys_by_name_errors_and_saved_config() {
         "nvmf_subsystem_add_host",
         Some(json!({"nqn": NQN, "host": HOST, "dhchap_key": "hk", "dhchap_ctrlr_key": "ck"})),
     );
-    let subs = c.call("nvmf_get_subsystems", None);
-    let s = subs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["nqn"] == NQN)
-        .unwrap();
     assert_eq!(
-        s["hosts"],
+        subsystem_hosts(&mut c),
         json!([{"nqn": HOST, "dhchap_key": "hk", "dhchap_ctrlr_key": "ck"}])
     );
 
@@ -130,25 +128,14 @@ fn host_keys_by_name_errors_and_saved_config() {
         "nvmf_subsystem_set_keys",
         Some(json!({"nqn": NQN, "host": HOST, "dhchap_key": "ck"})),
     );
-    let subs = c.call("nvmf_get_subsystems", None);
-    let s = subs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["nqn"] == NQN)
-        .unwrap();
-    assert_eq!(s["hosts"], json!([{"nqn": HOST, "dhchap_key": "ck"}]));
+    assert_eq!(
+        subsystem_hosts(&mut c),
+        json!([{"nqn": HOST, "dhchap_key": "ck"}])
+    );
     c.call(
         "nvmf_subsystem_set_keys",
         Some(json!({"nqn": NQN, "host": HOST})),
     );
-    let subs = c.call("nvmf_get_subsystems", None);
-    let s = subs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["nqn"] == NQN)
-        .unwrap();
-    assert_eq!(s["hosts"], json!([{"nqn": HOST}]));
+    assert_eq!(subsystem_hosts(&mut c), json!([{"nqn": HOST}]));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,19 +17,33 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn round_trip(trid: &TransportId, sock: &str, digests: bool) {
-    let opts = ConnectOpts {
+/// Options for `io_queues` I/O queues on sock impl `sock`, both digests on or both off.
+fn digest_opts(sock: &str, digests: bool, io_queues: u16) -> ConnectOpts {
+    ConnectOpts {
         sock_impl: Some(sock.into()),
         hdgst: digests,
         ddgst: digests,
-        io_queues: 2,
-        queue_depth: 32,
+        io_queues,
         ..Default::default()
-    };
+    }
+}
+
+/// Connects with `opts`; returns the controller, its first active namespace and that
+/// namespace's block size.
+fn connect_first_ns(trid: &TransportId, opts: ConnectOpts) -> (SyncController, u32, u32) {
     let c = SyncController::connect(trid, opts).unwrap();
-    assert_eq!((c.info().hdgst, c.info().ddgst), (digests, digests));
     let nsid = c.active_namespaces().unwrap()[0];
     let bs = c.identify_namespace(nsid).unwrap().block_size().unwrap();
+    (c, nsid, bs)
+}
+
+fn round_trip(trid: &TransportId, sock: &str, digests: bool) {
+    let opts = ConnectOpts {
+        queue_depth: 32,
+        ..digest_opts(sock, digests, 2)
+    };
+    let (c, nsid, bs) = connect_first_ns(trid, opts);
+    assert_eq!((c.info().hdgst, c.info().ddgst), (digests, digests));
     let small = pattern(1, bs as usize);
     let large = pattern(2, 128 * 1024);
     c.write(1, nsid, 10, 1, &small).unwrap();
@@ -50,16 +64,7 @@ fn round_trip(trid: &TransportId, sock: &str, digests: bool) {
 /// another size (which make it copy what it received back to its staging buffer), then
 /// every block read back.
 fn write_streams(trid: &TransportId, sock: &str, digests: bool) {
-    let opts = ConnectOpts {
-        sock_impl: Some(sock.into()),
-        hdgst: digests,
-        ddgst: digests,
-        io_queues: 1,
-        ..Default::default()
-    };
-    let c = SyncController::connect(trid, opts).unwrap();
-    let nsid = c.active_namespaces().unwrap()[0];
-    let bs = c.identify_namespace(nsid).unwrap().block_size().unwrap();
+    let (c, nsid, bs) = connect_first_ns(trid, digest_opts(sock, digests, 1));
     let big = (4096 / bs).max(1);
     let mut expect = Vec::new();
     for round in 0..3u64 {
@@ -120,8 +125,8 @@ fn host_and_perf_against_pollux_target() {
         landed(&app) - before
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
-        .args([
+    let v = common::json_output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf")).args([
             "-r",
             &format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}"),
             "-q",
@@ -134,15 +139,8 @@ fn host_and_perf_against_pollux_target() {
             "1",
             "--no-pin",
             "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["total"]["ios"].as_u64().unwrap() > 0);
     assert_eq!(v["total"]["errors"].as_u64(), Some(0));
     app.shutdown_and_wait();

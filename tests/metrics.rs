@@ -401,8 +401,8 @@ fn sample_value(text: &str, prefix: &str) -> Option<f64> {
 #[test]
 fn digest_errors_and_term_reqs_are_counted() {
     use common::nvme::{call, rw, start_exporting_malloc, Host};
-    use pollux::nvmf::pdu::{self, PduHeader};
-    use pollux::nvmf::wire::{io_opc, SglDescriptor, Status};
+    use pollux::nvmf::pdu::PduHeader;
+    use pollux::nvmf::wire::{io_opc, Status};
 
     let nqn = "nqn.2016-06.io.pollux:digest";
     let (app, port) = start_exporting_malloc("metrics-digest", nqn);
@@ -421,22 +421,12 @@ fn digest_errors_and_term_reqs_are_counted() {
     let admin = Host::admin_connect(port, nqn, true, 0);
     let mut io = Host::io_connect(port, nqn, admin.cntlid, 1, true);
     let data = vec![0x5au8; 4096];
-    let mut w = rw(io_opc::WRITE, 0, 1);
-    w.cid = 9.into();
-    w.dptr = SglDescriptor::in_capsule(0, 4096);
-    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    io.send_raw(&bytes).unwrap();
-    let d = io.wait_completion(9);
-    assert!(d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR));
+    io.send_write_with_bad_ddgst(9, &data, 0xff);
+    io.wait_completion(9)
+        .assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
     // A capsule whose header digest is wrong: a Term Req and a close.
     let mut bad = Host::connect(port, true, false);
-    let mut bytes =
-        pdu::encode_pdu(&PduHeader::CapsuleCmd(rw(io_opc::READ, 0, 1)), &[], &bad.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    bad.send_raw(&bytes).unwrap();
+    bad.send_spoiled_pdu(&PduHeader::CapsuleCmd(rw(io_opc::READ, 0, 1)), &[], 0xff);
     let pdus = bad.drain_until_closed();
     assert!(pdus
         .iter()

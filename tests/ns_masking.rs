@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::nvme::{call, rw, start_exporting_malloc, Host, HOSTNQN};
-use pollux::nvmf::wire::{self, admin_opc, aen, cns, feat, io_opc, log_id, Sqe};
+use common::nvme::{add_malloc_namespace, call, rw, start_exporting_malloc, Host, HOSTNQN};
+use pollux::nvmf::wire::{self, admin_opc, cns, io_opc, Sqe};
 use serde_json::json;
 
 const NQN: &str = "nqn.2016-06.io.pollux:mask";
@@ -28,18 +28,12 @@ fn read_ok(io: &mut Host, nsid: u32) -> bool {
 #[test]
 fn a_masked_namespace_is_seen_only_by_its_hosts() {
     let (app, port) = start_exporting_malloc("ns-mask", NQN);
-    call(
+    let nsid = add_malloc_namespace(
         &app,
-        "bdev_malloc_create",
+        NQN,
         json!({"name": "Masked", "num_blocks": 4096, "block_size": 4096}),
-    )
-    .unwrap();
-    let nsid = call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Masked", "nsid": 2, "no_auto_visible": true}}),
-    )
-    .unwrap();
+        json!({"nsid": 2, "no_auto_visible": true}),
+    );
     assert_eq!(nsid, 2);
 
     let mut admin = Host::admin_connect(port, NQN, false, 0);
@@ -55,27 +49,10 @@ fn a_masked_namespace_is_seen_only_by_its_hosts() {
     assert!(!read_ok(&mut io, 2), "I/O to a masked namespace is refused");
 
     // Listing the host makes it active, with an AEN.
-    assert!(admin
-        .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
-        .ok());
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let aer = admin.arm_ns_notice();
     let add = json!({"nqn": NQN, "nsid": 2, "host": HOSTNQN});
     assert_eq!(call(&app, "nvmf_ns_add_host", add.clone()).unwrap(), true);
-    let c = admin.wait_completion(aer);
-    assert!(c.ok());
-    assert_eq!(
-        c.cqe.dw0.get(),
-        aen::dw0(
-            aen::TYPE_NOTICE,
-            aen::NOTICE_NS_ATTRIBUTE_CHANGED,
-            log_id::CHANGED_NS_LIST
-        )
-    );
-    let changed = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(changed.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.expect_ns_notice(aer), vec![2]);
     assert_eq!(active(&mut admin), vec![1, 2]);
     assert!(admin
         .identify(cns::NAMESPACE, 2)

@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host};
+use common::nvme::{add_uring_listener, export_malloc, rw, start_exporting_malloc, Host};
 use pollux::nvmf::wire::io_opc;
-use serde_json::json;
 use std::time::Duration;
 
 #[global_allocator]
@@ -54,30 +53,11 @@ fn set_tracked(app: &pollux::app::RunningApp, on: bool) {
 #[test]
 fn steady_state_io_allocates_nothing_on_the_reactor() {
     counting_allocator_counts();
-    let app = common::start(common::test_options("nvmf-alloc"));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let (app, port) = start_exporting_malloc("nvmf-alloc", NQN);
     let n = measure(&app, port);
     eprintln!("posix: reactor allocations during 1500 I/Os: {n}");
     assert_eq!(n, 0, "allocations on the posix I/O path");
-    let uring = call(
-        &app,
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": "0"}}),
-    );
-    if uring.is_ok() {
-        let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
-        let port: u16 = l[1]["address"]["trsvcid"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+    if let Ok(port) = add_uring_listener(&app, NQN) {
         let n = measure(&app, port);
         eprintln!("uring: reactor allocations during 1500 I/Os: {n}");
         assert_eq!(n, 0, "allocations on the uring I/O path");
@@ -94,14 +74,7 @@ fn qd1_4k_read_rough_rate() {
     let mut o = common::test_options("nvmf-qd1");
     o.idle = pollux::reactor::IdleStrategy::PollOnly;
     let app = common::start(o);
-    let port = export(
-        &mut |m, p| call(&app, m, p),
-        NQN,
-        "Malloc0",
-        16,
-        json!({}),
-        true,
-    );
+    let port = export_malloc(&app, NQN);
     for digests in [false, true] {
         let admin = Host::admin_connect(port, NQN, digests, 0);
         let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, digests);

@@ -34,14 +34,23 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn start(tag: &str) -> RunningApp {
+/// Takes the one-test-at-a-time lock and starts an app (`tag`) that exports a 16 MiB malloc
+/// namespace of `NQN` to any host, `extra` added to the transport's options; returns the
+/// lock, the app and the listener's port.
+fn start_exporting(tag: &str, extra: Value) -> (MutexGuard<'static, ()>, RunningApp, u16) {
+    let serial = serial();
     let mut o = common::test_options(tag);
     o.idle = IdleStrategy::SpinThenSleep(Duration::from_micros(50));
-    common::start(o)
-}
-
-fn setup(app: &RunningApp, extra: Value) -> u16 {
-    export(&mut |m, p| call(app, m, p), NQN, "Malloc0", 16, extra, true)
+    let app = common::start(o);
+    let port = export(
+        &mut |m, p| call(&app, m, p),
+        NQN,
+        "Malloc0",
+        16,
+        extra,
+        true,
+    );
+    (serial, app, port)
 }
 
 fn rpc(app: &RunningApp, method: &str, params: Value) -> Value {
@@ -199,11 +208,33 @@ fn start_r2t_write(h: &mut Host, len: u32) -> (u16, pdu::R2T) {
     (77, r)
 }
 
+/// Starts an 8 KiB R2T write on a new I/O queue of controller `cntlid` and answers the R2T
+/// with one H2CData for all of it, changed by `spoil` and carrying its DATAL bytes of
+/// `fill`: the target must answer with a Term Req of `fes`.
+fn spoiled_h2c_gets_term_req(
+    port: u16,
+    cntlid: u16,
+    fill: u8,
+    fes: Fes,
+    spoil: impl FnOnce(&mut H2CData),
+) {
+    let mut bad = Host::io_connect(port, NQN, cntlid, 2, false);
+    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
+    let mut h2c = H2CData {
+        cccid: cid,
+        ttag: r2t.ttag,
+        datao: r2t.r2to,
+        datal: r2t.r2tl,
+        last: true,
+    };
+    spoil(&mut h2c);
+    bad.send_pdu(&PduHeader::H2CData(h2c), &vec![fill; h2c.datal as usize]);
+    expect_term_req(&mut bad, Some(fes));
+}
+
 #[test]
 fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
-    let _serial = serial();
-    let app = start("rel-malformed");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-malformed", json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
     let mut seed = 1;
@@ -261,52 +292,35 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
     check_good(&mut admin, &mut io);
 
     // H2CData beyond what the R2T asked for.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    let past = r2t.r2tl + 512;
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid,
-            ttag: r2t.ttag,
-            datao: r2t.r2to,
-            datal: past,
-            last: true,
-        }),
-        &vec![0xab; past as usize],
+    spoiled_h2c_gets_term_req(
+        port,
+        admin.cntlid,
+        0xab,
+        Fes::DATA_TRANSFER_OUT_OF_RANGE,
+        |h| h.datal += 512,
     );
-    expect_term_req(&mut bad, Some(Fes::DATA_TRANSFER_OUT_OF_RANGE));
     check_good(&mut admin, &mut io);
 
     // H2CData at an offset the R2T did not ask for.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid,
-            ttag: r2t.ttag,
-            datao: r2t.r2to + 4096,
-            datal: 4096,
-            last: true,
-        }),
-        &[0xcd; 4096],
+    spoiled_h2c_gets_term_req(
+        port,
+        admin.cntlid,
+        0xcd,
+        Fes::DATA_TRANSFER_OUT_OF_RANGE,
+        |h| {
+            h.datao += 4096;
+            h.datal = 4096;
+        },
     );
-    expect_term_req(&mut bad, Some(Fes::DATA_TRANSFER_OUT_OF_RANGE));
     check_good(&mut admin, &mut io);
 
     // H2CData naming a command id that is not the one the transfer tag belongs to.
-    let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
-    let (cid, r2t) = start_r2t_write(&mut bad, 8192);
-    bad.send_pdu(
-        &PduHeader::H2CData(H2CData {
-            cccid: cid + 1,
-            ttag: r2t.ttag,
-            datao: 0,
-            datal: 4096,
-            last: false,
-        }),
-        &[0xef; 4096],
-    );
-    expect_term_req(&mut bad, Some(Fes::INVALID_HEADER_FIELD));
+    spoiled_h2c_gets_term_req(port, admin.cntlid, 0xef, Fes::INVALID_HEADER_FIELD, |h| {
+        h.cccid += 1;
+        h.datao = 0;
+        h.datal = 4096;
+        h.last = false;
+    });
     check_good(&mut admin, &mut io);
 
     // H2CData with a wrong data digest: the write fails (never reaches the bdev) or the
@@ -315,7 +329,7 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
     let bad = Host::admin_connect(port, NQN, true, 0);
     let mut badio = Host::io_connect(port, NQN, bad.cntlid, 1, true);
     let (cid, r2t) = start_r2t_write(&mut badio, 8192);
-    let mut bytes = pdu::encode_pdu(
+    badio.send_spoiled_pdu(
         &PduHeader::H2CData(H2CData {
             cccid: cid,
             ttag: r2t.ttag,
@@ -323,13 +337,9 @@ fn malformed_headers_truncations_and_stray_data_get_a_term_req_or_a_close() {
             datal: r2t.r2tl,
             last: true,
         }),
-        &[&vec![0x5a; r2t.r2tl as usize]],
-        &badio.tx,
-    )
-    .unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    badio.send_raw(&bytes).unwrap();
+        &vec![0x5a; r2t.r2tl as usize],
+        0xff,
+    );
     badio
         .stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -388,9 +398,7 @@ fn idle_connection_count() -> usize {
 
 #[test]
 fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
-    let _serial = serial();
-    let app = start("rel-idle");
-    let port = setup(&app, json!({"handshake_timeout_ms": 1000}));
+    let (_serial, app, port) = start_exporting("rel-idle", json!({"handshake_timeout_ms": 1000}));
     let t = rpc(&app, "nvmf_get_transports", json!({}));
     assert_eq!(t[0]["handshake_timeout_ms"], json!(1000));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
@@ -423,11 +431,7 @@ fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
         .map(|_| {
             let mut h = Host::connect(port, false, false);
             let d = h.run(rw(io_opc::READ, 0, 1), None, 4096);
-            assert!(
-                d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
-                "{:?}",
-                d.cqe.status()
-            );
+            d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
             h
         })
         .collect();
@@ -463,9 +467,7 @@ fn idle_and_half_open_connections_are_closed_by_the_handshake_timeout() {
 
 #[test]
 fn hosts_that_stop_reading_are_dropped() {
-    let _serial = serial();
-    let app = start("rel-noread");
-    let port = setup(&app, json!({"min_kato": 100}));
+    let (_serial, app, port) = start_exporting("rel-noread", json!({"min_kato": 100}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
 
@@ -555,9 +557,7 @@ fn on_ns2(mut sqe: Sqe) -> Sqe {
 
 #[test]
 fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
-    let _serial = serial();
-    let app = start("rel-errbdev");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-errbdev", json!({}));
     error_namespace(&app);
     let admin = Host::admin_connect(port, NQN, false, 0);
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
@@ -569,11 +569,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // A failed read: Internal Error, retryable (no DNR); the next read works.
     inject(&app, "read", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert!(!d.cqe.status().dnr());
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
@@ -584,17 +580,9 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     inject(&app, "write", "failure", 2);
     let other = pattern(8192, 43);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 2)), Some(&other), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     let d = io.run(on_ns2(rw(io_opc::WRITE, 10, 1)), Some(&other[..4096]), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
         data
@@ -603,18 +591,10 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     // Flush, Write Zeroes and Deallocate failures are reported too.
     inject(&app, "flush", "failure", 1);
     let d = io.run(on_ns2(Sqe::new(io_opc::FLUSH, 0, 2)), None, 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     inject(&app, "write_zeroes", "failure", 1);
     let d = io.run(on_ns2(rw(io_opc::WRITE_ZEROES, 10, 1)), None, 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     inject(&app, "unmap", "failure", 1);
     let mut dsm = Sqe::new(io_opc::DATASET_MANAGEMENT, 0, 2);
     dsm.cdw11 = pollux::nvmf::wire::dsm::DEALLOCATE.into();
@@ -622,11 +602,7 @@ fn injected_bdev_failures_reach_the_host_and_nomem_is_retried_without_loss() {
     range[4..8].copy_from_slice(&2u32.to_le_bytes());
     range[8..16].copy_from_slice(&10u64.to_le_bytes());
     let d = io.run(dsm, Some(&range), 0);
-    assert!(
-        d.cqe.status().same_code(Status::INTERNAL_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INTERNAL_ERROR);
     assert_eq!(
         io.run(on_ns2(rw(io_opc::READ, 10, 2)), None, 8192).data,
         data
@@ -698,9 +674,7 @@ fn delay_namespace(app: &RunningApp, nsid: u32, latency_us: u64) {
 
 #[test]
 fn a_thousand_abrupt_disconnects_with_io_in_flight_leak_nothing() {
-    let _serial = serial();
-    let app = start("rel-disconnect");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-disconnect", json!({}));
     delay_namespace(&app, 2, 2000);
     let fds = warm_fd_baseline(&app, port);
     let rounds: usize = std::env::var("POLLUX_DISCONNECTS")
@@ -765,9 +739,7 @@ fn a_thousand_abrupt_disconnects_with_io_in_flight_leak_nothing() {
 
 #[test]
 fn keep_alive_expiry_during_io_tears_everything_down() {
-    let _serial = serial();
-    let app = start("rel-kato");
-    let port = setup(&app, json!({"min_kato": 100}));
+    let (_serial, app, port) = start_exporting("rel-kato", json!({"min_kato": 100}));
     delay_namespace(&app, 2, 1000);
     let fds = warm_fd_baseline(&app, port);
     let _admin = Host::admin_connect(port, NQN, false, 300);
@@ -865,9 +837,7 @@ fn collect_answers(h: &mut Host, cids: &[u16]) -> Vec<Status> {
 
 #[test]
 fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
-    let _serial = serial();
-    let app = start("rel-remove");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-remove", json!({}));
     delay_namespace(&app, 2, 100_000);
     delay_namespace(&app, 3, 100_000);
     let fds = warm_fd_baseline(&app, port);
@@ -890,13 +860,7 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
     let answers = collect_answers(&mut io, &cids);
     let ok = answers.iter().filter(|s| s.is_success()).count();
     let d = io.run(on_ns2(rw(io_opc::READ, 0, 1)), None, 4096);
-    assert!(
-        d.cqe
-            .status()
-            .same_code(Status::INVALID_NAMESPACE_OR_FORMAT),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     still_served(&mut admin, &mut io, 11);
     // The removed namespace's bdev is free again.
     rpc(&app, "bdev_delay_delete", json!({"name": "Delay2"}));
@@ -925,9 +889,7 @@ fn namespace_removal_and_subsystem_deletion_with_io_in_flight() {
 /// within a second in every run before the fix.)
 #[test]
 fn cancelled_writes_of_a_closed_connection_do_not_close_the_next_one() {
-    let _serial = serial();
-    let app = start("rel-abandon");
-    let port = setup(&app, json!({}));
+    let (_serial, app, port) = start_exporting("rel-abandon", json!({}));
     let data = pattern(128 * 1024, 1);
     for round in 0..20u64 {
         let admin = Host::admin_connect(port, NQN, false, 0);

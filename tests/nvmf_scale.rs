@@ -64,6 +64,20 @@ fn local_views(app: &pollux::app::RunningApp) -> Vec<(u32, Arc<TargetView>, Vec<
         .collect()
 }
 
+/// A new null bdev `name` (1024 blocks of 4 KiB) added as a namespace of `nqn`.
+fn null_namespace(app: &pollux::app::RunningApp, nqn: &str, name: &str) {
+    rpc(
+        app,
+        "bdev_null_create",
+        json!({"name": name, "num_blocks": 1024, "block_size": 4096}),
+    );
+    rpc(
+        app,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": nqn, "namespace": {"bdev_name": name}}),
+    );
+}
+
 fn nqn(i: usize) -> String {
     format!("nqn.2016-06.io.pollux:scale{i}")
 }
@@ -100,16 +114,7 @@ fn every_reactor_view_equals_a_fresh_one_after_1000_changes() {
         for _ in 0..4 {
             let b = format!("Null{next_bdev}");
             next_bdev += 1;
-            rpc(
-                &app,
-                "bdev_null_create",
-                json!({"name": b, "num_blocks": 1024, "block_size": 4096}),
-            );
-            rpc(
-                &app,
-                "nvmf_subsystem_add_ns",
-                json!({"nqn": nqn(i), "namespace": {"bdev_name": b}}),
-            );
+            null_namespace(&app, &nqn(i), &b);
             changes += 1;
         }
         if i == 5 {
@@ -215,28 +220,10 @@ fn a_namespace_added_to_one_subsystem_leaves_the_others_untouched() {
             "nvmf_create_subsystem",
             json!({"nqn": nqn(i), "allow_any_host": true}),
         );
-        rpc(
-            &app,
-            "bdev_null_create",
-            json!({"name": format!("N{i}"), "num_blocks": 1024, "block_size": 4096}),
-        );
-        rpc(
-            &app,
-            "nvmf_subsystem_add_ns",
-            json!({"nqn": nqn(i), "namespace": {"bdev_name": format!("N{i}")}}),
-        );
+        null_namespace(&app, &nqn(i), &format!("N{i}"));
     }
     let before = local_views(&app);
-    rpc(
-        &app,
-        "bdev_null_create",
-        json!({"name": "Extra", "num_blocks": 1024, "block_size": 4096}),
-    );
-    rpc(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": nqn(0), "namespace": {"bdev_name": "Extra"}}),
-    );
+    null_namespace(&app, &nqn(0), "Extra");
     let after = local_views(&app);
     for ((core, old, _), (_, new, _)) in before.iter().zip(after.iter()) {
         assert_eq!(new.version, old.version + 1);
@@ -277,16 +264,7 @@ fn namespace_channels_open_with_the_first_io_queue_and_close_with_the_last() {
         );
         for j in 0..3 {
             let b = format!("C{i}_{j}");
-            rpc(
-                &app,
-                "bdev_null_create",
-                json!({"name": b, "num_blocks": 1024, "block_size": 4096}),
-            );
-            rpc(
-                &app,
-                "nvmf_subsystem_add_ns",
-                json!({"nqn": nqn(i), "namespace": {"bdev_name": b}}),
-            );
+            null_namespace(&app, &nqn(i), &b);
         }
         let l = rpc(
             &app,
@@ -322,16 +300,7 @@ fn namespace_channels_open_with_the_first_io_queue_and_close_with_the_last() {
     let sid1 = registry_and_fresh(&app).0.by_nqn(&nqn(1)).unwrap().id;
     assert_eq!(open(&app), vec![(sid1, 1), (sid1, 2), (sid1, 3)]);
     // A namespace added while the queue is there opens at once; one removed closes.
-    rpc(
-        &app,
-        "bdev_null_create",
-        json!({"name": "Late", "num_blocks": 1024, "block_size": 4096}),
-    );
-    rpc(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": nqn(1), "namespace": {"bdev_name": "Late"}}),
-    );
+    null_namespace(&app, &nqn(1), "Late");
     rpc(
         &app,
         "nvmf_subsystem_remove_ns",

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::nvme::{call, export, rw, Host, HOSTID, HOSTNQN};
+use common::nvme::{
+    add_malloc_namespace, add_uring_listener, call, export, rw, Host, HOSTID, HOSTNQN,
+};
 use pollux::app::RunningApp;
 use pollux::nvmf::pdu::{self, Fes, PduHeader};
 use pollux::nvmf::wire::{
@@ -18,6 +20,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:test";
+
+/// The second bdev the namespace tests add: `Malloc1`, 512 KiB of 512-byte blocks.
+fn malloc1() -> Value {
+    json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512})
+}
 
 fn start(cores: Vec<u32>, tag: &str) -> RunningApp {
     let mut o = common::test_options(tag);
@@ -86,10 +93,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
         .iter()
         .any(|d| matches!(d, wire::NsIdDescriptor::Uuid(_))));
     let d = admin.identify(cns::NAMESPACE, 0);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
 
     let d = admin.set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(3, 3));
     assert!(d.ok());
@@ -97,7 +101,7 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     let d = admin.get_feature(feat::NUMBER_OF_QUEUES);
     assert_eq!(d.cqe.dw0, wire::num_queues_value(3, 3));
     let d = admin.get_feature(0x77);
-    assert!(d.cqe.status().same_code(Status::INVALID_FIELD));
+    d.assert_code(Status::INVALID_FIELD);
     let d = admin.run(Sqe::new(admin_opc::KEEP_ALIVE, 0, 0), None, 0);
     assert!(d.ok());
 
@@ -133,21 +137,14 @@ fn exercise(port: u16, digests: bool, maxh2cdata: u32) {
     assert!(io.run(dsm, Some(&ranges), 0).ok());
     // Errors: LBA out of range, invalid namespace, invalid opcode.
     let d = io.run(rw(io_opc::READ, 64 * 256 - 1, 2), None, 8192);
-    assert!(
-        d.cqe.status().same_code(Status::LBA_OUT_OF_RANGE),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::LBA_OUT_OF_RANGE);
     assert!(d.cqe.status().dnr());
     let mut bad_ns = rw(io_opc::READ, 0, 1);
     bad_ns.nsid = 9.into();
     let d = io.run(bad_ns, None, 4096);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     let d = io.run(Sqe::new(0x7e, 0, 1), None, 0);
-    assert!(d.cqe.status().same_code(Status::INVALID_OPCODE));
+    d.assert_code(Status::INVALID_OPCODE);
     // SQ head moves with every command.
     let d = io.run(rw(io_opc::READ, 0, 1), None, 4096);
     assert!(d.ok());
@@ -260,11 +257,7 @@ fn io_queues_on_two_reactors() {
 }
 
 fn invalid_param(d: &common::nvme::Done) -> (bool, u16) {
-    assert!(
-        d.cqe.status().same_code(Status::CONNECT_INVALID_PARAMETERS),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::CONNECT_INVALID_PARAMETERS);
     wire::connect_invalid_param_from_dw0(d.cqe.dw0.get())
 }
 
@@ -279,11 +272,7 @@ fn connect_rejections() {
     // Host not allowed.
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(
-        d.cqe.status().same_code(Status::CONNECT_INVALID_HOST),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::CONNECT_INVALID_HOST);
     call(
         &app,
         "nvmf_subsystem_add_host",
@@ -300,7 +289,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 44));
     // A command before Connect: Command Sequence Error.
     let d = h.run(Sqe::new(admin_opc::IDENTIFY, 0, 0), None, 4096);
-    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
 
     // A controller, not yet enabled: an I/O connect is a Command Sequence Error.
     let mut admin = Host::connect(port, false, false);
@@ -308,11 +297,7 @@ fn connect_rejections() {
     let cntlid = admin.cntlid;
     let mut h = Host::connect(port, false, false);
     let d = h.fabric_connect(1, NQN, HOSTNQN, cntlid, 31, 0);
-    assert!(
-        d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
     assert!(admin.prop_set(prop::CC, 1 | 6 << 16 | 4 << 20).ok());
     assert!(admin
         .set_feature(feat::NUMBER_OF_QUEUES, wire::num_queues_value(0, 0))
@@ -339,7 +324,7 @@ fn connect_rejections() {
     assert_eq!(invalid_param(&d), (false, 42));
     // A second Connect on a connected queue.
     let d = admin.fabric_connect(0, NQN, HOSTNQN, 0xffff, 31, 0);
-    assert!(d.cqe.status().same_code(Status::COMMAND_SEQUENCE_ERROR));
+    d.assert_code(Status::COMMAND_SEQUENCE_ERROR);
     app.shutdown_and_wait();
 }
 
@@ -371,38 +356,10 @@ fn live_namespace_add_and_remove_raise_aens() {
     let app = start(vec![0], "nvmf-aen");
     let port = setup(&app, json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
-    assert!(admin
-        .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
-        .ok());
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
-    call(
-        &app,
-        "bdev_malloc_create",
-        json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512}),
-    )
-    .unwrap();
-    let nsid = call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc1", "nsid": 2}}),
-    )
-    .unwrap();
+    let aer = admin.arm_ns_notice();
+    let nsid = add_malloc_namespace(&app, NQN, malloc1(), json!({"nsid": 2}));
     assert_eq!(nsid, json!(2));
-    let c = admin.wait_completion(aer);
-    assert!(c.ok());
-    assert_eq!(
-        c.cqe.dw0,
-        aen::dw0(
-            aen::TYPE_NOTICE,
-            aen::NOTICE_NS_ATTRIBUTE_CHANGED,
-            log_id::CHANGED_NS_LIST
-        )
-    );
-    let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.expect_ns_notice(aer), vec![2]);
     let d = admin.identify(cns::ACTIVE_NS_LIST, 0);
     assert_eq!(
         wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
@@ -414,7 +371,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     r.nsid = 2.into();
     assert!(io.run(r, None, 4096).ok());
     // Removal: another AER, another notice; the namespace is gone for I/O.
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let aer = admin.submit_aer();
     call(
         &app,
         "nvmf_subsystem_remove_ns",
@@ -422,16 +379,9 @@ fn live_namespace_add_and_remove_raise_aens() {
     )
     .unwrap();
     assert!(admin.wait_completion(aer).ok());
-    let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.changed_ns_list(), vec![2]);
     let d = io.run(r, None, 4096);
-    assert!(d
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    d.assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     // Abort (best effort): a pending AER can be aborted, an unknown command cannot.
     let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
     let mut abort = Sqe::new(admin_opc::ABORT, 0, 0);
@@ -440,7 +390,7 @@ fn live_namespace_add_and_remove_raise_aens() {
     assert!(d.ok());
     assert_eq!(d.cqe.dw0 & 1, 0, "aborted");
     let a = admin.wait_completion(aer);
-    assert!(a.cqe.status().same_code(Status::ABORTED_BY_REQUEST));
+    a.assert_code(Status::ABORTED_BY_REQUEST);
     abort.cdw10 = (999 << 16).into();
     let d = admin.run(abort, None, 0);
     assert_eq!(d.cqe.dw0 & 1, 1, "not aborted");
@@ -500,10 +450,7 @@ fn malformed_pdus_get_a_term_req_while_others_keep_working() {
     expect_term_req(&mut bad, Fes::INVALID_HEADER_FIELD);
     // A wrong header digest.
     let mut bad = Host::connect(port, true, false);
-    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(sqe), &[], &bad.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0xff;
-    bad.send_raw(&bytes).unwrap();
+    bad.send_spoiled_pdu(&PduHeader::CapsuleCmd(sqe), &[], 0xff);
     expect_term_req(&mut bad, Fes::HEADER_DIGEST_ERROR);
     // In-capsule data above the limit.
     let mut bad = Host::io_connect(port, NQN, admin.cntlid, 2, false);
@@ -592,18 +539,7 @@ fn discovery_log_lists_the_subsystem_listeners() {
 fn deleting_the_bdev_or_the_subsystem_under_a_host() {
     let app = start(vec![0], "nvmf-delete");
     let port = setup(&app, json!({}));
-    call(
-        &app,
-        "bdev_malloc_create",
-        json!({"name": "Malloc1", "num_blocks": 1024, "block_size": 512}),
-    )
-    .unwrap();
-    call(
-        &app,
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc1"}}),
-    )
-    .unwrap();
+    add_malloc_namespace(&app, NQN, malloc1(), json!({}));
     let mut admin = Host::admin_connect(port, NQN, false, 0);
     assert!(admin
         .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
@@ -622,11 +558,8 @@ fn deleting_the_bdev_or_the_subsystem_under_a_host() {
         wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
         vec![1]
     );
-    assert!(io
-        .run(r, None, 4096)
-        .cqe
-        .status()
-        .same_code(Status::INVALID_NAMESPACE_OR_FORMAT));
+    io.run(r, None, 4096)
+        .assert_code(Status::INVALID_NAMESPACE_OR_FORMAT);
     // Deleting the subsystem disconnects its hosts.
     call(&app, "nvmf_delete_subsystem", json!({"nqn": NQN})).unwrap();
     admin.drain_until_closed();
@@ -718,24 +651,16 @@ fn embedded_default_exports_cnode1_on_4420() {
 fn uring_sockets_serve_the_same_protocol() {
     let app = start(vec![0], "nvmf-uring");
     let _ = setup(&app, json!({}));
-    let r = call(
-        &app,
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
-    );
-    if let Err(e) = r {
-        common::skip(
-            "uring_sockets_serve_the_same_protocol",
-            &format!("the uring sock impl is unavailable here: {e:?}"),
-        );
-        return;
-    }
-    let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
-    let port: u16 = l[1]["address"]["trsvcid"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = match add_uring_listener(&app, NQN) {
+        Ok(port) => port,
+        Err(e) => {
+            common::skip(
+                "uring_sockets_serve_the_same_protocol",
+                &format!("the uring sock impl is unavailable here: {e:?}"),
+            );
+            return;
+        }
+    };
     exercise(port, true, 131072);
     app.shutdown_and_wait();
 }
@@ -754,19 +679,9 @@ fn data_digest_errors_fail_the_command_and_host_removal_disconnects() {
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, true);
     // A 4 KiB in-capsule write whose data digest is wrong.
     let data = pattern(4096, 3);
-    let mut w = rw(io_opc::WRITE, 0, 1);
-    w.cid = 77.into();
-    w.dptr = SglDescriptor::in_capsule(0, 4096);
-    let mut bytes = pdu::encode_pdu(&PduHeader::CapsuleCmd(w), &[&data], &io.tx).unwrap();
-    let n = bytes.len();
-    bytes[n - 1] ^= 0x5a;
-    io.send_raw(&bytes).unwrap();
-    let d = io.wait_completion(77);
-    assert!(
-        d.cqe.status().same_code(Status::TRANSIENT_TRANSPORT_ERROR),
-        "{:?}",
-        d.cqe.status()
-    );
+    io.send_write_with_bad_ddgst(77, &data, 0x5a);
+    io.wait_completion(77)
+        .assert_code(Status::TRANSIENT_TRANSPORT_ERROR);
     // The queue still works.
     assert!(io.run(rw(io_opc::WRITE, 0, 1), Some(&data), 0).ok());
     // Removing the host from the allowed list disconnects its controller.
@@ -788,40 +703,49 @@ fn rpc_py(app: &RunningApp, args: &[&str]) -> (bool, String, String) {
     run_client(std::process::Command::new("python3").arg(script), app, args)
 }
 
+/// The rpc.py arguments of `method` (adding or removing a listener) for `NQN` on TCP/IPv4
+/// 127.0.0.1:`trsvcid`.
+fn listener_args<'a>(method: &'a str, trsvcid: &'a str) -> [&'a str; 10] {
+    [
+        method,
+        NQN,
+        "-t",
+        "tcp",
+        "-a",
+        "127.0.0.1",
+        "-s",
+        trsvcid,
+        "-f",
+        "ipv4",
+    ]
+}
+
+/// The stdout of a client run (`run_client`'s result) with `args`; panics, showing the
+/// stderr, unless it succeeded.
+fn succeeded(client: &str, args: &[&str], (ok, out, err): (bool, String, String)) -> String {
+    assert!(ok, "{client} {args:?}: {err}");
+    out
+}
+
 fn run_client(
     cmd: &mut std::process::Command,
     app: &RunningApp,
     args: &[&str],
 ) -> (bool, String, String) {
-    let out = cmd
-        .arg("-s")
-        .arg(app.rpc_socket())
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_rpc_client(cmd, app.rpc_socket(), args)
 }
 
 #[test]
 fn rpc_py_nvmf_commands() {
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        common::skip("rpc_py_nvmf_commands", "python3 is not installed");
+    if !common::have_tool(
+        "python3",
+        "rpc_py_nvmf_commands",
+        "python3 is not installed",
+    ) {
         return;
     }
     let app = start(vec![0], "nvmf-rpcpy");
-    let ok = |args: &[&str]| {
-        let (ok, out, err) = rpc_py(&app, args);
-        assert!(ok, "rpc.py {args:?}: {err}");
-        out
-    };
+    let ok = |args: &[&str]| succeeded("rpc.py", args, rpc_py(&app, args));
     ok(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
     ok(&[
         "nvmf_create_transport",
@@ -856,18 +780,7 @@ fn rpc_py_nvmf_commands() {
     assert_eq!(nsid.trim(), "3");
     ok(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
     ok(&["nvmf_subsystem_allow_any_host", NQN, "--enable"]);
-    ok(&[
-        "nvmf_subsystem_add_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-f",
-        "ipv4",
-    ]);
+    ok(&listener_args("nvmf_subsystem_add_listener", "0"));
     let t: Value = serde_json::from_str(&ok(&["nvmf_get_transports"])).unwrap();
     assert_eq!(t[0]["in_capsule_data_size"], json!(8192));
     assert_eq!(t[0]["min_kato"], json!(500));
@@ -904,18 +817,10 @@ fn rpc_py_nvmf_commands() {
     assert_eq!(st["poll_groups"][0]["current_admin_qpairs"], json!(1));
     ok(&["nvmf_subsystem_remove_ns", NQN, "3"]);
     ok(&["nvmf_subsystem_remove_host", NQN, HOSTNQN]);
-    ok(&[
+    ok(&listener_args(
         "nvmf_subsystem_remove_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
         &port.to_string(),
-        "-f",
-        "ipv4",
-    ]);
+    ));
     admin.drain_until_closed();
     ok(&["nvmf_delete_subsystem", NQN]);
     let (fine, _, err) = rpc_py(&app, &["nvmf_delete_subsystem", NQN]);
@@ -978,9 +883,8 @@ fn spdk_rpc_py_nvmf_commands() {
     };
     let app = start(vec![0], "nvmf-spdkrpc");
     let run = |args: &[&str]| {
-        let (ok, out, err) = run_client(&mut std::process::Command::new(&spdk), &app, args);
-        assert!(ok, "spdk rpc.py {args:?}: {err}");
-        out
+        let result = run_client(&mut std::process::Command::new(&spdk), &app, args);
+        succeeded("spdk rpc.py", args, result)
     };
     run(&["bdev_malloc_create", "-b", "Malloc0", "16", "4096"]);
     run(&[
@@ -1004,18 +908,7 @@ fn spdk_rpc_py_nvmf_commands() {
         "SPDK_Controller1",
     ]);
     run(&["nvmf_subsystem_add_ns", NQN, "Malloc0"]);
-    run(&[
-        "nvmf_subsystem_add_listener",
-        NQN,
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-f",
-        "ipv4",
-    ]);
+    run(&listener_args("nvmf_subsystem_add_listener", "0"));
     run(&["nvmf_subsystem_add_host", NQN, HOSTNQN]);
     run(&["nvmf_subsystem_allow_any_host", "--no-allow-any-host", NQN]);
     let s: Value = serde_json::from_str(&run(&["nvmf_get_subsystems", NQN])).unwrap();

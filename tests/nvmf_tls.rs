@@ -245,20 +245,19 @@ fn tls_psk_end_to_end() {
     let text = cfg.to_string();
     assert!(!text.contains("NVMeTLSkey"), "{text}");
     let entries = cfg.as_array().unwrap();
-    let hosts: Vec<_> = entries
-        .iter()
-        .filter(|e| e["method"] == "nvmf_subsystem_add_host")
-        .map(|e| e["params"].clone())
-        .collect();
+    let params_of = |method: &str| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["method"] == method)
+            .map(|e| e["params"].clone())
+            .collect()
+    };
+    let hosts = params_of("nvmf_subsystem_add_host");
     assert!(
         hosts.contains(&json!({"nqn": NQN, "host": HOST_A, "psk": "ka"})),
         "{hosts:?}"
     );
-    let listeners: Vec<_> = entries
-        .iter()
-        .filter(|e| e["method"] == "nvmf_subsystem_add_listener")
-        .map(|e| e["params"].clone())
-        .collect();
+    let listeners = params_of("nvmf_subsystem_add_listener");
     assert!(
         listeners.iter().any(|l| l["secure_channel"] == json!(true)
             && l["listen_address"]["trsvcid"] == json!(secure.to_string())),
@@ -275,21 +274,14 @@ fn tls_psk_end_to_end() {
         (HOST_A, path_a.clone(), "v0"),
         (HOST_B, key_b.format(), "v1"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
-            .args([
+        let v = common::json_output(
+            std::process::Command::new(env!("CARGO_BIN_EXE_pollux-perf")).args([
                 "-r",
                 &format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{secure} subnqn:{NQN} hostnqn:{host}"),
                 "-q", "16", "-o", "4096", "-w", "randrw", "-t", "1", "--no-pin", "--json",
                 "--psk", &key_arg, "--psk-identity", identity,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ]),
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{v}");
         assert_eq!(v["total"]["errors"].as_u64(), Some(0), "{v}");
     }

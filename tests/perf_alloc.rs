@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::nvme::{call, start_exporting_malloc};
+use common::nvme::{add_uring_listener, start_exporting_malloc};
 use common::target_proc::load_result;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::process::{Command, Stdio};
 
 const NQN: &str = "nqn.2016-06.io.pollux:perf-alloc";
@@ -34,19 +34,8 @@ fn perf(port: u16, sock: &str, digests: bool) -> Value {
 #[test]
 fn pollux_perf_steady_state_allocates_nothing() {
     let (app, port) = start_exporting_malloc("perf-alloc", NQN);
-    let uring = call(
-        &app,
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": "0"}}),
-    );
     let mut runs = vec![("posix", port)];
-    if uring.is_ok() {
-        let l = call(&app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).unwrap();
-        let uport: u16 = l[1]["address"]["trsvcid"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+    if let Ok(uport) = add_uring_listener(&app, NQN) {
         runs.push(("uring", uport));
     }
     for (sock, port) in runs {

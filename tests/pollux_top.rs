@@ -6,7 +6,7 @@
 mod common;
 
 use common::target_proc::{load_result, TargetProc, BDEV, NQN};
-use common::{skip, sock_path};
+use common::{have_tool, json_output, sock_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 const TOP: &str = env!("CARGO_BIN_EXE_pollux-top");
 
 fn once_json(sock: &Path) -> Value {
-    let out = Command::new(TOP)
-        .arg("-r")
-        .arg(sock)
-        .args(["--once", "--json", "-d", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
+    json_output(
+        Command::new(TOP)
+            .arg("-r")
+            .arg(sock)
+            .args(["--once", "--json", "-d", "1"]),
+    )
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -258,11 +252,12 @@ fn bdev_iops(screen: &str) -> Option<f64> {
 
 #[test]
 fn tui_in_tmux_shows_a_loaded_pollux_and_survives_its_restart() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        return skip(
-            "tui_in_tmux_shows_a_loaded_pollux_and_survives_its_restart",
-            "tmux is not installed (apt-get install tmux)",
-        );
+    if !have_tool(
+        "tmux",
+        "tui_in_tmux_shows_a_loaded_pollux_and_survives_its_restart",
+        "tmux is not installed (apt-get install tmux)",
+    ) {
+        return;
     }
     let t = TargetProc::start("top-tui", &[]);
     let sock = t.sock.clone();

@@ -11,7 +11,7 @@ mod common;
 use common::nvme::{call, export, rw, Host};
 use pollux::app::RunningApp;
 use pollux::bdev::rbd::DevCluster;
-use pollux::nvmf::wire::{self, admin_opc, aen, cns, feat, io_opc, log_id, Sqe};
+use pollux::nvmf::wire::{cns, io_opc, Sqe};
 use pollux::reactor::IdleStrategy;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -68,18 +68,9 @@ fn export_both(app: &RunningApp) -> u16 {
 }
 
 fn run_client(cmd: &mut std::process::Command, app: &RunningApp, args: &[&str]) -> String {
-    let out = cmd
-        .arg("-s")
-        .arg(app.rpc_socket())
-        .args(args)
-        .output()
-        .expect("the rpc client runs");
-    assert!(
-        out.status.success(),
-        "rpc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out, err) = common::run_rpc_client(cmd, app.rpc_socket(), args);
+    assert!(ok, "rpc {args:?}: {err}");
+    out
 }
 
 #[test]
@@ -107,10 +98,7 @@ fn rbd_namespace_io_resize_aen_and_rpc_clients() {
     .unwrap();
     let port = export_both(&app);
     let mut admin = Host::admin_connect(port, NQN, false, 0);
-    assert!(admin
-        .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
-        .ok());
-    let aer = admin.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0);
+    let aer = admin.arm_ns_notice();
     let mut io = Host::io_connect(port, NQN, admin.cntlid, 1, false);
 
     // Write and read back on both namespaces (16 KiB: in-capsule and R2T paths).
@@ -139,21 +127,7 @@ fn rbd_namespace_io_resize_aen_and_rpc_clients() {
         .unwrap(),
         json!(true)
     );
-    let done = admin.wait_completion(aer);
-    assert!(done.ok());
-    assert_eq!(
-        done.cqe.dw0,
-        aen::dw0(
-            aen::TYPE_NOTICE,
-            aen::NOTICE_NS_ATTRIBUTE_CHANGED,
-            log_id::CHANGED_NS_LIST
-        )
-    );
-    let d = admin.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
-    assert_eq!(
-        wire::decode_ns_list(d.data.as_slice().try_into().unwrap()),
-        vec![2]
-    );
+    assert_eq!(admin.expect_ns_notice(aer), vec![2]);
     let id = admin.identify(cns::NAMESPACE, 2);
     let nsze = u64::from_le_bytes(id.data[0..8].try_into().unwrap());
     assert_eq!(nsze, 32 * 256, "Identify Namespace shows the new size");

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::target_proc::{kill_if_running, spawn_pollux};
 use common::{free_port, sock_path, Client};
 use pollux::nvmf::host::reservation::{
     self as resv, ReservationStatus, ACQUIRE, CLEAR, CPTPL_SET, PREEMPT, PREEMPT_AND_ABORT,
@@ -16,7 +17,7 @@ use pollux::nvmf::host::{ConnectOpts, DataBuf, HostError, Request, SyncControlle
 use pollux::nvmf::wire::{admin_opc, feat, io_opc, FeaturesCmd, Sqe, Status};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:resv";
@@ -63,17 +64,7 @@ impl Pollux {
             {"subsystem": "nvmf", "config": nvmf}]});
         let path = dir.join("pollux.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pollux"))
-            .args(["-m", "0x3", "--no-pin", "-r"])
-            .arg(&sock)
-            .arg("--json")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pollux");
+        let child = spawn_pollux(&["-m", "0x3", "--no-pin"], &sock, &path, &[], dir);
         let mut p = Pollux {
             child,
             port,
@@ -132,14 +123,18 @@ impl Pollux {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Stops pollux and removes its test directory.
+    fn stop_and_remove_dir(self) {
+        let dir = self.dir.clone();
+        self.stop();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 impl Drop for Pollux {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
     }
 }
@@ -207,8 +202,7 @@ fn report(h: &SyncController) -> ReservationStatus {
 
 #[test]
 fn every_type_decides_who_reads_and_writes() {
-    let dir = test_dir("types");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("types"), false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
     // The hosts' I/O queues live on both reactors: a change applied on one is seen on the
     // other as soon as the command that made it completed.
@@ -276,14 +270,12 @@ fn every_type_decides_who_reads_and_writes() {
     }
     assert_eq!(report(&a).registrants, 0);
     drop((a, b, c));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn register_acquire_preempt_release_clear_sequences() {
-    let dir = test_dir("seq");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("seq"), false, true);
     let (a, b, c) = (p.host(1), p.host(2), p.host(3));
     // A second controller of host A shares its registration.
     let a2 = p.host(1);
@@ -430,14 +422,12 @@ fn register_acquire_preempt_release_clear_sequences() {
         "CPTPL without ptpl_file",
     );
     drop((a, a2, b, c));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn notifications_log_page_mask_and_aen() {
-    let dir = test_dir("notify");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("notify"), false, true);
     let (a, b) = (p.host(1), p.host(2));
     // A second controller of host B (its admin queue on the other reactor) is told too.
     let b2 = p.host(2);
@@ -522,14 +512,12 @@ fn notifications_log_page_mask_and_aen() {
     a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
     assert_eq!(b.reservation_notification().unwrap().log_type, 3);
     drop((a, b, b2));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
 fn identify_and_features() {
-    let dir = test_dir("ident");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("ident"), false, true);
     let a = p.host(1);
     let id = a.identify_controller().unwrap();
     assert_ne!(id.oncs.get() & 1 << 5, 0, "ONCS: reservations");
@@ -589,8 +577,7 @@ fn identify_and_features() {
         .same_code(Status::INVALID_OPCODE));
     let _ = io_opc::RESERVATION_REPORT;
     drop(a);
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 #[test]
@@ -686,17 +673,15 @@ fn ptpl_survives_a_restart_and_a_corrupt_file_is_refused() {
         config.to_string().contains("ptpl_file"),
         "saved config: {config}"
     );
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// `nvmf_subsystem_add_ns -p FILE` from pollux's scripts/rpc.py and from SPDK's own rpc.py
 /// (POLLUX_SPDK_RPC; skipped loudly without it) gives the namespace its PTPL file.
 #[test]
 fn rpc_py_ptpl_file_flag() {
-    let dir = test_dir("rpcpy");
-    let p = Pollux::start(&dir, false, false);
-    let file = dir.join("ns1.ptpl");
+    let p = Pollux::start(&test_dir("rpcpy"), false, false);
+    let file = p.dir.join("ns1.ptpl");
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rpc.py");
     let mut clients = vec![("scripts/rpc.py", {
         let mut c = Command::new("python3");
@@ -711,19 +696,17 @@ fn rpc_py_ptpl_file_flag() {
         ),
     }
     for (name, mut cmd) in clients {
-        let out = cmd
-            .arg("-s")
-            .arg(&p.sock)
-            .args(["nvmf_subsystem_add_ns", "-n", "1", "-p"])
-            .arg(&file)
-            .args([NQN, "Malloc0"])
-            .output()
-            .expect("run rpc.py");
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let add_ns = [
+            "nvmf_subsystem_add_ns",
+            "-n",
+            "1",
+            "-p",
+            file.to_str().unwrap(),
+            NQN,
+            "Malloc0",
+        ];
+        let (ok, _, err) = common::run_rpc_client(&mut cmd, &p.sock, &add_ns);
+        assert!(ok, "{name}: {err}");
         let mut rpc = Client::connect(&p.sock);
         let config = rpc.call("framework_get_config", Some(json!({"name": "nvmf"})));
         assert!(
@@ -738,16 +721,14 @@ fn rpc_py_ptpl_file_flag() {
             Some(json!({"nqn": NQN, "nsid": NSID})),
         );
     }
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// Two hosts take the reservation from each other 100 times; after each completion the
 /// loser's writes are refused and the winner's accepted on both reactors at once.
 #[test]
 fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
-    let dir = test_dir("pingpong");
-    let p = Pollux::start(&dir, false, true);
+    let p = Pollux::start(&test_dir("pingpong"), false, true);
     let hosts = [p.host(1), p.host(2)];
     let keys = [0x1u64, 0x2u64];
     for (h, k) in hosts.iter().zip(keys) {
@@ -776,16 +757,14 @@ fn preempt_ping_pong_is_seen_at_once_on_both_reactors() {
             .unwrap();
     }
     drop(hosts);
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }
 
 /// Preempt and Abort completes only after the preempted host's write, started before on a
 /// slow (1 s delay) namespace, finished; a plain Preempt does not wait for it.
 #[test]
 fn preempt_and_abort_waits_for_the_preempted_hosts_io() {
-    let dir = test_dir("abort");
-    let p = Pollux::start(&dir, false, false);
+    let p = Pollux::start(&test_dir("abort"), false, false);
     let mut rpc = Client::connect(&p.sock);
     rpc.call(
         "bdev_delay_create",
@@ -836,6 +815,5 @@ fn preempt_and_abort_waits_for_the_preempted_hosts_io() {
         a.reservation_release(1, NSID, CLEAR, 0, 0xa).unwrap();
     }
     drop((a, b));
-    p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    p.stop_and_remove_dir();
 }

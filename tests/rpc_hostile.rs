@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{start, test_options, Client};
+use common::{start, start_with_client, test_options, Client};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -425,8 +425,7 @@ fn a_slow_reader_gets_every_answer_in_order() {
     // Back-pressure must not lose answers: 2000 pipelined requests with large answers,
     // read slowly, all arrive in order.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let app = start(test_options("slowreader"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("slowreader");
     let all: Vec<u8> = (0..2000u64)
         .flat_map(|i| request(i, "rpc_get_methods", None))
         .collect();

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{start, test_options, Client, TIMEOUT};
+use common::{start, start_with_client, test_options, Client, TIMEOUT};
+use pollux::app::RunningApp;
 use pollux::reactor;
 use pollux::rpc::{self, Allowed, RpcError};
 use serde_json::{json, Value};
@@ -13,8 +14,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn pretty_printed_requests_back_to_back_in_one_write() {
-    let app = start(test_options("pretty"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("pretty");
     c.send(
         b"{\n  \"jsonrpc\": \"2.0\",\n  \"method\": \"spdk_get_version\",\n  \"id\": 1\n}{\n  \"jsonrpc\": \"2.0\",\n  \"method\": \"log_get_level\",\n  \"id\": 2\n}\n  {\"jsonrpc\":\"2.0\",\"method\":\"rpc_get_methods\",\"id\":\"three\"}",
     );
@@ -38,8 +38,7 @@ fn pretty_printed_requests_back_to_back_in_one_write() {
 
 #[test]
 fn a_request_split_across_writes() {
-    let app = start(test_options("split"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("split");
     let req = br#"{"jsonrpc": "2.0", "method": "spdk_get_version", "id": 7}"#;
     for chunk in req.chunks(5) {
         c.send(chunk);
@@ -53,8 +52,7 @@ fn a_request_split_across_writes() {
 
 #[test]
 fn batches_answer_with_an_array() {
-    let app = start(test_options("batch"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("batch");
     c.send(
         br#"[
           {"jsonrpc": "2.0", "method": "spdk_get_version", "id": 1},
@@ -82,8 +80,7 @@ fn batches_answer_with_an_array() {
 
 #[test]
 fn notifications_get_only_error_answers() {
-    let app = start(test_options("notify"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("notify");
     c.send(br#"{"jsonrpc":"2.0","method":"log_set_flag","params":{"flag":"rpc"}}"#);
     c.send(br#"{"jsonrpc":"2.0","method":"no_such_method"}"#);
     let err = c.read();
@@ -98,8 +95,7 @@ fn notifications_get_only_error_answers() {
 
 #[test]
 fn error_codes_and_messages() {
-    let app = start(test_options("errors"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("errors");
     // No params at all is fine.
     let v = c.call("spdk_get_version", None);
     assert!(v["version"].is_string());
@@ -142,6 +138,14 @@ fn error_codes_and_messages() {
     app.shutdown_and_wait();
 }
 
+/// Checks that the server closed `conn` and still serves a new client; stops `app`.
+fn closed_while_others_are_served(app: RunningApp, mut conn: Client) {
+    assert!(conn.try_read().is_none(), "the connection must be closed");
+    let mut good = Client::connect(app.rpc_socket());
+    assert!(good.call("spdk_get_version", None).is_object());
+    app.shutdown_and_wait();
+}
+
 #[test]
 fn malformed_json_closes_only_that_connection() {
     let app = start(test_options("malformed"));
@@ -152,10 +156,7 @@ fn malformed_json_closes_only_that_connection() {
     let err = bad.read();
     assert_eq!(err["error"]["code"], -32700, "{err}");
     assert_eq!(err["id"], Value::Null);
-    assert!(bad.try_read().is_none(), "the connection must be closed");
-    let mut good = Client::connect(app.rpc_socket());
-    assert!(good.call("spdk_get_version", None).is_object());
-    app.shutdown_and_wait();
+    closed_while_others_are_served(app, bad);
 }
 
 #[test]
@@ -173,10 +174,7 @@ fn oversized_request_is_refused_and_closed() {
     let err = big.read();
     assert_eq!(err["error"]["code"], -32700, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("exceed"));
-    assert!(big.try_read().is_none(), "the connection must be closed");
-    let mut good = Client::connect(app.rpc_socket());
-    assert!(good.call("spdk_get_version", None).is_object());
-    app.shutdown_and_wait();
+    closed_while_others_are_served(app, big);
 }
 
 #[test]
@@ -309,8 +307,7 @@ fn answers_from_another_reactor_and_from_a_plain_thread() {
 
 #[test]
 fn statistics_have_spdks_shape() {
-    let app = start(test_options("stats"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("stats");
     let r = c.call("framework_get_reactors", None);
     assert_eq!(r["tick_rate"], 1_000_000_000u64);
     assert_eq!(r["pid"], std::process::id());
@@ -333,8 +330,7 @@ fn statistics_have_spdks_shape() {
 
 #[test]
 fn log_methods_round_trip() {
-    let app = start(test_options("log"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("log");
     let before = c.call("log_get_level", None);
     assert_eq!(
         c.call("log_set_level", Some(json!({"level": "DEBUG"}))),
@@ -358,8 +354,7 @@ fn log_methods_round_trip() {
 
 #[test]
 fn spdk_kill_instance_stops_the_app() {
-    let app = start(test_options("kill"));
-    let mut c = Client::connect(app.rpc_socket());
+    let (app, mut c) = start_with_client("kill");
     let (code, msg) = c.call_err("spdk_kill_instance", Some(json!({"sig_name": "SIGKILL"})));
     assert_eq!(code, -32602);
     assert!(msg.contains("sig_name"));

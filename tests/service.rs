@@ -8,7 +8,7 @@
 mod common;
 
 use common::target_proc::{write_config, TargetProc, NQN};
-use common::{free_port, skip, sock_path, Client};
+use common::{free_port, have_tool, skip, sock_path, Client};
 use serde_json::{json, Value};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -231,11 +231,12 @@ fn rpc_py(sock: &Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn reload_config_applies_additions_and_refuses_restart_only_changes() {
-    if Command::new("python3").arg("-V").output().is_err() {
-        return skip(
-            "reload_config_applies_additions_and_refuses_restart_only_changes",
-            "python3 is absent",
-        );
+    if !have_tool(
+        "python3",
+        "reload_config_applies_additions_and_refuses_restart_only_changes",
+        "python3 is absent",
+    ) {
+        return;
     }
     let t = TargetProc::start("reload", &[]);
     let file = t.dir.join("pollux.json");

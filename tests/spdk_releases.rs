@@ -427,8 +427,7 @@ fn session_selectors_pick_one_spelling_per_release() {
 /// parameter when set; sent with their defaults, they are accepted.
 #[test]
 fn unimplemented_params_are_refused_by_name_defaults_accepted() {
-    let app = common::start(common::test_options("rel-refuse"));
-    let mut c = common::Client::connect(app.rpc_socket());
+    let (app, mut c) = common::start_with_client("rel-refuse");
     c.call(
         "bdev_null_create",
         Some(serde_json::json!({"name": "N0", "num_blocks": 64, "block_size": 512})),
@@ -532,9 +531,7 @@ fn unimplemented_params_are_refused_by_name_defaults_accepted() {
 #[test]
 fn log_timestamps_max_subsystems_and_reactor_fields() {
     use serde_json::json;
-    let mut opts = common::test_options("rel-small");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("rel-small");
     let mut c = common::Client::connect(app.rpc_socket());
     assert_eq!(
         c.call(
@@ -599,9 +596,7 @@ fn log_timestamps_max_subsystems_and_reactor_fields() {
 #[test]
 fn iobuf_options_and_stats() {
     use serde_json::json;
-    let mut opts = common::test_options("rel-iobuf");
-    opts.wait_for_rpc = true;
-    let app = common::start(opts);
+    let app = common::start_waiting_for_rpc("rel-iobuf");
     let mut c = common::Client::connect(app.rpc_socket());
     for (bad, field) in [
         (json!({"small_pool_count": 63}), "small_pool_count"),
@@ -671,8 +666,7 @@ fn iobuf_options_and_stats() {
 #[test]
 fn tgt_name_selects_the_one_target() {
     use serde_json::json;
-    let app = common::start(common::test_options("rel-tgt"));
-    let mut c = common::Client::connect(app.rpc_socket());
+    let (app, mut c) = common::start_with_client("rel-tgt");
     assert_eq!(
         c.call(
             "nvmf_create_transport",
@@ -729,8 +723,7 @@ fn keyring_methods_and_errors() {
         std::fs::write(p, KEY_SECRET).unwrap();
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let app = common::start(common::test_options("rel-keyring"));
-    let mut c = common::Client::connect(app.rpc_socket());
+    let (app, mut c) = common::start_with_client("rel-keyring");
     let add = |name: &str, path: &std::path::Path| json!({"name": name, "path": path});
     assert_eq!(
         c.call("keyring_file_add_key", Some(add("rpc-k0", &good))),

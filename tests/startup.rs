@@ -5,13 +5,14 @@
 
 mod common;
 
-use common::{start, test_options, Client, TIMEOUT};
-use pollux::app::{self, AppError};
+use common::{start, start_waiting_for_rpc, test_options, Client, TIMEOUT};
+use pollux::app::{self, AppError, AppOptions};
 use pollux::rpc::{self, Allowed, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// The test subsystem's state, on each app's main reactor.
 #[derive(Default)]
@@ -89,7 +90,7 @@ fn register_test_kv() {
     });
 }
 
-fn write_config(tag: &str, config: &Value) -> std::path::PathBuf {
+fn write_config(tag: &str, config: &Value) -> PathBuf {
     let path = common::sock_path(tag).with_extension("json");
     std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
     path
@@ -97,9 +98,7 @@ fn write_config(tag: &str, config: &Value) -> std::path::PathBuf {
 
 #[test]
 fn wait_for_rpc_state_rules() {
-    let mut opts = test_options("wait");
-    opts.wait_for_rpc = true;
-    let app = start(opts);
+    let app = start_waiting_for_rpc("wait");
     let mut c = Client::connect(app.rpc_socket());
     // RUNTIME-only methods are refused with -1 in STARTUP, in SPDK's words.
     let (code, msg) = c.call_err("framework_get_reactors", None);
@@ -139,6 +138,16 @@ fn wait_for_rpc_state_rules() {
     app.shutdown_and_wait();
 }
 
+/// Options for an app (`tag`) with the test_kv subsystem, loading `config` from a file it
+/// writes; returns them and the file.
+fn test_kv_options(tag: &str, config: &Value) -> (AppOptions, PathBuf) {
+    let file = write_config(tag, config);
+    let mut opts = test_options(tag);
+    opts.json_config = Some(file.clone());
+    opts.extra_init = Some(Box::new(register_test_kv));
+    (opts, file)
+}
+
 #[test]
 fn json_config_loads_in_two_passes_and_round_trips() {
     // The RUNTIME entry comes first in the file; the STARTUP one must still run first.
@@ -150,10 +159,7 @@ fn json_config_loads_in_two_passes_and_round_trips() {
         ]},
         {"subsystem": "empty", "config": null}
     ]});
-    let file = write_config("twopass", &config);
-    let mut opts = test_options("twopass");
-    opts.json_config = Some(file.clone());
-    opts.extra_init = Some(Box::new(register_test_kv));
+    let (opts, file) = test_kv_options("twopass", &config);
     let app = start(opts);
     let mut c = Client::connect(app.rpc_socket());
     assert_eq!(
@@ -186,10 +192,7 @@ fn json_config_loads_in_two_passes_and_round_trips() {
         "config": c.call("framework_get_config", Some(json!({"name": "test_kv"}))),
     }]});
     app.shutdown_and_wait();
-    let file2 = write_config("roundtrip", &saved);
-    let mut opts = test_options("roundtrip");
-    opts.json_config = Some(file2.clone());
-    opts.extra_init = Some(Box::new(register_test_kv));
+    let (opts, file2) = test_kv_options("roundtrip", &saved);
     let app = start(opts);
     let mut c = Client::connect(app.rpc_socket());
     let again = c.call("framework_get_config", Some(json!({"name": "test_kv"})));
@@ -200,10 +203,7 @@ fn json_config_loads_in_two_passes_and_round_trips() {
 }
 
 fn start_err(config: Value, tag: &str) -> String {
-    let file = write_config(tag, &config);
-    let mut opts = test_options(tag);
-    opts.json_config = Some(file.clone());
-    opts.extra_init = Some(Box::new(register_test_kv));
+    let (opts, file) = test_kv_options(tag, &config);
     let socket = opts.rpc_socket.clone();
     let err = match app::start(opts) {
         Ok(_) => panic!("start-up with a bad config must fail"),
@@ -262,11 +262,8 @@ fn json_config_with_wait_for_rpc_stops_after_the_startup_pass() {
         {"method": "test_kv_set_limit", "params": {"limit": 5}},
         {"method": "test_kv_set", "params": {"key": "a", "value": "1"}}
     ]}]});
-    let file = write_config("cfg-wait", &config);
-    let mut opts = test_options("cfg-wait");
-    opts.json_config = Some(file.clone());
+    let (mut opts, file) = test_kv_options("cfg-wait", &config);
     opts.wait_for_rpc = true;
-    opts.extra_init = Some(Box::new(register_test_kv));
     let app = start(opts);
     let mut c = Client::connect(app.rpc_socket());
     assert_eq!(c.call("test_kv_log", None), json!(["test_kv_set_limit"]));

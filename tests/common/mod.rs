@@ -8,12 +8,14 @@ pub mod nvme;
 pub mod target_proc;
 
 use pollux::app::{self, AppOptions, RunningApp};
-use pollux::reactor::IdleStrategy;
+use pollux::reactor::{self, IdleStrategy, ReactorConfig};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +57,81 @@ pub fn skip(test: &str, reason: &str) {
         panic!("{test}: {reason} (POLLUX_NO_SKIP is set, so this is a failure)");
     }
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
+/// Runs an RPC client `cmd` (an rpc.py) against the socket `sock` with `args`; returns
+/// whether it succeeded, its stdout and its stderr.
+pub fn run_rpc_client(cmd: &mut Command, sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = cmd
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("the rpc client runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether `tool` runs (as `tool -V`); where it does not, reports `test` skipped for
+/// `reason`.
+pub fn have_tool(tool: &str, test: &str, reason: &str) -> bool {
+    let found = Command::new(tool).arg("-V").output().is_ok();
+    if !found {
+        skip(test, reason);
+    }
+    found
+}
+
+/// Runs `cmd` to its end and returns what it printed on stdout, one JSON document; panics,
+/// showing its stderr, unless it succeeded.
+pub fn json_output(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+/// Starts an app with `test_options(tag)` that waits in STARTUP for framework_start_init.
+pub fn start_waiting_for_rpc(tag: &str) -> RunningApp {
+    let mut opts = test_options(tag);
+    opts.wait_for_rpc = true;
+    start(opts)
+}
+
+/// Starts one unpinned reactor on `core` (sleeping when idle) and runs `init` there with the
+/// sender of a channel; waits up to `timeout` for what is sent on it, stops the reactor and
+/// returns that.
+pub fn run_on_one_reactor<T: Send + 'static>(
+    core: u32,
+    timeout: Duration,
+    init: impl FnOnce(mpsc::Sender<T>) + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let config = ReactorConfig {
+        cores: vec![core],
+        idle: IdleStrategy::SpinThenSleep(Duration::from_micros(50)),
+        pin: false,
+    };
+    let app = reactor::start(config, move || init(tx)).unwrap();
+    let result = rx
+        .recv_timeout(timeout)
+        .expect("the reactor sent its result");
+    app.shutdown();
+    app.wait();
+    result
+}
+
+/// Starts an app with `test_options(tag)` and connects a client to its RPC socket.
+pub fn start_with_client(tag: &str) -> (RunningApp, Client) {
+    let app = start(test_options(tag));
+    let client = Client::connect(app.rpc_socket());
+    (app, client)
 }
 
 pub fn start(opts: AppOptions) -> RunningApp {

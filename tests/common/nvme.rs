@@ -12,7 +12,8 @@ use pollux::nvmf::pdu::{
     PduHeader, Role, RxConfig, TxConfig,
 };
 use pollux::nvmf::wire::{
-    self, admin_opc, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
+    self, admin_opc, aen, feat, log_id, prop, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe,
+    Status,
 };
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -35,6 +36,12 @@ pub struct Done {
 impl Done {
     pub fn ok(&self) -> bool {
         self.cqe.status().is_success()
+    }
+
+    /// Panics, showing the status, unless the command failed with `expected`'s code.
+    pub fn assert_code(&self, expected: Status) {
+        let status = self.cqe.status();
+        assert!(status.same_code(expected), "{status:?}");
     }
 }
 
@@ -118,6 +125,23 @@ impl Host {
     pub fn send_pdu(&mut self, hdr: &PduHeader, data: &[u8]) {
         let bytes = encode_pdu(hdr, &[data], &self.tx).expect("encode");
         self.stream.write_all(&bytes).expect("send a PDU");
+    }
+
+    /// Sends a PDU whose last byte (its data digest, or its header digest when it carries
+    /// no data) is XOR-ed with `flip`.
+    pub fn send_spoiled_pdu(&mut self, hdr: &PduHeader, data: &[u8], flip: u8) {
+        let mut bytes = encode_pdu(hdr, &[data], &self.tx).expect("encode");
+        *bytes.last_mut().unwrap() ^= flip;
+        self.stream.write_all(&bytes).expect("send a PDU");
+    }
+
+    /// Sends Write `cid` of one block at LBA 0 with `data` in the capsule and its data
+    /// digest spoiled by `flip`.
+    pub fn send_write_with_bad_ddgst(&mut self, cid: u16, data: &[u8], flip: u8) {
+        let mut w = rw(wire::io_opc::WRITE, 0, 1);
+        w.cid = cid.into();
+        w.dptr = SglDescriptor::in_capsule(0, data.len() as u32);
+        self.send_spoiled_pdu(&PduHeader::CapsuleCmd(w), data, flip);
     }
 
     /// The next PDU from the target (`Err` on end of stream or timeout).
@@ -405,6 +429,42 @@ impl Host {
         sqe.cdw10 = (fid as u32).into();
         self.run(sqe, None, 0)
     }
+
+    /// Submits an Asynchronous Event Request; returns its cid.
+    pub fn submit_aer(&mut self) -> u16 {
+        self.submit(Sqe::new(admin_opc::ASYNC_EVENT_REQUEST, 0, 0), None, 0)
+    }
+
+    /// Enables namespace-attribute notices and submits an Asynchronous Event Request for
+    /// them; returns its cid.
+    pub fn arm_ns_notice(&mut self) -> u16 {
+        assert!(self
+            .set_feature(feat::ASYNC_EVENT_CONFIG, aen::CONFIG_NS_ATTRIBUTE)
+            .ok());
+        self.submit_aer()
+    }
+
+    /// Waits for AER `aer`, which must complete as a namespace-attribute notice naming the
+    /// Changed Namespace List; returns that list.
+    pub fn expect_ns_notice(&mut self, aer: u16) -> Vec<u32> {
+        let c = self.wait_completion(aer);
+        assert!(c.ok());
+        assert_eq!(
+            c.cqe.dw0,
+            aen::dw0(
+                aen::TYPE_NOTICE,
+                aen::NOTICE_NS_ATTRIBUTE_CHANGED,
+                log_id::CHANGED_NS_LIST
+            )
+        );
+        self.changed_ns_list()
+    }
+
+    /// The Changed Namespace List log page.
+    pub fn changed_ns_list(&mut self) -> Vec<u32> {
+        let d = self.get_log(log_id::CHANGED_NS_LIST, 0, 0, 4096);
+        wire::decode_ns_list(d.data.as_slice().try_into().unwrap())
+    }
 }
 
 /// A Read or Write of `blocks` at `slba` of namespace 1 (the host fills in cid and SGL).
@@ -425,6 +485,21 @@ pub fn call(app: &pollux::app::RunningApp, method: &str, params: Value) -> Resul
     app.call(method, params, Duration::from_secs(10))
         .expect("an RPC answer")
         .map_err(|e| json!({"code": e.code, "message": e.message}))
+}
+
+/// Creates the malloc bdev `bdev` (`json!({"name", "num_blocks", "block_size"})`) and adds
+/// it to `nqn` as the namespace `namespace` describes beside its bdev_name; returns what
+/// nvmf_subsystem_add_ns answered (the nsid).
+pub fn add_malloc_namespace(
+    app: &pollux::app::RunningApp,
+    nqn: &str,
+    bdev: Value,
+    mut namespace: Value,
+) -> Value {
+    namespace["bdev_name"] = bdev["name"].clone();
+    call(app, "bdev_malloc_create", bdev).unwrap();
+    let ns = json!({"nqn": nqn, "namespace": namespace});
+    call(app, "nvmf_subsystem_add_ns", ns).unwrap()
 }
 
 /// Standard setup RPCs: transport, subsystem (any host unless `hosts`), a namespace on a
@@ -475,15 +550,37 @@ pub fn export(
 /// `Malloc0` as a namespace of `nqn` to any host; returns the app and the listener's port.
 pub fn start_exporting_malloc(tag: &str, nqn: &str) -> (pollux::app::RunningApp, u16) {
     let app = super::start(super::test_options(tag));
-    let port = export(
-        &mut |m, p| call(&app, m, p),
+    let port = export_malloc(&app, nqn);
+    (app, port)
+}
+
+/// Exports a new 16 MiB malloc bdev `Malloc0` of `app` as a namespace of `nqn` to any
+/// host; returns the listener's port.
+pub fn export_malloc(app: &pollux::app::RunningApp, nqn: &str) -> u16 {
+    export(
+        &mut |m, p| call(app, m, p),
         nqn,
         "Malloc0",
         16,
         json!({}),
         true,
-    );
-    (app, port)
+    )
+}
+
+/// Adds a second listener of `nqn`, on the uring sock impl and an ephemeral port; returns
+/// its port, or the RPC error where uring is unavailable.
+pub fn add_uring_listener(app: &pollux::app::RunningApp, nqn: &str) -> Result<u16, Value> {
+    call(
+        app,
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": nqn, "sock_impl": "uring", "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "0"}}),
+    )?;
+    let l = call(app, "nvmf_subsystem_get_listeners", json!({"nqn": nqn})).unwrap();
+    Ok(l[1]["address"]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap())
 }
 
 /// Makes the next close of `s` a reset (SO_LINGER 0) instead of an orderly FIN.

@@ -41,6 +41,38 @@ pub fn write_config(dir: &Path, port: u16) -> PathBuf {
     path
 }
 
+/// Spawns the pollux binary with `flags`, its RPC socket at `sock`, the config file `config`
+/// and then `extra`; its stderr goes to `dir`/pollux.log.
+pub fn spawn_pollux(
+    flags: &[&str],
+    sock: &Path,
+    config: &Path,
+    extra: &[&str],
+    dir: &Path,
+) -> Child {
+    let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_pollux"))
+        .args(flags)
+        .arg("-r")
+        .arg(sock)
+        .arg("--json")
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pollux")
+}
+
+/// Kills `child` and reaps it, unless it has exited already.
+pub fn kill_if_running(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl TargetProc {
     /// Starts pollux (one unpinned reactor on core 0, the config above) with `extra` flags
     /// and waits until its RPC socket answers.
@@ -55,18 +87,7 @@ impl TargetProc {
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let config = write_config(&dir, port);
-        let log = std::fs::File::create(dir.join("pollux.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pollux"))
-            .args(["-m", "[0]", "--no-pin", "-r"])
-            .arg(&sock)
-            .arg("--json")
-            .arg(&config)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pollux");
+        let child = spawn_pollux(&["-m", "[0]", "--no-pin"], &sock, &config, extra, &dir);
         let mut t = TargetProc {
             child,
             sock,
@@ -136,10 +157,7 @@ impl TargetProc {
 
 impl Drop for TargetProc {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
         let _ = std::fs::remove_file(&self.sock);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
