@@ -22,10 +22,7 @@ use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
 use super::{HostError, TransportId};
 use crate::buf::IoBuf;
 use crate::nvmf::wire::{
-    admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
-    Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
-    GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
-    PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
+    io_opc, prop, shutdown, Cap, Cc, IdentifyController, SglDescriptor, Sqe, Version,
 };
 use crate::reactor::{self, PollStatus, PollerHandle};
 use bring_up::{bring_up, poll_csts};
@@ -33,7 +30,6 @@ use slab::Slab;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
-use zerocopy::IntoBytes;
 
 /// How to connect.
 #[derive(Debug, Clone)]

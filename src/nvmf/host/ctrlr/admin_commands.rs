@@ -1,6 +1,14 @@
 //! The controller's admin commands: properties, Identify, logs, features, Keep Alive, the discovery log.
 
-use super::*;
+use super::Controller;
+use crate::buf::IoBuf;
+use crate::nvmf::host::qpair::{DataBuf, Request};
+use crate::nvmf::host::HostError;
+use crate::nvmf::wire::{
+    admin_opc, cns, log_id, prop, DiscoveryLogEntry, DiscoveryLogHeader, FabricsCommand,
+    FeaturesCmd, GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
+    PropertySetCmd, SglDescriptor, Sqe,
+};
 
 impl Controller {
     pub fn property_get(&self, offset: u32, cb: impl FnOnce(Result<u64, HostError>) + 'static) {

@@ -1,6 +1,13 @@
 //! The controller's I/O commands: read, write, compare, fused compare-and-write, flush, write zeroes, deallocate.
 
-use super::*;
+use super::{compare_and_write_pair, Controller};
+use crate::buf::IoBuf;
+use crate::nvmf::host::qpair::{Completion, DataBuf, Request};
+use crate::nvmf::host::HostError;
+use crate::nvmf::wire::{io_opc, DsmRange, SglDescriptor, Sqe};
+use std::cell::RefCell;
+use std::rc::Rc;
+use zerocopy::IntoBytes;
 
 impl Controller {
     pub fn read(

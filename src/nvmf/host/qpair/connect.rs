@@ -1,6 +1,17 @@
 //! Bringing a queue pair up: the socket connect, ICReq, the Fabrics Connect command and DH-HMAC-CHAP authentication.
 
-use super::*;
+use super::{Completion, DataBuf, Qpair, QpairState, Request, TxConfig, AUTH_TAG, CONNECT_TAG};
+use crate::buf::IoBuf;
+use crate::nvmf::auth::messages::SECP;
+use crate::nvmf::host::auth::{self, AuthAction, QueueAuth};
+use crate::nvmf::host::HostError;
+use crate::nvmf::pdu::PduHeader;
+use crate::nvmf::pdu_tx::push_header_chunk;
+use crate::nvmf::wire::{
+    nul_field, AuthCmd, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor,
+    CONNECT_AUTHREQ_ATR,
+};
+use zerocopy::IntoBytes;
 
 /// Connect CATTR bit: disable SQ flow control.
 pub(super) const CATTR_DISABLE_SQ_FLOW_CONTROL: u8 = 0x4;

@@ -1,6 +1,13 @@
 //! The queue pair's receive path: reading the socket, decoding PDUs, C2HData into the command's buffer, R2Ts.
 
-use super::*;
+use super::{Completion, Dir, Qpair, QpairState, R2tState, RxData, DIRECT_RECV_MIN};
+use crate::nvmf::host::HostError;
+use crate::nvmf::pdu::{
+    check_c2h_data, check_r2t, field_off, host_negotiate, PduError, PduHeader, RxEvent,
+    MIN_MAXH2CDATA, PFV_1_0,
+};
+use crate::nvmf::wire::{Cqe, Status};
+use std::io;
 
 impl Qpair {
     pub(super) fn on_readable(&mut self, out: &mut Vec<Completion>) {
