@@ -19,7 +19,7 @@ mod bring_up;
 mod io_commands;
 
 use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
-use super::{HostError, TransportId};
+use super::{HostError, OnDone, TransportId};
 use crate::buf::IoBuf;
 use crate::nvmf::wire::{
     io_opc, prop, shutdown, Cap, Cc, IdentifyController, SglDescriptor, Sqe, Version,
@@ -146,11 +146,7 @@ fn default_host_identity() -> (String, [u8; 16]) {
 impl Controller {
     /// Connects and brings the controller up on the current reactor; `done` gets the
     /// controller or the first error (the half-built controller is then closed).
-    pub fn connect(
-        trid: &TransportId,
-        opts: ConnectOpts,
-        done: impl FnOnce(Result<Rc<Controller>, HostError>) + 'static,
-    ) {
+    pub fn connect(trid: &TransportId, opts: ConnectOpts, done: impl OnDone<Rc<Controller>>) {
         let (default_nqn, default_hostid) = default_host_identity();
         let hostid = opts.hostid.unwrap_or(default_hostid);
         let hostnqn = opts
@@ -308,12 +304,7 @@ impl Controller {
     }
 
     /// Submits and reduces the completion to `Ok((dw0, buffer))` or the error.
-    pub fn command(
-        &self,
-        qid: u16,
-        req: Request,
-        cb: impl FnOnce(Result<(u32, Option<IoBuf>), HostError>) + 'static,
-    ) {
+    pub fn command(&self, qid: u16, req: Request, cb: impl OnDone<(u32, Option<IoBuf>)>) {
         self.submit(qid, req, move |c| {
             let r = c.status();
             cb(r.map(|dw0| (dw0, c.buf)))
@@ -359,7 +350,7 @@ impl Controller {
     }
 
     /// Normal shutdown: CC.SHN, wait (bounded) for CSTS.SHST complete, then close.
-    pub fn shutdown(&self, done: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn shutdown(&self, done: impl OnDone<()>) {
         let c = self.rc();
         let cc = {
             let inner = self.inner.borrow();

@@ -3,7 +3,7 @@
 use super::{compare_and_write_pair, Controller};
 use crate::buf::IoBuf;
 use crate::nvmf::host::qpair::{Completion, DataBuf, Request};
-use crate::nvmf::host::HostError;
+use crate::nvmf::host::{HostError, OnDone};
 use crate::nvmf::wire::{io_opc, DsmRange, SglDescriptor, Sqe};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,7 +17,7 @@ impl Controller {
         slba: u64,
         blocks: u32,
         buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+        cb: impl OnDone<IoBuf>,
     ) {
         self.data_command(
             qid,
@@ -37,7 +37,7 @@ impl Controller {
         slba: u64,
         blocks: u32,
         buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+        cb: impl OnDone<IoBuf>,
     ) {
         self.data_command(
             qid,
@@ -59,7 +59,7 @@ impl Controller {
         slba: u64,
         blocks: u32,
         buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+        cb: impl OnDone<IoBuf>,
     ) {
         self.data_command(
             qid,
@@ -156,7 +156,7 @@ impl Controller {
         slba: u64,
         blocks: u32,
         data: DataBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+        cb: impl OnDone<IoBuf>,
     ) {
         let sqe = Sqe::rw(opcode, 0, nsid, slba, blocks, SglDescriptor::default());
         self.command(qid, Request::new(sqe, data), move |r| {
@@ -164,21 +164,14 @@ impl Controller {
         });
     }
 
-    pub fn flush(&self, qid: u16, nsid: u32, cb: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn flush(&self, qid: u16, nsid: u32, cb: impl OnDone<()>) {
         let sqe = Sqe::new(io_opc::FLUSH, 0, nsid);
         self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|_| ()))
         });
     }
 
-    pub fn write_zeroes(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        cb: impl FnOnce(Result<(), HostError>) + 'static,
-    ) {
+    pub fn write_zeroes(&self, qid: u16, nsid: u32, slba: u64, blocks: u32, cb: impl OnDone<()>) {
         let sqe = Sqe::write_zeroes(0, nsid, slba, blocks, false);
         self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|_| ()))
@@ -186,13 +179,7 @@ impl Controller {
     }
 
     /// Dataset Management with the deallocate attribute over `(slba, blocks)` ranges.
-    pub fn deallocate(
-        &self,
-        qid: u16,
-        nsid: u32,
-        ranges: &[(u64, u32)],
-        cb: impl FnOnce(Result<(), HostError>) + 'static,
-    ) {
+    pub fn deallocate(&self, qid: u16, nsid: u32, ranges: &[(u64, u32)], cb: impl OnDone<()>) {
         if ranges.is_empty() || ranges.len() > crate::nvmf::wire::dsm::MAX_RANGES {
             return cb(Err(HostError::Invalid(format!(
                 "{} DSM ranges (allowed 1..=256)",

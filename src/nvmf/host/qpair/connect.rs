@@ -2,14 +2,12 @@
 
 use super::{Completion, DataBuf, Qpair, QpairState, Request, TxConfig, AUTH_TAG, CONNECT_TAG};
 use crate::buf::IoBuf;
-use crate::nvmf::auth::messages::SECP;
-use crate::nvmf::host::auth::{self, AuthAction, QueueAuth};
+use crate::nvmf::host::auth::{self, dhchap_sqe, AuthAction, QueueAuth};
 use crate::nvmf::host::HostError;
 use crate::nvmf::pdu::PduHeader;
 use crate::nvmf::pdu_tx::push_header_chunk;
 use crate::nvmf::wire::{
-    nul_field, AuthCmd, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor,
-    CONNECT_AUTHREQ_ATR,
+    nul_field, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, CONNECT_AUTHREQ_ATR,
 };
 use zerocopy::IntoBytes;
 
@@ -137,30 +135,18 @@ impl Qpair {
 
     /// Carries out the transaction's next step: an authentication command, or the end.
     pub(super) fn on_auth_action(&mut self, action: AuthAction, out: &mut Vec<Completion>) {
-        let auth_cmd = |fctype_send: bool, length: usize| {
-            let a = AuthCmd {
-                cid: 0,
-                sgl: SglDescriptor::default(),
-                secp: SECP,
-                spsp0: 0x01,
-                spsp1: 0x01,
-                length: length as u32,
-            };
-            if fctype_send {
-                FabricsCommand::AuthenticationSend(a).to_sqe()
-            } else {
-                FabricsCommand::AuthenticationReceive(a).to_sqe()
-            }
-        };
         let req = match action {
             AuthAction::Send(payload) => {
                 let mut buf = IoBuf::with_len(payload.len());
                 buf[..payload.len()].copy_from_slice(&payload);
-                Request::new(auth_cmd(true, payload.len()), DataBuf::Write(buf))
+                Request::new(dhchap_sqe(true, payload.len() as u32), DataBuf::Write(buf))
             }
             AuthAction::Receive => {
                 let len = auth::RECEIVE_LEN.min(self.cfg.max_transfer as usize);
-                Request::new(auth_cmd(false, len), DataBuf::Read(IoBuf::with_len(len)))
+                Request::new(
+                    dhchap_sqe(false, len as u32),
+                    DataBuf::Read(IoBuf::with_len(len)),
+                )
             }
             AuthAction::Done => {
                 self.auth = None;
