@@ -9,67 +9,35 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use zerocopy::IntoBytes;
 
+/// Defines data commands that differ only in opcode and data direction: each sends
+/// `blocks` blocks at `slba` with `buf` through [`Controller::data_command`] and gives the
+/// buffer back to `cb`.
+macro_rules! data_commands {
+    ($($(#[$doc:meta])* $name:ident: $opcode:expr, $dir:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(
+            &self,
+            qid: u16,
+            nsid: u32,
+            slba: u64,
+            blocks: u32,
+            buf: IoBuf,
+            cb: impl OnDone<IoBuf>,
+        ) {
+            self.data_command(qid, $opcode, nsid, slba, blocks, DataBuf::$dir(buf), cb);
+        }
+    )*};
+}
+
 impl Controller {
-    pub fn read(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl OnDone<IoBuf>,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::READ,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Read(buf),
-            cb,
-        );
-    }
-
-    pub fn write(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl OnDone<IoBuf>,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::WRITE,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Write(buf),
-            cb,
-        );
-    }
-
-    /// Compares `buf` (a whole number of blocks) with the blocks at `slba`: Compare
-    /// Failure (SCT 2h, SC 85h) as [`HostError::Nvme`] when they differ.
-    pub fn compare(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl OnDone<IoBuf>,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::COMPARE,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Write(buf),
-            cb,
-        );
+    data_commands! {
+        /// Reads `blocks` blocks at `slba` into `buf`.
+        read: io_opc::READ, Read;
+        /// Writes `buf` (a whole number of blocks) at `slba`.
+        write: io_opc::WRITE, Write;
+        /// Compares `buf` (a whole number of blocks) with the blocks at `slba`: Compare
+        /// Failure (SCT 2h, SC 85h) as [`HostError::Nvme`] when they differ.
+        compare: io_opc::COMPARE, Write;
     }
 
     /// Submits two commands adjacent on queue `qid` (nothing of this host between them);
