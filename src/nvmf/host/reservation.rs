@@ -7,7 +7,7 @@
 //! registrant is `ConnectOpts::hostid`.
 
 use super::qpair::{Completion, DataBuf, Request};
-use super::{HostError, SyncController};
+use super::{io_buf_of, HostError, SyncController};
 use crate::buf::IoBuf;
 use crate::nvmf::wire::{
     admin_opc, feat, io_opc, log_id, FeaturesCmd, RegistrantExtended, RegistrantStatus,
@@ -49,9 +49,7 @@ fn with_keys(opcode: u8, nsid: u32, cdw10: u32, keys: &[u64]) -> Request {
     let mut sqe = Sqe::new(opcode, 0, nsid);
     sqe.cdw10 = cdw10.into();
     let keys: Vec<U64> = keys.iter().map(|&k| k.into()).collect();
-    let mut buf = IoBuf::with_len(keys.as_bytes().len());
-    buf.copy_from_slice(keys.as_bytes());
-    Request::new(sqe, DataBuf::Write(buf))
+    Request::new(sqe, DataBuf::Write(io_buf_of(keys.as_bytes())))
 }
 
 /// Reservation Register: `action` (RREGA), IEKEY, CPTPL, current and new key.

@@ -3,7 +3,7 @@
 use super::{Completion, DataBuf, Qpair, QpairState, Request, TxConfig, AUTH_TAG, CONNECT_TAG};
 use crate::buf::IoBuf;
 use crate::nvmf::host::auth::{self, dhchap_sqe, AuthAction, QueueAuth};
-use crate::nvmf::host::HostError;
+use crate::nvmf::host::{io_buf_of, HostError};
 use crate::nvmf::pdu::PduHeader;
 use crate::nvmf::pdu_tx::push_header_chunk;
 use crate::nvmf::wire::{
@@ -137,9 +137,8 @@ impl Qpair {
     pub(super) fn on_auth_action(&mut self, action: AuthAction, out: &mut Vec<Completion>) {
         let req = match action {
             AuthAction::Send(payload) => {
-                let mut buf = IoBuf::with_len(payload.len());
-                buf[..payload.len()].copy_from_slice(&payload);
-                Request::new(dhchap_sqe(true, payload.len() as u32), DataBuf::Write(buf))
+                let sqe = dhchap_sqe(true, payload.len() as u32);
+                Request::new(sqe, DataBuf::Write(io_buf_of(&payload)))
             }
             AuthAction::Receive => {
                 let len = auth::RECEIVE_LEN.min(self.cfg.max_transfer as usize);
