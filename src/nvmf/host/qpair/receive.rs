@@ -281,5 +281,5 @@ fn cmd_in_flight<'a>(
     msg: &'static str,
 ) -> Result<&'a mut Cmd, PduError> {
     cmds.get_mut(cccid as usize)
-        .ok_or(PduError::field(field_off::CCCID, msg))
+        .ok_or_else(|| PduError::field(field_off::CCCID, msg))
 }
