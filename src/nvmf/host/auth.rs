@@ -14,14 +14,33 @@
 use super::HostError;
 use crate::nvmf::auth::dhchap::HostAuth;
 use crate::nvmf::auth::ffdhe::DhGroup;
-use crate::nvmf::auth::messages::{FailureReason, Message};
+use crate::nvmf::auth::messages::{FailureReason, Message, SECP};
 use crate::nvmf::secret::{DhchapSecret, Hash};
+use crate::nvmf::wire::{AuthCmd, FabricsCommand, SglDescriptor, Sqe};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// Allocation length of each AUTH_Receive (the Linux host's buffer size; the largest
 /// Challenge, SHA-512 with ffdhe8192, is 1104 bytes).
 pub(super) const RECEIVE_LEN: usize = 4096;
+
+/// An AUTH_Send (`send`) or AUTH_Receive command of `length` bytes carrying a
+/// DH-HMAC-CHAP message (SECP [`SECP`], SPSP0 and SPSP1 01h).
+pub fn dhchap_sqe(send: bool, length: u32) -> Sqe {
+    let a = AuthCmd {
+        cid: 0,
+        sgl: SglDescriptor::default(),
+        secp: SECP,
+        spsp0: 0x01,
+        spsp1: 0x01,
+        length,
+    };
+    if send {
+        FabricsCommand::AuthenticationSend(a).to_sqe()
+    } else {
+        FabricsCommand::AuthenticationReceive(a).to_sqe()
+    }
+}
 
 /// How a host authenticates (nvme-cli's `--dhchap-secret` / `--dhchap-ctrl-secret`).
 #[derive(Debug, Clone)]

@@ -19,13 +19,10 @@ mod bring_up;
 mod io_commands;
 
 use super::qpair::{Completion, DataBuf, Qpair, QpairConfig, Request};
-use super::{HostError, TransportId};
+use super::{HostError, OnDone, TransportId};
 use crate::buf::IoBuf;
 use crate::nvmf::wire::{
-    admin_opc, cns, feat, io_opc, log_id, num_queues_from_value, num_queues_value, prop, shutdown,
-    Cap, Cc, Csts, DiscoveryLogEntry, DiscoveryLogHeader, DsmRange, FabricsCommand, FeaturesCmd,
-    GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
-    PropertySetCmd, SglDescriptor, Sqe, Version, DISCOVERY_NQN,
+    io_opc, prop, shutdown, Cap, Cc, IdentifyController, SglDescriptor, Sqe, Version,
 };
 use crate::reactor::{self, PollStatus, PollerHandle};
 use bring_up::{bring_up, poll_csts};
@@ -33,7 +30,6 @@ use slab::Slab;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
-use zerocopy::IntoBytes;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -150,11 +146,7 @@ fn default_host_identity() -> (String, [u8; 16]) {
 impl Controller {
     /// Connects and brings the controller up on the current reactor; `done` gets the
     /// controller or the first error (the half-built controller is then closed).
-    pub fn connect(
-        trid: &TransportId,
-        opts: ConnectOpts,
-        done: impl FnOnce(Result<Rc<Controller>, HostError>) + 'static,
-    ) {
+    pub fn connect(trid: &TransportId, opts: ConnectOpts, done: impl OnDone<Rc<Controller>>) {
         let (default_nqn, default_hostid) = default_host_identity();
         let hostid = opts.hostid.unwrap_or(default_hostid);
         let hostnqn = opts
@@ -312,12 +304,7 @@ impl Controller {
     }
 
     /// Submits and reduces the completion to `Ok((dw0, buffer))` or the error.
-    pub fn command(
-        &self,
-        qid: u16,
-        req: Request,
-        cb: impl FnOnce(Result<(u32, Option<IoBuf>), HostError>) + 'static,
-    ) {
+    pub fn command(&self, qid: u16, req: Request, cb: impl OnDone<(u32, Option<IoBuf>)>) {
         self.submit(qid, req, move |c| {
             let r = c.status();
             cb(r.map(|dw0| (dw0, c.buf)))
@@ -363,7 +350,7 @@ impl Controller {
     }
 
     /// Normal shutdown: CC.SHN, wait (bounded) for CSTS.SHST complete, then close.
-    pub fn shutdown(&self, done: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn shutdown(&self, done: impl OnDone<()>) {
         let c = self.rc();
         let cc = {
             let inner = self.inner.borrow();

@@ -323,16 +323,16 @@ fn serve(s: TcpStream, st: Arc<FakeState>) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Misbehavior {
-    None = 0,
+    None,
     /// Reads are answered with C2HData for a command id that is not in flight.
-    WrongCid = 1,
+    WrongCid,
     /// The connection is closed when a command arrives.
-    HangUp = 2,
+    HangUp,
     /// Commands are swallowed: no answer, ever.
-    Silent = 3,
+    Silent,
     /// Every Connect response asks for DH-HMAC-CHAP (AUTHREQ.ATR), and authentication
     /// commands are swallowed (on the admin queue too).
-    AuthSilent = 4,
+    AuthSilent,
 }
 
 /// A running fake controller (its threads end with the process).

@@ -24,14 +24,27 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{dhgroup_by_name, hash_by_name, DhchapOpts};
+pub use auth::{dhchap_sqe, dhgroup_by_name, hash_by_name, DhchapOpts};
 pub use ctrlr::{ConnectOpts, Controller, ControllerInfo};
 pub use qpair::{Completion, DataBuf, HostTls, Qpair, QpairConfig, QpairState, Request};
 pub use sync::{discover, SyncController};
 
 use super::pdu::PduError;
 use super::wire::Status;
+use crate::buf::IoBuf;
 use std::time::Duration;
+
+/// A command's callback: called once with the command's result.
+pub trait OnDone<T>: FnOnce(Result<T, HostError>) + 'static {}
+
+impl<T, F: FnOnce(Result<T, HostError>) + 'static> OnDone<T> for F {}
+
+/// An I/O buffer holding a copy of `data`.
+fn io_buf_of(data: &[u8]) -> IoBuf {
+    let mut buf = IoBuf::with_len(data.len());
+    buf.copy_from_slice(data);
+    buf
+}
 
 /// Everything a host operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

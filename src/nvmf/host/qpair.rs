@@ -23,28 +23,21 @@ mod config;
 mod connect;
 mod receive;
 
-use super::auth::{self, AuthAction, QueueAuth};
+use super::auth::QueueAuth;
 use super::HostError;
 use crate::buf::Chunk;
 use crate::buf::IoBuf;
-use crate::nvmf::auth::messages::SECP;
 use crate::nvmf::digest::digest_of;
 use crate::nvmf::pdu::{
-    check_c2h_data, check_r2t, encode_term_req, field_off, host_negotiate, H2CData, IcReq,
-    PduDecoder, PduError, PduHeader, Role, RxEvent, TxConfig, MIN_MAXH2CDATA, PFV_1_0,
-    TERM_REQ_MAX_PLEN,
+    encode_term_req, H2CData, IcReq, PduDecoder, PduError, PduHeader, Role, TxConfig,
+    MIN_MAXH2CDATA, TERM_REQ_MAX_PLEN,
 };
 use crate::nvmf::pdu_tx::push_header_chunk;
-use crate::nvmf::wire::nul_field;
-use crate::nvmf::wire::{
-    AuthCmd, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, Sqe, Status,
-    CONNECT_AUTHREQ_ATR,
-};
+use crate::nvmf::wire::{Cqe, SglDescriptor, Sqe};
 use crate::sock::{self, NetImpl, Sock, SockEvent, SockGroup, SockKey, SockOpts, WriteRequest};
 pub use config::{HostTls, QpairConfig};
 use slab::Slab;
-use std::io::{self, IoSlice};
-use zerocopy::IntoBytes;
+use std::io::IoSlice;
 
 /// Size of the receive staging buffer: many PDUs per system call, and at least the posix
 /// sock's receive pipe (64 KiB) so that receives bypass the pipe instead of copying through it.

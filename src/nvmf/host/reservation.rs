@@ -7,10 +7,15 @@
 //! registrant is `ConnectOpts::hostid`.
 
 use super::qpair::{Completion, DataBuf, Request};
-use super::{HostError, SyncController};
+use super::{io_buf_of, HostError, SyncController};
 use crate::buf::IoBuf;
-use crate::nvmf::wire::{admin_opc, feat, io_opc, log_id, FeaturesCmd, Sqe};
+use crate::nvmf::wire::{
+    admin_opc, feat, io_opc, log_id, FeaturesCmd, RegistrantExtended, RegistrantStatus,
+    ReservationCmd, ReservationNotificationLog, ReservationStatusExtended, Sqe,
+};
 use std::sync::mpsc;
+use zerocopy::little_endian::U64;
+use zerocopy::IntoBytes;
 
 /// Register actions (RREGA).
 pub const REGISTER: u8 = 0;
@@ -28,31 +33,40 @@ pub const CPTPL_NO_CHANGE: u8 = 0;
 pub const CPTPL_CLEAR: u8 = 2;
 pub const CPTPL_SET: u8 = 3;
 
+/// CDW10 of a Register (`rtype` 0), Acquire or Release (`cptpl` 0) command.
+fn reservation_cdw10(action: u8, iekey: bool, rtype: u8, cptpl: u8) -> u32 {
+    let fields = ReservationCmd {
+        action,
+        iekey,
+        rtype,
+        cptpl,
+    };
+    fields.cdw10()
+}
+
+/// A Register, Acquire or Release command whose data is `keys` (each 8 bytes, little-endian).
 fn with_keys(opcode: u8, nsid: u32, cdw10: u32, keys: &[u64]) -> Request {
     let mut sqe = Sqe::new(opcode, 0, nsid);
     sqe.cdw10 = cdw10.into();
-    let mut buf = IoBuf::zeroed(keys.len() * 8);
-    for (i, k) in keys.iter().enumerate() {
-        buf.as_mut_slice()[i * 8..i * 8 + 8].copy_from_slice(&k.to_le_bytes());
-    }
-    Request::new(sqe, DataBuf::Write(buf))
+    let keys: Vec<U64> = keys.iter().map(|&k| k.into()).collect();
+    Request::new(sqe, DataBuf::Write(io_buf_of(keys.as_bytes())))
 }
 
 /// Reservation Register: `action` (RREGA), IEKEY, CPTPL, current and new key.
 pub fn register(nsid: u32, action: u8, iekey: bool, cptpl: u8, crkey: u64, nrkey: u64) -> Request {
-    let cdw10 = (action as u32 & 7) | (iekey as u32) << 3 | (cptpl as u32 & 3) << 30;
+    let cdw10 = reservation_cdw10(action, iekey, 0, cptpl);
     with_keys(io_opc::RESERVATION_REGISTER, nsid, cdw10, &[crkey, nrkey])
 }
 
 /// Reservation Acquire: `action` (RACQA), IEKEY, type, current and preempt key.
 pub fn acquire(nsid: u32, action: u8, iekey: bool, rtype: u8, crkey: u64, prkey: u64) -> Request {
-    let cdw10 = (action as u32 & 7) | (iekey as u32) << 3 | (rtype as u32) << 8;
+    let cdw10 = reservation_cdw10(action, iekey, rtype, 0);
     with_keys(io_opc::RESERVATION_ACQUIRE, nsid, cdw10, &[crkey, prkey])
 }
 
 /// Reservation Release: `action` (RRELA), IEKEY, type, current key.
 pub fn release(nsid: u32, action: u8, iekey: bool, rtype: u8, crkey: u64) -> Request {
-    let cdw10 = (action as u32 & 7) | (iekey as u32) << 3 | (rtype as u32) << 8;
+    let cdw10 = reservation_cdw10(action, iekey, rtype, 0);
     with_keys(io_opc::RESERVATION_RELEASE, nsid, cdw10, &[crkey])
 }
 
@@ -78,25 +92,22 @@ pub struct ReservationStatus {
 
 impl ReservationStatus {
     pub fn decode(d: &[u8]) -> Option<Self> {
-        if d.len() < 64 {
-            return None;
-        }
-        let registrants = u16::from_le_bytes([d[5], d[6]]);
-        let entries = d[64..]
-            .chunks_exact(64)
+        let header = ReservationStatusExtended::decode_slice(d)?.status;
+        let registrants = header.regctl.get();
+        let entries = d[ReservationStatusExtended::SIZE..]
+            .chunks_exact(RegistrantExtended::SIZE)
+            .filter_map(RegistrantExtended::decode_slice)
             .take(registrants as usize)
             .map(|e| {
-                let mut host = [0u8; 16];
-                host.copy_from_slice(&e[16..32]);
-                let key = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default());
-                (host, key, e[2] & 1 != 0)
+                let holds = e.rcsts.contains(RegistrantStatus::HOLDS_RESERVATION);
+                (e.hostid, e.rkey.get(), holds)
             })
             .collect();
         Some(Self {
-            generation: u32::from_le_bytes(d[0..4].try_into().ok()?),
-            rtype: d[4],
+            generation: header.gen.get(),
+            rtype: header.rtype,
             registrants,
-            ptpl: d[9] & 1 != 0,
+            ptpl: header.ptpls & 1 != 0,
             entries,
         })
     }
@@ -111,6 +122,9 @@ impl ReservationStatus {
         self.entries.iter().any(|e| &e.0 == host && e.2)
     }
 }
+
+/// Bytes of one Reservation Notification log page.
+const NOTIFICATION_LEN: u32 = ReservationNotificationLog::SIZE as u32;
 
 /// One Reservation Notification log page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,12 +192,19 @@ impl SyncController {
 
     /// Reads one Reservation Notification log page (removing it at the controller).
     pub fn reservation_notification(&self) -> Result<NotificationPage, HostError> {
-        let p = self.get_log_page(log_id::RESERVATION_NOTIFICATION, u32::MAX, 0, 64)?;
+        let p = self.get_log_page(
+            log_id::RESERVATION_NOTIFICATION,
+            u32::MAX,
+            0,
+            NOTIFICATION_LEN,
+        )?;
+        let page = ReservationNotificationLog::decode_slice(&p)
+            .ok_or_else(|| HostError::Protocol("short Reservation Notification log page".into()))?;
         Ok(NotificationPage {
-            count: u64::from_le_bytes(p[0..8].try_into().unwrap_or_default()),
-            log_type: p[8],
-            available: p[9],
-            nsid: u32::from_le_bytes(p[12..16].try_into().unwrap_or_default()),
+            count: page.count.get(),
+            log_type: page.rnlpt,
+            available: page.nalp,
+            nsid: page.nsid.get(),
         })
     }
 

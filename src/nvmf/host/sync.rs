@@ -10,7 +10,7 @@
 
 use super::ctrlr::{ConnectOpts, Controller, ControllerInfo};
 use super::qpair::{Completion, Request};
-use super::{HostError, TransportId};
+use super::{io_buf_of, HostError, TransportId};
 use crate::buf::IoBuf;
 use crate::nvmf::wire::{DiscoveryLogEntry, IdentifyController, IdentifyNamespace, DISCOVERY_NQN};
 use crate::reactor::{self, AppHandle, IdleStrategy, ReactorConfig};
@@ -227,8 +227,7 @@ impl SyncController {
         blocks: u32,
         data: &[u8],
     ) -> Result<(), HostError> {
-        let mut buf = IoBuf::with_len(data.len());
-        buf.copy_from_slice(data);
+        let buf = io_buf_of(data);
         self.call(move |c, done| {
             c.write(qid, nsid, slba, blocks, buf, move |r| done(r.map(|_| ())))
         })
@@ -244,8 +243,7 @@ impl SyncController {
         blocks: u32,
         data: &[u8],
     ) -> Result<(), HostError> {
-        let mut buf = IoBuf::with_len(data.len());
-        buf.copy_from_slice(data);
+        let buf = io_buf_of(data);
         self.call(move |c, done| {
             c.compare(qid, nsid, slba, blocks, buf, move |r| done(r.map(|_| ())))
         })
@@ -262,9 +260,7 @@ impl SyncController {
         expect: &[u8],
         data: &[u8],
     ) -> Result<PairResult, HostError> {
-        let (mut e, mut d) = (IoBuf::with_len(expect.len()), IoBuf::with_len(data.len()));
-        e.copy_from_slice(expect);
-        d.copy_from_slice(data);
+        let (e, d) = (io_buf_of(expect), io_buf_of(data));
         self.call(move |c, done| {
             c.compare_and_write(qid, nsid, slba, blocks, e, d, move |r1, r2| {
                 done(Ok((r1, r2)))

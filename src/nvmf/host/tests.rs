@@ -13,26 +13,16 @@ fn transport_id_parses_spdk_syntax() {
     assert_eq!(t, TransportId::tcp("127.0.0.1", 4420, "nqn.x:y"));
     let d: TransportId = "trtype:tcp traddr:::1 trsvcid:1".parse().unwrap();
     assert_eq!(d.subnqn, crate::nvmf::wire::DISCOVERY_NQN);
-    assert!("trtype:RDMA traddr:127.0.0.1"
-        .parse::<TransportId>()
-        .unwrap_err()
-        .contains("TCP"));
-    assert!("traddr:127.0.0.1 trsvcid:x"
-        .parse::<TransportId>()
-        .unwrap_err()
-        .contains("trsvcid"));
-    assert!("adrfam:IPv6 traddr:127.0.0.1"
-        .parse::<TransportId>()
-        .unwrap_err()
-        .contains("IPv6"));
-    assert!("trsvcid:1"
-        .parse::<TransportId>()
-        .unwrap_err()
-        .contains("traddr"));
-    assert!("bogus:1 traddr:127.0.0.1"
-        .parse::<TransportId>()
-        .unwrap_err()
-        .contains("bogus"));
+    for (text, complaint) in [
+        ("trtype:RDMA traddr:127.0.0.1", "TCP"),
+        ("traddr:127.0.0.1 trsvcid:x", "trsvcid"),
+        ("adrfam:IPv6 traddr:127.0.0.1", "IPv6"),
+        ("trsvcid:1", "traddr"),
+        ("bogus:1 traddr:127.0.0.1", "bogus"),
+    ] {
+        let err = text.parse::<TransportId>().unwrap_err();
+        assert!(err.contains(complaint), "{text}: {err}");
+    }
 }
 
 use super::fake::{FakeTarget, Misbehavior, FAKE_BLOCKS};

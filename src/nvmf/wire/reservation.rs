@@ -28,6 +28,14 @@ impl ReservationCmd {
             cptpl: (cdw10 >> 30) as u8,
         }
     }
+
+    /// The CDW10 that [`ReservationCmd::parse`] reads back.
+    pub fn cdw10(&self) -> u32 {
+        (self.action as u32 & 0x7)
+            | (self.iekey as u32) << 3
+            | (self.rtype as u32) << 8
+            | (self.cptpl as u32 & 0x3) << 30
+    }
 }
 
 /// Reservation Report fields: NUMD (CDW10, 0-based dwords) and Extended Data Structure

@@ -1,9 +1,17 @@
 //! The controller's admin commands: properties, Identify, logs, features, Keep Alive, the discovery log.
 
-use super::*;
+use super::Controller;
+use crate::buf::IoBuf;
+use crate::nvmf::host::qpair::{DataBuf, Request};
+use crate::nvmf::host::{HostError, OnDone};
+use crate::nvmf::wire::{
+    admin_opc, cns, log_id, prop, DiscoveryLogEntry, DiscoveryLogHeader, FabricsCommand,
+    FeaturesCmd, GetLogPageCmd, IdentifyCmd, IdentifyController, IdentifyNamespace, PropertyGetCmd,
+    PropertySetCmd, SglDescriptor, Sqe,
+};
 
 impl Controller {
-    pub fn property_get(&self, offset: u32, cb: impl FnOnce(Result<u64, HostError>) + 'static) {
+    pub fn property_get(&self, offset: u32, cb: impl OnDone<u64>) {
         let sqe = FabricsCommand::PropertyGet(PropertyGetCmd {
             cid: 0,
             size8: prop::is_8_bytes(offset),
@@ -15,12 +23,7 @@ impl Controller {
         });
     }
 
-    pub fn property_set(
-        &self,
-        offset: u32,
-        value: u64,
-        cb: impl FnOnce(Result<(), HostError>) + 'static,
-    ) {
+    pub fn property_set(&self, offset: u32, value: u64, cb: impl OnDone<()>) {
         let sqe = FabricsCommand::PropertySet(PropertySetCmd {
             cid: 0,
             size8: prop::is_8_bytes(offset),
@@ -34,12 +37,7 @@ impl Controller {
     }
 
     /// Identify with `cns` for `nsid`: the 4096-byte data.
-    pub fn identify(
-        &self,
-        cns: u8,
-        nsid: u32,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
-    ) {
+    pub fn identify(&self, cns: u8, nsid: u32, cb: impl OnDone<IoBuf>) {
         let sqe = IdentifyCmd {
             nsid,
             cns,
@@ -53,27 +51,20 @@ impl Controller {
         });
     }
 
-    pub fn identify_controller(
-        &self,
-        cb: impl FnOnce(Result<IdentifyController, HostError>) + 'static,
-    ) {
+    pub fn identify_controller(&self, cb: impl OnDone<IdentifyController>) {
         self.identify(cns::CONTROLLER, 0, move |r| {
             cb(r.map(|b| IdentifyController::decode_slice(&b).unwrap_or_default()))
         });
     }
 
-    pub fn identify_namespace(
-        &self,
-        nsid: u32,
-        cb: impl FnOnce(Result<IdentifyNamespace, HostError>) + 'static,
-    ) {
+    pub fn identify_namespace(&self, nsid: u32, cb: impl OnDone<IdentifyNamespace>) {
         self.identify(cns::NAMESPACE, nsid, move |r| {
             cb(r.map(|b| IdentifyNamespace::decode_slice(&b).unwrap_or_default()))
         });
     }
 
     /// The active namespace ids (CNS 02h from nsid 0).
-    pub fn active_namespaces(&self, cb: impl FnOnce(Result<Vec<u32>, HostError>) + 'static) {
+    pub fn active_namespaces(&self, cb: impl OnDone<Vec<u32>>) {
         self.identify(cns::ACTIVE_NS_LIST, 0, move |r| {
             cb(r.map(|b| {
                 b.chunks_exact(4)
@@ -85,14 +76,7 @@ impl Controller {
     }
 
     /// Get Log Page: `len` bytes (a multiple of 4) of log `lid` at byte `offset`.
-    pub fn get_log_page(
-        &self,
-        lid: u8,
-        nsid: u32,
-        offset: u64,
-        len: u32,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
-    ) {
+    pub fn get_log_page(&self, lid: u8, nsid: u32, offset: u64, len: u32, cb: impl OnDone<IoBuf>) {
         if len == 0 || !len.is_multiple_of(4) {
             return cb(Err(HostError::Invalid(format!(
                 "log page length {len} is not a non-zero multiple of 4"
@@ -105,32 +89,17 @@ impl Controller {
     }
 
     /// Get Features `fid` (current value): DW0.
-    pub fn get_features(
-        &self,
-        fid: u8,
-        cdw11: u32,
-        cb: impl FnOnce(Result<u32, HostError>) + 'static,
-    ) {
-        let sqe = FeaturesCmd {
-            nsid: 0,
-            fid,
-            sel: 0,
-            save: false,
-            cdw11,
-        }
-        .to_sqe(admin_opc::GET_FEATURES, 0);
-        self.command(0, Request::new(sqe, DataBuf::None), move |r| {
-            cb(r.map(|(dw0, _)| dw0))
-        });
+    pub fn get_features(&self, fid: u8, cdw11: u32, cb: impl OnDone<u32>) {
+        self.features(admin_opc::GET_FEATURES, fid, cdw11, cb)
     }
 
     /// Set Features `fid` to `cdw11`: DW0 of the completion.
-    pub fn set_features(
-        &self,
-        fid: u8,
-        cdw11: u32,
-        cb: impl FnOnce(Result<u32, HostError>) + 'static,
-    ) {
+    pub fn set_features(&self, fid: u8, cdw11: u32, cb: impl OnDone<u32>) {
+        self.features(admin_opc::SET_FEATURES, fid, cdw11, cb)
+    }
+
+    /// Get or Set Features (`opcode`) of the controller's feature `fid`: DW0.
+    fn features(&self, opcode: u8, fid: u8, cdw11: u32, cb: impl OnDone<u32>) {
         let sqe = FeaturesCmd {
             nsid: 0,
             fid,
@@ -138,13 +107,13 @@ impl Controller {
             save: false,
             cdw11,
         }
-        .to_sqe(admin_opc::SET_FEATURES, 0);
+        .to_sqe(opcode, 0);
         self.command(0, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|(dw0, _)| dw0))
         });
     }
 
-    pub fn keep_alive(&self, cb: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn keep_alive(&self, cb: impl OnDone<()>) {
         let sqe = Sqe::new(admin_opc::KEEP_ALIVE, 0, 0);
         self.command(0, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|_| ()))
@@ -153,10 +122,7 @@ impl Controller {
 
     /// The discovery log (header and entries), read whole and re-read if its generation
     /// counter changed meanwhile.
-    pub fn discovery_log(
-        &self,
-        cb: impl FnOnce(Result<(DiscoveryLogHeader, Vec<DiscoveryLogEntry>), HostError>) + 'static,
-    ) {
+    pub fn discovery_log(&self, cb: impl OnDone<(DiscoveryLogHeader, Vec<DiscoveryLogEntry>)>) {
         let c = self.rc();
         let max = self
             .inner

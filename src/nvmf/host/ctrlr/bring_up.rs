@@ -1,6 +1,16 @@
 //! Bringing a controller up: CC.EN and CSTS.RDY, Identify, the number of queues, the I/O queues' Connects, Keep Alive.
 
-use super::*;
+use super::{Controller, ControllerInfo, Done};
+use crate::nvmf::host::qpair::Qpair;
+use crate::nvmf::host::HostError;
+use crate::nvmf::wire::{
+    feat, num_queues_from_value, num_queues_value, prop, Cap, Cc, Csts, IdentifyController,
+    Version, DISCOVERY_NQN,
+};
+use crate::reactor::{self, PollStatus};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Reads CSTS until `cond` holds or `deadline` passes.
 pub(super) fn poll_csts(

@@ -1,68 +1,43 @@
 //! The controller's I/O commands: read, write, compare, fused compare-and-write, flush, write zeroes, deallocate.
 
-use super::*;
+use super::{compare_and_write_pair, Controller};
+use crate::buf::IoBuf;
+use crate::nvmf::host::qpair::{Completion, DataBuf, Request};
+use crate::nvmf::host::{HostError, OnDone};
+use crate::nvmf::wire::{io_opc, DsmRange, SglDescriptor, Sqe};
+use std::cell::RefCell;
+use std::rc::Rc;
+use zerocopy::IntoBytes;
+
+/// Defines data commands that differ only in opcode and data direction: each sends
+/// `blocks` blocks at `slba` with `buf` through [`Controller::data_command`] and gives the
+/// buffer back to `cb`.
+macro_rules! data_commands {
+    ($($(#[$doc:meta])* $name:ident: $opcode:expr, $dir:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(
+            &self,
+            qid: u16,
+            nsid: u32,
+            slba: u64,
+            blocks: u32,
+            buf: IoBuf,
+            cb: impl OnDone<IoBuf>,
+        ) {
+            self.data_command(qid, $opcode, nsid, slba, blocks, DataBuf::$dir(buf), cb);
+        }
+    )*};
+}
 
 impl Controller {
-    pub fn read(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::READ,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Read(buf),
-            cb,
-        );
-    }
-
-    pub fn write(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::WRITE,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Write(buf),
-            cb,
-        );
-    }
-
-    /// Compares `buf` (a whole number of blocks) with the blocks at `slba`: Compare
-    /// Failure (SCT 2h, SC 85h) as [`HostError::Nvme`] when they differ.
-    pub fn compare(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        buf: IoBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
-    ) {
-        self.data_command(
-            qid,
-            io_opc::COMPARE,
-            nsid,
-            slba,
-            blocks,
-            DataBuf::Write(buf),
-            cb,
-        );
+    data_commands! {
+        /// Reads `blocks` blocks at `slba` into `buf`.
+        read: io_opc::READ, Read;
+        /// Writes `buf` (a whole number of blocks) at `slba`.
+        write: io_opc::WRITE, Write;
+        /// Compares `buf` (a whole number of blocks) with the blocks at `slba`: Compare
+        /// Failure (SCT 2h, SC 85h) as [`HostError::Nvme`] when they differ.
+        compare: io_opc::COMPARE, Write;
     }
 
     /// Submits two commands adjacent on queue `qid` (nothing of this host between them);
@@ -149,7 +124,7 @@ impl Controller {
         slba: u64,
         blocks: u32,
         data: DataBuf,
-        cb: impl FnOnce(Result<IoBuf, HostError>) + 'static,
+        cb: impl OnDone<IoBuf>,
     ) {
         let sqe = Sqe::rw(opcode, 0, nsid, slba, blocks, SglDescriptor::default());
         self.command(qid, Request::new(sqe, data), move |r| {
@@ -157,21 +132,14 @@ impl Controller {
         });
     }
 
-    pub fn flush(&self, qid: u16, nsid: u32, cb: impl FnOnce(Result<(), HostError>) + 'static) {
+    pub fn flush(&self, qid: u16, nsid: u32, cb: impl OnDone<()>) {
         let sqe = Sqe::new(io_opc::FLUSH, 0, nsid);
         self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|_| ()))
         });
     }
 
-    pub fn write_zeroes(
-        &self,
-        qid: u16,
-        nsid: u32,
-        slba: u64,
-        blocks: u32,
-        cb: impl FnOnce(Result<(), HostError>) + 'static,
-    ) {
+    pub fn write_zeroes(&self, qid: u16, nsid: u32, slba: u64, blocks: u32, cb: impl OnDone<()>) {
         let sqe = Sqe::write_zeroes(0, nsid, slba, blocks, false);
         self.command(qid, Request::new(sqe, DataBuf::None), move |r| {
             cb(r.map(|_| ()))
@@ -179,13 +147,7 @@ impl Controller {
     }
 
     /// Dataset Management with the deallocate attribute over `(slba, blocks)` ranges.
-    pub fn deallocate(
-        &self,
-        qid: u16,
-        nsid: u32,
-        ranges: &[(u64, u32)],
-        cb: impl FnOnce(Result<(), HostError>) + 'static,
-    ) {
+    pub fn deallocate(&self, qid: u16, nsid: u32, ranges: &[(u64, u32)], cb: impl OnDone<()>) {
         if ranges.is_empty() || ranges.len() > crate::nvmf::wire::dsm::MAX_RANGES {
             return cb(Err(HostError::Invalid(format!(
                 "{} DSM ranges (allowed 1..=256)",

@@ -1,6 +1,15 @@
 //! Bringing a queue pair up: the socket connect, ICReq, the Fabrics Connect command and DH-HMAC-CHAP authentication.
 
-use super::*;
+use super::{Completion, DataBuf, Qpair, QpairState, Request, TxConfig, AUTH_TAG, CONNECT_TAG};
+use crate::buf::IoBuf;
+use crate::nvmf::host::auth::{self, dhchap_sqe, AuthAction, QueueAuth};
+use crate::nvmf::host::{io_buf_of, HostError};
+use crate::nvmf::pdu::PduHeader;
+use crate::nvmf::pdu_tx::push_header_chunk;
+use crate::nvmf::wire::{
+    nul_field, ConnectCmd, ConnectData, Cqe, FabricsCommand, SglDescriptor, CONNECT_AUTHREQ_ATR,
+};
+use zerocopy::IntoBytes;
 
 /// Connect CATTR bit: disable SQ flow control.
 pub(super) const CATTR_DISABLE_SQ_FLOW_CONTROL: u8 = 0x4;
@@ -126,30 +135,17 @@ impl Qpair {
 
     /// Carries out the transaction's next step: an authentication command, or the end.
     pub(super) fn on_auth_action(&mut self, action: AuthAction, out: &mut Vec<Completion>) {
-        let auth_cmd = |fctype_send: bool, length: usize| {
-            let a = AuthCmd {
-                cid: 0,
-                sgl: SglDescriptor::default(),
-                secp: SECP,
-                spsp0: 0x01,
-                spsp1: 0x01,
-                length: length as u32,
-            };
-            if fctype_send {
-                FabricsCommand::AuthenticationSend(a).to_sqe()
-            } else {
-                FabricsCommand::AuthenticationReceive(a).to_sqe()
-            }
-        };
         let req = match action {
             AuthAction::Send(payload) => {
-                let mut buf = IoBuf::with_len(payload.len());
-                buf[..payload.len()].copy_from_slice(&payload);
-                Request::new(auth_cmd(true, payload.len()), DataBuf::Write(buf))
+                let sqe = dhchap_sqe(true, payload.len() as u32);
+                Request::new(sqe, DataBuf::Write(io_buf_of(&payload)))
             }
             AuthAction::Receive => {
                 let len = auth::RECEIVE_LEN.min(self.cfg.max_transfer as usize);
-                Request::new(auth_cmd(false, len), DataBuf::Read(IoBuf::with_len(len)))
+                Request::new(
+                    dhchap_sqe(false, len as u32),
+                    DataBuf::Read(IoBuf::with_len(len)),
+                )
             }
             AuthAction::Done => {
                 self.auth = None;

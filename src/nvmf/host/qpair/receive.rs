@@ -1,6 +1,14 @@
 //! The queue pair's receive path: reading the socket, decoding PDUs, C2HData into the command's buffer, R2Ts.
 
-use super::*;
+use super::{Cmd, Completion, Dir, Qpair, QpairState, R2tState, RxData, DIRECT_RECV_MIN};
+use crate::nvmf::host::HostError;
+use crate::nvmf::pdu::{
+    check_c2h_data, check_r2t, field_off, host_negotiate, PduError, PduHeader, RxEvent,
+    MIN_MAXH2CDATA, PFV_1_0,
+};
+use crate::nvmf::wire::{Cqe, Status};
+use slab::Slab;
+use std::io;
 
 impl Qpair {
     pub(super) fn on_readable(&mut self, out: &mut Vec<Completion>) {
@@ -173,12 +181,11 @@ impl Qpair {
                 Ok(())
             }
             PduHeader::C2HData(d) => {
-                let Some(cmd) = self.cmds.get(d.cccid as usize) else {
-                    return Err(PduError::field(
-                        field_off::CCCID,
-                        "C2HData for a command not in flight",
-                    ));
-                };
+                let cmd = cmd_in_flight(
+                    &mut self.cmds,
+                    d.cccid,
+                    "C2HData for a command not in flight",
+                )?;
                 if cmd.dir != Dir::Read || cmd.buf.is_none() || cmd.resp.is_some() {
                     return Err(PduError::field(
                         field_off::CCCID,
@@ -201,12 +208,8 @@ impl Qpair {
                 Ok(())
             }
             PduHeader::R2T(r) => {
-                let Some(cmd) = self.cmds.get_mut(r.cccid as usize) else {
-                    return Err(PduError::field(
-                        field_off::CCCID,
-                        "R2T for a command not in flight",
-                    ));
-                };
+                let cmd =
+                    cmd_in_flight(&mut self.cmds, r.cccid, "R2T for a command not in flight")?;
                 if cmd.dir != Dir::Write || cmd.resp.is_some() {
                     return Err(PduError::field(
                         field_off::CCCID,
@@ -269,4 +272,14 @@ impl Qpair {
             self.try_complete(rx.cid, out);
         }
     }
+}
+
+/// The command a C2HData or R2T PDU names by CCCID, or the CCCID error `msg`.
+fn cmd_in_flight<'a>(
+    cmds: &'a mut Slab<Cmd>,
+    cccid: u16,
+    msg: &'static str,
+) -> Result<&'a mut Cmd, PduError> {
+    cmds.get_mut(cccid as usize)
+        .ok_or_else(|| PduError::field(field_off::CCCID, msg))
 }
