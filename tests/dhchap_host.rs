@@ -9,10 +9,12 @@ mod common;
 
 use common::nvme::{export, rw, Done, Host, HOSTNQN};
 use pollux::nvmf::auth::dhchap::HostAuth;
-use pollux::nvmf::auth::messages::{FailureReason, Message, SECP};
-use pollux::nvmf::host::{ConnectOpts, DhchapOpts, HostError, SyncController, TransportId};
+use pollux::nvmf::auth::messages::{FailureReason, Message};
+use pollux::nvmf::host::{
+    dhchap_sqe, ConnectOpts, DhchapOpts, HostError, SyncController, TransportId,
+};
 use pollux::nvmf::secret::{DhchapSecret, Hash};
-use pollux::nvmf::wire::{self, io_opc, prop, AuthCmd, FabricsCommand, SglDescriptor, Sqe, Status};
+use pollux::nvmf::wire::{self, io_opc, prop, Status};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -198,29 +200,13 @@ fn host_library_refusals_carry_their_reason() {
 
 const RECEIVE_LEN: u32 = 4096;
 
-fn auth_sqe(send: bool, length: u32) -> Sqe {
-    let a = AuthCmd {
-        cid: 0,
-        sgl: SglDescriptor::default(),
-        secp: SECP,
-        spsp0: 0x01,
-        spsp1: 0x01,
-        length,
-    };
-    if send {
-        FabricsCommand::AuthenticationSend(a).to_sqe()
-    } else {
-        FabricsCommand::AuthenticationReceive(a).to_sqe()
-    }
-}
-
 fn send(h: &mut Host, payload: &[u8]) {
-    let d = h.run(auth_sqe(true, payload.len() as u32), Some(payload), 0);
+    let d = h.run(dhchap_sqe(true, payload.len() as u32), Some(payload), 0);
     assert!(d.ok(), "AUTH_Send: {:?}", d.cqe.status());
 }
 
 fn receive(h: &mut Host) -> Message {
-    let d = h.run(auth_sqe(false, RECEIVE_LEN), None, RECEIVE_LEN);
+    let d = h.run(dhchap_sqe(false, RECEIVE_LEN), None, RECEIVE_LEN);
     assert!(d.ok(), "AUTH_Receive: {:?}", d.cqe.status());
     Message::decode(&d.data).expect("the controller's message decodes")
 }
