@@ -8,6 +8,9 @@
 //! reactor's thread-local copy before the method answers, so sockets created anywhere after the
 //! answer see them. Values an impl cannot honour are rejected with an error naming the field
 //! (`tls_version` other than 0, `enable_ktls: true`, `enable_recv_pipe: false` for uring, ...).
+//! The ssl impl's `psk_key` / `psk_identity` options of older SPDK releases are refused as unknown
+//! fields (-32602, naming the field): a TLS PSK belongs to a host, so pollux takes it only from
+//! `nvmf_subsystem_add_host --psk` (a keyring key).
 
 #![forbid(unsafe_code)]
 
@@ -210,6 +213,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("bogus"), "{}", e.message);
+        for field in ["psk_key", "psk_identity"] {
+            let e = call(
+                "sock_impl_set_options",
+                json!({"impl_name": "ssl", field: "x"}),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, -32602);
+            assert!(e.message.contains(field), "{}", e.message);
+        }
         let e = call("sock_impl_get_options", json!({"impl_name": "nope"})).unwrap_err();
         assert!(e.message.contains("impl_name"), "{}", e.message);
 
