@@ -529,3 +529,32 @@ fn reservation_structures_round_trip() {
         u16::from_le_bytes([p[5], p[6]])
     );
 }
+
+#[test]
+fn reservation_cdw10_is_what_parse_reads_back() {
+    let mut sqe = Sqe::new(io_opc::RESERVATION_ACQUIRE, 1, 1);
+    for action in 0..8 {
+        for iekey in [false, true] {
+            for rtype in [0, 1, 6, 0xff] {
+                for cptpl in 0..4 {
+                    let cmd = ReservationCmd {
+                        action,
+                        iekey,
+                        rtype,
+                        cptpl,
+                    };
+                    sqe.cdw10 = cmd.cdw10().into();
+                    assert_eq!(ReservationCmd::parse(&sqe), cmd);
+                }
+            }
+        }
+    }
+    // The bits where NVMe puts them: RACQA 2:0, IEKEY 3, RTYPE 15:8, CPTPL 31:30.
+    let cmd = ReservationCmd {
+        action: 2,
+        iekey: true,
+        rtype: 3,
+        cptpl: 3,
+    };
+    assert_eq!(cmd.cdw10(), 0xC000_030A);
+}
